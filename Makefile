@@ -1,0 +1,33 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+# Both create .venv from pyproject.toml (everything comes from PyPI).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+NET    ?= examples/digits.yaml
+JOBS   ?= 2
+
+.PHONY: demo test venv bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -n $(JOBS) tests
+
+demo: $(STAMP)
+	$(BIN)/sigprop-fpga doctor
+	$(BIN)/sigprop-fpga check $(NET)
+	$(BIN)/sigprop-fpga train $(NET) --engine float --json build/demo/train-float.json
+	$(BIN)/sigprop-fpga train $(NET) --engine golden --json build/demo/train-golden.json
+
+bench: $(STAMP)
+	$(BIN)/python bench/train_speed.py
+
+clean:
+	rm -rf build .pytest_cache

@@ -1,0 +1,176 @@
+"""Analytic schedule of the datapath: MACs, lanes, cycles and memory per stage.
+
+One stage per hidden layer (the head, when present, is folded into the last stage). A stage with
+``P`` lanes (one multiplier each) walks its work in these phases for every training sample; the
+same formulas are used by ``check``, the compiler's manifest and the hardware tests, which
+measure the real counts against them:
+
+=========  ===================================================  ==============================
+phase      work                                                 cycles
+=========  ===================================================  ==============================
+forward    ``h = f(W x + b)``, and ``t = f(W t_in + b)`` for     ``signals * n * ceil(n_in/P)``
+           ``l >= 1`` (layer 0 reads its target from ``R``)
+readout    pre-write logits of the last stage (nearest target)  ``C * ceil(n/P)``
+logits     ``s_k = h . T[k]``                                    ``C * ceil(n/P)``
+softmax    base-2 exp table, one reciprocal, ``C`` products     ``3 C + RECIP_BITS + 4``
+gradient   ``g_h = sum_k (p_k - y_k) T[k]``, ``g_t = e_c h``    ``(C + 1) * ceil(n/P)``
+update     ``W -= (d_h x + d_tc t_in + d_tm Tin[m]) >> s``       ``n * (terms * ceil(n_in/P) + 1)``
+           (``terms`` = 3, or 1 at layer 0 and for ``l2``)
+table      ``R[c], R[m] -= d >> s`` (layer 0, ``class_ce``)      ``2 * ceil(n/P)``
+=========  ===================================================  ==============================
+
+Layers pipeline (DESIGN.md §2), so the cycles between samples are the slowest stage's.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from ..sim.fixed import RECIP_BITS
+from ..sim.params import Network
+
+__all__ = ["StageEstimate", "Estimate", "estimate", "allocate_lanes", "stage_cycles", "stage_macs"]
+
+
+@dataclass(frozen=True)
+class StageEstimate:
+    index: int
+    n_in: int
+    units: int
+    lanes: int
+    macs: int                   # multiply-accumulates per training sample
+    inference_macs: int
+    cycles: int                 # estimated cycles per training sample
+    phases: dict
+    weight_bits: int
+    cache_bits: int             # class-target caches T (and the layer's own copy Tin)
+    table_bits: int             # the target table R (layer 0)
+    acc_width: int
+
+
+@dataclass(frozen=True)
+class Estimate:
+    stages: tuple[StageEstimate, ...]
+    total_lanes: int
+    macs_per_sample: int
+    inference_macs_per_sample: int
+    cycles_per_sample: int      # pipelined: the slowest stage
+    sequential_cycles: int      # the sum of stages (no layer pipelining)
+    ideal_cycles_per_sample: float   # MACs / total lanes
+    memory_bits: int
+    clock_mhz: float
+
+    @property
+    def train_samples_per_second(self) -> float:
+        return self.clock_mhz * 1e6 / self.cycles_per_sample
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["train_samples_per_second"] = self.train_samples_per_second
+        d["mac_utilization"] = self.ideal_cycles_per_sample / self.cycles_per_sample
+        return d
+
+
+def _signals(l: int) -> int:
+    return 1 if l == 0 else 2
+
+
+def _update_terms(net: Network, l: int) -> int:
+    return 1 if (l == 0 or net.spec.learning.loss == "l2") else 3
+
+
+def stage_phases(net: Network, l: int, lanes: int) -> dict:
+    """Cycles of each phase of stage ``l`` with ``lanes`` lanes, per training sample."""
+    n_in, n, C = net.fan_in(l), net.units(l), net.n_classes
+    P = lanes
+    ci, cn = math.ceil(n_in / P), math.ceil(n / P)
+    last = l == net.depth - 1
+    ph = {"forward": _signals(l) * n * ci}
+    if net.spec.learning.loss == "class_ce":
+        if last and net.spec.readout == "nearest_target":
+            ph["readout"] = C * cn
+        ph["logits"] = C * cn
+        ph["softmax"] = 3 * C + RECIP_BITS + 4
+        ph["gradient"] = (C + 1) * cn
+    else:
+        if last and net.spec.readout == "nearest_target":
+            ph["readout"] = C * cn
+        ph["gradient"] = cn
+    ph["update"] = n * (_update_terms(net, l) * ci + 1)
+    if l == 0 and net.spec.learning.loss == "class_ce":
+        ph["table"] = 2 * cn
+    if last and net.spec.readout == "head":
+        ch = math.ceil(n / P)
+        ph["head"] = C * ch + (3 * C + RECIP_BITS + 4) + C * (ch + 1)
+    return ph
+
+
+def stage_cycles(net: Network, l: int, lanes: int) -> int:
+    return sum(stage_phases(net, l, lanes).values())
+
+
+def stage_macs(net: Network, l: int) -> tuple[int, int]:
+    """(training, inference) multiply-accumulates of stage ``l`` per sample."""
+    n_in, n, C = net.fan_in(l), net.units(l), net.n_classes
+    last = l == net.depth - 1
+    fwd = _signals(l) * n * n_in
+    infer = n * n_in
+    train = fwd + _update_terms(net, l) * n * n_in
+    if net.spec.learning.loss == "class_ce":
+        train += 2 * C * n + n          # logits, g_h, g_tc
+    if last and net.spec.readout == "nearest_target":
+        train += C * n
+        infer += C * n
+    if last and net.spec.readout == "head":
+        train += 2 * C * n
+        infer += C * n
+    return train, infer
+
+
+def allocate_lanes(net: Network) -> tuple[int, ...]:
+    """Lanes per stage: explicit counts win; ``auto`` balances ``dsp_budget`` so that the
+    slowest stage is as fast as possible (greedy: give the next lane to the slowest stage)."""
+    hw = net.spec.hardware
+    fixed = [layer.lanes for layer in net.spec.layers]
+    lanes = [f if f is not None else 1 for f in fixed]
+    free = [i for i, f in enumerate(fixed) if f is None]
+    budget = hw.dsp_budget - sum(lanes)
+    while budget > 0 and free:
+        cyc = {i: stage_cycles(net, i, lanes[i]) for i in free}
+        slowest = max(free, key=lambda i: (cyc[i], -i))
+        if lanes[slowest] >= max(net.fan_in(slowest), net.units(slowest)):
+            free.remove(slowest)
+            continue
+        lanes[slowest] += 1
+        budget -= 1
+    return tuple(lanes)
+
+
+def estimate(net: Network, lanes: tuple[int, ...] | None = None) -> Estimate:
+    lanes = allocate_lanes(net) if lanes is None else lanes
+    stages = []
+    C = net.n_classes
+    for l in range(net.depth):
+        n_in, n = net.fan_in(l), net.units(l)
+        p = net.prec(l)
+        tr, inf = stage_macs(net, l)
+        ph = stage_phases(net, l, lanes[l])
+        weight_bits = n * n_in * p.weight.width + n * p.bias.width
+        if l == net.depth - 1 and net.spec.readout == "head":
+            weight_bits += C * n * p.weight.width + C * p.bias.width
+        cache_bits = C * n * p.activation.width + (C * n_in * net.in_format(l).width if l > 0 else 0)
+        table_bits = C * n * net.spec.precision.table.width if l == 0 else 0
+        stages.append(StageEstimate(l, n_in, n, lanes[l], tr, inf, sum(ph.values()), ph,
+                                    weight_bits, cache_bits, table_bits, net.acc_width(l)))
+    total_lanes = sum(lanes)
+    macs = sum(s.macs for s in stages)
+    return Estimate(
+        stages=tuple(stages), total_lanes=total_lanes, macs_per_sample=macs,
+        inference_macs_per_sample=sum(s.inference_macs for s in stages),
+        cycles_per_sample=max(s.cycles for s in stages),
+        sequential_cycles=sum(s.cycles for s in stages),
+        ideal_cycles_per_sample=macs / total_lanes,
+        memory_bits=sum(s.weight_bits + s.cache_bits + s.table_bits for s in stages),
+        clock_mhz=net.spec.hardware.clock_mhz,
+    )

@@ -1,0 +1,193 @@
+"""``sigprop-fpga``: the command line.
+
+Every user error (bad network file, bad dataset, bad argument) is one line on stderr and exit
+code 2; a missing tool is exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .compiler.spec import SpecError, load_spec
+
+__all__ = ["main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        # one line, exit 2 (argparse's default prints the whole usage first)
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(2)
+
+
+class UsageError(Exception):
+    """A bad command-line value discovered after parsing; exit 2 with one line."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def _load(path: str):
+    from .sim.datasets import load_dataset
+    from .sim.params import Network
+
+    spec = load_spec(path)
+    data = load_dataset(spec)
+    return spec, data, Network(spec, data.n_inputs, data.n_classes)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def cmd_check(args) -> int:
+    from .compiler.estimate import estimate
+    from .io import format_table, write_json
+
+    spec, data, net = _load(args.network)
+    est = estimate(net)
+    rows = []
+    for s in est.stages:
+        p = net.prec(s.index)
+        rows.append([s.index, f"{s.n_in}->{s.units}", str(net.in_format(s.index)), str(p.weight),
+                     str(p.activation), s.acc_width, s.lanes, s.macs, s.weight_bits + s.cache_bits + s.table_bits,
+                     s.cycles])
+    print(f"{spec.name}: {data.name}, {data.n_inputs} inputs, {data.n_classes} classes, "
+          f"{len(data.y_train)} train / {len(data.y_test)} test samples; loss {spec.learning.loss}, "
+          f"readout {spec.readout}, rounding {spec.precision.rounding}, board {spec.board}")
+    print(format_table(["stage", "widths", "input", "weight", "act", "acc bits", "lanes", "MACs/sample",
+                        "memory bits", "cycles/sample"], rows))
+    print(f"MACs per training sample {est.macs_per_sample:,} (inference {est.inference_macs_per_sample:,}); "
+          f"cycles per sample {est.cycles_per_sample:,} pipelined, {est.sequential_cycles:,} sequential; "
+          f"ideal {est.ideal_cycles_per_sample:,.0f} on {est.total_lanes} lanes; "
+          f"{est.train_samples_per_second:,.0f} samples/s at {spec.hardware.clock_mhz:g} MHz")
+    if args.json:
+        write_json(args.json, {"name": spec.name, "file": spec.file, "dataset": data.name,
+                               "n_inputs": data.n_inputs, "n_classes": data.n_classes,
+                               "widths": list(spec.widths), "spec": _spec_json(spec),
+                               "estimate": est.to_json()})
+    return 0
+
+
+def _spec_json(spec) -> dict:
+    import dataclasses
+
+    d = dataclasses.asdict(spec)
+
+    def fix(o):
+        if isinstance(o, dict):
+            if set(o) == {"int_bits", "frac_bits"}:
+                return f"Q{o['int_bits']}.{o['frac_bits']}"
+            return {k: fix(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [fix(v) for v in o]
+        if isinstance(o, Path):
+            return str(o)
+        return o
+
+    return fix(d)
+
+
+def cmd_train(args) -> int:
+    from .io import format_table, write_json
+
+    spec, data, net = _load(args.network)
+    epochs = args.epochs or spec.learning.epochs
+    if args.rule == "sigprop":
+        from .sim.train import train_sigprop
+
+        report, _ = train_sigprop(args.engine, net, data, epochs, progress=not args.quiet)
+        out = report.to_json()
+    else:
+        if args.engine != "float":
+            raise UsageError(f"--rule {args.rule} runs on the float engine only (got --engine {args.engine})")
+        out = _train_baseline(args.rule, spec, data, epochs, not args.quiet)
+    out["network"] = spec.name
+    out["file"] = spec.file
+    print(format_table(["engine", "rule", "epochs", "train acc", "test acc", "samples/s"],
+                       [[out["engine"], out["rule"], out["epochs"], out["train_accuracy"], out["test_accuracy"],
+                         out["samples_per_second"]]]))
+    if args.json:
+        write_json(args.json, out)
+    return 0
+
+
+_BASELINES = {"bp": "train_backprop", "fa": "train_feedback_alignment", "dfa": "train_direct_feedback_alignment",
+              "sigprop-batch": "train_sigprop_batch"}
+
+
+def _train_baseline(rule: str, spec, data, epochs: int, progress: bool) -> dict:
+    from .sim import baselines
+
+    fn = getattr(baselines, _BASELINES[rule])
+    xtr, xte = data.float_inputs()
+    if progress:
+        print(f"train float {rule}: {epochs} epochs ...", file=sys.stderr)
+    r = fn(xtr, data.y_train, xte, data.y_test, hidden=spec.widths, epochs=epochs,
+           seed=spec.learning.seed, n_classes=data.n_classes)
+    return {"engine": "float", "rule": r.rule if rule == "sigprop-batch" else rule, "epochs": epochs,
+            "samples": r.samples, "test_accuracy": float(r.test_accuracy),
+            "train_accuracy": float(r.train_accuracy), "curve": [float(c) for c in r.curve],
+            "seconds": r.seconds, "samples_per_second": r.samples / r.seconds if r.seconds else 0.0}
+
+
+def cmd_doctor(args) -> int:
+    from .toolchain import doctor_main
+
+    return doctor_main(["--json", args.json] if args.json else [])
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="sigprop-fpga", description="Compile networks into forward-only SigProp training hardware.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    c = sub.add_parser("check", help="validate a network file and print its per-layer estimate")
+    c.add_argument("network", help="network file (YAML)")
+    c.add_argument("--json", metavar="OUT", help="also write the spec and estimate as JSON")
+    c.set_defaults(func=cmd_check)
+
+    t = sub.add_parser("train", help="train in software: the float reference or the bit-exact golden model")
+    t.add_argument("network", help="network file (YAML)")
+    t.add_argument("--engine", choices=("float", "golden"), default="golden")
+    t.add_argument("--rule", choices=("sigprop", "bp", "fa", "dfa", "sigprop-batch"), default="sigprop",
+                   help="learning rule; the baselines (bp, fa, dfa, the batch SigProp reference) run in float")
+    t.add_argument("--epochs", type=_positive_int, help="override learning.epochs")
+    t.add_argument("--json", metavar="OUT", help="write the report as JSON")
+    t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train)
+
+    d = sub.add_parser("doctor", help="find every tool the flow needs and print its version")
+    d.add_argument("--json", metavar="OUT")
+    d.set_defaults(func=cmd_doctor)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except SpecError as e:
+        print(f"sigprop-fpga {args.command}: {e}", file=sys.stderr)
+        return 2
+    except UsageError as e:
+        print(f"sigprop-fpga {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"sigprop-fpga {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

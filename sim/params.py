@@ -1,0 +1,68 @@
+"""The resolved network: the spec plus what the data fixes (input width, classes), and the
+seeded initial parameters every engine starts from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..compiler.spec import LayerPrecision, NetworkSpec, QFormat
+
+__all__ = ["Network", "init_params"]
+
+
+@dataclass(frozen=True)
+class Network:
+    """A spec bound to its data: ``n_inputs`` and ``n_classes`` come from the dataset."""
+
+    spec: NetworkSpec
+    n_inputs: int
+    n_classes: int
+
+    @property
+    def depth(self) -> int:
+        return len(self.spec.layers)
+
+    def fan_in(self, l: int) -> int:
+        return self.n_inputs if l == 0 else self.spec.layers[l - 1].units
+
+    def units(self, l: int) -> int:
+        return self.spec.layers[l].units
+
+    def prec(self, l: int) -> LayerPrecision:
+        return self.spec.layers[l].precision
+
+    def in_format(self, l: int) -> QFormat:
+        """Format of layer ``l``'s input (the data for layer 0, else the previous activation)."""
+        return self.spec.precision.input if l == 0 else self.prec(l - 1).activation
+
+    def acc_width(self, l: int) -> int:
+        """Accumulator width: the spec's, or auto (no dot product of this layer can overflow).
+
+        A dot product of ``n`` terms of ``w``-bit weights and ``a``-bit inputs plus a bias
+        aligned to it needs ``w + a`` bits per product and ``ceil(log2(n + 1))`` guard bits
+        (the bias counts as one more term after alignment).
+        """
+        p = self.prec(l)
+        if p.accumulator is not None:
+            return p.accumulator
+        n = self.fan_in(l) + 1
+        return p.weight.width + self.in_format(l).width + max(1, (n - 1).bit_length())
+
+
+def init_params(net: Network) -> dict:
+    """Seeded float initial parameters: ``W_l`` uniform in ``±1/sqrt(fan_in)``, zero biases, the
+    target table ``R`` uniform in ``[-1, 1)``, and (readout ``head``) a zero head."""
+    rng = np.random.default_rng(net.spec.learning.seed)
+    layers = []
+    for l in range(net.depth):
+        n_in, n = net.fan_in(l), net.units(l)
+        bound = 1.0 / np.sqrt(n_in)
+        layers.append({"W": rng.uniform(-bound, bound, size=(n, n_in)), "b": np.zeros(n)})
+    R = rng.uniform(-1.0, 1.0, size=(net.n_classes, net.units(0)))
+    head = None
+    if net.spec.readout == "head":
+        n_last = net.units(net.depth - 1)
+        head = {"W": np.zeros((net.n_classes, n_last)), "b": np.zeros(net.n_classes)}
+    return {"layers": layers, "R": R, "head": head}

@@ -1,0 +1,87 @@
+"""Training driver shared by the CLI, the benches and the tests: epochs, progress, curves."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .datasets import Dataset
+from .golden import GoldenSigProp
+from .params import Network
+from .reference import FloatSigProp
+
+__all__ = ["TrainReport", "train_sigprop", "make_engine"]
+
+
+@dataclass
+class TrainReport:
+    engine: str
+    rule: str
+    epochs: int
+    samples: int
+    test_accuracy: float
+    train_accuracy: float
+    curve: list = field(default_factory=list)          # test accuracy after each epoch
+    train_curve: list = field(default_factory=list)    # online (prequential) accuracy per epoch
+    seconds: float = 0.0
+    samples_per_second: float = 0.0
+    counters: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def make_engine(kind: str, net: Network, params: dict | None = None):
+    if kind == "float":
+        return FloatSigProp(net, params)
+    if kind == "golden":
+        return GoldenSigProp(net, params)
+    raise ValueError(f"unknown engine {kind!r}, expected float or golden")
+
+
+def train_sigprop(kind: str, net: Network, data: Dataset, epochs: int | None = None,
+                  progress: bool = False, params: dict | None = None, engine=None) -> tuple[TrainReport, object]:
+    """Train the SigProp ``float`` or ``golden`` engine for ``epochs`` passes over the training
+    set in its fixed order; returns the report and the trained engine."""
+    epochs = net.spec.learning.epochs if epochs is None else epochs
+    eng = engine if engine is not None else make_engine(kind, net, params)
+    if kind == "float":
+        xtr, xte = data.float_inputs()
+    else:
+        xtr, xte = data.x_train, data.x_test
+    ytr, yte = data.y_train, data.y_test
+    curve, train_curve = [], []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=epochs * len(ytr), unit="sample", desc=f"train {kind}", leave=False)
+    t0 = time.perf_counter()
+    train_time = 0.0
+    for epoch in range(epochs):
+        e0 = time.perf_counter()
+        correct = 0
+        for i in range(len(ytr)):
+            correct += eng.train_sample(xtr[i], int(ytr[i])) == ytr[i]
+            if bar is not None and (i & 63) == 63:
+                bar.update(64)
+        train_time += time.perf_counter() - e0
+        if bar is not None:
+            bar.update(len(ytr) - (len(ytr) // 64) * 64)
+        train_curve.append(correct / len(ytr))
+        acc = float(np.mean(eng.predict(xte) == yte))
+        curve.append(acc)
+        if bar is not None:
+            bar.set_postfix(epoch=epoch + 1, test=f"{acc:.4f}")
+    if bar is not None:
+        bar.close()
+    n = epochs * len(ytr)
+    report = TrainReport(
+        engine=kind, rule="sigprop", epochs=epochs, samples=n,
+        test_accuracy=curve[-1], train_accuracy=float(np.mean(eng.predict(xtr) == ytr)),
+        curve=curve, train_curve=train_curve, seconds=time.perf_counter() - t0,
+        samples_per_second=n / train_time if train_time > 0 else 0.0,
+        counters=dict(getattr(eng, "counters", {})),
+    )
+    return report, eng
