@@ -459,6 +459,10 @@ class _Validator:
             n = d.get("weight")
             raise self.r.fail(n.line if n else None, f"{path}.weight",
                               f"expected at least as many fraction bits as the activation ({p.activation}), got {p.weight}")
+        if p.bias.frac_bits > p.weight.frac_bits:
+            n = d.get("bias")
+            raise self.r.fail(n.line if n else None, f"{path}.bias",
+                              f"expected at most as many fraction bits as the weight ({p.weight}), got {p.bias}")
         if p.error.int_bits < 2:
             n = d.get("error")
             raise self.r.fail(n.line if n else None, f"{path}.error",
@@ -468,7 +472,7 @@ class _Validator:
         if node is None:
             return tuple(LayerSpec(32, activation, base, None) for _ in range(2))
         if not isinstance(node.value, list) or not node.value:
-            raise self.r.fail(node.line, "network.layers", f"expected a non-empty list of hidden widths, got {_type_name(node.value)}")
+            raise self.r.fail(node.line, "network.layers", f"expected a non-empty list of hidden widths, got {'an empty list' if node.value == [] else _type_name(node.value)}")
         if len(node.value) > MAX_LAYERS:
             raise self.r.fail(node.line, "network.layers", f"expected at most {MAX_LAYERS} hidden layers, got {len(node.value)}")
         out = []

@@ -60,7 +60,7 @@ def format_table(headers: list[str], rows: list[list]) -> str:
 
 def _fmt(c) -> str:
     if isinstance(c, float):
-        return f"{c:.4g}" if abs(c) < 1e5 else f"{c:,.0f}"
+        return f"{c:.4g}" if abs(c) < 1e3 else f"{c:,.0f}"
     if isinstance(c, int) and not isinstance(c, bool):
         return f"{c:,}"
     return str(c)

@@ -23,7 +23,7 @@ import numpy as np
 
 from .params import Network, init_params
 
-__all__ = ["FloatSigProp", "softmax"]
+__all__ = ["FloatSigProp", "softmax", "class_ce_grads"]
 
 
 def softmax(s: np.ndarray) -> np.ndarray:
@@ -38,6 +38,22 @@ def _f(z):
 def _df(v):
     """Hard-tanh derivative as a mask, from a pre-activation or a cached output."""
     return (np.abs(v) < 1.0).astype(np.float64)
+
+
+def class_ce_grads(h, T, c: int, logit_scale: float):
+    """Loss pieces of ``class_ce`` for one layer: ``(p, g_h, g_tc, m)``.
+
+    ``s = logit_scale * T h``, ``p = softmax(s)``, ``L = -log p_c``. ``g_h`` and ``g_tc`` are
+    ``dL/dh`` and ``dL/dT[c]`` divided by ``logit_scale`` (DESIGN.md folds that factor into the
+    learning rate); ``m`` is the hardest wrong class.
+    """
+    s = logit_scale * (T @ h)
+    p = softmax(s)
+    y = np.zeros_like(p)
+    y[c] = 1.0
+    s_wrong = s.copy()
+    s_wrong[c] = -np.inf
+    return p, (p - y) @ T, (p[c] - 1.0) * h, int(np.argmax(s_wrong))
 
 
 class FloatSigProp:
@@ -76,12 +92,9 @@ class FloatSigProp:
             W -= self.eta * np.outer(d_h, x)
             b -= self.eta * d_h
             return h, t
-        s = self.logit_scale * (T @ h)
-        p = softmax(s)
-        y = np.zeros_like(p)
-        y[c] = 1.0
-        d_h = ((p - y) @ T) * _df(z)
-        d_tc = (p[c] - 1.0) * h * _df(zt)
+        p, g_h, g_tc, m = class_ce_grads(h, T, c, self.logit_scale)
+        d_h = g_h * _df(z)
+        d_tc = g_tc * _df(zt)
         W -= self.eta * np.outer(d_h, x)
         b -= self.eta * d_h
         if l == 0:
@@ -90,10 +103,7 @@ class FloatSigProp:
             W -= self.eta * np.outer(d_tc, t_in)
             b -= self.eta * d_tc
         if spec.push:
-            s_wrong = s.copy()
-            s_wrong[c] = -np.inf
-            m = int(np.argmax(s_wrong))
-            d_tm = (1.0 - p[c]) * h * _df(T[m])
+            d_tm = -g_tc * _df(T[m])
             if l == 0:
                 self.R[m] -= self.eta * d_tm
             else:
