@@ -37,12 +37,14 @@ SCALINGS = ("minmax", "unit")
 MAX_FILE_BYTES = 1 << 20
 MAX_UNITS = 4096
 MAX_LAYERS = 16
+MAX_DEPTH = 16
 
 
 class SpecError(ValueError):
     """A bad network file. ``str(err)`` is the one-line message for the user."""
 
     def __init__(self, file: str, line: int | None, key: str, expected: str):
+        expected = " ".join(str(expected).split())   # always one line
         self.file, self.line, self.key, self.expected = file, line, key, expected
         where = f"{file}:{line}" if line is not None else file
         super().__init__(f"{where}: {key}: {expected}" if key else f"{where}: {expected}")
@@ -224,6 +226,12 @@ class _Reader:
 
     def load(self, text: str) -> _Node:
         try:
+            return self._load(text)
+        except RecursionError:
+            raise self.fail(None, "", f"expected at most {MAX_DEPTH} levels of nesting") from None
+
+    def _load(self, text: str) -> _Node:
+        try:
             node = yaml.compose(text, Loader=yaml.SafeLoader)
         except yaml.MarkedYAMLError as e:
             mark = e.problem_mark or e.context_mark
@@ -234,10 +242,12 @@ class _Reader:
             raise self.fail(None, "", f"expected valid YAML ({type(e).__name__})") from None
         if node is None:
             raise self.fail(None, "", "expected a network description, the file is empty")
-        return self._convert(node, set(), "")
+        return self._convert(node, set(), "", 0)
 
-    def _convert(self, node, seen: set, path: str) -> _Node:
+    def _convert(self, node, seen: set, path: str, depth: int) -> _Node:
         line = node.start_mark.line + 1
+        if depth > MAX_DEPTH:
+            raise self.fail(line, path, f"expected at most {MAX_DEPTH} levels of nesting")
         if id(node) in seen:
             raise self.fail(line, path or "<top>", "YAML aliases are not allowed in a network file")
         seen.add(id(node))
@@ -253,11 +263,11 @@ class _Reader:
                 sub = f"{path}.{name}" if path else name
                 if name in out:
                     raise self.fail(kline, sub, "duplicate key")
-                out[name] = self._convert(v, seen, sub)
+                out[name] = self._convert(v, seen, sub, depth + 1)
                 keys[name] = kline
             return _Node(out, line, keys)
         if isinstance(node, yaml.SequenceNode):
-            return _Node([self._convert(v, seen, f"{path}[{i}]") for i, v in enumerate(node.value)], line)
+            return _Node([self._convert(v, seen, f"{path}[{i}]", depth + 1) for i, v in enumerate(node.value)], line)
         try:
             value = yaml.SafeLoader(" ").construct_object(node)  # type: ignore[arg-type]
         except yaml.YAMLError:

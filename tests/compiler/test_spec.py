@@ -197,3 +197,16 @@ def test_cli_bad_file_one_line_exit_2(tmp_path):
     assert r.returncode == 2
     assert r.stderr == f"sigprop-fpga check: {f}:3: network.layers[1]: expected a positive integer width of at most 4096, got -3\n"
     assert "Traceback" not in r.stderr and r.stdout == ""
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED))
+def test_malformed_through_cli(name, tmp_path, capsys):
+    from sigprop_fpga.cli import main
+
+    text, message = MALFORMED[name]
+    f = tmp_path / "net.yaml"
+    f.write_text(text)
+    assert main(["check", str(f)]) == 2
+    err = capsys.readouterr().err
+    expected = message.replace("{base}", str(tmp_path)).replace("net.yaml", str(f), 1)
+    assert err == f"sigprop-fpga check: {expected}\n"
