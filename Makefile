@@ -20,11 +20,14 @@ venv: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(JOBS) tests
 
+OUT    ?= build/demo
+
 demo: $(STAMP)
 	$(BIN)/sigprop-fpga doctor
-	$(BIN)/sigprop-fpga check $(NET)
-	$(BIN)/sigprop-fpga train $(NET) --engine float --json build/demo/train-float.json
-	$(BIN)/sigprop-fpga train $(NET) --engine golden --json build/demo/train-golden.json
+	$(BIN)/sigprop-fpga check $(NET) --json $(OUT)/check.json
+	$(BIN)/sigprop-fpga train $(NET) --engine float --json $(OUT)/train-float.json
+	$(BIN)/sigprop-fpga train $(NET) --engine golden --json $(OUT)/train-golden.json
+	$(BIN)/sigprop-fpga report $(OUT)
 
 bench: $(STAMP)
 	$(BIN)/python bench/train_speed.py

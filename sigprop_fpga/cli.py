@@ -106,12 +106,18 @@ def cmd_train(args) -> int:
 
         report, _ = train_sigprop(args.engine, net, data, epochs, progress=not args.quiet)
         out = report.to_json()
+        out["name"] = spec.name
     else:
         if args.engine != "float":
             raise UsageError(f"--rule {args.rule} runs on the float engine only (got --engine {args.engine})")
         out = _train_baseline(args.rule, spec, data, epochs, not args.quiet)
     out["network"] = spec.name
     out["file"] = spec.file
+    if out.get("counters"):
+        from .report import saturation_warnings
+
+        for w in saturation_warnings(out["counters"], out.get("updates_per_sample"), out["samples"]):
+            print(f"sigprop-fpga train: warning: {w}", file=sys.stderr)
     print(format_table(["engine", "rule", "epochs", "train acc", "test acc", "samples/s"],
                        [[out["engine"], out["rule"], out["epochs"], out["train_accuracy"], out["test_accuracy"],
                          out["samples_per_second"]]]))
@@ -137,6 +143,17 @@ def _train_baseline(rule: str, spec, data, epochs: int, progress: bool) -> dict:
             "samples": r.samples, "test_accuracy": float(r.test_accuracy),
             "train_accuracy": float(r.train_accuracy), "curve": [float(c) for c in r.curve],
             "seconds": r.seconds, "samples_per_second": r.samples / r.seconds if r.seconds else 0.0}
+
+
+def cmd_report(args) -> int:
+    from .report import make_report
+
+    try:
+        path = make_report(args.folder)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    print(path)
+    return 0
 
 
 def cmd_doctor(args) -> int:
@@ -166,6 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", metavar="OUT", help="write the report as JSON")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
+
+    r = sub.add_parser("report", help="turn a check/train/sim/build folder into one Markdown page with plots")
+    r.add_argument("folder")
+    r.set_defaults(func=cmd_report)
 
     d = sub.add_parser("doctor", help="find every tool the flow needs and print its version")
     d.add_argument("--json", metavar="OUT")

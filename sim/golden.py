@@ -84,10 +84,27 @@ class GoldenSigProp:
         self.lfsr = [Lfsr(lfsr_seed(spec.precision.lfsr_seed, u)) for u in range(n_units)]
         self.counters = {"samples": 0, "inferences": 0}
         for l in range(net.depth):
-            for var in ("weight", "bias", "error", "table"):
+            for var in ("weight", "bias", "error"):
                 self.counters[f"sat_{var}_{l}"] = 0
+        self.counters["sat_table_0"] = 0
         if self.head is not None:
             self.counters["sat_weight_head"] = self.counters["sat_bias_head"] = self.counters["sat_error_head"] = 0
+
+    def updates_per_sample(self) -> dict:
+        """How many values each saturation counter watches per training sample (for rates)."""
+        net, spec = self.net, self.net.spec.learning
+        ce = spec.loss == "class_ce"
+        out = {}
+        for l in range(net.depth):
+            n, n_in = net.units(l), net.fan_in(l)
+            out[f"sat_weight_{l}"] = n * n_in
+            out[f"sat_bias_{l}"] = n
+            out[f"sat_error_{l}"] = 2 * n if ce else 0
+        out["sat_table_0"] = (2 if spec.push else 1) * net.units(0) if ce else 0
+        if self.head is not None:
+            n = net.units(net.depth - 1)
+            out["sat_weight_head"], out["sat_bias_head"], out["sat_error_head"] = net.n_classes * n, net.n_classes, net.n_classes
+        return out
 
     # -- arithmetic pieces (also used by the hardware unit tests) --
     def forward_acc(self, l: int, x: np.ndarray) -> np.ndarray:

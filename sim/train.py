@@ -28,6 +28,7 @@ class TrainReport:
     seconds: float = 0.0
     samples_per_second: float = 0.0
     counters: dict = field(default_factory=dict)
+    updates_per_sample: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -83,5 +84,6 @@ def train_sigprop(kind: str, net: Network, data: Dataset, epochs: int | None = N
         curve=curve, train_curve=train_curve, seconds=time.perf_counter() - t0,
         samples_per_second=n / train_time if train_time > 0 else 0.0,
         counters=dict(getattr(eng, "counters", {})),
+        updates_per_sample=eng.updates_per_sample() if hasattr(eng, "updates_per_sample") else {},
     )
     return report, eng

@@ -1,0 +1,204 @@
+"""``sigprop-fpga report DIR``: one Markdown page from the JSON files a run left in ``DIR``.
+
+Reads whichever of these exist (each is written by the command named):
+
+=====================  ==========================================
+``check.json``         ``check --json``: the spec and the estimate
+``train-float.json``   ``train --engine float --json``
+``train-golden.json``  ``train --engine golden --json``
+``sim.json``           ``sim --json``: the RTL run in Verilator
+``manifest.json``      ``compile``: lanes, stages, memory map
+``build.json``         ``build --json``: resources, timing, bitstream
+=====================  ==========================================
+
+and writes ``report.md`` with ``accuracy.png`` (test accuracy per epoch of float, golden and
+RTL on one chart) and ``stage_cycles.png`` (cycles per stage, estimated and measured).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .io import write_atomic
+
+__all__ = ["make_report", "saturation_warnings", "SATURATION_WARN_FRACTION"]
+
+SATURATION_WARN_FRACTION = 0.01
+
+
+def _load(d: Path, name: str):
+    p = d / name
+    if not p.is_file():
+        return None
+    try:
+        return json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{p}: expected a JSON report, {e}") from None
+
+
+def _md_table(headers, rows) -> str:
+    def cell(c):
+        if isinstance(c, float):
+            return f"{c:.4f}" if abs(c) < 1000 else f"{c:,.0f}"
+        if isinstance(c, int) and not isinstance(c, bool):
+            return f"{c:,}"
+        return str(c)
+
+    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    out += ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def saturation_warnings(counters: dict, updates_per_sample: dict | None, samples: int) -> list[str]:
+    """Warnings for every stage and variable that saturated on more than 1% of its updates.
+
+    ``counters`` holds ``sat_<variable>_<stage>`` counts; ``updates_per_sample`` maps the same
+    keys to how many values of that variable narrow per training sample.
+    """
+    out = []
+    if not samples or not updates_per_sample:
+        return out
+    for key, n in sorted(counters.items()):
+        if not key.startswith("sat_") or key not in updates_per_sample:
+            continue
+        total = updates_per_sample[key] * samples
+        if total and n / total > SATURATION_WARN_FRACTION:
+            _, var, stage = key.split("_", 2)
+            out.append(f"stage {stage}: {var} saturated on {n / total:.1%} of its updates ({n:,} of {total:,})")
+    return out
+
+
+def _plot_accuracy(d: Path, curves: dict) -> str | None:
+    if not curves:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
+    for label, curve in curves.items():
+        ax.plot(range(1, len(curve) + 1), curve, marker="o", markersize=3, label=label)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = d / "accuracy.png"
+    tmp = d / ".accuracy.png.tmp"
+    fig.savefig(tmp, format="png")
+    plt.close(fig)
+    tmp.replace(path)
+    return path.name
+
+
+def _plot_stages(d: Path, stages: list, measured: list | None) -> str | None:
+    if not stages:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=110)
+    idx = list(range(len(stages)))
+    w = 0.38 if measured else 0.6
+    ax.bar([i - (w / 2 if measured else 0) for i in idx], [s["cycles"] for s in stages], width=w, label="estimated")
+    if measured:
+        ax.bar([i + w / 2 for i in idx], measured, width=w, label="measured (RTL)")
+    ax.set_xticks(idx, [f"stage {i}\n{s['n_in']}->{s['units']}, {s['lanes']} lanes" for i, s in enumerate(stages)])
+    ax.set_ylabel("cycles per training sample")
+    ax.legend()
+    fig.tight_layout()
+    path = d / "stage_cycles.png"
+    tmp = d / ".stage_cycles.png.tmp"
+    fig.savefig(tmp, format="png")
+    plt.close(fig)
+    tmp.replace(path)
+    return path.name
+
+
+def make_report(d: str | Path) -> Path:
+    """Write ``DIR/report.md`` (and its PNGs); raises ``ValueError`` if ``DIR`` holds no report."""
+    d = Path(d)
+    if not d.is_dir():
+        raise ValueError(f"{d}: expected a folder written by check, train, sim, compile or build")
+    check, manifest = _load(d, "check.json"), _load(d, "manifest.json")
+    trains = {k: _load(d, f"train-{k}.json") for k in ("float", "golden")}
+    sim, build = _load(d, "sim.json"), _load(d, "build.json")
+    if not any([check, manifest, sim, build, *trains.values()]):
+        raise ValueError(f"{d}: expected at least one of check.json, train-float.json, train-golden.json, "
+                         "sim.json, manifest.json, build.json")
+    name = (check or manifest or sim or build or next(t for t in trains.values() if t)).get("name") \
+        or (next((t for t in trains.values() if t), {}) or {}).get("network", d.name)
+    lines = [f"# {name}", ""]
+
+    # accuracy
+    rows, curves = [], {}
+    for kind, t in trains.items():
+        if t:
+            rows.append([f"{kind} ({t.get('rule', 'sigprop')})", t["epochs"], t["train_accuracy"], t["test_accuracy"],
+                         t.get("samples_per_second", 0.0)])
+            curves[kind] = t["curve"]
+    if sim:
+        rows.append(["RTL (Verilator)", sim.get("epochs", ""), sim.get("train_accuracy", ""),
+                     sim.get("test_accuracy", ""), sim.get("sim_samples_per_second", "")])
+        if sim.get("curve"):
+            curves["RTL"] = sim["curve"]
+    if rows:
+        lines += ["## Accuracy", "", _md_table(["engine", "epochs", "train accuracy", "test accuracy", "samples/s"], rows), ""]
+        png = _plot_accuracy(d, curves)
+        if png:
+            lines += [f"![test accuracy per epoch]({png})", ""]
+    if sim:
+        lines += ["## Cycle-accurate simulation", "",
+                  _md_table(["bit exact", "samples", "cycles/sample", "ideal", "MAC utilization", "first mismatch"],
+                            [[sim.get("bit_exact"), sim.get("samples"), sim.get("cycles_per_sample"),
+                              sim.get("ideal_cycles_per_sample"), sim.get("mac_utilization"),
+                              json.dumps(sim.get("first_mismatch"))]]), ""]
+
+    # stages
+    est = (manifest or {}).get("estimate") or (check or {}).get("estimate")
+    if est:
+        measured = (sim or {}).get("stage_cycles")
+        rows = []
+        for i, s in enumerate(est["stages"]):
+            r = [i, f"{s['n_in']}->{s['units']}", s["lanes"], s["macs"], s["cycles"]]
+            if measured:
+                r.append(measured[i])
+            rows.append(r)
+        hdr = ["stage", "widths", "lanes", "MACs/sample", "est. cycles/sample"] + (["measured"] if measured else [])
+        lines += ["## Stages", "", _md_table(hdr, rows), "",
+                  f"Pipelined cycles per sample (slowest stage): {est['cycles_per_sample']:,}; "
+                  f"sequential: {est['sequential_cycles']:,}; ideal on {est['total_lanes']} lanes: "
+                  f"{est['ideal_cycles_per_sample']:,.0f}.", ""]
+        png = _plot_stages(d, est["stages"], measured)
+        if png:
+            lines += [f"![cycles per stage]({png})", ""]
+
+    # saturation
+    counters = (sim or {}).get("counters") or (trains["golden"] or {}).get("counters")
+    if counters:
+        sat = {k: v for k, v in counters.items() if k.startswith("sat_")}
+        if sat:
+            lines += ["## Saturation", "", _md_table(["counter", "events"], sorted(sat.items())), ""]
+        warns = saturation_warnings(counters, (sim or trains["golden"] or {}).get("updates_per_sample"),
+                                    (sim or trains["golden"] or {}).get("samples", 0))
+        lines += [f"**Warning:** {w}" for w in warns] + ([""] if warns else [])
+
+    # build
+    if build:
+        res = build.get("resources", {})
+        rows = [[k, v.get("estimated", ""), v.get("used", ""), v.get("available", "")] for k, v in res.items()]
+        lines += ["## Build", "",
+                  f"Board {build.get('board')} ({build.get('device')}), clock {build.get('clock_mhz')} MHz, "
+                  f"fmax {build.get('fmax_mhz')} MHz, timing {'met' if build.get('timing_met') else 'NOT met'}.", "",
+                  _md_table(["resource", "estimated", "used", "available"], rows), "",
+                  f"Bitstream `{build.get('bitstream')}`, sha256 `{build.get('bitstream_sha256')}`.", ""]
+    out = d / "report.md"
+    write_atomic(out, "\n".join(lines))
+    return out
