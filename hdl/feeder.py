@@ -1,0 +1,217 @@
+"""An on-chip dataset and epoch sequencer in front of the engine: the chip trains by itself.
+
+Used by the cycle-accurate simulation (the testbench starts it and lets Verilator run free) and
+by the boards' autonomous mode (the same memories, filled at build time).
+"""
+
+from amaranth.hdl import Module, Signal, unsigned
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+import numpy as np
+
+__all__ = ["DatasetFeeder"]
+
+
+def _bits(n: int) -> int:
+    return max(1, int(n).bit_length())
+
+
+class DatasetFeeder(wiring.Component):
+    """Streams a stored dataset into the engine, epoch after epoch, and scores its predictions.
+
+    Each epoch streams every training sample (``train = 1``) and then, when ``evaluate`` is
+    set, every test sample (``train = 0``, inference only). A sample is ``n_in`` feature beats
+    then one label beat, the beat format of :class:`.engine.SigPropEngine`'s input.
+
+    Parameters
+    ----------
+    x_train, x_test : 2-D int arrays
+        Features as two's complement integers of ``in_width`` bits.
+    y_train, y_test : 1-D int arrays
+        Labels in ``[0, n_classes)``.
+    in_width : int
+        Width of the beat's ``data`` field (the engine's ``in_width``).
+    n_classes : int
+    max_epochs : int
+        Depth of the per-epoch score memory (``curve``) and the width of ``epochs``.
+
+    Members
+    -------
+    o : Out(stream.Signature(StructLayout({"data": unsigned(in_width), "train": 1})))
+        To the engine's sample input.
+    pred : In(stream.Signature(unsigned(ceil(log2 n_classes))))
+        From the engine's prediction output; always ready.
+    start : In(1)
+        A one-cycle pulse starts ``epochs`` epochs (ignored while ``busy``).
+    epochs : In(range(max_epochs + 1))
+    evaluate : In(1)
+        Stream the test split after each epoch's training.
+    hold : In(1)
+        While high, no new sample starts (the one in progress completes); for readback pauses.
+    busy, done : Out(1)
+        ``done`` stays high from the last prediction of the last epoch until the next ``start``.
+    epoch : Out(16)
+        Epochs completed.
+    sent, received : Out(32)
+        Samples streamed out, predictions received since ``start``.
+    train_correct, test_correct : Out(32)
+        Correct predictions of the epoch in progress (training: made before learning).
+    curve_addr : In(range(max_epochs)), curve_data : Out(2 x 32)
+        Per finished epoch ``(train_correct, test_correct)``, read one cycle after the address.
+    tap_valid : Out(1), tap_pred, tap_label : Out, tap_index : Out(32)
+        A copy of every prediction with its label and sample number, for the testbench.
+
+    Latency and throughput
+    ----------------------
+    Two cycles per beat, so ``2 (n_in + 1)`` cycles per sample, far below any stage's cycles per
+    sample; the engine's input buffer lets the next sample load while stage 0 works.
+    """
+
+    def __init__(self, x_train, y_train, x_test, y_test, *, in_width: int, n_classes: int, max_epochs: int = 64):
+        x_train, x_test = np.asarray(x_train), np.asarray(x_test)
+        y_train, y_test = np.asarray(y_train), np.asarray(y_test)
+        if x_train.ndim != 2 or x_test.ndim != 2 or x_train.shape[1] != x_test.shape[1]:
+            raise ValueError(f"Features must be 2-D with the same width, not {x_train.shape} and {x_test.shape}")
+        if len(y_train) != len(x_train) or len(y_test) != len(x_test):
+            raise ValueError("Expected one label per sample")
+        if not isinstance(in_width, int) or in_width < 1:
+            raise ValueError(f"in_width must be a positive integer, not {in_width!r}")
+        if not isinstance(n_classes, int) or n_classes < 2:
+            raise ValueError(f"n_classes must be an integer of at least 2, not {n_classes!r}")
+        if not isinstance(max_epochs, int) or max_epochs < 1:
+            raise ValueError(f"max_epochs must be a positive integer, not {max_epochs!r}")
+        for y in (y_train, y_test):
+            if len(y) and (y.min() < 0 or y.max() >= n_classes):
+                raise ValueError(f"Labels must be in [0, {n_classes})")
+        self.n_in = x_train.shape[1]
+        self.n_train, self.n_test = len(y_train), len(y_test)
+        self.in_width, self.n_classes, self.max_epochs = in_width, n_classes, max_epochs
+        mask = (1 << in_width) - 1
+        x = np.concatenate([x_train, x_test]).astype(np.int64) & mask
+        self._x_init = [int(v) for v in x.reshape(-1)]
+        self._y_init = [int(v) for v in np.concatenate([y_train, y_test])]
+        cb = _bits(n_classes - 1)
+        super().__init__({
+            "o": Out(stream.Signature(data.StructLayout({"data": unsigned(in_width), "train": unsigned(1)}))),
+            "pred": In(stream.Signature(unsigned(cb))),
+            "start": In(1), "epochs": In(range(max_epochs + 1)), "evaluate": In(1), "hold": In(1),
+            "busy": Out(1), "done": Out(1), "epoch": Out(16),
+            "sent": Out(32), "received": Out(32),
+            "train_correct": Out(32), "test_correct": Out(32),
+            "curve_addr": In(range(max_epochs)), "curve_data": Out(64),
+            "tap_valid": Out(1), "tap_pred": Out(cb), "tap_label": Out(cb), "tap_index": Out(32),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        n_in, n_all = self.n_in, self.n_train + self.n_test
+        cb = _bits(self.n_classes - 1)
+        m.submodules.xmem = xmem = memory.Memory(shape=unsigned(self.in_width), depth=max(1, n_all * n_in),
+                                                 init=self._x_init)
+        m.submodules.ymem = ymem = memory.Memory(shape=unsigned(cb), depth=max(1, n_all), init=self._y_init)
+        m.submodules.curve = curve = memory.Memory(shape=unsigned(64), depth=self.max_epochs, init=[])
+        x_rd, y_rd, lab_rd = xmem.read_port(), ymem.read_port(), ymem.read_port()
+        c_wr, c_rd = curve.write_port(), curve.read_port()
+
+        epochs = Signal.like(self.epochs)
+        evaluate = Signal()
+        per_epoch = Signal(range(n_all + 1))       # samples streamed per epoch
+        # sender
+        sample = Signal(range(n_all + 1))
+        beat = Signal(range(n_in + 1))
+        addr = Signal(range(max(2, n_all * n_in + 1)))
+        sent_in_epoch = Signal(range(n_all + 1))
+        epochs_sent = Signal(range(self.max_epochs + 1))
+        # receiver
+        got_in_epoch = Signal(range(n_all + 1))
+
+        m.d.comb += [c_rd.addr.eq(self.curve_addr), self.curve_data.eq(c_rd.data)]
+
+        train_phase = Signal()
+        m.d.comb += train_phase.eq(sample < self.n_train)
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [epochs.eq(self.epochs), evaluate.eq(self.evaluate), self.done.eq(0),
+                                 self.busy.eq(self.epochs != 0), self.done.eq(self.epochs == 0),
+                                 self.epoch.eq(0), self.sent.eq(0), self.received.eq(0),
+                                 self.train_correct.eq(0), self.test_correct.eq(0),
+                                 sample.eq(0), beat.eq(0), addr.eq(0), sent_in_epoch.eq(0), epochs_sent.eq(0),
+                                 got_in_epoch.eq(0)]
+                    with m.If(self.evaluate):
+                        m.d.sync += per_epoch.eq(n_all)
+                    with m.Else():
+                        m.d.sync += per_epoch.eq(self.n_train)
+                    with m.If(self.epochs != 0):
+                        m.next = "NEXT"
+            with m.State("NEXT"):
+                # start a sample, or the next epoch, or finish sending
+                with m.If(sent_in_epoch == per_epoch):
+                    m.d.sync += [sent_in_epoch.eq(0), sample.eq(0), addr.eq(0), epochs_sent.eq(epochs_sent + 1)]
+                    with m.If(epochs_sent + 1 == epochs):
+                        m.next = "DRAIN"
+                with m.Elif(~self.hold):
+                    m.d.sync += beat.eq(0)
+                    m.next = "READ"
+            with m.State("READ"):
+                with m.If(beat == n_in):
+                    m.d.comb += y_rd.addr.eq(sample)
+                with m.Else():
+                    m.d.comb += x_rd.addr.eq(addr)
+                m.next = "SEND"
+            with m.State("SEND"):
+                with m.If(beat == n_in):
+                    m.d.comb += [self.o.payload.data.eq(y_rd.data), self.o.payload.train.eq(train_phase)]
+                with m.Else():
+                    m.d.comb += [self.o.payload.data.eq(x_rd.data), self.o.payload.train.eq(train_phase)]
+                m.d.comb += self.o.valid.eq(1)
+                # hold the read address so the read port keeps its data while waiting for ready
+                with m.If(beat == n_in):
+                    m.d.comb += y_rd.addr.eq(sample)
+                with m.Else():
+                    m.d.comb += x_rd.addr.eq(addr)
+                with m.If(self.o.ready):
+                    with m.If(beat == n_in):
+                        m.d.sync += [sample.eq(sample + 1), sent_in_epoch.eq(sent_in_epoch + 1),
+                                     self.sent.eq(self.sent + 1)]
+                        m.next = "NEXT"
+                    with m.Else():
+                        m.d.sync += [beat.eq(beat + 1), addr.eq(addr + 1)]
+                        m.next = "READ"
+            with m.State("DRAIN"):
+                with m.If(~self.busy):
+                    m.next = "IDLE"
+
+        # receiver: predictions arrive in sample order
+        rsample = Signal(range(n_all + 1))
+        m.d.comb += [self.pred.ready.eq(1), lab_rd.addr.eq(rsample)]
+        # the label of the sample in flight is read ahead: lab_rd.data is ymem[rsample] one cycle
+        # after rsample settles, and a prediction never arrives in the cycle after the previous one
+        label = Signal(cb)
+        m.d.comb += label.eq(lab_rd.data)
+        rtrain = Signal()
+        m.d.comb += rtrain.eq(rsample < self.n_train)
+        m.d.comb += [self.tap_valid.eq(self.pred.valid & self.busy), self.tap_pred.eq(self.pred.payload),
+                     self.tap_label.eq(label), self.tap_index.eq(self.received)]
+        with m.If(self.pred.valid & self.busy):
+            correct = self.pred.payload == label
+            m.d.sync += self.received.eq(self.received + 1)
+            with m.If(rtrain):
+                m.d.sync += self.train_correct.eq(self.train_correct + correct)
+            with m.Else():
+                m.d.sync += self.test_correct.eq(self.test_correct + correct)
+            with m.If(got_in_epoch + 1 == per_epoch):
+                m.d.comb += [c_wr.addr.eq(self.epoch), c_wr.en.eq(1),
+                             c_wr.data.eq(((self.test_correct + (correct & ~rtrain)) << 32)
+                                          | (self.train_correct + (correct & rtrain)))]
+                m.d.sync += [got_in_epoch.eq(0), rsample.eq(0), self.epoch.eq(self.epoch + 1),
+                             self.train_correct.eq(0), self.test_correct.eq(0)]
+                with m.If(self.epoch + 1 == epochs):
+                    m.d.sync += [self.busy.eq(0), self.done.eq(1)]
+            with m.Else():
+                m.d.sync += [got_in_epoch.eq(got_in_epoch + 1), rsample.eq(rsample + 1)]
+        with m.If(self.start & ~self.busy):
+            m.d.sync += rsample.eq(0)
+        return m
