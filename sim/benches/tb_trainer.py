@@ -1,0 +1,237 @@
+"""cocotb bench: the whole generated design in Verilator against the golden model, bit for bit.
+
+Run by :func:`sigprop_fpga.sim.rtl.simulate_rtl` (not collected by pytest). The DUT is
+:class:`sigprop_fpga.hdl.trainer.Trainer`: the bench sets ``epochs``, pulses ``start`` and lets
+Verilator run free; Python wakes once per prediction (a sample boundary), steps the golden model
+through the same sample, and compares. Every ``check_every`` training samples (and at every
+epoch end and at the end) it holds the feeder, lets the pipeline drain, reads every weight, bias,
+table, cache and counter through the readback port and compares them all. The first difference
+stops the run and is reported with its sample, stage, signal, index, expected and actual value.
+
+Configuration (``SIGPROP_TB_CONFIG``): ``network`` (path), ``lanes``, ``epochs``, ``n_train``,
+``n_test``, ``check_every`` (0: epoch ends only), ``plant`` (optional ``[stage, mem, index...]``
+altered by one LSB in the golden model after the first sample, to prove the checker catches it).
+"""
+
+import time
+
+import cocotb
+import numpy as np
+from cocotb.triggers import First, ReadOnly, RisingEdge, Timer
+from cocotb.simtime import get_sim_time
+
+from sigprop_fpga.compiler.spec import load_spec
+from sigprop_fpga.hdl.engine import counter_names, readback_map
+from sigprop_fpga.hdl.stage import MEM_IDS, stage_memories
+from sigprop_fpga.sim.cocotb_util import load_config, reset, start_clock, write_results
+from sigprop_fpga.sim.datasets import load_dataset
+from sigprop_fpga.sim.golden import GoldenSigProp
+from sigprop_fpga.sim.params import Network
+
+PERIOD = 10
+
+
+class Mismatch(AssertionError):
+    def __init__(self, info: dict):
+        self.info = info
+        super().__init__(", ".join(f"{k} {v}" for k, v in info.items()))
+
+
+def _requests(net, lanes):
+    m = readback_map(net, lanes)
+    f = m["fields"]
+
+    def addr(stage, mem_id, bank, word):
+        return (stage << f["stage"]["lsb"]) | (mem_id << f["mem"]["lsb"]) | (bank << f["bank"]["lsb"]) | word
+
+    reqs = []
+    for l in range(net.depth):
+        for name, (banks, depth, _, _, _) in stage_memories(net, l, lanes[l]).items():
+            for bank in range(banks):
+                for word in range(depth):
+                    reqs.append(((l, name, bank, word), addr(l, MEM_IDS[name], bank, word)))
+    for k, name in enumerate(counter_names(net)):
+        reqs.append((("counter", name), addr(net.depth, 0, 0, k)))
+    return reqs
+
+
+async def _readback(dut, reqs) -> dict:
+    """Read every request through the readback port (call in a writable phase; returns in one).
+
+    An address presented after edge ``t`` is read at ``t + 1`` and registered at ``t + 2``.
+    """
+    words = {}
+    dut.rb_en.value = 1
+    pending = []
+    for key, a in reqs + [(None, 0), (None, 0)]:
+        await RisingEdge(dut.clk)
+        dut.rb_addr.value = a
+        await ReadOnly()
+        pending.append(key)
+        if len(pending) == 3:
+            k = pending.pop(0)
+            if k is not None:
+                words[k] = dut.rb_data.value.to_signed()
+    await RisingEdge(dut.clk)
+    dut.rb_en.value = 0
+    return words
+
+
+def _compare_state(net, lanes, words, golden, sample) -> None:
+    gs = golden.state()
+    for l in range(net.depth):
+        for name, (_, _, _, where, shape) in stage_memories(net, l, lanes[l]).items():
+            if name in ("W", "b", "T"):
+                ref = gs[name][l]
+            elif name == "Tin":
+                ref = gs["Tin"][l]
+            elif name == "R":
+                ref = gs["R"]
+            else:
+                ref = gs["head"][name[5:]]
+            for idx in np.ndindex(*shape):
+                bank, word = where(*idx)
+                got = words[(l, name, bank, word)]
+                want = int(ref[idx])
+                if got != want:
+                    raise Mismatch({"sample": sample, "stage": l, "signal": name, "index": list(idx),
+                                    "expected": want, "actual": got})
+    for name, want in gs["counters"].items():
+        got = words.get(("counter", name))
+        if got is None:
+            continue
+        if got != want:
+            raise Mismatch({"sample": sample, "stage": None, "signal": f"counter {name}", "index": None,
+                            "expected": int(want), "actual": got})
+
+
+@cocotb.test()
+async def train_and_compare(dut):
+    """Train in Verilator; every prediction and (every K samples) all state equal the golden model."""
+    cfg = load_config()
+    spec = load_spec(cfg["network"])
+    data = load_dataset(spec)
+    net = Network(spec, data.n_inputs, data.n_classes)
+    lanes = tuple(cfg["lanes"])
+    epochs, n_train, n_test = cfg["epochs"], cfg["n_train"], cfg["n_test"]
+    check_every = cfg.get("check_every", 0)
+    golden = GoldenSigProp(net)
+    reqs = _requests(net, lanes)
+    order = [(i, True) for i in range(n_train)] + [(n_train + i, False) for i in range(n_test)]
+    X = np.concatenate([data.x_train[:n_train], data.x_test[:n_test]])
+    Y = np.concatenate([data.y_train[:n_train], data.y_test[:n_test]])
+    per_epoch = len(order)
+    total = epochs * per_epoch
+
+    start_clock(dut.clk, PERIOD)
+    dut.start.value = 0
+    dut.hold.value = 0
+    dut.rb_en.value = 0
+    dut.rb_addr.value = 0
+    dut.epochs.value = epochs
+    dut.evaluate.value = 1
+    await reset(dut.clk, dut.rst, 3)
+    dut.start.value = 1
+    await RisingEdge(dut.clk)
+    dut.start.value = 0
+
+    t0_wall, t0_sim = time.perf_counter(), get_sim_time("step")
+    result = {"samples": epochs * n_train, "epochs": epochs, "n_train": n_train, "n_test": n_test,
+              "first_mismatch": None, "checks": 0}
+    train_times, curve, train_curve = [], [], []
+    correct_test = correct_train = 0
+    trained = 0
+    timeout = 50 * (max(cfg.get("cycles_per_sample", 1000), 1000))
+    received = 0
+
+    def process():
+        """Check the prediction on the taps (call in the read-only phase of its cycle)."""
+        nonlocal received, trained, correct_test, correct_train
+        idx = dut.tap_index.value.to_unsigned()
+        pred = dut.tap_pred.value.to_unsigned()
+        if idx != received:
+            raise Mismatch({"sample": received, "stage": None, "signal": "prediction index", "index": None,
+                            "expected": received, "actual": idx})
+        s, train = order[received % per_epoch]
+        epoch = received // per_epoch
+        if train:
+            want = golden.train_sample(X[s], int(Y[s]))
+            train_times.append(get_sim_time("step") // PERIOD)
+            trained += 1
+            correct_train += int(pred == Y[s])
+            if "plant" in cfg and trained == 1:
+                st, mem, *ix = cfg["plant"]
+                {"W": golden.W, "b": golden.b, "T": golden.T}[mem][st][tuple(ix)] += 1
+        else:
+            want = golden.infer(X[s])
+            correct_test += int(pred == Y[s])
+        if pred != want:
+            raise Mismatch({"sample": int(received), "epoch": int(epoch), "stage": net.depth - 1,
+                            "signal": "prediction", "index": int(s), "expected": int(want), "actual": int(pred)})
+        received += 1
+        if received % per_epoch == 0:
+            curve.append(correct_test / max(n_test, 1))
+            train_curve.append(correct_train / max(n_train, 1))
+            correct_test = correct_train = 0
+
+    async def next_prediction():
+        """Sleep until the next prediction (Verilator runs free), check it, return writable."""
+        fired = await First(RisingEdge(dut.tap_valid), Timer(timeout * PERIOD, unit="step"))
+        if not isinstance(fired, RisingEdge):
+            raise Mismatch({"sample": received, "stage": None, "signal": "timeout", "index": None,
+                            "expected": f"a prediction within {timeout} cycles", "actual": None})
+        await ReadOnly()
+        process()
+        await RisingEdge(dut.clk)
+
+    async def check_state():
+        """Hold the feeder, drain the pipeline (checking its predictions), read back, compare."""
+        dut.hold.value = 1
+        while True:
+            await ReadOnly()
+            if dut.tap_valid.value and dut.tap_index.value.to_unsigned() == received:
+                process()
+            sent = dut.sent.value.to_unsigned()
+            if dut.idle.value and received == sent:
+                break
+            await RisingEdge(dut.clk)
+        await RisingEdge(dut.clk)
+        words = await _readback(dut, reqs)
+        _compare_state(net, lanes, words, golden, received)
+        result["checks"] += 1
+        dut.hold.value = 0
+        return words
+
+    try:
+        words = None
+        while received < total:
+            await next_prediction()
+            in_epoch = received % per_epoch
+            if (check_every and in_epoch and in_epoch <= n_train and in_epoch % check_every == 0) \
+                    or in_epoch == 0:
+                words = await check_state()
+        result["rtl_counters"] = {name: int(words[("counter", name)]) for name in counter_names(net)}
+    except Mismatch as e:
+        result["first_mismatch"] = e.info
+        result["bit_exact"] = False
+        write_results("trainer", result)
+        raise
+    wall = time.perf_counter() - t0_wall
+    sim_cycles = (get_sim_time("step") - t0_sim) // PERIOD
+    gaps = np.diff(np.array(train_times))
+    steady = gaps[min(len(gaps) - 1, 2 * net.depth):] if len(gaps) > 2 * net.depth else gaps
+    result.update({
+        "bit_exact": True,
+        "cycles": int(sim_cycles),
+        "train_prediction_cycles": [int(t) for t in train_times[:2000]],
+        "cycles_per_sample": float(np.median(steady)) if len(steady) else None,
+        "wall_seconds": wall,
+        "sim_cycles_per_second": sim_cycles / wall if wall else 0.0,
+        "curve": curve, "train_curve": train_curve,
+        "test_accuracy": curve[-1] if curve else None,
+        "train_accuracy_online": train_curve[-1] if train_curve else None,
+        "golden_test_accuracy": float(np.mean(golden.predict(data.x_test[:n_test]) == data.y_test[:n_test])),
+        "counters": {k: int(v) for k, v in golden.counters.items()},
+        "stage_cycles": [int(result["rtl_counters"][f"stage_cycles_{l}"]) for l in range(net.depth)],
+    })
+    write_results("trainer", result)

@@ -1,0 +1,103 @@
+"""``sigprop-fpga sim``: the generated design, cycle-accurate in Verilator, against the golden model.
+
+Compiles :class:`..hdl.trainer.Trainer` (the engine behind the on-chip dataset feeder) to
+Verilog, builds it with Verilator (cached by a hash of the Verilog and the options, so a second
+run does not rebuild), and runs the cocotb bench ``sim/benches/tb_trainer.py``, which trains and
+evaluates while comparing every prediction, and all state every ``check_every`` samples, with
+the golden model.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+__all__ = ["simulate_rtl", "BENCH_DIR", "trainer_verilog"]
+
+BENCH_DIR = Path(__file__).resolve().parent / "benches"
+TOP = "sigprop_trainer"
+
+
+def _say(progress, msg):
+    if progress:
+        print(f"sim: {msg}", file=sys.stderr, flush=True)
+
+
+def trainer_verilog(net, data, lanes, n_train, n_test, max_epochs) -> str:
+    from amaranth.back import verilog
+
+    from ..hdl.trainer import Trainer
+
+    top = Trainer(net, data, lanes, n_train=n_train, n_test=n_test, max_epochs=max_epochs)
+    return verilog.convert(top, name=TOP, emit_src=False)
+
+
+def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int | None = None,
+                 check_every: int = 0, waves: str | Path | None = None, build_root: str | Path | None = None,
+                 progress: bool = True, plant=None, timeout_s: float | None = None) -> dict:
+    """Train ``network`` in Verilator and compare with the golden model; returns the report.
+
+    ``samples`` limits training to the first ``samples`` training samples (one epoch unless
+    ``epochs`` is given); ``epochs`` defaults to the network file's. The test split is evaluated
+    after every epoch.
+    """
+    from ..compiler.estimate import allocate_lanes, estimate
+    from ..compiler.spec import load_spec
+    from ..toolchain import apply_verilator_env
+    from . import verilator as vl
+    from .datasets import load_dataset
+    from .params import Network
+
+    spec = load_spec(network)
+    data = load_dataset(spec)
+    net = Network(spec, data.n_inputs, data.n_classes)
+    lanes = allocate_lanes(net)
+    n_train = len(data.y_train) if samples is None else min(samples, len(data.y_train))
+    n_test = len(data.y_test)
+    if epochs is None:
+        epochs = 1 if samples is not None else spec.learning.epochs
+    est = estimate(net, lanes)
+    apply_verilator_env()
+    build_root = Path(build_root) if build_root else Path("build") / "cache" / "verilator"
+
+    t0 = time.perf_counter()
+    _say(progress, f"{spec.name}: elaborating the design ({net.depth} stages, lanes {list(lanes)})")
+    text = trainer_verilog(net, data, lanes, n_train, n_test, max(epochs, 1))
+    t_convert = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory(prefix="sigprop-sim-") as tmp:
+        vpath = Path(tmp) / f"{TOP}.v"
+        vpath.write_text(text)
+        _say(progress, "building with Verilator (cached by the hash of the Verilog and options)")
+        info = vl.build(vpath, TOP, build_root, waves=waves is not None)
+    _say(progress, f"build {'cached' if info.cached else f'took {info.build_time_s:.1f} s'}; "
+         f"training {n_train} samples x {epochs} epochs, evaluating {n_test} after each")
+    config = {"network": str(Path(network).resolve()), "lanes": list(lanes), "epochs": epochs,
+              "n_train": n_train, "n_test": n_test, "check_every": check_every,
+              "cycles_per_sample": est.cycles_per_sample}
+    if plant is not None:
+        config["plant"] = list(plant)
+    run_dir = Path(tempfile.mkdtemp(prefix="sigprop-run-", dir=build_root))
+    r = vl.run(info, "tb_trainer", test_dir=BENCH_DIR, config=config, run_dir=run_dir,
+               waves_file=str(Path(waves).resolve()) if waves else None, timeout_s=timeout_s)
+    data_out = (r.data or {}).get("trainer")
+    if data_out is None:
+        raise vl.SimulationError(f"the bench wrote no results; see {r.log_file}: "
+                                 + "; ".join(r.messages)[:500])
+    out = {"name": spec.name, "network": str(network), "engine": "rtl", "rule": "sigprop",
+           "simulator": "verilator", "verilator_version": info.verilator_version,
+           "lanes": list(lanes), "convert_seconds": t_convert, "build_seconds": info.build_time_s,
+           "build_cached": info.cached, "passed": r.passed, "failed": r.failed, "log": str(r.log_file)}
+    out.update(data_out)
+    out.setdefault("bit_exact", False)
+    out["ideal_cycles_per_sample"] = est.ideal_cycles_per_sample
+    out["estimated_cycles_per_sample"] = est.cycles_per_sample
+    out["estimated_stage_cycles"] = [s.cycles for s in est.stages]
+    cps = out.get("cycles_per_sample")
+    out["mac_utilization"] = est.ideal_cycles_per_sample / cps if cps else None
+    out["macs_per_sample"] = est.macs_per_sample
+    out["estimate"] = est.to_json()
+    if waves:
+        out["waves"] = str(waves)
+    return out
