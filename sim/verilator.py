@@ -358,6 +358,15 @@ def _get_runner():
 # compile ("Vtop__pch.h.fast: linker input file not found"). The cocotb runner calls make
 # itself, so the flag is restored through MAKEFLAGS, whose assignments act as command-line ones.
 PCH_MAKEFLAGS = "CFG_CXXFLAGS_PCH_I=-include"
+#: C++ optimisation of the model (OPT_FAST/OPT_SLOW of verilated.mk). Amaranth's Verilog of the
+#: whole engine gives megabytes of C++; ``-O1`` compiles it several times faster than the
+#: default ``-Os`` and simulates about as fast. ``SIGPROP_VERILATOR_OPT`` overrides it.
+DEFAULT_CXX_OPT = "-O1"
+
+
+def _makeflags() -> str:
+    opt = os.environ.get("SIGPROP_VERILATOR_OPT", DEFAULT_CXX_OPT)
+    return f"{PCH_MAKEFLAGS} OPT_FAST={opt} OPT_SLOW=-O0 OPT_GLOBAL=-O1"
 
 
 def _build_args(waves: bool, extra_args: Sequence[str]) -> list[str]:
@@ -391,7 +400,7 @@ def build_hash(verilog_text: str, top: str, *, defines: Mapping[str, object] | N
         "defines": {str(k): str(v) for k, v in sorted((defines or {}).items())},
         "params": {str(k): str(v) for k, v in sorted((params or {}).items())},
         "waves": "fst" if waves else None,
-        "args": _build_args(waves, extra_args), "makeflags": PCH_MAKEFLAGS,
+        "args": _build_args(waves, extra_args), "makeflags": _makeflags(),
         "extra_sources": {name: hashlib.sha256(body.encode()).hexdigest()
                           for name, body in sorted((extra_sources or {}).items())},
         "verilator": _verilator_version_str(),
@@ -536,7 +545,7 @@ def _build_into(entry: Path, verilog_path: Path, text: str, top: str, digest: st
         shim = _lz4_shim_args(tmp / "lz4shim") if waves else []
         runner = _get_runner()
         try:
-            with _patched_environ({"MAKEFLAGS": PCH_MAKEFLAGS}, unset=("WAVES",)):
+            with _patched_environ({"MAKEFLAGS": _makeflags()}, unset=("WAVES",)):
                 runner.build(
                     sources=sources,
                     hdl_toplevel=top,
