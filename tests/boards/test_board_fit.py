@@ -1,0 +1,94 @@
+"""Pre-synthesis fit check, kind names, and nextpnr utilization mapped to kinds."""
+
+import pytest
+
+from sigprop_fpga.boards import get_target
+from sigprop_fpga.boards.fit import (FitError, fit_check, require_fit, merge_resources, normalize_estimates,
+                                     normalize_kind, resource_table, utilization_from_report)
+
+
+def test_fits():
+    assert fit_check({"lut": 5000, "dsp": 8, "bram": 30, "spram": 4}, "icebreaker") == []
+    assert fit_check({"LUT": 80000, "DSP": 156, "EBR": 208}, "ulx3s-85f") == []
+
+
+def test_too_many_dsps_has_numbers_and_hint():
+    problems = fit_check({"lut": 1000, "dsp": 12}, "icebreaker")
+    assert problems == [
+        "DSP: needs 12, iCE40UP5K on icebreaker has 8 (150%); use fewer lanes (one multiplier "
+        "per lane), or narrower weights so two products share one multiplier"]
+
+
+def test_every_overused_kind_is_reported():
+    problems = fit_check({"LUT4": 6000, "block_ram": 31, "SPRAM": 5, "DSP": 1}, "icebreaker")
+    assert [p.split(":")[0] for p in problems] == ["LUT4", "block RAM", "SPRAM"]
+    assert "needs 6000" in problems[0] and "has 5280" in problems[0]
+    assert "fewer lanes" in problems[0] and "narrower weights" in problems[0]
+    assert "needs 31" in problems[1] and "has 30" in problems[1]
+
+
+def test_missing_kind_on_device():
+    assert fit_check({"spram": 1}, "ulx3s-85f") == [
+        "SPRAM: needs 1, LFE5U-85F on ulx3s-85f has none; "
+        "use a smaller stored dataset or narrower weights"]
+
+
+def test_margin():
+    assert fit_check({"lut": 5000}, "icebreaker") == []
+    (msg,) = fit_check({"lut": 5000}, "icebreaker", margin=0.9)
+    assert "limit 4752 at 90%" in msg
+
+
+def test_kind_aliases():
+    assert normalize_kind("EBR") == normalize_kind("Block RAM".replace(" ", "_")) == "bram"
+    assert normalize_kind("SB_MAC16") == normalize_kind("MULT18X18D") == "dsp"
+    assert normalize_estimates({"LUT": 3, "lut4": 4}) == {"lut": 7}
+    with pytest.raises(KeyError, match="unknown resource kind"):
+        normalize_kind("gates")
+
+
+ICE_REPORT = {"utilization": {
+    "ICESTORM_LC": {"used": 1234, "available": 5280},
+    "ICESTORM_DSP": {"used": 4, "available": 8},
+    "ICESTORM_RAM": {"used": 10, "available": 30},
+    "ICESTORM_SPRAM": {"used": 0, "available": 4},
+    "SB_IO": {"used": 4, "available": 39},
+    "SB_GB": {"used": 2, "available": 8},
+    "SB_I2C": {"used": 0, "available": 2},
+}, "fmax": {}}
+
+
+def test_utilization_to_kinds_and_table():
+    used = utilization_from_report(ICE_REPORT, get_target("icebreaker"))
+    assert used["lut"] == {"used": 1234, "available": 5280}
+    assert used["dsp"] == {"used": 4, "available": 8}
+    assert used["bram"] == {"used": 10, "available": 30}
+    assert used["spram"] == {"used": 0, "available": 4}
+    assert used["SB_GB"] == {"used": 2, "available": 8}     # used but untracked: kept
+    assert "SB_I2C" not in used                             # unused and untracked: dropped
+    merged = merge_resources(used, {"LUT": 1100, "DSP": 4, "EBR": 10})
+    assert merged["lut"] == {"used": 1234, "available": 5280, "estimated": 1100}
+    table = resource_table(merged)
+    lines = table.splitlines()
+    assert lines[0].split() == ["resource", "estimated", "used", "available", "use"]
+    assert lines[2].split() == ["LUT4", "1100", "1234", "5280", "23.4%"]
+    assert any(line.split()[:4] == ["DSP", "4", "4", "8"] for line in lines)
+
+
+def test_ecp5_utilization_names():
+    report = {"utilization": {"TRELLIS_COMB": {"used": 100, "available": 83640},
+                              "TRELLIS_FF": {"used": 50, "available": 83640},
+                              "MULT18X18D": {"used": 3, "available": 156},
+                              "DP16KD": {"used": 7, "available": 208},
+                              "ALU54B": {"used": 0, "available": 78}}}
+    used = utilization_from_report(report, "ulx3s-85f")
+    assert list(used)[:4] == ["lut", "ff", "dsp", "bram"]
+    assert used["dsp"]["used"] == 3 and used["bram"]["available"] == 208
+
+
+def test_require_fit():
+    require_fit({"lut": 10}, "icebreaker")
+    with pytest.raises(FitError) as info:
+        require_fit({"lut": 9000, "dsp": 9}, "icebreaker")
+    assert len(info.value.problems) == 2
+    assert str(info.value).splitlines() == info.value.problems
