@@ -36,6 +36,16 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _nonnegative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {v}")
+    return v
+
+
 def _load(path: str):
     from .sim.datasets import load_dataset
     from .sim.params import Network
@@ -145,6 +155,55 @@ def _train_baseline(rule: str, spec, data, epochs: int, progress: bool) -> dict:
             "seconds": r.seconds, "samples_per_second": r.samples / r.seconds if r.seconds else 0.0}
 
 
+def cmd_compile(args) -> int:
+    from .compiler.compile import compile_network
+
+    out = Path(args.out) if args.out else Path("build") / Path(args.network).stem
+    man = compile_network(args.network, out)
+    print(f"wrote {out / man['files']['verilog']}, {out / man['files']['rtlil']}, {out / 'manifest.json'}")
+    print(f"lanes {man['lanes']}; cycles per sample {man['cycles_per_sample']:,} "
+          f"(stages {[s['cycles_per_sample'] for s in man['stages']]}); {man['macs_per_sample']:,} MACs per sample; "
+          f"compiled in {man['compile_seconds']:.1f} s")
+    return 0
+
+
+def cmd_sim(args) -> int:
+    from .io import format_table, write_json
+    from .sim.rtl import simulate_rtl
+    from .sim.verilator import VerilatorError
+
+    if args.samples is not None and args.epochs is None:
+        epochs = 1
+    else:
+        epochs = args.epochs
+    try:
+        r = simulate_rtl(args.network, epochs=epochs, samples=args.samples, check_every=args.check_every,
+                         waves=args.waves, progress=not args.quiet)
+    except VerilatorError as e:
+        raise UsageError(" ".join(str(e).split())[:400]) from None
+    mm = r.get("first_mismatch")
+    rows = [["RTL (Verilator)", r.get("test_accuracy"), r.get("cycles_per_sample"), r.get("ideal_cycles_per_sample"),
+             r.get("mac_utilization")],
+            ["golden model", r.get("golden_test_accuracy"), r.get("estimated_cycles_per_sample"), "", ""]]
+    print(format_table(["engine", "test accuracy", "cycles/sample", "ideal", "MAC utilization"],
+                       [[c if c is not None else "" for c in row] for row in rows]))
+    if mm:
+        print("MISMATCH: " + ", ".join(f"{k} {v}" for k, v in mm.items()), file=sys.stderr)
+    else:
+        print(f"bit exact: {r['bit_exact']} ({r['samples']:,} training samples, {r['checks']} full-state checks, "
+              f"every prediction compared); {r['cycles']:,} cycles simulated at "
+              f"{r['sim_cycles_per_second']:,.0f} cycles/s; Verilator {r['verilator_version']}")
+        if args.waves:
+            print(f"waves: {args.waves}")
+    if r.get("counters"):
+        from .report import saturation_warnings
+        for w in saturation_warnings(r["counters"], r.get("updates_per_sample"), r.get("samples", 0)):
+            print(f"sigprop-fpga sim: warning: {w}", file=sys.stderr)
+    if args.json:
+        write_json(args.json, r)
+    return 0 if r["bit_exact"] else 1
+
+
 def cmd_report(args) -> int:
     from .report import make_report
 
@@ -183,6 +242,23 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", metavar="OUT", help="write the report as JSON")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
+
+    co = sub.add_parser("compile", help="compile a network file to Verilog, RTLIL and a manifest")
+    co.add_argument("network", help="network file (YAML)")
+    co.add_argument("-o", "--out", metavar="DIR", help="output folder (default: build/<network file name>)")
+    co.set_defaults(func=cmd_compile)
+
+    s = sub.add_parser("sim", help="train the generated design cycle-accurately in Verilator against the golden model")
+    s.add_argument("network", help="network file (YAML)")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--samples", type=_positive_int, help="train on the first N training samples (one epoch)")
+    s.add_argument("--epochs", type=_positive_int, help="epochs (default: the network file's, or 1 with --samples)")
+    s.add_argument("--check-every", type=_nonnegative_int, default=0, metavar="K",
+                   help="compare all weights, caches and counters every K samples (always at each epoch end)")
+    s.add_argument("--waves", metavar="FILE.fst", help="write an FST trace of the run")
+    s.add_argument("--json", metavar="OUT", help="write the report as JSON")
+    s.add_argument("-q", "--quiet", action="store_true")
+    s.set_defaults(func=cmd_sim)
 
     r = sub.add_parser("report", help="turn a check/train/sim/build folder into one Markdown page with plots")
     r.add_argument("folder")

@@ -100,4 +100,9 @@ def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int
     out["estimate"] = est.to_json()
     if waves:
         out["waves"] = str(waves)
+    if out["bit_exact"] and r.failed == 0:
+        import shutil
+
+        shutil.rmtree(run_dir, ignore_errors=True)   # keep the logs only of a failed run
+        out["log"] = None
     return out
