@@ -1,22 +1,29 @@
 """Analytic schedule of the datapath: MACs, lanes, cycles and memory per stage.
 
 One stage per hidden layer (the head, when present, is folded into the last stage). A stage with
-``P`` lanes (one multiplier each) walks its work in these phases for every training sample; the
-same formulas are used by ``check``, the compiler's manifest and the hardware tests, which
-measure the real counts against them:
+``P`` lanes (one multiplier each; ``ci = ceil(n_in/P)``, ``cn = ceil(n/P)``) walks these phases
+for every training sample, exactly as :class:`sigprop_fpga.hdl.stage.LayerStage` does (the
+hardware tests measure the real counts and require equality). Every issuing phase has 2 more
+cycles to drain its pipeline (memory read, registered product, accumulate/write):
 
 =========  ===================================================  ==============================
 phase      work                                                 cycles
 =========  ===================================================  ==============================
-forward    ``h = f(W x + b)``, and ``t = f(W t_in + b)`` for     ``signals * n * ceil(n_in/P)``
-           ``l >= 1`` (layer 0 reads its target from ``R``)
-readout    pre-write logits of the last stage (nearest target)  ``C * ceil(n/P)``
-logits     ``s_k = h . T[k]``                                    ``C * ceil(n/P)``
-softmax    base-2 exp table, one reciprocal, ``C`` products     ``3 C + RECIP_BITS + 4``
-gradient   ``g_h = sum_k (p_k - y_k) T[k]``, ``g_t = e_c h``    ``(C + 1) * ceil(n/P)``
-update     ``W -= (d_h x + d_tc t_in + d_tm Tin[m]) >> s``       ``n * (terms * ceil(n_in/P) + 1)``
-           (``terms`` = 3, or 1 at layer 0 and for ``l2``)
-table      ``R[c], R[m] -= d >> s`` (layer 0, ``class_ce``)      ``2 * ceil(n/P)``
+overhead   accept the sample, finish                            ``2``
+forward    ``h = f(W x + b)``, and ``t = f(W t_in + b)`` for     ``signals * n * ci + 2``
+           ``l >= 1``; meanwhile ``Tin[c] <- t_in``, and
+           ``t = f(R[c])`` at layer 0 (one chunk a cycle)
+logits     ``s_k = T[k] . h`` on the pre-write caches: the       ``C * cn + 2``
+           readout (last stage) and ``m``; ``class_ce``, or
+           the readout alone for ``l2``
+cache      ``T[c] <- t`` and ``s_c = t . h``                     ``cn + 2``
+softmax    :class:`sigprop_fpga.hdl.softmax.Softmax`            ``3 C + 20``
+gradient   ``g_h = sum_k (p_k - y_k) T[k]``, ``g_t = e_c h``    ``(C + 1) * cn + 2``
+update     ``W -= (d_h x + d_tc t_in + d_tm Tin[m]) >> s``, b    ``n * (terms * ci + 1) + 2``
+           (``terms`` = 3, 2 without push, 1 at layer 0/``l2``)
+table      ``R[c], R[m] -= d >> s`` (layer 0, ``class_ce``)      ``rows * cn + 2``
+head       logits ``C cn + 2``, softmax ``3 C + 20``, update    (the sum)
+           ``C (cn + 1) + 2``
 =========  ===================================================  ==============================
 
 Layers pipeline (DESIGN.md §2), so the cycles between samples are the slowest stage's.
@@ -30,7 +37,8 @@ from dataclasses import asdict, dataclass
 from ..sim.fixed import RECIP_BITS
 from ..sim.params import Network
 
-__all__ = ["StageEstimate", "Estimate", "estimate", "allocate_lanes", "stage_cycles", "stage_macs"]
+__all__ = ["StageEstimate", "Estimate", "estimate", "allocate_lanes", "stage_phases", "stage_cycles", "stage_macs",
+           "stage_inference_cycles", "softmax_cycles"]
 
 
 @dataclass(frozen=True)
@@ -77,7 +85,18 @@ def _signals(l: int) -> int:
 
 
 def _update_terms(net: Network, l: int) -> int:
-    return 1 if (l == 0 or net.spec.learning.loss == "l2") else 3
+    if l == 0 or net.spec.learning.loss == "l2":
+        return 1
+    return 3 if net.spec.learning.push else 2
+
+
+DRAIN = 2                       # pipeline drain after each issuing phase
+OVERHEAD = 2                    # the accept cycle and the finish cycle
+
+
+def softmax_cycles(C: int) -> int:
+    """The softmax phase: one start cycle plus the unit's latency (3 C + RECIP_BITS - 16 + 3)."""
+    return 1 + 3 * C + (RECIP_BITS - 16 + 1) + 2
 
 
 def stage_phases(net: Network, l: int, lanes: int) -> dict:
@@ -86,24 +105,31 @@ def stage_phases(net: Network, l: int, lanes: int) -> dict:
     P = lanes
     ci, cn = math.ceil(n_in / P), math.ceil(n / P)
     last = l == net.depth - 1
-    ph = {"forward": _signals(l) * n * ci}
-    if net.spec.learning.loss == "class_ce":
-        if last and net.spec.readout == "nearest_target":
-            ph["readout"] = C * cn
-        ph["logits"] = C * cn
-        ph["softmax"] = 3 * C + RECIP_BITS + 4
-        ph["gradient"] = (C + 1) * cn
-    else:
-        if last and net.spec.readout == "nearest_target":
-            ph["readout"] = C * cn
-        ph["gradient"] = cn
-    ph["update"] = n * (_update_terms(net, l) * ci + 1)
-    if l == 0 and net.spec.learning.loss == "class_ce":
-        ph["table"] = 2 * cn
+    learning = net.spec.learning
+    ce = learning.loss == "class_ce"
+    ph = {"overhead": OVERHEAD, "forward": _signals(l) * n * ci + DRAIN}
+    if ce or (last and net.spec.readout == "nearest_target"):
+        ph["logits"] = C * cn + DRAIN
+    ph["cache"] = cn + DRAIN
+    if ce:
+        ph["softmax"] = softmax_cycles(C)
+        ph["gradient"] = (C + 1) * cn + DRAIN
+    ph["update"] = n * (_update_terms(net, l) * ci + 1) + DRAIN
+    if l == 0 and ce:
+        ph["table"] = (2 if learning.push else 1) * cn + DRAIN
     if last and net.spec.readout == "head":
-        ch = math.ceil(n / P)
-        ph["head"] = C * ch + (3 * C + RECIP_BITS + 4) + C * (ch + 1)
+        ph["head"] = (C * cn + DRAIN) + softmax_cycles(C) + (C * (cn + 1) + DRAIN)
     return ph
+
+
+def stage_inference_cycles(net: Network, l: int, lanes: int) -> int:
+    """Cycles of an inference sample in stage ``l``."""
+    n_in, n, C = net.fan_in(l), net.units(l), net.n_classes
+    ci, cn = math.ceil(n_in / lanes), math.ceil(n / lanes)
+    cyc = OVERHEAD + n * ci + DRAIN          # h only: an inference needs no target
+    if l == net.depth - 1:
+        cyc += C * cn + DRAIN
+    return cyc
 
 
 def stage_cycles(net: Network, l: int, lanes: int) -> int:
@@ -111,16 +137,17 @@ def stage_cycles(net: Network, l: int, lanes: int) -> int:
 
 
 def stage_macs(net: Network, l: int) -> tuple[int, int]:
-    """(training, inference) multiply-accumulates of stage ``l`` per sample."""
+    """(training, inference) multiplications the stage's lanes do per sample (padding excluded)."""
     n_in, n, C = net.fan_in(l), net.units(l), net.n_classes
     last = l == net.depth - 1
-    fwd = _signals(l) * n * n_in
+    ce = net.spec.learning.loss == "class_ce"
     infer = n * n_in
-    train = fwd + _update_terms(net, l) * n * n_in
-    if net.spec.learning.loss == "class_ce":
-        train += 2 * C * n + n          # logits, g_h, g_tc
+    train = _signals(l) * n * n_in + _update_terms(net, l) * n * n_in
+    if ce:
+        train += C * n + n + (C + 1) * n    # logits (with the readout), s_c, g_h and g_tc
+    elif last and net.spec.readout == "nearest_target":
+        train += C * n + n
     if last and net.spec.readout == "nearest_target":
-        train += C * n
         infer += C * n
     if last and net.spec.readout == "head":
         train += 2 * C * n

@@ -1,0 +1,205 @@
+"""``sigprop-fpga compile NET.yaml -o DIR``: the network file to Verilog, RTLIL and a manifest.
+
+:func:`compile_network` writes ``DIR/<name>.v`` (:mod:`amaranth.back.verilog`), ``DIR/<name>.il``
+(:mod:`amaranth.back.rtlil`) and ``DIR/manifest.json``: the top-level ports, the number formats,
+the readback memory map, lanes per stage, estimated cycles per stage (per phase) and per sample,
+and MACs per sample. Every file is written to a temporary name and renamed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from ..io import write_atomic, write_json
+from .estimate import estimate, stage_inference_cycles
+from .spec import SpecError, load_spec
+
+__all__ = ["compile_network", "build_engine", "manifest", "measure", "compile_main"]
+
+
+def _network(spec):
+    from ..sim.datasets import load_dataset
+    from ..sim.params import Network
+
+    data = load_dataset(spec)
+    return Network(spec, data.n_inputs, data.n_classes)
+
+
+def check_buildable(net) -> None:
+    """Refuse what the hardware does not implement, as a one-line :class:`SpecError`."""
+    spec = net.spec
+    for l in range(net.depth):
+        p = net.prec(l)
+        if p.weight.frac_bits + net.in_format(l).frac_bits < p.bias.frac_bits:
+            raise SpecError(spec.file, None, f"network.layers[{l}].precision.bias",
+                            f"expected at most {p.weight.frac_bits + net.in_format(l).frac_bits} fraction bits "
+                            f"(weight + input), got {p.bias}")
+
+
+def build_engine(net):
+    from ..hdl.engine import SigPropEngine
+    from .estimate import allocate_lanes
+
+    check_buildable(net)
+    return SigPropEngine(net, allocate_lanes(net))
+
+
+def _ports(engine) -> list[dict]:
+    from amaranth.lib import data, wiring
+
+    out = []
+    for path, member in engine.signature.members.flatten():
+        if member.is_port:
+            name = "__".join(str(p) for p in path)
+            shape = member.shape
+            try:
+                from amaranth.hdl import Shape
+                s = Shape.cast(shape)
+                width, signed = s.width, s.signed
+            except TypeError:
+                width, signed = None, None
+            port = {"name": name, "dir": "in" if member.flow == wiring.In else "out", "width": width, "signed": signed}
+            if isinstance(shape, data.StructLayout):
+                port["fields"] = {f: {"offset": fld.offset, "width": fld.width} for f, fld in shape}
+            out.append(port)
+    return out
+
+
+def _multipliers(net, lanes) -> dict:
+    """Hardware multipliers: one per lane, plus the shared one of each softmax unit (a stage
+    softmaxes with ``class_ce`` or a head). The softmax multiplier is ``(logit bits + 1) x 17``
+    and takes two 16x16 DSP blocks on an iCE40 (measured with ``synth_ice40 -dsp``)."""
+    units = sum(1 for l in range(net.depth)
+                if net.spec.learning.loss == "class_ce" or (l == net.depth - 1 and net.spec.readout == "head"))
+    return {"lanes": sum(lanes), "softmax_units": units, "dsp_blocks_ice40": sum(lanes) + 2 * units,
+            "note": "hardware.dsp_budget covers the lanes only"}
+
+
+def manifest(net, engine, files: dict, seconds: float) -> dict:
+    est = estimate(net, engine.lanes)
+    spec = net.spec
+    formats = {"input": str(spec.precision.input), "table": str(spec.precision.table),
+               "probability": "UQ1.16", "rounding": spec.precision.rounding, "layers": []}
+    for l in range(net.depth):
+        p = net.prec(l)
+        formats["layers"].append({"activation": str(p.activation), "weight": str(p.weight), "bias": str(p.bias),
+                                  "error": str(p.error), "accumulator_bits": net.acc_width(l)})
+    ej = est.to_json()
+    return {
+        "name": spec.name, "top": "top", "files": files, "compile_seconds": round(seconds, 3),
+        "network": {"n_inputs": net.n_inputs, "widths": list(spec.widths), "n_classes": net.n_classes,
+                    "loss": spec.learning.loss, "readout": spec.readout, "push": spec.learning.push,
+                    "lr_shift": spec.learning.lr_shift, "logit_shift": spec.learning.logit_shift},
+        "clock": {"domain": "sync", "mhz": spec.hardware.clock_mhz},
+        "ports": _ports(engine),
+        "stream_in": {"beats": net.n_inputs + 1,
+                      "format": f"{net.n_inputs} feature beats (data = raw {spec.precision.input} bits), then one "
+                                "label beat (data = class, train = 1 to learn, 0 to infer)"},
+        "stream_out": "one prediction (class index) per sample, in order",
+        "formats": formats,
+        "memory_map": engine.map,
+        "lanes": list(engine.lanes),
+        "multipliers": _multipliers(net, engine.lanes),
+        "estimate": ej,
+        "stages": [{"index": s.index, "lanes": s.lanes, "cycles_per_sample": s.cycles, "phases": s.phases,
+                    "inference_cycles": stage_inference_cycles(net, s.index, s.lanes),
+                    "macs_per_sample": s.macs, "ceil_macs_over_lanes": -(-s.macs // s.lanes),
+                    "mac_utilization": s.macs / (s.lanes * s.cycles)} for s in est.stages],
+        "cycles_per_sample": est.cycles_per_sample,
+        "cycles_between_samples": est.cycles_per_sample,
+        "sequential_cycles": est.sequential_cycles,
+        "macs_per_sample": est.macs_per_sample,
+        "inference_macs_per_sample": est.inference_macs_per_sample,
+    }
+
+
+def measure(net, engine_lanes, n_samples: int) -> dict:
+    """Train ``n_samples`` training-split samples on the Amaranth simulation of the engine and the
+    golden model; returns the measured cycles per stage and between samples, and bit-exactness."""
+    import numpy as np
+
+    from ..hdl.simulate import simulate
+    from ..sim.datasets import load_dataset
+    from ..sim.golden import GoldenSigProp
+
+    data = load_dataset(net.spec)
+    n = min(n_samples, len(data.y_train))
+    X, y = data.x_train[:n], data.y_train[:n]
+    g = GoldenSigProp(net)
+    want = [g.train_sample(X[i], int(y[i])) for i in range(n)]
+    r = simulate(net, X, y, lanes=engine_lanes)
+    st, gs = r["state"], g.state()
+    exact = list(r["pred"]) == want
+    for l in range(net.depth):
+        for k in ("W", "b", "T"):
+            exact = exact and bool(np.array_equal(st[k][l], gs[k][l]))
+    exact = exact and bool(np.array_equal(st["R"], gs["R"]))
+    exact = exact and all(st["counters"].get(k) == v for k, v in gs["counters"].items())
+    gaps = np.diff(r["pred_cycle"]).tolist()
+    return {"samples": n, "bit_exact": exact,
+            "stage_cycles": [max(c) if c else None for c in r["stage_cycles"]],
+            "cycles_between_samples": int(np.median(gaps)) if gaps else None,
+            "engine": "amaranth.sim"}
+
+
+def compile_network(spec_path, out_dir, measure_samples: int = 0) -> dict:
+    """Compile a network file; returns the manifest (also written to ``out_dir/manifest.json``).
+
+    ``measure_samples > 0`` also simulates that many training samples (Amaranth simulator) and
+    records the measured cycles per stage and between samples, and bit-exactness against the
+    golden model, under ``"measured"``.
+
+    Raises
+    ------
+    SpecError
+        A bad network file, or one the hardware cannot build (one line).
+    """
+    from amaranth.back import rtlil, verilog
+
+    t0 = time.monotonic()
+    spec = load_spec(spec_path)
+    net = _network(spec)
+    engine = build_engine(net)
+    out = Path(out_dir)
+    il = rtlil.convert(engine, name="top")
+    try:    # elaborate once: Yosys turns the same RTLIL into Verilog, as verilog.convert does
+        v = verilog._convert_rtlil_text(il)
+    except AttributeError:      # pragma: no cover - a future Amaranth without the helper
+        v = verilog.convert(build_engine(net), name="top")
+    files = {"verilog": f"{spec.name}.v", "rtlil": f"{spec.name}.il", "manifest": "manifest.json"}
+    write_atomic(out / files["rtlil"], il)
+    write_atomic(out / files["verilog"], v)
+    man = manifest(net, engine, files, time.monotonic() - t0)
+    if measure_samples:
+        man["measured"] = measure(net, engine.lanes, measure_samples)
+    write_json(out / files["manifest"], man)
+    return man
+
+
+def compile_main(args_list=None) -> int:
+    ap = argparse.ArgumentParser(prog="sigprop-fpga compile", description="compile a network file to Verilog")
+    ap.add_argument("spec", help="network file (YAML)")
+    ap.add_argument("-o", "--out", default="build", help="output directory (default: build)")
+    ap.add_argument("--measure", type=int, default=0, metavar="N",
+                    help="also simulate N training samples and record the measured cycles in the manifest")
+    args = ap.parse_args(args_list)
+    if args.measure < 0:
+        print("error: --measure: expected a non-negative number of samples", file=sys.stderr)
+        return 2
+    try:
+        man = compile_network(args.spec, args.out, args.measure)
+    except SpecError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {Path(args.out) / man['files']['verilog']}, {man['files']['rtlil']}, manifest.json; "
+          f"lanes {man['lanes']}, {man['cycles_per_sample']} cycles/sample "
+          f"(stages {[s['cycles_per_sample'] for s in man['stages']]}), {man['macs_per_sample']} MACs/sample, "
+          f"{man['compile_seconds']} s")
+    if "measured" in man:
+        ms = man["measured"]
+        print(f"measured on {ms['samples']} samples: stages {ms['stage_cycles']}, "
+              f"{ms['cycles_between_samples']} cycles between samples, bit exact: {ms['bit_exact']}")
+    return 0 if man.get("measured", {}).get("bit_exact", True) else 1

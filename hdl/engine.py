@@ -1,0 +1,211 @@
+"""The top level: a chain of :class:`.stage.LayerStage` s with a sample stream in, predictions out,
+and a control/readback port."""
+
+from __future__ import annotations
+
+
+from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..sim.golden import quantize_params
+from ..sim.params import Network, init_params
+from .stage import MEM_IDS, LayerStage, stage_memories
+
+__all__ = ["SigPropEngine", "readback_map", "counter_names"]
+
+
+def _bits(n: int) -> int:
+    return max(1, int(n).bit_length())
+
+
+def counter_names(net: Network) -> list[str]:
+    """Counters in readback order: ``cycles``, ``samples``, ``inferences``, the golden model's
+    ``sat_*`` names, then ``stage_cycles_<l>`` (cycles of the last sample in stage ``l``)."""
+    names = ["cycles", "samples", "inferences"]
+    for l in range(net.depth):
+        names += [f"sat_{v}_{l}" for v in ("weight", "bias", "error", "table")]
+    if net.spec.readout == "head":
+        names += ["sat_weight_head", "sat_bias_head", "sat_error_head"]
+    names += [f"stage_cycles_{l}" for l in range(net.depth)]
+    return names
+
+
+def readback_map(net: Network, lanes) -> dict:
+    """The readback address layout: ``addr = stage << s | mem << m | bank << b | word``.
+
+    ``stage == depth`` selects the counters (``word`` = index in :func:`counter_names`).
+    Entry ``(row, col)`` of a banked memory lives in ``bank = col % P``,
+    ``word = row * ceil(cols / P) + col // P``; ``b``, ``head_b`` are one bank indexed by row.
+    """
+    mems = [stage_memories(net, l, lanes[l]) for l in range(net.depth)]
+    word_bits = max(_bits(max(d for _, d, _, _, _ in ms.values()) - 1) for ms in mems)
+    word_bits = max(word_bits, _bits(len(counter_names(net)) - 1))
+    bank_bits = _bits(max(lanes) - 1)
+    layout = {"word": (0, word_bits), "bank": (word_bits, bank_bits), "mem": (word_bits + bank_bits, 3),
+              "stage": (word_bits + bank_bits + 3, _bits(net.depth))}
+    regions = []
+    for l, ms in enumerate(mems):
+        P = lanes[l]
+        for name, (banks, depth, q, _, shape) in ms.items():
+            cols = shape[1] if len(shape) > 1 else 1
+            regions.append({"stage": l, "mem": name, "mem_id": MEM_IDS[name], "banks": banks, "depth": depth,
+                            "format": str(q), "rows": shape[0], "cols": cols,
+                            "entry": "bank = col % P, word = row * ceil(cols / P) + col // P"
+                            if banks > 1 else "bank = 0, word = row", "lanes": P})
+    total = sum(v[1] for v in layout.values())
+    return {"fields": {k: {"lsb": v[0], "width": v[1]} for k, v in layout.items()}, "addr_width": total,
+            "data_width": 32, "latency": 2, "regions": regions,
+            "counters": {"stage": net.depth, "names": counter_names(net)}}
+
+
+class SigPropEngine(wiring.Component):
+    """The SigProp training engine for one network.
+
+    Parameters
+    ----------
+    net : Network
+        The resolved network (spec plus data shape).
+    lanes : tuple of int, optional
+        Lanes per stage; default :func:`sigprop_fpga.compiler.estimate.allocate_lanes`.
+    params : dict, optional
+        Quantised initial parameters; default ``quantize_params(net, init_params(net))``.
+
+    Members
+    -------
+    i : In(stream.Signature(StructLayout({"data": unsigned(w), "train": 1})))
+        A sample is ``n_in`` beats of features (raw two's complement in the input format),
+        then one beat with the label in ``data`` and ``train`` (1: learn, 0: infer only).
+    o : Out(stream.Signature(unsigned(ceil(log2 C))))
+        One prediction per sample, in sample order (for training samples, made before learning).
+    rb_en : In(1)
+        Readback enable; honour it only while ``idle``: it stops the stages taking samples.
+    rb_addr : In(readback_map(...)["addr_width"])
+    rb_data : Out(signed(32))
+        The entry at ``rb_addr``, two cycles after it is presented.
+    idle : Out(1)
+        No sample in flight and no prediction waiting.
+    cycles, samples, inferences : Out(32)
+        Busy cycles, trained samples, inference samples.
+
+    Latency and throughput
+    ----------------------
+    Stages run concurrently, each on its own sample; a training sample costs the slowest stage's
+    cycles (:func:`sigprop_fpga.compiler.estimate.estimate`) plus two for the hand-over. The
+    first prediction appears after the sum of the stages' forward phases and the last stage.
+    """
+
+    def __init__(self, net: Network, lanes=None, params: dict | None = None):
+        self._MustUse__silence = True      # no "never used" warning if an argument check fails
+        if not isinstance(net, Network):
+            raise TypeError(f"Network must be a Network, not {net!r}")
+        from ..compiler.estimate import allocate_lanes
+        if lanes is None:
+            lanes = allocate_lanes(net)
+        lanes = tuple(lanes)
+        if len(lanes) != net.depth:
+            raise ValueError(f"Expected {net.depth} lane counts (one per hidden layer), got {len(lanes)}")
+        for v in lanes:
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise TypeError(f"Lane counts must be integers, not {v!r}")
+            if v < 1:
+                raise ValueError(f"Lane counts must be at least 1, not {v}")
+        self.net, self.lanes = net, lanes
+        self.params = params if params is not None else quantize_params(net, init_params(net))
+        self.map = readback_map(net, lanes)
+        self.counters = counter_names(net)
+        self.stages = [LayerStage(net, l, lanes[l], self.params) for l in range(net.depth)]
+        win = net.spec.precision.input.width
+        cb = _bits(net.n_classes - 1)
+        self.in_width = max(win, cb)
+        super().__init__({
+            "i": In(stream.Signature(data.StructLayout({"data": unsigned(self.in_width), "train": unsigned(1)}))),
+            "o": Out(stream.Signature(unsigned(cb))),
+            "rb_en": In(1),
+            "rb_addr": In(self.map["addr_width"]),
+            "rb_data": Out(signed(32)),
+            "idle": Out(1),
+            "cycles": Out(32), "samples": Out(32), "inferences": Out(32),
+        })
+        self._MustUse__silence = False
+
+    def elaborate(self, platform):
+        m = Module()
+        net = self.net
+        n_in = net.n_inputs
+        win = net.spec.precision.input.width
+        for l, st in enumerate(self.stages):
+            m.submodules[f"stage{l}"] = st
+        for a, b in zip(self.stages, self.stages[1:]):
+            wiring.connect(m, a.o, b.i)
+        last = self.stages[-1]
+        wiring.connect(m, last.pred, wiring.flipped(self.o))
+
+        # deserializer: n_in feature beats, then the label beat
+        xbuf = [Signal(signed(win), name=f"xbuf{k}") for k in range(n_in)]
+        label, train, full = Signal(last.pred.payload.shape()), Signal(), Signal()
+        idx = Signal(range(n_in + 1))
+        s0 = self.stages[0]
+        m.d.comb += [self.i.ready.eq(~full), s0.i.valid.eq(full), s0.i.payload.label.eq(label),
+                     s0.i.payload.train.eq(train)]
+        m.d.comb += [s0.i.payload.x[k].eq(xbuf[k]) for k in range(n_in)]
+        with m.If(s0.i.valid & s0.i.ready):
+            m.d.sync += full.eq(0)
+        with m.If(self.i.valid & self.i.ready):
+            with m.If(idx == n_in):
+                m.d.sync += [label.eq(self.i.payload.data), train.eq(self.i.payload.train), full.eq(1), idx.eq(0)]
+            with m.Else():
+                with m.Switch(idx):
+                    for k in range(n_in):
+                        with m.Case(k):
+                            m.d.sync += xbuf[k].eq(self.i.payload.data[:win])
+                m.d.sync += idx.eq(idx + 1)
+
+        # counters
+        busy = Signal()
+        m.d.comb += busy.eq(full | (idx != 0) | self.o.valid)
+        for st in self.stages:
+            busy = busy | st.busy
+            if hasattr(st, "o"):
+                busy = busy | st.o.valid
+        m.d.comb += self.idle.eq(~busy)
+        with m.If(busy):
+            m.d.sync += self.cycles.eq(self.cycles + 1)
+        with m.If(last.done):
+            with m.If(last.done_train):
+                m.d.sync += self.samples.eq(self.samples + 1)
+            with m.Else():
+                m.d.sync += self.inferences.eq(self.inferences + 1)
+        values = {"cycles": self.cycles, "samples": self.samples, "inferences": self.inferences}
+        for l, st in enumerate(self.stages):
+            for v in ("weight", "bias", "error", "table"):
+                values[f"sat_{v}_{l}"] = getattr(st, f"sat_{v}")
+            values[f"stage_cycles_{l}"] = st.last_cycles
+        if net.spec.readout == "head":
+            for v in ("weight", "bias", "error"):
+                values[f"sat_{v}_head"] = getattr(last, f"sat_{v}_head")
+
+        # readback: decode, stage read one cycle, register
+        f = self.map["fields"]
+
+        def field(name):
+            return self.rb_addr[f[name]["lsb"]:f[name]["lsb"] + f[name]["width"]]
+
+        stage_sel = field("stage")
+        for l, st in enumerate(self.stages):
+            m.d.comb += [st.rb_en.eq(self.rb_en), st.rb_mem.eq(field("mem")),
+                         st.rb_bank.eq(field("bank")), st.rb_addr.eq(field("word"))]
+        sel1, word1 = Signal.like(stage_sel), Signal.like(field("word"))
+        m.d.sync += [sel1.eq(stage_sel), word1.eq(field("word"))]
+        out = Signal(signed(32))
+        with m.Switch(sel1):
+            for l, st in enumerate(self.stages):
+                with m.Case(l):
+                    m.d.comb += out.eq(st.rb_data)
+            with m.Case(net.depth):
+                with m.Switch(word1):
+                    for k, name in enumerate(self.counters):
+                        with m.Case(k):
+                            m.d.comb += out.eq(values[name])
+        m.d.sync += self.rb_data.eq(out)
+        return m

@@ -1,0 +1,213 @@
+"""Fixed-point shapes and narrowing for the datapath, modelled on the draft Amaranth RFC.
+
+Amaranth 0.5 has no fixed-point type (the RFC is a draft), so the project keeps this small one.
+Names follow the RFC: :class:`SQ` is a signed, :class:`UQ` an unsigned ``Q<int>.<frac>`` shape
+(``int_bits`` of :class:`SQ` counts the sign bit, as :class:`~sigprop_fpga.compiler.spec.QFormat`
+does). Both are shape-castable (``Signal(SQ(1, 7))`` is an 8-bit signed signal holding the raw
+integer ``v``, meaning ``v / 2**frac``).
+
+Narrowing is always explicit and names its rounding; every narrowing also saturates and returns
+an overflow flag, so that hardware counters and the golden model count the same events:
+
+* :func:`round_shift` -- drop ``k`` fraction bits: ``"nearest"`` (half to even), ``"truncate"``
+  (floor) or ``"stochastic"`` (add the low ``k`` bits of an LFSR draw, then floor);
+* :func:`saturate` -- clamp to a format's range;
+* :func:`narrow` -- both, from ``from_frac`` fraction bits to a format.
+
+These are the twins of :func:`sigprop_fpga.sim.fixed.shift_round`, ``saturate`` and ``narrow``.
+All are combinational expression builders.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Mux, Shape, ShapeCastable, Value, signed, unsigned
+
+from ..compiler.spec import QFormat
+
+__all__ = ["SQ", "UQ", "round_shift", "saturate", "narrow", "ROUNDINGS"]
+
+ROUNDINGS = ("nearest", "truncate", "stochastic")
+
+
+class _Q(ShapeCastable):
+    _signed = True
+
+    def __init__(self, int_bits: int, frac_bits: int):
+        if not isinstance(int_bits, int) or isinstance(int_bits, bool):
+            raise TypeError(f"Integer bits must be an integer, not {int_bits!r}")
+        if not isinstance(frac_bits, int) or isinstance(frac_bits, bool):
+            raise TypeError(f"Fraction bits must be an integer, not {frac_bits!r}")
+        if frac_bits < 0:
+            raise ValueError(f"Fraction bits must be non-negative, not {frac_bits}")
+        if int_bits < (1 if self._signed else 0) or int_bits + frac_bits < 1:
+            raise ValueError(f"{type(self).__name__}({int_bits}, {frac_bits}) has no room for a value"
+                             + (" (the sign bit counts as an integer bit)" if self._signed else ""))
+        self.int_bits = int_bits
+        self.frac_bits = frac_bits
+
+    @property
+    def width(self) -> int:
+        return self.int_bits + self.frac_bits
+
+    @property
+    def min_int(self) -> int:
+        return -(1 << (self.width - 1)) if self._signed else 0
+
+    @property
+    def max_int(self) -> int:
+        return (1 << (self.width - (1 if self._signed else 0))) - 1
+
+    def as_shape(self) -> Shape:
+        return signed(self.width) if self._signed else unsigned(self.width)
+
+    def __call__(self, target):
+        return target
+
+    def const(self, init):
+        if init is None:
+            init = 0
+        if isinstance(init, float):
+            init = round(init * (1 << self.frac_bits))
+        if not isinstance(init, int):
+            raise TypeError(f"{self!r} constants are raw integers or floats, not {init!r}")
+        if not self.min_int <= init <= self.max_int:
+            raise ValueError(f"{init} is outside the range of {self!r}")
+        return Const(init, self.as_shape())
+
+    def from_bits(self, raw):
+        return raw if not self._signed or raw < (1 << (self.width - 1)) else raw - (1 << self.width)
+
+    def __eq__(self, other):
+        return type(self) is type(other) and (self.int_bits, self.frac_bits) == (other.int_bits, other.frac_bits)
+
+    def __hash__(self):
+        return hash((type(self), self.int_bits, self.frac_bits))
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.int_bits}, {self.frac_bits})"
+
+
+class SQ(_Q):
+    """Signed fixed-point shape ``Q<int_bits>.<frac_bits>`` (``int_bits`` includes the sign).
+
+    Parameters
+    ----------
+    int_bits : int
+        Integer bits, at least 1 (the sign).
+    frac_bits : int
+        Fraction bits, at least 0.
+
+    Members
+    -------
+    width, min_int, max_int : int
+        Total width and the raw integer range.
+
+    Raises
+    ------
+    TypeError
+        If a bit count is not an integer.
+    ValueError
+        If a bit count is out of range.
+    """
+
+    _signed = True
+
+    @classmethod
+    def from_qformat(cls, q: QFormat) -> "SQ":
+        """The shape of a spec :class:`QFormat`."""
+        if not isinstance(q, QFormat):
+            raise TypeError(f"Expected a QFormat, not {q!r}")
+        return cls(q.int_bits, q.frac_bits)
+
+
+class UQ(_Q):
+    """Unsigned fixed-point shape ``UQ<int_bits>.<frac_bits>`` (e.g. probabilities ``UQ1.16``).
+
+    Parameters, members and exceptions as :class:`SQ`; ``int_bits`` may be 0.
+    """
+
+    _signed = False
+
+
+def _fmt(q) -> _Q:
+    if isinstance(q, _Q):
+        return q
+    if isinstance(q, QFormat):
+        return SQ.from_qformat(q)
+    raise TypeError(f"Expected an SQ, UQ or QFormat, not {q!r}")
+
+
+def round_shift(v, k: int, mode: str = "nearest", draw=None) -> Value:
+    """``v / 2**k`` rounded to an integer (``k <= 0``: an exact left shift).
+
+    Parameters
+    ----------
+    v : value-like
+        Signed or unsigned integer expression.
+    k : int
+        Fraction bits dropped.
+    mode : ``"nearest"`` | ``"truncate"`` | ``"stochastic"``
+        Half to even, floor, or floor after adding the low ``k`` bits of ``draw``.
+    draw : value-like
+        The LFSR draw for ``"stochastic"``.
+
+    Returns
+    -------
+    Value
+        Signed result, one bit wider than needed so the rounding increment cannot overflow.
+    """
+    if not isinstance(k, int) or isinstance(k, bool):
+        raise TypeError(f"Shift amount must be an integer, not {k!r}")
+    if mode not in ROUNDINGS:
+        raise ValueError(f"Rounding mode must be one of {', '.join(ROUNDINGS)}, not {mode!r}")
+    v = Value.cast(v)
+    if not v.shape().signed:
+        v = Cat(v, Const(0, 1)).as_signed()
+    if k <= 0:
+        return (v << (-k)).as_signed()
+    if mode == "truncate":
+        return v >> k
+    if mode == "stochastic":
+        if draw is None:
+            raise ValueError("Stochastic rounding needs an LFSR draw")
+        r = Value.cast(draw)[:k]
+        return ((v + r) >> k).as_signed()
+    q = v >> k
+    rem = v.as_unsigned()[:k] if v.shape().width >= k else Cat(v.as_unsigned(), Const(0, k - v.shape().width))
+    half = 1 << (k - 1)
+    up = (rem > half) | ((rem == half) & q[0])
+    return (q + up).as_signed()
+
+
+def saturate(v, q) -> tuple[Value, Value]:
+    """Clamp ``v`` to the range of ``q``; returns ``(value, overflowed)``.
+
+    Parameters
+    ----------
+    v : value-like
+    q : SQ, UQ or QFormat
+
+    Returns
+    -------
+    (Value, Value)
+        The clamped value with shape ``q`` and a 1-bit flag set when clamping happened.
+    """
+    q = _fmt(q)
+    v = Value.cast(v)
+    lo = v < q.min_int
+    hi = v > q.max_int
+    shape = q.as_shape()
+    if len(v) <= q.width:
+        low = v
+    else:
+        low = v.as_unsigned()[:q.width]
+        if shape.signed:
+            low = low.as_signed()
+    out = Mux(lo, Const(q.min_int, shape), Mux(hi, Const(q.max_int, shape), low))
+    return out, lo | hi
+
+
+def narrow(v, from_frac: int, q, mode: str = "nearest", draw=None) -> tuple[Value, Value]:
+    """Round from ``from_frac`` fraction bits to ``q``'s and saturate: ``(value, overflowed)``."""
+    q = _fmt(q)
+    return saturate(round_shift(v, from_frac - q.frac_bits, mode, draw), q)

@@ -1,0 +1,151 @@
+"""Run a :class:`.engine.SigPropEngine` in the Amaranth simulator on integer samples.
+
+Used by the hardware tests and by benchmarks: feeds the sample stream, collects predictions with
+their cycle stamps, and reads every memory and counter back through the readback port at the end
+(the same path a host uses on the board).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from amaranth.sim import Simulator
+
+from ..sim.params import Network
+from .engine import SigPropEngine
+
+__all__ = ["simulate", "read_state"]
+
+
+def _unpack(net: Network, lanes, words: dict) -> dict:
+    """Turn ``{(stage, mem, bank, word): value}`` into golden-shaped arrays."""
+    from .stage import stage_memories
+    state = {"W": [], "b": [], "T": [], "Tin": [None] + [None] * (net.depth - 1), "R": None, "head": None}
+    for l in range(net.depth):
+        mems = stage_memories(net, l, lanes[l])
+        arrs = {}
+        for name, (banks, depth, q, where, shape) in mems.items():
+            a = np.zeros(shape, dtype=np.int64)
+            for idx in np.ndindex(*shape):
+                bank, word = where(*idx)
+                a[idx] = words[(l, name, bank, word)]
+            arrs[name] = a
+        state["W"].append(arrs["W"])
+        state["b"].append(arrs["b"])
+        state["T"].append(arrs["T"])
+        if l > 0:
+            state["Tin"][l] = arrs["Tin"]
+        else:
+            state["R"] = arrs["R"]
+        if "head_W" in arrs:
+            state["head"] = {"W": arrs["head_W"], "b": arrs["head_b"]}
+    return state
+
+
+async def read_state(ctx, dut: SigPropEngine) -> dict:
+    """Read all memories and counters through the readback port (the engine must be idle)."""
+    from .stage import stage_memories
+    f = dut.map["fields"]
+
+    def addr(stage, mem_id, bank, word):
+        return (stage << f["stage"]["lsb"]) | (mem_id << f["mem"]["lsb"]) | (bank << f["bank"]["lsb"]) | word
+
+    reqs = []
+    for l in range(dut.net.depth):
+        for name, (banks, depth, _, _, _) in stage_memories(dut.net, l, dut.lanes[l]).items():
+            from .stage import MEM_IDS
+            for bank in range(banks):
+                for word in range(depth):
+                    reqs.append(((l, name, bank, word), addr(l, MEM_IDS[name], bank, word)))
+    for k, name in enumerate(dut.counters):
+        reqs.append((("counter", name), addr(dut.net.depth, 0, 0, k)))
+    words = {}
+    ctx.set(dut.rb_en, 1)
+    # a request presented before edge e is read by the stage at e and registered at e + 1
+    prev = None
+    for key, a in reqs + [(None, 0)]:
+        ctx.set(dut.rb_addr, a)
+        await ctx.tick()
+        if prev is not None:
+            words[prev] = ctx.get(dut.rb_data)
+        prev = key
+    ctx.set(dut.rb_en, 0)
+    state = _unpack(dut.net, dut.lanes, {k: v for k, v in words.items() if k[0] != "counter"})
+    state["counters"] = {k[1]: v for k, v in words.items() if k[0] == "counter"}
+    return state
+
+
+def simulate(net: Network, X, y, train=True, lanes=None, params=None, gap: int = 0, ready_every: int = 1) -> dict:
+    """Stream samples through the engine; returns predictions, timing and the final state.
+
+    Parameters
+    ----------
+    X : array (N, n_in) of int
+        Quantised inputs.
+    y : array (N,) of int
+        Labels.
+    train : bool or array of bool
+        Train on (or only infer) each sample.
+    gap : int
+        Idle cycles the host leaves between samples (0: back to back).
+    ready_every : int
+        The prediction sink is ready one cycle in ``ready_every`` (1: always; back-pressure test).
+
+    Returns
+    -------
+    dict
+        ``pred`` (N,), ``pred_cycle`` (cycle of each prediction), ``stage_cycles`` (per stage, the
+        cycles of each sample), ``state`` (as :meth:`GoldenSigProp.state`, read back), ``cycles``.
+    """
+    X = np.asarray(X, dtype=np.int64)
+    y = np.asarray(y, dtype=np.int64)
+    N = len(y)
+    train = np.broadcast_to(np.asarray(train, dtype=bool), (N,))
+    dut = SigPropEngine(net, lanes, params)
+    win = net.spec.precision.input.width
+    mask = (1 << dut.in_width) - 1
+    out = {"pred": [], "pred_cycle": [], "stage_cycles": [[] for _ in range(net.depth)]}
+    clock = {"t": 0}
+
+    async def feeder(ctx):
+        for n in range(N):
+            beats = [(int(v) & ((1 << win) - 1), 0) for v in X[n]] + [(int(y[n]), int(train[n]))]
+            for d, tr in beats:
+                ctx.set(dut.i.payload.data, d & mask)
+                ctx.set(dut.i.payload.train, tr)
+                ctx.set(dut.i.valid, 1)
+                while True:
+                    r = ctx.get(dut.i.ready)
+                    await ctx.tick()
+                    if r:
+                        break
+            ctx.set(dut.i.valid, 0)
+            for _ in range(gap):
+                await ctx.tick()
+
+    async def sink(ctx):
+        while len(out["pred"]) < N:
+            ready = clock["t"] % ready_every == 0
+            ctx.set(dut.o.ready, ready)
+            if ready and ctx.get(dut.o.valid):
+                out["pred"].append(ctx.get(dut.o.payload))
+                out["pred_cycle"].append(clock["t"])
+            done = [ctx.get(st.done) for st in dut.stages]
+            await ctx.tick()
+            for l, st in enumerate(dut.stages):
+                if done[l]:
+                    out["stage_cycles"][l].append(ctx.get(st.last_cycles))
+            clock["t"] += 1
+        ctx.set(dut.o.ready, 0)
+        while not ctx.get(dut.idle):
+            await ctx.tick()
+        out["state"] = await read_state(ctx, dut)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(feeder)
+    sim.add_testbench(sink)
+    sim.run()
+    out["pred"] = np.array(out["pred"], dtype=np.int64)
+    out["cycles"] = clock["t"]
+    out["dut"] = dut
+    return out

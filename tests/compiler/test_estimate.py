@@ -1,0 +1,76 @@
+"""The analytic schedule: formulas, lane allocation, and its honesty (the RTL tests measure it)."""
+
+import math
+
+import pytest
+
+from sigprop_fpga.compiler.estimate import (allocate_lanes, estimate, softmax_cycles, stage_cycles,
+                                            stage_inference_cycles, stage_macs, stage_phases)
+from sigprop_fpga.compiler.spec import parse_spec
+from sigprop_fpga.hdl.softmax import softmax_latency
+from sigprop_fpga.sim.params import Network
+
+
+def _net(text, n_inputs=64, n_classes=10):
+    return Network(parse_spec(text), n_inputs, n_classes)
+
+
+DIGITS = "dataset: {source: digits}\nnetwork: {layers: [32, 32]}\nhardware: {dsp_budget: 8}\n"
+
+
+def test_phase_formulas_digits():
+    net = _net(DIGITS)
+    p0 = stage_phases(net, 0, 4)
+    assert p0 == {"overhead": 2, "forward": 32 * 16 + 2, "logits": 10 * 8 + 2, "cache": 8 + 2,
+                  "softmax": softmax_cycles(10), "gradient": 11 * 8 + 2, "update": 32 * (16 + 1) + 2,
+                  "table": 2 * 8 + 2}
+    p1 = stage_phases(net, 1, 4)
+    assert p1["forward"] == 2 * 32 * 8 + 2 and p1["update"] == 32 * (3 * 8 + 1) + 2 and "table" not in p1
+    assert softmax_cycles(10) == softmax_latency(10) + 1
+    assert stage_cycles(net, 0, 4) == sum(p0.values()) == 1312
+    assert stage_cycles(net, 1, 4) == 1550
+
+
+def test_digits_within_ten_percent_of_ideal():
+    net = _net(DIGITS)
+    est = estimate(net)
+    assert [s.lanes for s in est.stages] == [4, 4]
+    for s in est.stages:
+        ideal = math.ceil(s.macs / s.lanes)
+        assert ideal <= s.cycles <= 1.10 * ideal, (s.index, s.cycles, ideal)
+    assert est.cycles_per_sample == max(s.cycles for s in est.stages)
+    assert est.sequential_cycles == sum(s.cycles for s in est.stages)
+
+
+def test_allocation_balances_and_explicit_wins():
+    net = _net("dataset: {source: digits}\nnetwork: {layers: [64, 16]}\nhardware: {dsp_budget: 10}\n")
+    lanes = allocate_lanes(net)
+    assert sum(lanes) == 10 and lanes[0] > lanes[1]
+    # moving a lane from the slowest stage to another never helps
+    best = max(stage_cycles(net, l, lanes[l]) for l in range(2))
+    for a, b in ((0, 1), (1, 0)):
+        if lanes[a] > 1:
+            moved = list(lanes)
+            moved[a] -= 1
+            moved[b] += 1
+            assert max(stage_cycles(net, l, moved[l]) for l in range(2)) >= best
+    net = _net("dataset: {source: digits}\nnetwork: {layers: [{units: 64, lanes: 3}, 16]}\n"
+               "hardware: {dsp_budget: 10}\n")
+    assert allocate_lanes(net)[0] == 3 and sum(allocate_lanes(net)) == 10
+    net = _net("dataset: {source: digits}\nnetwork: {layers: [64, 16]}\nhardware: {lanes: [5, 7]}\n")
+    assert allocate_lanes(net) == (5, 7)
+
+
+def test_variants_have_their_phases():
+    l2 = _net("dataset: {source: wine}\nnetwork: {layers: [20, 16]}\nlearning: {loss: l2}\n", 13, 3)
+    assert "softmax" not in stage_phases(l2, 0, 2) and "logits" not in stage_phases(l2, 0, 2)
+    assert "logits" in stage_phases(l2, 1, 2)           # the readout of the last stage
+    head = _net("dataset: {source: iris}\nnetwork: {layers: [8], readout: head}\n", 4, 3)
+    ph = stage_phases(head, 0, 2)
+    assert ph["head"] == (3 * 4 + 2) + softmax_cycles(3) + (3 * 5 + 2)
+    nopush = _net("dataset: {source: iris}\nnetwork: {layers: [8, 6]}\nlearning: {push: false}\n", 4, 3)
+    assert stage_phases(nopush, 1, 2)["update"] == 6 * (2 * 4 + 1) + 2
+    assert stage_phases(nopush, 0, 2)["table"] == 4 + 2
+    assert stage_inference_cycles(nopush, 1, 2) == 2 + 6 * 4 + 2 + 3 * 3 + 2
+    tr, inf = stage_macs(nopush, 0)
+    assert inf == 8 * 4 and tr > inf

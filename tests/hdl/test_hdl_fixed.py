@@ -1,0 +1,90 @@
+"""hdl.fixed narrowing against sim.fixed: rounding ties (half to even), truncation, saturation."""
+
+import numpy as np
+import pytest
+from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.sim import Simulator
+
+from sigprop_fpga.compiler.spec import QFormat
+from sigprop_fpga.hdl.fixed import SQ, UQ, narrow, round_shift, saturate
+from sigprop_fpga.sim import fixed as gf
+
+
+@pytest.mark.parametrize("width,from_frac,q,mode", [
+    (16, 12, QFormat(1, 7), "nearest"),       # weight-like to activation
+    (12, 7, QFormat(1, 7), "nearest"),        # k = 0: saturation only
+    (20, 23, QFormat(2, 14), "nearest"),      # error narrowing
+    (14, 9, QFormat(2, 3), "truncate"),
+    (10, 4, QFormat(4, 6), "nearest"),        # k < 0: exact left shift, then saturate
+])
+def test_narrow_matches_golden(width, from_frac, q, mode):
+    rng = np.random.default_rng(width)
+    lo, hi = -(1 << (width - 1)), (1 << (width - 1)) - 1
+    k = from_frac - q.frac_bits
+    vals = list(rng.integers(lo, hi + 1, size=300)) + [lo, hi, 0, -1, 1]
+    if k > 0:   # exact ties both sides of zero, odd and even quotients
+        vals += [(2 * j + 1) << (k - 1) for j in range(-6, 6)]
+        vals += [((2 * j + 1) << (k - 1)) + d for j in range(-3, 3) for d in (-1, 1)]
+    vals = [int(v) for v in vals if lo <= v <= hi]
+    v = Signal(signed(width))
+    out, ovf = narrow(v, from_frac, q, mode)
+    o, f = Signal(signed(q.width)), Signal()
+    m = Module()
+    m.d.comb += [o.eq(out), f.eq(ovf)]
+    got = []
+
+    async def bench(ctx):
+        for x in vals:
+            ctx.set(v, x)
+            got.append((ctx.get(o), ctx.get(f)))
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    want, _ = gf.narrow(np.array(vals), from_frac, q, mode)
+    sat = (gf.shift_round(np.array(vals), k, mode) != want)
+    assert [g[0] for g in got] == [int(w) for w in want]
+    assert [bool(g[1]) for g in got] == [bool(s) for s in sat]
+
+
+def test_stochastic_round_shift():
+    rng = np.random.default_rng(1)
+    vals = [int(x) for x in rng.integers(-5000, 5000, size=200)]
+    draws = [int(x) for x in rng.integers(0, 1 << 32, size=200)]
+    v, d = Signal(signed(14)), Signal(32)
+    o = Signal(signed(14))
+    m = Module()
+    m.d.comb += o.eq(round_shift(v, 5, "stochastic", d))
+    got = []
+
+    async def bench(ctx):
+        for x, r in zip(vals, draws):
+            ctx.set(v, x)
+            ctx.set(d, r)
+            got.append(ctx.get(o))
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == [int(x) for x in gf.shift_round(np.array(vals), 5, "stochastic", np.array(draws))]
+
+
+def test_shapes():
+    assert SQ(1, 7).as_shape() == signed(8) and SQ(1, 7).min_int == -128 and SQ(1, 7).max_int == 127
+    assert UQ(1, 16).as_shape() == unsigned(17) and UQ(1, 16).max_int == (1 << 17) - 1
+    assert SQ.from_qformat(QFormat(4, 12)) == SQ(4, 12)
+    assert SQ(1, 7).const(0.5).value == 64
+    s = Signal(SQ(2, 14))
+    assert s.shape() == signed(16) and len(s) == 16   # a raw view: values are the integers
+    with pytest.raises(TypeError):
+        SQ(1.0, 7)
+    with pytest.raises(ValueError):
+        SQ(0, 7)
+    with pytest.raises(ValueError):
+        SQ(1, -1)
+    with pytest.raises(ValueError):
+        SQ(1, 7).const(200)
+    with pytest.raises(ValueError):
+        round_shift(Signal(8), 2, "up")
+    with pytest.raises(TypeError):
+        saturate(Signal(8), "Q1.7")
