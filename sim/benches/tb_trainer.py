@@ -23,7 +23,7 @@ from cocotb.simtime import get_sim_time
 from sigprop_fpga.compiler.spec import load_spec
 from sigprop_fpga.hdl.engine import counter_names, readback_map
 from sigprop_fpga.hdl.stage import MEM_IDS, stage_memories
-from sigprop_fpga.sim.cocotb_util import load_config, reset, start_clock, write_results
+from sigprop_fpga.sim.cocotb_util import load_config, read_int, reset, start_clock, write_results
 from sigprop_fpga.sim.datasets import load_dataset
 from sigprop_fpga.sim.golden import GoldenSigProp
 from sigprop_fpga.sim.params import Network
@@ -71,7 +71,7 @@ async def _readback(dut, reqs) -> dict:
         if len(pending) == 3:
             k = pending.pop(0)
             if k is not None:
-                words[k] = dut.rb_data.value.to_signed()
+                words[k] = read_int(dut.rb_data, signed=True)
     await RisingEdge(dut.clk)
     dut.rb_en.value = 0
     return words
@@ -147,8 +147,8 @@ async def train_and_compare(dut):
     def process():
         """Check the prediction on the taps (call in the read-only phase of its cycle)."""
         nonlocal received, trained, correct_test, correct_train
-        idx = dut.tap_index.value.to_unsigned()
-        pred = dut.tap_pred.value.to_unsigned()
+        idx = read_int(dut.tap_index)
+        pred = read_int(dut.tap_pred)
         if idx != received:
             raise Mismatch({"sample": received, "stage": None, "signal": "prediction index", "index": None,
                             "expected": received, "actual": idx})
@@ -189,9 +189,9 @@ async def train_and_compare(dut):
         dut.hold.value = 1
         while True:
             await ReadOnly()
-            if dut.tap_valid.value and dut.tap_index.value.to_unsigned() == received:
+            if dut.tap_valid.value and read_int(dut.tap_index) == received:
                 process()
-            sent = dut.sent.value.to_unsigned()
+            sent = read_int(dut.sent)
             if dut.idle.value and received == sent:
                 break
             await RisingEdge(dut.clk)
@@ -218,6 +218,11 @@ async def train_and_compare(dut):
         result["rtl_counters"] = {name: int(words[("counter", name)]) for name in counter_names(net)}
     except Mismatch as e:
         result["first_mismatch"] = e.info
+        result["bit_exact"] = False
+        write_results("trainer", result)
+        raise
+    except Exception as e:
+        result["error"] = f"{type(e).__name__}: {e}"
         result["bit_exact"] = False
         write_results("trainer", result)
         raise
