@@ -48,11 +48,13 @@ def _nonnegative_int(text: str) -> int:
 
 def _load(path: str):
     from .sim.datasets import load_dataset
-    from .sim.params import Network
+    from .sim.params import Network, check_network
 
     spec = load_spec(path)
     data = load_dataset(spec)
-    return spec, data, Network(spec, data.n_inputs, data.n_classes)
+    net = Network(spec, data.n_inputs, data.n_classes)
+    check_network(net)
+    return spec, data, net
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..compiler.spec import LayerPrecision, NetworkSpec, QFormat
+from ..compiler.spec import LayerPrecision, NetworkSpec, QFormat, SpecError
 
-__all__ = ["Network", "init_params"]
+__all__ = ["Network", "init_params", "check_network"]
 
 
 @dataclass(frozen=True)
@@ -45,10 +45,24 @@ class Network:
         (the bias counts as one more term after alignment).
         """
         p = self.prec(l)
-        if p.accumulator is not None:
-            return p.accumulator
+        auto = self.auto_acc_width(l)
+        return auto if p.accumulator is None else max(p.accumulator, auto)
+
+    def auto_acc_width(self, l: int) -> int:
+        p = self.prec(l)
         n = self.fan_in(l) + 1
         return p.weight.width + self.in_format(l).width + max(1, (n - 1).bit_length())
+
+
+def check_network(net: Network) -> None:
+    """What only the data can decide: an explicit accumulator must not be narrower than a dot
+    product of its layer needs (the datapath never lets a dot product overflow)."""
+    for l in range(net.depth):
+        acc = net.prec(l).accumulator
+        if acc is not None and acc < net.auto_acc_width(l):
+            raise SpecError(net.spec.file, None, f"layer {l} accumulator",
+                            f"expected at least {net.auto_acc_width(l)} bits for {net.fan_in(l)} inputs "
+                            f"({net.prec(l).weight} weights x {net.in_format(l)} inputs), got {acc}; use auto")
 
 
 def init_params(net: Network) -> dict:

@@ -48,11 +48,12 @@ def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int
     from ..toolchain import apply_verilator_env
     from . import verilator as vl
     from .datasets import load_dataset
-    from .params import Network
+    from .params import Network, check_network
 
     spec = load_spec(network)
     data = load_dataset(spec)
     net = Network(spec, data.n_inputs, data.n_classes)
+    check_network(net)
     lanes = allocate_lanes(net)
     n_train = len(data.y_train) if samples is None else min(samples, len(data.y_train))
     n_test = len(data.y_test)

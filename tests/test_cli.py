@@ -71,3 +71,11 @@ def test_cli_errors_one_line_exit_2(args, message):
     if message is not None:
         # '*' stands for the quotes that differ between Python versions' argparse
         assert fnmatch.fnmatchcase(lines[0], message.replace("EX", str(EXAMPLES)).replace("[", "[[]"))
+
+
+def test_accumulator_narrower_than_a_dot_product_is_refused(tmp_path, capsys):
+    f = tmp_path / "acc.yaml"
+    f.write_text("dataset: {source: iris}\nprecision: {accumulator: 20}\n")
+    assert main(["check", str(f)]) == 2
+    assert capsys.readouterr().err == (f"sigprop-fpga check: {f}: layer 0 accumulator: expected at least 27 bits "
+                                       "for 4 inputs (Q4.12 weights x Q1.7 inputs), got 20; use auto\n")
