@@ -57,6 +57,8 @@ class DatasetFeeder(wiring.Component):
         Samples streamed out, predictions received since ``start``.
     train_correct, test_correct : Out(32)
         Correct predictions of the epoch in progress (training: made before learning).
+    last_train_correct, last_test_correct : Out(32)
+        The same, of the last finished epoch.
     curve_addr : In(range(max_epochs)), curve_data : Out(2 x 32)
         Per finished epoch ``(train_correct, test_correct)``, read one cycle after the address.
     tap_valid : Out(1), tap_pred, tap_label : Out, tap_index : Out(32)
@@ -99,6 +101,7 @@ class DatasetFeeder(wiring.Component):
             "busy": Out(1), "done": Out(1), "epoch": Out(16),
             "sent": Out(32), "received": Out(32),
             "train_correct": Out(32), "test_correct": Out(32),
+            "last_train_correct": Out(32), "last_test_correct": Out(32),
             "curve_addr": In(range(max_epochs)), "curve_data": Out(64),
             "tap_valid": Out(1), "tap_pred": Out(cb), "tap_label": Out(cb), "tap_index": Out(32),
         })
@@ -207,7 +210,9 @@ class DatasetFeeder(wiring.Component):
                              c_wr.data.eq(((self.test_correct + (correct & ~rtrain)) << 32)
                                           | (self.train_correct + (correct & rtrain)))]
                 m.d.sync += [got_in_epoch.eq(0), rsample.eq(0), self.epoch.eq(self.epoch + 1),
-                             self.train_correct.eq(0), self.test_correct.eq(0)]
+                             self.train_correct.eq(0), self.test_correct.eq(0),
+                             self.last_train_correct.eq(self.train_correct + (correct & rtrain)),
+                             self.last_test_correct.eq(self.test_correct + (correct & ~rtrain))]
                 with m.If(self.epoch + 1 == epochs):
                     m.d.sync += [self.busy.eq(0), self.done.eq(1)]
             with m.Else():

@@ -206,6 +206,61 @@ def cmd_sim(args) -> int:
     return 0 if r["bit_exact"] else 1
 
 
+def cmd_build(args) -> int:
+    from .boards.build import BuildError, format_report
+    from .boards.fit import FitError
+    from .boards.flow import build_network
+    from .io import write_json
+
+    def progress(line):
+        if not args.quiet:
+            print(f"build: {line}", file=sys.stderr, flush=True)
+
+    try:
+        r = build_network(args.network, args.board, args.out, progress=progress, samples=args.samples,
+                          autostart_epochs=args.autostart)
+    except FitError as e:
+        raise UsageError("does not fit: " + "; ".join(e.problems)) from None
+    except BuildError as e:
+        print(f"sigprop-fpga build: {' '.join(str(e).split())[:600]}", file=sys.stderr)
+        return 1
+    print(format_report(r))
+    sps = r.get("train_samples_per_second")
+    print(f"cycles per sample {r['cycles_per_sample']:,}; "
+          + (f"{sps:,.0f} training samples/s at fmax" if sps else "fmax unknown"))
+    if args.json:
+        write_json(args.json, r)
+    return 0 if r.get("timing_met") else 1
+
+
+def cmd_run(args) -> int:
+    from .boards.run import PortError, RunError, SerialPort, run_on_board
+    from .io import format_table, write_json
+
+    try:
+        port = SerialPort(args.port, args.baud, timeout=args.timeout)
+    except PortError as e:
+        raise UsageError(str(e)) from None
+    try:
+        r = run_on_board(args.network, port, epochs=args.epochs, progress=not args.quiet)
+    except RunError as e:
+        port.close()
+        print(f"sigprop-fpga run: {e}", file=sys.stderr)
+        return 1
+    port.close()
+    print(format_table(["engine", "test accuracy", "train accuracy (online)"],
+                       [["board", r["test_accuracy"], r["train_curve"][-1]],
+                        ["golden model", r["golden_test_accuracy"], ""]]))
+    if r["first_mismatch"]:
+        print("MISMATCH: " + ", ".join(f"{k} {v}" for k, v in r["first_mismatch"].items()), file=sys.stderr)
+    else:
+        print(f"bit exact: True ({r['samples']:,} training samples on the board; weights, caches and counters "
+              f"read back and compared)")
+    if args.json:
+        write_json(args.json, r)
+    return 0 if r["bit_exact"] else 1
+
+
 def cmd_report(args) -> int:
     from .report import make_report
 
@@ -261,6 +316,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", metavar="OUT", help="write the report as JSON")
     s.add_argument("-q", "--quiet", action="store_true")
     s.set_defaults(func=cmd_sim)
+
+    b = sub.add_parser("build", help="fit check, synthesis, place and route: a bitstream for a board")
+    b.add_argument("network", help="network file (YAML)")
+    b.add_argument("--board", choices=("icebreaker", "ulx3s-85f"), help="default: the network file's board")
+    b.add_argument("-o", "--out", metavar="DIR", help="output folder (default: build/<name>-<board>)")
+    b.add_argument("--samples", type=_nonnegative_int,
+                   help="dataset samples stored on chip (default: as many as the free block RAM holds)")
+    b.add_argument("--autostart", type=_nonnegative_int, default=0, metavar="EPOCHS",
+                   help="train this many epochs by itself after configuration (autonomous mode)")
+    b.add_argument("--json", metavar="OUT", help="write the report as JSON")
+    b.add_argument("-q", "--quiet", action="store_true")
+    b.set_defaults(func=cmd_build)
+
+    rn = sub.add_parser("run", help="train on a board over its UART and compare with the golden model")
+    rn.add_argument("network", help="network file (YAML) the board was built from")
+    rn.add_argument("--port", required=True, help="serial port of the board (e.g. /dev/ttyUSB1)")
+    rn.add_argument("--baud", type=_positive_int, default=115200)
+    rn.add_argument("--epochs", type=_positive_int, help="default: the network file's")
+    rn.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for a reply")
+    rn.add_argument("--json", metavar="OUT")
+    rn.add_argument("-q", "--quiet", action="store_true")
+    rn.set_defaults(func=cmd_run)
 
     r = sub.add_parser("report", help="turn a check/train/sim/build folder into one Markdown page with plots")
     r.add_argument("folder")

@@ -107,3 +107,52 @@ def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int
         shutil.rmtree(run_dir, ignore_errors=True)   # keep the logs only of a failed run
         out["log"] = None
     return out
+
+
+def simulate_board(network: str | Path, *, epochs: int = 1, samples: int | None = None, divisor: int = 8,
+                   garble_frames=(), junk_after=(), build_root: str | Path | None = None,
+                   progress: bool = True, timeout_s: float = 1200) -> dict:
+    """The board top in Verilator, trained by the real host client (``sigprop-fpga run``) through a
+    pseudo-terminal bridged to its UART pins; returns the client's report plus the link stats."""
+    import json
+
+    from amaranth.back import verilog
+
+    from ..boards.top import SigPropBoardCore
+    from ..compiler.estimate import allocate_lanes
+    from ..compiler.spec import load_spec
+    from ..toolchain import apply_verilator_env
+    from . import verilator as vl
+    from .datasets import load_dataset
+    from .params import Network, check_network
+
+    spec = load_spec(network)
+    data = load_dataset(spec)
+    net = Network(spec, data.n_inputs, data.n_classes)
+    check_network(net)
+    n_train = len(data.y_train) if samples is None else min(samples, len(data.y_train))
+    apply_verilator_env()
+    build_root = Path(build_root) if build_root else Path("build") / "cache" / "verilator"
+    _say(progress, f"{spec.name}: elaborating the board top (UART divisor {divisor})")
+    core = SigPropBoardCore(net, data, divisor=divisor, lanes=allocate_lanes(net), n_train=n_train)
+    text = verilog.convert(core, name="sigprop_board", emit_src=False)
+    with tempfile.TemporaryDirectory(prefix="sigprop-board-") as tmp:
+        vpath = Path(tmp) / "sigprop_board.v"
+        vpath.write_text(text)
+        _say(progress, "building with Verilator")
+        info = vl.build(vpath, "sigprop_board", build_root)
+    run_dir = Path(tempfile.mkdtemp(prefix="sigprop-board-run-", dir=build_root))
+    client_json = run_dir / "client.json"
+    config = {"network": str(Path(network).resolve()), "epochs": epochs, "divisor": divisor,
+              "client_json": str(client_json), "garble_frames": list(garble_frames),
+              "junk_after": list(junk_after), "timeout_s": timeout_s}
+    _say(progress, f"the host client trains {n_train} on-chip samples x {epochs} epochs over the simulated UART")
+    r = vl.run(info, "tb_board", test_dir=BENCH_DIR, config=config, run_dir=run_dir, timeout_s=timeout_s + 60)
+    bench = (r.data or {}).get("board", {})
+    if not client_json.is_file():
+        raise vl.SimulationError(f"the host client wrote no report: {bench.get('stderr') or r.messages}; "
+                                 f"log {r.log_file}")
+    out = json.loads(client_json.read_text())
+    out.update({"link_stats": bench.get("stats"), "client_returncode": bench.get("returncode"),
+                "bench_passed": r.passed, "bench_failed": r.failed, "verilator_version": info.verilator_version})
+    return out

@@ -21,8 +21,8 @@ from cocotb.triggers import First, ReadOnly, RisingEdge, Timer
 from cocotb.simtime import get_sim_time
 
 from sigprop_fpga.compiler.spec import load_spec
-from sigprop_fpga.hdl.engine import counter_names, readback_map
-from sigprop_fpga.hdl.stage import MEM_IDS, stage_memories
+from sigprop_fpga.hdl.engine import counter_names
+from sigprop_fpga.sim.compare import compare_state, readback_requests
 from sigprop_fpga.sim.cocotb_util import load_config, read_int, reset, start_clock, write_results
 from sigprop_fpga.sim.datasets import load_dataset
 from sigprop_fpga.sim.golden import GoldenSigProp
@@ -35,24 +35,6 @@ class Mismatch(AssertionError):
     def __init__(self, info: dict):
         self.info = info
         super().__init__(", ".join(f"{k} {v}" for k, v in info.items()))
-
-
-def _requests(net, lanes):
-    m = readback_map(net, lanes)
-    f = m["fields"]
-
-    def addr(stage, mem_id, bank, word):
-        return (stage << f["stage"]["lsb"]) | (mem_id << f["mem"]["lsb"]) | (bank << f["bank"]["lsb"]) | word
-
-    reqs = []
-    for l in range(net.depth):
-        for name, (banks, depth, _, _, _) in stage_memories(net, l, lanes[l]).items():
-            for bank in range(banks):
-                for word in range(depth):
-                    reqs.append(((l, name, bank, word), addr(l, MEM_IDS[name], bank, word)))
-    for k, name in enumerate(counter_names(net)):
-        reqs.append((("counter", name), addr(net.depth, 0, 0, k)))
-    return reqs
 
 
 async def _readback(dut, reqs) -> dict:
@@ -77,34 +59,6 @@ async def _readback(dut, reqs) -> dict:
     return words
 
 
-def _compare_state(net, lanes, words, golden, sample) -> None:
-    gs = golden.state()
-    for l in range(net.depth):
-        for name, (_, _, _, where, shape) in stage_memories(net, l, lanes[l]).items():
-            if name in ("W", "b", "T"):
-                ref = gs[name][l]
-            elif name == "Tin":
-                ref = gs["Tin"][l]
-            elif name == "R":
-                ref = gs["R"]
-            else:
-                ref = gs["head"][name[5:]]
-            for idx in np.ndindex(*shape):
-                bank, word = where(*idx)
-                got = words[(l, name, bank, word)]
-                want = int(ref[idx])
-                if got != want:
-                    raise Mismatch({"sample": sample, "stage": l, "signal": name, "index": list(idx),
-                                    "expected": want, "actual": got})
-    for name, want in gs["counters"].items():
-        got = words.get(("counter", name))
-        if got is None:
-            continue
-        if got != want:
-            raise Mismatch({"sample": sample, "stage": None, "signal": f"counter {name}", "index": None,
-                            "expected": int(want), "actual": got})
-
-
 @cocotb.test()
 async def train_and_compare(dut):
     """Train in Verilator; every prediction and (every K samples) all state equal the golden model."""
@@ -116,7 +70,7 @@ async def train_and_compare(dut):
     epochs, n_train, n_test = cfg["epochs"], cfg["n_train"], cfg["n_test"]
     check_every = cfg.get("check_every", 0)
     golden = GoldenSigProp(net)
-    reqs = _requests(net, lanes)
+    reqs = readback_requests(net, lanes)
     order = [(i, True) for i in range(n_train)] + [(n_train + i, False) for i in range(n_test)]
     X = np.concatenate([data.x_train[:n_train], data.x_test[:n_test]])
     Y = np.concatenate([data.y_train[:n_train], data.y_test[:n_test]])
@@ -197,7 +151,9 @@ async def train_and_compare(dut):
             await RisingEdge(dut.clk)
         await RisingEdge(dut.clk)
         words = await _readback(dut, reqs)
-        _compare_state(net, lanes, words, golden, received)
+        mismatch = compare_state(net, lanes, words, golden, received)
+        if mismatch is not None:
+            raise Mismatch(mismatch)
         result["checks"] += 1
         dut.hold.value = 0
         return words

@@ -87,6 +87,7 @@ def test_feeder_epochs_scores_and_taps(evaluate):
             await ctx.tick()
             word = ctx.get(f.curve_data)
             assert word & 0xFFFFFFFF == 7 and word >> 32 == 0
+        assert ctx.get(f.last_train_correct) == 7 and ctx.get(f.last_test_correct) == 0
 
     sim = Simulator(m)
     sim.add_clock(1e-6)
