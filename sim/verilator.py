@@ -345,10 +345,29 @@ def _lz4_shim_args(folder: Path) -> list[str]:
     return ["-CFLAGS", f"-I{folder}", "-LDFLAGS", f"-L{folder}"]
 
 
-def _get_runner():
-    from cocotb_tools.runner import get_runner
+PUBLIC_VLT = "sigprop_public_top.vlt"
 
-    runner = get_runner("verilator")
+
+def _public_top_vlt(top: str) -> str:
+    return f'`verilator_config\npublic_flat_rw -module "{top}" -var "*"\n'
+
+
+def _get_runner(public_all: bool = True):
+    from cocotb_tools.runner import Verilator, get_runner
+
+    if public_all:
+        runner = get_runner("verilator")
+    else:
+        class _TopPublic(Verilator):
+            """The cocotb runner without its hard-coded ``--public-flat-rw`` on every signal;
+            a control file makes the top module's signals public instead."""
+
+            def _build_command(self):
+                cmds = super()._build_command()
+                cmds[0] = [c for c in cmds[0] if c != "--public-flat-rw"]
+                return cmds
+
+        runner = _TopPublic()
     runner.log.setLevel("WARNING")
     return runner
 
@@ -433,8 +452,12 @@ def build(verilog_path: str | os.PathLike, top: str, build_root: str | os.PathLi
           defines: Mapping[str, object] | None = None,
           params: Mapping[str, object] | None = None,
           waves: bool = False, extra_args: Sequence[str] = (),
-          extra_sources: Sequence[str | os.PathLike] = ()) -> BuildInfo:
+          extra_sources: Sequence[str | os.PathLike] = (), public: str = "top") -> BuildInfo:
     """Build ``verilog_path`` with Verilator for cocotb, or reuse a cached build.
+
+    ``public="top"`` (the default) makes only the top module's signals visible to cocotb, which
+    lets Verilator optimise the rest (about six times faster on the SigProp engine than the
+    runner's ``--public-flat-rw`` on everything, ``public="all"``).
 
     Parameters
     ----------
@@ -475,8 +498,12 @@ def build(verilog_path: str | os.PathLike, top: str, build_root: str | os.PathLi
     build_root = Path(build_root).absolute()
     build_root.mkdir(parents=True, exist_ok=True)
     extras = {Path(x).name: Path(x).read_text() for x in extra_sources}
-    if len(extras) != len(extra_sources) or f"{top}.v" in extras:
-        raise ValueError(f"extra_sources need distinct file names other than {top}.v")
+    if len(extras) != len(extra_sources) or f"{top}.v" in extras or PUBLIC_VLT in extras:
+        raise ValueError(f"extra_sources need distinct file names other than {top}.v and {PUBLIC_VLT}")
+    if public == "top":
+        extras[PUBLIC_VLT] = _public_top_vlt(top)
+    elif public != "all":
+        raise ValueError(f"public must be 'top' or 'all', not {public!r}")
     digest = build_hash(text, top, defines=defines, params=params, waves=waves,
                         extra_args=extra_args, extra_sources=extras)
     entry = build_root / digest
@@ -543,7 +570,7 @@ def _build_into(entry: Path, verilog_path: Path, text: str, top: str, digest: st
         log_file = tmp / "build.log"
         # Not part of the hash: where the lz4 shim lives (inside the entry).
         shim = _lz4_shim_args(tmp / "lz4shim") if waves else []
-        runner = _get_runner()
+        runner = _get_runner(public_all=PUBLIC_VLT not in extras)
         try:
             with _patched_environ({"MAKEFLAGS": _makeflags()}, unset=("WAVES",)):
                 runner.build(
