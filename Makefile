@@ -27,10 +27,14 @@ demo: $(STAMP)
 	$(BIN)/sigprop-fpga check $(NET) --json $(OUT)/check.json
 	$(BIN)/sigprop-fpga train $(NET) --engine float --json $(OUT)/train-float.json
 	$(BIN)/sigprop-fpga train $(NET) --engine golden --json $(OUT)/train-golden.json
+	$(BIN)/sigprop-fpga sim $(NET) --epochs 1 --check-every 250 --json $(OUT)/sim.json
+	$(BIN)/sigprop-fpga build $(NET) --json $(OUT)/build.json
 	$(BIN)/sigprop-fpga report $(OUT)
 
 bench: $(STAMP)
 	$(BIN)/python bench/train_speed.py
+	$(BIN)/python bench/sim_speed.py
+	$(BIN)/python bench/accuracy.py
 
 clean:
 	rm -rf build .pytest_cache

@@ -145,8 +145,8 @@ def make_report(d: str | Path) -> Path:
                          t.get("samples_per_second", 0.0)])
             curves[kind] = t["curve"]
     if sim:
-        rows.append(["RTL (Verilator)", sim.get("epochs", ""), sim.get("train_accuracy", ""),
-                     sim.get("test_accuracy", ""), sim.get("sim_samples_per_second", "")])
+        rows.append(["RTL (Verilator)", sim.get("epochs", ""), sim.get("train_accuracy_online", ""),
+                     sim.get("test_accuracy", ""), "(simulated)"])
         if sim.get("curve"):
             curves["RTL"] = sim["curve"]
     if rows:
@@ -159,7 +159,10 @@ def make_report(d: str | Path) -> Path:
                   _md_table(["bit exact", "samples", "cycles/sample", "ideal", "MAC utilization", "first mismatch"],
                             [[sim.get("bit_exact"), sim.get("samples"), sim.get("cycles_per_sample"),
                               sim.get("ideal_cycles_per_sample"), sim.get("mac_utilization"),
-                              json.dumps(sim.get("first_mismatch"))]]), ""]
+                              json.dumps(sim.get("first_mismatch"))]]), "",
+                  f"Verilator {sim.get('verilator_version')}: {sim.get('cycles', 0):,} cycles at "
+                  f"{sim.get('sim_cycles_per_second', 0):,.0f} cycles/s. The RTL row's train accuracy is the "
+                  "online (pre-update) accuracy of the last epoch.", ""]
 
     # stages
     est = (manifest or {}).get("estimate") or (check or {}).get("estimate")
@@ -194,10 +197,16 @@ def make_report(d: str | Path) -> Path:
     if build:
         res = build.get("resources", {})
         rows = [[k, v.get("estimated", ""), v.get("used", ""), v.get("available", "")] for k, v in res.items()]
+        clk = build.get("clock_mhz")
+        if isinstance(clk, dict):
+            clk = clk.get("achieved")
+        sps = build.get("train_samples_per_second")
         lines += ["## Build", "",
-                  f"Board {build.get('board')} ({build.get('device')}), clock {build.get('clock_mhz')} MHz, "
+                  f"Board {build.get('board')} ({build.get('device')}), clock {clk} MHz, "
                   f"fmax {build.get('fmax_mhz')} MHz, timing {'met' if build.get('timing_met') else 'NOT met'}.", "",
                   _md_table(["resource", "estimated", "used", "available"], rows), "",
+                  f"{build.get('cycles_per_sample', 0):,} cycles per training sample: "
+                  + (f"{sps:,.0f} training samples/s at fmax." if sps else "fmax unknown."), "",
                   f"Bitstream `{build.get('bitstream')}`, sha256 `{build.get('bitstream_sha256')}`.", ""]
     out = d / "report.md"
     write_atomic(out, "\n".join(lines))
