@@ -314,7 +314,7 @@ def build(top: Elaboratable, target: BoardTarget | str, out_dir: str | os.PathLi
     platform = target.platform()
     # the env is only read by the build script / our runner; keep os.environ clean.
     plan = platform.prepare(design, name=name,
-                            nextpnr_opts=f"--seed {int(seed)} --report {NEXTPNR_REPORT}")
+                            nextpnr_opts=f"--seed {int(seed)} --report {NEXTPNR_REPORT} {target.nextpnr_opts}".strip())
     meta = {"flow": _FLOW_VERSION, "board": target.name, "seed": int(seed),
             "clock_mhz": requested, "tools": _tool_versions(), "extra": dict(stamp_extra or {})}
     digest = input_hash(plan.files, meta)

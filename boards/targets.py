@@ -64,6 +64,8 @@ class BoardTarget:
         ``setup(platform, module)`` called by the board top to tie off
         board-specific pins (e.g. ULX3S ``uart_tx_enable``).
     bitstream_ext : str
+    nextpnr_opts : str
+        Extra nextpnr options for this family (e.g. the router).
         Suffix of the packed bitstream Amaranth writes (``"bin"`` for
         icepack, ``"bit"`` for ecppack).
     """
@@ -84,6 +86,7 @@ class BoardTarget:
     notes: str = ""
     setup: Callable[[Any, Any], None] | None = None
     bitstream_ext: str = "bin"
+    nextpnr_opts: str = ""
 
     # ------------------------------------------------------------------
     def platform(self):

@@ -33,6 +33,9 @@ ULX3S_85F = register(BoardTarget(
     pll=ECP5Pll(),
     uart_resource="uart",
     leds=tuple(("led", i) for i in range(8)),
+    # router1 stalled for over 20 minutes on the digits engine (about 40k arcs left, no
+    # progress); router2 handles the congestion around the multipliers and block RAMs.
+    nextpnr_opts="--router router2",
     notes="EHXPLLL from clk25 (G2); 10..400 MHz, or 25 MHz without PLL",
     setup=_setup,
     bitstream_ext="bit",
