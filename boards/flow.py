@@ -33,13 +33,13 @@ def _mem_blocks(depth: int, width: int, family: str) -> int:
 
 
 def engine_memories(net, lanes) -> list[tuple[int, int]]:
-    """(depth, width) of every memory of the engine (one per bank)."""
-    from ..hdl.stage import stage_memories
+    """(depth, width) of every memory of the engine as instantiated (banks of W and R, each
+    stage's packed cache and input memory): :func:`sigprop_fpga.hdl.stage.physical_memories`."""
+    from ..hdl.stage import physical_memories
 
     out = []
     for l in range(net.depth):
-        for _, (banks, depth, q, _, _) in stage_memories(net, l, lanes[l]).items():
-            out += [(depth, q.width)] * banks
+        out += physical_memories(net, l, lanes[l])
     return out
 
 
@@ -58,16 +58,18 @@ def dataset_capacity(net, target, lanes, bram_left: int | None = None) -> int:
 def estimate_resources(net, lanes, n_samples: int, family: str) -> dict:
     """Pre-synthesis estimate of the board top: ``lut``, ``dsp``, ``bram``.
 
-    DSP: one per lane plus the two multipliers of each stage's softmax. Block RAM: every bank of
-    every engine memory, the dataset, the host link's frame buffer. LUT: a linear model of the
-    datapath (per stage, per lane, per vector entry) plus the host link.
+    DSP: one per lane (the softmax units run on their stage's lanes). Block RAM: every memory the
+    engine instantiates (:func:`engine_memories`), the dataset, the host link's frame buffer.
+    LUT: a linear model of the datapath (per stage, per lane, per vector entry still held in
+    flip-flops: h, t and the delta FIFOs) plus the host link, calibrated on digits (4 + 4 lanes:
+    10,102 LUT4 for the engine with ``synth_ice40 -dsp``).
     """
     mems = engine_memories(net, lanes)
     bram = sum(_mem_blocks(d, w, family) for d, w in mems) + LINK_BRAM
     bram += _mem_blocks(n_samples * net.n_inputs, 8, family) + _mem_blocks(n_samples, 8, family)
-    dsp = sum(lanes) + 2 * net.depth
-    vec = sum(2 * net.fan_in(l) + 4 * net.units(l) for l in range(net.depth))     # entries held per stage
-    lut = 1500 * net.depth + 120 * sum(lanes) + 40 * vec + LINK_LUT
+    dsp = sum(lanes)
+    vec = sum(4 * net.units(l) for l in range(net.depth))     # entries held in flip-flops per stage
+    lut = 2700 * net.depth + 350 * sum(lanes) + 8 * vec + LINK_LUT
     return {"lut": int(lut), "dsp": int(dsp), "bram": int(bram)}
 
 

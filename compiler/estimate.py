@@ -17,12 +17,12 @@ logits     ``s_k = T[k] . h`` on the pre-write caches: the       ``C * cn + 2``
            readout (last stage) and ``m``; ``class_ce``, or
            the readout alone for ``l2``
 cache      ``T[c] <- t`` and ``s_c = t . h``                     ``cn + 2``
-softmax    :class:`sigprop_fpga.hdl.softmax.Softmax`            ``3 C + 20``
+softmax    :class:`sigprop_fpga.hdl.softmax.Softmax` on the lanes ``(1 + 2G) C + 23``
 gradient   ``g_h = sum_k (p_k - y_k) T[k]``, ``g_t = e_c h``    ``(C + 1) * cn + 2``
 update     ``W -= (d_h x + d_tc t_in + d_tm Tin[m]) >> s``, b    ``n * (terms * ci + 1) + 2``
            (``terms`` = 3, 2 without push, 1 at layer 0/``l2``)
 table      ``R[c], R[m] -= d >> s`` (layer 0, ``class_ce``)      ``rows * cn + 2``
-head       logits ``C cn + 2``, softmax ``3 C + 20``, update    (the sum)
+head       logits ``C cn + 2``, softmax ``(1+2G) C + 23``, update    (the sum)
            ``C (cn + 1) + 2``
 =========  ===================================================  ==============================
 
@@ -38,7 +38,7 @@ from ..sim.fixed import RECIP_BITS
 from ..sim.params import Network
 
 __all__ = ["StageEstimate", "Estimate", "estimate", "allocate_lanes", "stage_phases", "stage_cycles", "stage_macs",
-           "stage_inference_cycles", "softmax_cycles"]
+           "stage_inference_cycles", "softmax_cycles", "softmax_groups", "softmax_fracs"]
 
 
 @dataclass(frozen=True)
@@ -94,9 +94,30 @@ DRAIN = 2                       # pipeline drain after each issuing phase
 OVERHEAD = 2                    # the accept cycle and the finish cycle
 
 
-def softmax_cycles(C: int) -> int:
-    """The softmax phase: one start cycle plus the unit's latency (3 C + RECIP_BITS - 16 + 3)."""
-    return 1 + 3 * C + (RECIP_BITS - 16 + 1) + 2
+def softmax_cycles(C: int, groups: int = 1) -> int:
+    """The softmax phase: one start cycle plus the unit's latency ((1 + 2 groups) C + RECIP_BITS - 16 + 6),
+    ``groups`` lane cycles per product (``d log2 e``, ``e_k q``; :func:`softmax_groups`)."""
+    return 1 + (1 + 2 * groups) * C + (RECIP_BITS - 16 + 1) + 5
+
+
+def softmax_fracs(net: Network, l: int) -> tuple[int, ...]:
+    """Fraction bits of the logits stage ``l`` softmaxes: its class logits, and the head's."""
+    p = net.prec(l)
+    f0 = 2 * p.activation.frac_bits + net.spec.learning.logit_shift
+    if l == net.depth - 1 and net.spec.readout == "head":
+        return (f0, p.weight.frac_bits + p.activation.frac_bits)
+    return (f0,)
+
+
+def softmax_groups(net: Network, l: int, lanes: int) -> int:
+    """Lane cycles per softmax product in stage ``l``: the second operand (``q``, 17 bits, or the
+    clamped ``d``, :func:`sigprop_fpga.hdl.softmax.mul_b_bits`) is cut into pieces of ``B - 1``
+    bits (``B`` the lanes' narrow operand, the wider of the layer's input and activation
+    widths), ``lanes`` pieces per cycle. The softmax has no multiplier of its own."""
+    from ..hdl.softmax import mul_b_bits
+    B = max(net.in_format(l).width, net.prec(l).activation.width)
+    pieces = math.ceil(mul_b_bits(softmax_fracs(net, l)) / (B - 1))
+    return math.ceil(pieces / lanes)
 
 
 def stage_phases(net: Network, l: int, lanes: int) -> dict:
@@ -112,13 +133,13 @@ def stage_phases(net: Network, l: int, lanes: int) -> dict:
         ph["logits"] = C * cn + DRAIN
     ph["cache"] = cn + DRAIN
     if ce:
-        ph["softmax"] = softmax_cycles(C)
+        ph["softmax"] = softmax_cycles(C, softmax_groups(net, l, P))
         ph["gradient"] = (C + 1) * cn + DRAIN
     ph["update"] = n * (_update_terms(net, l) * ci + 1) + DRAIN
     if l == 0 and ce:
         ph["table"] = (2 if learning.push else 1) * cn + DRAIN
     if last and net.spec.readout == "head":
-        ph["head"] = (C * cn + DRAIN) + softmax_cycles(C) + (C * (cn + 1) + DRAIN)
+        ph["head"] = (C * cn + DRAIN) + softmax_cycles(C, softmax_groups(net, l, P)) + (C * (cn + 1) + DRAIN)
     return ph
 
 
@@ -157,7 +178,11 @@ def stage_macs(net: Network, l: int) -> tuple[int, int]:
 
 def allocate_lanes(net: Network) -> tuple[int, ...]:
     """Lanes per stage: explicit counts win; ``auto`` balances ``dsp_budget`` so that the
-    slowest stage is as fast as possible (greedy: give the next lane to the slowest stage)."""
+    slowest stage is as fast as possible (greedy: give the next lane to the slowest stage).
+
+    The lanes are the engine's only multipliers (each softmax borrows its stage's lanes for
+    ``e_k q`` and computes ``d log2(e)`` with adders), so ``sum(lanes) <= dsp_budget`` counts
+    every DSP block."""
     hw = net.spec.hardware
     fixed = [layer.lanes for layer in net.spec.layers]
     lanes = [f if f is not None else 1 for f in fixed]

@@ -138,27 +138,25 @@ class SigPropEngine(wiring.Component):
             m.submodules[f"stage{l}"] = st
         for a, b in zip(self.stages, self.stages[1:]):
             wiring.connect(m, a.o, b.i)
+            m.d.comb += [b.in_we.eq(a.out_we), b.in_sig.eq(a.out_sig), b.in_idx.eq(a.out_idx),
+                         b.in_data.eq(a.out_data)]
         last = self.stages[-1]
         wiring.connect(m, last.pred, wiring.flipped(self.o))
 
-        # deserializer: n_in feature beats, then the label beat
-        xbuf = [Signal(signed(win), name=f"xbuf{k}") for k in range(n_in)]
+        # deserializer: n_in feature beats straight into stage 0's input memory, then the label beat
         label, train, full = Signal(last.pred.payload.shape()), Signal(), Signal()
         idx = Signal(range(n_in + 1))
         s0 = self.stages[0]
         m.d.comb += [self.i.ready.eq(~full), s0.i.valid.eq(full), s0.i.payload.label.eq(label),
                      s0.i.payload.train.eq(train)]
-        m.d.comb += [s0.i.payload.x[k].eq(xbuf[k]) for k in range(n_in)]
         with m.If(s0.i.valid & s0.i.ready):
             m.d.sync += full.eq(0)
         with m.If(self.i.valid & self.i.ready):
             with m.If(idx == n_in):
                 m.d.sync += [label.eq(self.i.payload.data), train.eq(self.i.payload.train), full.eq(1), idx.eq(0)]
             with m.Else():
-                with m.Switch(idx):
-                    for k in range(n_in):
-                        with m.Case(k):
-                            m.d.sync += xbuf[k].eq(self.i.payload.data[:win])
+                m.d.comb += [s0.in_we.eq(1), s0.in_sig.eq(0), s0.in_idx.eq(idx),
+                             s0.in_data.eq(self.i.payload.data[:win])]
                 m.d.sync += idx.eq(idx + 1)
 
         # counters

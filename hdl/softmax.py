@@ -2,22 +2,40 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Module, Signal, signed, unsigned
+from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..sim.fixed import EXP2_FRAC_BITS, EXP2_TABLE, LOG2E_Q16, P_FRAC, RECIP_BITS
 from .fixed import UQ
 
-__all__ = ["Softmax", "softmax_latency"]
+__all__ = ["Softmax", "softmax_latency", "exp_clamp", "mul_b_bits", "Q_BITS", "E_BITS"]
 
 # the quotient floor(2^32 / sum) is at most 2^16 because sum >= 2^16 (the max logit's e is 2^16)
 _Q_BITS = RECIP_BITS - P_FRAC + 1
 
 
-def softmax_latency(n: int) -> int:
-    """Cycles from ``start`` to ``done`` for ``n`` logits (``done`` is high in the last one)."""
-    return 3 * n + _Q_BITS + 2
+Q_BITS = _Q_BITS
+E_BITS = P_FRAC + 1               # e_k <= 2^16
+
+
+def softmax_latency(n: int, groups: int = 1) -> int:
+    """Cycles from ``start`` to ``done`` for ``n`` logits (``done`` is high in the last one), when
+    each product (``d_k log2 e`` and ``e_k q``) takes ``groups`` multiplier cycles (1 with the
+    internal multiplier)."""
+    return (1 + 2 * groups) * n + _Q_BITS + 5
+
+
+def exp_clamp(fracs) -> int:
+    """The smallest ``d`` whose exponent ``(d log2 e) >> (f + 16)`` reaches 17 (so ``e = 0``) for
+    every fraction count ``f`` in ``fracs``: clamping ``d`` there changes no ``e`` and bounds the
+    multiplier operand to ``exp_clamp(fracs).bit_length()`` bits."""
+    return max(-(-((P_FRAC + 1) << (f + 16)) // LOG2E_Q16) for f in fracs)
+
+
+def mul_b_bits(fracs) -> int:
+    """Width of the multiplier's second operand: ``q`` or the clamped ``d``."""
+    return max(_Q_BITS, exp_clamp(fracs).bit_length())
 
 
 class Softmax(wiring.Component):
@@ -25,7 +43,7 @@ class Softmax(wiring.Component):
 
     ``d_k = max(s) - s_k``; ``v_k = d_k * LOG2E_Q16``; ``e_k = EXP2_TABLE[6 fraction bits of v_k]
     >> int(v_k)`` (0 from a shift of 17); ``r = floor(2^32 / sum e)`` by a restoring divider;
-    ``p_k = (e_k r) >> 16``. One multiplier is shared by the exp and the product phase.
+    ``p_k = (e_k r) >> 16`` on an internal multiplier, or on the lanes of the stage (``groups``).
 
     Parameters
     ----------
@@ -49,12 +67,27 @@ class Softmax(wiring.Component):
     p : Out(ArrayLayout(UQ(1, 16), n))
         Probabilities, ``P_FRAC`` fraction bits.
 
+    mul_en, mul_a, mul_b, mul_g : Out (only with ``groups``)
+        The product ``e_k q`` requested from an external multiplier (the stage's idle lanes):
+        group ``mul_g`` of ``groups``.
+    mul_p : In(unsigned) (only with ``groups``)
+        The partial product of the group requested the cycle before; the unit adds it shifted
+        left by ``mul_g * group_shift``.
+    tab_en, tab_addr : Out; tab_data : In (only with ``ext_table``)
+        A read of ``EXP2_TABLE[tab_addr]`` from an external memory (one cycle latency); the
+        stage keeps the table in its cache block RAM, idle while the softmax runs. Without
+        ``ext_table`` the table is logic.
+
     Latency and throughput
     ----------------------
-    :func:`softmax_latency` ``(n) = 3 n + 19`` cycles from ``start`` to ``done``; one run at a time.
+    :func:`softmax_latency` ``(n, groups) = (1 + 2 groups) n + 22`` cycles from ``start`` to
+    ``done``; one run at a time. Both products (``d log2 e`` with ``d`` clamped where ``e``
+    becomes 0, and ``e_k q``) go to one multiplier: with ``groups`` the stage's lanes, so the
+    unit maps no DSP block of its own.
     """
 
-    def __init__(self, n: int, width: int, fracs=(16,)):
+    def __init__(self, n: int, width: int, fracs=(16,), groups: int | None = None, group_shift: int = 0,
+                 ext_table: bool = False):
         self._MustUse__silence = True      # no "never used" warning if an argument check fails
         if not isinstance(n, int) or isinstance(n, bool):
             raise TypeError(f"Number of logits must be an integer, not {n!r}")
@@ -67,15 +100,26 @@ class Softmax(wiring.Component):
         fracs = tuple(fracs)
         if not fracs or any(not isinstance(f, int) or isinstance(f, bool) or f < 0 for f in fracs):
             raise ValueError(f"Fraction bits must be a non-empty tuple of non-negative integers, not {fracs!r}")
+        if groups is not None and (not isinstance(groups, int) or groups < 1 or group_shift < 1):
+            raise ValueError(f"Groups must be a positive integer with a positive shift, not {groups!r}")
         self.n, self.width, self.fracs = n, width, fracs
-        super().__init__({
+        self.groups, self.group_shift, self.ext_table = groups, group_shift, ext_table
+        sig = {
             "start": In(1),
             "frac_sel": In(range(max(2, len(fracs)))),
             "s": In(data.ArrayLayout(signed(width), n)),
             "busy": Out(1),
             "done": Out(1),
             "p": Out(data.ArrayLayout(UQ(1, P_FRAC), n)),
-        })
+        }
+        self.mb_bits = mul_b_bits(fracs)
+        if groups is not None:
+            sig.update({"mul_en": Out(1), "mul_a": Out(unsigned(E_BITS)), "mul_b": Out(unsigned(self.mb_bits)),
+                        "mul_g": Out(range(max(2, groups))),
+                        "mul_p": In(unsigned(E_BITS + self.mb_bits + 1))})
+        if ext_table:
+            sig.update({"tab_en": Out(1), "tab_addr": Out(EXP2_FRAC_BITS), "tab_data": In(unsigned(E_BITS))})
+        super().__init__(sig)
         self._MustUse__silence = False
 
     def elaborate(self, platform):
@@ -86,7 +130,7 @@ class Softmax(wiring.Component):
         mx = Signal(signed(w))
         d = Signal(unsigned(w + 1))
         emax = (1 << P_FRAC)
-        e = Array(Signal(range(emax + 1), name=f"e{i}") for i in range(n))
+        e = Array(Signal(range(emax + 1), name=f"e{i}", reset_less=True) for i in range(n))
         total = Signal(range(n * emax + 1))
         rem = Signal(range(2 * n * emax + 1))
         q = Signal(_Q_BITS)
@@ -94,13 +138,39 @@ class Softmax(wiring.Component):
         p = Array(self.p[i] for i in range(n))
         table = Array(int(x) for x in EXP2_TABLE)
 
-        # the shared multiplier
-        ma = Signal(unsigned(max(w + 1, P_FRAC + 1)))
-        mb = Signal(unsigned(max(LOG2E_Q16.bit_length(), _Q_BITS)))
-        prod = Signal(len(ma) + len(mb))
-        m.d.comb += prod.eq(ma * mb)
+        # one multiplier, requested a cycle and answered the next (the stage's lanes, or an
+        # internal one): v = d log2(e) in EXP (d clamped), then e_k q in MUL; G cycles a product
+        G = self.groups or 1
+        MB = self.mb_bits
+        dc = exp_clamp(self.fracs)
+        ma, mb, men, xexp = Signal(E_BITS), Signal(MB), Signal(), Signal()
+        g, g1, k1, v1, x1 = (Signal(range(max(2, G))), Signal(range(max(2, G))), Signal(range(max(2, n))),
+                             Signal(), Signal())
+        mp = Signal(E_BITS + MB + 1)
+        if self.groups is None:
+            m.d.sync += mp.eq(ma * mb)
+        else:
+            m.d.comb += [self.mul_en.eq(men), self.mul_a.eq(ma), self.mul_b.eq(mb), self.mul_g.eq(g),
+                         mp.eq(self.mul_p)]
+        m.d.sync += [v1.eq(men), k1.eq(k), g1.eq(g), x1.eq(xexp)]
+        if G == 1:
+            prod = mp
+        else:
+            pacc = Signal(E_BITS + MB + 1, reset_less=True)
+            shifted = Signal.like(pacc)
+            with m.Switch(g1):
+                for gi in range(G):
+                    with m.Case(gi):
+                        m.d.comb += shifted.eq(mp << (gi * self.group_shift))
+            prod = Signal.like(pacc)
+            m.d.comb += prod.eq(Mux(g1 == 0, 0, pacc) + shifted)
+            with m.If(v1):
+                m.d.sync += pacc.eq(prod)
+        last = v1 & (g1 == G - 1)
+        with m.If(last & ~x1):
+            m.d.sync += p[k1].eq(prod >> (RECIP_BITS - P_FRAC))
 
-        # exp from the product v = d * log2(e)
+        # exp: e = table[j6] >> ip (0 from ip >= 17); the table read takes a cycle
         ip = Signal(len(prod))
         j6 = Signal(EXP2_FRAC_BITS)
         for i, f in enumerate(self.fracs):
@@ -111,14 +181,25 @@ class Softmax(wiring.Component):
                     m.d.comb += j6.eq(prod >> (ff - EXP2_FRAC_BITS))
                 else:
                     m.d.comb += j6.eq(prod << (EXP2_FRAC_BITS - ff))
+        ip1, big1, k1e, ev1 = Signal(5), Signal(), Signal(range(max(2, n))), Signal()
+        tval = Signal(E_BITS)
+        ten = Signal()
+        m.d.comb += ten.eq(last & x1)
+        if self.ext_table:
+            m.d.comb += [self.tab_en.eq(ten), self.tab_addr.eq(j6), tval.eq(self.tab_data)]
+        else:
+            m.d.sync += tval.eq(table[j6])
+        m.d.sync += [ip1.eq(ip[:5]), big1.eq(ip >= P_FRAC + 1), k1e.eq(k1), ev1.eq(ten)]
         ex = Signal(range(emax + 1))
-        m.d.comb += ex.eq(((ip >= P_FRAC + 1) == 0) * (table[j6] >> ip[:5]))
+        m.d.comb += ex.eq(Mux(big1, 0, tval >> ip1))
+        with m.If(ev1):
+            m.d.sync += [e[k1e].eq(ex), total.eq(total + ex)]
 
         m.d.comb += self.busy.eq(0)
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [k.eq(1), mx.eq(s[0]), total.eq(0)]
+                    m.d.sync += [k.eq(1), mx.eq(s[0]), total.eq(0), g.eq(0)]
                     m.next = "MAX"
             with m.State("MAX"):
                 m.d.comb += self.busy.eq(1)
@@ -130,15 +211,26 @@ class Softmax(wiring.Component):
                         m.d.sync += mx.eq(s[k])
                     m.d.sync += k.eq(k + 1)
             with m.State("EXP"):
-                m.d.comb += [self.busy.eq(1), d.eq(mx - s[k]), ma.eq(d), mb.eq(LOG2E_Q16)]
-                m.d.sync += [e[k].eq(ex), total.eq(total + ex), k.eq(k + 1)]
-                with m.If(k == n - 1):
-                    m.d.sync += [k.eq(0), rem.eq(1 << (RECIP_BITS - _Q_BITS)), q.eq(0), bit.eq(_Q_BITS)]
-                    m.next = "DIV"
+                m.d.comb += [self.busy.eq(1), d.eq(mx - s[k]), men.eq(1), xexp.eq(1), ma.eq(LOG2E_Q16),
+                             mb.eq(Mux(d >= dc, dc, d))]
+                if G > 1:
+                    m.d.sync += g.eq(Mux(g == G - 1, 0, g + 1))
+                with m.If(g == G - 1):
+                    m.d.sync += k.eq(k + 1)
+                    with m.If(k == n - 1):
+                        m.d.sync += [k.eq(0), rem.eq(1 << (RECIP_BITS - _Q_BITS)), q.eq(0), bit.eq(_Q_BITS)]
+                        m.next = "EXP_W1"
+            with m.State("EXP_W1"):       # the last product; its table read
+                m.d.comb += self.busy.eq(1)
+                m.next = "EXP_W2"
+            with m.State("EXP_W2"):       # the last e lands
+                m.d.comb += self.busy.eq(1)
+                m.next = "DIV"
             with m.State("DIV"):
                 m.d.comb += self.busy.eq(1)
                 r2 = rem << 1
                 with m.If(bit == 0):
+                    m.d.sync += [k.eq(0), g.eq(0)]
                     m.next = "MUL"
                 with m.Else():
                     m.d.sync += bit.eq(bit - 1)
@@ -147,10 +239,16 @@ class Softmax(wiring.Component):
                     with m.Else():
                         m.d.sync += [rem.eq(r2), q.eq(q << 1)]
             with m.State("MUL"):
-                m.d.comb += [self.busy.eq(1), ma.eq(e[k]), mb.eq(q)]
-                m.d.sync += [p[k].eq(prod >> (RECIP_BITS - P_FRAC)), k.eq(k + 1)]
-                with m.If(k == n - 1):
-                    m.next = "DONE"
+                m.d.comb += [self.busy.eq(1), ma.eq(e[k]), mb.eq(q), men.eq(1)]
+                if G > 1:
+                    m.d.sync += g.eq(Mux(g == G - 1, 0, g + 1))
+                with m.If(g == G - 1):
+                    m.d.sync += k.eq(k + 1)
+                    with m.If(k == n - 1):
+                        m.next = "MUL_LAST"
+            with m.State("MUL_LAST"):
+                m.d.comb += self.busy.eq(1)
+                m.next = "DONE"
             with m.State("DONE"):
                 m.d.comb += [self.done.eq(1)]
                 m.next = "IDLE"

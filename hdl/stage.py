@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -43,7 +43,7 @@ from .lfsr import Lfsr
 from .mac import MacLanes
 from .softmax import Softmax
 
-__all__ = ["LayerStage", "sample_layout", "MEM_IDS", "stage_memories"]
+__all__ = ["LayerStage", "sample_layout", "ctrl_layout", "MEM_IDS", "stage_memories", "physical_memories"]
 
 MEM_IDS = {"W": 0, "b": 1, "T": 2, "Tin": 3, "R": 4, "head_W": 5, "head_b": 6}
 
@@ -51,8 +51,32 @@ MEM_IDS = {"W": 0, "b": 1, "T": 2, "Tin": 3, "R": 4, "head_W": 5, "head_b": 6}
 _FWD, _TGT, _READ, _TH, _GRAD, _UPD, _TAB, _HLOG, _HUPD = range(1, 10)
 
 
+class _VPort:
+    """A logical memory bank's port (addr, data, en) kept apart until it is packed."""
+
+    def __init__(self, width: int, name: str):
+        self.addr = Signal(16, name=f"{name}_addr")
+        self.data = Signal(signed(width), name=f"{name}_data")
+        self.en = Signal(name=f"{name}_en")
+
+
 def _bits(n: int) -> int:
     return max(1, (n).bit_length())
+
+
+def ctrl_layout(n_classes: int) -> data.StructLayout:
+    """Payload of the streams between stages: the label and the mode. The vectors themselves go
+    through the consumer's input memory (``in_*`` ports), written entry by entry."""
+    return data.StructLayout({"label": unsigned(_bits(n_classes - 1)), "train": unsigned(1)})
+
+
+def _divmod_const(j, P: int, count: int):
+    """``(j // P, j % P)`` for ``0 <= j < count``: bit slices for a power of two, else a table."""
+    if P & (P - 1) == 0:
+        k = P.bit_length() - 1
+        return j >> k, (j[:k] if k else Const(0, 1))
+    return (Array(Const(v // P, range(max(2, count // P + 1))) for v in range(count))[j],
+            Array(Const(v % P, range(max(2, P))) for v in range(count))[j])
 
 
 def sample_layout(n: int, width: int, n_classes: int, with_t: bool) -> data.StructLayout:
@@ -86,6 +110,27 @@ def stage_memories(net: Network, l: int, lanes: int) -> dict:
     return mems
 
 
+def physical_memories(net: Network, l: int, lanes: int) -> list[tuple[int, int]]:
+    """``(depth, width)`` of each memory stage ``l`` instantiates: one per bank of ``W``, ``R`` and
+    the head's; the packed cache (``T``, ``Tin``, ``b`` and, with a softmax, its exp table) of
+    ``P``-lane words; the double-buffered input memory (``x``, ``t_in``)."""
+    from ..sim.fixed import EXP2_TABLE
+    mems = stage_memories(net, l, lanes)
+    out = []
+    for name, (banks, depth, q, _, _) in mems.items():
+        if name not in ("T", "Tin", "b"):
+            out += [(depth, q.width)] * banks
+    P, n_in = lanes, net.fan_in(l)
+    ci = math.ceil(n_in / P)
+    sm = net.spec.learning.loss == "class_ce" or (l == net.depth - 1 and net.spec.readout == "head")
+    wl = max(mems[nm][2].width for nm in ("T", "Tin") if nm in mems)
+    nl = max(P, -(-mems["b"][2].width // wl), -(-(P_FRAC + 1) // wl) if sm else 1)
+    depth = sum(mems[nm][1] for nm in ("T", "Tin", "b") if nm in mems) + (len(EXP2_TABLE) if sm else 0)
+    out.append((depth, nl * wl))
+    out.append((2 * (2 if l > 0 else 1) * ci, P * net.in_format(l).width))
+    return out
+
+
 class LayerStage(wiring.Component):
     """A pipelined SigProp layer with ``lanes`` multipliers.
 
@@ -102,12 +147,19 @@ class LayerStage(wiring.Component):
 
     Members
     -------
-    i : In(stream.Signature(sample_layout(n_in, ...)))
-        The layer input, label and mode. Taken only when the stage is idle and its own output
-        has been passed on (a double buffer with the upstream's output registers).
-    o : Out(stream.Signature(sample_layout(n, ...)))
-        ``h``, ``t``, label and mode for the next stage (absent in the last stage); valid from
-        the end of ``FWD`` until taken.
+    i : In(stream.Signature(ctrl_layout(C)))
+        The label and mode of the sample whose input is in the write half of the input memory.
+        Taken only when the stage is idle and its own output has been passed on.
+    in_we, in_sig, in_idx, in_data : In
+        Write entry ``in_idx`` of the layer input (``in_sig`` 0) or of its target ``t_in``
+        (``in_sig`` 1, layers ``>= 1``) into the write half of the double-buffered input
+        memory (P-lane words, read a chunk per cycle); the halves swap when ``i`` is taken.
+    o : Out(stream.Signature(ctrl_layout(C)))
+        Label and mode for the next stage (absent in the last stage); valid from the end of
+        ``FWD`` (and, at layer 0, once every ``t`` entry went out) until taken.
+    out_we, out_sig, out_idx, out_data : Out
+        ``h[j]`` (``out_sig`` 0) and ``t[j]`` (1) for the next stage's input memory, one entry a
+        cycle, as ``FWD`` produces them.
     pred : Out(stream.Signature(unsigned))
         The prediction (last stage only), made before learning from the sample.
     done, done_train : Out(1)
@@ -164,14 +216,18 @@ class LayerStage(wiring.Component):
         self.addr_bits = _bits(max(d for _, d, _, _, _ in self.mems.values()) - 1)
         cb = _bits(self.C - 1)
         sig = {
-            "i": In(stream.Signature(sample_layout(self.n_in, net.in_format(l).width, self.C, l > 0))),
+            "i": In(stream.Signature(ctrl_layout(self.C))),
+            "in_we": In(1), "in_sig": In(1), "in_idx": In(range(max(2, self.n_in))),
+            "in_data": In(signed(net.in_format(l).width)),
             "done": Out(1), "done_train": Out(1), "busy": Out(1), "last_cycles": Out(32),
             "sat_weight": Out(32), "sat_bias": Out(32), "sat_error": Out(32), "sat_table": Out(32),
             "rb_en": In(1), "rb_mem": In(3), "rb_bank": In(_bits(lanes - 1)), "rb_addr": In(self.addr_bits),
             "rb_data": Out(signed(32)),
         }
         if not self.last:
-            sig["o"] = Out(stream.Signature(sample_layout(self.n, p.activation.width, self.C, True)))
+            sig["o"] = Out(stream.Signature(ctrl_layout(self.C)))
+            sig.update({"out_we": Out(1), "out_sig": Out(1), "out_idx": Out(range(max(2, self.n))),
+                        "out_data": Out(signed(p.activation.width))})
         else:
             sig["pred"] = Out(stream.Signature(unsigned(cb)))
         if self.head:
@@ -208,30 +264,85 @@ class LayerStage(wiring.Component):
         terms = 1 if (l == 0 or not self.class_ce) else (3 if self.push else 2)
 
         # ---- memories ----
+        # W, R and the head's are banked (one memory per lane). The caches T (and Tin) and the
+        # bias b are never read in the same cycle, so they share one memory of P-lane words
+        # (one block RAM instead of one per bank and per memory): "virtual" ports below stand
+        # for the logical banks and the glue after the address logic multiplexes them.
         rd, wr, mem_w = {}, {}, {}
+        packed = [nm for nm in ("T", "Tin", "b") if nm in self.mems]
         for name, (banks, depth, q, _, _) in self.mems.items():
-            img = self.initial_image(name)
             rd[name], wr[name] = [], []
+            mem_w[name] = q.width
+            if name in packed:
+                for bk in range(banks):
+                    rd[name].append(_VPort(q.width, f"{name}{bk}_r"))
+                    wr[name].append(_VPort(q.width, f"{name}{bk}_w"))
+                continue
+            img = self.initial_image(name)
             for bk in range(banks):
                 mem = Memory(shape=signed(q.width), depth=depth, init=img[bk])
                 m.submodules[f"{name}_{bk}"] = mem
                 rd[name].append(mem.read_port())
                 wr[name].append(mem.write_port())
-            mem_w[name] = q.width
+        wl = max(self.mems[nm][2].width for nm in packed if nm != "b")
+        nl = max(P, -(-self.mems["b"][2].width // wl),
+                 -(-(P_FRAC + 1) // wl) if (self.class_ce or self.head) else 1)   # b, exp table words
+        pbase, off = {}, 0
+        for nm in packed:
+            pbase[nm] = off
+            off += self.mems[nm][1]
+        if self.class_ce or self.head:     # the softmax's exp table, read while the caches idle
+            from ..sim.fixed import EXP2_TABLE
+            pbase["tab"] = off
+            off += len(EXP2_TABLE)
+        pimg = [0] * off
+        if "tab" in pbase:
+            for k, v in enumerate(EXP2_TABLE):
+                pimg[pbase["tab"] + k] = int(v)
+        for nm in packed:
+            img = self.initial_image(nm)
+            banks, depth, q = self.mems[nm][:3]
+            for bk in range(banks):
+                for wd in range(depth):
+                    v = img[bk][wd] & ((1 << q.width) - 1)
+                    pimg[pbase[nm] + wd] |= v << (bk * wl)
+        cmem = m.submodules.cache = Memory(shape=unsigned(nl * wl), depth=off, init=pimg)
+        crd, cwr = cmem.read_port(), cmem.write_port(granularity=wl)
+        for nm in packed:
+            for bk, vp in enumerate(rd[nm]):
+                m.d.comb += vp.data.eq(crd.data[bk * wl:bk * wl + mem_w[nm]])
 
         # ---- vectors ----
         def vec(name, count, width):
-            return [Signal(signed(width), name=f"{name}{k}") for k in range(count)]
+            return [Signal(signed(width), name=f"{name}{k}", reset_less=True) for k in range(count)]
 
-        x = vec("x", ci * P, qin.width)
-        tin = vec("tin", ci * P, qin.width) if l > 0 else None
+        # the input memory: [half][x | t_in][chunk] words of P lanes, double buffered
+        Sx = 2 if l > 0 else 1
+        wi = qin.width
+        imem = m.submodules.inmem = Memory(shape=unsigned(P * wi), depth=2 * Sx * ci, init=[])
+        ird, iwr = imem.read_port(), imem.write_port(granularity=wi)
+        wbuf = Signal()
+        iq, ir = _divmod_const(self.in_idx, P, n_in)
+        m.d.comb += iwr.addr.eq(wbuf * (Sx * ci) + (self.in_sig * ci if l > 0 else 0) + iq)
+        for k in range(P):
+            m.d.comb += [iwr.data[k * wi:(k + 1) * wi].eq(self.in_data), iwr.en[k].eq(self.in_we & (ir == k))]
+        ilane = [Signal(signed(wi), name=f"in{k}") for k in range(P)]
+        m.d.comb += [ilane[k].eq(ird.data[k * wi:(k + 1) * wi]) for k in range(P)]
         h = vec("h", cn * P, qa.width)
         t = vec("t", cn * P, qa.width)
         ew = qe.width + 1
-        d_h = vec("dh", cn * P, ew) if self.class_ce else None
-        d_tc = vec("dtc", cn * P, ew) if self.class_ce else None
-        d_tm = vec("dtm", cn * P, ew) if self.class_ce else None
-        if not self.class_ce:          # l2: d_h = (h - t) << (fe - fa), masked
+        # class_ce: the deltas are produced a chunk at a time (GRAD) and consumed in order (UPD rows,
+        # TAB chunks), so they live in chunk FIFOs: push at the tail, read and rotate at the head;
+        # no index muxes. dq[name][q][pp] is entry (q-th chunk from the head, lane pp).
+        dq = None
+        if self.class_ce:
+            # dh: d_h (the error format); dg: g_t with its two masks, d_tc = mt ? g_t : 0 and
+            # d_tm = mm ? -g_t : 0 (one stored g_t instead of two deltas)
+            fifo_w = {"dh": signed(qe.width), "dg": unsigned(qe.width + 2)}
+            dq = {nm: [[Signal(fifo_w[nm], name=f"{nm}{q}_{pp}", reset_less=True) for pp in range(P)] for q in range(cn)]
+                  for nm in fifo_w}
+            d_h = d_tc = d_tm = None
+        else:          # l2: d_h = (h - t) << (fe - fa), masked
             d_h = []
             for j in range(cn * P):
                 diff = h[j] - t[j]
@@ -248,11 +359,33 @@ class LayerStage(wiring.Component):
         def lanes_of(v, count):
             return [Array(v[q * P + pp] for q in range(count)) for pp in range(P)]
 
-        x_l = lanes_of(x, ci)
-        tin_l = lanes_of(tin, ci) if tin is not None else None
         h_l, t_l = lanes_of(h, cn), lanes_of(t, cn)
-        dh_l, dtc_l, dtm_l = lanes_of(d_h, cn), lanes_of(d_tc, cn), lanes_of(d_tm, cn)
-        d_h_a, d_tc_a, d_tm_a = Array(d_h), Array(d_tc), Array(d_tm)
+        if not self.class_ce:
+            d_h_a, d_tc_a, d_tm_a = Array(d_h), Array(d_tc), Array(d_tm)
+
+        # one shift enable and one tail mux per FIFO (so every register is a plain enabled flop)
+        f_shift, f_push, f_val = {}, {}, {}
+        if self.class_ce:
+            for nm in dq:
+                f_shift[nm], f_push[nm] = Signal(name=f"{nm}_shift"), Signal(name=f"{nm}_push")
+                f_val[nm] = [Signal(fifo_w[nm], name=f"{nm}_in{pp}") for pp in range(P)]
+                with m.If(f_shift[nm]):
+                    for q in range(cn - 1):
+                        m.d.sync += [dq[nm][q][pp].eq(dq[nm][q + 1][pp]) for pp in range(P)]
+                    m.d.sync += [dq[nm][cn - 1][pp].eq(Mux(f_push[nm], f_val[nm][pp], dq[nm][0][pp]))
+                                 for pp in range(P)]
+
+        def dg_split(v):
+            """(d_tc, d_tm) of a packed dg entry."""
+            gt = v[:qe.width].as_signed()
+            return Mux(v[qe.width], gt, 0), Mux(v[qe.width + 1], -gt, 0)
+
+        def fifo_push(nm, vals):
+            m.d.comb += [f_shift[nm].eq(1), f_push[nm].eq(1)]
+            m.d.comb += [f_val[nm][pp].eq(vals[pp]) for pp in range(P)]
+
+        def fifo_rotate(nm):
+            m.d.comb += f_shift[nm].eq(1)
         h_a, t_a = Array(h), Array(t)
 
         def inside(v):
@@ -265,7 +398,7 @@ class LayerStage(wiring.Component):
         hbsh = fw + fa - fb
         hlog_w = max(qw.width + qa.width, qb.width + hbsh) + _bits(n + 1) + 1
         s_w = max(logit_w, hlog_w if self.head else 0)
-        acc = Signal(signed(max(acc_w, s_w) + 1))
+        acc = Signal(signed(max(acc_w, s_w) + 1), reset_less=True)
         err_w = P_FRAC + 2
         A = max(qw.width, qa.width, err_w, ew)
         B = max(qin.width, qa.width)
@@ -274,11 +407,16 @@ class LayerStage(wiring.Component):
         uacc_w = prod_w + 3
 
         # ---- softmax and class logits ----
-        s = [Signal(signed(s_w), name=f"s{k}") for k in range(C)]
+        s = [Signal(signed(s_w), name=f"s{k}", reset_less=True) for k in range(C)]
         s_a = Array(s)
         need_sm = self.class_ce or self.head
         if need_sm:
-            sm = m.submodules.softmax = Softmax(C, s_w, fracs=(2 * fa + spec.logit_shift, fw + fa))
+            from ..compiler.estimate import softmax_fracs, softmax_groups
+            G_sm, pb = softmax_groups(net, l, P), B - 1
+            sm = m.submodules.softmax = Softmax(C, s_w, fracs=softmax_fracs(net, l),
+                                                groups=G_sm, group_shift=P * pb, ext_table=True)
+            MBB = len(sm.mul_b)
+            m.d.comb += sm.tab_data.eq(crd.data[:len(sm.tab_data)])
             for k in range(C):
                 m.d.comb += sm.s[k].eq(s[k])
             pr = [sm.p[k] for k in range(C)]
@@ -307,11 +445,9 @@ class LayerStage(wiring.Component):
         best = Signal(signed(s_w))
         bestm = Signal(signed(s_w))
         have_m = Signal()
-        errs = Array(Signal(signed(err_w), name=f"err{k}") for k in range(C))
-        for k in range(C):
-            m.d.comb += errs[k].eq(pr[k] - Mux(cls == k, 1 << P_FRAC, 0))
-        pc_err = Signal(signed(err_w))
-        m.d.comb += pc_err.eq(Array(pr)[cls] - (1 << P_FRAC))
+        # p_k - y_k for one class a cycle: k = c1 in GRAD (cls at its last step), b1 in HUPD
+        esel = Signal(signed(err_w))
+        pr_a = Array(pr)
 
         # ---- pipeline control ----
         cmax = max(n, C + 1, ci + 1, cn + 1, 3, terms + 1)
@@ -346,54 +482,120 @@ class LayerStage(wiring.Component):
                 else:
                     a = cb_
                 m.d.comb += port.addr.eq(Mux(rb_active, self.rb_addr, a))
+        # the packed cache memory: which logical memory its read port serves this cycle
+        sel_b = Mux(rb_active, self.rb_mem == MEM_IDS["b"], (ph0 == _FWD) | ((ph0 == _UPD) & (cc == ci)))
+        sel_tin = Mux(rb_active, self.rb_mem == MEM_IDS["Tin"], (ph0 == _UPD) & (cc != ci)) if l > 0 else Const(0)
+        caddr = Signal.like(crd.addr)
+        m.d.comb += crd.addr.eq(Mux(sm.tab_en, pbase["tab"] + sm.tab_addr, caddr) if need_sm else caddr)
+        m.d.comb += caddr.eq(Mux(sel_b, pbase["b"] + rd["b"][0].addr,
+                                    Mux(sel_tin, pbase.get("Tin", 0) + rd["Tin"][0].addr if l > 0 else 0,
+                                        rd["T"][0].addr)))
+        wen_b = wr["b"][0].en
+        wen_t = wr["T"][0].en
+        m.d.comb += cwr.addr.eq(Mux(wen_b, pbase["b"] + wr["b"][0].addr,
+                                    Mux(wen_t, wr["T"][0].addr,
+                                        pbase.get("Tin", 0) + wr["Tin"][0].addr if l > 0 else 0)))
+        for k in range(nl):
+            if k < P:
+                alt = Mux(wen_t, wr["T"][k].data, wr["Tin"][k].data) if l > 0 else wr["T"][k].data
+                m.d.comb += cwr.data[k * wl:(k + 1) * wl].eq(alt)
+            en = wen_b | (wr["T"][k].en if k < P else 0) | (wr["Tin"][k].en if (l > 0 and k < P) else 0)
+            m.d.comb += cwr.en[k].eq(en)
+        with m.If(wen_b):
+            m.d.comb += cwr.data.eq(wr["b"][0].data)
+
         raddr1, raddr2 = Signal(range(C * cn + 1)), Signal(range(C * cn + 1))
         m.d.sync += [raddr1.eq(raddr), raddr2.eq(raddr1)]
+        # h and t are read a chunk at a time through one index mux each (chunk c1, or b1 in GRAD),
+        # registered for S2; T[c] <- t is written from that read during TH (S1)
+        hidx1 = Mux(ph1 == _GRAD, b1, c1)
+        hch = [Signal(signed(qa.width), name=f"hch{pp}") for pp in range(P)]
+        tch = [Signal(signed(qa.width), name=f"tch{pp}") for pp in range(P)]
+        hch2 = [Signal(signed(qa.width), name=f"hch2_{pp}", reset_less=True) for pp in range(P)]
+        tch2 = [Signal(signed(qa.width), name=f"tch2_{pp}", reset_less=True) for pp in range(P)]
+        for pp in range(P):
+            m.d.comb += [hch[pp].eq(h_l[pp][hidx1]), tch[pp].eq(t_l[pp][hidx1])]
+            m.d.sync += [hch2[pp].eq(hch[pp]), tch2[pp].eq(tch[pp])]
         # cache writes: T[c] <- t during TH, Tin[c] <- t_in during the first row of FWD
         for pp in range(P):
-            m.d.comb += [wr["T"][pp].addr.eq(cls * cn + cc), wr["T"][pp].data.eq(t_l[pp][cc]),
-                         wr["T"][pp].en.eq(v0 & (ph0 == _TH))]
-            if l > 0:
-                m.d.comb += [wr["Tin"][pp].addr.eq(cls * ci + cc), wr["Tin"][pp].data.eq(tin_l[pp][cc]),
-                             wr["Tin"][pp].en.eq(v0 & (ph0 == _FWD) & (ca == 0) & (cb_ == 0) & train)]
+            m.d.comb += [wr["T"][pp].addr.eq(cls * cn + c1), wr["T"][pp].data.eq(tch[pp]),
+                         wr["T"][pp].en.eq(v1 & (ph1 == _TH))]
+            if l > 0:    # Tin[c] <- t_in from the input memory's read data in row 0 of the t pass
+                m.d.comb += [wr["Tin"][pp].addr.eq(cls * ci + c1), wr["Tin"][pp].data.eq(ilane[pp]),
+                             wr["Tin"][pp].en.eq(v1 & (ph1 == _FWD) & (a1 == 1) & (b1 == 0))]
+        # input memory reads: the x / t_in chunk of FWD (signal ca) and of UPD (term cd)
+        region = Mux(ph0 == _UPD, cd, ca)[0] if l > 0 else 0
+        m.d.comb += ird.addr.eq(~wbuf * (Sx * ci) + region * ci + cc)
 
         # ---- S1: operands and one multiplier per lane ----
         mac = m.submodules.mac = MacLanes(P, A, B)
         prod = [mac.prod[pp] for pp in range(P)]
-        Wq2 = [Signal(signed(qw.width), name=f"wq{pp}") for pp in range(P)]
-        Tq2 = [Signal(signed(qa.width), name=f"tq{pp}") for pp in range(P)]
-        Rq2 = [Signal(signed(qt.width), name=f"rq{pp}") for pp in range(P)] if l == 0 else None
-        hWq2 = [Signal(signed(qw.width), name=f"hwq{pp}") for pp in range(P)] if self.head else None
-        bq2, hbq2 = Signal(signed(qb.width)), Signal(signed(qb.width))
-        ub2 = Signal(signed(ew + 2))
+        Wq2 = [Signal(signed(qw.width), name=f"wq{pp}", reset_less=True) for pp in range(P)]
+        Tq2 = [Signal(signed(qa.width), name=f"tq{pp}", reset_less=True) for pp in range(P)]
+        Rq2 = [Signal(signed(qt.width), name=f"rq{pp}", reset_less=True) for pp in range(P)] if l == 0 else None
+        hWq2 = [Signal(signed(qw.width), name=f"hwq{pp}", reset_less=True) for pp in range(P)] if self.head else None
+        bq2, hbq2 = Signal(signed(qb.width), reset_less=True), Signal(signed(qb.width), reset_less=True)
+        ub2 = Signal(signed(ew + 2), reset_less=True)
         dk2, dk2_ovf = Signal(signed(qe.width)), Signal()
-        dk, dk_ovf = narrow(errs[b1], P_FRAC, qe)
-        dsel = Mux(d1 == 0, d_h_a[b1], Mux(d1 == 1, d_tc_a[b1], d_tm_a[b1]))
+        eidx = Mux(ph1 == _GRAD, Mux(c1 == C, cls, c1), b1)
+        m.d.comb += esel.eq(pr_a[eidx] - Mux(eidx == cls, 1 << P_FRAC, 0))
+        dk, dk_ovf = narrow(esel, P_FRAC, qe)
+        if self.class_ce:
+            # the row's lane in the head chunk; the FIFOs rotate after the last row of a chunk
+            jl = Signal(range(P))
+            heads = {nm: Array(dq[nm][0]) for nm in dq}
+            d1h = heads["dh"][jl]
+            d1tc, d1tm = dg_split(heads["dg"][jl])
+            dsel = Mux(d1 == 0, d1h, Mux(d1 == 1, d1tc, d1tm))
+            ub_sel = d1h + d1tc + d1tm if terms > 1 else d1h
+            with m.If(v1 & (ph1 == _UPD)):
+                with m.If(c1 == ci):
+                    with m.If((jl == P - 1) | (b1 == n - 1)):
+                        m.d.sync += jl.eq(0)
+                        for nm in dq:
+                            fifo_rotate(nm)
+                    with m.Else():
+                        m.d.sync += jl.eq(jl + 1)
+            with m.Else():
+                m.d.sync += jl.eq(0)
+        else:
+            dsel = Mux(d1 == 0, d_h_a[b1], Mux(d1 == 1, d_tc_a[b1], d_tm_a[b1]))
+            ub_sel = d_h_a[b1] + d_tc_a[b1] + d_tm_a[b1] if terms > 1 else d_h_a[b1]
         for pp in range(P):
             ma, mb = mac.a[pp], mac.b[pp]
             with m.Switch(ph1):
                 with m.Case(_FWD):
                     m.d.comb += [ma.eq(rd["W"][pp].data),
-                                 mb.eq(Mux(a1 == 0, x_l[pp][c1], tin_l[pp][c1]) if l > 0 else x_l[pp][c1])]
+                                 mb.eq(ilane[pp])]
                 with m.Case(_READ):
-                    m.d.comb += [ma.eq(rd["T"][pp].data), mb.eq(h_l[pp][c1])]
+                    m.d.comb += [ma.eq(rd["T"][pp].data), mb.eq(hch[pp])]
                 with m.Case(_TH):
-                    m.d.comb += [ma.eq(t_l[pp][c1]), mb.eq(h_l[pp][c1])]
+                    m.d.comb += [ma.eq(tch[pp]), mb.eq(hch[pp])]
                 with m.Case(_GRAD):
                     with m.If(c1 == C):
-                        m.d.comb += [ma.eq(pc_err), mb.eq(h_l[pp][b1])]
+                        m.d.comb += [ma.eq(esel), mb.eq(hch[pp])]
                     with m.Else():
-                        m.d.comb += [ma.eq(errs[c1]), mb.eq(rd["T"][pp].data)]
+                        m.d.comb += [ma.eq(esel), mb.eq(rd["T"][pp].data)]
                 with m.Case(_UPD):
                     m.d.comb += ma.eq(dsel)
                     if l > 0:
-                        m.d.comb += mb.eq(Mux(d1 == 0, x_l[pp][c1], Mux(d1 == 1, tin_l[pp][c1], rd["Tin"][pp].data)))
+                        m.d.comb += mb.eq(Mux(d1 == 2, rd["Tin"][pp].data, ilane[pp]))
                     else:
-                        m.d.comb += mb.eq(x_l[pp][c1])
+                        m.d.comb += mb.eq(ilane[pp])
                 if self.head:
                     with m.Case(_HLOG):
-                        m.d.comb += [ma.eq(rd["head_W"][pp].data), mb.eq(h_l[pp][c1])]
+                        m.d.comb += [ma.eq(rd["head_W"][pp].data), mb.eq(hch[pp])]
                     with m.Case(_HUPD):
-                        m.d.comb += [ma.eq(dk), mb.eq(h_l[pp][c1])]
+                        m.d.comb += [ma.eq(dk), mb.eq(hch[pp])]
+            if need_sm:   # the softmax's products e_k q on the idle lanes, q in (B - 1)-bit pieces
+                with m.If(sm.mul_en):
+                    with m.Switch(sm.mul_g):
+                        for gi in range(G_sm):
+                            if (gi * P + pp) * pb >= MBB:
+                                continue
+                            with m.Case(gi):
+                                m.d.comb += mb.eq((sm.mul_b >> ((gi * P + pp) * pb))[:pb])
+                    m.d.comb += ma.eq(sm.mul_a)
             m.d.sync += [Wq2[pp].eq(rd["W"][pp].data), Tq2[pp].eq(rd["T"][pp].data)]
             if l == 0:
                 m.d.sync += Rq2[pp].eq(rd["R"][pp].data)
@@ -402,13 +604,17 @@ class LayerStage(wiring.Component):
                     m.d.sync += t_l[pp][tq1].eq(narrow(rd["R"][pp].data, ft, qa)[0])
             if self.head:
                 m.d.sync += hWq2[pp].eq(rd["head_W"][pp].data)
-        m.d.sync += [bq2.eq(rd["b"][0].data), ub2.eq(d_h_a[b1] + d_tc_a[b1] + d_tm_a[b1] if terms > 1 else d_h_a[b1]),
+        m.d.sync += [bq2.eq(rd["b"][0].data), ub2.eq(ub_sel),
                      dk2.eq(dk), dk2_ovf.eq(dk_ovf)]
         if self.head:
             m.d.sync += hbq2.eq(rd["head_b"][0].data)
 
         # ---- S2: accumulate, narrow, write back ----
         tree = mac.total
+        if need_sm:
+            from .softmax import E_BITS
+            m.d.comb += sm.mul_p.eq(sum(prod[pp].as_unsigned()[:E_BITS + pb] << (pp * pb)
+                                        for pp in range(min(P, math.ceil(MBB / pb)))))
         acc_n = Signal.like(acc)
         sat_w, sat_b, sat_e, sat_t = (Signal(32, name=nm) for nm in ("sat_w", "sat_b", "sat_e", "sat_t"))
         sat_wh, sat_bh, sat_eh = (Signal(32, name=nm) for nm in ("sat_wh", "sat_bh", "sat_eh"))
@@ -417,8 +623,16 @@ class LayerStage(wiring.Component):
         if self.head:
             m.d.comb += [self.sat_weight_head.eq(sat_wh), self.sat_bias_head.eq(sat_bh),
                          self.sat_error_head.eq(sat_eh)]
-        lacc = [Signal(signed(lacc_w), name=f"lacc{pp}") for pp in range(P)]
-        uacc = [Signal(signed(uacc_w), name=f"uacc{pp}") for pp in range(P)]
+        # one accumulator per lane for GRAD (sum over classes) and UPD (sum over terms), one adder
+        racc = [Signal(signed(max(lacc_w, uacc_w)), name=f"racc{pp}", reset_less=True) for pp in range(P)]
+        rzero = Mux(ph2 == _GRAD, (c2 == 0) | (c2 == C), d2 == 0)
+        rsum = [Signal(signed(max(lacc_w, uacc_w) + 1), name=f"rsum{pp}") for pp in range(P)]
+        for pp in range(P):
+            m.d.comb += rsum[pp].eq(Mux(rzero, 0, racc[pp]) + prod[pp])
+            m.d.sync += racc[pp].eq(rsum[pp])
+        # the dot-product accumulator: one adder, its start value by phase (bias or 0)
+        acc_base = Signal.like(acc)
+        m.d.comb += [acc_base.eq(Mux(c2 == 0, 0, acc)), acc_n.eq(acc_base + tree)]
         maskm = [Signal(name=f"maskm{pp}") for pp in range(P)]
 
         def popcount(flags):
@@ -436,7 +650,7 @@ class LayerStage(wiring.Component):
         with m.If(v2):
             with m.Switch(ph2):
                 with m.Case(_FWD):
-                    m.d.comb += acc_n.eq(Mux(c2 == 0, bq2 << bsh, acc) + tree)
+                    m.d.comb += acc_base.eq(Mux(c2 == 0, bq2 << bsh, acc))
                     m.d.sync += acc.eq(acc_n)
                     with m.If(c2 == ci - 1):
                         hv = narrow(acc_n, fw + fin, qa)[0]
@@ -445,45 +659,41 @@ class LayerStage(wiring.Component):
                         with m.Else():
                             m.d.sync += t_a[b2].eq(hv)
                 with m.Case(_READ):
-                    m.d.comb += acc_n.eq(Mux(c2 == 0, 0, acc) + tree)
                     m.d.sync += acc.eq(acc_n)
                     with m.If(c2 == cn - 1):
                         m.d.sync += s_a[b2].eq(acc_n)
                         argmax_update(b2)
                 with m.Case(_TH):
-                    m.d.comb += acc_n.eq(Mux(c2 == 0, 0, acc) + tree)
                     m.d.sync += acc.eq(acc_n)
                     with m.If(c2 == cn - 1):
                         m.d.sync += s_a[cls].eq(acc_n)
                 if self.class_ce:
                     with m.Case(_GRAD):
-                        ovfs = []
+                        ovfs, vh, vtc, vtm = [], [], [], []
                         for pp in range(P):
-                            ln = lacc[pp] + prod[pp]
-                            with m.If(c2 == 0):
-                                m.d.sync += lacc[pp].eq(prod[pp])
-                            with m.Else():
-                                m.d.sync += lacc[pp].eq(ln)
                             with m.If(c2 == mreg):
                                 m.d.sync += maskm[pp].eq(inside(Tq2[pp]))
-                            gh, gh_ovf = narrow(Mux(c2 == 0, prod[pp], ln), P_FRAC + fa, qe)
-                            gt, gt_ovf = narrow(prod[pp], P_FRAC + fa, qe)
+                            # one narrowing per lane: g_h at step C - 1, g_t at step C
+                            gh, gh_ovf = narrow(rsum[pp], P_FRAC + fa, qe)
+                            gt, gt_ovf = gh, gh_ovf
                             ovf = Signal(name=f"eovf{pp}")
+                            vh.append(Mux(inside(hch2[pp]), gh, 0))
+                            mm = maskm[pp] if self.push else Const(0, 1)
+                            vtc.append(Cat(gt, inside(tch2[pp]), mm))
                             with m.If(c2 == C - 1):
-                                m.d.sync += dh_l[pp][b2].eq(Mux(inside(h_l[pp][b2]), gh, 0))
                                 m.d.comb += ovf.eq(gh_ovf & lane_valid(pp, b2, n))
                             with m.If(c2 == C):
-                                mm = maskm[pp] if self.push else 0
-                                m.d.sync += [dtc_l[pp][b2].eq(Mux(inside(t_l[pp][b2]), gt, 0)),
-                                             dtm_l[pp][b2].eq(Mux(mm, -gt, 0))]
                                 m.d.comb += ovf.eq(gt_ovf & lane_valid(pp, b2, n))
                             ovfs.append(ovf)
+                        with m.If(c2 == C - 1):
+                            fifo_push("dh", vh)
+                        with m.If(c2 == C):
+                            fifo_push("dg", vtc)
                         m.d.sync += sat_e.eq(sat_e + popcount(ovfs))
                 with m.Case(_UPD):
                     wovf, shW, shB = [], fe + fin - fw + s_shift, fe - fb + s_shift
                     for pp in range(P):
-                        un = Mux(d2 == 0, 0, uacc[pp]) + prod[pp]
-                        m.d.sync += uacc[pp].eq(un)
+                        un = rsum[pp]
                         wn, ovf = saturate(Wq2[pp] + round_shift(-un, shW, mode, draws[pp]), qw)
                         go = (c2 < ci) & (d2 == terms - 1)
                         m.d.comb += [wr["W"][pp].addr.eq(b2 * ci + c2), wr["W"][pp].data.eq(wn),
@@ -498,8 +708,10 @@ class LayerStage(wiring.Component):
                 if l == 0 and self.class_ce:
                     with m.Case(_TAB):
                         tovf, shR = [], fe - ft + s_shift
+                        fifo_rotate("dg")
                         for pp in range(P):
-                            dv = Mux(b2 == 0, dtc_l[pp][c2], dtm_l[pp][c2])
+                            dtc_h, dtm_h = dg_split(dq["dg"][0][pp])
+                            dv = Mux(b2 == 0, dtc_h, dtm_h)
                             rn, ovf = saturate(Rq2[pp] + round_shift(-dv, shR, mode, draws[pp]), qt)
                             m.d.comb += [wr["R"][pp].addr.eq(raddr2), wr["R"][pp].data.eq(rn), wr["R"][pp].en.eq(1)]
                             tovf.append(ovf & lane_valid(pp, c2, n))
@@ -508,7 +720,7 @@ class LayerStage(wiring.Component):
                             m.d.comb += lf.advance.eq(chunk_count(c2, cn, n))
                 if self.head:
                     with m.Case(_HLOG):
-                        m.d.comb += acc_n.eq(Mux(c2 == 0, hbq2 << hbsh, acc) + tree)
+                        m.d.comb += acc_base.eq(Mux(c2 == 0, hbq2 << hbsh, acc))
                         m.d.sync += acc.eq(acc_n)
                         with m.If(c2 == cn - 1):
                             m.d.sync += s_a[b2].eq(acc_n)
@@ -538,10 +750,26 @@ class LayerStage(wiring.Component):
         m.d.comb += self.busy.eq(0)
         if not self.last:
             o = self.o.payload
-            m.d.comb += self.o.valid.eq(out_pending)
-            for j in range(n):
-                m.d.comb += [o.x[j].eq(h[j]), o.t[j].eq(t[j])]
+            t_done = Signal()
+            m.d.comb += self.o.valid.eq(out_pending & t_done)
             m.d.comb += [o.label.eq(cls), o.train.eq(train)]
+            # h[j] and t[j] to the next stage as FWD narrows them (S2, the last chunk of a row)
+            hw_go = v2 & (ph2 == _FWD) & (c2 == ci - 1)
+            m.d.comb += [self.out_we.eq(hw_go), self.out_sig.eq(a2 if l > 0 else 0), self.out_idx.eq(b2),
+                         self.out_data.eq(narrow(acc_n, fw + fin, qa)[0])]
+            if l == 0:
+                # layer 0's t = f(R[c]) lands a chunk a cycle at the start of FWD; its entries go
+                # out one at a time in cycles without an h write (the hand-over waits for them)
+                tj = Signal(range(n + 1))
+                m.d.comb += t_done.eq((tj == n) | ~train)
+                with m.If(~hw_go & train & (tq == cn) & ~tv1 & (tj < n) & self.busy):
+                    m.d.comb += [self.out_we.eq(1), self.out_sig.eq(1), self.out_idx.eq(tj),
+                                 self.out_data.eq(Array(t)[tj])]
+                    m.d.sync += tj.eq(tj + 1)
+                with m.If(self.i.valid & self.i.ready):
+                    m.d.sync += tj.eq(0)
+            else:
+                m.d.comb += t_done.eq(1)
             with m.If(self.o.valid & self.o.ready):
                 m.d.sync += out_pending.eq(0)
         else:
@@ -631,9 +859,7 @@ class LayerStage(wiring.Component):
                              self.i.ready.eq(~out_pending & ~self.rb_en)]
                 with m.If(self.i.valid & self.i.ready):
                     ip = self.i.payload
-                    m.d.sync += [x[k].eq(ip.x[k]) for k in range(n_in)]
-                    if l > 0:
-                        m.d.sync += [tin[k].eq(ip.t[k]) for k in range(n_in)]
+                    m.d.sync += wbuf.eq(~wbuf)
                     m.d.sync += [cls.eq(ip.label), train.eq(ip.train), have_m.eq(0), cyc.eq(1), tq.eq(0),
                                  ca.eq(0), cb_.eq(0), cc.eq(0), cd.eq(0)]
                     m.next = "FWD"

