@@ -15,7 +15,7 @@ hardware: {lanes: [2, 3]}
 def test_host_client_trains_the_simulated_board_bit_exact(tmp_path, tmp_path_factory):
     f = tmp_path / "net.yaml"
     f.write_text(NET)
-    cache = tmp_path_factory.getbasetemp().parent / "verilator-cache"
+    cache = tmp_path_factory.getbasetemp().parent / "design-verilator-cache"
     r = simulate_board(f, epochs=2, garble_frames=[3, 10], junk_after=[5, 12], build_root=cache, progress=False)
     assert r["client_returncode"] == 0 and r["bench_failed"] == 0
     assert r["bit_exact"] is True and r["first_mismatch"] is None

@@ -52,7 +52,7 @@ hardware: {lanes: 4}
 @pytest.fixture(scope="session")
 def cache(tmp_path_factory):
     # shared by the xdist workers: builds are keyed by content and locked
-    return tmp_path_factory.getbasetemp().parent / "verilator-cache"
+    return tmp_path_factory.getbasetemp().parent / "design-verilator-cache"
 
 
 def _file(tmp_path, name):
