@@ -69,6 +69,18 @@ def saturation_warnings(counters: dict, updates_per_sample: dict | None, samples
     return out
 
 
+def _save(fig, path: Path) -> str:
+    """Write a figure as PNG through a temporary name; returns the file name."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, format="png")
+    plt.close(fig)
+    tmp.replace(path)
+    return path.name
+
+
 def _plot_accuracy(d: Path, curves: dict) -> str | None:
     if not curves:
         return None
@@ -87,13 +99,7 @@ def _plot_accuracy(d: Path, curves: dict) -> str | None:
     ax.set_ylabel("test accuracy")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    path = d / "accuracy.png"
-    tmp = d / ".accuracy.png.tmp"
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    tmp.replace(path)
-    return path.name
+    return _save(fig, d / "accuracy.png")
 
 
 def _plot_stages(d: Path, stages: list, measured: list | None) -> str | None:
@@ -113,13 +119,7 @@ def _plot_stages(d: Path, stages: list, measured: list | None) -> str | None:
     ax.set_xticks(idx, [f"stage {i}\n{s['n_in']}->{s['units']}, {s['lanes']} lanes" for i, s in enumerate(stages)])
     ax.set_ylabel("cycles per training sample")
     ax.legend()
-    fig.tight_layout()
-    path = d / "stage_cycles.png"
-    tmp = d / ".stage_cycles.png.tmp"
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    tmp.replace(path)
-    return path.name
+    return _save(fig, d / "stage_cycles.png")
 
 
 def make_report(d: str | Path) -> Path:
