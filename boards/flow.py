@@ -50,9 +50,16 @@ def dataset_capacity(net, target, lanes, bram_left: int | None = None) -> int:
         bram_left = target.available("bram") - used
     if bram_left <= 0:
         return 0
-    bits = bram_left * target.bram_bits
-    # the feeder's feature memory is 8 bits wide: one byte per feature
-    return max(0, bits // (8 * (net.n_inputs + 1)))
+    # the feeder keeps one byte per feature and one per label, in two memories; count them the
+    # way estimate_resources does, so a capacity never fails the fit check
+    n = bram_left * target.bram_bits // (8 * (net.n_inputs + 1))
+    while n > 0 and _dataset_blocks(net, n, target.family) > bram_left:
+        n -= 1
+    return n
+
+
+def _dataset_blocks(net, n_samples: int, family: str) -> int:
+    return _mem_blocks(n_samples * net.n_inputs, 8, family) + _mem_blocks(n_samples, 8, family)
 
 
 def estimate_resources(net, lanes, n_samples: int, family: str) -> dict:
@@ -66,7 +73,7 @@ def estimate_resources(net, lanes, n_samples: int, family: str) -> dict:
     """
     mems = engine_memories(net, lanes)
     bram = sum(_mem_blocks(d, w, family) for d, w in mems) + LINK_BRAM
-    bram += _mem_blocks(n_samples * net.n_inputs, 8, family) + _mem_blocks(n_samples, 8, family)
+    bram += _dataset_blocks(net, n_samples, family)
     dsp = sum(lanes)
     vec = sum(4 * net.units(l) for l in range(net.depth))     # entries held in flip-flops per stage
     lut = 2700 * net.depth + 350 * sum(lanes) + 8 * vec + LINK_LUT

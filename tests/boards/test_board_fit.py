@@ -92,3 +92,22 @@ def test_require_fit():
         require_fit({"lut": 9000, "dsp": 9}, "icebreaker")
     assert len(info.value.problems) == 2
     assert str(info.value).splitlines() == info.value.problems
+
+
+def test_dataset_capacity_never_fails_the_fit_check():
+    """The on-chip dataset is sized to the free block RAM, counted the same way as the estimate."""
+    from sigprop_fpga.boards import get_target
+    from sigprop_fpga.boards.flow import dataset_capacity, estimate_resources
+    from sigprop_fpga.compiler.estimate import allocate_lanes
+    from sigprop_fpga.compiler.spec import parse_spec
+    from sigprop_fpga.sim.params import Network
+
+    for widths in ([32, 32], [12, 10, 10], [8]):
+        net = Network(parse_spec(f"dataset: {{source: iris}}\nnetwork: {{layers: {widths}}}\n"), 64, 10)
+        lanes = allocate_lanes(net)
+        for board in ("icebreaker", "ulx3s-85f"):
+            t = get_target(board)
+            cap = dataset_capacity(net, t, lanes)
+            assert estimate_resources(net, lanes, cap, t.family)["bram"] <= t.available("bram")
+            if cap:   # and it is the largest such size, to within one block of samples
+                assert estimate_resources(net, lanes, cap + 40, t.family)["bram"] > t.available("bram")
