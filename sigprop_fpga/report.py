@@ -203,7 +203,7 @@ def make_report(d: str | Path) -> Path:
         sps = build.get("train_samples_per_second")
         lines += ["## Build", "",
                   f"Board {build.get('board')} ({build.get('device')}), clock {clk} MHz, "
-                  f"fmax {build.get('fmax_mhz')} MHz, timing {'met' if build.get('timing_met') else 'NOT met'}.", "",
+                  f"fmax {build.get('fmax_mhz') or 0:.1f} MHz, timing {'met' if build.get('timing_met') else 'NOT met'}.", "",
                   _md_table(["resource", "estimated", "used", "available"], rows), "",
                   f"{build.get('cycles_per_sample', 0):,} cycles per training sample: "
                   + (f"{sps:,.0f} training samples/s at fmax." if sps else "fmax unknown."), "",
