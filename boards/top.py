@@ -24,9 +24,10 @@ index  name             meaning
 14     ID               0x53500001 ("SP", layout version 1)
 =====  ===============  =================================================================
 
-Memory region 0 (``state``) is the engine's readback space (read only; set ``hold`` and wait for
-``idle`` first): weights, biases, target table, caches and counters, laid out as in the
-manifest's ``readback`` map. SEND_SAMPLE bytes go to the engine when the feeder is not busy: one
+Memory region 0 (``state``) is the engine's state (set ``hold`` and wait for ``idle`` first):
+weights, biases, target table, caches and counters, laid out as in the manifest's ``readback``
+map. Reads return any entry; writes load weights, biases, the table and the caches (a checkpoint)
+and are ignored for counters and unused addresses. SEND_SAMPLE bytes go to the engine when the feeder is not busy: one
 byte per feature (two's complement), then one label byte whose bit 7 selects training; each
 sample's prediction comes back as one byte through READ_RESULTS.
 
@@ -151,11 +152,11 @@ class SigPropBoardCore(wiring.Component):
                     m.d.sync += r_data.eq(values[name])
         m.d.comb += reg.r_data.eq(r_data)
 
-        # memory region 0: the engine's readback port (read only), data two cycles after r_en
+        # memory region 0: the engine's state port, read data two cycles after r_en, writes at once
         bus = link.bus
         pend = Signal(2)
         m.d.comb += [e.rb_en.eq(ctrl_hold), e.rb_addr.eq(bus.addr), bus.r_data.eq(e.rb_data),
-                     bus.r_valid.eq(pend[1])]
+                     bus.r_valid.eq(pend[1]), e.wb_en.eq(ctrl_hold & bus.w_en), e.wb_data.eq(bus.w_data)]
         m.d.sync += pend.eq((pend << 1) | bus.r_en)
 
         # pins and LEDs

@@ -83,6 +83,9 @@ class SigPropEngine(wiring.Component):
     rb_addr : In(readback_map(...)["addr_width"])
     rb_data : Out(signed(32))
         The entry at ``rb_addr``, two cycles after it is presented.
+    wb_en : In(1), wb_data : In(signed(32))
+        With ``rb_en`` (idle only): write ``wb_data`` to the memory entry at ``rb_addr``
+        (its low bits, in the entry's format) in the same cycle. Counters are read only.
     idle : Out(1)
         No sample in flight and no prediction waiting.
     cycles, samples, inferences : Out(32)
@@ -124,6 +127,7 @@ class SigPropEngine(wiring.Component):
             "rb_en": In(1),
             "rb_addr": In(self.map["addr_width"]),
             "rb_data": Out(signed(32)),
+            "wb_en": In(1), "wb_data": In(signed(32)),
             "idle": Out(1),
             "cycles": Out(32), "samples": Out(32), "inferences": Out(32),
         })
@@ -192,7 +196,8 @@ class SigPropEngine(wiring.Component):
         stage_sel = field("stage")
         for l, st in enumerate(self.stages):
             m.d.comb += [st.rb_en.eq(self.rb_en), st.rb_mem.eq(field("mem")),
-                         st.rb_bank.eq(field("bank")), st.rb_addr.eq(field("word"))]
+                         st.rb_bank.eq(field("bank")), st.rb_addr.eq(field("word")),
+                         st.wb_en.eq(self.wb_en & (stage_sel == l)), st.wb_data.eq(self.wb_data)]
         sel1, word1 = Signal.like(stage_sel), Signal.like(field("word"))
         m.d.sync += [sel1.eq(stage_sel), word1.eq(field("word"))]
         out = Signal(signed(32))

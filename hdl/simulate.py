@@ -13,7 +13,7 @@ from amaranth.sim import Simulator
 from ..sim.params import Network
 from .engine import SigPropEngine
 
-__all__ = ["simulate", "read_state"]
+__all__ = ["simulate", "read_state", "write_state"]
 
 
 def _unpack(net: Network, lanes, words: dict) -> dict:
@@ -74,7 +74,22 @@ async def read_state(ctx, dut: SigPropEngine) -> dict:
     return state
 
 
-def simulate(net: Network, X, y, train=True, lanes=None, params=None, gap: int = 0, ready_every: int = 1) -> dict:
+async def write_state(ctx, dut: SigPropEngine, state: dict):
+    """Load ``state`` (shaped as :meth:`GoldenSigProp.state`) through the state port, one entry a
+    cycle (the engine must be idle)."""
+    from ..sim.compare import state_writes
+    ctx.set(dut.rb_en, 1)
+    ctx.set(dut.wb_en, 1)
+    for a, v in state_writes(dut.net, dut.lanes, state):
+        ctx.set(dut.rb_addr, a)
+        ctx.set(dut.wb_data, v)
+        await ctx.tick()
+    ctx.set(dut.wb_en, 0)
+    ctx.set(dut.rb_en, 0)
+
+
+def simulate(net: Network, X, y, train=True, lanes=None, params=None, gap: int = 0, ready_every: int = 1,
+             checkpoint: dict | None = None) -> dict:
     """Stream samples through the engine; returns predictions, timing and the final state.
 
     Parameters
@@ -89,6 +104,8 @@ def simulate(net: Network, X, y, train=True, lanes=None, params=None, gap: int =
         Idle cycles the host leaves between samples (0: back to back).
     ready_every : int
         The prediction sink is ready one cycle in ``ready_every`` (1: always; back-pressure test).
+    checkpoint : dict, optional
+        A state to load through the state port before the first sample (:func:`write_state`).
 
     Returns
     -------
@@ -105,8 +122,12 @@ def simulate(net: Network, X, y, train=True, lanes=None, params=None, gap: int =
     mask = (1 << dut.in_width) - 1
     out = {"pred": [], "pred_cycle": [], "stage_cycles": [[] for _ in range(net.depth)]}
     clock = {"t": 0}
+    loaded = {"done": checkpoint is None}
 
     async def feeder(ctx):
+        if checkpoint is not None:
+            await write_state(ctx, dut, checkpoint)
+            loaded["done"] = True
         for n in range(N):
             beats = [(int(v) & ((1 << win) - 1), 0) for v in X[n]] + [(int(y[n]), int(train[n]))]
             for d, tr in beats:
@@ -123,6 +144,8 @@ def simulate(net: Network, X, y, train=True, lanes=None, params=None, gap: int =
                 await ctx.tick()
 
     async def sink(ctx):
+        while not loaded["done"]:
+            await ctx.tick()
         while len(out["pred"]) < N:
             ready = clock["t"] % ready_every == 0
             ctx.set(dut.o.ready, ready)

@@ -175,6 +175,10 @@ class LayerStage(wiring.Component):
         Readback request (only while idle and not fed): memory id :data:`MEM_IDS`, bank, word.
     rb_data : Out(signed(32))
         The word, valid one cycle after the request.
+    wb_en, wb_data : In
+        With ``rb_en`` (idle only): write ``wb_data`` (its low bits, the memory's format) to the
+        word ``rb_mem``/``rb_bank``/``rb_addr`` addresses: loads a checkpoint (weights, biases,
+        the table, the caches) before training resumes.
 
     Latency and throughput
     ----------------------
@@ -222,7 +226,7 @@ class LayerStage(wiring.Component):
             "done": Out(1), "done_train": Out(1), "busy": Out(1), "last_cycles": Out(32),
             "sat_weight": Out(32), "sat_bias": Out(32), "sat_error": Out(32), "sat_table": Out(32),
             "rb_en": In(1), "rb_mem": In(3), "rb_bank": In(_bits(lanes - 1)), "rb_addr": In(self.addr_bits),
-            "rb_data": Out(signed(32)),
+            "rb_data": Out(signed(32)), "wb_en": In(1), "wb_data": In(signed(32)),
         }
         if not self.last:
             sig["o"] = Out(stream.Signature(ctrl_layout(self.C)))
@@ -491,7 +495,7 @@ class LayerStage(wiring.Component):
                                     Mux(sel_tin, pbase.get("Tin", 0) + rd["Tin"][0].addr if l > 0 else 0,
                                         rd["T"][0].addr)))
         wen_b = wr["b"][0].en
-        wen_t = wr["T"][0].en
+        wen_t = Cat(*(vp.en for vp in wr["T"])).any()     # any lane (a checkpoint writes one)
         m.d.comb += cwr.addr.eq(Mux(wen_b, pbase["b"] + wr["b"][0].addr,
                                     Mux(wen_t, wr["T"][0].addr,
                                         pbase.get("Tin", 0) + wr["Tin"][0].addr if l > 0 else 0)))
@@ -903,6 +907,14 @@ class LayerStage(wiring.Component):
                     m.next = "IDLE"
         with m.If(self.busy):
             m.d.sync += cyc.eq(cyc + 1)
+
+        # ---- checkpoint writes (idle only; after every other driver of the write ports, so it wins)
+        for name in wr:
+            for bk, port in enumerate(wr[name]):
+                # every bank takes the address (the packed cache reads bank 0's), one bank writes
+                with m.If(rb_active & self.wb_en & (self.rb_mem == MEM_IDS[name])):
+                    m.d.comb += [port.addr.eq(self.rb_addr), port.data.eq(self.wb_data[:len(port.data)]),
+                                 port.en.eq(self.rb_bank == bk)]
 
         # ---- readback ----
         rb_mem1, rb_bank1 = Signal(3), Signal.like(self.rb_bank)

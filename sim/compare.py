@@ -7,7 +7,7 @@ import numpy as np
 
 from .golden import GoldenSigProp
 
-__all__ = ["readback_requests", "compare_state", "golden_feeder_run"]
+__all__ = ["readback_requests", "state_writes", "compare_state", "golden_feeder_run"]
 
 
 def readback_requests(net, lanes) -> list[tuple[tuple, int]]:
@@ -30,6 +30,31 @@ def readback_requests(net, lanes) -> list[tuple[tuple, int]]:
     for k, name in enumerate(counter_names(net)):
         reqs.append((("counter", name), addr(net.depth, 0, 0, k)))
     return reqs
+
+
+def state_writes(net, lanes, state: dict) -> list[tuple[int, int]]:
+    """``[(address, value)]`` that load ``state`` (shaped as :meth:`GoldenSigProp.state`: ``W``,
+    ``b``, ``T``, ``Tin``, ``R``, ``head``) into the engine's memories through its state port: a
+    checkpoint. Counters are not written. Values are the entries' two's complement integers."""
+    from ..hdl.engine import readback_map
+    from ..hdl.stage import MEM_IDS, stage_memories
+
+    f = readback_map(net, lanes)["fields"]
+    out = []
+    for l in range(net.depth):
+        for name, (_, _, _, where, shape) in stage_memories(net, l, lanes[l]).items():
+            if name in ("W", "b", "T", "Tin"):
+                ref = state[name][l]
+            elif name == "R":
+                ref = state["R"]
+            else:
+                ref = state["head"][name[5:]]
+            ref = np.asarray(ref, dtype=np.int64)
+            for idx in np.ndindex(*shape):
+                bank, word = where(*idx)
+                a = (l << f["stage"]["lsb"]) | (MEM_IDS[name] << f["mem"]["lsb"]) | (bank << f["bank"]["lsb"]) | word
+                out.append((a, int(ref[idx])))
+    return out
 
 
 def compare_state(net, lanes, words: dict, golden: GoldenSigProp, sample: int) -> dict | None:

@@ -4,6 +4,7 @@ Every prediction, every weight, bias, table and cache entry and every counter is
 state is read back through the engine's readback port (the host's path on the board).
 """
 
+import copy
 import math
 
 import numpy as np
@@ -254,3 +255,27 @@ def test_more_lanes_than_units_and_single_lane():
     r, _ = run_and_compare(net, data, 40, lanes=lanes)
     for l in range(net.depth):
         assert set(r["stage_cycles"][l]) == {stage_cycles(net, l, lanes[l])}
+
+
+def test_checkpoint_written_through_the_state_port_resumes_bit_exact():
+    """Weights, biases, the table and the caches loaded through the state port (as the host
+    link's WRITE_MEM does) continue training exactly where the golden model left off."""
+    net, data = _net(IRIS_SMALL)
+    lanes = (2, 3)
+    X, y = data.x_train, data.y_train
+    g = GoldenSigProp(net)
+    for i in range(40):
+        g.train_sample(X[i], int(y[i]))
+    ckpt = copy.deepcopy(g.state())         # the golden model trains on in place
+    before = dict(ckpt["counters"])
+    assert any(np.any(np.asarray(t) != 0) for t in ckpt["T"])   # the caches hold something to load
+    want = [g.train_sample(X[i], int(y[i])) for i in range(40, 70)]
+    r = simulate(net, X[40:70], y[40:70], lanes=lanes, checkpoint=ckpt)
+    assert list(r["pred"]) == want
+    st, gs = r["state"], g.state()
+    for l in range(net.depth):
+        for k in ("W", "b", "T", "Tin"):
+            _first_mismatch(st[k][l], gs[k][l], f"{k}[{l}]")
+    _first_mismatch(st["R"], gs["R"], "R")
+    for k, v in gs["counters"].items():            # counters are not loaded: they count from zero
+        assert st["counters"][k] == v - before.get(k, 0), k
