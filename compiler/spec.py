@@ -217,6 +217,48 @@ class _Node:
     keys: dict = field(default_factory=dict)   # mapping: key -> line of the key
 
 
+_YAML_TAG = "tag:yaml.org,2002:"
+_PLAIN_TAGS = {_YAML_TAG + t for t in ("null", "bool", "int", "float", "str")}
+# scalars PyYAML would turn into dates or special markers: kept as the text that was written
+_TEXT_TAGS = {_YAML_TAG + t for t in ("timestamp", "merge", "value")}
+_COLLECTION_TAGS = {yaml.MappingNode: _YAML_TAG + "map", yaml.SequenceNode: _YAML_TAG + "seq"}
+
+
+def _tag_name(tag: str) -> str:
+    return "!!" + tag[len(_YAML_TAG):] if tag.startswith(_YAML_TAG) else tag
+
+
+class _TooDeep(Exception):
+    def __init__(self, line: int):
+        self.line = line
+
+
+class _AliasNode(yaml.Node):
+    """Where an alias was used (PyYAML would hand back the anchored node itself, and its line)."""
+
+    id = "alias"
+
+
+class _Composer(yaml.SafeLoader):
+    """PyYAML composes nodes recursively: stop long before Python's recursion limit. Aliases
+    are kept as :class:`_AliasNode` so that the error names the alias's line, not the anchor's."""
+
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        try:
+            event = self.peek_event()
+            if self._depth > 4 * MAX_DEPTH:
+                raise _TooDeep(event.start_mark.line + 1)
+            node = super().compose_node(parent, index)
+            if isinstance(event, yaml.AliasEvent):
+                return _AliasNode(node.tag, node, event.start_mark, event.end_mark)
+            return node
+        finally:
+            self._depth -= 1
+
+
 class _Reader:
     def __init__(self, file: str):
         self.file = file
@@ -232,12 +274,21 @@ class _Reader:
 
     def _load(self, text: str) -> _Node:
         try:
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
+            node = yaml.compose(text, Loader=_Composer)
+        except _TooDeep as e:
+            raise self.fail(e.line, "", f"expected at most {MAX_DEPTH} levels of nesting") from None
         except yaml.MarkedYAMLError as e:
             mark = e.problem_mark or e.context_mark
             line = mark.line + 1 if mark is not None else None
             problem = (e.problem or e.context or "malformed YAML").strip()
+            if e.context and e.context.startswith("expected ") and e.problem:
+                # the composer: "expected a single document in the stream", "but found another document"
+                raise self.fail(line, "", f"{e.context}, {e.problem.removeprefix('but ')}") from None
             raise self.fail(line, "", f"expected valid YAML, {problem}") from None
+        except yaml.reader.ReaderError as e:
+            line = text[: e.position].count("\n") + 1
+            char = e.character if isinstance(e.character, int) else ord(e.character)
+            raise self.fail(line, "", f"expected printable text, got the control character 0x{char:02x}") from None
         except yaml.YAMLError as e:
             raise self.fail(None, "", f"expected valid YAML ({type(e).__name__})") from None
         if node is None:
@@ -248,13 +299,17 @@ class _Reader:
         line = node.start_mark.line + 1
         if depth > MAX_DEPTH:
             raise self.fail(line, path, f"expected at most {MAX_DEPTH} levels of nesting")
-        if id(node) in seen:
+        if isinstance(node, _AliasNode) or id(node) in seen:
             raise self.fail(line, path or "<top>", "YAML aliases are not allowed in a network file")
         seen.add(id(node))
+        if node.tag not in _PLAIN_TAGS | _TEXT_TAGS and node.tag != _COLLECTION_TAGS.get(type(node)):
+            raise self.fail(line, path or "<top>", f"YAML tags are not allowed in a network file, got {_tag_name(node.tag)}")
         if isinstance(node, yaml.MappingNode):
             out, keys = {}, {}
             for k, v in node.value:
                 kline = k.start_mark.line + 1
+                if isinstance(k, _AliasNode):
+                    raise self.fail(kline, path or "<top>", "YAML aliases are not allowed in a network file")
                 if not isinstance(k, yaml.ScalarNode) or k.tag != "tag:yaml.org,2002:str":
                     if isinstance(k, yaml.ScalarNode) and k.tag == "tag:yaml.org,2002:merge":
                         raise self.fail(kline, path or "<top>", "YAML merge keys (<<) are not allowed")
@@ -268,6 +323,8 @@ class _Reader:
             return _Node(out, line, keys)
         if isinstance(node, yaml.SequenceNode):
             return _Node([self._convert(v, seen, f"{path}[{i}]", depth + 1) for i, v in enumerate(node.value)], line)
+        if node.tag in _TEXT_TAGS:
+            return _Node(node.value, line)
         try:
             value = yaml.SafeLoader(" ").construct_object(node)  # type: ignore[arg-type]
         except yaml.YAMLError:
@@ -284,7 +341,10 @@ def _type_name(v: Any) -> str:
         return "nothing"
     if isinstance(v, bool):
         return f"{str(v).lower()}"
-    return repr(v)
+    text = repr(v)
+    if len(text) > 80:      # a whole line of the file is no help in a one-line message
+        text = f"{text[:60]}... ({len(v) if isinstance(v, (str, bytes)) else len(text)} characters)"
+    return text
 
 
 class _Validator:
