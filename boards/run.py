@@ -1,9 +1,17 @@
 """``sigprop-fpga run``: train on a board over its UART and compare with the golden model.
 
-The board trains from its on-chip dataset (autonomous mode) while the host only polls; then the
-host holds the feeder, reads every weight, bias, table entry, cache entry and counter back
-through the host link and compares them, and the per-epoch scores, with the golden model run
-through exactly the same samples.
+Two modes:
+
+- **autonomous** (:func:`run_on_board`): the board trains from its on-chip dataset while the
+  host only polls, then the per-epoch scores are read from the chip;
+- **stream** (:func:`stream_on_board`): the host sends every sample itself over SEND_SAMPLE (the
+  whole dataset the network file names, however much of it the chip stores) and reads each
+  prediction back with READ_RESULTS, so it scores train and test accuracy per epoch itself and
+  compares every prediction with the golden model's.
+
+Either way the host then holds the feeder, reads every weight, bias, table entry, cache entry and
+counter back through the host link and compares them with the golden model run through exactly
+the same samples.
 """
 
 from __future__ import annotations
@@ -13,14 +21,19 @@ import select
 import sys
 import time
 
-__all__ = ["SerialPort", "run_on_board", "RunError", "PortError"]
+__all__ = ["SerialPort", "run_on_board", "stream_on_board", "sample_bytes", "RunError", "RunUsageError",
+           "PortError"]
 
 
 class RunError(RuntimeError):
     """The board did not answer as a SigProp board top should (one line)."""
 
 
-class PortError(RunError):
+class RunUsageError(RunError):
+    """A bad argument: the port, or a network the chosen mode cannot run (one line)."""
+
+
+class PortError(RunUsageError):
     """The serial port cannot be used (a bad argument)."""
 
 
@@ -84,31 +97,67 @@ def _runs(reqs):
     return runs
 
 
-def run_on_board(network, transport, *, epochs: int | None = None, progress: bool = True,
-                 poll_s: float = 0.05, deadline_s: float = 3600.0) -> dict:
-    """Train ``network`` on the board behind ``transport``; returns the comparison report."""
+def _load(network):
     from ..compiler.estimate import allocate_lanes
     from ..compiler.spec import load_spec
-    from ..hostlink import HostLinkClient, HostLinkError
-    from ..sim.compare import compare_state, golden_feeder_run, readback_requests
     from ..sim.datasets import load_dataset
     from ..sim.params import Network, check_network
-    from .top import BOARD_ID, REGISTERS
 
-    R = {name: i for i, name in enumerate(REGISTERS)}
     spec = load_spec(network)
     data = load_dataset(spec)
     net = Network(spec, data.n_inputs, data.n_classes)
     check_network(net)
-    lanes = allocate_lanes(net)
+    return spec, data, net, allocate_lanes(net)
+
+
+def _registers():
+    from .top import REGISTERS
+
+    return {name: i for i, name in enumerate(REGISTERS)}
+
+
+def _identify(client, R):
+    """PING, then check the ID register: a SigProp board top of this layout."""
+    from .top import BOARD_ID
+
+    client.ping()
+    ident = client.read_reg(R["ID"])
+    if ident != BOARD_ID:
+        raise RunError(f"the device is not a SigProp board top (ID 0x{ident:08x}, expected 0x{BOARD_ID:08x})")
+
+
+def _read_state(client, R, net, lanes, control: int, poll_s: float, deadline: float) -> dict:
+    """Hold the feeder (``control`` plus the hold bit), wait for the engine to go idle, read every
+    readback entry (``{key: value}``, as :func:`..sim.compare.readback_requests`), release."""
+    from ..sim.compare import readback_requests
+
+    client.write_reg(R["CONTROL"], control | 0b100)
+    while not client.read_reg(R["STATUS"]) & 0b100:
+        if time.perf_counter() > deadline:
+            raise RunError("the engine did not go idle for the readback")
+        time.sleep(poll_s)
+    words = {}
+    for start, keys in _runs(readback_requests(net, lanes)):
+        values = client.read_mem(0, start, len(keys), signed=True)
+        words.update(zip(keys, values))
+    client.write_reg(R["CONTROL"], control)
+    return words
+
+
+def run_on_board(network, transport, *, epochs: int | None = None, progress: bool = True,
+                 poll_s: float = 0.05, deadline_s: float = 3600.0) -> dict:
+    """Train ``network`` on the board behind ``transport`` in autonomous mode (the on-chip dataset);
+    returns the comparison report."""
+    from ..hostlink import HostLinkClient, HostLinkError
+    from ..sim.compare import compare_state, golden_feeder_run
+
+    R = _registers()
+    spec, data, net, lanes = _load(network)
     epochs = spec.learning.epochs if epochs is None else epochs
     client = HostLinkClient(transport, retries=3)
     t0 = time.perf_counter()
     try:
-        client.ping()
-        ident = client.read_reg(R["ID"])
-        if ident != BOARD_ID:
-            raise RunError(f"the device is not a SigProp board top (ID 0x{ident:08x}, expected 0x{BOARD_ID:08x})")
+        _identify(client, R)
         n_train, n_test = client.read_reg(R["N_TRAIN"]), client.read_reg(R["N_TEST"])
         if n_train == 0:
             raise RunError("the board stores no training samples; rebuild it with build --samples N")
@@ -132,15 +181,7 @@ def run_on_board(network, transport, *, epochs: int | None = None, progress: boo
         for e in range(epochs):
             client.write_reg(R["CURVE_ADDR"], e)
             curve.append((client.read_reg(R["CURVE_TRAIN"]), client.read_reg(R["CURVE_TEST"])))
-        client.write_reg(R["CONTROL"], (epochs << 16) | 0b110)        # hold for the readback
-        while not client.read_reg(R["STATUS"]) & 0b100:
-            time.sleep(poll_s)
-        reqs = readback_requests(net, lanes)
-        words = {}
-        for start, keys in _runs(reqs):
-            values = client.read_mem(0, start, len(keys), signed=True)
-            words.update(zip(keys, values))
-        client.write_reg(R["CONTROL"], (epochs << 16) | 0b010)
+        words = _read_state(client, R, net, lanes, (epochs << 16) | 0b010, poll_s, t0 + deadline_s)
     except HostLinkError as e:
         raise RunError(f"host link: {e}") from None
     wall = time.perf_counter() - t0
@@ -154,7 +195,8 @@ def run_on_board(network, transport, *, epochs: int | None = None, progress: boo
     if mismatch is None:
         mismatch = compare_state(net, lanes, words, golden, epochs * n_train)
     return {
-        "name": spec.name, "engine": "board", "bit_exact": mismatch is None, "first_mismatch": mismatch,
+        "name": spec.name, "engine": "board", "mode": "autonomous", "bit_exact": mismatch is None,
+        "first_mismatch": mismatch,
         "epochs": epochs, "n_train": n_train, "n_test": n_test, "samples": epochs * n_train,
         "curve": [t / n_test if n_test else None for _, t in curve],
         "train_curve": [c / n_train for c, _ in curve],
@@ -163,4 +205,196 @@ def run_on_board(network, transport, *, epochs: int | None = None, progress: boo
         "golden_test_accuracy": scores[-1][1] / n_test if n_test else None,
         "counters": {k[1]: v for k, v in words.items() if k[0] == "counter"},
         "link": dict(client.stats), "wall_seconds": wall,
+    }
+
+
+# -- stream mode ---------------------------------------------------------------------------------
+
+def sample_bytes(net, x, y, train: bool) -> bytes:
+    """The SEND_SAMPLE bytes of samples ``x`` (rows of integer features in the input format) with
+    labels ``y``: per sample one two's complement byte per feature, then the label byte (bit 7:
+    train). Raises :class:`RunUsageError` for a network whose inputs or labels do not fit a byte."""
+    import numpy as np
+
+    width = net.spec.precision.input.width
+    if width > 8:
+        raise RunUsageError(f"stream mode sends one byte per feature, but the input format "
+                            f"{net.spec.precision.input} is {width} bits; use an input of at most 8 bits "
+                            f"or the autonomous mode")
+    if net.n_classes > 128:
+        raise RunUsageError(f"stream mode sends the label in 7 bits, but the network has {net.n_classes} classes")
+    x = np.asarray(x, dtype=np.int64).reshape(len(y), net.n_inputs)
+    label = np.asarray(y, dtype=np.int64) | (0x80 if train else 0)
+    return np.concatenate([x & 0xFF, label[:, None]], axis=1).astype(np.uint8).tobytes()
+
+
+class _Streamer:
+    """Sends a block of samples over SEND_SAMPLE and collects their predictions with READ_RESULTS.
+
+    The link is half duplex and the engine hands a prediction on only while READ_RESULTS drains
+    it, so the host keeps at most ``window`` samples in flight: it sends them (one frame, as many as
+    ``max_payload`` allows), then reads their predictions, and so on. A BUSY reply (the engine
+    stalled: more in flight than it holds) says how many bytes were taken; the window shrinks to
+    the samples the engine took in full, the predictions are read and the rest is sent again.
+    """
+
+    def __init__(self, client, bytes_per_sample: int, window: int, max_empty_polls: int = 50):
+        self.client, self.bps = client, bytes_per_sample
+        self.window, self.max_empty_polls = max(1, window), max_empty_polls
+        self.busy = 0
+
+    def run(self, blob: bytes, on_results):
+        from ..hostlink import HostLinkError
+
+        client, bps = self.client, self.bps
+        n = len(blob) // bps
+        pos = got = 0
+        empty = stuck = 0
+        max_payload = client.ident.max_payload
+        while got < n:
+            if pos < len(blob) and pos // bps - got < self.window:
+                end = min(len(blob), (got + self.window) * bps, pos + max_payload)
+                try:
+                    taken = client.offer_sample(blob[pos:end])
+                except HostLinkError as e:
+                    raise RunError(f"host link: sending sample {pos // bps} of {n} (byte {pos % bps}): {e}") \
+                        from None
+                stalled = pos + taken < end
+                pos += taken
+                stuck = 0 if taken else stuck + 1
+                if stalled:
+                    self.busy += 1
+                    self.window = max(1, pos // bps - got)     # what the engine held in full
+                if stuck > self.max_empty_polls:
+                    raise RunError(f"the board took no byte of sample {pos // bps} of {n} "
+                                   f"after {stuck} BUSY replies")
+            ask = pos // bps - got
+            if ask <= 0:
+                continue
+            try:
+                res = client.poll_results(ask)
+            except HostLinkError as e:
+                raise RunError(f"host link: reading the prediction of sample {got} of {n}: {e}") from None
+            if not res:
+                empty += 1
+                if empty > self.max_empty_polls:
+                    raise RunError(f"no prediction for sample {got} of {n} after {empty} polls")
+                continue
+            empty = 0
+            on_results(got, res)
+            got += len(res)
+
+
+def stream_on_board(network, transport, *, epochs: int | None = None, samples: int | None = None,
+                    progress: bool = True, window: int | None = None, poll_s: float = 0.05,
+                    deadline_s: float = 3600.0) -> dict:
+    """Train ``network`` on the board behind ``transport`` with samples streamed from the host.
+
+    Per epoch the host sends the training split (the first ``samples`` of it, default all: the
+    whole dataset the network file names, not only what the chip stores) for learning, then the
+    test split for inference, in the dataset's fixed order (the order of the golden model and the
+    on-chip feeder; no reshuffling between epochs). Every prediction is compared with the golden
+    model's; at the end the host reads the whole state back and compares it too. Returns the
+    comparison report; ``first_mismatch`` names the first differing prediction (``signal``
+    ``"prediction"``, with ``epoch``, ``split``, ``index`` in the split and ``sample``, the
+    position in the stream) or the first differing state entry.
+    """
+    import numpy as np
+
+    from ..hostlink import HostLinkClient, HostLinkError
+    from ..sim.compare import compare_state
+    from ..sim.golden import GoldenSigProp
+
+    R = _registers()
+    spec, data, net, lanes = _load(network)
+    epochs = spec.learning.epochs if epochs is None else epochs
+    n_train = len(data.y_train) if samples is None else min(samples, len(data.y_train))
+    n_test = len(data.y_test)
+    bps = net.n_inputs + 1
+    train_blob = sample_bytes(net, data.x_train[:n_train], data.y_train[:n_train], True)
+    test_blob = sample_bytes(net, data.x_test, data.y_test, False)
+    labels = np.concatenate([data.y_train[:n_train], data.y_test]).astype(np.int64)
+    client = HostLinkClient(transport, retries=3)
+    t0 = time.perf_counter()
+    try:
+        _identify(client, R)
+        status = client.read_reg(R["STATUS"])
+        if status & 0b1:
+            raise RunError("the on-chip feeder is training (autonomous mode, e.g. a bitstream built with "
+                           "--autostart); wait until it is done and reload the bitstream")
+        trained, inferred = client.read_reg(R["SAMPLES"]), client.read_reg(R["INFERENCES"])
+        if trained or inferred:
+            raise RunError(f"the board has already run {trained} training and {inferred} inference samples "
+                           f"since it was configured; reload the bitstream so that it starts from the "
+                           f"golden model's initial weights")
+        chip_train, chip_test = client.read_reg(R["N_TRAIN"]), client.read_reg(R["N_TEST"])
+        client.write_reg(R["CONTROL"], 0)                             # no hold: host samples flow
+    except HostLinkError as e:
+        raise RunError(f"host link: {e}") from None
+    if progress:
+        print(f"run: {spec.name}: streaming {n_train} training samples x {epochs} epochs from the host, "
+              f"evaluating {n_test} after each (the chip stores {chip_train} / {chip_test})",
+              file=sys.stderr, flush=True)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=epochs * (n_train + n_test), unit="sample", desc="stream", leave=False)
+
+    golden = GoldenSigProp(net)
+    streamer = _Streamer(client, bps, window if window is not None else net.depth + 1)
+    scores, golden_scores = [], []
+    mismatch = None
+    for e in range(epochs):
+        want = np.array([golden.train_sample(data.x_train[i], int(data.y_train[i])) for i in range(n_train)]
+                        + [golden.infer(data.x_test[i]) for i in range(n_test)], dtype=np.int64)
+        got = np.empty(n_train + n_test, dtype=np.int64)
+
+        def on_results(first, res, got=got):
+            got[first:first + len(res)] = np.frombuffer(res, dtype=np.uint8)
+            if bar is not None:
+                bar.update(len(res))
+
+        streamer.run(train_blob + test_blob, on_results)
+        hits = got == labels
+        scores.append((int(hits[:n_train].sum()), int(hits[n_train:].sum())))
+        golden_scores.append((int((want[:n_train] == labels[:n_train]).sum()),
+                              int((want[n_train:] == labels[n_train:]).sum())))
+        if mismatch is None and (got != want).any():
+            k = int(np.flatnonzero(got != want)[0])
+            split, index = ("train", k) if k < n_train else ("test", k - n_train)
+            mismatch = {"sample": e * (n_train + n_test) + k, "epoch": e, "split": split, "index": index,
+                        "stage": None, "signal": "prediction", "label": int(labels[k]),
+                        "expected": int(want[k]), "actual": int(got[k])}
+        if bar is not None:
+            bar.write(f"run: epoch {e + 1}/{epochs}: train {scores[-1][0]}/{n_train}, test {scores[-1][1]}/{n_test}"
+                      + ("" if scores[-1] == golden_scores[-1] else f" (golden model: {golden_scores[-1][0]}, "
+                                                                   f"{golden_scores[-1][1]})"), file=sys.stderr)
+            bar.set_postfix(epoch=e + 1, train=f"{scores[-1][0] / max(n_train, 1):.4f}",
+                            test=f"{scores[-1][1] / n_test:.4f}" if n_test else "-")
+    if bar is not None:
+        bar.close()
+    stream_wall = time.perf_counter() - t0
+    try:
+        words = _read_state(client, R, net, lanes, 0, poll_s, t0 + deadline_s)
+    except HostLinkError as e:
+        raise RunError(f"host link: {e}") from None
+    wall = time.perf_counter() - t0
+    if mismatch is None:
+        mismatch = compare_state(net, lanes, words, golden, epochs * n_train)
+    predictions = epochs * (n_train + n_test)
+    return {
+        "name": spec.name, "engine": "board", "mode": "stream", "bit_exact": mismatch is None,
+        "first_mismatch": mismatch,
+        "epochs": epochs, "n_train": n_train, "n_test": n_test, "samples": epochs * n_train,
+        "predictions": predictions, "chip_n_train": chip_train, "chip_n_test": chip_test,
+        "curve": [t / n_test if n_test else None for _, t in scores],
+        "train_curve": [c / n_train if n_train else None for c, _ in scores],
+        "golden_curve": [t / n_test if n_test else None for _, t in golden_scores],
+        "golden_train_curve": [c / n_train if n_train else None for c, _ in golden_scores],
+        "test_accuracy": scores[-1][1] / n_test if n_test and scores else None,
+        "golden_test_accuracy": golden_scores[-1][1] / n_test if n_test and golden_scores else None,
+        "counters": {k[1]: v for k, v in words.items() if k[0] == "counter"},
+        "link": dict(client.stats), "busy_replies": streamer.busy, "window": streamer.window,
+        "predictions_per_second": predictions / stream_wall if stream_wall > 0 else None,
+        "wall_seconds": wall,
     }

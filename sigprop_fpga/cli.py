@@ -7,6 +7,7 @@ code 2; a missing tool is exit code 1.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -20,6 +21,11 @@ class _Parser(argparse.ArgumentParser):
         # one line, exit 2 (argparse's default prints the whole usage first)
         sys.stderr.write(f"{self.prog}: error: {message}\n")
         raise SystemExit(2)
+
+    def _check_value(self, action, value):
+        # the same words on every Python version (their argparse quotes the choices differently)
+        if action.choices is not None and value not in action.choices:
+            raise argparse.ArgumentError(action, f"expected one of {', '.join(map(str, action.choices))}, got {value!r}")
 
 
 class UsageError(Exception):
@@ -43,6 +49,41 @@ def _int_at_least(low: int, what: str):
 
 _positive_int = _int_at_least(1, "positive")
 _nonnegative_int = _int_at_least(0, "non-negative")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not 0 < v < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return v
+
+
+def _writable(text: str, folder: bool) -> str:
+    """An output path that can be written, checked before any work is done."""
+    path = Path(text)
+    if folder and path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"expected a folder to write into, {text} is a file")
+    if not folder and path.is_dir():
+        raise argparse.ArgumentTypeError(f"expected a file to write, {text} is a folder")
+    parent = path if folder else path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise argparse.ArgumentTypeError(f"expected a path in a writable folder, {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"expected a path in a writable folder, {parent} is not writable")
+    return text
+
+
+def _out_file(text: str) -> str:
+    return _writable(text, folder=False)
+
+
+def _out_dir(text: str) -> str:
+    return _writable(text, folder=True)
 
 
 def _load(path: str):
@@ -219,7 +260,7 @@ def cmd_build(args) -> int:
         r = build_network(args.network, args.board, args.out, progress=progress, samples=args.samples,
                           autostart_epochs=args.autostart)
     except FitError as e:
-        raise UsageError("does not fit: " + "; ".join(e.problems)) from None
+        raise UsageError(f"{args.network}: does not fit: " + "; ".join(e.problems)) from None
     except BuildError as e:
         print(f"sigprop-fpga build: {' '.join(str(e).split())[:600]}", file=sys.stderr)
         return 1
@@ -233,25 +274,38 @@ def cmd_build(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .boards.run import PortError, RunError, SerialPort, run_on_board
+    from .boards.run import RunError, RunUsageError, SerialPort, run_on_board, stream_on_board
     from .io import format_table, write_json
 
+    for opt, value in (("--samples", args.samples), ("--window", args.window)):
+        if value is not None and not args.stream:
+            raise UsageError(f"{opt} is an option of the stream mode; it needs --stream")
     try:
         port = SerialPort(args.port, args.baud, timeout=args.timeout)
-    except PortError as e:
+    except RunUsageError as e:
         raise UsageError(str(e)) from None
     try:
-        r = run_on_board(args.network, port, epochs=args.epochs, progress=not args.quiet)
+        if args.stream:
+            r = stream_on_board(args.network, port, epochs=args.epochs, samples=args.samples,
+                                window=args.window, progress=not args.quiet)
+        else:
+            r = run_on_board(args.network, port, epochs=args.epochs, progress=not args.quiet)
+    except RunUsageError as e:
+        raise UsageError(str(e)) from None
     except RunError as e:
-        port.close()
         print(f"sigprop-fpga run: {e}", file=sys.stderr)
         return 1
-    port.close()
+    finally:
+        port.close()
+    engine = "board (host-streamed)" if args.stream else "board"
     print(format_table(["engine", "test accuracy", "train accuracy (online)"],
-                       [["board", r["test_accuracy"], r["train_curve"][-1]],
-                        ["golden model", r["golden_test_accuracy"], ""]]))
+                       [[engine, r["test_accuracy"], r["train_curve"][-1]],
+                        ["golden model", r["golden_test_accuracy"], r.get("golden_train_curve", [""])[-1]]]))
     if r["first_mismatch"]:
         print("MISMATCH: " + ", ".join(f"{k} {v}" for k, v in r["first_mismatch"].items()), file=sys.stderr)
+    elif args.stream:
+        print(f"bit exact: True ({r['samples']:,} training samples streamed from the host, "
+              f"{r['predictions']:,} predictions compared; weights, caches and counters read back and compared)")
     else:
         print(f"bit exact: True ({r['samples']:,} training samples on the board; weights, caches and counters "
               f"read back and compared)")
@@ -286,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("check", help="validate a network file and print its per-layer estimate")
     c.add_argument("network", help="network file (YAML)")
-    c.add_argument("--json", metavar="OUT", help="also write the spec and estimate as JSON")
+    c.add_argument("--json", metavar="OUT", type=_out_file, help="also write the spec and estimate as JSON")
     c.set_defaults(func=cmd_check)
 
     t = sub.add_parser("train", help="train in software: the float reference or the bit-exact golden model")
@@ -295,13 +349,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--rule", choices=("sigprop", "bp", "fa", "dfa", "sigprop-batch"), default="sigprop",
                    help="learning rule; the baselines (bp, fa, dfa, the batch SigProp reference) run in float")
     t.add_argument("--epochs", type=_positive_int, help="override learning.epochs")
-    t.add_argument("--json", metavar="OUT", help="write the report as JSON")
+    t.add_argument("--json", metavar="OUT", type=_out_file, help="write the report as JSON")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
     co = sub.add_parser("compile", help="compile a network file to Verilog, RTLIL and a manifest")
     co.add_argument("network", help="network file (YAML)")
-    co.add_argument("-o", "--out", metavar="DIR", help="output folder (default: build/<network file name>)")
+    co.add_argument("-o", "--out", metavar="DIR", type=_out_dir, help="output folder (default: build/<network file name>)")
     co.set_defaults(func=cmd_compile)
 
     s = sub.add_parser("sim", help="train the generated design cycle-accurately in Verilator against the golden model")
@@ -311,30 +365,45 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--epochs", type=_positive_int, help="epochs (default: the network file's, or 1 with --samples)")
     s.add_argument("--check-every", type=_nonnegative_int, default=0, metavar="K",
                    help="compare all weights, caches and counters every K samples (always at each epoch end)")
-    s.add_argument("--waves", metavar="FILE.fst", help="write an FST trace of the run")
-    s.add_argument("--json", metavar="OUT", help="write the report as JSON")
+    s.add_argument("--waves", metavar="FILE.fst", type=_out_file, help="write an FST trace of the run")
+    s.add_argument("--json", metavar="OUT", type=_out_file, help="write the report as JSON")
     s.add_argument("-q", "--quiet", action="store_true")
     s.set_defaults(func=cmd_sim)
 
     b = sub.add_parser("build", help="fit check, synthesis, place and route: a bitstream for a board")
     b.add_argument("network", help="network file (YAML)")
     b.add_argument("--board", choices=("icebreaker", "ulx3s-85f"), help="default: the network file's board")
-    b.add_argument("-o", "--out", metavar="DIR", help="output folder (default: build/<name>-<board>)")
+    b.add_argument("-o", "--out", metavar="DIR", type=_out_dir, help="output folder (default: build/<name>-<board>)")
     b.add_argument("--samples", type=_nonnegative_int,
                    help="dataset samples stored on chip (default: as many as the free block RAM holds)")
     b.add_argument("--autostart", type=_nonnegative_int, default=0, metavar="EPOCHS",
                    help="train this many epochs by itself after configuration (autonomous mode)")
-    b.add_argument("--json", metavar="OUT", help="write the report as JSON")
+    b.add_argument("--json", metavar="OUT", type=_out_file, help="write the report as JSON")
     b.add_argument("-q", "--quiet", action="store_true")
     b.set_defaults(func=cmd_build)
 
-    rn = sub.add_parser("run", help="train on a board over its UART and compare with the golden model")
+    rn = sub.add_parser("run", help="train on a board over its UART and compare with the golden model",
+                        description="Train on a board over its UART, then read its whole state back and compare "
+                                    "it with the golden model. By default the board trains from its on-chip "
+                                    "dataset by itself (autonomous mode); with --stream the host sends every "
+                                    "sample (the whole dataset the network file names, not only what the chip "
+                                    "stores) and compares every prediction too.")
     rn.add_argument("network", help="network file (YAML) the board was built from")
     rn.add_argument("--port", required=True, help="serial port of the board (e.g. /dev/ttyUSB1)")
     rn.add_argument("--baud", type=_positive_int, default=115200)
+    rn.add_argument("--stream", action="store_true",
+                    help="host-streamed mode: send each epoch's training samples, then the test split, over "
+                         "the link (SEND_SAMPLE), read every prediction back (READ_RESULTS) and score train "
+                         "and test accuracy per epoch on the host; the board must be freshly configured. "
+                         "Default: autonomous mode, the chip trains on the dataset it stores")
+    rn.add_argument("--samples", type=_positive_int, metavar="N",
+                    help="with --stream: stream only the first N training samples each epoch (default: all)")
+    rn.add_argument("--window", type=_positive_int, metavar="N",
+                    help="with --stream: samples in flight before the host reads their predictions (default: "
+                         "hidden layers + 1; a BUSY reply shrinks it to what the engine holds)")
     rn.add_argument("--epochs", type=_positive_int, help="default: the network file's")
-    rn.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for a reply")
-    rn.add_argument("--json", metavar="OUT")
+    rn.add_argument("--timeout", type=_positive_float, default=2.0, help="seconds to wait for a reply")
+    rn.add_argument("--json", metavar="OUT", type=_out_file)
     rn.add_argument("-q", "--quiet", action="store_true")
     rn.set_defaults(func=cmd_run)
 
@@ -343,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_report)
 
     d = sub.add_parser("doctor", help="find every tool the flow needs and print its version")
-    d.add_argument("--json", metavar="OUT")
+    d.add_argument("--json", metavar="OUT", type=_out_file)
     d.set_defaults(func=cmd_doctor)
     return p
 

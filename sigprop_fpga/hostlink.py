@@ -416,36 +416,81 @@ class HostLinkClient:
             raise ReplyError(f"READ_REG gave {len(data)} bytes, expected 4")
         return struct.unpack("<I", data)[0]
 
-    def send_sample(self, data):
+    def offer_sample(self, chunk):
+        """One SEND_SAMPLE frame (at most ``max_payload`` bytes); returns how many bytes the
+        ``sample`` stream took: all of them after an OK reply, the count a BUSY reply carries
+        (the stream stalled; the rest was not taken and must be sent again).
+
+        A frame the device did not execute (BAD_CRC, ...) is resent by :meth:`transact`; a lost
+        or garbled reply is not (the bytes may have been taken), it raises.
+        """
+        if self.ident is None:
+            self.ping()
+        chunk = bytes(chunk)
+        if len(chunk) > self.ident.max_payload:
+            raise ValueError(f"a SEND_SAMPLE frame holds at most {self.ident.max_payload} bytes, "
+                             f"not {len(chunk)}")
+        try:
+            self.transact(Cmd.SEND_SAMPLE, chunk, idempotent=False)
+        except DeviceError as exc:
+            if exc.status != Status.BUSY or len(exc.payload) != 2:
+                raise
+            (taken,) = struct.unpack("<H", exc.payload)
+            if taken > len(chunk):
+                raise ReplyError(f"BUSY reply says {taken} bytes were taken of {len(chunk)} sent") \
+                    from None
+            self.stats["busy"] += 1
+            return taken
+        return len(chunk)
+
+    def send_sample(self, data, on_busy=None):
         """Forward ``data`` to the device's ``sample`` stream, in chunks of ``max_payload``.
 
-        A BUSY reply says how many bytes the stream took; the rest is resent. A lost reply is
-        not retried (the bytes may have been taken), it raises.
+        A BUSY reply says how many bytes the stream took; the rest is resent. ``on_busy(taken)``,
+        if given, is called after each BUSY reply before the rest is resent (e.g. to read the
+        results that back the stream up). More than ``retries`` BUSY replies in a row that took
+        no byte raise the BUSY :class:`DeviceError`. A lost reply is not retried (the bytes may
+        have been taken), it raises. Returns the number of BUSY replies.
         """
         if self.ident is None:
             self.ping()
         data = bytes(data)
-        pos, busy = 0, 0
+        pos, stalls, busy = 0, 0, 0
         while pos < len(data):
             chunk = data[pos:pos + self.ident.max_payload]
-            try:
-                self.transact(Cmd.SEND_SAMPLE, chunk, idempotent=False)
-                pos += len(chunk)
-            except DeviceError as exc:
-                if exc.status != Status.BUSY or len(exc.payload) != 2 or busy >= self.retries:
-                    raise
-                busy += 1
-                pos += struct.unpack("<H", exc.payload)[0]
+            taken = self.offer_sample(chunk)
+            pos += taken
+            if taken == len(chunk):
+                stalls = 0
+                continue
+            busy += 1
+            stalls = 0 if taken else stalls + 1
+            if stalls > self.retries:
+                raise DeviceError(Status.BUSY, struct.pack("<H", 0),
+                                  f"SEND_SAMPLE ({stalls} times in a row, {pos} of {len(data)} bytes taken)")
+            if on_busy is not None:
+                on_busy(taken)
+        return busy
+
+    def poll_results(self, n):
+        """One READ_RESULTS: up to ``min(n, max_payload)`` bytes of the device's ``result``
+        stream, those that arrived before a gap of the device's timeout (possibly none)."""
+        if self.ident is None:
+            self.ping()
+        want = min(int(n), self.ident.max_payload)
+        if want <= 0:
+            return b""
+        got = self.transact(Cmd.READ_RESULTS, struct.pack("<H", want), idempotent=False)
+        if len(got) > want:
+            raise ReplyError(f"READ_RESULTS gave {len(got)} bytes, asked for {want}")
+        return got
 
     def read_results(self, n, max_polls=None):
         """Read ``n`` bytes from the device's ``result`` stream (polling until they are there)."""
-        if self.ident is None:
-            self.ping()
         out = b""
         polls = 0
         while len(out) < n:
-            want = min(n - len(out), self.ident.max_payload)
-            got = self.transact(Cmd.READ_RESULTS, struct.pack("<H", want), idempotent=False)
+            got = self.poll_results(n - len(out))
             out += got
             polls += 0 if got else 1
             if max_polls is not None and polls > max_polls:

@@ -111,9 +111,15 @@ def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int
 
 def simulate_board(network: str | Path, *, epochs: int = 1, samples: int | None = None, divisor: int = 8,
                    garble_frames=(), junk_after=(), build_root: str | Path | None = None,
-                   progress: bool = True, timeout_s: float = 1200) -> dict:
+                   progress: bool = True, timeout_s: float = 1200, stream: bool = False,
+                   stream_samples: int | None = None, stream_window: int | None = None) -> dict:
     """The board top in Verilator, trained by the real host client (``sigprop-fpga run``) through a
-    pseudo-terminal bridged to its UART pins; returns the client's report plus the link stats."""
+    pseudo-terminal bridged to its UART pins; returns the client's report plus the link stats.
+
+    ``samples`` is how many training samples the chip stores (default all). With ``stream`` the
+    client runs ``run --stream`` (the host sends the samples: all the training samples of the
+    dataset, or the first ``stream_samples``, whatever the chip stores; ``stream_window`` samples
+    in flight)."""
     import json
 
     from amaranth.back import verilog
@@ -145,8 +151,14 @@ def simulate_board(network: str | Path, *, epochs: int = 1, samples: int | None 
     client_json = run_dir / "client.json"
     config = {"network": str(Path(network).resolve()), "epochs": epochs, "divisor": divisor,
               "client_json": str(client_json), "garble_frames": list(garble_frames),
-              "junk_after": list(junk_after), "timeout_s": timeout_s}
-    _say(progress, f"the host client trains {n_train} on-chip samples x {epochs} epochs over the simulated UART")
+              "junk_after": list(junk_after), "timeout_s": timeout_s,
+              "client_args": (["--stream"] + (["--samples", str(stream_samples)] if stream_samples else [])
+                              + (["--window", str(stream_window)] if stream_window else []) if stream else [])}
+    if stream:
+        _say(progress, f"the host client streams its samples x {epochs} epochs over the simulated UART "
+                       f"(the chip stores {n_train})")
+    else:
+        _say(progress, f"the host client trains {n_train} on-chip samples x {epochs} epochs over the simulated UART")
     r = vl.run(info, "tb_board", test_dir=BENCH_DIR, config=config, run_dir=run_dir, timeout_s=timeout_s + 60)
     bench = (r.data or {}).get("board", {})
     if not client_json.is_file():

@@ -110,6 +110,8 @@ class Model:
             if fault == "busy":
                 self.samples += p[:3]
                 return Status.BUSY, struct.pack("<H", 3)
+            if fault == "stall":
+                return Status.BUSY, struct.pack("<H", 0)
             self.samples += p
             return Status.OK, b""
         if cmd == Cmd.READ_RESULTS:
@@ -175,6 +177,45 @@ def test_client_send_sample_busy_resends_rest_and_lost_reply_raises():
     model.faults = ["drop"]
     with pytest.raises(LinkTimeout):
         c.send_sample(b"xyz")          # not idempotent: never resent blindly
+
+
+def test_client_offer_sample_returns_what_was_taken():
+    model, c = make()
+    c.ping()
+    assert c.offer_sample(b"abcdef") == 6
+    model.faults = ["busy"]
+    assert c.offer_sample(b"ghijkl") == 3 and c.stats["busy"] == 1
+    model.faults = ["badcrc"]                  # not executed: resent at once, all taken
+    assert c.offer_sample(b"ghijkl") == 6 and c.stats["not_executed"] == 1
+    assert bytes(model.samples) == b"abcdefghighijkl"
+    with pytest.raises(ValueError, match="at most 32 bytes"):
+        c.offer_sample(bytes(33))
+
+
+def test_client_send_sample_resends_the_rest_after_each_busy_and_calls_on_busy():
+    model, c = make()
+    c.ping()
+    data = bytes(range(80))                    # three frames of at most 32 bytes
+    model.faults = ["busy", None, "stall", "busy", "stall", "stall", None]
+    seen = []
+    assert c.send_sample(data, on_busy=seen.append) == 5
+    assert bytes(model.samples) == data        # nothing lost, nothing twice
+    assert seen == [3, 0, 3, 0, 0] and c.stats["busy"] == 5
+    # BUSY replies that take bytes never give up; more than `retries` in a row taking none do
+    model.faults = ["busy"] * 8
+    c.send_sample(bytes(40))
+    model.faults = ["stall"] * 4
+    with pytest.raises(DeviceError, match="BUSY to SEND_SAMPLE .4 times in a row, 0 of 5 bytes taken"):
+        c.send_sample(bytes(5))
+
+
+def test_client_poll_results_is_one_request():
+    model, c = make()
+    model.results += bytes(range(12))
+    frames = model.frames
+    assert c.poll_results(12) == bytes(range(5))   # the model answers at most 5 at a time
+    assert model.frames == frames + 2              # PING (first use), one READ_RESULTS
+    assert c.poll_results(0) == b"" and model.frames == frames + 2
 
 
 def test_client_read_results_polls():

@@ -8,8 +8,9 @@ the bench can flip a bit in the CRC of chosen request frames (the device must an
 the client resend) and insert junk bytes (without the sync byte) between frames.
 
 Configuration (``SIGPROP_TB_CONFIG``): ``network``, ``epochs``, ``divisor``, ``client_json``,
-``garble_frames`` (indices of request frames whose CRC is corrupted), ``junk_after`` (indices of
-frames after which junk is sent), ``timeout_s``.
+``client_args`` (more arguments for ``run``, e.g. ``["--stream"]``), ``garble_frames`` (indices of
+request frames whose CRC is corrupted), ``junk_after`` (indices of frames after which junk is
+sent), ``timeout_s``. The stats name the command of each garbled frame (``garbled_cmds``).
 """
 
 import os
@@ -33,6 +34,7 @@ class FrameTracker:
         self.index = -1          # frame number of the current byte
         self.left = 0            # bytes left in the current frame
         self.header = []
+        self.cmd = None          # command byte of the current frame
 
     def feed(self, b: int) -> tuple[int, bool]:
         """Returns (frame index, this byte is the frame's last)."""
@@ -45,6 +47,7 @@ class FrameTracker:
         if self.header and len(self.header) < 4:
             self.header.append(b)
             if len(self.header) == 4:
+                self.cmd = self.header[1]
                 self.left = self.header[2] | (self.header[3] << 8)
                 self.left += 2             # payload and CRC
                 self.header = []
@@ -68,10 +71,10 @@ async def host_client_over_uart(dut):
     os.set_blocking(master, False)
     cmd = [sys.executable, "-m", "sigprop_fpga", "run", cfg["network"], "--port", os.ttyname(slave),
            "--epochs", str(cfg["epochs"]), "--timeout", str(cfg.get("reply_timeout_s", 60)), "--json",
-           cfg["client_json"], "-q"]
+           cfg["client_json"], "-q", *cfg.get("client_args", [])]
     client = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     to_host = bytearray()
-    stats = {"host_bytes": 0, "device_bytes": 0, "garbled": 0, "junk": 0}
+    stats = {"host_bytes": 0, "device_bytes": 0, "garbled": 0, "garbled_cmds": [], "junk": 0}
 
     async def device_to_host():
         while True:
@@ -112,6 +115,7 @@ async def host_client_over_uart(dut):
             if last and frame in garble:
                 v ^= 0x01                            # corrupt the CRC's high byte
                 stats["garbled"] += 1
+                stats["garbled_cmds"].append(tracker.cmd)
             await send_byte(v)
             if last and frame in junk_after:
                 for j in (0x00, 0x13, 0xFF, 0x5A, 0x42):
