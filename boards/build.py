@@ -42,6 +42,7 @@ from sigprop_fpga.toolchain import amaranth_tool_env
 
 from . import get_target
 from .fit import merge_resources, utilization_from_report
+from ..hdl import relax_read_collisions
 from .pll import BoardClock
 from .targets import BoardTarget
 
@@ -52,7 +53,7 @@ NEXTPNR_REPORT = "nextpnr-report.json"
 REPORT_FILE = "report.json"
 STAMP_FILE = "build.json"
 #: Bump when the meaning of the stamp or of the build changes.
-_FLOW_VERSION = 1
+_FLOW_VERSION = 2
 
 #: Amaranth tool name -> step name shown in progress and used for the log file.
 STEP_NAMES = {
@@ -315,6 +316,9 @@ def build(top: Elaboratable, target: BoardTarget | str, out_dir: str | os.PathLi
     # the env is only read by the build script / our runner; keep os.environ clean.
     plan = platform.prepare(design, name=name,
                             nextpnr_opts=f"--seed {int(seed)} --report {NEXTPNR_REPORT} {target.nextpnr_opts}".strip())
+    il = f"{name}.il"
+    if il in plan.files:        # no read-first emulation on the block RAMs (hdl.relax_read_collisions)
+        plan.files[il] = relax_read_collisions(plan.files[il])
     meta = {"flow": _FLOW_VERSION, "board": target.name, "seed": int(seed),
             "clock_mhz": requested, "tools": _tool_versions(), "extra": dict(stamp_extra or {})}
     digest = input_hash(plan.files, meta)

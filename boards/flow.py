@@ -11,25 +11,35 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-__all__ = ["estimate_resources", "build_network", "dataset_capacity"]
+__all__ = ["estimate_resources", "build_network", "dataset_capacity", "board_memories", "bram_blocks"]
 
-# Host link + UART + board glue, measured with synth_ice40 (860 LUT4, 1 EBR): see hdl/hostlink.py.
-LINK_LUT, LINK_BRAM = 860, 1
+# Host link + UART + board glue, measured with synth_ice40 (860 LUT4): see hdl/hostlink.py.
+LINK_LUT = 860
+LINK_PAYLOAD = 256          # SigPropBoardCore's host link frame buffer (bytes)
+MAX_EPOCHS = 255            # SigPropBoardCore's feeder: the learning-curve memory's depth
+
+# Block RAM configurations (depth, width) the synthesis maps a memory onto. Every memory of the
+# design carries ``ram_style = "block"`` (hdl.BLOCK_RAM), so yosys' memory_libmap takes the
+# cheapest tiling of these and nothing goes to distributed RAM.
+_BRAM_CONFIGS = {
+    # iCE40 SB_RAM40_4K: one read and one write port
+    "ice40": ((256, 16), (512, 8), (1024, 4), (2048, 2)),
+    # ECP5 DP16KD: true dual port up to 18 bits; 36 bits as a pseudo dual port (1 read, 1 write)
+    "ecp5": ((1024, 18), (2048, 9), (4096, 4), (8192, 2), (16384, 1)),
+}
 
 
-def _mem_blocks(depth: int, width: int, family: str) -> int:
-    """Block RAMs for a ``depth x width`` memory: iCE40 EBR is 4 kbit (256x16 .. 2048x2),
-    ECP5 DP16KD is 18 kbit (1024x18 .. 16384x1)."""
+def _mem_blocks(depth: int, width: int, family: str, read_ports: int = 1) -> int:
+    """Block RAMs of a ``depth x width`` memory with ``read_ports`` read ports (and at most one
+    write port): the cheapest tiling over the family's configurations; an iCE40 block has one
+    read port, so each further read port costs a copy."""
     if depth <= 0 or width <= 0:
         return 0
-    if family == "ice40":
-        for d, w in ((256, 16), (512, 8), (1024, 4), (2048, 2)):
-            if width <= w or w == 16:
-                return math.ceil(width / w) * math.ceil(depth / d)
-    for d, w in ((1024, 18), (2048, 9), (4096, 4), (8192, 2), (16384, 1)):
-        if width <= w or w == 18:
-            return math.ceil(width / w) * math.ceil(depth / d)
-    raise AssertionError("unreachable")
+    configs = _BRAM_CONFIGS[family]
+    if family == "ecp5" and read_ports == 1:
+        configs = configs + ((512, 36),)
+    blocks = min(math.ceil(width / w) * math.ceil(depth / d) for d, w in configs)
+    return blocks * (read_ports if family == "ice40" else 1)
 
 
 def engine_memories(net, lanes) -> list[tuple[int, int]]:
@@ -43,23 +53,57 @@ def engine_memories(net, lanes) -> list[tuple[int, int]]:
     return out
 
 
+def board_memories(net, lanes, n_samples: int) -> list[tuple[int, int, int]]:
+    """(depth, width, read ports) of every memory of the board top: the engine's, the feeder's
+    dataset (features; labels, read by the sequencer and the scorer) and learning curve, and the
+    host link's frame buffer."""
+    out = [(d, w, 1) for d, w in engine_memories(net, lanes)]
+    if n_samples > 0:     # without a stored sample the feeder never runs: no memory of its own
+        out += _dataset_memories(net, n_samples) + [(MAX_EPOCHS, 64, 1)]
+    out.append((LINK_PAYLOAD, 8, 1))
+    return out
+
+
+def _dataset_memories(net, n_samples: int) -> list[tuple[int, int, int]]:
+    """The feeder's feature ROM banks and its label memory (two read ports)."""
+    from ..hdl.feeder import ROM_BANK_DEPTH
+    cb = max(1, (net.n_classes - 1).bit_length())
+    in_width = max(net.spec.precision.input.width, cb)
+    words = max(1, n_samples * net.n_inputs)
+    banks = [(min(ROM_BANK_DEPTH, words - lo), in_width, 1) for lo in range(0, words, ROM_BANK_DEPTH)]
+    return banks + [(max(1, n_samples), cb, 2)]
+
+
+def bram_blocks(net, lanes, n_samples: int, family: str) -> int:
+    """Block RAMs of the board top with ``n_samples`` stored samples."""
+    return sum(_mem_blocks(d, w, family, r) for d, w, r in board_memories(net, lanes, n_samples))
+
+
 def dataset_capacity(net, target, lanes, bram_left: int | None = None) -> int:
-    """How many samples (features + label) the free block RAM of ``target`` can hold."""
+    """How many samples (features + label) fit the block RAM of ``target`` beside the rest of the
+    board top (``bram_left``: blocks free for the dataset, else computed)."""
+    base = bram_blocks(net, lanes, 0, target.family) - _dataset_blocks(net, 0, target.family)
     if bram_left is None:
-        used = sum(_mem_blocks(d, w, target.family) for d, w in engine_memories(net, lanes)) + LINK_BRAM
-        bram_left = target.available("bram") - used
+        bram_left = target.available("bram") - base
     if bram_left <= 0:
         return 0
-    # the feeder keeps one byte per feature and one per label, in two memories; count them the
-    # way estimate_resources does, so a capacity never fails the fit check
-    n = bram_left * target.bram_bits // (8 * (net.n_inputs + 1))
-    while n > 0 and _dataset_blocks(net, n, target.family) > bram_left:
-        n -= 1
-    return n
+    # count the dataset's blocks the way estimate_resources does, so a capacity never fails the
+    # fit check: bisect on the (monotone) block count
+    lo, hi = 0, bram_left * target.bram_bits // (net.n_inputs + 1) + 1
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if _dataset_blocks(net, mid, target.family) <= bram_left:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 def _dataset_blocks(net, n_samples: int, family: str) -> int:
-    return _mem_blocks(n_samples * net.n_inputs, 8, family) + _mem_blocks(n_samples, 8, family)
+    """Blocks the stored samples add (features, labels and the learning curve, none for 0)."""
+    if n_samples <= 0:
+        return 0
+    return _mem_blocks(MAX_EPOCHS, 64, family) + sum(_mem_blocks(d, w, family, r) for d, w, r in _dataset_memories(net, n_samples))
 
 
 def estimate_resources(net, lanes, n_samples: int, family: str) -> dict:
@@ -71,9 +115,7 @@ def estimate_resources(net, lanes, n_samples: int, family: str) -> dict:
     flip-flops: h, t and the delta FIFOs) plus the host link, calibrated on digits (4 + 4 lanes:
     10,102 LUT4 for the engine with ``synth_ice40 -dsp``).
     """
-    mems = engine_memories(net, lanes)
-    bram = sum(_mem_blocks(d, w, family) for d, w in mems) + LINK_BRAM
-    bram += _dataset_blocks(net, n_samples, family)
+    bram = bram_blocks(net, lanes, n_samples, family)
     dsp = sum(lanes)
     vec = sum(4 * net.units(l) for l in range(net.depth))     # entries held in flip-flops per stage
     lut = 2700 * net.depth + 350 * sum(lanes) + 8 * vec + LINK_LUT

@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+from ..hdl.mac import MUL_LATENCY
 from ..sim.fixed import RECIP_BITS
 from ..sim.params import Network
 
@@ -90,14 +91,17 @@ def _update_terms(net: Network, l: int) -> int:
     return 3 if net.spec.learning.push else 2
 
 
-DRAIN = 2                       # pipeline drain after each issuing phase
+DRAIN = MUL_LATENCY + 1         # pipeline drain after each issuing phase: read, operands, product, tree
+# (+1 after the phases whose dot products are narrowed or compared a cycle later: forward, logits,
+# cache, head logits)
 OVERHEAD = 2                    # the accept cycle and the finish cycle
 
 
 def softmax_cycles(C: int, groups: int = 1) -> int:
-    """The softmax phase: one start cycle plus the unit's latency ((1 + 2 groups) C + RECIP_BITS - 16 + 6),
-    ``groups`` lane cycles per product (``d log2 e``, ``e_k q``; :func:`softmax_groups`)."""
-    return 1 + (1 + 2 * groups) * C + (RECIP_BITS - 16 + 1) + 5
+    """The softmax phase: one start cycle plus the unit's latency ((1 + 2 groups) C + RECIP_BITS - 16 + 6
+    + 2 (MUL_LATENCY - 1)), ``groups`` lane cycles per product (``d log2 e``, ``e_k q``;
+    :func:`softmax_groups`)."""
+    return 1 + (1 + 2 * groups) * C + (RECIP_BITS - 16 + 1) + 5 + 2 * (MUL_LATENCY - 1)
 
 
 def softmax_fracs(net: Network, l: int) -> tuple[int, ...]:
@@ -128,18 +132,22 @@ def stage_phases(net: Network, l: int, lanes: int) -> dict:
     last = l == net.depth - 1
     learning = net.spec.learning
     ce = learning.loss == "class_ce"
-    ph = {"overhead": OVERHEAD, "forward": _signals(l) * n * ci + DRAIN}
+    ph = {"overhead": OVERHEAD, "forward": _signals(l) * n * ci + DRAIN + 1}
+    # logits -> cache and update -> table follow without a drain, forward -> logits too when the
+    # last chunk of h is read DRAIN issues in (hdl/stage.py, ``no_drain``)
     if ce or (last and net.spec.readout == "nearest_target"):
-        ph["logits"] = C * cn + DRAIN
-    ph["cache"] = cn + DRAIN
+        ph["logits"] = C * cn
+        if cn >= DRAIN + 1:
+            ph["forward"] -= DRAIN + 1
+    ph["cache"] = cn + DRAIN + 1
     if ce:
         ph["softmax"] = softmax_cycles(C, softmax_groups(net, l, P))
         ph["gradient"] = (C + 1) * cn + DRAIN
-    ph["update"] = n * (_update_terms(net, l) * ci + 1) + DRAIN
+    ph["update"] = n * (_update_terms(net, l) * ci + 1) + (0 if (l == 0 and ce) else DRAIN)
     if l == 0 and ce:
         ph["table"] = (2 if learning.push else 1) * cn + DRAIN
     if last and net.spec.readout == "head":
-        ph["head"] = (C * cn + DRAIN) + softmax_cycles(C, softmax_groups(net, l, P)) + (C * (cn + 1) + DRAIN)
+        ph["head"] = (C * cn + DRAIN + 1) + softmax_cycles(C, softmax_groups(net, l, P)) + (C * (cn + 1) + DRAIN)
     return ph
 
 
@@ -147,9 +155,11 @@ def stage_inference_cycles(net: Network, l: int, lanes: int) -> int:
     """Cycles of an inference sample in stage ``l``."""
     n_in, n, C = net.fan_in(l), net.units(l), net.n_classes
     ci, cn = math.ceil(n_in / lanes), math.ceil(n / lanes)
-    cyc = OVERHEAD + n * ci + DRAIN          # h only: an inference needs no target
+    cyc = OVERHEAD + n * ci + DRAIN + 1      # h only: an inference needs no target
     if l == net.depth - 1:
-        cyc += C * cn + DRAIN
+        cyc += C * cn + DRAIN + 1
+        if net.spec.readout == "nearest_target" and cn >= DRAIN + 1:
+            cyc -= DRAIN + 1                 # forward -> logits without a drain
     return cyc
 
 

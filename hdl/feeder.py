@@ -10,7 +10,13 @@ from amaranth.lib.wiring import In, Out
 
 import numpy as np
 
-__all__ = ["DatasetFeeder"]
+from . import BLOCK_RAM
+
+__all__ = ["DatasetFeeder", "ROM_BANK_DEPTH"]
+
+#: Words per bank of the feature ROM (a power of two).
+ROM_BANK_BITS = 13
+ROM_BANK_DEPTH = 1 << ROM_BANK_BITS
 
 
 def _bits(n: int) -> int:
@@ -110,11 +116,28 @@ class DatasetFeeder(wiring.Component):
         m = Module()
         n_in, n_all = self.n_in, self.n_train + self.n_test
         cb = _bits(self.n_classes - 1)
-        m.submodules.xmem = xmem = memory.Memory(shape=unsigned(self.in_width), depth=max(1, n_all * n_in),
-                                                 init=self._x_init)
-        m.submodules.ymem = ymem = memory.Memory(shape=unsigned(cb), depth=max(1, n_all), init=self._y_init)
-        m.submodules.curve = curve = memory.Memory(shape=unsigned(64), depth=self.max_epochs, init=[])
-        x_rd, y_rd, lab_rd = xmem.read_port(), ymem.read_port(), ymem.read_port()
+        # the features: ROM banks of at most ROM_BANK_DEPTH words (a deeper ROM is partly mapped
+        # to logic by yosys, so its block RAM count would not be predictable), read through one
+        # address; the data of the bank the address named a cycle before, as a read port
+        words = max(1, n_all * n_in)
+        x_addr, x_data = Signal(range(max(2, words))), Signal(self.in_width)
+        n_banks = -(-words // ROM_BANK_DEPTH)
+        bank1 = Signal(range(max(2, n_banks)))
+        m.d.sync += bank1.eq(x_addr >> ROM_BANK_BITS)
+        for k in range(n_banks):
+            lo, hi = k * ROM_BANK_DEPTH, min(words, (k + 1) * ROM_BANK_DEPTH)
+            bank = memory.Memory(shape=unsigned(self.in_width), depth=hi - lo, init=self._x_init[lo:hi],
+                                 attrs=BLOCK_RAM)
+            m.submodules[f"xmem{k}"] = bank
+            rp = bank.read_port()
+            m.d.comb += rp.addr.eq(x_addr[:ROM_BANK_BITS])
+            with m.If(bank1 == k):
+                m.d.comb += x_data.eq(rp.data)
+        m.submodules.ymem = ymem = memory.Memory(shape=unsigned(cb), depth=max(1, n_all), init=self._y_init,
+                                                 attrs=BLOCK_RAM)
+        m.submodules.curve = curve = memory.Memory(shape=unsigned(64), depth=self.max_epochs, init=[],
+                                                   attrs=BLOCK_RAM)
+        y_rd, lab_rd = ymem.read_port(), ymem.read_port()
         c_wr, c_rd = curve.write_port(), curve.read_port()
 
         epochs = Signal.like(self.epochs)
@@ -162,19 +185,19 @@ class DatasetFeeder(wiring.Component):
                 with m.If(beat == n_in):
                     m.d.comb += y_rd.addr.eq(sample)
                 with m.Else():
-                    m.d.comb += x_rd.addr.eq(addr)
+                    m.d.comb += x_addr.eq(addr)
                 m.next = "SEND"
             with m.State("SEND"):
                 with m.If(beat == n_in):
                     m.d.comb += [self.o.payload.data.eq(y_rd.data), self.o.payload.train.eq(train_phase)]
                 with m.Else():
-                    m.d.comb += [self.o.payload.data.eq(x_rd.data), self.o.payload.train.eq(train_phase)]
+                    m.d.comb += [self.o.payload.data.eq(x_data), self.o.payload.train.eq(train_phase)]
                 m.d.comb += self.o.valid.eq(1)
                 # hold the read address so the read port keeps its data while waiting for ready
                 with m.If(beat == n_in):
                     m.d.comb += y_rd.addr.eq(sample)
                 with m.Else():
-                    m.d.comb += x_rd.addr.eq(addr)
+                    m.d.comb += x_addr.eq(addr)
                 with m.If(self.o.ready):
                     with m.If(beat == n_in):
                         m.d.sync += [sample.eq(sample + 1), sent_in_epoch.eq(sent_in_epoch + 1),

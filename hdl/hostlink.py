@@ -58,6 +58,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..hostlink import (SYNC_REQUEST, SYNC_REPLY, Cmd, Status, bytes_per_word, ident_payload)
+from . import BLOCK_RAM
 from .uart import UARTRx, UARTTx, check_divisor
 
 __all__ = ["HostLink", "UARTHostLink", "BusSignature", "RegSignature", "crc16_byte",
@@ -269,7 +270,7 @@ class HostLink(wiring.Component):
         bpws = [bytes_per_word(w) for _, _, w in self.regions]
         max_bpw = max(bpws)
 
-        m.submodules.buf = buf = Memory(shape=8, depth=self.max_payload, init=[])
+        m.submodules.buf = buf = Memory(shape=8, depth=self.max_payload, init=[], attrs=BLOCK_RAM)
         wp_ = buf.write_port()
         rp_ = buf.read_port()
 

@@ -8,6 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..sim.fixed import EXP2_FRAC_BITS, EXP2_TABLE, LOG2E_Q16, P_FRAC, RECIP_BITS
 from .fixed import UQ
+from .mac import MUL_LATENCY
 
 __all__ = ["Softmax", "softmax_latency", "exp_clamp", "mul_b_bits", "Q_BITS", "E_BITS"]
 
@@ -19,11 +20,11 @@ Q_BITS = _Q_BITS
 E_BITS = P_FRAC + 1               # e_k <= 2^16
 
 
-def softmax_latency(n: int, groups: int = 1) -> int:
+def softmax_latency(n: int, groups: int = 1, mul_latency: int = MUL_LATENCY) -> int:
     """Cycles from ``start`` to ``done`` for ``n`` logits (``done`` is high in the last one), when
     each product (``d_k log2 e`` and ``e_k q``) takes ``groups`` multiplier cycles (1 with the
-    internal multiplier)."""
-    return (1 + 2 * groups) * n + _Q_BITS + 5
+    internal multiplier) and answers ``mul_latency`` cycles after its request."""
+    return (1 + 2 * groups) * n + _Q_BITS + 5 + 2 * (mul_latency - 1)
 
 
 def exp_clamp(fracs) -> int:
@@ -54,6 +55,14 @@ class Softmax(wiring.Component):
     fracs : tuple of int
         Fraction bits of the logits; ``frac_sel`` picks one per run (a stage softmaxes its
         class logits and, with a head, the head logits, which differ in scale).
+    groups : int, optional
+        Multiplier cycles per product on the stage's lanes (``None``: an internal multiplier).
+    group_shift : int
+        Bits between the partial products of consecutive groups.
+    ext_table : bool
+        Read the exponential table from an external memory (``tab_*``) instead of logic.
+    mul_latency : int
+        Cycles from a product's request to ``mul_p`` (the lanes' :data:`.mac.MUL_LATENCY`).
 
     Members
     -------
@@ -71,7 +80,7 @@ class Softmax(wiring.Component):
         The product ``e_k q`` requested from an external multiplier (the stage's idle lanes):
         group ``mul_g`` of ``groups``.
     mul_p : In(unsigned) (only with ``groups``)
-        The partial product of the group requested the cycle before; the unit adds it shifted
+        The partial product of the group requested ``mul_latency`` cycles before; the unit adds it shifted
         left by ``mul_g * group_shift``.
     tab_en, tab_addr : Out; tab_data : In (only with ``ext_table``)
         A read of ``EXP2_TABLE[tab_addr]`` from an external memory (one cycle latency); the
@@ -80,14 +89,14 @@ class Softmax(wiring.Component):
 
     Latency and throughput
     ----------------------
-    :func:`softmax_latency` ``(n, groups) = (1 + 2 groups) n + 22`` cycles from ``start`` to
+    :func:`softmax_latency` ``(n, groups, L) = (1 + 2 groups) n + 22 + 2 (L - 1)`` cycles from ``start`` to
     ``done``; one run at a time. Both products (``d log2 e`` with ``d`` clamped where ``e``
     becomes 0, and ``e_k q``) go to one multiplier: with ``groups`` the stage's lanes, so the
     unit maps no DSP block of its own.
     """
 
     def __init__(self, n: int, width: int, fracs=(16,), groups: int | None = None, group_shift: int = 0,
-                 ext_table: bool = False):
+                 ext_table: bool = False, mul_latency: int = MUL_LATENCY):
         self._MustUse__silence = True      # no "never used" warning if an argument check fails
         if not isinstance(n, int) or isinstance(n, bool):
             raise TypeError(f"Number of logits must be an integer, not {n!r}")
@@ -102,7 +111,9 @@ class Softmax(wiring.Component):
             raise ValueError(f"Fraction bits must be a non-empty tuple of non-negative integers, not {fracs!r}")
         if groups is not None and (not isinstance(groups, int) or groups < 1 or group_shift < 1):
             raise ValueError(f"Groups must be a positive integer with a positive shift, not {groups!r}")
-        self.n, self.width, self.fracs = n, width, fracs
+        if not isinstance(mul_latency, int) or isinstance(mul_latency, bool) or not 1 <= mul_latency <= 4:
+            raise ValueError(f"Multiplier latency must be from 1 to 4, not {mul_latency!r}")
+        self.n, self.width, self.fracs, self.mul_latency = n, width, fracs, mul_latency
         self.groups, self.group_shift, self.ext_table = groups, group_shift, ext_table
         sig = {
             "start": In(1),
@@ -147,12 +158,24 @@ class Softmax(wiring.Component):
         g, g1, k1, v1, x1 = (Signal(range(max(2, G))), Signal(range(max(2, G))), Signal(range(max(2, n))),
                              Signal(), Signal())
         mp = Signal(E_BITS + MB + 1)
+        L = self.mul_latency
         if self.groups is None:
-            m.d.sync += mp.eq(ma * mb)
+            ma_r, mb_r = ma, mb
+            for _ in range(L - 1):       # the lanes' pipeline: registers ahead of the product
+                ma_n, mb_n = Signal.like(ma, reset_less=True), Signal.like(mb, reset_less=True)
+                m.d.sync += [ma_n.eq(ma_r), mb_n.eq(mb_r)]
+                ma_r, mb_r = ma_n, mb_n
+            m.d.sync += mp.eq(ma_r * mb_r)
         else:
             m.d.comb += [self.mul_en.eq(men), self.mul_a.eq(ma), self.mul_b.eq(mb), self.mul_g.eq(g),
                          mp.eq(self.mul_p)]
-        m.d.sync += [v1.eq(men), k1.eq(k), g1.eq(g), x1.eq(xexp)]
+        # the request's tags travel alongside the multiplier's pipeline
+        tags = [men, k, g, xexp]
+        for _ in range(L - 1):
+            nxt = [Signal.like(t_) for t_ in tags]
+            m.d.sync += [a_.eq(b_) for a_, b_ in zip(nxt, tags)]
+            tags = nxt
+        m.d.sync += [v1.eq(tags[0]), k1.eq(tags[1]), g1.eq(tags[2]), x1.eq(tags[3])]
         if G == 1:
             prod = mp
         else:
@@ -219,7 +242,11 @@ class Softmax(wiring.Component):
                     m.d.sync += k.eq(k + 1)
                     with m.If(k == n - 1):
                         m.d.sync += [k.eq(0), rem.eq(1 << (RECIP_BITS - _Q_BITS)), q.eq(0), bit.eq(_Q_BITS)]
-                        m.next = "EXP_W1"
+                        m.next = "EXP_L1" if L > 1 else "EXP_W1"
+            for i in range(1, L):         # the multiplier's pipeline registers
+                with m.State(f"EXP_L{i}"):
+                    m.d.comb += self.busy.eq(1)
+                    m.next = f"EXP_L{i + 1}" if i + 1 < L else "EXP_W1"
             with m.State("EXP_W1"):       # the last product; its table read
                 m.d.comb += self.busy.eq(1)
                 m.next = "EXP_W2"
@@ -248,7 +275,11 @@ class Softmax(wiring.Component):
                         m.next = "MUL_LAST"
             with m.State("MUL_LAST"):
                 m.d.comb += self.busy.eq(1)
-                m.next = "DONE"
+                m.next = "MUL_L1" if L > 1 else "DONE"
+            for i in range(1, L):
+                with m.State(f"MUL_L{i}"):
+                    m.d.comb += self.busy.eq(1)
+                    m.next = f"MUL_L{i + 1}" if i + 1 < L else "DONE"
             with m.State("DONE"):
                 m.d.comb += [self.done.eq(1)]
                 m.next = "IDLE"

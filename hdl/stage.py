@@ -15,8 +15,10 @@ training sample, in order (``P`` lanes, ``ci = ceil(n_in/P)``, ``cn = ceil(n/P)`
     TAB   R[c], R[m] <- sat(R + round(-d >> s)) layer 0                     rows cn
     HLOG, HSMAX, HUPD                           the head (last stage)        C cn, -, C (cn + 1)
 
-Every issuing phase costs 2 more cycles to drain the pipeline (issue -> memory read -> registered
-product -> accumulate/write). ``Tin[c] <- t_in`` is written during ``FWD``. An inference sample
+Every issuing phase costs ``MUL_LATENCY + 1`` (4) more cycles to drain the pipeline (S0 issue ->
+S1 memory read and operand multiplexers -> operand registers -> product register -> adder tree
+register -> S2 accumulate/write), one more (S3) where the finished dot product is narrowed or
+compared (FWD, READ, TH, HLOG). ``Tin[c] <- t_in`` is written during ``FWD``. An inference sample
 runs ``FWD`` (``h`` only) and, in the last stage, ``READ`` or ``HLOG``.
 
 Stochastic rounding: the stage's :class:`.lfsr.Lfsr` (and the head's) hands lane ``p`` the
@@ -40,7 +42,8 @@ from ..sim.params import Network
 from ..sim.golden import lfsr_seed
 from .fixed import narrow, round_shift, saturate
 from .lfsr import Lfsr
-from .mac import MacLanes
+from . import BLOCK_RAM
+from .mac import MUL_LATENCY, MacLanes
 from .softmax import Softmax
 
 __all__ = ["LayerStage", "sample_layout", "ctrl_layout", "MEM_IDS", "stage_memories", "physical_memories"]
@@ -284,7 +287,7 @@ class LayerStage(wiring.Component):
                 continue
             img = self.initial_image(name)
             for bk in range(banks):
-                mem = Memory(shape=signed(q.width), depth=depth, init=img[bk])
+                mem = Memory(shape=signed(q.width), depth=depth, init=img[bk], attrs=BLOCK_RAM)
                 m.submodules[f"{name}_{bk}"] = mem
                 rd[name].append(mem.read_port())
                 wr[name].append(mem.write_port())
@@ -310,7 +313,7 @@ class LayerStage(wiring.Component):
                 for wd in range(depth):
                     v = img[bk][wd] & ((1 << q.width) - 1)
                     pimg[pbase[nm] + wd] |= v << (bk * wl)
-        cmem = m.submodules.cache = Memory(shape=unsigned(nl * wl), depth=off, init=pimg)
+        cmem = m.submodules.cache = Memory(shape=unsigned(nl * wl), depth=off, init=pimg, attrs=BLOCK_RAM)
         crd, cwr = cmem.read_port(), cmem.write_port(granularity=wl)
         for nm in packed:
             for bk, vp in enumerate(rd[nm]):
@@ -323,7 +326,7 @@ class LayerStage(wiring.Component):
         # the input memory: [half][x | t_in][chunk] words of P lanes, double buffered
         Sx = 2 if l > 0 else 1
         wi = qin.width
-        imem = m.submodules.inmem = Memory(shape=unsigned(P * wi), depth=2 * Sx * ci, init=[])
+        imem = m.submodules.inmem = Memory(shape=unsigned(P * wi), depth=2 * Sx * ci, init=[], attrs=BLOCK_RAM)
         ird, iwr = imem.read_port(), imem.write_port(granularity=wi)
         wbuf = Signal()
         iq, ir = _divmod_const(self.in_idx, P, n_in)
@@ -459,8 +462,23 @@ class LayerStage(wiring.Component):
         v0, ph0 = Signal(), Signal(4)
         v1, ph1, a1, b1, c1, d1 = Signal(), Signal(4), Signal.like(ca), Signal.like(ca), Signal.like(ca), Signal.like(ca)
         v2, ph2, a2, b2, c2, d2 = Signal(), Signal(4), Signal.like(ca), Signal.like(ca), Signal.like(ca), Signal.like(ca)
-        m.d.sync += [v1.eq(v0), ph1.eq(ph0), a1.eq(ca), b1.eq(cb_), c1.eq(cc), d1.eq(cd),
-                     v2.eq(v1), ph2.eq(ph1), a2.eq(a1), b2.eq(b1), c2.eq(c1), d2.eq(d1)]
+        def late(target, value):
+            """``target`` <= ``value`` :data:`MUL_LATENCY` cycles later: S1 values meet the products at S2."""
+            for _ in range(MUL_LATENCY - 1):
+                mid = Signal.like(target, name=f"{target.name}_d")
+                m.d.sync += mid.eq(value)
+                value = mid
+            m.d.sync += target.eq(value)
+
+        m.d.sync += [v1.eq(v0), ph1.eq(ph0), a1.eq(ca), b1.eq(cb_), c1.eq(cc), d1.eq(cd)]
+        for x2, x1 in ((v2, v1), (ph2, ph1), (a2, a1), (b2, b1), (c2, c1), (d2, d1)):
+            late(x2, x1)
+        # an issue is in flight until its products reach S2
+        v_inflight, vd = v1, v1
+        for k in range(MUL_LATENCY - 1):
+            nxt_v = Signal(name=f"v1_d{k}")
+            m.d.sync += nxt_v.eq(vd)
+            vd, v_inflight = nxt_v, v_inflight | nxt_v
         rb_active = Signal()
 
         # ---- S0: addresses ----
@@ -509,7 +527,8 @@ class LayerStage(wiring.Component):
             m.d.comb += cwr.data.eq(wr["b"][0].data)
 
         raddr1, raddr2 = Signal(range(C * cn + 1)), Signal(range(C * cn + 1))
-        m.d.sync += [raddr1.eq(raddr), raddr2.eq(raddr1)]
+        m.d.sync += raddr1.eq(raddr)
+        late(raddr2, raddr1)
         # h and t are read a chunk at a time through one index mux each (chunk c1, or b1 in GRAD),
         # registered for S2; T[c] <- t is written from that read during TH (S1)
         hidx1 = Mux(ph1 == _GRAD, b1, c1)
@@ -519,7 +538,8 @@ class LayerStage(wiring.Component):
         tch2 = [Signal(signed(qa.width), name=f"tch2_{pp}", reset_less=True) for pp in range(P)]
         for pp in range(P):
             m.d.comb += [hch[pp].eq(h_l[pp][hidx1]), tch[pp].eq(t_l[pp][hidx1])]
-            m.d.sync += [hch2[pp].eq(hch[pp]), tch2[pp].eq(tch[pp])]
+            late(hch2[pp], hch[pp])
+            late(tch2[pp], tch[pp])
         # cache writes: T[c] <- t during TH, Tin[c] <- t_in during the first row of FWD
         for pp in range(P):
             m.d.comb += [wr["T"][pp].addr.eq(cls * cn + c1), wr["T"][pp].data.eq(tch[pp]),
@@ -600,20 +620,21 @@ class LayerStage(wiring.Component):
                             with m.Case(gi):
                                 m.d.comb += mb.eq((sm.mul_b >> ((gi * P + pp) * pb))[:pb])
                     m.d.comb += ma.eq(sm.mul_a)
-            m.d.sync += [Wq2[pp].eq(rd["W"][pp].data), Tq2[pp].eq(rd["T"][pp].data)]
+            late(Wq2[pp], rd["W"][pp].data)
+            late(Tq2[pp], rd["T"][pp].data)
             if l == 0:
-                m.d.sync += Rq2[pp].eq(rd["R"][pp].data)
+                late(Rq2[pp], rd["R"][pp].data)
                 # TGT: t = narrow(R[c]) straight from the read data
                 with m.If(tv1):
                     m.d.sync += t_l[pp][tq1].eq(narrow(rd["R"][pp].data, ft, qa)[0])
             if self.head:
-                m.d.sync += hWq2[pp].eq(rd["head_W"][pp].data)
-        m.d.sync += [bq2.eq(rd["b"][0].data), ub2.eq(ub_sel),
-                     dk2.eq(dk), dk2_ovf.eq(dk_ovf)]
+                late(hWq2[pp], rd["head_W"][pp].data)
+        for x2, x1 in ((bq2, rd["b"][0].data), (ub2, ub_sel), (dk2, dk), (dk2_ovf, dk_ovf)):
+            late(x2, x1)
         if self.head:
-            m.d.sync += hbq2.eq(rd["head_b"][0].data)
+            late(hbq2, rd["head_b"][0].data)
 
-        # ---- S2: accumulate, narrow, write back ----
+        # ---- S2: accumulate ----
         tree = mac.total
         if need_sm:
             from .softmax import E_BITS
@@ -646,68 +667,88 @@ class LayerStage(wiring.Component):
             return (idx * P + pp) < count
 
         def argmax_update(k):
-            with m.If((k == 0) | (acc_n > best)):
-                m.d.sync += [best.eq(acc_n), pred.eq(k)]
-            with m.If((k != cls) & (~have_m | (acc_n > bestm))):
-                m.d.sync += [bestm.eq(acc_n), mreg.eq(k), have_m.eq(1)]
+            with m.If((k == 0) | (acc > best)):
+                m.d.sync += [best.eq(acc), pred.eq(k)]
+            with m.If((k != cls) & (~have_m | (acc > bestm))):
+                m.d.sync += [bestm.eq(acc), mreg.eq(k), have_m.eq(1)]
 
         with m.If(v2):
             with m.Switch(ph2):
                 with m.Case(_FWD):
                     m.d.comb += acc_base.eq(Mux(c2 == 0, bq2 << bsh, acc))
                     m.d.sync += acc.eq(acc_n)
-                    with m.If(c2 == ci - 1):
-                        hv = narrow(acc_n, fw + fin, qa)[0]
-                        with m.If(a2 == 0):
-                            m.d.sync += h_a[b2].eq(hv)
+                with m.Case(_READ, _TH):
+                    m.d.sync += acc.eq(acc_n)
+                if self.head:
+                    with m.Case(_HLOG):
+                        m.d.comb += acc_base.eq(Mux(c2 == 0, hbq2 << hbsh, acc))
+                        m.d.sync += acc.eq(acc_n)
+
+        # ---- S3: the finished sums (the accumulator registers) narrowed, compared or written back:
+        # h, t, the logits and the argmax; the deltas into their FIFOs; W, b, R and the head ----
+        v3, ph3, a3, b3, c3, d3 = Signal(), Signal(4), Signal.like(ca), Signal.like(ca), Signal.like(ca), Signal.like(ca)
+        m.d.sync += [v3.eq(v2), ph3.eq(ph2), a3.eq(a2), b3.eq(b2), c3.eq(c2), d3.eq(d2)]
+
+        def s3(x2):
+            """The S2 value one cycle later, alongside ``racc`` (the lanes' finished sums)."""
+            if x2 is None:
+                return None
+            if isinstance(x2, list):
+                return [s3(x) for x in x2]
+            x3 = Signal.like(x2, name=f"{x2.name}_s3")
+            m.d.sync += x3.eq(x2)
+            return x3
+        Wq3, Tq3, Rq3, hWq3, hch3, tch3 = s3(Wq2), s3(Tq2), s3(Rq2), s3(hWq2), s3(hch2), s3(tch2)
+        bq3, hbq3, ub3, dk3, dk3_ovf, raddr3 = s3(bq2), s3(hbq2), s3(ub2), s3(dk2), s3(dk2_ovf), s3(raddr2)
+        hv3 = narrow(acc, fw + fin, qa)[0]
+        with m.If(v3):
+            with m.Switch(ph3):
+                with m.Case(_FWD):
+                    with m.If(c3 == ci - 1):
+                        with m.If(a3 == 0):
+                            m.d.sync += h_a[b3].eq(hv3)
                         with m.Else():
-                            m.d.sync += t_a[b2].eq(hv)
+                            m.d.sync += t_a[b3].eq(hv3)
                 with m.Case(_READ):
-                    m.d.sync += acc.eq(acc_n)
-                    with m.If(c2 == cn - 1):
-                        m.d.sync += s_a[b2].eq(acc_n)
-                        argmax_update(b2)
+                    with m.If(c3 == cn - 1):
+                        m.d.sync += s_a[b3].eq(acc)
+                        argmax_update(b3)
                 with m.Case(_TH):
-                    m.d.sync += acc.eq(acc_n)
-                    with m.If(c2 == cn - 1):
-                        m.d.sync += s_a[cls].eq(acc_n)
+                    with m.If(c3 == cn - 1):
+                        m.d.sync += s_a[cls].eq(acc)
                 if self.class_ce:
                     with m.Case(_GRAD):
-                        ovfs, vh, vtc, vtm = [], [], [], []
+                        ovfs, vh, vtc = [], [], []
                         for pp in range(P):
-                            with m.If(c2 == mreg):
-                                m.d.sync += maskm[pp].eq(inside(Tq2[pp]))
+                            with m.If(c3 == mreg):
+                                m.d.sync += maskm[pp].eq(inside(Tq3[pp]))
                             # one narrowing per lane: g_h at step C - 1, g_t at step C
-                            gh, gh_ovf = narrow(rsum[pp], P_FRAC + fa, qe)
-                            gt, gt_ovf = gh, gh_ovf
+                            gh, gh_ovf = narrow(racc[pp], P_FRAC + fa, qe)
                             ovf = Signal(name=f"eovf{pp}")
-                            vh.append(Mux(inside(hch2[pp]), gh, 0))
+                            vh.append(Mux(inside(hch3[pp]), gh, 0))
                             mm = maskm[pp] if self.push else Const(0, 1)
-                            vtc.append(Cat(gt, inside(tch2[pp]), mm))
-                            with m.If(c2 == C - 1):
-                                m.d.comb += ovf.eq(gh_ovf & lane_valid(pp, b2, n))
-                            with m.If(c2 == C):
-                                m.d.comb += ovf.eq(gt_ovf & lane_valid(pp, b2, n))
+                            vtc.append(Cat(gh, inside(tch3[pp]), mm))
+                            with m.If((c3 == C - 1) | (c3 == C)):
+                                m.d.comb += ovf.eq(gh_ovf & lane_valid(pp, b3, n))
                             ovfs.append(ovf)
-                        with m.If(c2 == C - 1):
+                        with m.If(c3 == C - 1):
                             fifo_push("dh", vh)
-                        with m.If(c2 == C):
+                        with m.If(c3 == C):
                             fifo_push("dg", vtc)
                         m.d.sync += sat_e.eq(sat_e + popcount(ovfs))
                 with m.Case(_UPD):
                     wovf, shW, shB = [], fe + fin - fw + s_shift, fe - fb + s_shift
                     for pp in range(P):
-                        un = rsum[pp]
-                        wn, ovf = saturate(Wq2[pp] + round_shift(-un, shW, mode, draws[pp]), qw)
-                        go = (c2 < ci) & (d2 == terms - 1)
-                        m.d.comb += [wr["W"][pp].addr.eq(b2 * ci + c2), wr["W"][pp].data.eq(wn),
+                        wn, ovf = saturate(Wq3[pp] + round_shift(-racc[pp], shW, mode, draws[pp]), qw)
+                        go = (c3 < ci) & (d3 == terms - 1)
+                        m.d.comb += [wr["W"][pp].addr.eq(b3 * ci + c3), wr["W"][pp].data.eq(wn),
                                      wr["W"][pp].en.eq(go)]
                         wovf.append(ovf & go)
-                    bn, bovf = saturate(bq2 + round_shift(-ub2, shB, mode, draws[0]), qb)
-                    bgo = c2 == ci
+                    bn, bovf = saturate(bq3 + round_shift(-ub3, shB, mode, draws[0]), qb)
+                    bgo = c3 == ci
                     if stoch:
-                        m.d.comb += lf.advance.eq(Mux(bgo, 1, Mux(d2 == terms - 1, chunk_count(c2, ci, n_in), 0)))
-                    m.d.comb += [wr["b"][0].addr.eq(b2), wr["b"][0].data.eq(bn), wr["b"][0].en.eq(bgo)]
+                        m.d.comb += lf.advance.eq(Mux(bgo, 1, Mux(d3 == terms - 1, chunk_count(c3, ci, n_in), 0)))
+                    m.d.comb += [wr["b"][0].addr.eq(b3), wr["b"][0].data.eq(bn), wr["b"][0].en.eq(bgo)]
                     m.d.sync += [sat_w.eq(sat_w + popcount(wovf)), sat_b.eq(sat_b + (bovf & bgo))]
                 if l == 0 and self.class_ce:
                     with m.Case(_TAB):
@@ -715,37 +756,36 @@ class LayerStage(wiring.Component):
                         fifo_rotate("dg")
                         for pp in range(P):
                             dtc_h, dtm_h = dg_split(dq["dg"][0][pp])
-                            dv = Mux(b2 == 0, dtc_h, dtm_h)
-                            rn, ovf = saturate(Rq2[pp] + round_shift(-dv, shR, mode, draws[pp]), qt)
-                            m.d.comb += [wr["R"][pp].addr.eq(raddr2), wr["R"][pp].data.eq(rn), wr["R"][pp].en.eq(1)]
-                            tovf.append(ovf & lane_valid(pp, c2, n))
+                            dv = Mux(b3 == 0, dtc_h, dtm_h)
+                            rn, ovf = saturate(Rq3[pp] + round_shift(-dv, shR, mode, draws[pp]), qt)
+                            m.d.comb += [wr["R"][pp].addr.eq(raddr3), wr["R"][pp].data.eq(rn), wr["R"][pp].en.eq(1)]
+                            tovf.append(ovf & lane_valid(pp, c3, n))
                         m.d.sync += sat_t.eq(sat_t + popcount(tovf))
                         if stoch:
-                            m.d.comb += lf.advance.eq(chunk_count(c2, cn, n))
+                            m.d.comb += lf.advance.eq(chunk_count(c3, cn, n))
                 if self.head:
                     with m.Case(_HLOG):
-                        m.d.comb += acc_base.eq(Mux(c2 == 0, hbq2 << hbsh, acc))
-                        m.d.sync += acc.eq(acc_n)
-                        with m.If(c2 == cn - 1):
-                            m.d.sync += s_a[b2].eq(acc_n)
-                            with m.If((b2 == 0) | (acc_n > best)):
-                                m.d.sync += [best.eq(acc_n), pred.eq(b2)]
+                        with m.If(c3 == cn - 1):
+                            m.d.sync += s_a[b3].eq(acc)
+                            with m.If((b3 == 0) | (acc > best)):
+                                m.d.sync += [best.eq(acc), pred.eq(b3)]
                     with m.Case(_HUPD):
                         hovf, shHW, shHB = [], fe + fa - fw + s_shift, fe - fb + s_shift
                         for pp in range(P):
-                            wn, ovf = saturate(hWq2[pp] + round_shift(-prod[pp], shHW, mode, hdraws[pp]), qw)
-                            go = c2 < cn
-                            m.d.comb += [wr["head_W"][pp].addr.eq(b2 * cn + c2), wr["head_W"][pp].data.eq(wn),
+                            # HUPD's lane sums are single products (rzero at every d == 0)
+                            wn, ovf = saturate(hWq3[pp] + round_shift(-racc[pp], shHW, mode, hdraws[pp]), qw)
+                            go = c3 < cn
+                            m.d.comb += [wr["head_W"][pp].addr.eq(b3 * cn + c3), wr["head_W"][pp].data.eq(wn),
                                          wr["head_W"][pp].en.eq(go)]
                             hovf.append(ovf & go)
-                        bn, bovf = saturate(hbq2 + round_shift(-dk2, shHB, mode, hdraws[0]), qb)
-                        bgo = c2 == cn
+                        bn, bovf = saturate(hbq3 + round_shift(-dk3, shHB, mode, hdraws[0]), qb)
+                        bgo = c3 == cn
                         if stoch:
-                            m.d.comb += lfh.advance.eq(Mux(bgo, 1, chunk_count(c2, cn, n)))
-                        m.d.comb += [wr["head_b"][0].addr.eq(b2), wr["head_b"][0].data.eq(bn),
+                            m.d.comb += lfh.advance.eq(Mux(bgo, 1, chunk_count(c3, cn, n)))
+                        m.d.comb += [wr["head_b"][0].addr.eq(b3), wr["head_b"][0].data.eq(bn),
                                      wr["head_b"][0].en.eq(bgo)]
                         m.d.sync += [sat_wh.eq(sat_wh + popcount(hovf)), sat_bh.eq(sat_bh + (bovf & bgo)),
-                                     sat_eh.eq(sat_eh + (dk2_ovf & bgo))]
+                                     sat_eh.eq(sat_eh + (dk3_ovf & bgo))]
 
         # ---- the FSM: issue phases ----
         cyc = Signal(32)
@@ -758,9 +798,9 @@ class LayerStage(wiring.Component):
             m.d.comb += self.o.valid.eq(out_pending & t_done)
             m.d.comb += [o.label.eq(cls), o.train.eq(train)]
             # h[j] and t[j] to the next stage as FWD narrows them (S2, the last chunk of a row)
-            hw_go = v2 & (ph2 == _FWD) & (c2 == ci - 1)
-            m.d.comb += [self.out_we.eq(hw_go), self.out_sig.eq(a2 if l > 0 else 0), self.out_idx.eq(b2),
-                         self.out_data.eq(narrow(acc_n, fw + fin, qa)[0])]
+            hw_go = v3 & (ph3 == _FWD) & (c3 == ci - 1)
+            m.d.comb += [self.out_we.eq(hw_go), self.out_sig.eq(a3 if l > 0 else 0), self.out_idx.eq(b3),
+                         self.out_data.eq(hv3)]
             if l == 0:
                 # layer 0's t = f(R[c]) lands a chunk a cycle at the start of FWD; its entries go
                 # out one at a time in cycles without an h write (the hand-over waits for them)
@@ -803,9 +843,13 @@ class LayerStage(wiring.Component):
         def after_fwd():
             after_tgt()
 
-        def after_tgt():
-            if not self.last:
+        if not self.last:
+            # hand the sample over once the last row of FWD reached S3 (its h / t entry went out)
+            last_pass = Mux(train, 1, 0) if l > 0 else 0
+            with m.If(v3 & (ph3 == _FWD) & (a3 == last_pass) & (b3 == n - 1) & (c3 == ci - 1)):
                 m.d.sync += out_pending.eq(1)
+
+        def after_tgt():
             with m.If(train):
                 if self.class_ce or (self.last and not self.head):
                     m.next = "READ"
@@ -857,6 +901,22 @@ class LayerStage(wiring.Component):
                 "HLOG": self.head, "HUPD": self.head}
         phases = [ph for ph in phases if keep[ph[0]]]
 
+        # Phases that need no drain before the next: nothing the next one reads at S0/S1 is
+        # written later by this one, and S2/S3 stay in issue order. FWD -> READ when the last chunk
+        # of h is read at least DRAIN + 1 issues into READ, after the last h entry landed (S3; the
+        # t pass of a layer >= 1 ends FWD after the h pass anyway); READ -> TH (TH reads h, t and
+        # T[c], READ writes only s and the argmax), UPD -> TAB (TAB reads R and the FIFO head it
+        # rotates itself; UPD's rotations are at S1, its writes go to W and b).
+        no_drain = {}
+        if keep["READ"] and cn >= MUL_LATENCY + 2:
+            to_read = (train & Const(int(self.class_ce or (self.last and not self.head)))) | \
+                (~train & Const(int(self.last and not self.head)))
+            no_drain["FWD"] = (to_read, "READ")
+        if keep["READ"] and keep["TH"]:
+            no_drain["READ"] = (train, "TH")
+        if keep["UPD"] and keep["TAB"]:
+            no_drain["UPD"] = (Const(1), "TAB")
+
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += [rb_active.eq(self.rb_en),
@@ -875,10 +935,17 @@ class LayerStage(wiring.Component):
                             m.d.comb += tv0.eq(1)
                             m.d.sync += tq.eq(tq + 1)
                     with m.If(counters(limits)):
-                        m.next = f"W_{name}"
+                        if name in no_drain:
+                            with m.If(no_drain[name][0]):
+                                m.next = no_drain[name][1]
+                            with m.Else():
+                                m.next = f"W_{name}"
+                        else:
+                            m.next = f"W_{name}"
                 with m.State(f"W_{name}"):
                     m.d.comb += self.busy.eq(1)
-                    with m.If(~v1):
+                    # phases with S3 results (h, t, s, the argmax) wait for them too
+                    with m.If(~v_inflight & (~v2 if name in ("FWD", "READ", "TH", "HLOG") else 1)):
                         nxt()
             if self.class_ce:
                 with m.State("SMAX"):

@@ -7,9 +7,10 @@ from amaranth.sim import Simulator
 from sigprop_fpga.hdl.mac import MacLanes
 
 
+@pytest.mark.parametrize("latency", [1, 2, 3])
 @pytest.mark.parametrize("lanes,aw,bw", [(1, 16, 8), (3, 18, 8), (4, 17, 9)])
-def test_mac_lanes(lanes, aw, bw):
-    dut = MacLanes(lanes, aw, bw)
+def test_mac_lanes(lanes, aw, bw, latency):
+    dut = MacLanes(lanes, aw, bw, latency=latency)
     rng = np.random.default_rng(lanes)
     alo, ahi, blo, bhi = -(1 << (aw - 1)), (1 << (aw - 1)) - 1, -(1 << (bw - 1)), (1 << (bw - 1)) - 1
     vecs = [(np.full(lanes, alo), np.full(lanes, blo)), (np.full(lanes, ahi), np.full(lanes, blo))]
@@ -23,6 +24,10 @@ def test_mac_lanes(lanes, aw, bw):
                 ctx.set(dut.b[p], int(b[p]))
             await ctx.tick()
             got.append(([ctx.get(dut.prod[p]) for p in range(lanes)], ctx.get(dut.total)))
+        for _ in range(latency - 1):
+            await ctx.tick()
+            got.append(([ctx.get(dut.prod[p]) for p in range(lanes)], ctx.get(dut.total)))
+        del got[:latency - 1]          # the products of the operands of `latency` cycles before
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
@@ -38,3 +43,5 @@ def test_mac_arguments():
         MacLanes(2.0, 8, 8)
     with pytest.raises(ValueError):
         MacLanes(0, 8, 8)
+    with pytest.raises(ValueError, match="Latency must be 1, 2 or 3, not 4"):
+        MacLanes(2, 8, 8, latency=4)

@@ -21,10 +21,11 @@ def _vectors(rng, n, width):
     return vs
 
 
+@pytest.mark.parametrize("mul_latency", [1, 2, 3])
 @pytest.mark.parametrize("n,width,frac", [(3, 20, 16), (10, 22, 16), (2, 18, 19)])
-def test_softmax_matches_golden(n, width, frac):
+def test_softmax_matches_golden(n, width, frac, mul_latency):
     rng = np.random.default_rng(n * 1000 + width)
-    dut = Softmax(n, width, fracs=(frac, frac + 3))
+    dut = Softmax(n, width, fracs=(frac, frac + 3), mul_latency=mul_latency)
     vecs = _vectors(rng, n, width)
     results = []
 
@@ -52,7 +53,7 @@ def test_softmax_matches_golden(n, width, frac):
     for v, sel, p, cycles in results:
         want, _ = softmax_fixed(v, frac + 3 * sel)
         assert p == [int(x) for x in want], (v, sel)
-        assert cycles == softmax_latency(n)
+        assert cycles == softmax_latency(n, mul_latency=mul_latency)
 
 
 @pytest.mark.filterwarnings("ignore:.*created but never used")
@@ -61,5 +62,7 @@ def test_softmax_arguments():
         Softmax(2.0, 10)
     with pytest.raises(ValueError):
         Softmax(0, 10)
+    with pytest.raises(ValueError, match="Multiplier latency must be from 1 to 4, not 0"):
+        Softmax(3, 10, mul_latency=0)
     with pytest.raises(ValueError):
         Softmax(3, 10, fracs=(-1,))
