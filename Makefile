@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 NET    ?= examples/digits.yaml
 JOBS   ?= 2
 
-.PHONY: demo test venv bench clean
+.PHONY: demo test venv bench bench-perf clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/train_speed.py
 	$(BIN)/python bench/sim_speed.py
 	$(BIN)/python bench/accuracy.py
+
+bench-perf: $(STAMP)
+	$(BIN)/python bench/perf.py
 
 clean:
 	rm -rf build .pytest_cache
