@@ -170,7 +170,10 @@ class SigPropEngine(wiring.Component):
             busy = busy | st.busy
             if hasattr(st, "o"):
                 busy = busy | st.o.valid
-        m.d.comb += self.idle.eq(~busy)
+        pipe = 0
+        for st in self.stages:
+            pipe = pipe | st.pipe_busy
+        m.d.comb += self.idle.eq(~busy & ~pipe)
         with m.If(busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)
         with m.If(last.done):

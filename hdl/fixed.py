@@ -24,7 +24,7 @@ from amaranth.hdl import Cat, Const, Mux, Shape, ShapeCastable, Value, signed, u
 
 from ..compiler.spec import QFormat
 
-__all__ = ["SQ", "UQ", "round_shift", "saturate", "narrow", "ROUNDINGS"]
+__all__ = ["SQ", "UQ", "round_shift", "saturate", "narrow", "mul_const", "ROUNDINGS"]
 
 ROUNDINGS = ("nearest", "truncate", "stochastic")
 
@@ -211,3 +211,21 @@ def narrow(v, from_frac: int, q, mode: str = "nearest", draw=None) -> tuple[Valu
     """Round from ``from_frac`` fraction bits to ``q``'s and saturate: ``(value, overflowed)``."""
     q = _fmt(q)
     return saturate(round_shift(v, from_frac - q.frac_bits, mode, draw), q)
+
+
+def mul_const(x, k: int) -> Value:
+    """``x * k`` for a constant ``k >= 0``, as shifts and adds.
+
+    Synthesis maps a ``*`` onto a DSP block even for an address computation (``row * stride``);
+    the DSP blocks belong to the lanes, and ``hardware.dsp_budget`` counts only them.
+    """
+    if not isinstance(k, int) or isinstance(k, bool) or k < 0:
+        raise ValueError(f"Constant factor must be a non-negative integer, not {k!r}")
+    x = Value.cast(x)
+    terms = [x << i for i in range(k.bit_length()) if (k >> i) & 1]
+    if not terms:
+        return Const(0, 1)
+    total = terms[0]
+    for t_ in terms[1:]:
+        total = total + t_
+    return total

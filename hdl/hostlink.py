@@ -59,6 +59,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..hostlink import (SYNC_REQUEST, SYNC_REPLY, Cmd, Status, bytes_per_word, ident_payload)
 from . import BLOCK_RAM
+from .fixed import mul_const
 from .uart import UARTRx, UARTTx, check_divisor
 
 __all__ = ["HostLink", "UARTHostLink", "BusSignature", "RegSignature", "crc16_byte",
@@ -306,7 +307,7 @@ class HostLink(wiring.Component):
 
         depth_of = Array(C(d, aw) for _, d, _ in self.regions)[region[:_bits(R)]]
         bpw_of = Array(C(b - 1, 2) for b in bpws)[region[:_bits(R)]]      # bytes per word - 1
-        nbytes = Array(count * b for b in bpws)[region[:_bits(R)]]        # count * bytes_per_word
+        nbytes = Array(mul_const(count, b) for b in bpws)[region[:_bits(R)]]   # count * bytes_per_word
         region_ok = region < R
         # addr + count <= depth without wrap-around: addr must fit in aw bits first
         range_ok = (addr[aw:] == 0) & ((addr[:aw] + count) <= depth_of)

@@ -40,7 +40,7 @@ from amaranth.lib.wiring import In, Out
 from ..sim.fixed import P_FRAC
 from ..sim.params import Network
 from ..sim.golden import lfsr_seed
-from .fixed import narrow, round_shift, saturate
+from .fixed import mul_const as _mulk, narrow, round_shift, saturate
 from .lfsr import Lfsr
 from . import BLOCK_RAM
 from .mac import MUL_LATENCY, MacLanes
@@ -168,6 +168,8 @@ class LayerStage(wiring.Component):
     done, done_train : Out(1)
         One-cycle strobes when a sample (a training sample) finishes in this stage.
     busy : Out(1)
+    pipe_busy : Out(1)
+        A write or a saturation count of a finished phase is still in the pipeline.
     last_cycles : Out(32)
         Cycles the last sample took, from its acceptance to its ``FIN`` cycle inclusive.
     sat_weight, sat_bias, sat_error, sat_table : Out(32)
@@ -226,7 +228,7 @@ class LayerStage(wiring.Component):
             "i": In(stream.Signature(ctrl_layout(self.C))),
             "in_we": In(1), "in_sig": In(1), "in_idx": In(range(max(2, self.n_in))),
             "in_data": In(signed(net.in_format(l).width)),
-            "done": Out(1), "done_train": Out(1), "busy": Out(1), "last_cycles": Out(32),
+            "done": Out(1), "done_train": Out(1), "busy": Out(1), "pipe_busy": Out(1), "last_cycles": Out(32),
             "sat_weight": Out(32), "sat_bias": Out(32), "sat_error": Out(32), "sat_table": Out(32),
             "rb_en": In(1), "rb_mem": In(3), "rb_bank": In(_bits(lanes - 1)), "rb_addr": In(self.addr_bits),
             "rb_data": Out(signed(32)), "wb_en": In(1), "wb_data": In(signed(32)),
@@ -330,7 +332,7 @@ class LayerStage(wiring.Component):
         ird, iwr = imem.read_port(), imem.write_port(granularity=wi)
         wbuf = Signal()
         iq, ir = _divmod_const(self.in_idx, P, n_in)
-        m.d.comb += iwr.addr.eq(wbuf * (Sx * ci) + (self.in_sig * ci if l > 0 else 0) + iq)
+        m.d.comb += iwr.addr.eq(Mux(wbuf, Sx * ci, 0) + (Mux(self.in_sig, ci, 0) if l > 0 else 0) + iq)
         for k in range(P):
             m.d.comb += [iwr.data[k * wi:(k + 1) * wi].eq(self.in_data), iwr.en[k].eq(self.in_we & (ir == k))]
         ilane = [Signal(signed(wi), name=f"in{k}") for k in range(P)]
@@ -486,21 +488,21 @@ class LayerStage(wiring.Component):
         # layer 0 reads its target row R[c] during FWD, one chunk per cycle (tq), into t at S1
         tq, tq1, tv0, tv1 = Signal(range(cn + 1)), Signal(range(cn + 1)), Signal(), Signal()
         m.d.sync += [tq1.eq(tq), tv1.eq(tv0)]
-        raddr = Mux(ph0 == _TAB, rrow * cn + cc, cls * cn + tq)
+        raddr = Mux(ph0 == _TAB, _mulk(rrow, cn) + cc, _mulk(cls, cn) + tq)
         for name in rd:
             for bk, port in enumerate(rd[name]):
                 if name == "W":
-                    a = cb_ * ci + cc
+                    a = _mulk(cb_, ci) + cc
                 elif name == "b":
                     a = cb_
                 elif name == "T":
-                    a = Mux(ph0 == _GRAD, cc * cn + cb_, cb_ * cn + cc)
+                    a = Mux(ph0 == _GRAD, _mulk(cc, cn) + cb_, _mulk(cb_, cn) + cc)
                 elif name == "Tin":
-                    a = mreg * ci + cc
+                    a = _mulk(mreg, ci) + cc
                 elif name == "R":
                     a = raddr
                 elif name == "head_W":
-                    a = cb_ * cn + cc
+                    a = _mulk(cb_, cn) + cc
                 else:
                     a = cb_
                 m.d.comb += port.addr.eq(Mux(rb_active, self.rb_addr, a))
@@ -542,14 +544,14 @@ class LayerStage(wiring.Component):
             late(tch2[pp], tch[pp])
         # cache writes: T[c] <- t during TH, Tin[c] <- t_in during the first row of FWD
         for pp in range(P):
-            m.d.comb += [wr["T"][pp].addr.eq(cls * cn + c1), wr["T"][pp].data.eq(tch[pp]),
+            m.d.comb += [wr["T"][pp].addr.eq(_mulk(cls, cn) + c1), wr["T"][pp].data.eq(tch[pp]),
                          wr["T"][pp].en.eq(v1 & (ph1 == _TH))]
             if l > 0:    # Tin[c] <- t_in from the input memory's read data in row 0 of the t pass
-                m.d.comb += [wr["Tin"][pp].addr.eq(cls * ci + c1), wr["Tin"][pp].data.eq(ilane[pp]),
+                m.d.comb += [wr["Tin"][pp].addr.eq(_mulk(cls, ci) + c1), wr["Tin"][pp].data.eq(ilane[pp]),
                              wr["Tin"][pp].en.eq(v1 & (ph1 == _FWD) & (a1 == 1) & (b1 == 0))]
         # input memory reads: the x / t_in chunk of FWD (signal ca) and of UPD (term cd)
         region = Mux(ph0 == _UPD, cd, ca)[0] if l > 0 else 0
-        m.d.comb += ird.addr.eq(~wbuf * (Sx * ci) + region * ci + cc)
+        m.d.comb += ird.addr.eq(Mux(wbuf, 0, Sx * ci) + _mulk(region, ci) + cc)
 
         # ---- S1: operands and one multiplier per lane ----
         mac = m.submodules.mac = MacLanes(P, A, B)
@@ -664,7 +666,7 @@ class LayerStage(wiring.Component):
             return sum(f.as_unsigned() for f in flags) if flags else 0
 
         def lane_valid(pp, idx, count):
-            return (idx * P + pp) < count
+            return (_mulk(idx, P) + pp) < count
 
         def argmax_update(k):
             with m.If((k == 0) | (acc > best)):
@@ -701,6 +703,30 @@ class LayerStage(wiring.Component):
         Wq3, Tq3, Rq3, hWq3, hch3, tch3 = s3(Wq2), s3(Tq2), s3(Rq2), s3(hWq2), s3(hch2), s3(tch2)
         bq3, hbq3, ub3, dk3, dk3_ovf, raddr3 = s3(bq2), s3(hbq2), s3(ub2), s3(dk2), s3(dk2_ovf), s3(raddr2)
         hv3 = narrow(acc, fw + fin, qa)[0]
+
+        # S4 registers: the rounded step of each lane (W, R, the head's W) and of the bias, the
+        # old values, where and whether to write; saturation flags for the counters
+        # (widths: those of the rounded expressions themselves, so nothing is cut before saturating)
+        shW, shB, shR, shHW = fe + fin - fw + s_shift, fe - fb + s_shift, fe - ft + s_shift, fe + fa - fw + s_shift
+        lane_steps = [round_shift(-racc[0], shW, mode, draws[0])]
+        bias_steps = [round_shift(-ub3, shB, mode, draws[0])]
+        if l == 0 and self.class_ce:
+            dtc0, dtm0 = dg_split(dq["dg"][0][0])
+            lane_steps.append(round_shift(-Mux(b3 == 0, dtc0, dtm0), shR, mode, draws[0]))
+        if self.head:
+            lane_steps.append(round_shift(-racc[0], shHW, mode, hdraws[0]))
+            bias_steps.append(round_shift(-dk3, shB, mode, hdraws[0]))
+        step4 = [Signal(signed(max(len(v) for v in lane_steps)), name=f"step4_{pp}", reset_less=True)
+                 for pp in range(P)]
+        old4 = [Signal(signed(max(qw.width, qt.width)), name=f"old4_{pp}", reset_less=True) for pp in range(P)]
+        lane4 = [Signal(name=f"lane4_{pp}") for pp in range(P)]
+        bstep4 = Signal(signed(max(len(v) for v in bias_steps)), reset_less=True)
+        bold4 = Signal(signed(qb.width), reset_less=True)
+        wgo4, bgo4, tgo4, hgo4, hbgo4, eovf4 = (Signal(name=nm) for nm in ("wgo4", "bgo4", "tgo4", "hgo4", "hbgo4", "eovf4"))
+        waddr4, baddr4 = Signal(16), Signal(16)
+        taddr4 = Signal.like(raddr3)
+        eflags4 = Signal(P)
+        m.d.sync += [wgo4.eq(0), bgo4.eq(0), tgo4.eq(0), hgo4.eq(0), hbgo4.eq(0), eflags4.eq(0)]
         with m.If(v3):
             with m.Switch(ph3):
                 with m.Case(_FWD):
@@ -735,32 +761,25 @@ class LayerStage(wiring.Component):
                             fifo_push("dh", vh)
                         with m.If(c3 == C):
                             fifo_push("dg", vtc)
-                        m.d.sync += sat_e.eq(sat_e + popcount(ovfs))
+                        m.d.sync += eflags4.eq(Cat(*ovfs))
                 with m.Case(_UPD):
-                    wovf, shW, shB = [], fe + fin - fw + s_shift, fe - fb + s_shift
                     for pp in range(P):
-                        wn, ovf = saturate(Wq3[pp] + round_shift(-racc[pp], shW, mode, draws[pp]), qw)
-                        go = (c3 < ci) & (d3 == terms - 1)
-                        m.d.comb += [wr["W"][pp].addr.eq(b3 * ci + c3), wr["W"][pp].data.eq(wn),
-                                     wr["W"][pp].en.eq(go)]
-                        wovf.append(ovf & go)
-                    bn, bovf = saturate(bq3 + round_shift(-ub3, shB, mode, draws[0]), qb)
-                    bgo = c3 == ci
+                        m.d.sync += [step4[pp].eq(round_shift(-racc[pp], shW, mode, draws[pp])),
+                                     old4[pp].eq(Wq3[pp])]
+                    m.d.sync += [bstep4.eq(round_shift(-ub3, shB, mode, draws[0])), bold4.eq(bq3),
+                                 wgo4.eq((c3 < ci) & (d3 == terms - 1)), bgo4.eq(c3 == ci),
+                                 waddr4.eq(_mulk(b3, ci) + c3), baddr4.eq(b3)]
                     if stoch:
-                        m.d.comb += lf.advance.eq(Mux(bgo, 1, Mux(d3 == terms - 1, chunk_count(c3, ci, n_in), 0)))
-                    m.d.comb += [wr["b"][0].addr.eq(b3), wr["b"][0].data.eq(bn), wr["b"][0].en.eq(bgo)]
-                    m.d.sync += [sat_w.eq(sat_w + popcount(wovf)), sat_b.eq(sat_b + (bovf & bgo))]
+                        m.d.comb += lf.advance.eq(Mux(c3 == ci, 1, Mux(d3 == terms - 1, chunk_count(c3, ci, n_in), 0)))
                 if l == 0 and self.class_ce:
                     with m.Case(_TAB):
-                        tovf, shR = [], fe - ft + s_shift
                         fifo_rotate("dg")
                         for pp in range(P):
                             dtc_h, dtm_h = dg_split(dq["dg"][0][pp])
                             dv = Mux(b3 == 0, dtc_h, dtm_h)
-                            rn, ovf = saturate(Rq3[pp] + round_shift(-dv, shR, mode, draws[pp]), qt)
-                            m.d.comb += [wr["R"][pp].addr.eq(raddr3), wr["R"][pp].data.eq(rn), wr["R"][pp].en.eq(1)]
-                            tovf.append(ovf & lane_valid(pp, c3, n))
-                        m.d.sync += sat_t.eq(sat_t + popcount(tovf))
+                            m.d.sync += [step4[pp].eq(round_shift(-dv, shR, mode, draws[pp])), old4[pp].eq(Rq3[pp]),
+                                         lane4[pp].eq(lane_valid(pp, c3, n))]
+                        m.d.sync += [tgo4.eq(1), taddr4.eq(raddr3)]
                         if stoch:
                             m.d.comb += lf.advance.eq(chunk_count(c3, cn, n))
                 if self.head:
@@ -770,22 +789,45 @@ class LayerStage(wiring.Component):
                             with m.If((b3 == 0) | (acc > best)):
                                 m.d.sync += [best.eq(acc), pred.eq(b3)]
                     with m.Case(_HUPD):
-                        hovf, shHW, shHB = [], fe + fa - fw + s_shift, fe - fb + s_shift
                         for pp in range(P):
                             # HUPD's lane sums are single products (rzero at every d == 0)
-                            wn, ovf = saturate(hWq3[pp] + round_shift(-racc[pp], shHW, mode, hdraws[pp]), qw)
-                            go = c3 < cn
-                            m.d.comb += [wr["head_W"][pp].addr.eq(b3 * cn + c3), wr["head_W"][pp].data.eq(wn),
-                                         wr["head_W"][pp].en.eq(go)]
-                            hovf.append(ovf & go)
-                        bn, bovf = saturate(hbq3 + round_shift(-dk3, shHB, mode, hdraws[0]), qb)
-                        bgo = c3 == cn
+                            m.d.sync += [step4[pp].eq(round_shift(-racc[pp], shHW, mode, hdraws[pp])),
+                                         old4[pp].eq(hWq3[pp])]
+                        m.d.sync += [bstep4.eq(round_shift(-dk3, shB, mode, hdraws[0])), bold4.eq(hbq3),
+                                     hgo4.eq(c3 < cn), hbgo4.eq(c3 == cn), waddr4.eq(_mulk(b3, cn) + c3), baddr4.eq(b3),
+                                     eovf4.eq(dk3_ovf)]
                         if stoch:
-                            m.d.comb += lfh.advance.eq(Mux(bgo, 1, chunk_count(c3, cn, n)))
-                        m.d.comb += [wr["head_b"][0].addr.eq(b3), wr["head_b"][0].data.eq(bn),
-                                     wr["head_b"][0].en.eq(bgo)]
-                        m.d.sync += [sat_wh.eq(sat_wh + popcount(hovf)), sat_bh.eq(sat_bh + (bovf & bgo)),
-                                     sat_eh.eq(sat_eh + (dk3_ovf & bgo))]
+                            m.d.comb += lfh.advance.eq(Mux(c3 == cn, 1, chunk_count(c3, cn, n)))
+
+        # ---- S4: add the rounded steps, saturate, write back; count saturations a cycle later ----
+        wflags, bflag, tflags, hflags, hbflag, heflag = Signal(P), Signal(), Signal(P), Signal(P), Signal(), Signal()
+        for pp in range(P):
+            wn, wovf = saturate(old4[pp] + step4[pp], qw)
+            m.d.comb += [wr["W"][pp].addr.eq(waddr4), wr["W"][pp].data.eq(wn), wr["W"][pp].en.eq(wgo4)]
+            m.d.sync += wflags[pp].eq(wovf & wgo4)
+            if l == 0 and self.class_ce:
+                rn, rovf = saturate(old4[pp] + step4[pp], qt)
+                m.d.comb += [wr["R"][pp].addr.eq(taddr4), wr["R"][pp].data.eq(rn), wr["R"][pp].en.eq(tgo4)]
+                m.d.sync += tflags[pp].eq(rovf & lane4[pp] & tgo4)
+            if self.head:
+                m.d.comb += [wr["head_W"][pp].addr.eq(waddr4), wr["head_W"][pp].data.eq(wn),
+                             wr["head_W"][pp].en.eq(hgo4)]
+                m.d.sync += hflags[pp].eq(wovf & hgo4)
+        bn, bovf = saturate(bold4 + bstep4, qb)
+        m.d.comb += [wr["b"][0].addr.eq(baddr4), wr["b"][0].data.eq(bn), wr["b"][0].en.eq(bgo4)]
+        m.d.sync += bflag.eq(bovf & bgo4)
+        if self.head:
+            m.d.comb += [wr["head_b"][0].addr.eq(baddr4), wr["head_b"][0].data.eq(bn),
+                         wr["head_b"][0].en.eq(hbgo4)]
+            m.d.sync += [hbflag.eq(bovf & hbgo4), heflag.eq(eovf4 & hbgo4)]
+        m.d.sync += [sat_w.eq(sat_w + popcount(list(wflags))), sat_b.eq(sat_b + bflag),
+                     sat_t.eq(sat_t + popcount(list(tflags))), sat_e.eq(sat_e + popcount(list(eflags4))),
+                     sat_wh.eq(sat_wh + popcount(list(hflags))), sat_bh.eq(sat_bh + hbflag),
+                     sat_eh.eq(sat_eh + heflag)]
+        # writes or counts still on their way (the engine is idle only without them)
+        m.d.comb += self.pipe_busy.eq(v_inflight | v2 | v3 | wgo4 | bgo4 | tgo4 | hgo4 | hbgo4 |
+                                      wflags.any() | bflag | tflags.any() | eflags4.any() | hflags.any() |
+                                      hbflag | heflag)
 
         # ---- the FSM: issue phases ----
         cyc = Signal(32)

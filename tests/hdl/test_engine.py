@@ -279,3 +279,20 @@ def test_checkpoint_written_through_the_state_port_resumes_bit_exact():
     _first_mismatch(st["R"], gs["R"], "R")
     for k, v in gs["counters"].items():            # counters are not loaded: they count from zero
         assert st["counters"][k] == v - before.get(k, 0), k
+
+
+@pytest.mark.parametrize("example", ["iris", "digits", "wine-l2", "breast-cancer-head"])
+def test_every_multiplier_is_a_lane(example):
+    """One ``$mul`` per lane and no other (address strides are shifts and adds), so a DSP block
+    count from synthesis equals the lanes (``hardware.dsp_budget``)."""
+    from pathlib import Path
+    from amaranth.back import rtlil
+    from sigprop_fpga.compiler.estimate import allocate_lanes
+    from sigprop_fpga.compiler.spec import load_spec
+    from sigprop_fpga.hdl.engine import SigPropEngine
+    spec = load_spec(Path(__file__).resolve().parents[2] / "examples" / f"{example}.yaml")
+    data = load_dataset(spec)
+    net = Network(spec, data.n_inputs, data.n_classes)
+    lanes = allocate_lanes(net)
+    text = rtlil.convert(SigPropEngine(net, lanes), name="top")
+    assert text.count("cell $mul ") == sum(lanes)

@@ -88,3 +88,28 @@ def test_shapes():
         round_shift(Signal(8), 2, "up")
     with pytest.raises(TypeError):
         saturate(Signal(8), "Q1.7")
+
+
+@pytest.mark.parametrize("k", [0, 1, 3, 6, 10, 13, 64, 100])
+def test_mul_const_equals_product_and_maps_no_multiplier(k):
+    from amaranth.back import rtlil
+    from amaranth.hdl import Module, Signal
+    from sigprop_fpga.hdl.fixed import mul_const
+    x = Signal(7)
+    y = Signal(16)
+    m = Module()
+    m.d.comb += y.eq(mul_const(x, k))
+    assert "$mul" not in rtlil.convert(m, ports=[x, y])     # nothing for synthesis to put on a DSP
+    got = []
+
+    async def bench(ctx):
+        for v in range(128):
+            ctx.set(x, v)
+            got.append(ctx.get(y))
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == [v * k for v in range(128)]
+    with pytest.raises(ValueError, match="Constant factor must be a non-negative integer, not -1"):
+        mul_const(x, -1)
