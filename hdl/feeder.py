@@ -212,6 +212,8 @@ class DatasetFeeder(wiring.Component):
 
         # receiver: predictions arrive in sample order
         rsample = Signal(range(n_all + 1))
+        curve_we, curve_at = Signal(), Signal.like(self.epoch)
+        m.d.sync += curve_we.eq(0)
         m.d.comb += [self.pred.ready.eq(1), lab_rd.addr.eq(rsample)]
         # the label of the sample in flight is read ahead: lab_rd.data is ymem[rsample] one cycle
         # after rsample settles, and a prediction never arrives in the cycle after the previous one
@@ -229,9 +231,7 @@ class DatasetFeeder(wiring.Component):
             with m.Else():
                 m.d.sync += self.test_correct.eq(self.test_correct + correct)
             with m.If(got_in_epoch + 1 == per_epoch):
-                m.d.comb += [c_wr.addr.eq(self.epoch), c_wr.en.eq(1),
-                             c_wr.data.eq(((self.test_correct + (correct & ~rtrain)) << 32)
-                                          | (self.train_correct + (correct & rtrain)))]
+                m.d.sync += [curve_we.eq(1), curve_at.eq(self.epoch)]
                 m.d.sync += [got_in_epoch.eq(0), rsample.eq(0), self.epoch.eq(self.epoch + 1),
                              self.train_correct.eq(0), self.test_correct.eq(0),
                              self.last_train_correct.eq(self.train_correct + (correct & rtrain)),
@@ -242,4 +242,8 @@ class DatasetFeeder(wiring.Component):
                 m.d.sync += [got_in_epoch.eq(got_in_epoch + 1), rsample.eq(rsample + 1)]
         with m.If(self.start & ~self.busy):
             m.d.sync += rsample.eq(0)
+        # the epoch's scores go to the curve a cycle after they settle in last_*_correct (the label
+        # read, the compare and the count do not also fit the memory's write in one cycle)
+        m.d.comb += [c_wr.addr.eq(curve_at), c_wr.en.eq(curve_we),
+                     c_wr.data.eq((self.last_test_correct << 32) | self.last_train_correct)]
         return m

@@ -486,8 +486,9 @@ class LayerStage(wiring.Component):
         # ---- S0: addresses ----
         rrow = Mux((ph0 == _TAB) & (cb_ == 1), mreg, cls)
         # layer 0 reads its target row R[c] during FWD, one chunk per cycle (tq), into t at S1
-        tq, tq1, tv0, tv1 = Signal(range(cn + 1)), Signal(range(cn + 1)), Signal(), Signal()
-        m.d.sync += [tq1.eq(tq), tv1.eq(tv0)]
+        tq, tq1, tq2, tv0, tv1, tv2 = (Signal(range(cn + 1)), Signal(range(cn + 1)), Signal(range(cn + 1)),
+                                       Signal(), Signal(), Signal())
+        m.d.sync += [tq1.eq(tq), tv1.eq(tv0), tq2.eq(tq1), tv2.eq(tv1)]
         raddr = Mux(ph0 == _TAB, _mulk(rrow, cn) + cc, _mulk(cls, cn) + tq)
         for name in rd:
             for bk, port in enumerate(rd[name]):
@@ -626,9 +627,12 @@ class LayerStage(wiring.Component):
             late(Tq2[pp], rd["T"][pp].data)
             if l == 0:
                 late(Rq2[pp], rd["R"][pp].data)
-                # TGT: t = narrow(R[c]) straight from the read data
-                with m.If(tv1):
-                    m.d.sync += t_l[pp][tq1].eq(narrow(rd["R"][pp].data, ft, qa)[0])
+                # TGT: t = narrow(R[c]) from the read data registered first (the block RAM's
+                # clock-to-out and a narrowing do not fit one cycle at speed)
+                r_row = Signal(signed(qt.width), name=f"rrow{pp}", reset_less=True)
+                m.d.sync += r_row.eq(rd["R"][pp].data)
+                with m.If(tv2):
+                    m.d.sync += t_l[pp][tq2].eq(narrow(r_row, ft, qa)[0])
             if self.head:
                 late(hWq2[pp], rd["head_W"][pp].data)
         for x2, x1 in ((bq2, rd["b"][0].data), (ub2, ub_sel), (dk2, dk), (dk2_ovf, dk_ovf)):
@@ -848,7 +852,7 @@ class LayerStage(wiring.Component):
                 # out one at a time in cycles without an h write (the hand-over waits for them)
                 tj = Signal(range(n + 1))
                 m.d.comb += t_done.eq((tj == n) | ~train)
-                with m.If(~hw_go & train & (tq == cn) & ~tv1 & (tj < n) & self.busy):
+                with m.If(~hw_go & train & (tq == cn) & ~tv1 & ~tv2 & (tj < n) & self.busy):
                     m.d.comb += [self.out_we.eq(1), self.out_sig.eq(1), self.out_idx.eq(tj),
                                  self.out_data.eq(Array(t)[tj])]
                     m.d.sync += tj.eq(tj + 1)
