@@ -11,10 +11,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-__all__ = ["estimate_resources", "build_network", "dataset_capacity", "board_memories", "bram_blocks"]
+__all__ = ["estimate_resources", "build_network", "dataset_capacity", "board_memories", "bram_blocks",
+           "lut_features", "LUT_MODEL"]
 
-# Host link + UART + board glue, measured with synth_ice40 (860 LUT4): see hdl/hostlink.py.
-LINK_LUT = 860
 LINK_PAYLOAD = 256          # SigPropBoardCore's host link frame buffer (bytes)
 MAX_EPOCHS = 255            # SigPropBoardCore's feeder: the learning-curve memory's depth
 
@@ -106,20 +105,47 @@ def _dataset_blocks(net, n_samples: int, family: str) -> int:
     return _mem_blocks(MAX_EPOCHS, 64, family) + sum(_mem_blocks(d, w, family, r) for d, w, r in _dataset_memories(net, n_samples))
 
 
+#: LUT model per family: logic cells as nextpnr counts them (iCE40 ``ICESTORM_LC``, ECP5
+#: ``TRELLIS_COMB``) against :func:`lut_features`, fitted by ``bench/calibrate_luts.py``.
+#: Refit whenever the datapath changes (tests/boards/lut_calibration.json holds the measurements
+#: the test checks the model against: every example within 10%).
+LUT_MODEL = {
+    "ice40": {"const": 4874.0, "stages": 1316.0, "lanes": 581.3, "vector_bits": 2.835},
+    "ecp5": {"const": 6123.0, "stages": 614.1, "lanes": 291.7, "vector_bits": 1.595},
+}
+
+
+def lut_features(net, lanes, n_samples: int) -> dict:
+    """What the logic of the board top grows with: a constant (host link, feeder, clock), the
+    stages (control, softmax, counters), the lanes (operand multiplexers, rounding and saturation
+    per lane) and the bits each stage holds in flip-flops (h, t, the delta FIFOs, the logits)."""
+    import math
+    bits = 0
+    for l in range(net.depth):
+        P = lanes[l]
+        p = net.prec(l)
+        entries = math.ceil(net.units(l) / P) * P
+        bits += 2 * entries * p.activation.width
+        if net.spec.learning.loss == "class_ce":
+            bits += entries * (2 * p.error.width + 2)
+        bits += net.n_classes * (2 * p.activation.width + 8)
+    return {"const": 1, "stages": net.depth, "lanes": sum(lanes), "vector_bits": bits}
+
+
 def estimate_resources(net, lanes, n_samples: int, family: str) -> dict:
     """Pre-synthesis estimate of the board top: ``lut``, ``dsp``, ``bram``.
 
-    DSP: one per lane (the softmax units run on their stage's lanes). Block RAM: every memory the
-    engine instantiates (:func:`engine_memories`), the dataset, the host link's frame buffer.
-    LUT: a linear model of the datapath (per stage, per lane, per vector entry still held in
-    flip-flops: h, t and the delta FIFOs) plus the host link, calibrated on digits (4 + 4 lanes:
-    10,102 LUT4 for the engine with ``synth_ice40 -dsp``).
+    DSP: one per lane (every multiplier is a lane; the softmax runs on its stage's lanes).
+    Block RAM: every memory of the board top (:func:`board_memories`), each the cheapest tiling
+    of the family's block configurations (exact: the memories are forced to block RAM).
+    LUT: the linear model :data:`LUT_MODEL` of :func:`lut_features`, calibrated per family on the
+    example networks by ``bench/calibrate_luts.py``.
     """
     bram = bram_blocks(net, lanes, n_samples, family)
     dsp = sum(lanes)
-    vec = sum(4 * net.units(l) for l in range(net.depth))     # entries held in flip-flops per stage
-    lut = 2700 * net.depth + 350 * sum(lanes) + 8 * vec + LINK_LUT
-    return {"lut": int(lut), "dsp": int(dsp), "bram": int(bram)}
+    coef = LUT_MODEL[family]
+    lut = sum(coef[k] * v for k, v in lut_features(net, lanes, n_samples).items())
+    return {"lut": int(round(lut)), "dsp": int(dsp), "bram": int(bram)}
 
 
 def build_network(network, board: str | None = None, out_dir=None, *, progress=None, seed: int = 1,

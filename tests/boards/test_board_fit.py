@@ -111,3 +111,28 @@ def test_dataset_capacity_never_fails_the_fit_check():
             assert estimate_resources(net, lanes, cap, t.family)["bram"] <= t.available("bram")
             if cap:   # and it is the largest such size, to within one block of samples
                 assert estimate_resources(net, lanes, cap + 40, t.family)["bram"] > t.available("bram")
+
+
+def test_lut_model_within_ten_percent_of_the_packed_examples():
+    """The LUT estimate against the logic cells nextpnr packed for every example on both families
+    (measured by bench/calibrate_luts.py, stored beside this test)."""
+    import json
+    from pathlib import Path
+
+    from sigprop_fpga.boards.flow import LUT_MODEL
+    data = json.loads((Path(__file__).with_name("lut_calibration.json")).read_text())
+    assert {d["family"] for d in data["designs"]} == {"ice40", "ecp5"} and len(data["designs"]) >= 10
+    for d in data["designs"]:
+        est = sum(LUT_MODEL[d["family"]][k] * v for k, v in d["features"].items())
+        assert abs(est / d["packed"] - 1) <= 0.10, (d["network"], d["family"], round(est), d["packed"])
+
+
+def test_lut_features_follow_the_network():
+    from sigprop_fpga.boards.flow import lut_features
+    from sigprop_fpga.compiler.spec import parse_spec
+    from sigprop_fpga.sim.params import Network
+    small = Network(parse_spec("dataset: {source: iris}\nnetwork: {layers: [8]}\n"), 4, 3)
+    big = Network(parse_spec("dataset: {source: iris}\nnetwork: {layers: [32, 32]}\n"), 4, 3)
+    fs, fb = lut_features(small, (2,), 100), lut_features(big, (2, 2), 100)
+    assert (fs["stages"], fb["stages"], fs["lanes"], fb["lanes"]) == (1, 2, 2, 4)
+    assert fb["vector_bits"] > 2 * fs["vector_bits"] > 0

