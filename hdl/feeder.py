@@ -4,7 +4,7 @@ Used by the cycle-accurate simulation (the testbench starts it and lets Verilato
 by the boards' autonomous mode (the same memories, filled at build time).
 """
 
-from amaranth.hdl import Module, Signal, unsigned
+from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -72,8 +72,10 @@ class DatasetFeeder(wiring.Component):
 
     Latency and throughput
     ----------------------
-    Two cycles per beat, so ``2 (n_in + 1)`` cycles per sample, far below any stage's cycles per
-    sample; the engine's input buffer lets the next sample load while stage 0 works.
+    Three cycles per beat (address, read and bank select, registered beat), so ``3 (n_in + 1)``
+    cycles per sample; it limits the rate only if every stage is faster than that (the examples'
+    slowest stages take 6 to 20 times longer). The engine's input buffer lets the next sample
+    load while stage 0 works.
     """
 
     def __init__(self, x_train, y_train, x_test, y_test, *, in_width: int, n_classes: int, max_epochs: int = 64):
@@ -146,7 +148,14 @@ class DatasetFeeder(wiring.Component):
         # sender
         sample = Signal(range(n_all + 1))
         beat = Signal(range(n_in + 1))
+        # the beat leaves from a register: a block RAM's clock-to-out, the bank multiplexer and
+        # the engine's input memory do not share a cycle at speed
+        beat_q = Signal(self.in_width)
+        m.d.sync += beat_q.eq(Mux(beat == n_in, y_rd.data, x_data))
         addr = Signal(range(max(2, n_all * n_in + 1)))
+        # the feature and label memories are addressed straight from registers (their address
+        # lines fan out to every bank across the device), so their data follow addr and sample
+        m.d.comb += [x_addr.eq(addr), y_rd.addr.eq(sample)]
         sent_in_epoch = Signal(range(n_all + 1))
         epochs_sent = Signal(range(self.max_epochs + 1))
         # receiver
@@ -181,23 +190,13 @@ class DatasetFeeder(wiring.Component):
                 with m.Elif(~self.hold):
                     m.d.sync += beat.eq(0)
                     m.next = "READ"
-            with m.State("READ"):
-                with m.If(beat == n_in):
-                    m.d.comb += y_rd.addr.eq(sample)
-                with m.Else():
-                    m.d.comb += x_addr.eq(addr)
+            with m.State("READ"):         # the memories read addr / sample (always addressed)
+                m.next = "LOAD"
+            with m.State("LOAD"):         # the word reaches beat_q (read, bank select, register)
                 m.next = "SEND"
             with m.State("SEND"):
-                with m.If(beat == n_in):
-                    m.d.comb += [self.o.payload.data.eq(y_rd.data), self.o.payload.train.eq(train_phase)]
-                with m.Else():
-                    m.d.comb += [self.o.payload.data.eq(x_data), self.o.payload.train.eq(train_phase)]
+                m.d.comb += [self.o.payload.data.eq(beat_q), self.o.payload.train.eq(train_phase)]
                 m.d.comb += self.o.valid.eq(1)
-                # hold the read address so the read port keeps its data while waiting for ready
-                with m.If(beat == n_in):
-                    m.d.comb += y_rd.addr.eq(sample)
-                with m.Else():
-                    m.d.comb += x_addr.eq(addr)
                 with m.If(self.o.ready):
                     with m.If(beat == n_in):
                         m.d.sync += [sample.eq(sample + 1), sent_in_epoch.eq(sent_in_epoch + 1),

@@ -543,13 +543,23 @@ class LayerStage(wiring.Component):
             m.d.comb += [hch[pp].eq(h_l[pp][hidx1]), tch[pp].eq(t_l[pp][hidx1])]
             late(hch2[pp], hch[pp])
             late(tch2[pp], tch[pp])
-        # cache writes: T[c] <- t during TH, Tin[c] <- t_in during the first row of FWD
+        # cache writes: T[c] <- t during TH, Tin[c] <- t_in during the first row of FWD, both a
+        # cycle after S1 from registers (the lane multiplexers, or the input memory's clock-to-out,
+        # and the cache's write port do not share a cycle at speed; nothing reads them sooner)
+        t_we, t_addr = Signal(), Signal(range(max(2, C * cn)))
+        t_data = [Signal(signed(qa.width), name=f"t_wdata{pp}", reset_less=True) for pp in range(P)]
+        m.d.sync += [t_we.eq(v1 & (ph1 == _TH)), t_addr.eq(_mulk(cls, cn) + c1)]
+        m.d.sync += [t_data[pp].eq(tch[pp]) for pp in range(P)]
+        if l > 0:
+            i_we, i_addr = Signal(), Signal(range(max(2, C * ci)))
+            i_data = [Signal(signed(qin.width), name=f"tin_wdata{pp}", reset_less=True) for pp in range(P)]
+            m.d.sync += [i_we.eq(v1 & (ph1 == _FWD) & (a1 == 1) & (b1 == 0)), i_addr.eq(_mulk(cls, ci) + c1)]
+            m.d.sync += [i_data[pp].eq(ilane[pp]) for pp in range(P)]
         for pp in range(P):
-            m.d.comb += [wr["T"][pp].addr.eq(_mulk(cls, cn) + c1), wr["T"][pp].data.eq(tch[pp]),
-                         wr["T"][pp].en.eq(v1 & (ph1 == _TH))]
+            m.d.comb += [wr["T"][pp].addr.eq(t_addr), wr["T"][pp].data.eq(t_data[pp]), wr["T"][pp].en.eq(t_we)]
             if l > 0:    # Tin[c] <- t_in from the input memory's read data in row 0 of the t pass
-                m.d.comb += [wr["Tin"][pp].addr.eq(_mulk(cls, ci) + c1), wr["Tin"][pp].data.eq(ilane[pp]),
-                             wr["Tin"][pp].en.eq(v1 & (ph1 == _FWD) & (a1 == 1) & (b1 == 0))]
+                m.d.comb += [wr["Tin"][pp].addr.eq(i_addr), wr["Tin"][pp].data.eq(i_data[pp]),
+                             wr["Tin"][pp].en.eq(i_we)]
         # input memory reads: the x / t_in chunk of FWD (signal ca) and of UPD (term cd)
         region = Mux(ph0 == _UPD, cd, ca)[0] if l > 0 else 0
         m.d.comb += ird.addr.eq(Mux(wbuf, 0, Sx * ci) + _mulk(region, ci) + cc)
