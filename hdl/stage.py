@@ -17,8 +17,11 @@ training sample, in order (``P`` lanes, ``ci = ceil(n_in/P)``, ``cn = ceil(n/P)`
 
 Every issuing phase costs ``MUL_LATENCY + 1`` (4) more cycles to drain the pipeline (S0 issue ->
 S1 memory read and operand multiplexers -> operand registers -> product register -> adder tree
-register -> S2 accumulate/write), one more (S3) where the finished dot product is narrowed or
-compared (FWD, READ, TH, HLOG). ``Tin[c] <- t_in`` is written during ``FWD``. An inference sample
+register -> S2 accumulate), one more where the finished dot product is narrowed or compared at
+S3 (FWD, READ, TH, HLOG). The delta FIFOs are filled at S3 and W, b, R and the head are written
+back at S4 without a longer drain: nothing reads those words sooner (``no_drain`` below lists the
+phases that need no drain at all). The engine is idle only once the S4 writes and the saturation
+counts landed (``pipe_busy``). ``Tin[c] <- t_in`` is written during ``FWD``. An inference sample
 runs ``FWD`` (``h`` only) and, in the last stage, ``READ`` or ``HLOG``.
 
 Stochastic rounding: the stage's :class:`.lfsr.Lfsr` (and the head's) hands lane ``p`` the
