@@ -3,27 +3,30 @@
 One stage per hidden layer (the head, when present, is folded into the last stage). A stage with
 ``P`` lanes (one multiplier each; ``ci = ceil(n_in/P)``, ``cn = ceil(n/P)``) walks these phases
 for every training sample, exactly as :class:`sigprop_fpga.hdl.stage.LayerStage` does (the
-hardware tests measure the real counts and require equality). Every issuing phase has 2 more
-cycles to drain its pipeline (memory read, registered product, accumulate/write):
+hardware tests measure the real counts and require equality). Every issuing phase has ``DRAIN``
+(``MUL_LATENCY + 1`` = 4) more cycles to drain its pipeline (memory read, operand, product and
+adder-tree registers, accumulate), one more where a finished sum is compared (S3) and two more in
+``forward`` (narrowed at S3, written at S4); a phase whose successor reads nothing it writes skips
+its drain:
 
 =========  ===================================================  ==============================
 phase      work                                                 cycles
 =========  ===================================================  ==============================
 overhead   accept the sample, finish                            ``2``
-forward    ``h = f(W x + b)``, and ``t = f(W t_in + b)`` for     ``signals * n * ci + 2``
-           ``l >= 1``; meanwhile ``Tin[c] <- t_in``, and
-           ``t = f(R[c])`` at layer 0 (one chunk a cycle)
-logits     ``s_k = T[k] . h`` on the pre-write caches: the       ``C * cn + 2``
+forward    ``h = f(W x + b)``, and ``t = f(W t_in + b)`` for     ``signals * n * ci + DRAIN + 2``
+           ``l >= 1``; meanwhile ``Tin[c] <- t_in``, and        (no drain before ``logits``
+           ``t = f(R[c])`` at layer 0 (one chunk a cycle)       when ``cn >= DRAIN + 2``)
+logits     ``s_k = T[k] . h`` on the pre-write caches: the       ``C * cn``
            readout (last stage) and ``m``; ``class_ce``, or
            the readout alone for ``l2``
-cache      ``T[c] <- t`` and ``s_c = t . h``                     ``cn + 2``
-softmax    :class:`sigprop_fpga.hdl.softmax.Softmax` on the lanes ``(1 + 2G) C + 23``
-gradient   ``g_h = sum_k (p_k - y_k) T[k]``, ``g_t = e_c h``    ``(C + 1) * cn + 2``
-update     ``W -= (d_h x + d_tc t_in + d_tm Tin[m]) >> s``, b    ``n * (terms * ci + 1) + 2``
-           (``terms`` = 3, 2 without push, 1 at layer 0/``l2``)
-table      ``R[c], R[m] -= d >> s`` (layer 0, ``class_ce``)      ``rows * cn + 2``
-head       logits ``C cn + 2``, softmax ``(1+2G) C + 23``, update    (the sum)
-           ``C (cn + 1) + 2``
+cache      ``T[c] <- t`` and ``s_c = t . h``                     ``cn + DRAIN + 1``
+softmax    :class:`sigprop_fpga.hdl.softmax.Softmax` on the lanes ``(1 + 2G) C + 27``
+gradient   ``g_h = sum_k (p_k - y_k) T[k]``, ``g_t = e_c h``    ``(C + 1) * cn + DRAIN``
+update     ``W -= (d_h x + d_tc t_in + d_tm Tin[m]) >> s``, b    ``n * (terms * ci + 1) + DRAIN``
+           (``terms`` = 3, 2 without push, 1 at layer 0/``l2``)  (no drain before ``table``)
+table      ``R[c], R[m] -= d >> s`` (layer 0, ``class_ce``)      ``rows * cn + DRAIN``
+head       logits ``C cn + DRAIN + 1``, softmax, update          (the sum)
+           ``C (cn + 1) + DRAIN``
 =========  ===================================================  ==============================
 
 Layers pipeline (DESIGN.md §2), so the cycles between samples are the slowest stage's.
@@ -35,7 +38,6 @@ import math
 from dataclasses import asdict, dataclass
 
 from ..hdl.mac import MUL_LATENCY
-from ..sim.fixed import RECIP_BITS
 from ..sim.params import Network
 
 __all__ = ["StageEstimate", "Estimate", "estimate", "allocate_lanes", "stage_phases", "stage_cycles", "stage_macs",
@@ -98,10 +100,11 @@ OVERHEAD = 2                    # the accept cycle and the finish cycle
 
 
 def softmax_cycles(C: int, groups: int = 1) -> int:
-    """The softmax phase: one start cycle plus the unit's latency ((1 + 2 groups) C + RECIP_BITS - 16 + 6
-    + 2 (MUL_LATENCY - 1)), ``groups`` lane cycles per product (``d log2 e``, ``e_k q``;
-    :func:`softmax_groups`)."""
-    return 1 + (1 + 2 * groups) * C + (RECIP_BITS - 16 + 1) + 5 + 2 * (MUL_LATENCY - 1)
+    """The softmax phase: one start cycle plus the unit's latency
+    (:func:`sigprop_fpga.hdl.softmax.softmax_latency` on the lanes' multiplier latency), ``groups``
+    lane cycles per product (``d log2 e``, ``e_k q``; :func:`softmax_groups`)."""
+    from ..hdl.softmax import softmax_latency
+    return 1 + softmax_latency(C, groups, MUL_LATENCY)
 
 
 def softmax_fracs(net: Network, l: int) -> tuple[int, ...]:
@@ -132,13 +135,13 @@ def stage_phases(net: Network, l: int, lanes: int) -> dict:
     last = l == net.depth - 1
     learning = net.spec.learning
     ce = learning.loss == "class_ce"
-    ph = {"overhead": OVERHEAD, "forward": _signals(l) * n * ci + DRAIN + 1}
+    ph = {"overhead": OVERHEAD, "forward": _signals(l) * n * ci + DRAIN + 2}
     # logits -> cache and update -> table follow without a drain, forward -> logits too when the
-    # last chunk of h is read DRAIN issues in (hdl/stage.py, ``no_drain``)
+    # last chunk of h is read DRAIN + 2 issues in (hdl/stage.py, ``no_drain``): h lands at S4
     if ce or (last and net.spec.readout == "nearest_target"):
         ph["logits"] = C * cn
-        if cn >= DRAIN + 1:
-            ph["forward"] -= DRAIN + 1
+        if cn >= DRAIN + 2:
+            ph["forward"] -= DRAIN + 2
     ph["cache"] = cn + DRAIN + 1
     if ce:
         ph["softmax"] = softmax_cycles(C, softmax_groups(net, l, P))
@@ -155,11 +158,11 @@ def stage_inference_cycles(net: Network, l: int, lanes: int) -> int:
     """Cycles of an inference sample in stage ``l``."""
     n_in, n, C = net.fan_in(l), net.units(l), net.n_classes
     ci, cn = math.ceil(n_in / lanes), math.ceil(n / lanes)
-    cyc = OVERHEAD + n * ci + DRAIN + 1      # h only: an inference needs no target
+    cyc = OVERHEAD + n * ci + DRAIN + 2      # h only: an inference needs no target
     if l == net.depth - 1:
         cyc += C * cn + DRAIN + 1
-        if net.spec.readout == "nearest_target" and cn >= DRAIN + 1:
-            cyc -= DRAIN + 1                 # forward -> logits without a drain
+        if net.spec.readout == "nearest_target" and cn >= DRAIN + 2:
+            cyc -= DRAIN + 2                 # forward -> logits without a drain
     return cyc
 
 

@@ -140,10 +140,17 @@ class SigPropEngine(wiring.Component):
         win = net.spec.precision.input.width
         for l, st in enumerate(self.stages):
             m.submodules[f"stage{l}"] = st
-        for a, b in zip(self.stages, self.stages[1:]):
-            wiring.connect(m, a.o, b.i)
-            m.d.comb += [b.in_we.eq(a.out_we), b.in_sig.eq(a.out_sig), b.in_idx.eq(a.out_idx),
+        hand_over = 0
+        for k, (a, b) in enumerate(zip(self.stages, self.stages[1:])):
+            # the hand-over is registered: a's narrowed h/t entry lands in b's input memory a
+            # cycle later, off a's accumulator-to-narrow path; b takes the sample only once the
+            # last registered write has landed
+            we = Signal(name=f"hand{k}_we")
+            m.d.sync += [we.eq(a.out_we), b.in_sig.eq(a.out_sig), b.in_idx.eq(a.out_idx),
                          b.in_data.eq(a.out_data)]
+            m.d.comb += [b.in_we.eq(we), b.i.valid.eq(a.o.valid & ~we), a.o.ready.eq(b.i.ready & ~we),
+                         b.i.payload.eq(a.o.payload)]
+            hand_over = hand_over | we
         last = self.stages[-1]
         wiring.connect(m, last.pred, wiring.flipped(self.o))
 
@@ -170,7 +177,7 @@ class SigPropEngine(wiring.Component):
             busy = busy | st.busy
             if hasattr(st, "o"):
                 busy = busy | st.o.valid
-        pipe = 0
+        pipe = hand_over
         for st in self.stages:
             pipe = pipe | st.pipe_busy
         m.d.comb += self.idle.eq(~busy & ~pipe)

@@ -213,26 +213,26 @@ class Softmax(wiring.Component):
         else:
             m.d.sync += tval.eq(table[j6])
         m.d.sync += [ip1.eq(ip[:5]), big1.eq(ip >= P_FRAC + 1), k1e.eq(k1), ev1.eq(ten)]
-        ex = Signal(range(emax + 1))
-        m.d.comb += ex.eq(Mux(big1, 0, tval >> ip1))
-        with m.If(ev1):
-            m.d.sync += [e[k1e].eq(ex), total.eq(total + ex)]
+        # e lands a cycle later from a register: the table's block RAM answers late in the cycle
+        # (no output register), too late for the shift and the sum behind it
+        ex, k2e, ev2 = Signal(range(emax + 1), reset_less=True), Signal(range(max(2, n))), Signal()
+        m.d.sync += [ex.eq(Mux(big1, 0, tval >> ip1)), k2e.eq(k1e), ev2.eq(ev1)]
+        with m.If(ev2):
+            m.d.sync += [e[k2e].eq(ex), total.eq(total + ex)]
 
         m.d.comb += self.busy.eq(0)
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [k.eq(1), mx.eq(s[0]), total.eq(0), g.eq(0)]
-                    m.next = "MAX"
-            with m.State("MAX"):
+                    m.d.sync += [k.eq(1 if n > 1 else 0), mx.eq(s[0]), total.eq(0), g.eq(0)]
+                    m.next = "MAX" if n > 1 else "EXP"
+            with m.State("MAX"):          # s[1] .. s[n - 1], then straight to EXP
                 m.d.comb += self.busy.eq(1)
-                with m.If(k == n):
-                    m.d.sync += k.eq(0)
+                with m.If(s[k] > mx):
+                    m.d.sync += mx.eq(s[k])
+                m.d.sync += k.eq(Mux(k == n - 1, 0, k + 1))
+                with m.If(k == n - 1):
                     m.next = "EXP"
-                with m.Else():
-                    with m.If(s[k] > mx):
-                        m.d.sync += mx.eq(s[k])
-                    m.d.sync += k.eq(k + 1)
             with m.State("EXP"):
                 m.d.comb += [self.busy.eq(1), d.eq(mx - s[k]), men.eq(1), xexp.eq(1), ma.eq(LOG2E_Q16),
                              mb.eq(Mux(d >= dc, dc, d))]
@@ -250,7 +250,10 @@ class Softmax(wiring.Component):
             with m.State("EXP_W1"):       # the last product; its table read
                 m.d.comb += self.busy.eq(1)
                 m.next = "EXP_W2"
-            with m.State("EXP_W2"):       # the last e lands
+            with m.State("EXP_W2"):       # the last e is shifted
+                m.d.comb += self.busy.eq(1)
+                m.next = "EXP_W3"
+            with m.State("EXP_W3"):       # the last e lands
                 m.d.comb += self.busy.eq(1)
                 m.next = "DIV"
             with m.State("DIV"):

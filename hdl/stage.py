@@ -18,7 +18,7 @@ training sample, in order (``P`` lanes, ``ci = ceil(n_in/P)``, ``cn = ceil(n/P)`
 Every issuing phase costs ``MUL_LATENCY + 1`` (4) more cycles to drain the pipeline (S0 issue ->
 S1 memory read and operand multiplexers -> operand registers -> product register -> adder tree
 register -> S2 accumulate), one more where the finished dot product is narrowed or compared at
-S3 (FWD, READ, TH, HLOG). The delta FIFOs are filled at S3 and W, b, R and the head are written
+S3 (READ, TH, HLOG), two in FWD (h and t are narrowed at S3 and written at S4). The delta FIFOs are filled at S3 and W, b, R and the head are written
 back at S4 without a longer drain: nothing reads those words sooner (``no_drain`` below lists the
 phases that need no drain at all). The engine is idle only once the S4 writes and the saturation
 counts landed (``pipe_busy``). ``Tin[c] <- t_in`` is written during ``FWD``. An inference sample
@@ -720,6 +720,13 @@ class LayerStage(wiring.Component):
         Wq3, Tq3, Rq3, hWq3, hch3, tch3 = s3(Wq2), s3(Tq2), s3(Rq2), s3(hWq2), s3(hch2), s3(tch2)
         bq3, hbq3, ub3, dk3, dk3_ovf, raddr3 = s3(bq2), s3(hbq2), s3(ub2), s3(dk2), s3(dk2_ovf), s3(raddr2)
         hv3 = narrow(acc, fw + fin, qa)[0]
+        # h[j] and t[j] land at S4 from registers (the narrowing is a carry chain of its own)
+        hv4, hwe4, twe4, b4 = Signal.like(hv3), Signal(), Signal(), Signal.like(b3)
+        m.d.sync += [hv4.eq(hv3), b4.eq(b3), hwe4.eq(0), twe4.eq(0)]
+        with m.If(hwe4):
+            m.d.sync += h_a[b4].eq(hv4)
+        with m.If(twe4):
+            m.d.sync += t_a[b4].eq(hv4)
 
         # S4 registers: the rounded step of each lane (W, R, the head's W) and of the bias, the
         # old values, where and whether to write; saturation flags for the counters
@@ -749,9 +756,9 @@ class LayerStage(wiring.Component):
                 with m.Case(_FWD):
                     with m.If(c3 == ci - 1):
                         with m.If(a3 == 0):
-                            m.d.sync += h_a[b3].eq(hv3)
+                            m.d.sync += hwe4.eq(1)
                         with m.Else():
-                            m.d.sync += t_a[b3].eq(hv3)
+                            m.d.sync += twe4.eq(1)
                 with m.Case(_READ):
                     with m.If(c3 == cn - 1):
                         m.d.sync += s_a[b3].eq(acc)
@@ -962,12 +969,12 @@ class LayerStage(wiring.Component):
 
         # Phases that need no drain before the next: nothing the next one reads at S0/S1 is
         # written later by this one, and S2/S3 stay in issue order. FWD -> READ when the last chunk
-        # of h is read at least DRAIN + 1 issues into READ, after the last h entry landed (S3; the
+        # of h is read at least DRAIN + 2 issues into READ, after the last h entry landed (S4; the
         # t pass of a layer >= 1 ends FWD after the h pass anyway); READ -> TH (TH reads h, t and
         # T[c], READ writes only s and the argmax), UPD -> TAB (TAB reads R and the FIFO head it
         # rotates itself; UPD's rotations are at S1, its writes go to W and b).
         no_drain = {}
-        if keep["READ"] and cn >= MUL_LATENCY + 2:
+        if keep["READ"] and cn >= MUL_LATENCY + 3:
             to_read = (train & Const(int(self.class_ce or (self.last and not self.head)))) | \
                 (~train & Const(int(self.last and not self.head)))
             no_drain["FWD"] = (to_read, "READ")
@@ -1003,8 +1010,10 @@ class LayerStage(wiring.Component):
                             m.next = f"W_{name}"
                 with m.State(f"W_{name}"):
                     m.d.comb += self.busy.eq(1)
-                    # phases with S3 results (h, t, s, the argmax) wait for them too
-                    with m.If(~v_inflight & (~v2 if name in ("FWD", "READ", "TH", "HLOG") else 1)):
+                    # phases with S3 results (s, the argmax) wait for them too, FWD for its S4
+                    # writes of h and t
+                    done = ~v_inflight & (~v2 if name in ("FWD", "READ", "TH", "HLOG") else 1)
+                    with m.If(done & (~v3 if name == "FWD" else 1)):
                         nxt()
             if self.class_ce:
                 with m.State("SMAX"):

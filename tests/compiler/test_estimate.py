@@ -73,6 +73,6 @@ def test_variants_have_their_phases():
     nopush = _net("dataset: {source: iris}\nnetwork: {layers: [8, 6]}\nlearning: {push: false}\n", 4, 3)
     assert stage_phases(nopush, 1, 2)["update"] == 6 * (2 * 4 + 1) + 4
     assert stage_phases(nopush, 0, 2)["table"] == 4 + 4
-    assert stage_inference_cycles(nopush, 1, 2) == 2 + 6 * 4 + 5 + 3 * 3 + 5
+    assert stage_inference_cycles(nopush, 1, 2) == 2 + 6 * 4 + 6 + 3 * 3 + 5   # h lands at S4
     tr, inf = stage_macs(nopush, 0)
     assert inf == 8 * 4 and tr > inf

@@ -22,7 +22,7 @@ def _vectors(rng, n, width):
 
 
 @pytest.mark.parametrize("mul_latency", [1, 2, 3])
-@pytest.mark.parametrize("n,width,frac", [(3, 20, 16), (10, 22, 16), (2, 18, 19)])
+@pytest.mark.parametrize("n,width,frac", [(3, 20, 16), (10, 22, 16), (2, 18, 19), (1, 12, 8)])
 def test_softmax_matches_golden(n, width, frac, mul_latency):
     rng = np.random.default_rng(n * 1000 + width)
     dut = Softmax(n, width, fracs=(frac, frac + 3), mul_latency=mul_latency)
