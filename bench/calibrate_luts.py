@@ -39,7 +39,10 @@ BOARDS = {"ice40": "icebreaker", "ecp5": "ulx3s-85f"}
 CELL = {"ice40": "ICESTORM_LC", "ecp5": "TRELLIS_COMB"}
 
 
-def packed_luts(path: str, family: str) -> dict:
+def board_plan(path: str, family: str, nextpnr_opts: str = "--pack-only"):
+    """The board top of ``path`` for ``family`` as ``build`` would elaborate it (engine, on-chip
+    dataset, host link, clock): ``(spec, net, lanes, stored samples, build plan)``, the plan's
+    RTLIL with read collisions relaxed as for synthesis."""
     spec = load_spec(path)
     data = load_dataset(spec)
     net = Network(spec, data.n_inputs, data.n_classes)
@@ -52,8 +55,13 @@ def packed_luts(path: str, family: str) -> dict:
     settings = target.plan_clock(spec.hardware.clock_mhz)
     achieved = target.achieved_mhz(spec.hardware.clock_mhz)
     top = SigPropBoardTop(net, data, target, achieved * 1e6, lanes=lanes, n_train=n_train, n_test=n_test)
-    plan = target.platform().prepare(BoardTop(top, target, settings), name="top", nextpnr_opts="--pack-only")
+    plan = target.platform().prepare(BoardTop(top, target, settings), name="top", nextpnr_opts=nextpnr_opts)
     plan.files["top.il"] = relax_read_collisions(plan.files["top.il"])
+    return spec, net, lanes, n_train + n_test, plan
+
+
+def packed_luts(path: str, family: str) -> dict:
+    spec, net, lanes, n_samples, plan = board_plan(path, family)
     env = {**os.environ, **amaranth_tool_env()}
     with tempfile.TemporaryDirectory() as tmp:
         plan.extract(tmp)
@@ -73,9 +81,9 @@ def packed_luts(path: str, family: str) -> dict:
     if not m:
         raise RuntimeError(f"{path} {family}: no {CELL[family]} count in nextpnr's log:\n{log[-2000:]}")
     used = int(m[-1][0])
-    est = estimate_resources(net, lanes, n_train + n_test, family)["lut"]
+    est = estimate_resources(net, lanes, n_samples, family)["lut"]
     return {"network": spec.name, "family": family, "packed": used, "estimated": est,
-            "features": lut_features(net, lanes, n_train + n_test)}
+            "features": lut_features(net, lanes, n_samples)}
 
 
 def main(argv=None):
