@@ -220,26 +220,38 @@ class Softmax(wiring.Component):
         with m.If(ev2):
             m.d.sync += [e[k2e].eq(ex), total.eq(total + ex)]
 
+        # one logit multiplexer: s[k] for the max, s[k + 1] for the next difference
+        ksel = Signal(range(max(2, n)))
+        sk = Signal(signed(w))
+        m.d.comb += sk.eq(s[ksel])
         m.d.comb += self.busy.eq(0)
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [k.eq(1 if n > 1 else 0), mx.eq(s[0]), total.eq(0), g.eq(0)]
-                    m.next = "MAX" if n > 1 else "EXP"
-            with m.State("MAX"):          # s[1] .. s[n - 1], then straight to EXP
-                m.d.comb += self.busy.eq(1)
-                with m.If(s[k] > mx):
-                    m.d.sync += mx.eq(s[k])
+                    m.next = "MAX" if n > 1 else "EXP0"
+            with m.State("MAX"):          # s[1] .. s[n - 1], then the first difference
+                m.d.comb += [self.busy.eq(1), ksel.eq(k)]
+                with m.If(sk > mx):
+                    m.d.sync += mx.eq(sk)
                 m.d.sync += k.eq(Mux(k == n - 1, 0, k + 1))
                 with m.If(k == n - 1):
-                    m.next = "EXP"
+                    m.next = "EXP0"
+            # the clamped difference d_k is registered a request ahead (the logit multiplexer and
+            # the subtraction stay off the path into the lanes' operand registers)
+            dreg = Signal(MB, reset_less=True)
+            m.d.comb += d.eq(mx - sk)
+            with m.State("EXP0"):
+                m.d.comb += [self.busy.eq(1), ksel.eq(0)]
+                m.d.sync += dreg.eq(Mux(d >= dc, dc, d))
+                m.next = "EXP"
             with m.State("EXP"):
-                m.d.comb += [self.busy.eq(1), d.eq(mx - s[k]), men.eq(1), xexp.eq(1), ma.eq(LOG2E_Q16),
-                             mb.eq(Mux(d >= dc, dc, d))]
+                m.d.comb += [self.busy.eq(1), men.eq(1), xexp.eq(1), ma.eq(LOG2E_Q16), mb.eq(dreg),
+                             ksel.eq(Mux(k == n - 1, 0, k + 1))]
                 if G > 1:
                     m.d.sync += g.eq(Mux(g == G - 1, 0, g + 1))
                 with m.If(g == G - 1):
-                    m.d.sync += k.eq(k + 1)
+                    m.d.sync += [k.eq(k + 1), dreg.eq(Mux(d >= dc, dc, d))]
                     with m.If(k == n - 1):
                         m.d.sync += [k.eq(0), rem.eq(1 << (RECIP_BITS - _Q_BITS)), q.eq(0), bit.eq(_Q_BITS)]
                         m.next = "EXP_L1" if L > 1 else "EXP_W1"
@@ -256,18 +268,17 @@ class Softmax(wiring.Component):
             with m.State("EXP_W3"):       # the last e lands
                 m.d.comb += self.busy.eq(1)
                 m.next = "DIV"
-            with m.State("DIV"):
+            with m.State("DIV"):          # Q_BITS steps, the last one straight into MUL
                 m.d.comb += self.busy.eq(1)
                 r2 = rem << 1
-                with m.If(bit == 0):
+                m.d.sync += bit.eq(bit - 1)
+                with m.If(r2 >= total):
+                    m.d.sync += [rem.eq(r2 - total), q.eq((q << 1) | 1)]
+                with m.Else():
+                    m.d.sync += [rem.eq(r2), q.eq(q << 1)]
+                with m.If(bit == 1):
                     m.d.sync += [k.eq(0), g.eq(0)]
                     m.next = "MUL"
-                with m.Else():
-                    m.d.sync += bit.eq(bit - 1)
-                    with m.If(r2 >= total):
-                        m.d.sync += [rem.eq(r2 - total), q.eq((q << 1) | 1)]
-                    with m.Else():
-                        m.d.sync += [rem.eq(r2), q.eq(q << 1)]
             with m.State("MUL"):
                 m.d.comb += [self.busy.eq(1), ma.eq(e[k]), mb.eq(q), men.eq(1)]
                 if G > 1:
