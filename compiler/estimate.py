@@ -20,7 +20,7 @@ logits     ``s_k = T[k] . h`` on the pre-write caches: the       ``C * cn``
            readout (last stage) and ``m``; ``class_ce``, or
            the readout alone for ``l2``
 cache      ``T[c] <- t`` and ``s_c = t . h``                     ``cn + DRAIN + 1``
-softmax    :class:`sigprop_fpga.hdl.softmax.Softmax` on the lanes ``(1 + 2G) C + 27``
+softmax    :class:`sigprop_fpga.hdl.softmax.Softmax` on the lanes ``2 G C + ceil(log2 C) + 27``
 gradient   ``g_h = sum_k (p_k - y_k) T[k]``, ``g_t = e_c h``    ``(C + 1) * cn + DRAIN``
 update     ``W -= (d_h x + d_tc t_in + d_tm Tin[m]) >> s``, b    ``n * (terms * ci + 1) + DRAIN``
            (``terms`` = 3, 2 without push, 1 at layer 0/``l2``)  (no drain before ``table``)

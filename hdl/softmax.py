@@ -10,7 +10,7 @@ from ..sim.fixed import EXP2_FRAC_BITS, EXP2_TABLE, LOG2E_Q16, P_FRAC, RECIP_BIT
 from .fixed import UQ
 from .mac import MUL_LATENCY
 
-__all__ = ["Softmax", "softmax_latency", "exp_clamp", "mul_b_bits", "Q_BITS", "E_BITS"]
+__all__ = ["Softmax", "softmax_latency", "max_levels", "exp_clamp", "mul_b_bits", "Q_BITS", "E_BITS"]
 
 # the quotient floor(2^32 / sum) is at most 2^16 because sum >= 2^16 (the max logit's e is 2^16)
 _Q_BITS = RECIP_BITS - P_FRAC + 1
@@ -20,11 +20,16 @@ Q_BITS = _Q_BITS
 E_BITS = P_FRAC + 1               # e_k <= 2^16
 
 
+def max_levels(n: int) -> int:
+    """Levels of the registered max tree over ``n`` logits (``ceil(log2 n)``)."""
+    return (n - 1).bit_length()
+
+
 def softmax_latency(n: int, groups: int = 1, mul_latency: int = MUL_LATENCY) -> int:
     """Cycles from ``start`` to ``done`` for ``n`` logits (``done`` is high in the last one), when
     each product (``d_k log2 e`` and ``e_k q``) takes ``groups`` multiplier cycles (1 with the
     internal multiplier) and answers ``mul_latency`` cycles after its request."""
-    return (1 + 2 * groups) * n + _Q_BITS + 5 + 2 * (mul_latency - 1)
+    return 2 * groups * n + max(max_levels(n) - 1, 0) + _Q_BITS + 6 + 2 * (mul_latency - 1)
 
 
 def exp_clamp(fracs) -> int:
@@ -42,7 +47,7 @@ def mul_b_bits(fracs) -> int:
 class Softmax(wiring.Component):
     """Fixed-point softmax of ``n`` logits with a base-2 exponential table and one division.
 
-    ``d_k = max(s) - s_k``; ``v_k = d_k * LOG2E_Q16``; ``e_k = EXP2_TABLE[6 fraction bits of v_k]
+    ``m = max(s)`` by a tree of registered comparisons; ``d_k = m - s_k``; ``v_k = d_k * LOG2E_Q16``; ``e_k = EXP2_TABLE[6 fraction bits of v_k]
     >> int(v_k)`` (0 from a shift of 17); ``r = floor(2^32 / sum e)`` by a restoring divider;
     ``p_k = (e_k r) >> 16`` on an internal multiplier, or on the lanes of the stage (``groups``).
 
@@ -89,8 +94,8 @@ class Softmax(wiring.Component):
 
     Latency and throughput
     ----------------------
-    :func:`softmax_latency` ``(n, groups, L) = (1 + 2 groups) n + 22 + 2 (L - 1)`` cycles from ``start`` to
-    ``done``; one run at a time. Both products (``d log2 e`` with ``d`` clamped where ``e``
+    :func:`softmax_latency` ``(n, groups, L) = 2 groups n + max(ceil(log2 n) - 1, 0) + 23 + 2 (L - 1)``
+    cycles from ``start`` to ``done``; one run at a time. Both products (``d log2 e`` with ``d`` clamped where ``e``
     becomes 0, and ``e_k q``) go to one multiplier: with ``groups`` the stage's lanes, so the
     unit maps no DSP block of its own.
     """
@@ -138,7 +143,18 @@ class Softmax(wiring.Component):
         n, w = self.n, self.width
         s = Array(self.s[k] for k in range(n))
         k = Signal(range(n + 1))
-        mx = Signal(signed(w))
+        # the max: a tree of registered pairwise comparisons over the (stable) logits, valid
+        # max_levels(n) cycles after they are
+        level = [self.s[i] for i in range(n)]
+        for lv in range(max_levels(n)):
+            nxt = []
+            for i in range(0, len(level), 2):
+                r = Signal(signed(w), name=f"max{lv}_{i // 2}", reset_less=True)
+                pair = level[i:i + 2]
+                m.d.sync += r.eq(pair[0] if len(pair) == 1 else Mux(pair[1] > pair[0], pair[1], pair[0]))
+                nxt.append(r)
+            level = nxt
+        mx = level[0]
         d = Signal(unsigned(w + 1))
         emax = (1 << P_FRAC)
         e = Array(Signal(range(emax + 1), name=f"e{i}", reset_less=True) for i in range(n))
@@ -220,7 +236,7 @@ class Softmax(wiring.Component):
         with m.If(ev2):
             m.d.sync += [e[k2e].eq(ex), total.eq(total + ex)]
 
-        # one logit multiplexer: s[k] for the max, s[k + 1] for the next difference
+        # one logit multiplexer: s[k + 1] for the next difference
         ksel = Signal(range(max(2, n)))
         sk = Signal(signed(w))
         m.d.comb += sk.eq(s[ksel])
@@ -228,14 +244,13 @@ class Softmax(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [k.eq(1 if n > 1 else 0), mx.eq(s[0]), total.eq(0), g.eq(0)]
-                    m.next = "MAX" if n > 1 else "EXP0"
-            with m.State("MAX"):          # s[1] .. s[n - 1], then the first difference
-                m.d.comb += [self.busy.eq(1), ksel.eq(k)]
-                with m.If(sk > mx):
-                    m.d.sync += mx.eq(sk)
-                m.d.sync += k.eq(Mux(k == n - 1, 0, k + 1))
-                with m.If(k == n - 1):
+                    m.d.sync += [k.eq(0), total.eq(0), g.eq(0)]
+                    m.next = "MAX" if max_levels(n) > 1 else "EXP0"
+            with m.State("MAX"):          # the tree's last levels, then the first difference
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += k.eq(k + 1)
+                with m.If(k == max_levels(n) - 2):
+                    m.d.sync += k.eq(0)
                     m.next = "EXP0"
             # the clamped difference d_k is registered a request ahead (the logit multiplexer and
             # the subtraction stay off the path into the lanes' operand registers)

@@ -25,7 +25,7 @@ from sigprop_fpga.sim.params import Network
 ROOT = Path(__file__).resolve().parents[2]
 
 LUT4_MAX = 4200          # the engine's share of the UP5K's 5280 (the target)
-LUT4_GUARD = 10400       # what the engine takes today (10,102 measured): a regression guard
+LUT4_GUARD = 11000       # what the engine takes today (10,891 measured, 736 of them the softmaxes' max trees): a regression guard
 DSP_MAX = 8
 EBR_MAX = 24
 
