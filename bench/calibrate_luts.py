@@ -55,7 +55,8 @@ def board_plan(path: str, family: str, nextpnr_opts: str = "--pack-only"):
     settings = target.plan_clock(spec.hardware.clock_mhz)
     achieved = target.achieved_mhz(spec.hardware.clock_mhz)
     top = SigPropBoardTop(net, data, target, achieved * 1e6, lanes=lanes, n_train=n_train, n_test=n_test)
-    plan = target.platform().prepare(BoardTop(top, target, settings), name="top", nextpnr_opts=nextpnr_opts)
+    plan = target.platform().prepare(BoardTop(top, target, settings), name="top", nextpnr_opts=nextpnr_opts,
+                                     synth_opts=target.synth_opts)
     plan.files["top.il"] = relax_read_collisions(plan.files["top.il"])
     return spec, net, lanes, n_train + n_test, plan
 

@@ -53,7 +53,7 @@ NEXTPNR_REPORT = "nextpnr-report.json"
 REPORT_FILE = "report.json"
 STAMP_FILE = "build.json"
 #: Bump when the meaning of the stamp or of the build changes.
-_FLOW_VERSION = 2
+_FLOW_VERSION = 3
 
 #: Amaranth tool name -> step name shown in progress and used for the log file.
 STEP_NAMES = {
@@ -314,7 +314,7 @@ def build(top: Elaboratable, target: BoardTarget | str, out_dir: str | os.PathLi
     design = BoardTop(top, target, settings) if add_clock else top
     platform = target.platform()
     # the env is only read by the build script / our runner; keep os.environ clean.
-    plan = platform.prepare(design, name=name,
+    plan = platform.prepare(design, name=name, synth_opts=target.synth_opts,
                             nextpnr_opts=f"--seed {int(seed)} --report {NEXTPNR_REPORT} {target.nextpnr_opts}".strip())
     il = f"{name}.il"
     if il in plan.files:        # no read-first emulation on the block RAMs (hdl.relax_read_collisions)

@@ -28,5 +28,6 @@ ICEBREAKER = register(BoardTarget(
     pll=ICE40Pll(),
     uart_resource="uart",
     leds=(("led_g", 0), ("led_r", 0)),
+    synth_opts="-dsp",            # the lanes' multipliers on the SB_MAC16s, not in logic cells
     notes="SB_PLL40_PAD on the clk12 pad (pin 35); 16..275 MHz, or 12 MHz without PLL",
 ))

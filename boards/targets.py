@@ -66,6 +66,9 @@ class BoardTarget:
     bitstream_ext : str
     nextpnr_opts : str
         Extra nextpnr options for this family (e.g. the router).
+    synth_opts : str
+        Extra options of the family's ``synth_*`` Yosys command (e.g. ``-dsp`` on the iCE40,
+        whose synthesis otherwise builds every multiplier from logic cells).
         Suffix of the packed bitstream Amaranth writes (``"bin"`` for
         icepack, ``"bit"`` for ecppack).
     """
@@ -87,6 +90,7 @@ class BoardTarget:
     setup: Callable[[Any, Any], None] | None = None
     bitstream_ext: str = "bin"
     nextpnr_opts: str = ""
+    synth_opts: str = ""
 
     # ------------------------------------------------------------------
     def platform(self):

@@ -66,7 +66,7 @@ def test_digits_engine_dsp_and_block_ram_fit_ice40_up5k(digits_ice40_cells):
 
 
 @pytest.mark.xfail(strict=True, reason="open: the engine takes about 10k LUT4 of the 4.2k target (the whole "
-                                       "board top packs into 21,820 logic cells of 5,280): per-lane arithmetic, "
+                                       "board top packs into 20,220 logic cells of 5,280): per-lane arithmetic, "
                                        "flip-flop vectors, softmax and counters; needs a time-multiplexed datapath")
 def test_digits_engine_lut_target_ice40_up5k(digits_ice40_cells):
     lut, dsp, ebr, summary = digits_ice40_cells
