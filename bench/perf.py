@@ -167,9 +167,18 @@ def attach_boards(n_out: dict, board_results: list) -> dict:
         # the limit of the DSPs the design uses: the place-and-route count when built (it can
         # exceed the lanes: Yosys maps other multiplications to DSP blocks too), else the lanes
         b["dsps_used_source"] = "place and route" if b.get("dsp_used_pnr") else "lanes"
-        cycles = n_out["rtl"].get("cycles_per_sample")
+        if b.get("engine") == "serial":     # the board's own datapath, measured apart
+            cycles = (b.get("rtl") or {}).get("cycles_per_sample")
+            lanes_used = b["lanes"]
+            b["mac_utilization"] = mac_utilization(n_out["macs_per_sample"], lanes_used, cycles)[1] if cycles else None
+        else:
+            cycles = n_out["rtl"].get("cycles_per_sample")
+            lanes_used = n_out["dsps_used"]
+            b["mac_utilization"] = n_out["mac_utilization"]
+        b["cycles_per_sample"] = cycles
         b["figures"] = board_figures(macs_per_sample=n_out["macs_per_sample"], cycles_per_sample=cycles,
-                                     fmax_mhz=b.get("fmax_mhz") if cycles else None, dsps_used=b.get("dsp_used_pnr") or n_out["dsps_used"],
+                                     fmax_mhz=b.get("fmax_mhz") if cycles else None,
+                                     dsps_used=b.get("dsp_used_pnr") or lanes_used,
                                      device_dsps=b["device_dsps"], cpu=cpu)
         if not b.get("fmax_mhz") and b["status"] == "not built":
             b["note"] = "no up-to-date build; run with --build all (or sigprop-fpga build)"
@@ -180,8 +189,11 @@ def attach_boards(n_out: dict, board_results: list) -> dict:
 def flat_rows(nets_out: list) -> list:
     """One flat record per network and board (perf.json ``rows``)."""
     return [{"network": n["name"], "board": b["board"], "status": b["status"],
-             "cycles_per_sample": n["rtl"].get("cycles_per_sample"),
-             "ideal_cycles_per_sample": n["ideal_cycles_per_sample"], "mac_utilization": n["mac_utilization"],
+             "engine": b.get("engine"), "lanes": b.get("lanes"),
+             "cycles_per_sample": b.get("cycles_per_sample", n["rtl"].get("cycles_per_sample")),
+             "ideal_cycles_per_sample": (n["macs_per_sample"] / b["lanes"] if b.get("engine") == "serial"
+                                         else n["ideal_cycles_per_sample"]),
+             "mac_utilization": b.get("mac_utilization", n["mac_utilization"]),
              "stage_cycles_sum": n["pipeline"]["sum"], "slowest_stage": n["pipeline"]["slowest"],
              "pipeline_speedup": n["pipeline"]["speedup"],
              "between_over_slowest": n["pipeline"]["between_over_slowest"],
@@ -223,16 +235,22 @@ def format_tables(result: dict) -> str:
         for b in n["boards"]:
             f = b["figures"]
             if b["status"] == "does not fit":
-                rows.append([n["name"], b["board"], _fit_text(b["fit"]), "-", "-", "-", "-", "-", "-", "-", "-", "-"])
+                rows.append([n["name"], b["board"], _fit_text(b["fit"]) if b.get("fit") else "does not fit",
+                             "-", "-", "-", "-", "-", "-", "-", "-", "-", "-", "-", "-"])
                 continue
             timing = "-" if b.get("timing_met") is None else ("met" if b["timing_met"] else "NOT met")
-            rows.append([n["name"], b["board"], b["status"], _opt(b.get("fmax_mhz")), timing,
+            engine = f"serial x{b['lanes']}" if b.get("engine") == "serial" else "pipelined"
+            rows.append([n["name"], b["board"], b["status"], engine, _opt(b.get("cycles_per_sample")),
+                         _opt(b.get("mac_utilization")), _opt(b.get("fmax_mhz")), timing,
                          _opt(f["samples_per_second"]), f"{f['dsps_used']}/{f['device_dsps']}",
                          _opt(f["device_limit"]), _opt(f["fraction_of_device_limit"]),
                          _opt(f["fraction_of_used_dsp_limit"]),
                          _opt(f["over_cpu"].get("float_per_sample")), _opt(f["over_cpu"].get("float_batched"))])
-    out += ["", "Boards: samples/s at fmax (measured cycles), the DSP limit (all the device's DSPs busy at fmax)"]
-    out.append(format_table(["network", "board", "status", "fmax MHz", "timing", "samples/s", "DSPs used/device",
+    out += ["", "Boards: the engine each board builds (pipelined: the cycles above; serial xP: one lane array "
+            "of P lanes, measured in Verilator apart), samples/s at fmax (measured cycles), the DSP limit "
+            "(all the device's DSPs busy at fmax)"]
+    out.append(format_table(["network", "board", "status", "engine", "cycles", "MAC util", "fmax MHz", "timing",
+                             "samples/s", "DSPs used/device",
                              "device limit /s", "of device limit", "of used-DSP limit", "x CPU float",
                              "x CPU batched"], rows))
     rows = [[n["name"], n["cpu"]["float_per_sample"], n["cpu"]["float_batched"],
@@ -251,6 +269,10 @@ def format_tables(result: dict) -> str:
     out.append(format_table(["network", "rule", "cycles/sample", "stored act bits", "feedback w bits",
                              "w reads", "w writes", "transposed reads", "layers overlap"], rows))
     notes = [f"{n['name']}: Verilator: {n['rtl']['error'][:300]}" for n in result["networks"] if n["rtl"].get("error")]
+    notes += [f"{n['name']}/{b['board']}: Verilator (serial): {b['rtl']['error'][:300]}" for n in result["networks"]
+              for b in n["boards"] if (b.get("rtl") or {}).get("error")]
+    notes += [f"{n['name']}/{b['board']}: " + "; ".join(b["problems"])[:300] for n in result["networks"]
+              for b in n["boards"] if b["status"] == "does not fit" and b.get("problems")]
     notes += [f"{n['name']}/{b['board']}: {b.get('error') or b.get('note')}"[:300] for n in result["networks"]
               for b in n["boards"] if b.get("error") or b.get("note")]
     if notes:
@@ -315,9 +337,11 @@ def _measure_cpu(spec, data, net, repeats, min_samples, FloatSigProp, baselines)
 
 def measure_rtl(network, spec, data, net, lanes, samples: int, build_root: Path, timeout_s: float = 900) -> dict:
     """Train the first ``samples`` training samples in Verilator (no test split); steady-state
-    cycles between training predictions, and the engine's counters after the last one."""
+    cycles between training predictions, and the engine's counters after the last one. ``lanes``
+    one int: the serial engine with that many lanes."""
     from sigprop_fpga.compiler.estimate import estimate
     from sigprop_fpga.hdl.engine import counter_names
+    from sigprop_fpga.hdl.serial import serial_cycles
     from sigprop_fpga.sim import verilator as vl
     from sigprop_fpga.sim.rtl import BENCH_DIR, TOP, trainer_verilog
     from sigprop_fpga.toolchain import apply_verilator_env
@@ -326,7 +350,10 @@ def measure_rtl(network, spec, data, net, lanes, samples: int, build_root: Path,
     if n < 2 * net.depth + 2:
         raise ValueError(f"{spec.name}: need at least {2 * net.depth + 2} samples for a steady state, got {n}")
     apply_verilator_env()
-    est = estimate(net, lanes)
+    if isinstance(lanes, int):
+        est_cycles, map_lanes = serial_cycles(net, lanes)["train"], [lanes] * net.depth
+    else:
+        est_cycles, map_lanes = estimate(net, lanes).cycles_per_sample, list(lanes)
     t0 = time.perf_counter()
     text = trainer_verilog(net, data, lanes, n, 0, 1)
     convert_s = time.perf_counter() - t0
@@ -334,8 +361,8 @@ def measure_rtl(network, spec, data, net, lanes, samples: int, build_root: Path,
         vpath = Path(tmp) / f"{TOP}.v"
         vpath.write_text(text)
         info = vl.build(vpath, TOP, build_root)
-    config = {"network": str(Path(network).resolve()), "lanes": list(lanes), "epochs": 1, "n_train": n,
-              "n_test": 0, "check_every": 0, "cycles_per_sample": est.cycles_per_sample}
+    config = {"network": str(Path(network).resolve()), "lanes": map_lanes, "epochs": 1, "n_train": n,
+              "n_test": 0, "check_every": 0, "cycles_per_sample": est_cycles}
     build_root.mkdir(parents=True, exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix="sigprop-perf-run-", dir=build_root))
     r = vl.run(info, "tb_trainer", test_dir=BENCH_DIR, config=config, run_dir=run_dir, timeout_s=timeout_s)
@@ -358,6 +385,13 @@ def measure_rtl(network, spec, data, net, lanes, samples: int, build_root: Path,
             "sim_cycles_per_second": d["sim_cycles_per_second"]}
 
 
+def plan_board(network: str, board: str):
+    """What ``build`` decides for ``network`` on ``board`` (engine, lanes, stored samples, the
+    fit-checked estimate): :func:`sigprop_fpga.boards.flow.prepare_network`; raises ``FitError``."""
+    from sigprop_fpga.boards.flow import prepare_network
+    return prepare_network(network, board)
+
+
 class _NotCached(Exception):
     pass
 
@@ -373,22 +407,21 @@ def build_one(network: str, board: str, run_flow: bool, quiet: bool = False) -> 
 
     from sigprop_fpga.boards import get_target
     from sigprop_fpga.boards import build as board_build
-    from sigprop_fpga.boards.fit import FitError, fit_check
-    from sigprop_fpga.boards.flow import build_network, dataset_capacity, estimate_resources
-    from sigprop_fpga.compiler.estimate import allocate_lanes
+    from sigprop_fpga.boards.fit import FitError
+    from sigprop_fpga.boards.flow import build_network
 
     t0 = time.perf_counter()
-    spec, data, net = _load(network)
     target = get_target(board)
-    lanes = allocate_lanes(net)
-    # the numbers of the fit check build_network makes (same dataset size rule)
-    n_total = len(data.y_train) + len(data.y_test)
-    est = estimate_resources(net, lanes, min(n_total, dataset_capacity(net, target, lanes)), target.family)
-    base = {"network": spec.name, "board": board, "device": target.device,
-            "fit": fit_numbers(est, {k: target.available(k) for k in est}), "device_dsps": target.available("dsp")}
-    problems = fit_check(est, target)
-    if problems:
-        return {**base, "status": "does not fit", "problems": problems, "seconds": time.perf_counter() - t0}
+    base = {"network": Path(network).stem, "board": board, "device": target.device,
+            "device_dsps": target.available("dsp")}
+    try:
+        d = plan_board(network, board)
+    except FitError as e:       # the fit check build_network makes, with its numbers
+        return {**base, "status": "does not fit", "problems": e.problems, "seconds": time.perf_counter() - t0}
+    spec, est = d.spec, d.estimate
+    base.update(network=spec.name, engine=d.plan.engine,
+                lanes=d.plan.lanes if isinstance(d.plan.lanes, int) else list(d.plan.lanes),
+                fit=fit_numbers(est, {k: target.available(k) for k in est}))
 
     def progress(line):
         if not quiet:
@@ -408,7 +441,7 @@ def build_one(network: str, board: str, run_flow: bool, quiet: bool = False) -> 
         return {**base, "status": "build failed", "error": f"{type(e).__name__}: {' '.join(str(e).split())[:600]}",
                 "seconds": time.perf_counter() - t0}
     keep = ("fmax_mhz", "timing_met", "clock_mhz", "resources", "bitstream", "bitstream_sha256", "out_dir",
-            "steps", "seconds", "skipped", "lanes")
+            "steps", "seconds", "skipped")
     res = report.get("resources", {})
     return {**base, "status": "cached" if report.get("skipped") else "built",
             "dsp_used_pnr": (res.get("dsp") or {}).get("used"), **{k: report.get(k) for k in keep},
@@ -441,7 +474,7 @@ def write_plots(result: dict, out_dir: Path) -> list[str]:
     for j, b in enumerate(boards):
         xs = [i - 0.4 + w * (j + 0.5) for i in x]
         fits = [board_of(n, b)["status"] != "does not fit" for n in nets]
-        util = [n["mac_utilization"] or 0 for n in nets]
+        util = [board_of(n, b).get("mac_utilization", n["mac_utilization"]) or 0 for n in nets]
         c = colors[j % len(colors)]
         for xx, u, f in zip(xs, util, fits):
             ax1.bar(xx, u, width=w, color=c if f else "none", edgecolor=c, hatch=None if f else "//")
@@ -584,6 +617,29 @@ def main(argv=None):
         how = "cached" if r["build_cached"] else f"built in {r['build_seconds']:.0f} s"
         tqdm.write(f"  {spec.name}: {r['cycles_per_sample']:,.1f} cycles/sample "
                    f"(ideal {est.ideal_cycles_per_sample:,.1f}, stages {stages}), Verilator model {how}")
+    # 2b. the serial datapaths the boards choose (one Verilator run per network and lane count)
+    from sigprop_fpga.boards.fit import FitError
+    serial = {}
+    for network in networks:
+        for board in args.boards:
+            try:
+                d = plan_board(network, board)
+            except FitError:
+                continue
+            if d.plan.engine == "serial":
+                serial.setdefault((network, d.plan.lanes), []).append(board)
+    serial_rtl = {}
+    for (network, P), on in tqdm(list(serial.items()), desc="Verilator, serial engines", unit="net"):
+        spec, data, net, _lanes, _est = loaded[network]
+        try:
+            r = measure_rtl(network, spec, data, net, P, args.samples, Path(args.build_root))
+            tqdm.write(f"  {spec.name} (serial engine, {P} lanes, for {', '.join(on)}): "
+                       f"{r['cycles_per_sample']:,.1f} cycles/sample")
+        except Exception as e:
+            failed = True
+            r = {"error": f"{type(e).__name__}: {' '.join(str(e).split())[:800]}", "cycles_per_sample": None}
+            tqdm.write(f"  {spec.name} (serial, {P} lanes): the Verilator measurement FAILED: {r['error']}")
+        serial_rtl[(network, P)] = r
     # 3. builds (default network first, then the smaller designs first)
     tasks = [(network, board) for network in networks for board in args.boards]
     tasks.sort(key=lambda t: (not _is_default(t[0]), loaded[t[0]][4].macs_per_sample, t[1]))
@@ -607,6 +663,10 @@ def main(argv=None):
     bar.close()
 
     for n_out, network in zip(nets_out, networks):
+        for board in args.boards:
+            b = results[(network, board)]
+            if b.get("engine") == "serial":
+                b["rtl"] = serial_rtl.get((network, b["lanes"]), {"error": "not measured", "cycles_per_sample": None})
         attach_boards(n_out, [results[(network, board)] for board in args.boards])
     result = {"bench": "perf", "argv": sys.argv[1:] if argv is None else list(argv), "samples": args.samples, "repeats": args.repeats, "build_mode": mode,
               "boards": list(args.boards), "default_network": os.path.relpath(DEFAULT_NETWORK),

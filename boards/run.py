@@ -116,14 +116,18 @@ def _registers():
     return {name: i for i, name in enumerate(REGISTERS)}
 
 
-def _identify(client, R):
-    """PING, then check the ID register: a SigProp board top of this layout."""
+def _identify(client, R, net, lanes):
+    """PING, check the ID register (a SigProp board top of this layout), and return the engine's
+    lanes per stage: ``lanes`` (the compiler's) for the pipelined engine, ``(P,) * depth`` for a
+    serial engine of ``P`` lanes (the ENGINE register)."""
     from .top import BOARD_ID
 
     client.ping()
     ident = client.read_reg(R["ID"])
     if ident != BOARD_ID:
         raise RunError(f"the device is not a SigProp board top (ID 0x{ident:08x}, expected 0x{BOARD_ID:08x})")
+    P = client.read_reg(R["ENGINE"])
+    return tuple(lanes) if P == 0 else (P,) * net.depth
 
 
 def _read_state(client, R, net, lanes, control: int, poll_s: float, deadline: float) -> dict:
@@ -157,7 +161,7 @@ def run_on_board(network, transport, *, epochs: int | None = None, progress: boo
     client = HostLinkClient(transport, retries=3)
     t0 = time.perf_counter()
     try:
-        _identify(client, R)
+        lanes = _identify(client, R, net, lanes)
         n_train, n_test = client.read_reg(R["N_TRAIN"]), client.read_reg(R["N_TEST"])
         if n_train == 0:
             raise RunError("the board stores no training samples; rebuild it with build --samples N")
@@ -317,7 +321,7 @@ def stream_on_board(network, transport, *, epochs: int | None = None, samples: i
     client = HostLinkClient(transport, retries=3)
     t0 = time.perf_counter()
     try:
-        _identify(client, R)
+        lanes = _identify(client, R, net, lanes)
         status = client.read_reg(R["STATUS"])
         if status & 0b1:
             raise RunError("the on-chip feeder is training (autonomous mode, e.g. a bitstream built with "

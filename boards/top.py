@@ -21,7 +21,9 @@ index  name             meaning
 11     CURVE_TEST       correct test predictions of that epoch
 12     N_TRAIN          training samples stored on chip
 13     N_TEST           test samples stored on chip
-14     ID               0x53500001 ("SP", layout version 1)
+14     ID               0x53500002 ("SP", layout version 2)
+15     ENGINE           the engine: 0 pipelined (the lanes per stage are the compiler's,
+                        ``allocate_lanes``), else the serial engine's lane count
 =====  ===============  =================================================================
 
 Memory region 0 (``state``) is the engine's state (set ``hold`` and wait for ``idle`` first):
@@ -46,8 +48,8 @@ from ..hdl.hostlink import UARTHostLink
 __all__ = ["SigPropBoardCore", "SigPropBoardTop", "REGISTERS", "BOARD_ID"]
 
 REGISTERS = ("CONTROL", "STATUS", "SENT", "RECEIVED", "TRAIN_CORRECT", "TEST_CORRECT", "CYCLES", "SAMPLES",
-             "INFERENCES", "CURVE_ADDR", "CURVE_TRAIN", "CURVE_TEST", "N_TRAIN", "N_TEST", "ID")
-BOARD_ID = 0x53500001
+             "INFERENCES", "CURVE_ADDR", "CURVE_TRAIN", "CURVE_TEST", "N_TRAIN", "N_TEST", "ID", "ENGINE")
+BOARD_ID = 0x53500002
 
 
 class SigPropBoardCore(wiring.Component):
@@ -59,8 +61,14 @@ class SigPropBoardCore(wiring.Component):
         The network and its dataset (the first ``n_train`` / ``n_test`` samples are stored).
     divisor : int
         UART clock cycles per bit.
-    lanes : tuple of int, optional
+    lanes : tuple of int or int, optional
+        The engine's lanes (per stage for :class:`~sigprop_fpga.hdl.engine.SigPropEngine`, one
+        count for :class:`~sigprop_fpga.hdl.serial.SerialEngine`).
     autostart_epochs : int
+    engine_cls : type
+        The engine: :class:`~sigprop_fpga.hdl.engine.SigPropEngine` (a pipelined stage per
+        layer, the default) or :class:`~sigprop_fpga.hdl.serial.SerialEngine` (one lane array
+        for every layer, for small devices); both have the same ports and state map.
         Epochs the chip trains by itself after configuration (0: wait for the host).
 
     Members
@@ -76,13 +84,13 @@ class SigPropBoardCore(wiring.Component):
     """
 
     def __init__(self, net, data, *, divisor: int, lanes=None, n_train=None, n_test=None,
-                 autostart_epochs: int = 0, max_epochs: int = 255):
+                 autostart_epochs: int = 0, max_epochs: int = 255, engine_cls=SigPropEngine):
         self.net, self.data = net, data
         self.n_train = len(data.y_train) if n_train is None else n_train
         self.n_test = len(data.y_test) if n_test is None else n_test
         self.divisor = divisor
         self.autostart_epochs = autostart_epochs
-        self.engine = SigPropEngine(net, lanes)
+        self.engine = engine_cls(net, lanes)
         self.feeder = DatasetFeeder(data.x_train[:self.n_train], data.y_train[:self.n_train],
                                     data.x_test[:self.n_test], data.y_test[:self.n_test],
                                     in_width=self.engine.in_width, n_classes=net.n_classes, max_epochs=max_epochs)
@@ -144,6 +152,7 @@ class SigPropBoardCore(wiring.Component):
             "TEST_CORRECT": f.test_correct, "CYCLES": e.cycles, "SAMPLES": e.samples, "INFERENCES": e.inferences,
             "CURVE_ADDR": curve_addr, "CURVE_TRAIN": f.curve_data[:32], "CURVE_TEST": f.curve_data[32:],
             "N_TRAIN": self.n_train, "N_TEST": self.n_test, "ID": BOARD_ID,
+            "ENGINE": getattr(e, "P", 0) if not isinstance(e, SigPropEngine) else 0,
         }
         r_data = Signal(32)
         with m.Switch(reg.index):
@@ -178,17 +187,18 @@ class SigPropBoardTop(Elaboratable):
     clock_hz : float
         The ``sync`` frequency (sets the UART divisor).
     baud : int
-    lanes, n_train, n_test, autostart_epochs :
+    lanes, n_train, n_test, autostart_epochs, engine_cls :
         As :class:`SigPropBoardCore`.
     """
 
     def __init__(self, net, data, target, clock_hz: float, *, baud: int = 115200, lanes=None,
-                 n_train=None, n_test=None, autostart_epochs: int = 0):
+                 n_train=None, n_test=None, autostart_epochs: int = 0, engine_cls=SigPropEngine):
         if baud <= 0 or clock_hz / baud < 4:
             raise ValueError(f"the UART needs at least 4 clock cycles per bit, {clock_hz:.0f} Hz / {baud} baud")
         self.target = target
         self.core = SigPropBoardCore(net, data, divisor=round(clock_hz / baud), lanes=lanes, n_train=n_train,
-                                     n_test=n_test, autostart_epochs=autostart_epochs)
+                                     n_test=n_test, autostart_epochs=autostart_epochs,
+                                     engine_cls=engine_cls)
 
     def elaborate(self, platform):
         m = Module()

@@ -4,7 +4,7 @@ Used by the cycle-accurate simulation (the testbench starts it and lets Verilato
 by the boards' autonomous mode (the same memories, filled at build time).
 """
 
-from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -12,11 +12,17 @@ import numpy as np
 
 from . import BLOCK_RAM
 
-__all__ = ["DatasetFeeder", "ROM_BANK_DEPTH"]
+__all__ = ["DatasetFeeder", "ROM_BANK_DEPTH", "curve_count_width"]
 
 #: Words per bank of the feature ROM (a power of two).
 ROM_BANK_BITS = 13
 ROM_BANK_DEPTH = 1 << ROM_BANK_BITS
+
+
+def curve_count_width(n_samples: int) -> int:
+    """Bits of one score in the learning-curve memory (a count of at most ``n_samples``); the
+    memory's words are two of them (train, test)."""
+    return max(1, int(n_samples).bit_length())
 
 
 def _bits(n: int) -> int:
@@ -66,7 +72,8 @@ class DatasetFeeder(wiring.Component):
     last_train_correct, last_test_correct : Out(32)
         The same, of the last finished epoch.
     curve_addr : In(range(max_epochs)), curve_data : Out(2 x 32)
-        Per finished epoch ``(train_correct, test_correct)``, read one cycle after the address.
+        Per finished epoch ``(train_correct, test_correct)``, read one cycle after the address
+        (stored in ``2 curve_count_width(n_train + n_test)`` bits a word).
     tap_valid : Out(1), tap_pred, tap_label : Out, tap_index : Out(32)
         A copy of every prediction with its label and sample number, for the testbench.
 
@@ -137,10 +144,17 @@ class DatasetFeeder(wiring.Component):
                 m.d.comb += x_data.eq(rp.data)
         m.submodules.ymem = ymem = memory.Memory(shape=unsigned(cb), depth=max(1, n_all), init=self._y_init,
                                                  attrs=BLOCK_RAM)
-        m.submodules.curve = curve = memory.Memory(shape=unsigned(64), depth=self.max_epochs, init=[],
+        # the curve holds each score in cw bits (a count of at most n_all), zero-extended on read
+        cw = curve_count_width(n_all)
+        m.submodules.curve = curve = memory.Memory(shape=unsigned(2 * cw), depth=self.max_epochs, init=[],
                                                    attrs=BLOCK_RAM)
         y_rd, lab_rd = ymem.read_port(), ymem.read_port()
         c_wr, c_rd = curve.write_port(), curve.read_port()
+        # the scores count at most n_all: registers of cw bits, zero-extended on the ports
+        train_correct_q, test_correct_q = Signal(cw), Signal(cw)
+        last_train_correct_q, last_test_correct_q = Signal(cw), Signal(cw)
+        m.d.comb += [self.train_correct.eq(train_correct_q), self.test_correct.eq(test_correct_q),
+                     self.last_train_correct.eq(last_train_correct_q), self.last_test_correct.eq(last_test_correct_q)]
 
         epochs = Signal.like(self.epochs)
         evaluate = Signal()
@@ -161,7 +175,8 @@ class DatasetFeeder(wiring.Component):
         # receiver
         got_in_epoch = Signal(range(n_all + 1))
 
-        m.d.comb += [c_rd.addr.eq(self.curve_addr), self.curve_data.eq(c_rd.data)]
+        m.d.comb += [c_rd.addr.eq(self.curve_addr),
+                     self.curve_data.eq(Cat(c_rd.data[:cw], Const(0, 32 - cw), c_rd.data[cw:]))]
 
         train_phase = Signal()
         m.d.comb += train_phase.eq(sample < self.n_train)
@@ -172,7 +187,7 @@ class DatasetFeeder(wiring.Component):
                     m.d.sync += [epochs.eq(self.epochs), evaluate.eq(self.evaluate), self.done.eq(0),
                                  self.busy.eq(self.epochs != 0), self.done.eq(self.epochs == 0),
                                  self.epoch.eq(0), self.sent.eq(0), self.received.eq(0),
-                                 self.train_correct.eq(0), self.test_correct.eq(0),
+                                 train_correct_q.eq(0), test_correct_q.eq(0),
                                  sample.eq(0), beat.eq(0), addr.eq(0), sent_in_epoch.eq(0), epochs_sent.eq(0),
                                  got_in_epoch.eq(0)]
                     with m.If(self.evaluate):
@@ -226,15 +241,15 @@ class DatasetFeeder(wiring.Component):
             correct = self.pred.payload == label
             m.d.sync += self.received.eq(self.received + 1)
             with m.If(rtrain):
-                m.d.sync += self.train_correct.eq(self.train_correct + correct)
+                m.d.sync += train_correct_q.eq(train_correct_q + correct)
             with m.Else():
-                m.d.sync += self.test_correct.eq(self.test_correct + correct)
+                m.d.sync += test_correct_q.eq(test_correct_q + correct)
             with m.If(got_in_epoch + 1 == per_epoch):
                 m.d.sync += [curve_we.eq(1), curve_at.eq(self.epoch)]
                 m.d.sync += [got_in_epoch.eq(0), rsample.eq(0), self.epoch.eq(self.epoch + 1),
-                             self.train_correct.eq(0), self.test_correct.eq(0),
-                             self.last_train_correct.eq(self.train_correct + (correct & rtrain)),
-                             self.last_test_correct.eq(self.test_correct + (correct & ~rtrain))]
+                             train_correct_q.eq(0), test_correct_q.eq(0),
+                             last_train_correct_q.eq(train_correct_q + (correct & rtrain)),
+                             last_test_correct_q.eq(test_correct_q + (correct & ~rtrain))]
                 with m.If(self.epoch + 1 == epochs):
                     m.d.sync += [self.busy.eq(0), self.done.eq(1)]
             with m.Else():
@@ -244,5 +259,5 @@ class DatasetFeeder(wiring.Component):
         # the epoch's scores go to the curve a cycle after they settle in last_*_correct (the label
         # read, the compare and the count do not also fit the memory's write in one cycle)
         m.d.comb += [c_wr.addr.eq(curve_at), c_wr.en.eq(curve_we),
-                     c_wr.data.eq((self.last_test_correct << 32) | self.last_train_correct)]
+                     c_wr.data.eq(Cat(last_train_correct_q, last_test_correct_q))]
         return m

@@ -24,10 +24,13 @@ class Trainer(wiring.Component):
     net : Network
     data : Dataset
         Its integer splits fill the feeder's memories (``n_train`` / ``n_test`` limit them).
-    lanes : tuple of int, optional
+    lanes : tuple of int or int, optional
+        Per stage (:class:`.engine.SigPropEngine`), or one count (:class:`.serial.SerialEngine`).
     n_train, n_test : int, optional
         Use only the first samples of each split.
     max_epochs : int
+    engine_cls : type
+        The engine (default :class:`.engine.SigPropEngine`; or :class:`.serial.SerialEngine`).
 
     Members
     -------
@@ -38,13 +41,14 @@ class Trainer(wiring.Component):
 
     Latency and throughput
     ----------------------
-    Those of the engine: a training sample every slowest-stage cycles.
+    Those of the engine: for the pipelined engine a training sample every slowest-stage cycles.
     """
 
-    def __init__(self, net, data, lanes=None, *, n_train=None, n_test=None, max_epochs: int = 64, params=None):
+    def __init__(self, net, data, lanes=None, *, n_train=None, n_test=None, max_epochs: int = 64, params=None,
+                 engine_cls=SigPropEngine):
         n_train = len(data.y_train) if n_train is None else n_train
         n_test = len(data.y_test) if n_test is None else n_test
-        self.engine = SigPropEngine(net, lanes, params)
+        self.engine = engine_cls(net, lanes, params)
         self.feeder = DatasetFeeder(data.x_train[:n_train], data.y_train[:n_train], data.x_test[:n_test],
                                     data.y_test[:n_test], in_width=self.engine.in_width, n_classes=net.n_classes,
                                     max_epochs=max_epochs)

@@ -220,9 +220,11 @@ def cmd_sim(args) -> int:
         epochs = args.epochs
     try:
         r = simulate_rtl(args.network, epochs=epochs, samples=args.samples, check_every=args.check_every,
-                         waves=args.waves, progress=not args.quiet)
+                         waves=args.waves, progress=not args.quiet, engine=args.engine, lanes=args.lanes)
     except VerilatorError as e:
         raise UsageError(" ".join(str(e).split())[:400]) from None
+    except ValueError as e:         # the serial engine refuses a network it does not support
+        raise UsageError(f"{args.network}: {e}") from None
     mm = r.get("first_mismatch")
     rows = [["RTL (Verilator)", r.get("test_accuracy"), r.get("cycles_per_sample"), r.get("ideal_cycles_per_sample"),
              r.get("mac_utilization")],
@@ -258,7 +260,7 @@ def cmd_build(args) -> int:
 
     try:
         r = build_network(args.network, args.board, args.out, progress=progress, samples=args.samples,
-                          autostart_epochs=args.autostart)
+                          autostart_epochs=args.autostart, engine=args.engine)
     except FitError as e:
         raise UsageError(f"{args.network}: does not fit: " + "; ".join(e.problems)) from None
     except BuildError as e:
@@ -266,7 +268,7 @@ def cmd_build(args) -> int:
         return 1
     print(format_report(r))
     sps = r.get("train_samples_per_second")
-    print(f"cycles per sample {r['cycles_per_sample']:,}; "
+    print(f"engine {r['engine']}, lanes {r['lanes']}; cycles per sample {r['cycles_per_sample']:,}; "
           + (f"{sps:,.0f} training samples/s at fmax" if sps else "fmax unknown"))
     if args.json:
         write_json(args.json, r)
@@ -321,6 +323,13 @@ def cmd_report(args) -> int:
         path = make_report(args.folder)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    from .boards.build import format_report
+    from .report import load_builds
+    for b in load_builds(args.folder):     # the builds' tables, the last one last
+        try:
+            print(format_report(b) + "\n")
+        except (KeyError, TypeError):
+            continue                       # a build.json of another layout: the page has it
     print(path)
     return 0
 
@@ -365,6 +374,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--epochs", type=_positive_int, help="epochs (default: the network file's, or 1 with --samples)")
     s.add_argument("--check-every", type=_nonnegative_int, default=0, metavar="K",
                    help="compare all weights, caches and counters every K samples (always at each epoch end)")
+    s.add_argument("--engine", choices=("pipelined", "serial"), default="pipelined",
+                   help="pipelined (default): a stage per layer; serial: one lane array walks the layers "
+                        "(what build uses on small devices)")
+    s.add_argument("--lanes", type=_positive_int, help="the serial engine's lanes (default 4)")
     s.add_argument("--waves", metavar="FILE.fst", type=_out_file, help="write an FST trace of the run")
     s.add_argument("--json", metavar="OUT", type=_out_file, help="write the report as JSON")
     s.add_argument("-q", "--quiet", action="store_true")
@@ -378,6 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dataset samples stored on chip (default: as many as the free block RAM holds)")
     b.add_argument("--autostart", type=_nonnegative_int, default=0, metavar="EPOCHS",
                    help="train this many epochs by itself after configuration (autonomous mode)")
+    b.add_argument("--engine", choices=("auto", "pipelined", "serial"), default="auto",
+                   help="pipelined: a stage per layer; serial: one lane array walks the layers (small "
+                        "devices); auto (default): pipelined where it fits, else serial")
     b.add_argument("--json", metavar="OUT", type=_out_file, help="write the report as JSON")
     b.add_argument("-q", "--quiet", action="store_true")
     b.set_defaults(func=cmd_build)

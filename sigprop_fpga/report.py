@@ -9,6 +9,7 @@ Reads whichever of these exist (each is written by the command named):
 ``sim.json``           ``sim --json``: the RTL run in Verilator
 ``manifest.json``      ``compile``: lanes, stages, memory map
 ``build.json``         ``build --json``: resources, timing, bitstream
+``build-*.json``       more builds (one per board), in name order
 =====================  ==========================================
 
 and writes ``report.md`` with ``accuracy.png`` (test accuracy per epoch of float, golden and
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from .io import write_atomic
 
-__all__ = ["make_report", "saturation_warnings", "SATURATION_WARN_FRACTION"]
+__all__ = ["make_report", "load_builds", "saturation_warnings", "SATURATION_WARN_FRACTION"]
 
 SATURATION_WARN_FRACTION = 0.01
 
@@ -122,6 +123,12 @@ def _plot_stages(d: Path, stages: list, measured: list | None) -> str | None:
     return _save(fig, d / "stage_cycles.png")
 
 
+def load_builds(d: str | Path) -> list[dict]:
+    """The ``build.json`` and ``build-*.json`` reports in ``d`` (that order, then by name)."""
+    d = Path(d)
+    return [b for b in [_load(d, "build.json")] + [_load(d, p.name) for p in sorted(d.glob("build-*.json"))] if b]
+
+
 def make_report(d: str | Path) -> Path:
     """Write ``DIR/report.md`` (and its PNGs); raises ``ValueError`` if ``DIR`` holds no report."""
     d = Path(d)
@@ -130,6 +137,8 @@ def make_report(d: str | Path) -> Path:
     check, manifest = _load(d, "check.json"), _load(d, "manifest.json")
     trains = {k: _load(d, f"train-{k}.json") for k in ("float", "golden")}
     sim, build = _load(d, "sim.json"), _load(d, "build.json")
+    builds = load_builds(d)
+    build = builds[0] if builds else None
     if not any([check, manifest, sim, build, *trains.values()]):
         raise ValueError(f"{d}: expected at least one of check.json, train-float.json, train-golden.json, "
                          "sim.json, manifest.json, build.json")
@@ -193,17 +202,22 @@ def make_report(d: str | Path) -> Path:
                                     (sim or trains["golden"] or {}).get("samples", 0))
         lines += [f"**Warning:** {w}" for w in warns] + ([""] if warns else [])
 
-    # build
-    if build:
+    # builds
+    for build in builds:
         res = build.get("resources", {})
         rows = [[k, v.get("estimated", ""), v.get("used", ""), v.get("available", "")] for k, v in res.items()]
         clk = build.get("clock_mhz")
         if isinstance(clk, dict):
             clk = clk.get("achieved")
         sps = build.get("train_samples_per_second")
-        lines += ["## Build", "",
+        engine = build.get("engine")
+        lanes = build.get("lanes")
+        how = ("" if engine is None else
+               f" The {engine} engine, lanes {lanes}" + (" (one lane array for every layer)." if engine == "serial"
+                                                         else " per stage."))
+        lines += [f"## Build: {build.get('board')}", "",
                   f"Board {build.get('board')} ({build.get('device')}), clock {clk} MHz, "
-                  f"fmax {build.get('fmax_mhz') or 0:.1f} MHz, timing {'met' if build.get('timing_met') else 'NOT met'}.", "",
+                  f"fmax {build.get('fmax_mhz') or 0:.1f} MHz, timing {'met' if build.get('timing_met') else 'NOT met'}.{how}", "",
                   _md_table(["resource", "estimated", "used", "available"], rows), "",
                   f"{build.get('cycles_per_sample', 0):,} cycles per training sample: "
                   + (f"{sps:,.0f} training samples/s at fmax." if sps else "fmax unknown."), "",

@@ -25,23 +25,30 @@ def _say(progress, msg):
         print(f"sim: {msg}", file=sys.stderr, flush=True)
 
 
-def trainer_verilog(net, data, lanes, n_train, n_test, max_epochs) -> str:
+def trainer_verilog(net, data, lanes, n_train, n_test, max_epochs, engine_cls=None) -> str:
+    """Verilog of the :class:`..hdl.trainer.Trainer`; ``lanes`` one int selects the serial engine."""
     from amaranth.back import verilog
 
+    from ..hdl.engine import SigPropEngine
+    from ..hdl.serial import SerialEngine
     from ..hdl.trainer import Trainer
 
-    top = Trainer(net, data, lanes, n_train=n_train, n_test=n_test, max_epochs=max_epochs)
+    if engine_cls is None:
+        engine_cls = SerialEngine if isinstance(lanes, int) else SigPropEngine
+    top = Trainer(net, data, lanes, n_train=n_train, n_test=n_test, max_epochs=max_epochs, engine_cls=engine_cls)
     return verilog.convert(top, name=TOP, emit_src=False)
 
 
 def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int | None = None,
                  check_every: int = 0, waves: str | Path | None = None, build_root: str | Path | None = None,
-                 progress: bool = True, plant=None, timeout_s: float | None = None) -> dict:
+                 progress: bool = True, plant=None, timeout_s: float | None = None,
+                 engine: str = "pipelined", lanes: int | None = None) -> dict:
     """Train ``network`` in Verilator and compare with the golden model; returns the report.
 
     ``samples`` limits training to the first ``samples`` training samples (one epoch unless
     ``epochs`` is given); ``epochs`` defaults to the network file's. The test split is evaluated
-    after every epoch.
+    after every epoch. ``engine``: ``pipelined`` (a stage per layer, the compiler's lanes) or
+    ``serial`` (:class:`..hdl.serial.SerialEngine` with ``lanes`` lanes, default 4).
     """
     from ..compiler.estimate import allocate_lanes, estimate
     from ..compiler.spec import load_spec
@@ -54,18 +61,33 @@ def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int
     data = load_dataset(spec)
     net = Network(spec, data.n_inputs, data.n_classes)
     check_network(net)
-    lanes = allocate_lanes(net)
+    if engine not in ("pipelined", "serial"):
+        raise ValueError(f"engine must be pipelined or serial, not {engine!r}")
+    if engine == "serial":
+        from ..hdl.serial import _check_supported, serial_cycles, serial_macs
+        _check_supported(net)
+        P = 4 if lanes is None else int(lanes)
+        hw_lanes, lanes = P, (P,) * net.depth
+        sc = serial_cycles(net, P)["train"]
+        est_cycles, est_ideal, est_stages = sc, serial_macs(net)[0] / P, [sc]
+    else:
+        if lanes is not None:
+            raise ValueError("lanes is set by the network file for the pipelined engine")
+        lanes = hw_lanes = allocate_lanes(net)
+        est = estimate(net, lanes)
+        est_cycles, est_ideal = est.cycles_per_sample, est.ideal_cycles_per_sample
+        est_stages = [s.cycles for s in est.stages]
     n_train = len(data.y_train) if samples is None else min(samples, len(data.y_train))
     n_test = len(data.y_test)
     if epochs is None:
         epochs = 1 if samples is not None else spec.learning.epochs
-    est = estimate(net, lanes)
     apply_verilator_env()
     build_root = Path(build_root) if build_root else Path("build") / "cache" / "verilator"
 
     t0 = time.perf_counter()
-    _say(progress, f"{spec.name}: elaborating the design ({net.depth} stages, lanes {list(lanes)})")
-    text = trainer_verilog(net, data, lanes, n_train, n_test, max(epochs, 1))
+    _say(progress, f"{spec.name}: elaborating the design ("
+         + (f"serial engine, {hw_lanes} lanes)" if engine == "serial" else f"{net.depth} stages, lanes {list(lanes)})"))
+    text = trainer_verilog(net, data, hw_lanes, n_train, n_test, max(epochs, 1))
     t_convert = time.perf_counter() - t0
     with tempfile.TemporaryDirectory(prefix="sigprop-sim-") as tmp:
         vpath = Path(tmp) / f"{TOP}.v"
@@ -76,7 +98,7 @@ def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int
          f"training {n_train} samples x {epochs} epochs, evaluating {n_test} after each")
     config = {"network": str(Path(network).resolve()), "lanes": list(lanes), "epochs": epochs,
               "n_train": n_train, "n_test": n_test, "check_every": check_every,
-              "cycles_per_sample": est.cycles_per_sample}
+              "cycles_per_sample": est_cycles}
     if plant is not None:
         config["plant"] = list(plant)
     run_dir = Path(tempfile.mkdtemp(prefix="sigprop-run-", dir=build_root))
@@ -86,19 +108,24 @@ def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int
     if data_out is None:
         raise vl.SimulationError(f"the bench wrote no results; see {r.log_file}: "
                                  + "; ".join(r.messages)[:500])
-    out = {"name": spec.name, "network": str(network), "engine": "rtl", "rule": "sigprop",
+    out = {"name": spec.name, "network": str(network), "engine": "rtl", "rule": "sigprop", "datapath": engine,
            "simulator": "verilator", "verilator_version": info.verilator_version,
            "lanes": list(lanes), "convert_seconds": t_convert, "build_seconds": info.build_time_s,
            "build_cached": info.cached, "passed": r.passed, "failed": r.failed, "log": str(r.log_file)}
     out.update(data_out)
     out.setdefault("bit_exact", False)
-    out["ideal_cycles_per_sample"] = est.ideal_cycles_per_sample
-    out["estimated_cycles_per_sample"] = est.cycles_per_sample
-    out["estimated_stage_cycles"] = [s.cycles for s in est.stages]
+    out["ideal_cycles_per_sample"] = est_ideal
+    out["estimated_cycles_per_sample"] = est_cycles
+    out["estimated_stage_cycles"] = est_stages
     cps = out.get("cycles_per_sample")
-    out["mac_utilization"] = est.ideal_cycles_per_sample / cps if cps else None
-    out["macs_per_sample"] = est.macs_per_sample
-    out["estimate"] = est.to_json()
+    out["mac_utilization"] = est_ideal / cps if cps else None
+    if engine == "serial":
+        out["macs_per_sample"] = serial_macs(net)[0]
+        out["estimate"] = {"datapath": "serial", "lanes": hw_lanes, "train_cycles": sc,
+                           "train_cycles_max": serial_cycles(net, hw_lanes)["train_max"]}
+    else:
+        out["macs_per_sample"] = est.macs_per_sample
+        out["estimate"] = est.to_json()
     if waves:
         out["waves"] = str(waves)
     if out["bit_exact"] and r.failed == 0:
@@ -112,14 +139,17 @@ def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int
 def simulate_board(network: str | Path, *, epochs: int = 1, samples: int | None = None, divisor: int = 8,
                    garble_frames=(), junk_after=(), build_root: str | Path | None = None,
                    progress: bool = True, timeout_s: float = 1200, stream: bool = False,
-                   stream_samples: int | None = None, stream_window: int | None = None) -> dict:
+                   stream_samples: int | None = None, stream_window: int | None = None,
+                   serial_lanes: int | None = None) -> dict:
     """The board top in Verilator, trained by the real host client (``sigprop-fpga run``) through a
     pseudo-terminal bridged to its UART pins; returns the client's report plus the link stats.
 
     ``samples`` is how many training samples the chip stores (default all). With ``stream`` the
     client runs ``run --stream`` (the host sends the samples: all the training samples of the
     dataset, or the first ``stream_samples``, whatever the chip stores; ``stream_window`` samples
-    in flight)."""
+    in flight). With ``serial_lanes`` the board top holds the serial engine
+    (:class:`..hdl.serial.SerialEngine`, as ``build`` makes for the iCEBreaker) with that many lanes;
+    the client learns it from the ENGINE register."""
     import json
 
     from amaranth.back import verilog
@@ -140,7 +170,12 @@ def simulate_board(network: str | Path, *, epochs: int = 1, samples: int | None 
     apply_verilator_env()
     build_root = Path(build_root) if build_root else Path("build") / "cache" / "verilator"
     _say(progress, f"{spec.name}: elaborating the board top (UART divisor {divisor})")
-    core = SigPropBoardCore(net, data, divisor=divisor, lanes=allocate_lanes(net), n_train=n_train)
+    if serial_lanes is None:
+        core = SigPropBoardCore(net, data, divisor=divisor, lanes=allocate_lanes(net), n_train=n_train)
+    else:
+        from ..hdl.serial import SerialEngine
+        core = SigPropBoardCore(net, data, divisor=divisor, lanes=serial_lanes, n_train=n_train,
+                                engine_cls=SerialEngine)
     text = verilog.convert(core, name="sigprop_board", emit_src=False)
     with tempfile.TemporaryDirectory(prefix="sigprop-board-") as tmp:
         vpath = Path(tmp) / "sigprop_board.v"

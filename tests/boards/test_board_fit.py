@@ -136,3 +136,61 @@ def test_lut_features_follow_the_network():
     fs, fb = lut_features(small, (2,), 100), lut_features(big, (2, 2), 100)
     assert (fs["stages"], fb["stages"], fs["lanes"], fb["lanes"]) == (1, 2, 2, 4)
     assert fb["vector_bits"] > 2 * fs["vector_bits"] > 0
+
+
+@pytest.mark.parametrize("name,board", [("digits", "icebreaker"), ("digits", "ulx3s-85f"), ("iris", "icebreaker"),
+                                        ("iris", "ulx3s-85f")])
+def test_board_memories_are_those_of_the_elaborated_board_top(name, board):
+    """The block RAM estimate counts exactly the memories the board top instantiates (depth,
+    width, read ports), for either engine."""
+    from pathlib import Path
+
+    from sigprop_fpga.boards.flow import board_memories, design_memories, prepare_network
+    from sigprop_fpga.boards.top import SigPropBoardCore
+
+    d = prepare_network(Path(__file__).resolve().parents[2] / "examples" / f"{name}.yaml", board)
+    core = SigPropBoardCore(d.net, d.data, divisor=8, lanes=d.plan.lanes, n_train=d.n_train, n_test=d.n_test,
+                            engine_cls=d.plan.engine_cls)
+    assert sorted(board_memories(d.net, d.plan.lanes, d.n_train + d.n_test)) == sorted(design_memories(core))
+
+
+def test_engine_plan_per_board():
+    """digits: a pipelined stage per layer on the ECP5; on the UP5K only the serial engine fits."""
+    from pathlib import Path
+
+    from sigprop_fpga.boards.fit import FitError
+    from sigprop_fpga.boards.flow import SERIAL_LUT_HEADROOM, plan_engine, prepare_network
+    from sigprop_fpga.hdl.serial import SerialEngine
+
+    ex = Path(__file__).resolve().parents[2] / "examples"
+    ecp = prepare_network(ex / "digits.yaml", "ulx3s-85f")
+    assert ecp.plan.engine == "pipelined" and ecp.plan.lanes == (4, 4)
+    ice = prepare_network(ex / "digits.yaml", "icebreaker")
+    assert ice.plan.engine == "serial" and ice.plan.engine_cls is SerialEngine
+    assert isinstance(ice.plan.lanes, int) and 1 <= ice.plan.lanes <= 8
+    assert ice.estimate["dsp"] == ice.plan.lanes and ice.estimate["bram"] <= 30
+    assert ice.plan.estimate["lut"] <= SERIAL_LUT_HEADROOM * 5280
+    with pytest.raises(FitError, match="LUT4: needs"):
+        plan_engine(ice.net, get_target("icebreaker"), "pipelined")
+    with pytest.raises(FitError, match="no LUT model for the ecp5 family"):
+        plan_engine(ecp.net, get_target("ulx3s-85f"), "serial")
+    # a network the serial engine does not support: refused with the reason, no traceback
+    head = prepare_network(ex / "breast-cancer-head.yaml", "ulx3s-85f")
+    with pytest.raises(FitError, match="readout nearest_target only"):
+        plan_engine(head.net, get_target("icebreaker"), "serial")
+    with pytest.raises(FitError, match="cannot help: SerialEngine supports readout"):
+        plan_engine(head.net, get_target("icebreaker"), "auto")
+    with pytest.raises(ValueError, match="engine must be one of"):
+        plan_engine(head.net, get_target("icebreaker"), "fast")
+
+
+def test_serial_cycles_in_the_build_report_plan():
+    from pathlib import Path
+
+    from sigprop_fpga.boards.flow import prepare_network
+    from sigprop_fpga.hdl.serial import serial_cycles, serial_macs
+
+    d = prepare_network(Path(__file__).resolve().parents[2] / "examples" / "digits.yaml", "icebreaker")
+    c = d.plan.cycles(d.net)
+    assert c["cycles_per_sample"] == serial_cycles(d.net, d.plan.lanes)["train"]
+    assert c["ideal_cycles"] == serial_macs(d.net)[0] / d.plan.lanes

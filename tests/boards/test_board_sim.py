@@ -44,9 +44,9 @@ def test_host_streams_more_than_the_chip_stores_bit_exact(board):
     f, cache = board
     # 8 samples in flight are more than the engine holds: the first SEND_SAMPLE stalls, the BUSY reply
     # says how many bytes were taken, the client reads the predictions, resends the rest and keeps
-    # no more in flight than the engine took. Frames 0-7 set the run up, then SEND_SAMPLE and
+    # no more in flight than the engine took. Frames 0-8 set the run up, then SEND_SAMPLE and
     # READ_RESULTS take turns (a garbled frame's resend is a frame too).
-    r = simulate_board(f, epochs=2, samples=CHIP_TRAIN, garble_frames=[10, 14], junk_after=[9, 16],
+    r = simulate_board(f, epochs=2, samples=CHIP_TRAIN, garble_frames=[11, 15], junk_after=[10, 17],
                        build_root=cache, progress=False, stream=True,
                        stream_window=8)
     assert r["client_returncode"] == 0 and r["bench_failed"] == 0
@@ -59,3 +59,15 @@ def test_host_streams_more_than_the_chip_stores_bit_exact(board):
     assert r["link_stats"]["junk"] == 2
     assert r["link"].get("not_executed") == 2 and r["link"].get("retries") == 2
     assert r["busy_replies"] == 1 and r["link"]["busy"] == 1 and 1 <= r["window"] < 8
+
+
+def test_host_client_trains_the_serial_engine_board_bit_exact(board):
+    """The iCEBreaker's board top: the serial engine (2 lanes) behind the same host link; the
+    client reads its lanes from the ENGINE register and checks every weight at the end."""
+    f, cache = board
+    r = simulate_board(f, epochs=1, samples=40, garble_frames=[4], junk_after=[6], build_root=cache,
+                       progress=False, serial_lanes=2)
+    assert r["client_returncode"] == 0 and r["bench_failed"] == 0
+    assert r["mode"] == "autonomous" and r["bit_exact"] is True and r["first_mismatch"] is None
+    assert r["curve"] == r["golden_curve"] and r["samples"] == 40
+    assert r["link_stats"]["garbled"] == 1 and r["link_stats"]["junk"] == 1

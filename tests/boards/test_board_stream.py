@@ -148,7 +148,7 @@ def _board(net_file, **kw):
 
 def test_stream_trains_more_than_the_chip_stores_bit_exact_through_busy_and_bad_crc(net_file):
     model, link, data = _board(net_file, capacity=2)
-    model.faults = {12: "badcrc", 30: "badcrc"}
+    model.faults = {13: "badcrc", 31: "badcrc"}
     r = stream_on_board(net_file, link, progress=False, window=4)
     assert r["mode"] == "stream" and r["bit_exact"] is True and r["first_mismatch"] is None
     assert (r["n_train"], r["n_test"]) == (105, 45) and (r["chip_n_train"], r["chip_n_test"]) == (20, 10)
@@ -158,10 +158,10 @@ def test_stream_trains_more_than_the_chip_stores_bit_exact_through_busy_and_bad_
     # was sent again, and the window shrank to what the engine holds
     assert r["busy_replies"] == 1 and r["window"] == 2 and r["link"]["busy"] == 1
     assert r["link"]["not_executed"] == 2 and r["link"]["retries"] == 2
-    # frames 0-7 set up, then SEND_SAMPLE / READ_RESULTS take turns: one of each was garbled and resent
+    # frames 0-8 set up (PING, ID, ENGINE, ...), then SEND_SAMPLE / READ_RESULTS take turns: one of each was garbled and resent
     assert [f for f in model.frames if f[1] == Status.BAD_CRC] == [(Cmd.SEND_SAMPLE, Status.BAD_CRC),
                                                                    (Cmd.READ_RESULTS, Status.BAD_CRC)]
-    assert model.frames[8] == (Cmd.SEND_SAMPLE, Status.BUSY)
+    assert model.frames[9] == (Cmd.SEND_SAMPLE, Status.BUSY)
     assert model.control == 0 and r["counters"]["samples"] == 210 and r["counters"]["inferences"] == 90
 
 
