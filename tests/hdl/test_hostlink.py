@@ -530,3 +530,85 @@ def test_host_client_against_simulated_hostlink():
         thread.join(timeout=30)
     assert not errors, errors
     assert bytes(samples) == bytes(range(40))
+
+
+# --------------------------------------------------------------------------------------------
+# Small-logic details: constant comparisons, high address bits, bit-serial CRC timing
+
+def test_gt_const_matches_python():
+    from sigprop_fpga.hdl.hostlink import _gt_const
+    from amaranth.sim import Simulator as S
+    for width in (1, 3, 5):
+        x = Signal(width)
+        ks = [-1, 0, 1, (1 << width) - 2, (1 << width) - 1, 1 << width] + list(range(1 << width))
+        outs = [(k, Signal(name=f"gt_{width}_{i}")) for i, k in enumerate(ks)]
+        m = Module()
+        m.d.comb += [o.eq(_gt_const(x, k)) for k, o in outs]
+
+        async def bench(ctx, x=x, width=width, outs=outs):
+            for v in range(1 << width):
+                ctx.set(x, v)
+                for k, o in outs:
+                    assert ctx.get(o) == (v > k), (width, v, k)
+
+        sim = S(m)
+        sim.add_testbench(bench)
+        sim.run()
+
+
+def test_high_address_bits_are_out_of_range():
+    """Only the address bits a region can use are kept; any higher bit set (in any of the four
+    address bytes) makes the command OUT_OF_RANGE, for reads and writes, without a bus cycle."""
+    frames = [wm(0, 1 << k, [1]) for k in (6, 8, 15, 16, 23, 24, 31)]
+    frames += [rm(1, (1 << k) + 1, 1) for k in (8, 16, 24, 31)]
+
+    async def script(ctx, io):
+        for f in frames:
+            await io.send(ctx, f)
+        await io.send(ctx, wm(0, 31, [0x4242]))                   # the last word is fine
+        await io.replies(ctx, len(frames) + 1)
+
+    replies, writes, _, _ = run(Top(), script)
+    assert [s for s, _ in replies] == [Status.OUT_OF_RANGE] * len(frames) + [Status.OK]
+    assert writes == [(0, 31, 0x4242)]
+
+
+def test_bit_serial_crc_timing():
+    """A request byte is taken 8 cycles after it is offered (its CRC bits first; the sync byte
+    and the CRC bytes at once); reply bytes are offered 10 cycles apart (11 from the buffer),
+    so behind a UART (10 * divisor >= 40 cycles a byte) they go out back to back."""
+    top = Top()
+    dut = top.dut
+    frame = encode_frame(Cmd.READ_REG, b"\x01")
+    taken, offered = [], []
+
+    async def bench(ctx):
+        ctx.set(dut.tx.ready, 1)
+        cycle = 0
+        for b in frame:
+            ctx.set(dut.rx.payload, b)
+            ctx.set(dut.rx.valid, 1)
+            start = cycle
+            while True:
+                ready = ctx.get(dut.rx.ready)
+                await ctx.tick()
+                cycle += 1
+                if ready:
+                    break
+            taken.append(cycle - start)
+            ctx.set(dut.rx.valid, 0)
+        for _ in range(200):
+            if ctx.get(dut.tx.valid):
+                offered.append((cycle, ctx.get(dut.tx.payload)))
+            await ctx.tick()
+            cycle += 1
+
+    sim = Simulator(top)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert taken == [1, 9, 9, 9, 9, 1, 1]                # sync, CMD, LEN lo/hi, index, CRC
+    reply = bytes(p for _, p in offered)
+    assert decode_reply(reply) == (Status.OK, struct.pack("<I", 0))
+    gaps = [b[0] - a[0] for a, b in zip(offered, offered[1:])]
+    assert gaps == [1, 10, 10, 11, 11, 11, 11, 10, 1]    # sync, header, payload, CRC
