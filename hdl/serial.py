@@ -19,12 +19,17 @@ at a multiple of its size rounded to a power of two, so an address is ``base | i
     cache  P activation lanes                  T_l[k][j] at lane j % P, word Tb_l + k cn + j // P
     act    P activation lanes (>= 17 bits)     x (two halves: the next sample streams in), h_l, t_l,
                                                the logits s, the exponentials e, the probabilities p
+                                               (as -(p mod 2^15), what GRAD multiplies by)
+
+A W bank is written with M's write data (lane ``p`` for bank ``p``): the lanes' outputs or the state
+port's word, one multiplexer for both memories.
 
 The datapath (one issue per cycle): S0 addresses; S1 the memories' data, the operand multiplexers
 and one ``*`` per lane (16-bit A, so an iCE40 SB_MAC16 holds the product register and, but in lane
 0 whose product the softmax also uses, the 32-bit accumulator); S2 accumulate per lane (the start
-value carries the rounding half of the result's narrowing); S3 an adder tree over the lanes (dot
-products, narrowed once: h, t, logits, argmax), or one output unit per lane,
+value carries the rounding half of the result's narrowing; in FWD lane 0 starts a row from its bias,
+read with the row's first issue); S3 an adder tree over the lanes (dot products, narrowed once: h,
+t, logits, argmax), or one output unit per lane,
 ``sat(base - round_even(acc >> k))``: a weight, bias or table step (base the old value, read late
 at S2/S3) or a delta (base 0). Phases of a training sample, per layer ``l`` (``C`` classes; ``terms``
 1 at layer 0 and for ``l2``, else 3 with push and 2 without)::
@@ -67,7 +72,7 @@ from ..sim.golden import quantize_params
 from ..sim.params import Network, init_params
 from . import BLOCK_RAM
 from .engine import counter_names, engine_members, readback_map
-from .fixed import mul_const, narrow, round_shift
+from .fixed import mul_const, round_shift
 
 __all__ = ["SerialEngine", "SerialLayout", "serial_cycles", "serial_macs"]
 
@@ -413,17 +418,19 @@ class SerialEngine(wiring.Component):
         terms_max = max(_terms(net, l) for l in range(L))
         # the largest |sum| a lane accumulates, by phase (the DSP block's accumulator is 32 bits)
         hw_, ha_ = 1 << (qw.width - 1), 1 << (wa - 1)
-        bound = max(hw_ * ha_ * cimax, hw_ << kB, ha_ * ha_ * cnmax,
+        bound = max(hw_ * ha_ * cimax + (1 << (wm - 1 + fa)) + (1 << fw), hw_ << kB, ha_ * ha_ * cnmax,
                     (1 << (P_FRAC - 1)) * (4 * ha_) * (C + 3) + (1 << max(kG, 0)),
                     (1 << (wA - 1)) * (2 * ha_) * terms_max + (1 << max(kW, 0)),
                     (1 << (wm - 1)) * (1 << kB) * terms_max + (1 << max(kW, 0)))
         wr = bound.bit_length() + 1
-        wt = wr + _bits(P)
+        # the adder tree sums dot products only (FWD, READ, TH): its width is theirs, the bias added
+        dotb = (1 << fw) + (1 << (wm - 1 + fa)) + P * max(hw_ * ha_ * cimax, ha_ * ha_ * cnmax)
+        wt = min(wr + _bits(P), dotb.bit_length() + 1)
         s_w = 2 * wa + _bits(nmax) + 2
         MW = -(-max(P * wm, 32) // wm) * wm
         AW = -(-max(P * wa, s_w, P_FRAC + 2) // wa) * wa
         ML, AL = MW // wm, AW // wa
-        same_fmt = qe == qw
+        same_fmt = qe.width == qw.width          # a saturation depends on the width only
 
         # ---- memories ----
         wimg, mimg, aimg = self._images(wm)
@@ -472,14 +479,21 @@ class SerialEngine(wiring.Component):
         rowm = Signal(range(C * cnmax + 1))
         m.d.comb += [rowc.eq(Array(mul_const(cls, Y.cn[l]) for l in range(L))[lay]),
                      rowm.eq(Array(mul_const(mreg, Y.cn[l - 1] if l else Y.cn[0]) for l in range(L))[lay])]
+        # a row plus a chunk index (< that row's cn): an OR when every cn is a power of two
+        pow2_rows = all(c & (c - 1) == 0 for c in Y.cn)
+
+        def radd(row, i):
+            if pow2_rows:
+                return row | Value.cast(i)[:max(1, (max(Y.cn) - 1).bit_length())]
+            return row + i
 
         # ---- S0: the issue (combinational, from the FSM) ----
         i_v, i_ph, i_sub = Signal(name="i_v"), Signal(3, name="i_ph"), Signal(2, name="i_sub")
         i_first, i_last = Signal(name="i_first"), Signal(name="i_last")
         i_idx = Signal(range(max(2, C, cnmax) + 1), name="i_idx")
         i_lane = Signal(range(max(2, P)), name="i_lane")
-        i_isc, i_ism, i_c0 = Signal(name="i_isc"), Signal(name="i_ism"), Signal(name="i_c0")
-        i_d, i_neg, i_bias = Signal(2, name="i_d"), Signal(name="i_neg"), Signal(name="i_bias")
+        i_isc, i_ism = Signal(name="i_isc"), Signal(name="i_ism")
+        i_d, i_neg = Signal(2, name="i_d"), Signal(name="i_neg")
         # GRAD: the kind of A, B's shift, zero and source
         i_ak = Signal(3, name="i_ak")
         i_bs = Signal(2, name="i_bs")
@@ -494,12 +508,11 @@ class SerialEngine(wiring.Component):
                 out.append(r)
             return out
         # S1 operands and product, S2 accumulate, S3 results (S4 for VEC), S4 writes of FWD
-        v1, ph1, sub1, first1, last1, idx1, lane1, isc1, ism1, c01, d1, neg1, bias1 = stage(
-            "s1", [i_v, i_ph, i_sub, i_first, i_last, i_idx, i_lane, i_isc, i_ism, i_c0, i_d, i_neg, i_bias])
-        ak1, bs1_, bz1, bc1 = stage("s1", [i_ak, i_bs, i_bz, i_bc])
-        v2, ph2, sub2, first2, last2, idx2, lane2, bias2 = stage(
-            "s2", [v1, ph1, sub1, first1, last1, idx1, lane1, bias1])
-        v3, ph3, sub3, last3, idx3, lane3, bias3 = stage("s3", [v2, ph2, sub2, last2, idx2, lane2, bias2])
+        v1, ph1, sub1, first1, last1, idx1, lane1, isc1, ism1, d1, neg1 = stage(
+            "s1", [i_v, i_ph, i_sub, i_first, i_last, i_idx, i_lane, i_isc, i_ism, i_d, i_neg])
+        ak1, bs1_ = stage("s1", [i_ak, i_bs])
+        v2, ph2, sub2, first2, last2, idx2, lane2 = stage("s2", [v1, ph1, sub1, first1, last1, idx1, lane1])
+        v3, ph3, sub3, last3, idx3, lane3 = stage("s3", [v2, ph2, sub2, last2, idx2, lane2])
         v4, ph4, sub4, last4, idx4, lane4 = stage("s4", [v3, ph3, sub3, last3, idx3, lane3])
 
         # ---- read ports ----
@@ -575,33 +588,22 @@ class SerialEngine(wiring.Component):
                 with m.Case(2):
                     m.d.comb += s.eq(M_l[p])
             src.append(s)
-        # one lane of an M word: a row's bias (FWD, S3), a row's delta (UPD, S1)
+        # one lane of an M word at S1: a row's bias (FWD), a row's delta (UPD)
         sel = Signal(signed(wm))
-        m.d.comb += sel.eq(Array(M_l[:P])[Mux(v1 & (ph1 == _UPD), lane1, lane3)] if P > 1 else M_l[0])
+        m.d.comb += sel.eq(Array(M_l[:P])[lane1] if P > 1 else M_l[0])
         # one lane of the sources (the state port)
         rsel = Signal(signed(wA))
         m.d.comb += rsel.eq(Array(src)[rb_lane1[:PB]] if P > 1 else src[0])
-        # the broadcast operand: UPD's deltas (read at a row's first chunk, then kept), GRAD's -errors
-        # (d_tm = -g m_m is 2^15 when g = -2^15: then 2^14 times 2 Tin[m])
-        # the row's terms rotate through a ring of registers (read at its head, no index muxes)
-        ring = [Signal(signed(wA), name=f"ring{k}") for k in range(3)]
-        rdbl = [Signal(name=f"rdbl{k}") for k in range(3)]
+        # the broadcast operand: UPD's deltas (their M word read with every issue, so no registers
+        # hold them), GRAD's -errors (d_tm = -g m_m is 2^15 when g = -2^15: then 2^14 times 2 Tin[m])
         upd_s, upd_dbl = Signal(signed(wA), name="upd_s"), Signal(name="upd_dbl")
         s_min = sel == -(1 << (wm - 1))
-        with m.If(c01):
-            m.d.comb += [upd_s.eq(Mux(d1 == 2, Mux(s_min, 1 << (wm - 2), -sel), sel)), upd_dbl.eq((d1 == 2) & s_min)]
-        with m.Else():
-            m.d.comb += [upd_s.eq(ring[0]), upd_dbl.eq(rdbl[0])]
-        with m.If(v1 & (ph1 == _UPD)):
-            t1, t2 = L_terms == 1, L_terms == 2
-            m.d.sync += [ring[2].eq(upd_s), ring[1].eq(Mux(t2, upd_s, ring[2])), ring[0].eq(Mux(t1, upd_s, ring[1])),
-                         rdbl[2].eq(upd_dbl), rdbl[1].eq(Mux(t2, upd_dbl, rdbl[2])),
-                         rdbl[0].eq(Mux(t1, upd_dbl, rdbl[1]))]
+        m.d.comb += [upd_s.eq(Mux(d1 == 2, Mux(s_min, 1 << (wm - 2), -sel), sel)), upd_dbl.eq((d1 == 2) & s_min)]
         scalar = Signal(signed(wA))
         with m.If(ph1 == _GRAD):
             with m.Switch(ak1):
                 with m.Case(0):
-                    m.d.comb += scalar.eq(-ard.data[:P_FRAC - 1])
+                    m.d.comb += scalar.eq(ard.data[:16].as_signed())     # -(p_k mod 2^15), as stored
                 with m.Case(1):
                     m.d.comb += scalar.eq(1 << (P_FRAC - 2))
                 with m.Case(2):
@@ -610,30 +612,27 @@ class SerialEngine(wiring.Component):
                     m.d.comb += scalar.eq(pcn)
         with m.Else():
             m.d.comb += scalar.eq(upd_s)
+        # B's controls, decoded at S0 and registered: the cache (else act), zero, the VEC constant
+        b_c1, b_z1, b_k1 = Signal(name="b_c1"), Signal(name="b_z1"), Signal(name="b_k1")
+        m.d.sync += [b_c1.eq(((i_ph == _GRAD) & i_bc) | ((i_ph == _UPD) & (i_d == 2))),
+                     b_z1.eq(((i_ph == _FWD) & (i_sub == 2)) | ((i_ph == _GRAD) & i_bz)),
+                     b_k1.eq(i_ph == _VEC)]
         bsh1 = Signal(2)
-        bzero1 = Signal()
-        m.d.comb += [bsh1.eq(Mux(ph1 == _UPD, upd_dbl, bs1_)), bzero1.eq((ph1 == _GRAD) & bz1)]
-        bconst = Signal(signed(wB))
-        m.d.comb += bconst.eq(Mux(neg1, -(1 << kB), 1 << kB))
+        m.d.comb += bsh1.eq(Mux(ph1 == _UPD, upd_dbl, bs1_))
+        bk = Signal(signed(wB))                  # VEC's constant, +-2^kB (0 otherwise)
+        m.d.comb += bk.eq(Mux(b_k1 & ~b_z1, Mux(neg1, -(1 << kB), 1 << kB), 0))
         sm_v = Signal()
         sm_a, sm_b = Signal(unsigned(P_FRAC), name="sm_a"), Signal(unsigned(8), name="sm_b")
         bcast = (ph1 == _GRAD) | (ph1 == _UPD)
-        use_cache = ((ph1 == _GRAD) & bc1) | ((ph1 == _UPD) & (d1 == 2))
         prod = []
         for p in range(P):
             ma, mb = Signal(signed(wA), name=f"ma{p}"), Signal(signed(wB), name=f"mb{p}")
             m.d.comb += ma.eq(Mux(bcast, scalar, src[p]))
             bsrc = Signal(signed(wB), name=f"bsrc{p}")
-            m.d.comb += bsrc.eq(Mux(use_cache, C_l[p], A_l[p]))
-            with m.Switch(ph1):
-                with m.Case(_FWD):
-                    m.d.comb += mb.eq(Mux(sub1 == 2, 0, bsrc))
-                with m.Case(_GRAD, _UPD):
-                    m.d.comb += mb.eq(Mux(bzero1, 0, Mux(bsh1 == 2, bsrc << 2, Mux(bsh1 == 1, bsrc << 1, bsrc))))
-                with m.Case(_VEC):
-                    m.d.comb += mb.eq(bconst)
-                with m.Default():
-                    m.d.comb += mb.eq(bsrc)
+            m.d.comb += bsrc.eq(Mux(b_z1 | b_k1, 0, Mux(b_c1, C_l[p], A_l[p])))     # 0 for zero and VEC
+            bshd = Signal(signed(wB), name=f"bshd{p}")
+            m.d.comb += bshd.eq(Mux(bsh1[1], bsrc << 2, Mux(bsh1[0], bsrc << 1, bsrc)))
+            m.d.comb += mb.eq(bshd | bk)
             if p == 0:
                 with m.If(sm_v):
                     m.d.comb += [ma.eq(sm_a), mb.eq(sm_b)]
@@ -641,7 +640,10 @@ class SerialEngine(wiring.Component):
             m.d.sync += pr_.eq(ma * mb)
             prod.append(pr_)
 
-        def inside(v):
+        def inside(v):                           # a wa-bit value: neither bound (no comparator)
+            v = Value.cast(v)
+            if len(v) == wa and v.shape().signed and (qa.min_int, qa.max_int) == (-ha_, ha_ - 1):
+                return (v != qa.min_int) & (v != qa.max_int)
             return (v > qa.min_int) & (v < qa.max_int)
         # GRAD's masks: f'(t) at k == c, f'(T[m]) at k == m (sum steps), f'(h) at the first g step
         mt_n, mm_n, mt_c, mm_c, mh = (Signal(P, name=nm) for nm in ("mt_n", "mm_n", "mt_c", "mm_c", "mh"))
@@ -659,9 +661,19 @@ class SerialEngine(wiring.Component):
         racc = [Signal(signed(wr), name=f"racc{p}", reset_less=True) for p in range(P)]
         start = Signal(signed(wr))
         m.d.comb += start.eq(Mux(ph2 == _GRAD, half_g, Mux((ph2 == _UPD) | (ph2 == _VEC), half_w, 0)))
+        # FWD: lane 0 starts a row from its bias (read with the row's first issue, held from S1),
+        # lane 1 (or 0 too, with one lane) from the rounding half (fw + fa fraction bits narrowed to fa)
+        half_f = 1 << (fw - 1) if fw > 0 else 0
+        bias_r = Signal(signed(wm), name="bias_r")
+        with m.If(v1 & first1 & (ph1 == _FWD)):
+            m.d.sync += bias_r.eq(sel)
+        starts = [Signal(signed(wr), name=f"start{p}") for p in range(min(P, 2))]
+        m.d.comb += starts[0].eq(Mux(ph2 == _FWD, (bias_r << bsh) + (half_f if P == 1 else 0), start))
+        if P > 1:
+            m.d.comb += starts[1].eq(Mux(ph2 == _FWD, half_f, start))
         with m.If(v2):
             for p in range(P):
-                m.d.sync += racc[p].eq(Mux(first2, start, racc[p]) + prod[p])
+                m.d.sync += racc[p].eq(Mux(first2, starts[p] if p < 2 else start, racc[p]) + prod[p])
         tree = Signal(signed(wt))
         m.d.comb += tree.eq(sum(racc))
         wptr = Signal(range(Y.wdepth + 1))       # UPD: the W word read at S2, written at S3
@@ -671,9 +683,6 @@ class SerialEngine(wiring.Component):
         m.d.sync += [upd3.eq(0), vec4.eq(0)]
         late_m = Signal()
         late_maddr = Signal.like(m_ra)
-        with m.If(v2 & last2 & (ph2 == _FWD) & bias2):
-            # the bias, or (layer 0's target pass, no products) R[c][j]: t = f(R[c][j] 2^fa)
-            m.d.comb += [late_m.eq(1), late_maddr.eq(Mux(sub2 == 2, Y.rbase | (rowc + idx2), L_bbase | idx2))]
         late_w = Signal()
         m.d.comb += late_w.eq(v2 & last2 & (ph2 == _UPD))
         with m.If(late_w):
@@ -681,7 +690,8 @@ class SerialEngine(wiring.Component):
         # VEC: the target is read at S3 (the chunk's sums stay in racc a cycle longer)
         with m.If(v3 & last3 & (ph3 == _VEC)):
             m.d.comb += [late_m.eq(1),
-                         late_maddr.eq(Mux(sub3 == 0, L_bbase | idx3, Y.rbase | (Mux(sub3 == 1, rowc, rowm) + idx3)))]
+                         late_maddr.eq(Mux(sub3 == 0, L_bbase | idx3,
+                                           Y.rbase | radd(Mux(sub3 == 1, rowc, rowm), idx3)))]
             m.d.sync += [taddr4.eq(late_maddr), vec4.eq(1)]
         with m.If(late_w):
             m.d.comb += [w_ra.eq(wptr), w_re.eq(1)]
@@ -700,18 +710,16 @@ class SerialEngine(wiring.Component):
         flags, fkind = Signal(P, name="flags"), Signal(2, name="fkind")    # saturation flags, counted a cycle later
         fpend = Signal()                         # flags were registered (whatever their value)
         m.d.sync += [flags.eq(0), fpend.eq(0)]
-        # FWD: h or t = f(sum + b), the bias read late at S2
-        bsum = Signal(signed(wt + 2))
-        m.d.comb += bsum.eq(tree + Mux(bias3, sel << bsh, 0))
+        # FWD: h or t = f(sum + b), the bias and the rounding half in the sum (lane 0's and 1's starts)
         with m.If(v3 & last3 & (ph3 == _FWD)):
-            m.d.sync += hv4.eq(narrow(bsum, fw + fa, qa)[0])
+            m.d.sync += hv4.eq(_sat_zero(_rshift_even(tree, fw), qa, Const(0, 1))[0])
         with m.If(v4 & last4 & (ph4 == _FWD)):
             m.d.comb += [a_we.eq(1), a_addr.eq(Mux(sub4 == 0, L_hout, L_ttout) | idx4), a_lanes.eq(1 << lane4),
                          a_lane.eq(hv4)]
             with m.If(sub4 != 0):
                 m.d.sync += thold.eq(hv4)
                 with m.If(~L_last):
-                    m.d.comb += [c_we.eq(1), c_addr.eq(L_tbase | (rowc + idx4)), c_lanes.eq(1 << lane4),
+                    m.d.comb += [c_we.eq(1), c_addr.eq(L_tbase | radd(rowc, idx4)), c_lanes.eq(1 << lane4),
                                  c_lane.eq(hv4)]
             if not ce:
                 with m.If((sub4 == 0) & train):
@@ -766,12 +774,12 @@ class SerialEngine(wiring.Component):
             with m.If(sub3 != 2):
                 m.d.sync += [flags.eq(Cat(*ovfs)), fkind.eq(2), fpend.eq(1)]
         w_we, w_waddr, w_wlane = Signal(name="w_we"), Signal.like(waddr3, name="w_waddr"), Signal(P, name="w_wlane")
-        w_wdata = [Signal(signed(qw.width), name=f"w_wdata{p}") for p in range(P)]
         m.d.comb += [w_we.eq(upd3), w_waddr.eq(waddr3), w_wlane.eq((1 << P) - 1)]
-        for p in range(P):
-            m.d.comb += [w_wdata[p].eq(outs[p]), wwr[p].addr.eq(w_waddr), wwr[p].data.eq(w_wdata[p]),
+        for p in range(P):     # bank p takes M's lane p (the lane's output, or the state port's word)
+            m.d.comb += [wwr[p].addr.eq(w_waddr), wwr[p].data.eq(m_data[p * wm:p * wm + qw.width]),
                          wwr[p].en.eq(w_we & w_wlane[p])]
         with m.If(upd3):
+            m.d.comb += m_isout.eq(1)
             m.d.sync += [flags.eq(Cat(*ovfs)), fkind.eq(0), fpend.eq(1)]
         with m.If(vec4):
             m.d.comb += [m_we.eq(1), m_addr.eq(taddr4), m_lanes.eq((1 << P) - 1), m_isout.eq(1)]
@@ -810,7 +818,20 @@ class SerialEngine(wiring.Component):
         dval = Signal(s_w + 1)
         m.d.comb += dval.eq(best - ard.data[:s_w].as_signed())
         dcl = Signal(8 * npc)
-        m.d.comb += dcl.eq(Mux(dval >= dc, dc, dval))
+
+        def y_of(dv):                            # the pieces' arithmetic: (sacc, y) for a d
+            acc = 0
+            for i in range(npc):
+                acc = (0 if i == 0 else acc >> 8) + ((LOG2E_Q16 // 4) * ((dv >> 8 * i) & 255) << 1)
+            return acc, acc >> ysh
+        dtop = (1 << s_w) - 1                    # d < 2^s_w: both logits are s_w-bit
+        # no clamp needed when every d fits the pieces, y stays in range, and y (monotonic in d)
+        # already reaches e = 0 at the clamp
+        if (s_w <= 8 * npc and y_of(dtop)[0] < (1 << len(sacc)) and y_of(dtop)[1] < (1 << 16)
+                and y_of(dc)[1] >> EXP2_FRAC_BITS >= P_FRAC + 1):
+            m.d.comb += dcl.eq(dval)
+        else:
+            m.d.comb += dcl.eq(Mux(dval >= dc, dc, dval))
         for i in range(npc):
             with m.If(xt[i]):
                 m.d.comb += [sm_v.eq(1), sm_first.eq(i == 0), sm_a.eq(LOG2E_Q16 // 4), sm_b.eq(dcl[8 * i:8 * i + 8])]
@@ -820,10 +841,10 @@ class SerialEngine(wiring.Component):
         m.d.comb += yv.eq(sacc >> ysh)
         with m.If(xt[npc + 1]):
             m.d.comb += [m_ra.eq(Y.tab | yv[:EXP2_FRAC_BITS]), m_re.eq(1)]
-            m.d.sync += ipr.eq(Mux(yv[EXP2_FRAC_BITS:] >= P_FRAC + 1, P_FRAC + 1,
+            m.d.sync += ipr.eq(Mux(_uge(yv[EXP2_FRAC_BITS:], P_FRAC + 1), P_FRAC + 1,
                                    yv[EXP2_FRAC_BITS:EXP2_FRAC_BITS + 5]))
         eval_ = Signal(P_FRAC + 1)
-        m.d.comb += eval_.eq(Mux(ipr >= P_FRAC + 1, 0, mrd.data[:P_FRAC + 1] >> ipr))
+        m.d.comb += eval_.eq(Mux(_uge(ipr, P_FRAC + 1), 0, mrd.data[:P_FRAC + 1] >> ipr))
         with m.If(xt[npc + 2]):
             m.d.comb += [a_we.eq(1), a_addr.eq(Y.ebase | kw), a_lanes.eq((1 << AL) - 1), a_isword.eq(1),
                          a_word.eq(eval_)]
@@ -835,12 +856,14 @@ class SerialEngine(wiring.Component):
             m.d.comb += [sm_v.eq(1), sm_a.eq(sm_r[1:]), sm_b.eq(e_rd[8:16])]
         pval = Signal(P_FRAC + 1)
         m.d.comb += pval.eq(Mux(e16r[2], sm_r, sacc >> 8))
+        pneg = Signal(signed(16))                # -(p mod 2^15): what GRAD multiplies by
+        m.d.comb += pneg.eq(-pval[:P_FRAC - 1])
         with m.If(pt[3] & sm_pmode):
             m.d.comb += [a_we.eq(1), a_addr.eq(Y.pbase | kw), a_lanes.eq((1 << AL) - 1), a_isword.eq(1),
-                         a_word.eq(pval)]
+                         a_word.eq(pneg)]
             m.d.sync += kw.eq(kw + 1)
             with m.If(kw == cls):
-                m.d.sync += [pcn.eq(-pval[:P_FRAC - 1]), bcc.eq(2 - pval[P_FRAC - 1:])]
+                m.d.sync += [pcn.eq(pneg), bcc.eq(2 - pval[P_FRAC - 1:])]
             with m.Elif(pval[P_FRAC - 1:] != 0):
                 m.d.sync += [Array(kx)[nx[0]].eq(kw), Array(bx)[nx[0]].eq(pval[P_FRAC - 1:] == 2), nx.eq(nx + 1)]
 
@@ -877,8 +900,9 @@ class SerialEngine(wiring.Component):
                      awr.en.eq(Mux(des_we, 1 << ir, Mux(a_we, a_lanes, 0)))]
 
         # ---- the sequencer ----
-        cmax = max(nmax, C + 3, cimax, C * cnmax, 8) + 2
-        ca, cb_, cc = (Signal(range(cmax), name=nm) for nm in ("ca", "cb", "cc"))
+        ca = Signal(range(max(2, nmax, C, cnmax)), name="ca")          # rows, classes, chunks
+        cb_ = Signal(range(max(2, cimax)), name="cb")                   # input chunks, the t/h pass
+        cc = Signal(range(max(cimax, cnmax, C + 3, 4)), name="cc")      # chunks, GRAD steps, UPD terms
         jq, jr = Signal(range(cnmax + 1), name="jq"), Signal(range(max(2, P)), name="jr")
         wrow = Signal(range(Y.wdepth + 1))
         gp = Signal(range(C * cnmax + 1))
@@ -889,7 +913,8 @@ class SerialEngine(wiring.Component):
             m.d.comb += [c_we.eq(1), c_addr.eq(cpa1), c_lanes.eq((1 << P) - 1), c_iscopy.eq(1)]
         pipe_busy = Signal()
         m.d.comb += pipe_busy.eq(v1 | v2 | v3 | v4 | upd3 | vec4 | fpend | cp1)
-        lcyc = Signal(24)
+        lmax = max(sum(ph.values()) for ph in serial_cycles(net, P, 2)["layers"])
+        lcyc = Signal(range(2 * lmax + 16))      # a layer's cycles (the FSM never stalls in a layer)
         m.d.sync += lcyc.eq(lcyc + 1)
         cmt = Signal(range(8))
         pred_valid = Signal()
@@ -967,11 +992,13 @@ class SerialEngine(wiring.Component):
                 is_t = train & (cb_ == 0)
                 t0 = is_t & L_first
                 m.d.comb += [i_idx.eq(jq), i_lane.eq(jr), i_first.eq(cc == 0), i_ph.eq(_FWD)]
+                with m.If(cc == 0):      # the bias, or (layer 0's target pass, no products) R[c][j]
+                    m.d.comb += [m_ra.eq(Mux(t0, Y.rbase | radd(rowc, jq), L_bbase | jq)), m_re.eq(1)]
                 with m.If(t0):
-                    m.d.comb += [i_v.eq(1), i_sub.eq(2), i_last.eq(1), i_bias.eq(1)]
+                    m.d.comb += [i_v.eq(1), i_sub.eq(2), i_last.eq(1)]
                 with m.Else():
                     m.d.comb += [i_v.eq(1), i_sub.eq(Mux(is_t, 1, 0)), i_last.eq(cc == L_ci - 1),
-                                 i_bias.eq(1), w_ra.eq(wrow + cc), w_re.eq(1),
+                                 w_ra.eq(wrow + cc), w_re.eq(1),
                                  a_ra.eq(Mux(is_t, ttin, xin) | cc), a_re.eq(1)]
                 with m.If(t0 | (cc == L_ci - 1)):
                     m.d.sync += cc.eq(0)
@@ -1021,7 +1048,7 @@ class SerialEngine(wiring.Component):
             # -------------------------------------------------------------- COPY, TH (the last layer)
             with m.State("COPY"):
                 m.d.comb += [a_ra.eq(L_ttout | cc), a_re.eq(1)]
-                m.d.sync += [cp1.eq(1), cpa1.eq(L_tbase | (rowc + cc))]
+                m.d.sync += [cp1.eq(1), cpa1.eq(L_tbase | radd(rowc, cc))]
                 with m.If(cc == L_cn - 1):
                     m.d.sync += cc.eq(0)
                     m.next = "TH" if (ce and Y.cn[-1] >= 2) else "COPY_W"
@@ -1035,7 +1062,7 @@ class SerialEngine(wiring.Component):
                         go_upd()
             with m.State("TH"):
                 m.d.comb += [i_v.eq(1), i_ph.eq(_TH), i_first.eq(cc == 0), i_last.eq(cc == L_cn - 1),
-                             c_ra.eq(L_tbase | (rowc + cc)), c_re.eq(1), a_ra.eq(L_hout | cc), a_re.eq(1)]
+                             c_ra.eq(L_tbase | radd(rowc, cc)), c_re.eq(1), a_ra.eq(L_hout | cc), a_re.eq(1)]
                 with m.If(cc == L_cn - 1):
                     m.d.sync += cc.eq(0)
                     m.next = "TH_D"
@@ -1044,7 +1071,7 @@ class SerialEngine(wiring.Component):
             wait_then("TH_D", 2, go_smax)        # s_c lands at S3
             # -------------------------------------------------------------- SMAX
             with m.State("SM_Y"):
-                with m.If((slot == 0) & (ks < C)):
+                with m.If((slot == 0) & ~_uge(ks, C)):
                     m.d.comb += [xt_in.eq(1), a_ra.eq(Y.sbase | ks), a_re.eq(1)]
                     m.d.sync += ks.eq(ks + 1)
                 m.d.sync += slot.eq(Mux(slot == npc - 1, 0, slot + 1))
@@ -1065,7 +1092,7 @@ class SerialEngine(wiring.Component):
                         m.d.sync += [sacc.eq(r2), sm_r.eq(Cat(Const(0, 1), sm_r[:-1]))]
             with m.State("SM_P"):
                 m.d.comb += sm_pmode.eq(1)
-                with m.If((slot == 0) & (ks < C)):
+                with m.If((slot == 0) & ~_uge(ks, C)):
                     m.d.comb += [pt_in.eq(1), a_ra.eq(Y.ebase | ks), a_re.eq(1)]
                     m.d.sync += ks.eq(ks + 1)
                 m.d.sync += slot.eq(~slot[0])
@@ -1081,7 +1108,7 @@ class SerialEngine(wiring.Component):
                 corr = is_c | is_x[0] | is_x[1]
                 gend = C + (2 if push else 1)    # g_main, g_corr (-> d_tc)[, g_zero (-> g m_m)]
                 m.d.comb += [i_v.eq(1), i_ph.eq(_GRAD), i_idx.eq(ca)]
-                with m.If(k < C):
+                with m.If(~_uge(k, C)):
                     with m.If(~cx):               # -(p_k mod 2^15) T[k]
                         m.d.comb += [i_sub.eq(0), i_ak.eq(0), i_bc.eq(1), i_first.eq(k == 0),
                                      i_last.eq((k == C - 1) & ~corr), i_isc.eq(is_c), i_ism.eq(k == mreg),
@@ -1142,11 +1169,10 @@ class SerialEngine(wiring.Component):
             with m.State("UPD"):
                 d = cc
                 m.d.comb += [i_v.eq(1), i_ph.eq(_UPD), i_first.eq(d == 0), i_last.eq(d == L_terms - 1),
-                             i_c0.eq(cb_ == 0), i_d.eq(d), i_lane.eq(jr)]
-                with m.If(cb_ == 0):
-                    m.d.comb += [m_ra.eq(Mux(d == 0, Y.dh, Mux(d == 1, Y.dtc, Y.dtm)) | jq), m_re.eq(1)]
+                             i_d.eq(d), i_lane.eq(jr),
+                             m_ra.eq(Mux(d == 0, Y.dh, Mux(d == 1, Y.dtc, Y.dtm)) | jq), m_re.eq(1)]
                 with m.If(d == 2):
-                    m.d.comb += [c_ra.eq(L_tprev | (rowm + cb_)), c_re.eq(1)]
+                    m.d.comb += [c_ra.eq(L_tprev | radd(rowm, cb_)), c_re.eq(1)]
                 with m.Else():
                     m.d.comb += [a_ra.eq(Mux(d == 0, xin, ttin) | cb_), a_re.eq(1)]
                 with m.If(d == L_terms - 1):
@@ -1202,10 +1228,10 @@ class SerialEngine(wiring.Component):
                 cw = Signal.like(m_ra)
                 m.d.comb += cw.eq(Y.cbase | (mul_const(lay, _NKINDS) + cmt))
                 nl32 = -(-32 // wm)
-                with m.If(cmt < 4):
+                with m.If(~_uge(cmt, 4)):
                     m.d.comb += [m_ra.eq(cw), m_re.eq(1)]
-                with m.If(cmt >= 1):
-                    pend = Array([pend_w, pend_b, pend_e, pend_t, Const(0, 1)])[cmt - 1]
+                with m.If(cmt != 0):
+                    pend = Array([Const(0, 1), pend_w, pend_b, pend_e, pend_t, Const(0, 1)])[cmt]
                     val = Signal(32)
                     m.d.comb += val.eq(Mux(cmt == 5, lcyc, mrd.data[:32] + pend))
                     m.d.comb += [m_we.eq(1), m_addr.eq(cw - 1), m_lanes.eq((1 << nl32) - 1),
@@ -1246,7 +1272,7 @@ class SerialEngine(wiring.Component):
             bq = Array(Const(v // P, range(nmax // P + 2)) for v in range(nmax + 1))[rw]
             br = Array(Const(v % P, range(max(2, P))) for v in range(nmax + 1))[rw]
         rs_l = Signal(range(max(2, L)))
-        m.d.comb += rs_l.eq(Mux(rs < L, rs, 0))
+        m.d.comb += rs_l.eq(Mux(~_uge(rs, L), rs, 0))
         cmap = []
         for name in self.counters:
             if name in ("cycles", "samples", "inferences"):
@@ -1280,26 +1306,25 @@ class SerialEngine(wiring.Component):
         with m.If(rb_active):
             m.d.comb += [w_ra.eq(raddr), w_re.eq(1), c_ra.eq(raddr), c_re.eq(1), m_ra.eq(raddr), m_re.eq(1)]
             with m.If(self.wb_en):
+                m.d.comb += m_lane.eq(self.wb_data)      # the W banks' data too
                 with m.Switch(rkind):
                     with m.Case(0):
                         m.d.comb += [w_we.eq(1), w_waddr.eq(raddr), w_wlane.eq(1 << rk)]
-                        for p in range(P):
-                            m.d.comb += w_wdata[p].eq(self.wb_data[:qw.width])
                     with m.Case(1):
-                        m.d.comb += [m_we.eq(1), m_addr.eq(raddr), m_lanes.eq(1 << rlane),
-                                     m_lane.eq(self.wb_data)]
+                        m.d.comb += [m_we.eq(1), m_addr.eq(raddr), m_lanes.eq(1 << rlane)]
                     with m.Case(2):
                         m.d.comb += [c_we.eq(1), c_addr.eq(raddr), c_lanes.eq(1 << rk),
                                      c_lane.eq(self.wb_data)]
         m.d.sync += [rb_act1.eq(rb_active), rb_kind1.eq(rkind), rb_lane1.eq(rlane)]
+        # the result, an AND-OR of one-hot selects registered with the address (a cache lane is
+        # already sign-extended in src)
+        rb_oh = Signal(5)
+        m.d.sync += rb_oh.eq(Cat(~_uge(rkind, 3), (rkind == 3) & (rlane == 0), (rkind == 3) & (rlane == 1),
+                                 (rkind == 3) & (rlane == 2), rkind == 4))
         out = Signal(signed(32))
-        with m.Switch(rb_kind1):
-            with m.Case(0, 1, 2):
-                m.d.comb += out.eq(Mux(rb_kind1 == 2, rsel[:wa].as_signed(), rsel))
-            with m.Case(3):
-                m.d.comb += out.eq(Array([self.cycles, self.samples, self.inferences])[rb_lane1[:2]])
-            with m.Case(4):
-                m.d.comb += out.eq(mrd.data[:32])
+        srcs_ = [rsel, self.cycles, self.samples, self.inferences, mrd.data[:32]]
+        m.d.comb += out.eq(Cat(*[Cat(*(rb_oh[k] & Value.cast(v).as_signed()[min(i, len(v) - 1)]
+                                       for k, v in enumerate(srcs_))).any() for i in range(32)]))
         m.d.sync += self.rb_data.eq(out)
         return m
 
@@ -1314,11 +1339,33 @@ def _rshift_even(v, k):
     return Cat(q[0] & ~tie, q[1:]).as_signed()
 
 
+def _uge(v, k: int):
+    """``v >= k`` for an unsigned ``v`` and a constant ``k``, as gates (no carry chain)."""
+    v = Value.cast(v).as_unsigned()
+    if k <= 0:
+        return Const(1, 1)
+    if k >= 1 << len(v):
+        return Const(0, 1)
+    res = Const(1, 1)
+    for i in range(len(v)):
+        res = (v[i] & res) if (k >> i) & 1 else (v[i] | res)
+    return res
+
+
 def _sat_zero(v, q, zero):
     """``saturate(v, q)`` forced to 0 by ``zero`` (one LUT per bit); returns ``(value, overflowed)``."""
     v = Value.cast(v)
     w = q.width
-    lo, hi = v < q.min_int, v > q.max_int
+    if v.shape().signed and (q.min_int, q.max_int) == (-(1 << (w - 1)), (1 << (w - 1)) - 1):
+        # out of range when the bits from w - 1 up differ (the sign tells which way): no comparator
+        if len(v) <= w:
+            v, lo, hi = v.as_signed(), Const(0, 1), Const(0, 1)
+            v = Cat(v, v[-1].replicate(w - len(v))).as_signed() if len(v) < w else v
+        else:
+            top, neg = v[w - 1:], v[-1]
+            lo, hi = neg & ~top.all(), ~neg & top.any()
+    else:
+        lo, hi = v < q.min_int, v > q.max_int
     bits = [~zero & ~lo & (hi | v[i]) for i in range(w - 1)]
     bits.append(~zero & (lo | (~hi & v[w - 1])))
     return Cat(*bits).as_signed(), lo | hi
