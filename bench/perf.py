@@ -6,7 +6,8 @@
 For every network and board, printed as tables and written to ``build/bench/perf.json`` (plus
 ``build/bench/perf_utilization.png`` and ``build/bench/perf_samples_per_second.png``):
 
-* **cycles per training sample, measured in Verilator**: the generated trainer (the engine behind
+* **cycles per training sample, measured in Verilator** (per network for the pipelined engine,
+  and per board for a serial engine): the generated trainer (the engine behind
   the on-chip dataset feeder, :func:`sigprop_fpga.sim.rtl.trainer_verilog`) trains the first
   ``--samples`` training samples, bit-exact against the golden model (the ``tb_trainer`` bench of
   ``sigprop-fpga sim``, here without a test split, so the engine's counters at the end hold a
@@ -46,8 +47,10 @@ defaults on 2 cores shared with other jobs (load average 2 to 3), after the data
 every Verilator model and the digits ULX3S bitstream were rebuilt; the venv already made): 9.3
 minutes in all: the CPU runs 8 s, five Verilator models built (30 to 55 s each) and simulated 4
 min, the digits ULX3S build 4.8 min, the fit checks and the cache checks of the other builds 20 s.
-No example passes the iCEBreaker fit check today, so no iCE40 build runs; once digits fits, its
-iCE40 build joins the default ones. A repeat run with nothing changed reuses the Verilator models
+Each board gets the engine ``build`` chooses (:func:`sigprop_fpga.boards.flow.prepare_network`):
+the pipelined one where it fits, else the serial one (one lane array for every layer; the
+iCEBreaker's), whose cycles are measured in a Verilator run of their own and shown per board.
+The digits iCEBreaker build (about 2 minutes) is one of the default builds. A repeat run with nothing changed reuses the Verilator models
 (``build/cache/verilator``) and the bitstream and spends its time elaborating, simulating and on
 the CPU runs. ``-j N`` runs N builds at once (default 1: each tool is single-threaded and the
 machine is shared).

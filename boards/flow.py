@@ -162,7 +162,7 @@ def lut_features(net, lanes, n_samples: int) -> dict:
 #: LUT model of the board top around :class:`~sigprop_fpga.hdl.serial.SerialEngine` (``lanes`` one
 #: int), against :func:`serial_lut_features`; fitted by ``bench/calibrate_luts.py --engine serial``.
 SERIAL_LUT_MODEL = {
-    "ice40": {"const": 3616.0, "lanes": 516.5, "width_lanes": 0.0},
+    "ice40": {"const": 3616.0, "width_lanes": 21.52},
 }
 #: The serial engine's lanes (``hardware.lanes: auto``) are the most whose estimated logic stays
 #: under this fraction of the device (placement and timing need the room), else the fewest that fit.
@@ -171,10 +171,11 @@ SERIAL_LUT_HEADROOM = 0.9
 
 def serial_lut_features(net, lanes: int, n_samples: int) -> dict:
     """What the logic of the serial board top grows with: a constant (host link, feeder, clock,
-    the sequencer), the lanes (multiplexers, rounding and saturation per lane) and the lanes
-    times the weight and activation widths (the datapath's word widths)."""
+    the sequencer) and the lanes times the weight and activation widths (operand multiplexers,
+    rounding and saturation per lane, as wide as the words). The examples it is fitted on all
+    have 16-bit weights and 8-bit activations."""
     p = net.prec(0)
-    return {"const": 1, "lanes": lanes, "width_lanes": lanes * (p.weight.width + p.activation.width)}
+    return {"const": 1, "width_lanes": lanes * (p.weight.width + p.activation.width)}
 
 
 def estimate_resources(net, lanes, n_samples: int, family: str) -> dict:

@@ -121,12 +121,35 @@ def cmd_check(args) -> int:
           f"cycles per sample {est.cycles_per_sample:,} pipelined, {est.sequential_cycles:,} sequential; "
           f"ideal {est.ideal_cycles_per_sample:,.0f} on {est.total_lanes} lanes; "
           f"{est.train_samples_per_second:,.0f} samples/s at {spec.hardware.clock_mhz:g} MHz")
+    board = _board_plan(args.network, spec.board)
+    print(board["text"])
     if args.json:
         write_json(args.json, {"name": spec.name, "file": spec.file, "dataset": data.name,
                                "n_inputs": data.n_inputs, "n_classes": data.n_classes,
                                "widths": list(spec.widths), "spec": _spec_json(spec),
-                               "estimate": est.to_json()})
+                               "estimate": est.to_json(), "board_plan": board["json"]})
     return 0
+
+
+def _board_plan(network: str, board: str) -> dict:
+    """What ``build`` would make for ``board``: the engine, its lanes and cycles, the estimate
+    against the device, or the fit check's refusal (one line of text and a JSON record)."""
+    from .boards.fit import FitError
+    from .boards.flow import prepare_network
+
+    try:
+        d = prepare_network(network, board)
+    except FitError as e:
+        return {"text": f"board {board}: does not fit: " + "; ".join(e.problems),
+                "json": {"board": board, "fits": False, "problems": e.problems}}
+    c = d.plan.cycles(d.net)
+    use = ", ".join(f"{k} {v:,}/{d.target.available(k):,}" for k, v in d.estimate.items())
+    lanes = d.plan.lanes if isinstance(d.plan.lanes, int) else list(d.plan.lanes)
+    return {"text": f"board {board}: {d.plan.why}; {c['cycles_per_sample']:,} cycles per training sample "
+                    f"(MAC utilization {c['ideal_cycles'] / c['cycles_per_sample']:.3f}); estimate {use}; "
+                    f"{d.n_train} training + {d.n_test} test samples stored on chip",
+            "json": {"board": board, "fits": True, "engine": d.plan.engine, "lanes": lanes, **c,
+                     "estimate": d.estimate, "samples_on_chip": {"train": d.n_train, "test": d.n_test}}}
 
 
 def _spec_json(spec) -> dict:
@@ -224,6 +247,9 @@ def cmd_sim(args) -> int:
     except VerilatorError as e:
         raise UsageError(" ".join(str(e).split())[:400]) from None
     except ValueError as e:         # the serial engine refuses a network it does not support
+        from .compiler.spec import SpecError
+        if isinstance(e, SpecError):
+            raise
         raise UsageError(f"{args.network}: {e}") from None
     mm = r.get("first_mismatch")
     rows = [["RTL (Verilator)", r.get("test_accuracy"), r.get("cycles_per_sample"), r.get("ideal_cycles_per_sample"),

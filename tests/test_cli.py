@@ -21,6 +21,26 @@ def test_check_json(tmp_path, capsys):
     est = d["estimate"]
     assert est["total_lanes"] == 8 and est["cycles_per_sample"] == max(s["cycles"] for s in est["stages"])
     assert d["spec"]["layers"][0]["precision"]["weight"] == "Q4.12"
+    # what build would make for the file's board (the iCEBreaker: the serial engine)
+    plan = d["board_plan"]
+    assert plan["board"] == "icebreaker" and plan["fits"] and plan["engine"] == "serial"
+    assert plan["estimate"]["dsp"] == plan["lanes"] and plan["estimate"]["bram"] <= 30
+    assert f"board icebreaker: the pipelined engine does not fit: serial engine, {plan['lanes']} lanes" in text
+
+
+def test_serial_engine_refusals_are_one_line(capsys):
+    """The serial engine refuses what it does not support with one line and exit code 2."""
+    assert main(["sim", str(EXAMPLES / "breast-cancer-head.yaml"), "--engine", "serial", "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "breast-cancer-head.yaml" in err and "readout nearest_target only, not 'head'" in err
+    assert main(["sim", str(EXAMPLES / "digits.yaml"), "--lanes", "2", "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "lanes is set by the network file" in err
+    assert main(["build", str(EXAMPLES / "digits.yaml"), "--board", "ulx3s-85f", "--engine", "serial", "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no LUT model for the ecp5 family" in err
+
 
 
 @pytest.mark.parametrize("engine", ["float", "golden"])
