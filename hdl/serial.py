@@ -25,19 +25,21 @@ A W bank is written with M's write data (lane ``p`` for bank ``p``): the lanes' 
 port's word, one multiplexer for both memories.
 
 The datapath (one issue per cycle): S0 addresses; S1 the memories' data, the operand multiplexers
-and one ``*`` per lane (16-bit A, so an iCE40 SB_MAC16 holds the product register and, but in lane
-0 whose product the softmax also uses, the 32-bit accumulator); S2 accumulate per lane (the start
-value carries the rounding half of the result's narrowing; in FWD lane 0 starts a row from its bias,
-read with the row's first issue); S3 an adder tree over the lanes (dot products, narrowed once: h,
-t, logits, argmax), or one output unit per lane,
-``sat(base - round_even(acc >> k))``: a weight, bias or table step (base the old value, read late
-at S2/S3) or a delta (base 0). Phases of a training sample, per layer ``l`` (``C`` classes; ``terms``
-1 at layer 0 and for ``l2``, else 3 with push and 2 without)::
+(their selects decoded a cycle ahead and registered) and one ``*`` per lane (16-bit A, so an iCE40
+SB_MAC16 holds the product register and, but in lane 0 whose product the softmax also uses, the
+32-bit accumulator); S2 accumulate per lane (the start value carries the rounding half of the
+result's narrowing; in FWD lane 0 starts a row from its bias, read with the row's first issue); S3
+an adder tree over the lanes (dot products, narrowed once: h, t; the logits registered, written and
+compared for the argmax at S4), or one output unit per lane, ``sat(base - round_even(acc >> k))``:
+a weight, bias or table step (base the old value, read late at S2/S3) or a delta (base 0), its
+result registered and written a cycle later (S4, S5 for a bias or table word). Phases of a
+training sample, per layer ``l`` (``C`` classes; ``terms`` 1 at layer 0 and for ``l2``, else 3 with
+push and 2 without)::
 
     FWD   rows j: t_j (layer 0: f(R[c][j]), no products; else f(W t_in + b)), then h_j = f(W x + b)
           -> act (and t -> T_l[c], but in the last layer)                     n (1 + ci) / 2 n ci
     READ  s_k = T_l[k] . h for all k: prediction (last layer), m, max(s)      C cn
-    COPY  T_L[c] <- t, then TH: s_c = t . h (the last layer only)             2 cn + 3
+    COPY  T_L[c] <- t, then TH: s_c = t . h (the last layer only)             2 cn + 4
     SMAX  p = softmax(s) (:func:`sigprop_fpga.sim.fixed.softmax_fixed`) on lane 0: y_k from
           8-bit pieces of d_k, e_k from the table, one restoring division, p_k  (npc + 2) C + 27
     GRAD  per chunk of P units: -sum_k (p_k - y_k) T[k] as 15-bit products plus one 2^15 correction
@@ -250,14 +252,14 @@ def serial_cycles(net: Network, P: int = 4, corrections=0) -> dict:
             if last:
                 ph["cache"] = cn + (2 if (cn < 2 or not ce) else 0)
                 if ce:
-                    ph["cache"] += cn + 3             # s_c = t . h, then s settles
+                    ph["cache"] += cn + 4             # s_c = t . h, then s settles
             elif ce:
-                ph["logits"] += 2                   # max(s) settles
+                ph["logits"] += 3                   # max(s) settles
             if ce:
                 ph["softmax"] = (C * npc + 5) + (_Q_BITS + 1) + (2 * C + 4)
                 ph["gradient"] = cn * (C + 1 + corr[l] + (3 if push else 2))
                 if l == 0:
-                    ph["gradient"] += 3
+                    ph["gradient"] += 3 + (1 if cn < 2 and not push else 0)
                     ph["table"] = 2 * cn * (2 if push else 1) + 2
                 elif cn < 2:
                     ph["gradient"] += DRAIN
@@ -279,7 +281,7 @@ def serial_cycles(net: Network, P: int = 4, corrections=0) -> dict:
         inf += n * ci + (1 if l else 0)
         if l < L - 1 or cn < 5:
             inf += DRAIN
-    inf += C * Y.cn[-1] + 3
+    inf += C * Y.cn[-1] + 4
     out["inference"] = inf
     return out
 
@@ -326,15 +328,15 @@ class SerialEngine(wiring.Component):
     ``[x]`` is 1 if ``x`` holds)::
 
         train = 2 + sum_l [ [l > 0] + n_l (t_l + ci_l) + 5 [cn_l < 5] + C cn_l
-                            + (last: 2 cn_L + 3 + 2 [cn_L < 2];  else: 2)
+                            + (last: 2 cn_L + 4 + 2 [cn_L < 2];  else: 3)
                             + (npc + 2) C + 27                                  softmax
                             + cn_l (C + 4 + n_x,l) + (l = 0: 4 cn_0 + 5;  else: 5 [cn_l < 2])
                             + n_l ci_l terms_l + 2 + cn_l per + 7 - per + s_last + 6 ]
-        inference = 2 + sum_l [ n_l ci_l + [l > 0] + 5 [l < L - 1 or cn_l < 5] ] + C cn_L + 3
+        inference = 2 + sum_l [ n_l ci_l + [l > 0] + 5 [l < L - 1 or cn_l < 5] ] + C cn_L + 4
 
     ``n_x,l`` in {0, 1, 2} is the number of classes ``k != c`` with ``p_k >= 1/2`` at layer ``l``.
-    ``examples/digits.yaml`` with ``P = 4``: 3,017 cycles per training sample (3,049 at most),
-    859 per inference; the multiplications alone take 10,624 / 4 = 2,656 (MAC utilization 0.88).
+    ``examples/digits.yaml`` with ``P = 4``: 3,019 cycles per training sample (3,051 at most),
+    860 per inference; the multiplications alone take 10,624 / 4 = 2,656 (MAC utilization 0.88).
 
     Not supported (``ValueError`` at construction): ``readout: head``, ``rounding: stochastic``,
     per-layer activation, weight, bias or error formats that differ, an input format other than
@@ -563,20 +565,24 @@ class SerialEngine(wiring.Component):
         kx = [Signal(range(max(2, C)), name=f"kx{i}") for i in range(2)]
         bx = [Signal(name=f"bx{i}") for i in range(2)]          # beta - 1 of the other classes
         nx = Signal(2)
-        rb_act1 = Signal()
-        rb_kind1 = Signal(3)                     # 0 W, 1 M lane, 2 cache, 3 counter register, 4 M counter
+        rb_active = Signal()
+        rkind = Signal(3)                        # 0 W, 1 M lane, 2 cache, 3 counter register, 4 M counter
         rb_lane1 = Signal(range(max(4, ML)))
-        src_sel = Signal(2)                      # 0 W, 1 cache, 2 M, 3 zero (GRAD's output base)
-        with m.If(rb_act1):
-            m.d.comb += src_sel.eq(Mux(rb_kind1 == 2, 1, Mux(rb_kind1 == 0, 0, 2)))
-        with m.Elif(v3 & (ph3 == _UPD)):
-            m.d.comb += src_sel.eq(0)
-        with m.Elif(v3 & (ph3 == _GRAD)):
-            m.d.comb += src_sel.eq(3)
-        with m.Elif((v1 & (ph1 == _VEC)) | (v4 & (ph4 == _VEC))):
-            m.d.comb += src_sel.eq(2)
-        with m.Elif(v1 & ((ph1 == _READ) | (ph1 == _TH))):
-            m.d.comb += src_sel.eq(1)
+        # the sources (the multipliers' A at S1, the state port, the output unit's base at S3/S4):
+        # 0 W, 1 cache, 2 M, 3 zero (GRAD's base), decoded a cycle ahead and registered, so no
+        # control logic sits between the block RAMs' data and the lanes
+        src_sel, src_nxt = Signal(2, name="src_sel"), Signal(2, name="src_nxt")
+        with m.If(rb_active):
+            m.d.comb += src_nxt.eq(Mux(rkind == 2, 1, Mux(rkind == 0, 0, 2)))
+        with m.Elif(v2 & (ph2 == _UPD)):
+            m.d.comb += src_nxt.eq(0)
+        with m.Elif(v2 & (ph2 == _GRAD)):
+            m.d.comb += src_nxt.eq(3)
+        with m.Elif((i_v & (i_ph == _VEC)) | (v3 & (ph3 == _VEC))):
+            m.d.comb += src_nxt.eq(2)
+        with m.Elif(i_v & ((i_ph == _READ) | (i_ph == _TH))):
+            m.d.comb += src_nxt.eq(1)
+        m.d.sync += src_sel.eq(src_nxt)
         src = []
         for p in range(P):
             s = Signal(signed(wA), name=f"src{p}")
@@ -595,10 +601,7 @@ class SerialEngine(wiring.Component):
         rsel = Signal(signed(wA))
         m.d.comb += rsel.eq(Array(src)[rb_lane1[:PB]] if P > 1 else src[0])
         # the broadcast operand: UPD's deltas (their M word read with every issue, so no registers
-        # hold them), GRAD's -errors (d_tm = -g m_m is 2^15 when g = -2^15: then 2^14 times 2 Tin[m])
-        upd_s, upd_dbl = Signal(signed(wA), name="upd_s"), Signal(name="upd_dbl")
-        s_min = sel == -(1 << (wm - 1))
-        m.d.comb += [upd_s.eq(Mux(d1 == 2, Mux(s_min, 1 << (wm - 2), -sel), sel)), upd_dbl.eq((d1 == 2) & s_min)]
+        # hold them; d_tm = -g m_m is g m_m times -Tin[m], the negation on B), GRAD's -errors
         scalar = Signal(signed(wA))
         with m.If(ph1 == _GRAD):
             with m.Switch(ak1):
@@ -611,14 +614,15 @@ class SerialEngine(wiring.Component):
                 with m.Case(3):
                     m.d.comb += scalar.eq(pcn)
         with m.Else():
-            m.d.comb += scalar.eq(upd_s)
+            m.d.comb += scalar.eq(sel)
         # B's controls, decoded at S0 and registered: the cache (else act), zero, the VEC constant
         b_c1, b_z1, b_k1 = Signal(name="b_c1"), Signal(name="b_z1"), Signal(name="b_k1")
         m.d.sync += [b_c1.eq(((i_ph == _GRAD) & i_bc) | ((i_ph == _UPD) & (i_d == 2))),
                      b_z1.eq(((i_ph == _FWD) & (i_sub == 2)) | ((i_ph == _GRAD) & i_bz)),
                      b_k1.eq(i_ph == _VEC)]
-        bsh1 = Signal(2)
-        m.d.comb += bsh1.eq(Mux(ph1 == _UPD, upd_dbl, bs1_))
+        b_n1 = Signal(name="b_n1")               # the cache negated (UPD's d_tm term)
+        m.d.sync += b_n1.eq((i_ph == _UPD) & (i_d == 2))
+        bsh1 = bs1_
         bk = Signal(signed(wB))                  # VEC's constant, +-2^kB (0 otherwise)
         m.d.comb += bk.eq(Mux(b_k1 & ~b_z1, Mux(neg1, -(1 << kB), 1 << kB), 0))
         sm_v = Signal()
@@ -629,7 +633,7 @@ class SerialEngine(wiring.Component):
             ma, mb = Signal(signed(wA), name=f"ma{p}"), Signal(signed(wB), name=f"mb{p}")
             m.d.comb += ma.eq(Mux(bcast, scalar, src[p]))
             bsrc = Signal(signed(wB), name=f"bsrc{p}")
-            m.d.comb += bsrc.eq(Mux(b_z1 | b_k1, 0, Mux(b_c1, C_l[p], A_l[p])))     # 0 for zero and VEC
+            m.d.comb += bsrc.eq(Mux(b_z1 | b_k1, 0, Mux(b_c1, Mux(b_n1, -C_l[p], C_l[p]), A_l[p])))   # 0: zero, VEC
             bshd = Signal(signed(wB), name=f"bshd{p}")
             m.d.comb += bshd.eq(Mux(bsh1[1], bsrc << 2, Mux(bsh1[0], bsrc << 1, bsrc)))
             m.d.comb += mb.eq(bshd | bk)
@@ -687,12 +691,14 @@ class SerialEngine(wiring.Component):
         m.d.comb += late_w.eq(v2 & last2 & (ph2 == _UPD))
         with m.If(late_w):
             m.d.sync += [waddr3.eq(wptr), wptr.eq(wptr + 1), upd3.eq(1)]
-        # VEC: the target is read at S3 (the chunk's sums stay in racc a cycle longer)
-        with m.If(v3 & last3 & (ph3 == _VEC)):
-            m.d.comb += [late_m.eq(1),
-                         late_maddr.eq(Mux(sub3 == 0, L_bbase | idx3,
-                                           Y.rbase | radd(Mux(sub3 == 1, rowc, rowm), idx3)))]
-            m.d.sync += [taddr4.eq(late_maddr), vec4.eq(1)]
+        # VEC: the target is read at S3 (the chunk's sums stay in racc a cycle longer), its address
+        # decoded at S2 and registered
+        late_m3, late_ma3 = Signal(name="late_m3"), Signal.like(m_ra, name="late_ma3")
+        m.d.sync += [late_m3.eq(v2 & last2 & (ph2 == _VEC)),
+                     late_ma3.eq(Mux(sub2 == 0, L_bbase | idx2, Y.rbase | radd(Mux(sub2 == 1, rowc, rowm), idx2)))]
+        with m.If(late_m3):
+            m.d.comb += [late_m.eq(1), late_maddr.eq(late_ma3)]
+            m.d.sync += [taddr4.eq(late_ma3), vec4.eq(1)]
         with m.If(late_w):
             m.d.comb += [w_ra.eq(wptr), w_re.eq(1)]
         with m.If(late_m):
@@ -728,20 +734,21 @@ class SerialEngine(wiring.Component):
                     m.d.comb += [m_we.eq(1), m_addr.eq(Y.dh | idx4), m_lanes.eq(1 << lane4),
                                  m_lane.eq(Mux(inside(hv4), dl2, 0))]
         # READ, TH: the logits; best is max(s) for the softmax (the prediction is kept in pred)
-        s3 = Signal(signed(s_w))
-        m.d.comb += s3.eq(tree)
-        with m.If(v3 & last3 & (ph3 == _READ)):
-            with m.If((idx3 == 0) | (s3 > best)):
-                m.d.sync += [best.eq(s3), pred.eq(idx3)]
-            with m.If((idx3 != cls) & (~have_m | (s3 > bestm))):
-                m.d.sync += [bestm.eq(s3), mreg.eq(idx3), have_m.eq(1)]
+        # (the sum registered: compared and written at S4)
+        s4 = Signal(signed(s_w), name="s4", reset_less=True)
+        m.d.sync += s4.eq(tree)
+        with m.If(v4 & last4 & (ph4 == _READ)):
+            with m.If((idx4 == 0) | (s4 > best)):
+                m.d.sync += [best.eq(s4), pred.eq(idx4)]
+            with m.If((idx4 != cls) & (~have_m | (s4 > bestm))):
+                m.d.sync += [bestm.eq(s4), mreg.eq(idx4), have_m.eq(1)]
             if ce:
                 with m.If(train):
-                    m.d.comb += [a_we.eq(1), a_addr.eq(Y.sbase | idx3), a_lanes.eq((1 << AL) - 1),
-                                 a_isword.eq(1), a_word.eq(s3)]
-        with m.If(v3 & last3 & (ph3 == _TH)):
-            m.d.comb += [a_we.eq(1), a_addr.eq(Y.sbase | cls), a_lanes.eq((1 << AL) - 1), a_isword.eq(1), a_word.eq(s3)]
-            m.d.sync += best.eq(Mux(s3 > bestm, s3, bestm))
+                    m.d.comb += [a_we.eq(1), a_addr.eq(Y.sbase | idx4), a_lanes.eq((1 << AL) - 1),
+                                 a_isword.eq(1), a_word.eq(s4)]
+        with m.If(v4 & last4 & (ph4 == _TH)):
+            m.d.comb += [a_we.eq(1), a_addr.eq(Y.sbase | cls), a_lanes.eq((1 << AL) - 1), a_isword.eq(1), a_word.eq(s4)]
+            m.d.sync += best.eq(Mux(s4 > bestm, s4, bestm))
         # one output unit per lane: sat(base - round(racc >> k)): W, b, R (base the old value, k = kW),
         # or a delta (base 0, k = kG; GRAD accumulated minus the sum), masked by f'
         grad3 = v3 & last3 & (ph3 == _GRAD)
@@ -755,6 +762,8 @@ class SerialEngine(wiring.Component):
                 q = _rshift_even(racc[p], kW)
             else:
                 q = Mux(isG, _rshift_even(racc[p], kG), _rshift_even(racc[p], kW))
+            # the base: the old weight (UPD, read at S2), the old bias or table word (VEC, read at
+            # S3), or 0 (GRAD)
             diff = Signal(signed(max(wA, len(q)) + 1), name=f"udiff{p}")
             m.d.comb += diff.eq(src[p] - q)
             zero = isG & ~mk[p]
@@ -764,25 +773,32 @@ class SerialEngine(wiring.Component):
                 v1_, o1_ = _sat_zero(diff, qw, zero)
                 v2_, o2_ = _sat_zero(diff, qe, zero)
                 ov, oo = Mux(isG, v2_, v1_), Mux(isG, o2_, o1_)
-            o = Signal(signed(wm), name=f"out{p}")
-            m.d.comb += o.eq(ov)
+            o = Signal(signed(wm), name=f"out{p}", reset_less=True)     # written a cycle later
+            m.d.sync += o.eq(ov)
             outs.append(o)
             ovfs.append(oo)
-        with m.If(grad3):
-            m.d.comb += [m_we.eq(1), m_addr.eq(Mux(sub3 == 0, Y.dh, Mux(sub3 == 1, Y.dtc, Y.dtm)) | idx3),
+        # (a VEC target's address stays in taddr4 until the next chunk's target is read, at S5 or later)
+        grad4, upd4, vec5 = Signal(name="grad4"), Signal(name="upd4"), Signal(name="vec5")
+        waddr4 = Signal.like(waddr3, name="waddr4")
+        m.d.sync += [grad4.eq(grad3), upd4.eq(upd3), vec5.eq(vec4), waddr4.eq(waddr3)]
+        with m.If(grad4):
+            m.d.comb += [m_we.eq(1), m_addr.eq(Mux(sub4 == 0, Y.dh, Mux(sub4 == 1, Y.dtc, Y.dtm)) | idx4),
                          m_lanes.eq((1 << P) - 1), m_isout.eq(1)]
+        with m.If(grad3):
             with m.If(sub3 != 2):
                 m.d.sync += [flags.eq(Cat(*ovfs)), fkind.eq(2), fpend.eq(1)]
         w_we, w_waddr, w_wlane = Signal(name="w_we"), Signal.like(waddr3, name="w_waddr"), Signal(P, name="w_wlane")
-        m.d.comb += [w_we.eq(upd3), w_waddr.eq(waddr3), w_wlane.eq((1 << P) - 1)]
+        m.d.comb += [w_we.eq(upd4), w_waddr.eq(waddr4), w_wlane.eq((1 << P) - 1)]
         for p in range(P):     # bank p takes M's lane p (the lane's output, or the state port's word)
             m.d.comb += [wwr[p].addr.eq(w_waddr), wwr[p].data.eq(m_data[p * wm:p * wm + qw.width]),
                          wwr[p].en.eq(w_we & w_wlane[p])]
-        with m.If(upd3):
+        with m.If(upd4):
             m.d.comb += m_isout.eq(1)
+        with m.If(upd3):
             m.d.sync += [flags.eq(Cat(*ovfs)), fkind.eq(0), fpend.eq(1)]
-        with m.If(vec4):
+        with m.If(vec5):
             m.d.comb += [m_we.eq(1), m_addr.eq(taddr4), m_lanes.eq((1 << P) - 1), m_isout.eq(1)]
+        with m.If(vec4):
             m.d.sync += [flags.eq(Cat(*ovfs)), fkind.eq(Mux(sub4 == 0, 1, 3)), fpend.eq(1)]
         cnt = Signal(range(P + 1))
         m.d.comb += cnt.eq(sum(flags[p] for p in range(P)))
@@ -875,22 +891,34 @@ class SerialEngine(wiring.Component):
         wbuf, take = Signal(name="wbuf"), Signal(name="take")
         win = net.spec.precision.input.width
         des_we = Signal()
-        m.d.comb += self.i.ready.eq(~full & ~a_we)
+        # a feature is written at once when the datapath leaves the act port free, else held a
+        # cycle or more (ready then drops): ready comes from registers only
+        hv, hdata = Signal(name="des_hv"), Signal(win, name="des_hdata")
+        des_data = Signal(win)
+        m.d.comb += [self.i.ready.eq(~full & ~hv), des_data.eq(Mux(hv, hdata, self.i.payload.data[:win]))]
+        with m.If(hv):
+            with m.If(~a_we):
+                m.d.comb += des_we.eq(1)
+                m.d.sync += hv.eq(0)
+        with m.If(des_we):
+            with m.If(ir == P - 1):
+                m.d.sync += [ir.eq(0), iq.eq(iq + 1)]
+            with m.Else():
+                m.d.sync += ir.eq(ir + 1)
         with m.If(self.i.valid & self.i.ready):
-            with m.If(idx == nin):
+            with m.If(idx == nin):       # every feature is written (none is held)
                 m.d.sync += [label.eq(self.i.payload.data), ltrain.eq(self.i.payload.train), full.eq(1), idx.eq(0),
                              iq.eq(0), ir.eq(0)]
             with m.Else():
-                m.d.comb += des_we.eq(1)
                 m.d.sync += idx.eq(idx + 1)
-                with m.If(ir == P - 1):
-                    m.d.sync += [ir.eq(0), iq.eq(iq + 1)]
+                with m.If(a_we):
+                    m.d.sync += [hv.eq(1), hdata.eq(self.i.payload.data[:win])]
                 with m.Else():
-                    m.d.sync += ir.eq(ir + 1)
+                    m.d.comb += des_we.eq(1)
         with m.If(take):
             m.d.sync += [full.eq(0), cur.eq(wbuf), wbuf.eq(~wbuf), cls.eq(label), train.eq(ltrain)]
         lane_v = Signal(wa)
-        m.d.comb += [lane_v.eq(Mux(des_we, self.i.payload.data[:win], a_lane)),
+        m.d.comb += [lane_v.eq(Mux(des_we, des_data, a_lane)),
                      a_data.eq(Mux(a_isword & ~des_we, _fit(a_word, AW), rep(lane_v, wa, AL))),
                      m_data.eq(Mux(m_isout, Cat(*(_fit(o, wm) for o in outs)),
                                    Mux(m_iscnt, _fit(m_cnt, MW), rep(m_lane, wm, ML)))),
@@ -912,7 +940,7 @@ class SerialEngine(wiring.Component):
         with m.If(cp1):
             m.d.comb += [c_we.eq(1), c_addr.eq(cpa1), c_lanes.eq((1 << P) - 1), c_iscopy.eq(1)]
         pipe_busy = Signal()
-        m.d.comb += pipe_busy.eq(v1 | v2 | v3 | v4 | upd3 | vec4 | fpend | cp1)
+        m.d.comb += pipe_busy.eq(v1 | v2 | v3 | v4 | upd3 | vec4 | grad4 | upd4 | vec5 | fpend | cp1)
         lmax = max(sum(ph.values()) for ph in serial_cycles(net, P, 2)["layers"])
         lcyc = Signal(range(2 * lmax + 16))      # a layer's cycles (the FSM never stalls in a layer)
         m.d.sync += lcyc.eq(lcyc + 1)
@@ -921,7 +949,6 @@ class SerialEngine(wiring.Component):
         m.d.comb += self.o.valid.eq(pred_valid)
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += pred_valid.eq(0)
-        rb_active = Signal()
         pats = [_vec_slots(_terms(net, l)) for l in range(L)]
 
         def next_layer():
@@ -945,10 +972,11 @@ class SerialEngine(wiring.Component):
             m.next = "SM_Y"
 
         # how long a phase waits before the next: 0, until the last issue left S1 (1) or S2 (2),
-        # or until the pipeline is empty (3) -- what the next phase reads or shares decides
+        # or until the pipeline is empty (3), or until it left S3 (4) -- what the next phase reads or
+        # shares decides
         def wait_then(name, level, go):
             with m.State(name):
-                done = {1: ~v1, 2: ~v1 & ~v2, 3: ~pipe_busy}[level]
+                done = {1: ~v1, 2: ~v1 & ~v2, 3: ~pipe_busy, 4: ~v1 & ~v2 & ~v3}[level]
                 with m.If(done):
                     go()
         fwd_nodrain = lut([int(Y.cn[l] >= 5) for l in range(L)])
@@ -1043,8 +1071,8 @@ class SerialEngine(wiring.Component):
                 with m.Else():
                     m.d.sync += cc.eq(cc + 1)
 
-            wait_then("READ_SM", 1, go_smax)     # max(s) settles at S3
-            wait_then("READ_FIN", 2, lambda: setattr(m, "next", "FIN"))
+            wait_then("READ_SM", 2, go_smax)     # max(s) settles at S4
+            wait_then("READ_FIN", 4, lambda: setattr(m, "next", "FIN"))
             # -------------------------------------------------------------- COPY, TH (the last layer)
             with m.State("COPY"):
                 m.d.comb += [a_ra.eq(L_ttout | cc), a_re.eq(1)]
@@ -1068,7 +1096,7 @@ class SerialEngine(wiring.Component):
                     m.next = "TH_D"
                 with m.Else():
                     m.d.sync += cc.eq(cc + 1)
-            wait_then("TH_D", 2, go_smax)        # s_c lands at S3
+            wait_then("TH_D", 4, go_smax)        # s_c lands at S4
             # -------------------------------------------------------------- SMAX
             with m.State("SM_Y"):
                 with m.If((slot == 0) & ~_uge(ks, C)):
@@ -1146,7 +1174,9 @@ class SerialEngine(wiring.Component):
             def go_tab():
                 m.d.sync += [ca.eq(0), cb_.eq(0), cc.eq(0), slot.eq(0)]
                 m.next = "TAB"
-            wait_then("GRAD_D", 2, go_tab)       # TAB reads d_tc of chunk 0 (written at S3)
+            # TAB reads d_tc of chunk 0 (written a cycle after S3): without push, with one chunk, the
+            # last issue writes it
+            wait_then("GRAD_D", 2 if (push or Y.cn[0] >= 2) else 4, go_tab)
             wait_then("GRAD_U", 3, go_upd)       # TAB's operands come through the sources at S1
             # -------------------------------------------------------------- TAB (layer 0)
             with m.State("TAB"):
@@ -1263,7 +1293,6 @@ class SerialEngine(wiring.Component):
         def field(name):
             return self.rb_addr[f[name]["lsb"]:f[name]["lsb"] + f[name]["width"]]
         rs, rm, rk, rw = field("stage"), field("mem"), field("bank"), field("word")
-        rkind = Signal(3)
         rlane = Signal(range(max(4, ML)))
         raddr = Signal(range(max(Y.wdepth, Y.mdepth, Y.cdepth) + 1))
         if P & (P - 1) == 0:
@@ -1315,7 +1344,7 @@ class SerialEngine(wiring.Component):
                     with m.Case(2):
                         m.d.comb += [c_we.eq(1), c_addr.eq(raddr), c_lanes.eq(1 << rk),
                                      c_lane.eq(self.wb_data)]
-        m.d.sync += [rb_act1.eq(rb_active), rb_kind1.eq(rkind), rb_lane1.eq(rlane)]
+        m.d.sync += rb_lane1.eq(rlane)
         # the result, an AND-OR of one-hot selects registered with the address (a cache lane is
         # already sign-extended in src)
         rb_oh = Signal(5)

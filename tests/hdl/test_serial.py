@@ -157,6 +157,23 @@ def test_class_ce_without_push_three_lanes():
     run_and_compare(net, data, 30, train=train, lanes=3)
 
 
+NO_PUSH_ONE_CHUNK = """
+name: no_push_one_chunk
+dataset: {source: iris}
+network: {layers: [3, 5]}
+learning: {lr_shift: 3, push: false}
+"""
+
+
+def test_class_ce_without_push_layer0_in_one_chunk():
+    """push: false with layer 0 in one chunk of lanes: TAB reads the d_tc that GRAD's last issue
+    writes."""
+    net, data = _net(NO_PUSH_ONE_CHUNK)
+    train = np.ones(12, dtype=bool)
+    train[5] = False
+    run_and_compare(net, data, 12, train=train)
+
+
 # narrow formats and a big learning rate: every saturation counter fires
 STRESS = """
 name: stress
