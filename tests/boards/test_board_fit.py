@@ -127,6 +127,21 @@ def test_lut_model_within_ten_percent_of_the_packed_examples():
         assert abs(est / d["packed"] - 1) <= 0.10, (d["network"], d["family"], round(est), d["packed"])
 
 
+def test_serial_lut_model_within_ten_percent_of_the_packed_designs():
+    """The serial engine's board top (the iCEBreaker's) against the logic cells nextpnr packed, for
+    each supported example and lane count (bench/calibrate_luts.py --engine serial)."""
+    import json
+    from pathlib import Path
+
+    from sigprop_fpga.boards.flow import SERIAL_LUT_MODEL
+    data = json.loads((Path(__file__).with_name("lut_calibration_serial.json")).read_text())
+    assert {d["engine"] for d in data["designs"]} == {"serial"} and len(data["designs"]) >= 4
+    assert len({d["lanes"] for d in data["designs"]}) >= 2
+    for d in data["designs"]:
+        est = sum(SERIAL_LUT_MODEL[d["family"]][k] * v for k, v in d["features"].items())
+        assert abs(est / d["packed"] - 1) <= 0.10, (d["network"], d["lanes"], round(est), d["packed"])
+
+
 def test_lut_features_follow_the_network():
     from sigprop_fpga.boards.flow import lut_features
     from sigprop_fpga.compiler.spec import parse_spec
