@@ -28,9 +28,9 @@ demo: $(STAMP)
 	$(BIN)/sigprop-fpga train $(NET) --engine float --json $(OUT)/train-float.json
 	$(BIN)/sigprop-fpga train $(NET) --engine golden --json $(OUT)/train-golden.json
 	$(BIN)/sigprop-fpga sim $(NET) --epochs 1 --check-every 250 --json $(OUT)/sim.json
-	@echo "== the iCEBreaker fit check (the digits engine does not fit the UP5K yet; see README) =="
-	-$(BIN)/sigprop-fpga build $(NET) --board icebreaker
+	$(BIN)/sigprop-fpga sim $(NET) --engine serial --lanes 4 --epochs 1 --check-every 250 --json $(OUT)/sim-serial.json
 	$(BIN)/sigprop-fpga build $(NET) --board ulx3s-85f --json $(OUT)/build.json
+	$(BIN)/sigprop-fpga build $(NET) --board icebreaker --json $(OUT)/build-icebreaker.json
 	$(BIN)/sigprop-fpga report $(OUT)
 
 bench: $(STAMP)

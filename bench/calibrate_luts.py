@@ -30,7 +30,7 @@ import numpy as np
 from sigprop_fpga.boards import get_target
 from sigprop_fpga.boards.build import BoardTop, STEP_NAMES
 from sigprop_fpga.boards.flow import (LUT_MODEL, SERIAL_LUT_MODEL, dataset_capacity, estimate_resources,
-                                     lut_features, serial_lut_features)
+                                     lut_features, serial_lut_features, split_stored)
 from sigprop_fpga.boards.top import SigPropBoardTop
 from sigprop_fpga.compiler.estimate import allocate_lanes
 from sigprop_fpga.compiler.spec import load_spec
@@ -59,8 +59,7 @@ def board_plan(path: str, family: str, nextpnr_opts: str = "--pack-only", serial
     target = get_target(BOARDS[family])
     n_total = len(data.y_train) + len(data.y_test)
     samples = min(n_total, dataset_capacity(net, target, lanes))
-    n_train = min(len(data.y_train), samples)
-    n_test = min(len(data.y_test), max(0, samples - n_train))
+    n_train, n_test = split_stored(samples, len(data.y_train), len(data.y_test))
     settings = target.plan_clock(spec.hardware.clock_mhz)
     achieved = target.achieved_mhz(spec.hardware.clock_mhz)
     top = SigPropBoardTop(net, data, target, achieved * 1e6, lanes=lanes, n_train=n_train, n_test=n_test,

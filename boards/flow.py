@@ -15,7 +15,7 @@ from ..hdl.feeder import curve_count_width
 
 __all__ = ["estimate_resources", "build_network", "dataset_capacity", "board_memories", "bram_blocks",
            "lut_features", "LUT_MODEL", "SERIAL_LUT_MODEL", "ENGINES", "EnginePlan", "plan_engine",
-           "design_memories", "BoardDesign", "prepare_network"]
+           "design_memories", "BoardDesign", "prepare_network", "split_stored"]
 
 #: ``build --engine``: ``pipelined`` (a stage per layer, :class:`~sigprop_fpga.hdl.engine.SigPropEngine`),
 #: ``serial`` (one lane array for every layer, :class:`~sigprop_fpga.hdl.serial.SerialEngine`), or
@@ -300,6 +300,20 @@ def plan_engine(net, target, engine: str = "auto") -> EnginePlan:
                                + "; ".join(last)])
 
 
+def split_stored(samples: int, n_train: int, n_test: int) -> tuple[int, int]:
+    """How many training and test samples ``samples`` stored samples hold: all of them when they
+    fit, else the dataset's train/test proportion (so the autonomous mode still has a test split
+    to score), at least one training sample."""
+    samples = max(0, min(int(samples), n_train + n_test))
+    if samples >= n_train + n_test:
+        return n_train, n_test
+    test = min(n_test, round(samples * n_test / (n_train + n_test)))
+    if samples - test < 1:
+        test = max(0, samples - 1)
+    train = min(n_train, samples - test)
+    return train, min(n_test, samples - train)
+
+
 class BoardDesign:
     """Everything :func:`build_network` decides before synthesis: ``spec``, ``data``, ``net``,
     ``target``, ``plan`` (:class:`EnginePlan`), ``n_train`` / ``n_test`` (stored on chip),
@@ -338,8 +352,7 @@ def prepare_network(network, board: str | None = None, *, samples: int | None = 
     n_total = len(data.y_train) + len(data.y_test)
     if samples is None:
         samples = min(n_total, dataset_capacity(net, target, plan.lanes))
-    n_train = min(len(data.y_train), samples)
-    n_test = min(len(data.y_test), max(0, samples - n_train))
+    n_train, n_test = split_stored(samples, len(data.y_train), len(data.y_test))
     est = estimate_resources(net, plan.lanes, n_train + n_test, target.family)
     problems = fit_check(est, target)
     if problems:

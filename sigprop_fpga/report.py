@@ -7,6 +7,7 @@ Reads whichever of these exist (each is written by the command named):
 ``train-float.json``   ``train --engine float --json``
 ``train-golden.json``  ``train --engine golden --json``
 ``sim.json``           ``sim --json``: the RTL run in Verilator
+``sim-serial.json``    ``sim --engine serial --json``: the serial datapath's run
 ``manifest.json``      ``compile``: lanes, stages, memory map
 ``build.json``         ``build --json``: resources, timing, bitstream
 ``build-*.json``       more builds (one per board), in name order
@@ -137,9 +138,10 @@ def make_report(d: str | Path) -> Path:
     check, manifest = _load(d, "check.json"), _load(d, "manifest.json")
     trains = {k: _load(d, f"train-{k}.json") for k in ("float", "golden")}
     sim, build = _load(d, "sim.json"), _load(d, "build.json")
+    sim_serial = _load(d, "sim-serial.json")
     builds = load_builds(d)
     build = builds[0] if builds else None
-    if not any([check, manifest, sim, build, *trains.values()]):
+    if not any([check, manifest, sim, sim_serial, build, *trains.values()]):
         raise ValueError(f"{d}: expected at least one of check.json, train-float.json, train-golden.json, "
                          "sim.json, manifest.json, build.json")
     name = (check or manifest or sim or build or next(t for t in trains.values() if t)).get("name") \
@@ -163,15 +165,19 @@ def make_report(d: str | Path) -> Path:
         png = _plot_accuracy(d, curves)
         if png:
             lines += [f"![test accuracy per epoch]({png})", ""]
-    if sim:
+    sims = [r for r in (sim, sim_serial) if r]
+    if sims:
         lines += ["## Cycle-accurate simulation", "",
-                  _md_table(["bit exact", "samples", "cycles/sample", "ideal", "MAC utilization", "first mismatch"],
-                            [[sim.get("bit_exact"), sim.get("samples"), sim.get("cycles_per_sample"),
-                              sim.get("ideal_cycles_per_sample"), sim.get("mac_utilization"),
-                              json.dumps(sim.get("first_mismatch"))]]), "",
-                  f"Verilator {sim.get('verilator_version')}: {sim.get('cycles', 0):,} cycles at "
-                  f"{sim.get('sim_cycles_per_second', 0):,.0f} cycles/s. The RTL row's train accuracy is the "
-                  "online (pre-update) accuracy of the last epoch.", ""]
+                  _md_table(["datapath", "lanes", "bit exact", "samples", "test accuracy", "cycles/sample", "ideal",
+                             "MAC utilization", "first mismatch"],
+                            [[r.get("datapath", "pipelined"), "+".join(map(str, r.get("lanes", []))),
+                              r.get("bit_exact"), r.get("samples"), r.get("test_accuracy"),
+                              r.get("cycles_per_sample"), r.get("ideal_cycles_per_sample"), r.get("mac_utilization"),
+                              json.dumps(r.get("first_mismatch"))] for r in sims]), ""]
+        lines += [f"Verilator {r.get('verilator_version')} ({r.get('datapath', 'pipelined')}): {r.get('cycles', 0):,} "
+                  f"cycles at {r.get('sim_cycles_per_second', 0):,.0f} cycles/s." for r in sims]
+        lines += ["", "The RTL row's train accuracy is the online (pre-update) accuracy of the last epoch; "
+                  "the serial datapath (`sim-serial.json`) is the one the iCEBreaker build holds.", ""]
 
     # stages
     est = (manifest or {}).get("estimate") or (check or {}).get("estimate")

@@ -209,3 +209,17 @@ def test_serial_cycles_in_the_build_report_plan():
     c = d.plan.cycles(d.net)
     assert c["cycles_per_sample"] == serial_cycles(d.net, d.plan.lanes)["train"]
     assert c["ideal_cycles"] == serial_macs(d.net)[0] / d.plan.lanes
+
+
+def test_stored_samples_keep_a_test_split():
+    """When the chip cannot store the whole dataset, the stored samples keep its train/test
+    proportion (the autonomous mode scores a test split); all of it when it fits."""
+    from sigprop_fpga.boards.flow import split_stored
+    assert split_stored(1797, 1258, 539) == (1258, 539)
+    assert split_stored(5000, 1258, 539) == (1258, 539)
+    assert split_stored(48, 1258, 539) == (34, 14)
+    assert split_stored(1, 1258, 539) == (1, 0) and split_stored(0, 1258, 539) == (0, 0)
+    assert split_stored(10, 3, 100) == (1, 9)
+    for s in range(0, 60):
+        tr, te = split_stored(s, 40, 10)
+        assert tr + te == min(s, 50) and tr <= 40 and te <= 10 and (s == 0 or tr >= 1)
