@@ -50,9 +50,11 @@ min, the digits ULX3S build 4.8 min, the fit checks and the cache checks of the 
 Each board gets the engine ``build`` chooses (:func:`sigprop_fpga.boards.flow.prepare_network`):
 the pipelined one where it fits, else the serial one (one lane array for every layer; the
 iCEBreaker's), whose cycles are measured in a Verilator run of their own and shown per board.
-The digits iCEBreaker build (about 2 minutes) is one of the default builds. A repeat run with nothing changed reuses the Verilator models
-(``build/cache/verilator``) and the bitstream and spends its time elaborating, simulating and on
-the CPU runs. ``-j N`` runs N builds at once (default 1: each tool is single-threaded and the
+The digits iCEBreaker build (about 3 minutes) is one of the default builds, and the serial
+engines add one Verilator model each (digits and iris on the iCEBreaker: 1.7 min); with both
+digits builds cached the bench took 7.6 minutes. A repeat run with nothing changed reuses the
+Verilator models (``build/cache/verilator``) and the bitstreams and spends its time elaborating,
+simulating and on the CPU runs. ``-j N`` runs N builds at once (default 1: each tool is single-threaded and the
 machine is shared).
 
 Exit code 0; 1 when a Verilator run failed or differed from the golden model, or a build failed
