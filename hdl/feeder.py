@@ -4,7 +4,7 @@ Used by the cycle-accurate simulation (the testbench starts it and lets Verilato
 by the boards' autonomous mode (the same memories, filled at build time).
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -79,10 +79,13 @@ class DatasetFeeder(wiring.Component):
 
     Latency and throughput
     ----------------------
-    Three cycles per beat (address, read and bank select, registered beat), so ``3 (n_in + 1)``
+    Three cycles per beat (READ: the word, read from the address a cycle ahead, into the bank
+    group registers; LOAD: group select into the beat register; SEND), so ``3 (n_in + 1)``
     cycles per sample; it limits the rate only if every stage is faster than that (the examples'
     slowest stages take 6 to 20 times longer). The engine's input buffer lets the next sample
-    load while stage 0 works.
+    load while stage 0 works. A prediction is scored over two cycles: ``tap_*`` show it in its
+    own cycle, ``received`` and the scores count it a cycle later, and ``busy`` / ``done`` change
+    two cycles after the last one (the engine never sends predictions in consecutive cycles).
     """
 
     def __init__(self, x_train, y_train, x_test, y_test, *, in_width: int, n_classes: int, max_epochs: int = 64):
@@ -127,12 +130,21 @@ class DatasetFeeder(wiring.Component):
         cb = _bits(self.n_classes - 1)
         # the features: ROM banks of at most ROM_BANK_DEPTH words (a deeper ROM is partly mapped
         # to logic by yosys, so its block RAM count would not be predictable), read through one
-        # address; the data of the bank the address named a cycle before, as a read port
+        # address; bank1 is the bank the address named a cycle before (the one rp.data is from)
         words = max(1, n_all * n_in)
-        x_addr, x_data = Signal(range(max(2, words))), Signal(self.in_width)
+        x_addr = Signal(range(max(2, words)))
         n_banks = -(-words // ROM_BANK_DEPTH)
         bank1 = Signal(range(max(2, n_banks)))
         m.d.sync += bank1.eq(x_addr >> ROM_BANK_BITS)
+        # the bank multiplexer is split in two registered halves (a block RAM's clock-to-out and
+        # the routing from banks spread over the device leave no time for more than a 4:1 mux):
+        # x_grp[g] is bank 4g..4g+3's word, x_sel the group, both free running; the word is read
+        # a cycle early (see `addr` below) so the second half fits the LOAD cycle as before
+        n_groups = -(-n_banks // 4)
+        x_grp = [Signal(self.in_width, name=f"x_grp{g}") for g in range(n_groups)]
+        x_sel = Signal(range(max(2, n_groups)))
+        m.d.sync += x_sel.eq(bank1 >> 2)
+        x_bank = []
         for k in range(n_banks):
             lo, hi = k * ROM_BANK_DEPTH, min(words, (k + 1) * ROM_BANK_DEPTH)
             bank = memory.Memory(shape=unsigned(self.in_width), depth=hi - lo, init=self._x_init[lo:hi],
@@ -140,8 +152,10 @@ class DatasetFeeder(wiring.Component):
             m.submodules[f"xmem{k}"] = bank
             rp = bank.read_port()
             m.d.comb += rp.addr.eq(x_addr[:ROM_BANK_BITS])
-            with m.If(bank1 == k):
-                m.d.comb += x_data.eq(rp.data)
+            x_bank.append(rp.data)
+        for g in range(n_groups):
+            group = x_bank[4 * g:4 * g + 4]
+            m.d.sync += x_grp[g].eq(group[0] if len(group) == 1 else Array(group)[bank1[:2]])
         m.submodules.ymem = ymem = memory.Memory(shape=unsigned(cb), depth=max(1, n_all), init=self._y_init,
                                                  attrs=BLOCK_RAM)
         # the curve holds each score in cw bits (a count of at most n_all), zero-extended on read
@@ -163,17 +177,21 @@ class DatasetFeeder(wiring.Component):
         sample = Signal(range(n_all + 1))
         beat = Signal(range(n_in + 1))
         # the beat leaves from a register: a block RAM's clock-to-out, the bank multiplexer and
-        # the engine's input memory do not share a cycle at speed
+        # the engine's input memory do not share a cycle at speed. The label and "label beat"
+        # are registered too (free running, like x_grp), so beat_q is a 5:1 mux of registers.
         beat_q = Signal(self.in_width)
-        m.d.sync += beat_q.eq(Mux(beat == n_in, y_rd.data, x_data))
+        y_q, is_label = Signal(cb), Signal()
+        m.d.sync += [y_q.eq(y_rd.data), is_label.eq(beat == n_in)]
+        x_word = x_grp[0] if n_groups == 1 else Array(x_grp)[x_sel]
         addr = Signal(range(max(2, n_all * n_in + 1)))
         # the feature and label memories are addressed straight from registers (their address
-        # lines fan out to every bank across the device), so their data follow addr and sample
+        # lines fan out to every bank across the device), so their data follow addr and sample.
+        # addr moves on at the end of READ (not of SEND): the memories read the beat's word in
+        # the cycle before READ (NEXT or the previous SEND) and again in READ, so x_grp holds it
+        # in READ and LOAD and beat_q takes it at the end of LOAD, as when it was read in READ
         m.d.comb += [x_addr.eq(addr), y_rd.addr.eq(sample)]
         sent_in_epoch = Signal(range(n_all + 1))
         epochs_sent = Signal(range(self.max_epochs + 1))
-        # receiver
-        got_in_epoch = Signal(range(n_all + 1))
 
         m.d.comb += [c_rd.addr.eq(self.curve_addr),
                      self.curve_data.eq(Cat(c_rd.data[:cw], Const(0, 32 - cw), c_rd.data[cw:]))]
@@ -188,8 +206,7 @@ class DatasetFeeder(wiring.Component):
                                  self.busy.eq(self.epochs != 0), self.done.eq(self.epochs == 0),
                                  self.epoch.eq(0), self.sent.eq(0), self.received.eq(0),
                                  train_correct_q.eq(0), test_correct_q.eq(0),
-                                 sample.eq(0), beat.eq(0), addr.eq(0), sent_in_epoch.eq(0), epochs_sent.eq(0),
-                                 got_in_epoch.eq(0)]
+                                 sample.eq(0), beat.eq(0), addr.eq(0), sent_in_epoch.eq(0), epochs_sent.eq(0)]
                     with m.If(self.evaluate):
                         m.d.sync += per_epoch.eq(n_all)
                     with m.Else():
@@ -205,9 +222,12 @@ class DatasetFeeder(wiring.Component):
                 with m.Elif(~self.hold):
                     m.d.sync += beat.eq(0)
                     m.next = "READ"
-            with m.State("READ"):         # the memories read addr / sample (always addressed)
+            with m.State("READ"):         # the word (read from addr / sample) reaches x_grp, y_q
+                with m.If(beat != n_in):
+                    m.d.sync += addr.eq(addr + 1)
                 m.next = "LOAD"
-            with m.State("LOAD"):         # the word reaches beat_q (read, bank select, register)
+            with m.State("LOAD"):         # ... and beat_q (group select, register)
+                m.d.sync += beat_q.eq(Mux(is_label, y_q, x_word))
                 m.next = "SEND"
             with m.State("SEND"):
                 m.d.comb += [self.o.payload.data.eq(beat_q), self.o.payload.train.eq(train_phase)]
@@ -218,13 +238,14 @@ class DatasetFeeder(wiring.Component):
                                      self.sent.eq(self.sent + 1)]
                         m.next = "NEXT"
                     with m.Else():
-                        m.d.sync += [beat.eq(beat + 1), addr.eq(addr + 1)]
+                        m.d.sync += beat.eq(beat + 1)
                         m.next = "READ"
             with m.State("DRAIN"):
                 with m.If(~self.busy):
                     m.next = "IDLE"
 
-        # receiver: predictions arrive in sample order
+        # receiver: predictions arrive in sample order; rsample is the prediction's number in the
+        # epoch (it starts at 0 with every epoch, like the sender's sample)
         rsample = Signal(range(n_all + 1))
         curve_we, curve_at = Signal(), Signal.like(self.epoch)
         m.d.sync += curve_we.eq(0)
@@ -235,25 +256,39 @@ class DatasetFeeder(wiring.Component):
         m.d.comb += label.eq(lab_rd.data)
         rtrain = Signal()
         m.d.comb += rtrain.eq(rsample < self.n_train)
-        m.d.comb += [self.tap_valid.eq(self.pred.valid & self.busy), self.tap_pred.eq(self.pred.payload),
+
+        def eq_const(x, k):
+            return x == k if 0 <= k < 1 << len(x) else Const(0)
+        # the epoch's last prediction: a comparison with a constant (per_epoch is n_all or
+        # n_train), no adder
+        r_last = Mux(evaluate, eq_const(rsample, n_all - 1), eq_const(rsample, self.n_train - 1))
+        got = Signal()
+        m.d.comb += got.eq(self.pred.valid & self.busy)
+        m.d.comb += [self.tap_valid.eq(got), self.tap_pred.eq(self.pred.payload),
                      self.tap_label.eq(label), self.tap_index.eq(self.received)]
-        with m.If(self.pred.valid & self.busy):
-            correct = self.pred.payload == label
+        # Scoring is two cycles, each from registers (the label's block RAM read, the compare,
+        # the counters' carry chains and their wide enables do not fit one cycle at speed):
+        # the prediction's cycle registers what it needs (free running) and moves rsample on
+        # (the label read ahead needs it at once); the next cycle counts. Predictions are at
+        # least two cycles apart, so the counts are current when the next one arrives.
+        p_hit, p_correct, p_train, p_last, p_final = Signal(), Signal(), Signal(), Signal(), Signal()
+        m.d.sync += [p_hit.eq(got), p_correct.eq(self.pred.payload == label), p_train.eq(rtrain),
+                     p_last.eq(r_last), p_final.eq(self.epoch + 1 == epochs)]
+        with m.If(got):
+            m.d.sync += rsample.eq(Mux(r_last, 0, rsample + 1))
+        with m.If(p_hit):
             m.d.sync += self.received.eq(self.received + 1)
-            with m.If(rtrain):
-                m.d.sync += train_correct_q.eq(train_correct_q + correct)
-            with m.Else():
-                m.d.sync += test_correct_q.eq(test_correct_q + correct)
-            with m.If(got_in_epoch + 1 == per_epoch):
+            with m.If(p_last):
                 m.d.sync += [curve_we.eq(1), curve_at.eq(self.epoch)]
-                m.d.sync += [got_in_epoch.eq(0), rsample.eq(0), self.epoch.eq(self.epoch + 1),
-                             train_correct_q.eq(0), test_correct_q.eq(0),
-                             last_train_correct_q.eq(train_correct_q + (correct & rtrain)),
-                             last_test_correct_q.eq(test_correct_q + (correct & ~rtrain))]
-                with m.If(self.epoch + 1 == epochs):
+                m.d.sync += [self.epoch.eq(self.epoch + 1), train_correct_q.eq(0), test_correct_q.eq(0),
+                             last_train_correct_q.eq(train_correct_q + (p_correct & p_train)),
+                             last_test_correct_q.eq(test_correct_q + (p_correct & ~p_train))]
+                with m.If(p_final):
                     m.d.sync += [self.busy.eq(0), self.done.eq(1)]
+            with m.Elif(p_train):
+                m.d.sync += train_correct_q.eq(train_correct_q + p_correct)
             with m.Else():
-                m.d.sync += [got_in_epoch.eq(got_in_epoch + 1), rsample.eq(rsample + 1)]
+                m.d.sync += test_correct_q.eq(test_correct_q + p_correct)
         with m.If(self.start & ~self.busy):
             m.d.sync += rsample.eq(0)
         # the epoch's scores go to the curve a cycle after they settle in last_*_correct (the label

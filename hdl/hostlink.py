@@ -266,7 +266,11 @@ class HostLink(wiring.Component):
     binary-encoded state machine and per-command check chains of the first version took 880 /
     860 LUTs and 1091 / 1070 cells.) The bit-serial CRC, the one-hot state machine, the checks
     as flags, comparisons with constants as logic instead of carry chains, one buffer pointer,
-    and words shifted through one register (WRITE_REG too) are what saved it.
+    and words shifted through one register (WRITE_REG too) are what saved it. For 75 MHz on the
+    ECP5 some logic was later traded for registers (not measured again here): the reply byte
+    offered from registers through a one-hot AND-OR and shifted through the CRC from its own
+    register, ``ptr + 1``, the timer's end and the command checks' outcome registered, and the
+    transmitter's ``count == 0``; 25 flip-flops more, no cycle of the protocol changed.
     """
 
     def __init__(self, regions, *, max_payload=256, timeout=1 << 16, n_regs=16, reg_width=32):
@@ -330,18 +334,26 @@ class HostLink(wiring.Component):
         has_data = Signal()           # the reply carries the ptr bytes collected in the buffer
         word = Signal(8 * wb)
         j = Signal(2)                 # byte of the word
+        cbyte = Signal(8)             # the reply byte: offered from here in TX_DATA (loaded in
+                                      # TX_FETCH), and shifted through the CRC once sent
+        ptr_inc = Signal(rw + 1)      # always ptr + 1, a register: no adder before comparisons
+        t_end = Signal()              # timer == timeout - 1, a register
+        chk_reply = Signal()          # the command checks' outcome, registered for EXEC: reply
+        chk_status = Signal(3)        # ... with this status
+        chk_data = Signal()           # ... and the ident (PING)
 
         n_res = Cat(region, addr[:8])
 
         # ---- control signals (combinational, driven by the states)
         rx_on = Signal()              # a request byte is expected ...
         rx_crc = Signal()             # ... and goes through the CRC first
-        tx_on = Signal()              # a reply byte is offered (tx_byte) ...
+        tx_on = Signal()              # a reply byte is offered (tx_byte, from the state) ...
         tx_crc = Signal()             # ... and goes through the CRC once taken
         tx_byte = Signal(8)
         t_clr = Signal()
         ptr_step, ptr_clr, ptr_load = Signal(), Signal(), Signal()
         ptr_value = Signal(rw)
+        ptr_value1 = Signal(rw + 1)   # ptr_value + 1 (constants: no adder)
         len_lo, len_hi, len_ptr = Signal(), Signal(), Signal()
         word_shift, word_bus, word_reg = Signal(), Signal(), Signal()
         j_step, j_clr = Signal(), Signal()
@@ -357,8 +369,10 @@ class HostLink(wiring.Component):
         tx_sent = Signal()            # ... and goes through the CRC now (the UART sends it)
         tx_next = Signal()            # the reply byte is done with: next one
         crc_run = Signal()
-        crc_src = Mux(tx_on, tx_byte, self.rx.payload)
-        crc_bit = Cat(*(crc_src[7 - i] for i in range(8))).bit_select(cb[:3], 1)
+        # a request byte is held by the UART while it goes through the CRC; a reply byte is
+        # shifted out of cbyte (tx_byte is a wide multiplexer, too slow to also feed the CRC)
+        crc_bit = Mux(tx_sent, cbyte[7],
+                      Cat(*(self.rx.payload[7 - i] for i in range(8))).bit_select(cb[:3], 1))
         m.d.comb += [
             rx_take.eq(rx_on & self.rx.valid & (crc_done | ~rx_crc)),
             self.rx.ready.eq(rx_take),
@@ -368,7 +382,6 @@ class HostLink(wiring.Component):
             tx_take.eq(self.tx.valid & self.tx.ready),
             tx_next.eq(Mux(tx_crc, tx_sent & crc_done, tx_take)),
         ]
-        t_end = timer == self.timeout - 1
         rx_timeout = ~self.rx.valid & t_end
 
         # bit-serial CRC: one bit per cycle, most significant first, from the byte in flight
@@ -387,17 +400,18 @@ class HostLink(wiring.Component):
         with m.Elif(crc_done):
             m.d.sync += tx_sent.eq(0)
 
-        # the timer runs all the time; the states clear it where a wait starts
-        m.d.sync += timer.eq(Mux(t_clr | (rx_on & self.rx.valid), 0, timer + 1))
+        # the timer runs all the time; the states clear it where a wait starts. t_end is
+        # registered: it is timer == timeout - 1 (timeout >= 2, so a cleared timer is not)
+        t_restart = t_clr | (rx_on & self.rx.valid)
+        m.d.sync += [timer.eq(Mux(t_restart, 0, timer + 1)),
+                     t_end.eq(~t_restart & (timer == self.timeout - 2))]
 
-        ptr_inc = Signal(rw + 1)
-        m.d.comb += ptr_inc.eq(ptr + 1)
         with m.If(ptr_clr):
-            m.d.sync += ptr.eq(0)
+            m.d.sync += [ptr.eq(0), ptr_inc.eq(1)]
         with m.Elif(ptr_load):
-            m.d.sync += ptr.eq(ptr_value)
+            m.d.sync += [ptr.eq(ptr_value), ptr_inc.eq(ptr_value1)]
         with m.Elif(ptr_step):
-            m.d.sync += ptr.eq(ptr_inc)
+            m.d.sync += [ptr.eq(ptr_inc), ptr_inc.eq(ptr_inc + 1)]
 
         with m.If(len_lo):
             m.d.sync += length[0:8].eq(self.rx.payload)
@@ -478,6 +492,16 @@ class HostLink(wiring.Component):
                 | is_[Cmd.SEND_SAMPLE] & (length == 0)
                 | is_[Cmd.READ_RESULTS] & (n_res == 0)),
         ]
+        # EXEC acts on the checks registered in the cycle before: their inputs (cmd, LEN and the
+        # payload fields) settle when the last payload byte is taken, two states (CRC0, CRC1)
+        # before EXEC, and the carry chains and priority terms do not fit EXEC's cycle at speed
+        m.d.sync += [
+            chk_reply.eq(~known | bad_length | out_of_range | empty),
+            chk_status.eq(Mux(~known, Status.UNKNOWN_COMMAND,
+                              Mux(bad_length, Status.BAD_LENGTH,
+                                  Mux(out_of_range, Status.OUT_OF_RANGE, Status.OK)))),
+            chk_data.eq(known & ~bad_length & ~out_of_range & is_[Cmd.PING]),
+        ]
 
         def reply(st, data=False):
             m.d.comb += [rep.eq(1), rep_status.eq(st), rep_data.eq(data)]
@@ -499,8 +523,12 @@ class HostLink(wiring.Component):
                 yield
                 current[0] = None
 
+        tx_terms = []
+
         def send(value, with_crc=True):
-            m.d.comb += [tx_on.eq(1), tx_crc.eq(with_crc), tx_byte.eq(value)]
+            """Offer ``value`` (from a register: tx_byte is an AND-OR of the sending states)."""
+            m.d.comb += [tx_on.eq(1), tx_crc.eq(with_crc)]
+            tx_terms.append((state[current[0]], value))
 
         # One-hot state machine: a flip-flop per state, no state decoding (about 40 LUTs fewer
         # than Amaranth's binary-encoded FSM here). The states are the `in_state` blocks below;
@@ -583,18 +611,13 @@ class HostLink(wiring.Component):
                     reply(Status.BAD_CRC)
 
         with in_state("EXEC"):
+            def by_cmd(k):
+                return Mux(is_[Cmd.PING], n_ident + k,
+                           Mux(is_[Cmd.WRITE_MEM], 7 + k, Mux(is_[Cmd.WRITE_REG], 1 + k, k)))
             m.d.comb += [t_clr.eq(1), j_clr.eq(1), ptr_load.eq(1),
-                         ptr_value.eq(Mux(is_[Cmd.PING], n_ident,
-                                          Mux(is_[Cmd.WRITE_MEM], 7,
-                                              Mux(is_[Cmd.WRITE_REG], 1, 0))))]
-            with m.If(~known):
-                reply(Status.UNKNOWN_COMMAND)
-            with m.Elif(bad_length):
-                reply(Status.BAD_LENGTH)
-            with m.Elif(out_of_range):
-                reply(Status.OUT_OF_RANGE)
-            with m.Elif(empty):
-                reply(Status.OK, data=is_[Cmd.PING])
+                         ptr_value.eq(by_cmd(0)), ptr_value1.eq(by_cmd(1))]
+            with m.If(chk_reply):
+                reply(chk_status, data=chk_data)
             with m.Else():
                 with m.Switch(cmd):
                     for c, target in ((Cmd.WRITE_MEM, "WM_FETCH"), (Cmd.READ_MEM, "RM_REQ"),
@@ -716,13 +739,14 @@ class HostLink(wiring.Component):
                     goto("TX_CRC0")
                 with m.Else():
                     goto("TX_FETCH")
-        with in_state("TX_FETCH"):
+        with in_state("TX_FETCH"):                    # the byte at ptr goes to cbyte
             goto("TX_DATA")
         with in_state("TX_DATA"):
-            send(Mux(is_[Cmd.PING], Array(C(b, 8) for b in self.ident)[ptr], rp_.data))
-            m.d.comb += ptr_step.eq(tx_next)
+            send(cbyte)
+            # ptr moves on once the byte is sent (its buffer read has time until TX_FETCH)
+            m.d.comb += ptr_step.eq(tx_sent & (cb == 0))
             with m.If(tx_next):
-                with m.If(ptr_inc == length):
+                with m.If(ptr == length):
                     goto("TX_CRC0")
                 with m.Else():
                     goto("TX_FETCH")
@@ -734,6 +758,20 @@ class HostLink(wiring.Component):
             send(crc[8:16], with_crc=False)
             with m.If(tx_next):
                 goto("HUNT")
+
+        # the reply byte: one-hot states select registers, so it is a shallow AND-OR (a priority
+        # chain through the states was the longest path into the UART and the CRC)
+        tx_or = C(0, 8)
+        for st, value in tx_terms:
+            tx_or = tx_or | Mux(st, value, 0)
+        m.d.comb += tx_byte.eq(tx_or)
+        with m.If(state["TX_FETCH"]):
+            m.d.sync += cbyte.eq(Mux(is_[Cmd.PING], Array(C(b, 8) for b in self.ident)[ptr],
+                                     rp_.data))
+        with m.Elif(tx_take):
+            m.d.sync += cbyte.eq(tx_byte)
+        with m.Elif(tx_sent):
+            m.d.sync += cbyte.eq(Cat(C(0, 1), cbyte[:7]))
         return m
 
 

@@ -85,8 +85,9 @@ class UARTTx(wiring.Component):
         shreg = Signal(10, init=0x3FF)       # bit 0 is on the line; ones shift in from the top
         left = Signal(range(11))            # bits of the frame still to finish, current included
         count = Signal(range(d))
-
-        last = (left == 0) | ((left == 1) & (count == 0))
+        count_zero = Signal(init=1)         # count == 0, a register: `last` enables the whole
+                                            # shift register and takes the byte (ready)
+        last = (left == 0) | ((left == 1) & count_zero)
         m.d.comb += [
             self.tx.eq(shreg[0]),
             self.data.ready.eq(last),
@@ -97,16 +98,18 @@ class UARTTx(wiring.Component):
                 shreg.eq(Cat(C(0, 1), self.data.payload, C(1, 1))),
                 left.eq(10),
                 count.eq(d - 1),
+                count_zero.eq(0),           # d >= MIN_DIVISOR > 1
             ]
         with m.Elif(left != 0):
-            with m.If(count == 0):
+            with m.If(count_zero):
                 m.d.sync += [
                     shreg.eq(Cat(shreg[1:], C(1, 1))),
                     left.eq(left - 1),
                     count.eq(d - 1),
+                    count_zero.eq(0),
                 ]
             with m.Else():
-                m.d.sync += count.eq(count - 1)
+                m.d.sync += [count.eq(count - 1), count_zero.eq(count == 1)]
         return m
 
 

@@ -134,12 +134,14 @@ def test_feeder_argument_checks():
         DatasetFeeder(x, y[:1], x, y, in_width=8, n_classes=2)
 
 
-def test_feature_rom_banks_stream_every_word_in_order(monkeypatch):
+@pytest.mark.parametrize("bank_bits", [4, 2])
+def test_feature_rom_banks_stream_every_word_in_order(monkeypatch, bank_bits):
     """The feature ROM is split in banks (so its block RAM count is predictable); with 16-word
-    banks, 7 samples of 5 features span 3 banks, and the beats must be the words in order."""
+    banks, 7 samples of 5 features span 3 banks (one group of the registered bank multiplexer),
+    with 4-word banks 9 banks (three groups), and the beats must be the words in order."""
     import sigprop_fpga.hdl.feeder as feeder
-    monkeypatch.setattr(feeder, "ROM_BANK_BITS", 4)
-    monkeypatch.setattr(feeder, "ROM_BANK_DEPTH", 16)
+    monkeypatch.setattr(feeder, "ROM_BANK_BITS", bank_bits)
+    monkeypatch.setattr(feeder, "ROM_BANK_DEPTH", 1 << bank_bits)
     rng = np.random.default_rng(3)
     x = rng.integers(0, 256, size=(7, 5))
     y = rng.integers(0, C, size=7)
