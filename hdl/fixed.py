@@ -174,8 +174,10 @@ def round_shift(v, k: int, mode: str = "nearest", draw=None) -> Value:
         return ((v + r) >> k).as_signed()
     q = v >> k
     rem = v.as_unsigned()[:k] if v.shape().width >= k else Cat(v.as_unsigned(), Const(0, k - v.shape().width))
-    half = 1 << (k - 1)
-    up = (rem > half) | ((rem == half) & q[0])
+    # up = rem > half | (rem == half & q odd), as bit tests (a LUT tree, not two comparators'
+    # carry chains ahead of the increment's)
+    below = rem[:k - 1].any() if k > 1 else Const(0, 1)
+    up = rem[k - 1] & (below | q[0])
     return (q + up).as_signed()
 
 
@@ -194,9 +196,18 @@ def saturate(v, q) -> tuple[Value, Value]:
     """
     q = _fmt(q)
     v = Value.cast(v)
-    lo = v < q.min_int
-    hi = v > q.max_int
     shape = q.as_shape()
+    n, w = len(v), q.width
+    if n > w and (q.min_int, q.max_int) == ((-(1 << (w - 1)), (1 << (w - 1)) - 1) if shape.signed else (0, (1 << w) - 1)):
+        # the full range of ``w`` bits: out of range iff the bits above it are not all copies of
+        # the sign (signed) or not all zero (unsigned), reductions instead of comparators
+        sign = v[-1] if v.shape().signed else Const(0, 1)
+        top = v.as_unsigned()[w - 1:] if shape.signed else v.as_unsigned()[w:]
+        fits = (top.all() | ~top.any()) if (shape.signed and v.shape().signed) else ~top.any()
+        lo, hi = sign & ~fits, ~sign & ~fits
+    else:
+        lo = v < q.min_int
+        hi = v > q.max_int
     if len(v) <= q.width:
         low = v
     else:
@@ -208,9 +219,34 @@ def saturate(v, q) -> tuple[Value, Value]:
 
 
 def narrow(v, from_frac: int, q, mode: str = "nearest", draw=None) -> tuple[Value, Value]:
-    """Round from ``from_frac`` fraction bits to ``q``'s and saturate: ``(value, overflowed)``."""
+    """Round from ``from_frac`` fraction bits to ``q``'s and saturate: ``(value, overflowed)``.
+
+    A signed value rounded to nearest into a signed format decides the saturation from the bits
+    of the truncated quotient alongside the rounding increment (reductions beside the carry
+    chain), so only one multiplexer level follows the increment's adder.
+    """
     q = _fmt(q)
-    return saturate(round_shift(v, from_frac - q.frac_bits, mode, draw), q)
+    k = from_frac - q.frac_bits
+    v = Value.cast(v)
+    w = q.width
+    shape = q.as_shape()
+    if (mode == "nearest" and k > 0 and v.shape().signed and shape.signed and len(v) - k > w
+            and (q.min_int, q.max_int) == (-(1 << (w - 1)), (1 << (w - 1)) - 1)):
+        qv = (v >> k).as_unsigned()                       # the truncated quotient's bits
+        rem = v.as_unsigned()[:k]
+        below = rem[:k - 1].any() if k > 1 else Const(0, 1)
+        up = rem[k - 1] & (below | qv[0])
+        top, low = qv[w - 1:], qv[:w - 1]
+        sign = qv[-1]
+        fits = top.all() | ~top.any()                     # qv in range
+        is_max = ~top.any() & low.all()                   # qv == max: + up overflows
+        is_below_min = qv[w:].all() & ~qv[w - 1] & low.all()     # qv == min - 1: + up is min
+        fits_r = (fits & ~(is_max & up)) | (is_below_min & up)
+        lo, hi = sign & ~fits_r, ~sign & ~fits_r
+        r = (qv[:w] + up)[:w].as_signed()                 # the low bits of the rounded quotient
+        out = Mux(lo, Const(q.min_int, shape), Mux(hi, Const(q.max_int, shape), r))
+        return out, lo | hi
+    return saturate(round_shift(v, k, mode, draw), q)
 
 
 def mul_const(x, k: int) -> Value:

@@ -113,3 +113,55 @@ def test_mul_const_equals_product_and_maps_no_multiplier(k):
     assert got == [v * k for v in range(128)]
     with pytest.raises(ValueError, match="Constant factor must be a non-negative integer, not -1"):
         mul_const(x, -1)
+
+
+@pytest.mark.parametrize("v_shape", [signed(7), unsigned(7), signed(4), unsigned(4), signed(3), unsigned(3)])
+@pytest.mark.parametrize("q", [SQ(2, 2), UQ(2, 2), QFormat(1, 2)])
+def test_saturate_every_value(v_shape, q):
+    """``saturate`` (reductions where the format is a full bit range, comparators otherwise)
+    clamps every input of every operand shape to the format's range and flags exactly the
+    clamped ones."""
+    v = Signal(v_shape)
+    out, ovf = saturate(v, q)
+    lo_i, hi_i = q.min_int, q.max_int
+    o, f = Signal(signed(q.width) if lo_i < 0 else unsigned(q.width)), Signal()
+    m = Module()
+    m.d.comb += [o.eq(out), f.eq(ovf)]
+    vals = range(-(1 << (v_shape.width - 1)), 1 << (v_shape.width - 1)) if v_shape.signed else range(1 << v_shape.width)
+    got = []
+
+    async def bench(ctx):
+        for x in vals:
+            ctx.set(v, x)
+            got.append((ctx.get(o), ctx.get(f)))
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == [(min(max(x, lo_i), hi_i), int(not lo_i <= x <= hi_i)) for x in vals]
+
+
+@pytest.mark.parametrize("v_width,from_frac,q", [(9, 3, QFormat(1, 2)), (10, 4, QFormat(2, 2)), (8, 1, QFormat(1, 4)),
+                                                 (7, 6, QFormat(1, 0)), (12, 8, QFormat(2, 3))])
+def test_narrow_every_value(v_width, from_frac, q):
+    """Every input of a narrowing to nearest (the saturation decided beside the rounding adder):
+    ties both ways, the increment across the top (max + 1) and up to the bottom (min - 1 + 1)."""
+    vals = list(range(-(1 << (v_width - 1)), 1 << (v_width - 1)))
+    v = Signal(signed(v_width))
+    out, ovf = narrow(v, from_frac, q)
+    o, f = Signal(signed(q.width)), Signal()
+    m = Module()
+    m.d.comb += [o.eq(out), f.eq(ovf)]
+    got = []
+
+    async def bench(ctx):
+        for x in vals:
+            ctx.set(v, x)
+            got.append((ctx.get(o), ctx.get(f)))
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    want, _ = gf.narrow(np.array(vals), from_frac, q, "nearest")
+    sat = gf.shift_round(np.array(vals), from_frac - q.frac_bits, "nearest") != want
+    assert got == [(int(a), int(b)) for a, b in zip(want, sat)]
