@@ -161,11 +161,13 @@ class SigPropBoardCore(wiring.Component):
                     m.d.sync += r_data.eq(values[name])
         m.d.comb += reg.r_data.eq(r_data)
 
-        # memory region 0: the engine's state port, read data two cycles after r_en, writes at once
+        # memory region 0: the engine's state port, read data rb_latency cycles after r_en
+        # (the bus holds the address until r_valid), writes at once. rb_data is the engine's own
+        # output register; it is used as is (the link registers it again in `word`)
         bus = link.bus
-        pend = Signal(2)
+        pend = Signal(e.rb_latency)
         m.d.comb += [e.rb_en.eq(ctrl_hold), e.rb_addr.eq(bus.addr), bus.r_data.eq(e.rb_data),
-                     bus.r_valid.eq(pend[1]), e.wb_en.eq(ctrl_hold & bus.w_en), e.wb_data.eq(bus.w_data)]
+                     bus.r_valid.eq(pend[-1]), e.wb_en.eq(ctrl_hold & bus.w_en), e.wb_data.eq(bus.w_data)]
         m.d.sync += pend.eq((pend << 1) | bus.r_en)
 
         # pins and LEDs

@@ -4,8 +4,8 @@ One stage per hidden layer (the head, when present, is folded into the last stag
 ``P`` lanes (one multiplier each; ``ci = ceil(n_in/P)``, ``cn = ceil(n/P)``) walks these phases
 for every training sample, exactly as :class:`sigprop_fpga.hdl.stage.LayerStage` does (the
 hardware tests measure the real counts and require equality). Every issuing phase has ``DRAIN``
-(``MUL_LATENCY + 1`` = 4) more cycles to drain its pipeline (memory read, operand, product and
-adder-tree registers, accumulate), one more where a finished sum is compared (S3) and two more in
+(``STAGE_LATENCY + 1`` = 5) more cycles to drain its pipeline (memory read, operand source,
+operand, product and adder-tree registers, accumulate), one more where a finished sum is compared (S3) and two more in
 ``forward`` (narrowed at S3, written at S4); a phase whose successor reads nothing it writes skips
 its drain:
 
@@ -20,8 +20,8 @@ logits     ``s_k = T[k] . h`` on the pre-write caches: the       ``C * cn``
            readout (last stage) and ``m``; ``class_ce``, or
            the readout alone for ``l2``
 cache      ``T[c] <- t`` and ``s_c = t . h``                     ``cn + DRAIN + 1``
-softmax    :class:`sigprop_fpga.hdl.softmax.Softmax` on the lanes ``2 G C + ceil(log2 C) + 27``
-gradient   ``g_h = sum_k (p_k - y_k) T[k]``, ``g_t = e_c h``    ``(C + 1) * cn + DRAIN``
+softmax    :class:`sigprop_fpga.hdl.softmax.Softmax` on the lanes ``2 G C + ceil(log2 C) + 31``
+gradient   ``g_h = sum_k (p_k - y_k) T[k]``, ``g_t = e_c h``    ``(C + 1) * cn + DRAIN - 1``
 update     ``W -= (d_h x + d_tc t_in + d_tm Tin[m]) >> s``, b    ``n * (terms * ci + 1) + DRAIN``
            (``terms`` = 3, 2 without push, 1 at layer 0/``l2``)  (no drain before ``table``)
 table      ``R[c], R[m] -= d >> s`` (layer 0, ``class_ce``)      ``rows * cn + DRAIN``
@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from ..hdl.mac import MUL_LATENCY
+from ..hdl.mac import STAGE_LATENCY
 from ..sim.params import Network
 
 __all__ = ["StageEstimate", "Estimate", "estimate", "allocate_lanes", "stage_phases", "stage_cycles", "stage_macs",
@@ -93,7 +93,7 @@ def _update_terms(net: Network, l: int) -> int:
     return 3 if net.spec.learning.push else 2
 
 
-DRAIN = MUL_LATENCY + 1         # pipeline drain after each issuing phase: read, operands, product, tree
+DRAIN = STAGE_LATENCY + 1       # pipeline drain after each issuing phase: read, sources, operands, product, tree
 # (+1 after the phases whose dot products are narrowed or compared a cycle later: forward, logits,
 # cache, head logits)
 OVERHEAD = 2                    # the accept cycle and the finish cycle
@@ -104,7 +104,7 @@ def softmax_cycles(C: int, groups: int = 1) -> int:
     (:func:`sigprop_fpga.hdl.softmax.softmax_latency` on the lanes' multiplier latency), ``groups``
     lane cycles per product (``d log2 e``, ``e_k q``; :func:`softmax_groups`)."""
     from ..hdl.softmax import softmax_latency
-    return 1 + softmax_latency(C, groups, MUL_LATENCY)
+    return 1 + softmax_latency(C, groups, STAGE_LATENCY)
 
 
 def softmax_fracs(net: Network, l: int) -> tuple[int, ...]:
@@ -145,7 +145,7 @@ def stage_phases(net: Network, l: int, lanes: int) -> dict:
     ph["cache"] = cn + DRAIN + 1
     if ce:
         ph["softmax"] = softmax_cycles(C, softmax_groups(net, l, P))
-        ph["gradient"] = (C + 1) * cn + DRAIN
+        ph["gradient"] = (C + 1) * cn + DRAIN - 1     # update starts a cycle before the drain ends
     ph["update"] = n * (_update_terms(net, l) * ci + 1) + (0 if (l == 0 and ce) else DRAIN)
     if l == 0 and ce:
         ph["table"] = (2 if learning.push else 1) * cn + DRAIN
@@ -237,5 +237,5 @@ def estimate(net: Network, lanes: tuple[int, ...] | None = None) -> Estimate:
         sequential_cycles=sum(s.cycles for s in stages),
         ideal_cycles_per_sample=macs / total_lanes,
         memory_bits=sum(s.weight_bits + s.cache_bits + s.table_bits for s in stages),
-        clock_mhz=net.spec.hardware.clock_mhz,
+        clock_mhz=net.spec.hardware.clock_for(net.spec.board),
     )

@@ -99,7 +99,9 @@ class SigPropEngine(wiring.Component):
         Readback enable; honour it only while ``idle``: it stops the stages taking samples.
     rb_addr : In(readback_map(...)["addr_width"])
     rb_data : Out(signed(32))
-        The entry at ``rb_addr``, two cycles after it is presented.
+        The entry at ``rb_addr``, :attr:`rb_latency` (4) cycles after it is presented (the
+        block RAM read, the stage's bank and memory multiplexers and the engine's stage
+        multiplexer, each followed by a register).
     wb_en : In(1), wb_data : In(signed(32))
         With ``rb_en`` (idle only): write ``wb_data`` to the memory entry at ``rb_addr``
         (its low bits, in the entry's format) in the same cycle. Counters are read only.
@@ -114,6 +116,9 @@ class SigPropEngine(wiring.Component):
     cycles (:func:`sigprop_fpga.compiler.estimate.estimate`) plus two for the hand-over. The
     first prediction appears after the sum of the stages' forward phases and the last stage.
     """
+
+    #: Cycles from a readback request (``rb_addr``) to its ``rb_data``.
+    rb_latency = 4
 
     def __init__(self, net: Network, lanes=None, params: dict | None = None):
         self._MustUse__silence = True      # no "never used" warning if an argument check fails
@@ -148,15 +153,17 @@ class SigPropEngine(wiring.Component):
             m.submodules[f"stage{l}"] = st
         hand_over = 0
         for k, (a, b) in enumerate(zip(self.stages, self.stages[1:])):
-            # the hand-over is registered: a's narrowed h/t entry lands in b's input memory a
-            # cycle later, off a's accumulator-to-narrow path; b takes the sample only once the
-            # last registered write has landed
-            we = Signal(name=f"hand{k}_we")
-            m.d.sync += [we.eq(a.out_we), b.in_sig.eq(a.out_sig), b.in_idx.eq(a.out_idx),
-                         b.in_data.eq(a.out_data)]
-            m.d.comb += [b.in_we.eq(we), b.i.valid.eq(a.o.valid & ~we), a.o.ready.eq(b.i.ready & ~we),
-                         b.i.payload.eq(a.o.payload)]
-            hand_over = hand_over | we
+            # the hand-over is registered twice (a register by each stage: they sit apart on a
+            # large device): a's narrowed h/t entry lands in b's input memory two cycles later;
+            # b takes the sample only once the last write has landed (in steady state b is the
+            # slower stage and a's sample waits for it, so this costs no cycle per sample)
+            we1, we = Signal(name=f"hand{k}_we1"), Signal(name=f"hand{k}_we")
+            sig1, idx1, data1 = Signal.like(a.out_sig), Signal.like(a.out_idx), Signal.like(a.out_data)
+            m.d.sync += [we1.eq(a.out_we), sig1.eq(a.out_sig), idx1.eq(a.out_idx), data1.eq(a.out_data)]
+            m.d.sync += [we.eq(we1), b.in_sig.eq(sig1), b.in_idx.eq(idx1), b.in_data.eq(data1)]
+            m.d.comb += [b.in_we.eq(we), b.i.valid.eq(a.o.valid & ~we & ~we1),
+                         a.o.ready.eq(b.i.ready & ~we & ~we1), b.i.payload.eq(a.o.payload)]
+            hand_over = hand_over | we | we1
         last = self.stages[-1]
         wiring.connect(m, last.pred, wiring.flipped(self.o))
 
@@ -168,12 +175,18 @@ class SigPropEngine(wiring.Component):
                      s0.i.payload.train.eq(train)]
         with m.If(s0.i.valid & s0.i.ready):
             m.d.sync += full.eq(0)
+        # a feature lands in stage 0's input memory a cycle after its beat (registered: the
+        # beat's source is far from the memory); the label beat comes a cycle later at the
+        # earliest and the stage takes the sample a cycle after that, so the write is in before
+        # the input memory's halves swap
+        f_we = Signal()
+        m.d.sync += f_we.eq(0)
+        m.d.comb += [s0.in_we.eq(f_we), s0.in_sig.eq(0)]
         with m.If(self.i.valid & self.i.ready):
             with m.If(idx == n_in):
                 m.d.sync += [label.eq(self.i.payload.data), train.eq(self.i.payload.train), full.eq(1), idx.eq(0)]
             with m.Else():
-                m.d.comb += [s0.in_we.eq(1), s0.in_sig.eq(0), s0.in_idx.eq(idx),
-                             s0.in_data.eq(self.i.payload.data[:win])]
+                m.d.sync += [f_we.eq(1), s0.in_idx.eq(idx), s0.in_data.eq(self.i.payload.data[:win])]
                 m.d.sync += idx.eq(idx + 1)
 
         # counters
@@ -214,15 +227,19 @@ class SigPropEngine(wiring.Component):
             m.d.comb += [st.rb_en.eq(self.rb_en), st.rb_mem.eq(field("mem")),
                          st.rb_bank.eq(field("bank")), st.rb_addr.eq(field("word")),
                          st.wb_en.eq(self.wb_en & (stage_sel == l)), st.wb_data.eq(self.wb_data)]
-        sel1, word1 = Signal.like(stage_sel), Signal.like(field("word"))
-        m.d.sync += [sel1.eq(stage_sel), word1.eq(field("word"))]
+        # the stages answer three cycles after the request (their read data is registered twice)
+        sel, word = stage_sel, field("word")
+        for _ in range(3):
+            sel_d, word_d = Signal.like(stage_sel), Signal.like(field("word"))
+            m.d.sync += [sel_d.eq(sel), word_d.eq(word)]
+            sel, word = sel_d, word_d
         out = Signal(signed(32))
-        with m.Switch(sel1):
+        with m.Switch(sel):
             for l, st in enumerate(self.stages):
                 with m.Case(l):
                     m.d.comb += out.eq(st.rb_data)
             with m.Case(net.depth):
-                with m.Switch(word1):
+                with m.Switch(word):
                     for k, name in enumerate(self.counters):
                         with m.Case(k):
                             m.d.comb += out.eq(values[name])

@@ -312,7 +312,7 @@ class SerialEngine(wiring.Component):
         One prediction per sample, in sample order (for training samples, made before learning).
     rb_en, rb_addr, rb_data, wb_en, wb_data
         The state port, as :class:`.engine.SigPropEngine`'s: honour it only while ``idle``;
-        ``rb_data`` is the entry at ``rb_addr`` two cycles later; with ``wb_en`` the entry is
+        ``rb_data`` is the entry at ``rb_addr`` :attr:`rb_latency` (two) cycles later; with ``wb_en`` the entry is
         written (counters are read only). ``Tin`` of layer ``l`` aliases ``T`` of layer ``l - 1``.
     idle : Out(1)
         No sample in flight or waiting and no prediction waiting.
@@ -342,6 +342,9 @@ class SerialEngine(wiring.Component):
     per-layer activation, weight, bias or error formats that differ, an input format other than
     the activation format, bias or table formats other than the weight format.
     """
+
+    #: Cycles from a readback request (``rb_addr``) to its ``rb_data``.
+    rb_latency = 2
 
     def __init__(self, net: Network, lanes=None, params: dict | None = None):
         self._MustUse__silence = True      # no "never used" warning if an argument check fails

@@ -60,14 +60,16 @@ async def read_state(ctx, dut: SigPropEngine) -> dict:
         reqs.append((("counter", name), addr(dut.net.depth, 0, 0, k)))
     words = {}
     ctx.set(dut.rb_en, 1)
-    # a request presented before edge e is read by the stage at e and registered at e + 1
-    prev = None
-    for key, a in reqs + [(None, 0)]:
+    # a request presented before edge e is answered after edge e + rb_latency - 1
+    pending = []
+    for key, a in reqs + [(None, 0)] * (dut.rb_latency - 1):
         ctx.set(dut.rb_addr, a)
         await ctx.tick()
-        if prev is not None:
-            words[prev] = ctx.get(dut.rb_data)
-        prev = key
+        pending.append(key)
+        if len(pending) == dut.rb_latency:
+            k = pending.pop(0)
+            if k is not None:
+                words[k] = ctx.get(dut.rb_data)
     ctx.set(dut.rb_en, 0)
     state = _unpack(dut.net, dut.lanes, {k: v for k, v in words.items() if k[0] != "counter"})
     state["counters"] = {k[1]: v for k, v in words.items() if k[0] == "counter"}

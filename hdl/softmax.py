@@ -29,7 +29,7 @@ def softmax_latency(n: int, groups: int = 1, mul_latency: int = MUL_LATENCY) -> 
     """Cycles from ``start`` to ``done`` for ``n`` logits (``done`` is high in the last one), when
     each product (``d_k log2 e`` and ``e_k q``) takes ``groups`` multiplier cycles (1 with the
     internal multiplier) and answers ``mul_latency`` cycles after its request."""
-    return 2 * groups * n + max(max_levels(n) - 1, 0) + _Q_BITS + 6 + 2 * (mul_latency - 1)
+    return 2 * groups * n + max(max_levels(n) - 1, 0) + _Q_BITS + 8 + 2 * (mul_latency - 1)
 
 
 def exp_clamp(fracs) -> int:
@@ -94,7 +94,7 @@ class Softmax(wiring.Component):
 
     Latency and throughput
     ----------------------
-    :func:`softmax_latency` ``(n, groups, L) = 2 groups n + max(ceil(log2 n) - 1, 0) + 23 + 2 (L - 1)``
+    :func:`softmax_latency` ``(n, groups, L) = 2 groups n + max(ceil(log2 n) - 1, 0) + 25 + 2 (L - 1)``
     cycles from ``start`` to ``done``; one run at a time. Both products (``d log2 e`` with ``d`` clamped where ``e``
     becomes 0, and ``e_k q``) go to one multiplier: with ``groups`` the stage's lanes, so the
     unit maps no DSP block of its own.
@@ -220,31 +220,45 @@ class Softmax(wiring.Component):
                     m.d.comb += j6.eq(prod >> (ff - EXP2_FRAC_BITS))
                 else:
                     m.d.comb += j6.eq(prod << (EXP2_FRAC_BITS - ff))
+        # the product's table index, shift and class are registered first (the product is a sum
+        # of the lanes' shifted partial products: no room for the table read behind it)
+        ip0, big0, j60, k0e, ev0 = (Signal(5), Signal(), Signal(EXP2_FRAC_BITS), Signal(range(max(2, n))),
+                                    Signal())
+        m.d.sync += [ip0.eq(ip[:5]), big0.eq(ip >= P_FRAC + 1), j60.eq(j6), k0e.eq(k1), ev0.eq(last & x1)]
         ip1, big1, k1e, ev1 = Signal(5), Signal(), Signal(range(max(2, n))), Signal()
         tval = Signal(E_BITS)
         ten = Signal()
-        m.d.comb += ten.eq(last & x1)
+        m.d.comb += ten.eq(ev0)
         if self.ext_table:
-            m.d.comb += [self.tab_en.eq(ten), self.tab_addr.eq(j6), tval.eq(self.tab_data)]
+            m.d.comb += [self.tab_en.eq(ten), self.tab_addr.eq(j60), tval.eq(self.tab_data)]
         else:
-            m.d.sync += tval.eq(table[j6])
-        m.d.sync += [ip1.eq(ip[:5]), big1.eq(ip >= P_FRAC + 1), k1e.eq(k1), ev1.eq(ten)]
-        # e lands a cycle later from a register: the table's block RAM answers late in the cycle
-        # (no output register), too late for the shift and the sum behind it
+            m.d.sync += tval.eq(table[j60])
+        m.d.sync += [ip1.eq(ip0), big1.eq(big0), k1e.eq(k0e), ev1.eq(ten)]
+        # the table word is registered as it arrives (a block RAM without output register answers
+        # late in the cycle, too late for the shifter), shifted into e the next cycle, and e
+        # lands in its class a cycle later (too late for the sum behind it)
+        tval_r, ipr, bigr, kre, evr = (Signal(E_BITS, reset_less=True), Signal(5), Signal(),
+                                       Signal(range(max(2, n))), Signal())
+        m.d.sync += [tval_r.eq(tval), ipr.eq(ip1), bigr.eq(big1), kre.eq(k1e), evr.eq(ev1)]
         ex, k2e, ev2 = Signal(range(emax + 1), reset_less=True), Signal(range(max(2, n))), Signal()
-        m.d.sync += [ex.eq(Mux(big1, 0, tval >> ip1)), k2e.eq(k1e), ev2.eq(ev1)]
+        m.d.sync += [ex.eq(Mux(bigr, 0, tval_r >> ipr)), k2e.eq(kre), ev2.eq(evr)]
         with m.If(ev2):
             m.d.sync += [e[k2e].eq(ex), total.eq(total + ex)]
 
-        # one logit multiplexer: s[k + 1] for the next difference
-        ksel = Signal(range(max(2, n)))
-        sk = Signal(signed(w))
-        m.d.comb += sk.eq(s[ksel])
+        # the logits in a rotating register (loaded at start; s is stable over the run): the next
+        # difference's logit is always sv[0], so no logit multiplexer sits in front of the
+        # subtraction and the clamp
+        sv = [Signal(signed(w), name=f"sv{i}", reset_less=True) for i in range(n)]
+        rotate = Signal()
+        with m.If(rotate):
+            m.d.sync += [sv[i].eq(sv[(i + 1) % n]) for i in range(n)]
+        sk = sv[0]
         m.d.comb += self.busy.eq(0)
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [k.eq(0), total.eq(0), g.eq(0)]
+                    m.d.sync += [sv[i].eq(self.s[i]) for i in range(n)]
                     m.next = "MAX" if max_levels(n) > 1 else "EXP0"
             with m.State("MAX"):          # the tree's last levels, then the first difference
                 m.d.comb += self.busy.eq(1)
@@ -257,27 +271,33 @@ class Softmax(wiring.Component):
             dreg = Signal(MB, reset_less=True)
             m.d.comb += d.eq(mx - sk)
             with m.State("EXP0"):
-                m.d.comb += [self.busy.eq(1), ksel.eq(0)]
+                m.d.comb += [self.busy.eq(1), rotate.eq(1)]
                 m.d.sync += dreg.eq(Mux(d >= dc, dc, d))
                 m.next = "EXP"
             with m.State("EXP"):
                 m.d.comb += [self.busy.eq(1), men.eq(1), xexp.eq(1), ma.eq(LOG2E_Q16), mb.eq(dreg),
-                             ksel.eq(Mux(k == n - 1, 0, k + 1))]
+                             rotate.eq(g == G - 1)]
                 if G > 1:
                     m.d.sync += g.eq(Mux(g == G - 1, 0, g + 1))
                 with m.If(g == G - 1):
                     m.d.sync += [k.eq(k + 1), dreg.eq(Mux(d >= dc, dc, d))]
                     with m.If(k == n - 1):
                         m.d.sync += [k.eq(0), rem.eq(1 << (RECIP_BITS - _Q_BITS)), q.eq(0), bit.eq(_Q_BITS)]
-                        m.next = "EXP_L1" if L > 1 else "EXP_W1"
+                        m.next = "EXP_L1" if L > 1 else "EXP_W0"
             for i in range(1, L):         # the multiplier's pipeline registers
                 with m.State(f"EXP_L{i}"):
                     m.d.comb += self.busy.eq(1)
-                    m.next = f"EXP_L{i + 1}" if i + 1 < L else "EXP_W1"
-            with m.State("EXP_W1"):       # the last product; its table read
+                    m.next = f"EXP_L{i + 1}" if i + 1 < L else "EXP_W0"
+            with m.State("EXP_W0"):       # the last product; its table index registered
+                m.d.comb += self.busy.eq(1)
+                m.next = "EXP_W1"
+            with m.State("EXP_W1"):       # its table read
                 m.d.comb += self.busy.eq(1)
                 m.next = "EXP_W2"
-            with m.State("EXP_W2"):       # the last e is shifted
+            with m.State("EXP_W2"):       # its table word registered
+                m.d.comb += self.busy.eq(1)
+                m.next = "EXP_W2S"
+            with m.State("EXP_W2S"):      # the last e is shifted
                 m.d.comb += self.busy.eq(1)
                 m.next = "EXP_W3"
             with m.State("EXP_W3"):       # the last e lands

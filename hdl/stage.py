@@ -15,12 +15,15 @@ training sample, in order (``P`` lanes, ``ci = ceil(n_in/P)``, ``cn = ceil(n/P)`
     TAB   R[c], R[m] <- sat(R + round(-d >> s)) layer 0                     rows cn
     HLOG, HSMAX, HUPD                           the head (last stage)        C cn, -, C (cn + 1)
 
-Every issuing phase costs ``MUL_LATENCY + 1`` (4) more cycles to drain the pipeline (S0 issue ->
-S1 memory read and operand multiplexers -> operand registers -> product register -> adder tree
-register -> S2 accumulate), one more where the finished dot product is narrowed or compared at
-S3 (READ, TH, HLOG), two in FWD (h and t are narrowed at S3 and written at S4). The delta FIFOs are filled at S3 and W, b, R and the head are written
-back at S4 without a longer drain: nothing reads those words sooner (``no_drain`` below lists the
-phases that need no drain at all). The engine is idle only once the S4 writes and the saturation
+Every issuing phase costs ``STAGE_LATENCY + 1`` (5) more cycles to drain the pipeline (S0 issue
+-> S1 memory read and lane multiplexers -> registered operand sources -> operand multiplexers and
+registers -> product register -> adder tree register -> S2 accumulate), one more where the
+finished dot product is narrowed or compared at S3 (READ, TH, HLOG), two in FWD (h and t are
+narrowed at S3 and written at S4), one less in GRAD (the update's first reads of the delta FIFOs
+come after their last pushes). The delta FIFOs are filled at S3 and W, b, R and the head are
+written back at S4 (landing a cycle later through registered write ports) without a longer
+drain: nothing reads those words sooner (``no_drain`` below lists the phases that need no drain
+at all). The engine is idle only once the S4 writes and the saturation
 counts landed (``pipe_busy``). ``Tin[c] <- t_in`` is written during ``FWD``. An inference sample
 runs ``FWD`` (``h`` only) and, in the last stage, ``READ`` or ``HLOG``.
 
@@ -35,7 +38,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -46,7 +49,7 @@ from ..sim.golden import lfsr_seed
 from .fixed import mul_const as _mulk, narrow, round_shift, saturate
 from .lfsr import Lfsr
 from . import BLOCK_RAM
-from .mac import MUL_LATENCY, MacLanes
+from .mac import STAGE_LATENCY, MacLanes
 from .softmax import Softmax
 
 __all__ = ["LayerStage", "sample_layout", "ctrl_layout", "MEM_IDS", "stage_memories", "physical_memories"]
@@ -182,7 +185,8 @@ class LayerStage(wiring.Component):
     rb_en, rb_mem, rb_bank, rb_addr : In
         Readback request (only while idle and not fed): memory id :data:`MEM_IDS`, bank, word.
     rb_data : Out(signed(32))
-        The word, valid one cycle after the request.
+        The word, valid three cycles after the request (the block RAM's read, a register after
+        the bank multiplexer, a register after the memory multiplexer).
     wb_en, wb_data : In
         With ``rb_en`` (idle only): write ``wb_data`` (its low bits, the memory's format) to the
         word ``rb_mem``/``rb_bank``/``rb_addr`` addresses: loads a checkpoint (weights, biases,
@@ -280,7 +284,12 @@ class LayerStage(wiring.Component):
         # bias b are never read in the same cycle, so they share one memory of P-lane words
         # (one block RAM instead of one per bank and per memory): "virtual" ports below stand
         # for the logical banks and the glue after the address logic multiplexes them.
+        # Every write reaches its block RAM a cycle after the logic that makes it (registered
+        # address, data and enable: the saturating adders and the checkpoint multiplexer do not
+        # share a cycle with the route to the memory). Nothing reads a word in the cycle after
+        # its write: see hdl.relax_read_collisions.
         rd, wr, mem_w = {}, {}, {}
+        write_ports = []
         packed = [nm for nm in ("T", "Tin", "b") if nm in self.mems]
         for name, (banks, depth, q, _, _) in self.mems.items():
             rd[name], wr[name] = [], []
@@ -295,7 +304,13 @@ class LayerStage(wiring.Component):
                 mem = Memory(shape=signed(q.width), depth=depth, init=img[bk], attrs=BLOCK_RAM)
                 m.submodules[f"{name}_{bk}"] = mem
                 rd[name].append(mem.read_port())
-                wr[name].append(mem.write_port())
+                if name == "R" and self.cn < 2:
+                    # a one-chunk table row is read by the next sample's first FWD issue in the
+                    # cycle a registered write of the previous TAB would land: written directly
+                    wr[name].append(mem.write_port())
+                    continue
+                wr[name].append(_VPort(q.width, f"{name}{bk}_w"))
+                write_ports.append((wr[name][-1], mem.write_port()))
         wl = max(self.mems[nm][2].width for nm in packed if nm != "b")
         nl = max(P, -(-self.mems["b"][2].width // wl),
                  -(-(P_FRAC + 1) // wl) if (self.class_ce or self.head) else 1)   # b, exp table words
@@ -392,12 +407,24 @@ class LayerStage(wiring.Component):
             gt = v[:qe.width].as_signed()
             return Mux(v[qe.width], gt, 0), Mux(v[qe.width + 1], -gt, 0)
 
-        def fifo_push(nm, vals):
-            m.d.comb += [f_shift[nm].eq(1), f_push[nm].eq(1)]
-            m.d.comb += [f_val[nm][pp].eq(vals[pp]) for pp in range(P)]
+        # the FIFOs' shift and push enables are registered flags, decided a cycle ahead (below:
+        # GRAD's pushes and TAB's rotations at S3 from S2, UPD's rotations at S1 from S0): each
+        # enables some 400 flip-flops, so no decoding may sit in front of it
+        fifo_flags = {nm: [] for nm in dq} if self.class_ce else {}
+        push_flag = {}
 
-        def fifo_rotate(nm):
-            m.d.comb += f_shift[nm].eq(1)
+        def fifo_flag(name, cond, *fifos, push=False):
+            r = Signal(name=name)
+            m.d.sync += r.eq(cond)
+            for nm in fifos:
+                fifo_flags[nm].append(r)
+                if push:
+                    push_flag[nm] = r
+            return r
+
+        def fifo_push(nm, vals):
+            """The entries pushed when ``nm``'s push flag is set (chosen where the flag's phase is)."""
+            m.d.comb += [f_val[nm][pp].eq(vals[pp]) for pp in range(P)]
         h_a, t_a = Array(h), Array(t)
 
         def inside(v):
@@ -426,7 +453,8 @@ class LayerStage(wiring.Component):
             from ..compiler.estimate import softmax_fracs, softmax_groups
             G_sm, pb = softmax_groups(net, l, P), B - 1
             sm = m.submodules.softmax = Softmax(C, s_w, fracs=softmax_fracs(net, l),
-                                                groups=G_sm, group_shift=P * pb, ext_table=True)
+                                                groups=G_sm, group_shift=P * pb, ext_table=True,
+                                                mul_latency=STAGE_LATENCY)
             MBB = len(sm.mul_b)
             m.d.comb += sm.tab_data.eq(crd.data[:len(sm.tab_data)])
             for k in range(C):
@@ -467,9 +495,10 @@ class LayerStage(wiring.Component):
         v0, ph0 = Signal(), Signal(4)
         v1, ph1, a1, b1, c1, d1 = Signal(), Signal(4), Signal.like(ca), Signal.like(ca), Signal.like(ca), Signal.like(ca)
         v2, ph2, a2, b2, c2, d2 = Signal(), Signal(4), Signal.like(ca), Signal.like(ca), Signal.like(ca), Signal.like(ca)
-        def late(target, value):
-            """``target`` <= ``value`` :data:`MUL_LATENCY` cycles later: S1 values meet the products at S2."""
-            for _ in range(MUL_LATENCY - 1):
+        def late(target, value, cycles=STAGE_LATENCY):
+            """``target`` <= ``value`` ``cycles`` (:data:`STAGE_LATENCY`) cycles later: S1 values
+            meet the products at S2."""
+            for _ in range(cycles - 1):
                 mid = Signal.like(target, name=f"{target.name}_d")
                 m.d.sync += mid.eq(value)
                 value = mid
@@ -480,11 +509,18 @@ class LayerStage(wiring.Component):
             late(x2, x1)
         # an issue is in flight until its products reach S2
         v_inflight, vd = v1, v1
-        for k in range(MUL_LATENCY - 1):
+        for k in range(STAGE_LATENCY - 1):
             nxt_v = Signal(name=f"v1_d{k}")
             m.d.sync += nxt_v.eq(vd)
+            # GRAD -> UPD: the next issue may start while the last one is a cycle short of S2.
+            # UPD's first issue reads only the dh FIFO's head (pushed at the S3 of the second to
+            # last GRAD issue), its second the dg FIFO's (pushed at the last one's S3): both land
+            # before the S1 that reads them.
+            v_early = v_inflight
             vd, v_inflight = nxt_v, v_inflight | nxt_v
         rb_active = Signal()
+        ck_go, ck_mem, ck_bank = Signal(), Signal.like(self.rb_mem), Signal.like(self.rb_bank)
+        ck_addr, ck_data = Signal.like(self.rb_addr), Signal.like(self.wb_data)
 
         # ---- S0: addresses ----
         rrow = Mux((ph0 == _TAB) & (cb_ == 1), mreg, cls)
@@ -520,24 +556,25 @@ class LayerStage(wiring.Component):
                                         rd["T"][0].addr)))
         wen_b = wr["b"][0].en
         wen_t = Cat(*(vp.en for vp in wr["T"])).any()     # any lane (a checkpoint writes one)
-        m.d.comb += cwr.addr.eq(Mux(wen_b, pbase["b"] + wr["b"][0].addr,
+        m.d.sync += cwr.addr.eq(Mux(wen_b, pbase["b"] + wr["b"][0].addr,
                                     Mux(wen_t, wr["T"][0].addr,
                                         pbase.get("Tin", 0) + wr["Tin"][0].addr if l > 0 else 0)))
         for k in range(nl):
             if k < P:
                 alt = Mux(wen_t, wr["T"][k].data, wr["Tin"][k].data) if l > 0 else wr["T"][k].data
-                m.d.comb += cwr.data[k * wl:(k + 1) * wl].eq(alt)
+                m.d.sync += cwr.data[k * wl:(k + 1) * wl].eq(alt)
             en = wen_b | (wr["T"][k].en if k < P else 0) | (wr["Tin"][k].en if (l > 0 and k < P) else 0)
-            m.d.comb += cwr.en[k].eq(en)
+            m.d.sync += cwr.en[k].eq(en)
         with m.If(wen_b):
-            m.d.comb += cwr.data.eq(wr["b"][0].data)
+            m.d.sync += cwr.data.eq(wr["b"][0].data)
 
         raddr1, raddr2 = Signal(range(C * cn + 1)), Signal(range(C * cn + 1))
         m.d.sync += raddr1.eq(raddr)
         late(raddr2, raddr1)
         # h and t are read a chunk at a time through one index mux each (chunk c1, or b1 in GRAD),
         # registered for S2; T[c] <- t is written from that read during TH (S1)
-        hidx1 = Mux(ph1 == _GRAD, b1, c1)
+        hidx1 = Signal.like(c1, name="hidx1")           # chosen at S0: one multiplexer less at S1
+        m.d.sync += hidx1.eq(Mux(ph0 == _GRAD, cb_, cc))
         hch = [Signal(signed(qa.width), name=f"hch{pp}") for pp in range(P)]
         tch = [Signal(signed(qa.width), name=f"tch{pp}") for pp in range(P)]
         hch2 = [Signal(signed(qa.width), name=f"hch2_{pp}", reset_less=True) for pp in range(P)]
@@ -577,8 +614,11 @@ class LayerStage(wiring.Component):
         bq2, hbq2 = Signal(signed(qb.width), reset_less=True), Signal(signed(qb.width), reset_less=True)
         ub2 = Signal(signed(ew + 2), reset_less=True)
         dk2, dk2_ovf = Signal(signed(qe.width)), Signal()
-        eidx = Mux(ph1 == _GRAD, Mux(c1 == C, cls, c1), b1)
-        m.d.comb += esel.eq(pr_a[eidx] - Mux(eidx == cls, 1 << P_FRAC, 0))
+        # the class of the error term, chosen at S0 and registered (S1 then only indexes p)
+        eidx, eidx_c = Signal(range(max(2, C)), name="eidx1"), Signal(name="eidx1_is_c")
+        eidx0 = Mux(ph0 == _GRAD, Mux(cc == C, cls, cc), cb_)
+        m.d.sync += [eidx.eq(eidx0), eidx_c.eq(eidx0 == cls)]
+        m.d.comb += esel.eq(pr_a[eidx] - Mux(eidx_c, 1 << P_FRAC, 0))
         dk, dk_ovf = narrow(esel, P_FRAC, qe)
         if self.class_ce:
             # the row's lane in the head chunk; the FIFOs rotate after the last row of a chunk
@@ -587,55 +627,101 @@ class LayerStage(wiring.Component):
             d1h = heads["dh"][jl]
             d1tc, d1tm = dg_split(heads["dg"][jl])
             dsel = Mux(d1 == 0, d1h, Mux(d1 == 1, d1tc, d1tm))
-            ub_sel = d1h + d1tc + d1tm if terms > 1 else d1h
+            ub_terms = [d1h, d1tc, d1tm] if terms > 1 else [d1h]
+            jl_next = Signal.like(jl, name="jl_next")   # jl at the S1 of the issue now at S0
+            m.d.comb += jl_next.eq(jl)
             with m.If(v1 & (ph1 == _UPD)):
                 with m.If(c1 == ci):
                     with m.If((jl == P - 1) | (b1 == n - 1)):
-                        m.d.sync += jl.eq(0)
-                        for nm in dq:
-                            fifo_rotate(nm)
+                        m.d.comb += jl_next.eq(0)
                     with m.Else():
-                        m.d.sync += jl.eq(jl + 1)
+                        m.d.comb += jl_next.eq(jl + 1)
             with m.Else():
-                m.d.sync += jl.eq(0)
+                m.d.comb += jl_next.eq(0)
+            m.d.sync += jl.eq(jl_next)
+            # both FIFOs rotate at the S1 of a row's bias step when the row ends a chunk
+            fifo_flag("fifo_rot1", v0 & (ph0 == _UPD) & (cc == ci) & ((jl_next == P - 1) | (cb_ == n - 1)),
+                      "dh", "dg")
+            fifo_flag("push_dh3", v2 & (ph2 == _GRAD) & (c2 == C - 1), "dh", push=True)
+            fifo_flag("push_dg3", v2 & (ph2 == _GRAD) & (c2 == C), "dg", push=True)
+            if l == 0:
+                fifo_flag("tab_rot3", v2 & (ph2 == _TAB), "dg")
+            for nm in dq:
+                m.d.comb += [f_shift[nm].eq(Cat(*fifo_flags[nm]).any()), f_push[nm].eq(push_flag[nm])]
         else:
             dsel = Mux(d1 == 0, d_h_a[b1], Mux(d1 == 1, d_tc_a[b1], d_tm_a[b1]))
-            ub_sel = d_h_a[b1] + d_tc_a[b1] + d_tm_a[b1] if terms > 1 else d_h_a[b1]
+            ub_terms = [d_h_a[b1], d_tc_a[b1], d_tm_a[b1]] if terms > 1 else [d_h_a[b1]]
+        # the bias step's sum of the terms: the terms registered at S1, added at S1b
+        ub_regs = []
+        for k, v in enumerate(ub_terms):
+            r = Signal(Value.cast(v).shape(), name=f"ub_term{k}", reset_less=True)
+            m.d.sync += r.eq(v)
+            ub_regs.append(r)
+        ub_sel = sum(ub_regs[1:], ub_regs[0])
+        # S1 picks each operand's source (the same for every lane); the sources are registered
+        # and, a cycle later (S1b), a multiplexer with that registered choice feeds MacLanes'
+        # operand registers: no block RAM read, lane multiplexer or error term shares a cycle
+        # with the operand multiplexer
+        ZERO, A_W, A_T, A_TCH, A_ERR, A_D, A_HW, A_DK, A_SM = range(9)
+        B_IN, B_HCH, B_T, B_TIN, B_SM = range(1, 6)
+        asel, bsel = Signal(range(A_SM + 1)), Signal(range(B_SM + 1))
+        with m.Switch(ph1):
+            with m.Case(_FWD):
+                m.d.comb += [asel.eq(A_W), bsel.eq(B_IN)]
+            with m.Case(_READ):
+                m.d.comb += [asel.eq(A_T), bsel.eq(B_HCH)]
+            with m.Case(_TH):
+                m.d.comb += [asel.eq(A_TCH), bsel.eq(B_HCH)]
+            with m.Case(_GRAD):
+                m.d.comb += [asel.eq(A_ERR), bsel.eq(Mux(c1 == C, B_HCH, B_T))]
+            with m.Case(_UPD):
+                m.d.comb += [asel.eq(A_D), bsel.eq(Mux(d1 == 2, B_TIN, B_IN) if l > 0 else B_IN)]
+            if self.head:
+                with m.Case(_HLOG):
+                    m.d.comb += [asel.eq(A_HW), bsel.eq(B_HCH)]
+                with m.Case(_HUPD):
+                    m.d.comb += [asel.eq(A_DK), bsel.eq(B_HCH)]
+        if need_sm:       # the softmax's products e_k q on the idle lanes
+            with m.If(sm.mul_en):
+                m.d.comb += [asel.eq(A_SM), bsel.eq(B_SM)]
+
+        def src(v, name):
+            """``v`` registered: an operand source at S1b."""
+            r = Signal(Value.cast(v).shape(), name=name, reset_less=True)
+            m.d.sync += r.eq(v)
+            return r
+        asel_b, bsel_b = src(asel, "asel_b"), src(bsel, "bsel_b")
+        shared_a = {A_ERR: src(esel, "esel_b"), A_D: src(dsel, "dsel_b")}
+        if self.head:
+            shared_a[A_DK] = src(dk, "dk_b")
+        if need_sm:
+            shared_a[A_SM] = src(sm.mul_a, "sm_a_b")
         for pp in range(P):
-            ma, mb = mac.a[pp], mac.b[pp]
-            with m.Switch(ph1):
-                with m.Case(_FWD):
-                    m.d.comb += [ma.eq(rd["W"][pp].data),
-                                 mb.eq(ilane[pp])]
-                with m.Case(_READ):
-                    m.d.comb += [ma.eq(rd["T"][pp].data), mb.eq(hch[pp])]
-                with m.Case(_TH):
-                    m.d.comb += [ma.eq(tch[pp]), mb.eq(hch[pp])]
-                with m.Case(_GRAD):
-                    with m.If(c1 == C):
-                        m.d.comb += [ma.eq(esel), mb.eq(hch[pp])]
-                    with m.Else():
-                        m.d.comb += [ma.eq(esel), mb.eq(rd["T"][pp].data)]
-                with m.Case(_UPD):
-                    m.d.comb += ma.eq(dsel)
-                    if l > 0:
-                        m.d.comb += mb.eq(Mux(d1 == 2, rd["Tin"][pp].data, ilane[pp]))
-                    else:
-                        m.d.comb += mb.eq(ilane[pp])
-                if self.head:
-                    with m.Case(_HLOG):
-                        m.d.comb += [ma.eq(rd["head_W"][pp].data), mb.eq(hch[pp])]
-                    with m.Case(_HUPD):
-                        m.d.comb += [ma.eq(dk), mb.eq(hch[pp])]
-            if need_sm:   # the softmax's products e_k q on the idle lanes, q in (B - 1)-bit pieces
-                with m.If(sm.mul_en):
-                    with m.Switch(sm.mul_g):
-                        for gi in range(G_sm):
-                            if (gi * P + pp) * pb >= MBB:
-                                continue
+            srcs_a = {A_W: src(rd["W"][pp].data, f"w_b{pp}"), A_T: src(rd["T"][pp].data, f"t_b{pp}"),
+                      A_TCH: src(tch[pp], f"tch_b{pp}"), **shared_a}
+            srcs_b = {B_IN: src(ilane[pp], f"in_b{pp}"), B_HCH: src(hch[pp], f"hch_b{pp}"), B_T: srcs_a[A_T]}
+            if l > 0:
+                srcs_b[B_TIN] = src(rd["Tin"][pp].data, f"tin_b{pp}")
+            if self.head:
+                srcs_a[A_HW] = src(rd["head_W"][pp].data, f"hw_b{pp}")
+            if need_sm:
+                # q in (B - 1)-bit pieces, lane pp's piece of group mul_g (0 beyond q's width)
+                piece = Signal(pb, name=f"smb{pp}")
+                with m.Switch(sm.mul_g):
+                    for gi in range(G_sm):
+                        if (gi * P + pp) * pb < MBB:
                             with m.Case(gi):
-                                m.d.comb += mb.eq((sm.mul_b >> ((gi * P + pp) * pb))[:pb])
-                    m.d.comb += ma.eq(sm.mul_a)
+                                m.d.comb += piece.eq((sm.mul_b >> ((gi * P + pp) * pb))[:pb])
+                srcs_b[B_SM] = src(piece, f"sm_b_b{pp}")
+            ma, mb = mac.a[pp], mac.b[pp]
+            with m.Switch(asel_b):
+                for code, v in srcs_a.items():
+                    with m.Case(code):
+                        m.d.comb += ma.eq(v)
+            with m.Switch(bsel_b):
+                for code, v in srcs_b.items():
+                    with m.Case(code):
+                        m.d.comb += mb.eq(v)
             late(Wq2[pp], rd["W"][pp].data)
             late(Tq2[pp], rd["T"][pp].data)
             if l == 0:
@@ -648,8 +734,9 @@ class LayerStage(wiring.Component):
                     m.d.sync += t_l[pp][tq2].eq(narrow(r_row, ft, qa)[0])
             if self.head:
                 late(hWq2[pp], rd["head_W"][pp].data)
-        for x2, x1 in ((bq2, rd["b"][0].data), (ub2, ub_sel), (dk2, dk), (dk2_ovf, dk_ovf)):
+        for x2, x1 in ((bq2, rd["b"][0].data), (dk2, dk), (dk2_ovf, dk_ovf)):
             late(x2, x1)
+        late(ub2, ub_sel, STAGE_LATENCY - 1)           # from S1b
         if self.head:
             late(hbq2, rd["head_b"][0].data)
 
@@ -660,6 +747,7 @@ class LayerStage(wiring.Component):
             m.d.comb += sm.mul_p.eq(sum(prod[pp].as_unsigned()[:E_BITS + pb] << (pp * pb)
                                         for pp in range(min(P, math.ceil(MBB / pb)))))
         acc_n = Signal.like(acc)
+        acc_fwd = Signal.like(acc, name="acc_fwd")
         sat_w, sat_b, sat_e, sat_t = (Signal(32, name=nm) for nm in ("sat_w", "sat_b", "sat_e", "sat_t"))
         sat_wh, sat_bh, sat_eh = (Signal(32, name=nm) for nm in ("sat_wh", "sat_bh", "sat_eh"))
         m.d.comb += [self.sat_weight.eq(sat_w), self.sat_bias.eq(sat_b), self.sat_error.eq(sat_e),
@@ -695,7 +783,7 @@ class LayerStage(wiring.Component):
             with m.Switch(ph2):
                 with m.Case(_FWD):
                     m.d.comb += acc_base.eq(Mux(c2 == 0, bq2 << bsh, acc))
-                    m.d.sync += acc.eq(acc_n)
+                    m.d.sync += [acc.eq(acc_n), acc_fwd.eq(acc_n)]
                 with m.Case(_READ, _TH):
                     m.d.sync += acc.eq(acc_n)
                 if self.head:
@@ -719,7 +807,9 @@ class LayerStage(wiring.Component):
             return x3
         Wq3, Tq3, Rq3, hWq3, hch3, tch3 = s3(Wq2), s3(Tq2), s3(Rq2), s3(hWq2), s3(hch2), s3(tch2)
         bq3, hbq3, ub3, dk3, dk3_ovf, raddr3 = s3(bq2), s3(hbq2), s3(ub2), s3(dk2), s3(dk2_ovf), s3(raddr2)
-        hv3 = narrow(acc, fw + fin, qa)[0]
+        # FWD's sums are narrowed from a copy of the accumulator that only FWD updates (acc also
+        # feeds the logits, the argmax and itself, and is placed for them)
+        hv3 = narrow(acc_fwd, fw + fin, qa)[0]
         # h[j] and t[j] land at S4 from registers (the narrowing is a carry chain of its own)
         hv4, hwe4, twe4, b4 = Signal.like(hv3), Signal(), Signal(), Signal.like(b3)
         m.d.sync += [hv4.eq(hv3), b4.eq(b3), hwe4.eq(0), twe4.eq(0)]
@@ -732,14 +822,25 @@ class LayerStage(wiring.Component):
         # old values, where and whether to write; saturation flags for the counters
         # (widths: those of the rounded expressions themselves, so nothing is cut before saturating)
         shW, shB, shR, shHW = fe + fin - fw + s_shift, fe - fb + s_shift, fe - ft + s_shift, fe + fa - fw + s_shift
-        lane_steps = [round_shift(-racc[0], shW, mode, draws[0])]
-        bias_steps = [round_shift(-ub3, shB, mode, draws[0])]
+        # the steps are subtracted at S4 with rounding to nearest (half to even is odd-symmetric:
+        # round(-x) = -round(x), so the negation is not a carry chain of its own at S3), added
+        # as rounded negations otherwise (floor-based roundings are not symmetric)
+        sub = mode == "nearest"
+
+        def step(x, k, draw):
+            """The rounded ``-x >> k`` (or ``x >> k`` when the step is subtracted)."""
+            return round_shift(x, k) if sub else round_shift(-x, k, mode, draw)
+
+        def apply_step(old, st):
+            return old - st if sub else old + st
+        lane_steps = [step(racc[0], shW, draws[0])]
+        bias_steps = [step(ub3, shB, draws[0])]
         if l == 0 and self.class_ce:
             dtc0, dtm0 = dg_split(dq["dg"][0][0])
-            lane_steps.append(round_shift(-Mux(b3 == 0, dtc0, dtm0), shR, mode, draws[0]))
+            lane_steps.append(step(Mux(b3 == 0, dtc0, dtm0), shR, draws[0]))
         if self.head:
-            lane_steps.append(round_shift(-racc[0], shHW, mode, hdraws[0]))
-            bias_steps.append(round_shift(-dk3, shB, mode, hdraws[0]))
+            lane_steps.append(step(racc[0], shHW, hdraws[0]))
+            bias_steps.append(step(dk3, shB, hdraws[0]))
         step4 = [Signal(signed(max(len(v) for v in lane_steps)), name=f"step4_{pp}", reset_less=True)
                  for pp in range(P)]
         old4 = [Signal(signed(max(qw.width, qt.width)), name=f"old4_{pp}", reset_less=True) for pp in range(P)]
@@ -788,20 +889,19 @@ class LayerStage(wiring.Component):
                         m.d.sync += eflags4.eq(Cat(*ovfs))
                 with m.Case(_UPD):
                     for pp in range(P):
-                        m.d.sync += [step4[pp].eq(round_shift(-racc[pp], shW, mode, draws[pp])),
+                        m.d.sync += [step4[pp].eq(step(racc[pp], shW, draws[pp])),
                                      old4[pp].eq(Wq3[pp])]
-                    m.d.sync += [bstep4.eq(round_shift(-ub3, shB, mode, draws[0])), bold4.eq(bq3),
+                    m.d.sync += [bstep4.eq(step(ub3, shB, draws[0])), bold4.eq(bq3),
                                  wgo4.eq((c3 < ci) & (d3 == terms - 1)), bgo4.eq(c3 == ci),
                                  waddr4.eq(_mulk(b3, ci) + c3), baddr4.eq(b3)]
                     if stoch:
                         m.d.comb += lf.advance.eq(Mux(c3 == ci, 1, Mux(d3 == terms - 1, chunk_count(c3, ci, n_in), 0)))
                 if l == 0 and self.class_ce:
-                    with m.Case(_TAB):
-                        fifo_rotate("dg")
+                    with m.Case(_TAB):            # the dg FIFO rotates (tab_rot3)
                         for pp in range(P):
                             dtc_h, dtm_h = dg_split(dq["dg"][0][pp])
                             dv = Mux(b3 == 0, dtc_h, dtm_h)
-                            m.d.sync += [step4[pp].eq(round_shift(-dv, shR, mode, draws[pp])), old4[pp].eq(Rq3[pp]),
+                            m.d.sync += [step4[pp].eq(step(dv, shR, draws[pp])), old4[pp].eq(Rq3[pp]),
                                          lane4[pp].eq(lane_valid(pp, c3, n))]
                         m.d.sync += [tgo4.eq(1), taddr4.eq(raddr3)]
                         if stoch:
@@ -815,9 +915,9 @@ class LayerStage(wiring.Component):
                     with m.Case(_HUPD):
                         for pp in range(P):
                             # HUPD's lane sums are single products (rzero at every d == 0)
-                            m.d.sync += [step4[pp].eq(round_shift(-racc[pp], shHW, mode, hdraws[pp])),
+                            m.d.sync += [step4[pp].eq(step(racc[pp], shHW, hdraws[pp])),
                                          old4[pp].eq(hWq3[pp])]
-                        m.d.sync += [bstep4.eq(round_shift(-dk3, shB, mode, hdraws[0])), bold4.eq(hbq3),
+                        m.d.sync += [bstep4.eq(step(dk3, shB, hdraws[0])), bold4.eq(hbq3),
                                      hgo4.eq(c3 < cn), hbgo4.eq(c3 == cn), waddr4.eq(_mulk(b3, cn) + c3), baddr4.eq(b3),
                                      eovf4.eq(dk3_ovf)]
                         if stoch:
@@ -826,18 +926,18 @@ class LayerStage(wiring.Component):
         # ---- S4: add the rounded steps, saturate, write back; count saturations a cycle later ----
         wflags, bflag, tflags, hflags, hbflag, heflag = Signal(P), Signal(), Signal(P), Signal(P), Signal(), Signal()
         for pp in range(P):
-            wn, wovf = saturate(old4[pp] + step4[pp], qw)
+            wn, wovf = saturate(apply_step(old4[pp], step4[pp]), qw)
             m.d.comb += [wr["W"][pp].addr.eq(waddr4), wr["W"][pp].data.eq(wn), wr["W"][pp].en.eq(wgo4)]
             m.d.sync += wflags[pp].eq(wovf & wgo4)
             if l == 0 and self.class_ce:
-                rn, rovf = saturate(old4[pp] + step4[pp], qt)
+                rn, rovf = saturate(apply_step(old4[pp], step4[pp]), qt)
                 m.d.comb += [wr["R"][pp].addr.eq(taddr4), wr["R"][pp].data.eq(rn), wr["R"][pp].en.eq(tgo4)]
                 m.d.sync += tflags[pp].eq(rovf & lane4[pp] & tgo4)
             if self.head:
                 m.d.comb += [wr["head_W"][pp].addr.eq(waddr4), wr["head_W"][pp].data.eq(wn),
                              wr["head_W"][pp].en.eq(hgo4)]
                 m.d.sync += hflags[pp].eq(wovf & hgo4)
-        bn, bovf = saturate(bold4 + bstep4, qb)
+        bn, bovf = saturate(apply_step(bold4, bstep4), qb)
         m.d.comb += [wr["b"][0].addr.eq(baddr4), wr["b"][0].data.eq(bn), wr["b"][0].en.eq(bgo4)]
         m.d.sync += bflag.eq(bovf & bgo4)
         if self.head:
@@ -849,7 +949,10 @@ class LayerStage(wiring.Component):
                      sat_wh.eq(sat_wh + popcount(list(hflags))), sat_bh.eq(sat_bh + hbflag),
                      sat_eh.eq(sat_eh + heflag)]
         # writes or counts still on their way (the engine is idle only without them)
-        m.d.comb += self.pipe_busy.eq(v_inflight | v2 | v3 | wgo4 | bgo4 | tgo4 | hgo4 | hbgo4 |
+        for vp, port in write_ports:
+            m.d.sync += [port.addr.eq(vp.addr), port.data.eq(vp.data), port.en.eq(vp.en)]
+        mem_writes = Cat(cwr.en.any(), *(port.en for _, port in write_ports)).any()
+        m.d.comb += self.pipe_busy.eq(mem_writes | ck_go | v_inflight | v2 | v3 | wgo4 | bgo4 | tgo4 | hgo4 | hbgo4 |
                                       wflags.any() | bflag | tflags.any() | eflags4.any() | hflags.any() |
                                       hbflag | heflag)
 
@@ -974,7 +1077,7 @@ class LayerStage(wiring.Component):
         # T[c], READ writes only s and the argmax), UPD -> TAB (TAB reads R and the FIFO head it
         # rotates itself; UPD's rotations are at S1, its writes go to W and b).
         no_drain = {}
-        if keep["READ"] and cn >= MUL_LATENCY + 3:
+        if keep["READ"] and cn >= STAGE_LATENCY + 3:
             to_read = (train & Const(int(self.class_ce or (self.last and not self.head)))) | \
                 (~train & Const(int(self.last and not self.head)))
             no_drain["FWD"] = (to_read, "READ")
@@ -1012,7 +1115,8 @@ class LayerStage(wiring.Component):
                     m.d.comb += self.busy.eq(1)
                     # phases with S3 results (s, the argmax) wait for them too, FWD for its S4
                     # writes of h and t
-                    done = ~v_inflight & (~v2 if name in ("FWD", "READ", "TH", "HLOG") else 1)
+                    done = (~v_early if name == "GRAD" else ~v_inflight) & \
+                        (~v2 if name in ("FWD", "READ", "TH", "HLOG") else 1)
                     with m.If(done & (~v3 if name == "FWD" else 1)):
                         nxt()
             if self.class_ce:
@@ -1043,19 +1147,29 @@ class LayerStage(wiring.Component):
         with m.If(self.busy):
             m.d.sync += cyc.eq(cyc + 1)
 
-        # ---- checkpoint writes (idle only; after every other driver of the write ports, so it wins)
+        # ---- checkpoint writes (idle only; after every other driver of the write ports, so it
+        # wins), decoded from registers: a write lands a cycle after the request, like every
+        # other write, and the host's request decoding stays off the memories' write paths
+        m.d.sync += [ck_go.eq(rb_active & self.wb_en), ck_mem.eq(self.rb_mem), ck_bank.eq(self.rb_bank),
+                     ck_addr.eq(self.rb_addr), ck_data.eq(self.wb_data)]
         for name in wr:
             for bk, port in enumerate(wr[name]):
                 # every bank takes the address (the packed cache reads bank 0's), one bank writes
-                with m.If(rb_active & self.wb_en & (self.rb_mem == MEM_IDS[name])):
-                    m.d.comb += [port.addr.eq(self.rb_addr), port.data.eq(self.wb_data[:len(port.data)]),
-                                 port.en.eq(self.rb_bank == bk)]
+                with m.If(ck_go & (ck_mem == MEM_IDS[name])):
+                    m.d.comb += [port.addr.eq(ck_addr), port.data.eq(ck_data[:len(port.data)]),
+                                 port.en.eq(ck_bank == bk)]
 
         # ---- readback ----
-        rb_mem1, rb_bank1 = Signal(3), Signal.like(self.rb_bank)
-        m.d.sync += [rb_mem1.eq(self.rb_mem), rb_bank1.eq(self.rb_bank)]
+        # the bank's word of every memory registered (a block RAM's clock-to-out without output
+        # register is most of a cycle at speed), then the memory's
+        rb_mem1, rb_bank1, rb_mem2 = Signal(3), Signal.like(self.rb_bank), Signal(3)
+        m.d.sync += [rb_mem1.eq(self.rb_mem), rb_bank1.eq(self.rb_bank), rb_mem2.eq(rb_mem1)]
         for name in rd:
-            for bk, port in enumerate(rd[name]):
-                with m.If((rb_mem1 == MEM_IDS[name]) & (rb_bank1 == bk)):
-                    m.d.comb += self.rb_data.eq(port.data)
+            word = Signal(signed(32), name=f"rb_{name}", reset_less=True)
+            with m.Switch(rb_bank1):
+                for bk, port in enumerate(rd[name]):
+                    with m.Case(bk):
+                        m.d.sync += word.eq(port.data)
+            with m.If(rb_mem2 == MEM_IDS[name]):
+                m.d.sync += self.rb_data.eq(word)
         return m

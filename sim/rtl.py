@@ -52,6 +52,8 @@ def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int
     """
     from ..compiler.estimate import allocate_lanes, estimate
     from ..compiler.spec import load_spec
+    from ..hdl.engine import SigPropEngine
+    from ..hdl.serial import SerialEngine
     from ..toolchain import apply_verilator_env
     from . import verilator as vl
     from .datasets import load_dataset
@@ -98,7 +100,8 @@ def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int
          f"training {n_train} samples x {epochs} epochs, evaluating {n_test} after each")
     config = {"network": str(Path(network).resolve()), "lanes": list(lanes), "epochs": epochs,
               "n_train": n_train, "n_test": n_test, "check_every": check_every,
-              "cycles_per_sample": est_cycles}
+              "cycles_per_sample": est_cycles,
+              "rb_latency": (SerialEngine if engine == "serial" else SigPropEngine).rb_latency}
     if plant is not None:
         config["plant"] = list(plant)
     run_dir = Path(tempfile.mkdtemp(prefix="sigprop-run-", dir=build_root))

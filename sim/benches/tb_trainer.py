@@ -37,20 +37,21 @@ class Mismatch(AssertionError):
         super().__init__(", ".join(f"{k} {v}" for k, v in info.items()))
 
 
-async def _readback(dut, reqs) -> dict:
+async def _readback(dut, reqs, latency: int) -> dict:
     """Read every request through the readback port (call in a writable phase; returns in one).
 
-    An address presented after edge ``t`` is read at ``t + 1`` and registered at ``t + 2``.
+    An address presented after edge ``t`` is answered after edge ``t + latency`` (the engine's
+    ``rb_latency``).
     """
     words = {}
     dut.rb_en.value = 1
     pending = []
-    for key, a in reqs + [(None, 0), (None, 0)]:
+    for key, a in reqs + [(None, 0)] * latency:
         await RisingEdge(dut.clk)
         dut.rb_addr.value = a
         await ReadOnly()
         pending.append(key)
-        if len(pending) == 3:
+        if len(pending) == latency + 1:
             k = pending.pop(0)
             if k is not None:
                 words[k] = read_int(dut.rb_data, signed=True)
@@ -150,7 +151,7 @@ async def train_and_compare(dut):
                 break
             await RisingEdge(dut.clk)
         await RisingEdge(dut.clk)
-        words = await _readback(dut, reqs)
+        words = await _readback(dut, reqs, cfg["rb_latency"])
         mismatch = compare_state(net, lanes, words, golden, received)
         if mismatch is not None:
             raise Mismatch(mismatch)

@@ -7,6 +7,7 @@ import pytest
 from sigprop_fpga.compiler.estimate import (allocate_lanes, estimate, softmax_cycles, stage_cycles,
                                             stage_inference_cycles, stage_macs, stage_phases)
 from sigprop_fpga.compiler.spec import parse_spec
+from sigprop_fpga.hdl.mac import STAGE_LATENCY
 from sigprop_fpga.hdl.softmax import softmax_latency
 from sigprop_fpga.sim.params import Network
 
@@ -21,16 +22,16 @@ DIGITS = "dataset: {source: digits}\nnetwork: {layers: [32, 32]}\nhardware: {dsp
 def test_phase_formulas_digits():
     net = _net(DIGITS)
     p0 = stage_phases(net, 0, 4)
-    # drain 4 (read, operand registers, product, adder tree), 5 where the dot product is narrowed
-    # or compared at S3; forward -> logits -> cache and update -> table without one
-    assert p0 == {"overhead": 2, "forward": 32 * 16, "logits": 10 * 8, "cache": 8 + 5,
+    # drain 5 (read, operand sources, operand registers, product, adder tree), 6 where the dot
+    # product is narrowed or compared at S3; forward -> logits -> cache and update -> table without one
+    assert p0 == {"overhead": 2, "forward": 32 * 16, "logits": 10 * 8, "cache": 8 + 6,
                   "softmax": softmax_cycles(10), "gradient": 11 * 8 + 4, "update": 32 * (16 + 1),
-                  "table": 2 * 8 + 4}
+                  "table": 2 * 8 + 5}
     p1 = stage_phases(net, 1, 4)
-    assert p1["forward"] == 2 * 32 * 8 and p1["update"] == 32 * (3 * 8 + 1) + 4 and "table" not in p1
-    assert softmax_cycles(10) == softmax_latency(10) + 1 == 1 + 2 * 10 + 3 + 23 + 4   # max tree of 4 levels
-    assert stage_cycles(net, 0, 4) == sum(p0.values()) == 1314
-    assert stage_cycles(net, 1, 4) == 1554
+    assert p1["forward"] == 2 * 32 * 8 and p1["update"] == 32 * (3 * 8 + 1) + 5 and "table" not in p1
+    assert softmax_cycles(10) == softmax_latency(10, 1, STAGE_LATENCY) + 1 == 1 + 2 * 10 + 3 + 25 + 6   # max tree of 4 levels
+    assert stage_cycles(net, 0, 4) == sum(p0.values()) == 1320
+    assert stage_cycles(net, 1, 4) == 1560
 
 
 def test_digits_within_ten_percent_of_ideal():
@@ -69,10 +70,10 @@ def test_variants_have_their_phases():
     assert "logits" in stage_phases(l2, 1, 2)           # the readout of the last stage
     head = _net("dataset: {source: iris}\nnetwork: {layers: [8], readout: head}\n", 4, 3)
     ph = stage_phases(head, 0, 2)
-    assert ph["head"] == (3 * 4 + 5) + softmax_cycles(3, 2) + (3 * 5 + 4)   # q in 3 pieces on 2 lanes
+    assert ph["head"] == (3 * 4 + 6) + softmax_cycles(3, 2) + (3 * 5 + 5)   # q in 3 pieces on 2 lanes
     nopush = _net("dataset: {source: iris}\nnetwork: {layers: [8, 6]}\nlearning: {push: false}\n", 4, 3)
-    assert stage_phases(nopush, 1, 2)["update"] == 6 * (2 * 4 + 1) + 4
-    assert stage_phases(nopush, 0, 2)["table"] == 4 + 4
-    assert stage_inference_cycles(nopush, 1, 2) == 2 + 6 * 4 + 6 + 3 * 3 + 5   # h lands at S4
+    assert stage_phases(nopush, 1, 2)["update"] == 6 * (2 * 4 + 1) + 5
+    assert stage_phases(nopush, 0, 2)["table"] == 4 + 5
+    assert stage_inference_cycles(nopush, 1, 2) == 2 + 6 * 4 + 7 + 3 * 3 + 6   # h lands at S4
     tr, inf = stage_macs(nopush, 0)
     assert inf == 8 * 4 and tr > inf
