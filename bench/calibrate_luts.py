@@ -60,8 +60,8 @@ def board_plan(path: str, family: str, nextpnr_opts: str = "--pack-only", serial
     n_total = len(data.y_train) + len(data.y_test)
     samples = min(n_total, dataset_capacity(net, target, lanes))
     n_train, n_test = split_stored(samples, len(data.y_train), len(data.y_test))
-    settings = target.plan_clock(spec.hardware.clock_mhz)
-    achieved = target.achieved_mhz(spec.hardware.clock_mhz)
+    settings = target.plan_clock(spec.hardware.clock_for(target.name))
+    achieved = target.achieved_mhz(spec.hardware.clock_for(target.name))
     top = SigPropBoardTop(net, data, target, achieved * 1e6, lanes=lanes, n_train=n_train, n_test=n_test,
                           engine_cls=engine_cls)
     plan = target.platform().prepare(BoardTop(top, target, settings), name="top", nextpnr_opts=nextpnr_opts,

@@ -357,7 +357,7 @@ def prepare_network(network, board: str | None = None, *, samples: int | None = 
     problems = fit_check(est, target)
     if problems:
         raise FitError(problems)
-    clock_mhz = spec.hardware.clock_mhz
+    clock_mhz = spec.hardware.clock_for(target.name)
     return BoardDesign(spec=spec, data=data, net=net, target=target, plan=plan, n_train=n_train, n_test=n_test,
                        samples=samples, estimate=est, clock_mhz=clock_mhz, achieved_mhz=target.achieved_mhz(clock_mhz),
                        autostart_epochs=autostart_epochs)

@@ -93,7 +93,7 @@ def manifest(net, engine, files: dict, seconds: float) -> dict:
         "network": {"n_inputs": net.n_inputs, "widths": list(spec.widths), "n_classes": net.n_classes,
                     "loss": spec.learning.loss, "readout": spec.readout, "push": spec.learning.push,
                     "lr_shift": spec.learning.lr_shift, "logit_shift": spec.learning.logit_shift},
-        "clock": {"domain": "sync", "mhz": spec.hardware.clock_mhz},
+        "clock": {"domain": "sync", "mhz": spec.hardware.clock_for(spec.board)},
         "ports": _ports(engine),
         "stream_in": {"beats": net.n_inputs + 1,
                       "format": f"{net.n_inputs} feature beats (data = raw {spec.precision.input} bits), then one "

@@ -170,7 +170,12 @@ class PrecisionSpec:
 class HardwareSpec:
     lanes: Any = "auto"         # "auto" | int | tuple of ints (one per layer)
     dsp_budget: int = 8
-    clock_mhz: float = 24.0
+    clock_mhz: float = 24.0     # the sync clock, on every board without an entry in board_clocks
+    board_clocks: tuple[tuple[str, float], ...] = ()    # (board, MHz): ``clock_mhz: {board: MHz}``
+
+    def clock_for(self, board: str) -> float:
+        """The ``sync`` clock (MHz) the network runs at on ``board``."""
+        return dict(self.board_clocks).get(board, self.clock_mhz)
 
 
 @dataclass(frozen=True)
@@ -590,7 +595,15 @@ class _Validator:
         if "dsp_budget" in d:
             kw["dsp_budget"] = self.integer(d["dsp_budget"], "hardware.dsp_budget", 1, 4096)
         if "clock_mhz" in d:
-            kw["clock_mhz"] = self.number(d["clock_mhz"], "hardware.clock_mhz", 1.0, 500.0)
+            node = d["clock_mhz"]
+            if isinstance(node.value, dict):      # one clock per board: {icebreaker: 24, ulx3s-85f: 75}
+                clocks = self.mapping(node, "hardware.clock_mhz", BOARDS)
+                if not clocks:
+                    raise self.r.fail(node.line, "hardware.clock_mhz", "expected a number or a mapping of board to MHz, got an empty mapping")
+                kw["board_clocks"] = tuple((b, self.number(v, f"hardware.clock_mhz.{b}", 1.0, 500.0))
+                                           for b, v in clocks.items())
+            else:
+                kw["clock_mhz"] = self.number(node, "hardware.clock_mhz", 1.0, 500.0)
         return HardwareSpec(**kw)
 
 

@@ -120,7 +120,7 @@ def cmd_check(args) -> int:
     print(f"MACs per training sample {est.macs_per_sample:,} (inference {est.inference_macs_per_sample:,}); "
           f"cycles per sample {est.cycles_per_sample:,} pipelined, {est.sequential_cycles:,} sequential; "
           f"ideal {est.ideal_cycles_per_sample:,.0f} on {est.total_lanes} lanes; "
-          f"{est.train_samples_per_second:,.0f} samples/s at {spec.hardware.clock_mhz:g} MHz")
+          f"{est.train_samples_per_second:,.0f} samples/s at {spec.hardware.clock_for(spec.board):g} MHz")
     board = _board_plan(args.network, spec.board)
     print(board["text"])
     if args.json:

@@ -87,3 +87,17 @@ def test_qformat_ranges():
 def test_examples_load(path):
     spec = load_spec(path)
     assert spec.file == str(path)
+
+
+def test_clock_per_board():
+    s = parse_spec("dataset: {source: iris}\nnetwork: {layers: [8]}\n"
+                   "hardware: {clock_mhz: {icebreaker: 24, ulx3s-85f: 75}}\nboard: ulx3s-85f\n")
+    assert (s.hardware.clock_for("ulx3s-85f"), s.hardware.clock_for("icebreaker")) == (75.0, 24.0)
+    s = parse_spec("dataset: {source: iris}\nnetwork: {layers: [8]}\nhardware: {clock_mhz: {ulx3s-85f: 50}}\n")
+    assert s.hardware.clock_for("icebreaker") == 24.0          # boards without an entry: the default
+    s = parse_spec("dataset: {source: iris}\nnetwork: {layers: [8]}\nhardware: {clock_mhz: 30}\n")
+    assert s.hardware.clock_for("ulx3s-85f") == s.hardware.clock_for("icebreaker") == 30.0
+    with pytest.raises(SpecError, match=r"<string>:3: hardware.clock_mhz.de10: unknown key, expected one of: icebreaker, ulx3s-85f"):
+        parse_spec("dataset: {source: iris}\nnetwork: {layers: [8]}\nhardware: {clock_mhz: {de10: 50}}\n")
+    with pytest.raises(SpecError, match=r"hardware.clock_mhz.icebreaker: expected a number in \[1.0, 500.0\], got"):
+        parse_spec("dataset: {source: iris}\nnetwork: {layers: [8]}\nhardware: {clock_mhz: {icebreaker: fast}}\n")
