@@ -366,8 +366,11 @@ def measure_rtl(network, spec, data, net, lanes, samples: int, build_root: Path,
         vpath = Path(tmp) / f"{TOP}.v"
         vpath.write_text(text)
         info = vl.build(vpath, TOP, build_root)
+    from sigprop_fpga.hdl.engine import SigPropEngine
+    from sigprop_fpga.hdl.serial import SerialEngine
     config = {"network": str(Path(network).resolve()), "lanes": map_lanes, "epochs": 1, "n_train": n,
-              "n_test": 0, "check_every": 0, "cycles_per_sample": est_cycles}
+              "n_test": 0, "check_every": 0, "cycles_per_sample": est_cycles,
+              "rb_latency": (SerialEngine if isinstance(lanes, int) else SigPropEngine).rb_latency}
     build_root.mkdir(parents=True, exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix="sigprop-perf-run-", dir=build_root))
     r = vl.run(info, "tb_trainer", test_dir=BENCH_DIR, config=config, run_dir=run_dir, timeout_s=timeout_s)
