@@ -240,16 +240,24 @@ def test_failed_build_keeps_previous(builds, tmp_path, monkeypatch, exc):
 
 
 def test_sigint_during_place_and_route(builds, tmp_path, monkeypatch):
-    """A real SIGINT delivered while nextpnr runs: previous build intact, temp dir removed."""
+    """A real SIGINT delivered while the place-and-route step runs: previous build intact, temp
+    dir removed."""
     out_dir = _copy_build(builds["icebreaker"][0], tmp_path / "prev")
     before = _snapshot(out_dir)
     real_run = build_mod._run_step
 
     started = []
+    # the step's tool starts 3 s late (nextpnr alone takes under a second on this design, too
+    # close to the signal), so the Ctrl-C surely lands while the step's child runs
+    slow = tmp_path / "slow-nextpnr"
+    slow.write_text('#!/bin/sh\nsleep 3\nexec "$SLOW_REAL_TOOL" "$@"\n')
+    slow.chmod(0o755)
 
     def interrupted(argv, cwd, env, log, step):
         if step == "place and route":
-            # Ctrl-C 0.5 s into nextpnr (it needs ~1-2 s here), from another thread
+            var = argv[0].upper().replace("-", "_")
+            env = {**env, var: str(slow), "SLOW_REAL_TOOL": env.get(var) or argv[0]}
+            # Ctrl-C 0.5 s into the step, from another thread
             timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
             timer.start()
             started.append(time.monotonic())
