@@ -101,6 +101,7 @@ def manifest(net, engine, files: dict, seconds: float) -> dict:
         "stream_out": "one prediction (class index) per sample, in order",
         "formats": formats,
         "memory_map": engine.map,
+        "readback_latency": engine.rb_latency,      # cycles from rb_addr to its rb_data
         "lanes": list(engine.lanes),
         "multipliers": _multipliers(net, engine.lanes),
         "estimate": ej,

@@ -46,6 +46,7 @@ def test_compile_writes_files_and_manifest(digits):
     regions = {(r["stage"], r["mem"]) for r in man["memory_map"]["regions"]}
     assert {(0, "W"), (0, "b"), (0, "T"), (0, "R"), (1, "W"), (1, "Tin")} <= regions
     assert "sat_table_0" in man["memory_map"]["counters"]["names"]
+    assert man["readback_latency"] == 4                     # bank and memory muxes, stage mux, each registered
     # forward runs into the logits without a pipeline drain (cn = 8 >= DRAIN + 1)
     assert [s["phases"]["forward"] for s in man["stages"]] == [32 * 16, 2 * 32 * 8]
 
