@@ -264,9 +264,15 @@ def test_sigint_during_place_and_route(builds, tmp_path, monkeypatch):
         return real_run(argv, cwd, env, log, step)
 
     monkeypatch.setattr(build_mod, "_run_step", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        build(_design("icebreaker", blink_bit=7), "icebreaker", out_dir,
-              clock_mhz=CASES["icebreaker"][0], name="echo")
+    # Python's Ctrl-C handler, also when a shell started the tests in the background (SIGINT
+    # ignored from the start: Python then installs none and the signal would be lost)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            build(_design("icebreaker", blink_bit=7), "icebreaker", out_dir,
+                  clock_mhz=CASES["icebreaker"][0], name="echo")
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert started and time.monotonic() - started[0] >= 0.5
     assert _snapshot(out_dir) == before
     assert _leftovers(out_dir) == []
