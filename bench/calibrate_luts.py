@@ -39,7 +39,7 @@ from sigprop_fpga.hdl.serial import SerialEngine
 from sigprop_fpga.hdl import relax_read_collisions
 from sigprop_fpga.io import format_table, write_json
 from sigprop_fpga.sim.datasets import load_dataset
-from sigprop_fpga.sim.params import Network
+from sigprop_fpga.compiler.network import Network
 from sigprop_fpga.toolchain import amaranth_tool_env, apply_amaranth_tool_env
 
 BOARDS = {"ice40": "icebreaker", "ecp5": "ulx3s-85f"}

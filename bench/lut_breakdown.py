@@ -85,7 +85,7 @@ def serial_rtlil(network: str, lanes: int):
     from sigprop_fpga.hdl import relax_read_collisions
     from sigprop_fpga.hdl.serial import SerialEngine
     from sigprop_fpga.sim.datasets import load_dataset
-    from sigprop_fpga.sim.params import Network
+    from sigprop_fpga.compiler.network import Network
     spec = load_spec(network)
     data = load_dataset(spec)
     net = Network(spec, data.n_inputs, data.n_classes)

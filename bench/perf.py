@@ -8,7 +8,7 @@ For every network and board, printed as tables and written to ``build/bench/perf
 
 * **cycles per training sample, measured in Verilator** (per network for the pipelined engine,
   and per board for a serial engine): the generated trainer (the engine behind
-  the on-chip dataset feeder, :func:`sigprop_fpga.sim.rtl.trainer_verilog`) trains the first
+  the on-chip dataset feeder, :func:`sigprop_fpga.rtl.trainer_verilog`) trains the first
   ``--samples`` training samples, bit-exact against the golden model (the ``tb_trainer`` bench of
   ``sigprop-fpga sim``, here without a test split, so the engine's counters at the end hold a
   training sample). Steady state = (cycle of the last training prediction - cycle of the
@@ -292,7 +292,7 @@ def format_tables(result: dict) -> str:
 def _load(network):
     from sigprop_fpga.compiler.spec import load_spec
     from sigprop_fpga.sim.datasets import load_dataset
-    from sigprop_fpga.sim.params import Network, check_network
+    from sigprop_fpga.compiler.network import Network, check_network
 
     spec = load_spec(network)
     data = load_dataset(spec)
@@ -345,10 +345,10 @@ def measure_rtl(network, spec, data, net, lanes, samples: int, build_root: Path,
     cycles between training predictions, and the engine's counters after the last one. ``lanes``
     one int: the serial engine with that many lanes."""
     from sigprop_fpga.compiler.estimate import estimate
-    from sigprop_fpga.hdl.engine import counter_names
+    from sigprop_fpga.compiler.statemap import counter_names
     from sigprop_fpga.hdl.serial import serial_cycles
     from sigprop_fpga.sim import verilator as vl
-    from sigprop_fpga.sim.rtl import BENCH_DIR, TOP, trainer_verilog
+    from sigprop_fpga.rtl import BENCH_DIR, TOP, trainer_verilog
     from sigprop_fpga.toolchain import apply_verilator_env
 
     n = min(samples, len(data.y_train), 2000)       # the bench keeps the first 2000 prediction cycles

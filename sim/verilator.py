@@ -50,6 +50,9 @@ from xml.etree import ElementTree
 
 from sigprop_fpga import toolchain
 
+#: The cocotb benches (run by :mod:`sigprop_fpga.rtl`).
+BENCH_DIR = Path(__file__).resolve().parent / "benches"
+
 __all__ = [
     "BUILD_INFO_FILE",
     "CONFIG_ENV",

@@ -1,4 +1,4 @@
-"""hdl.fixed narrowing against sim.fixed: rounding ties (half to even), truncation, saturation."""
+"""hdl.fixed narrowing against compiler.fixed: rounding ties (half to even), truncation, saturation."""
 
 import numpy as np
 import pytest
