@@ -21,6 +21,7 @@ import select
 import sys
 import time
 
+import numpy as np
 from tqdm import tqdm
 
 from ..compiler.statemap import readback_requests
@@ -215,8 +216,6 @@ def sample_bytes(net, x, y, train: bool) -> bytes:
     """The SEND_SAMPLE bytes of samples ``x`` (rows of integer features in the input format) with
     labels ``y``: per sample one two's complement byte per feature, then the label byte (bit 7:
     train). Raises :class:`RunUsageError` for a network whose inputs or labels do not fit a byte."""
-    import numpy as np
-
     width = net.spec.precision.input.width
     if width > 8:
         raise RunUsageError(f"stream mode sends one byte per feature, but the input format "
@@ -299,7 +298,6 @@ def stream_on_board(network, transport, *, epochs: int | None = None, samples: i
     ``"prediction"``, with ``epoch``, ``split``, ``index`` in the split and ``sample``, the
     position in the stream) or the first differing state entry.
     """
-    import numpy as np
 
 
     R = _registers()

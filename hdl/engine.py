@@ -9,6 +9,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..compiler.network import quantize_params
+from ..compiler.estimate import allocate_lanes
 from ..compiler.network import Network, init_params
 from ..compiler.statemap import counter_names, readback_map
 from .stage import LayerStage
@@ -85,7 +86,6 @@ class SigPropEngine(wiring.Component):
         self._MustUse__silence = True      # no "never used" warning if an argument check fails
         if not isinstance(net, Network):
             raise TypeError(f"Network must be a Network, not {net!r}")
-        from ..compiler.estimate import allocate_lanes
         if lanes is None:
             lanes = allocate_lanes(net)
         lanes = tuple(lanes)

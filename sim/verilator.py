@@ -40,6 +40,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -304,7 +305,6 @@ def _cxx() -> str:
 
 def _have_lz4_dev() -> bool:
     """Whether ``#include <lz4.h>`` and ``-llz4`` work with the system compiler."""
-    import subprocess
 
     try:
         proc = subprocess.run([_cxx(), "-E", "-x", "c++", "-"], input="#include <lz4.h>\n",
@@ -329,7 +329,6 @@ def _lz4_shim_args(folder: Path) -> list[str]:
     BuildError
         If neither the lz4 headers nor the lz4 runtime library are installed.
     """
-    import subprocess
 
     if _have_lz4_dev():
         return []
