@@ -221,7 +221,7 @@ class _Engine:
               "REPLY", "TX_SYNC", "TX_STATUS", "TX_LEN0", "TX_LEN1", "TX_FETCH", "TX_DATA",
               "TX_CRC0", "TX_CRC1")
 
-    def __init__(self, m, link, buf):
+    def __init__(self, m, link, frame_buf):
         self.m = m
         self.n_ident = len(link.ident)
         self.region_bpw = [bytes_per_word(w) for _, _, w in link.regions]
@@ -234,49 +234,50 @@ class _Engine:
         self.addr_bits = max(self.depth_bits, 8)
         self.bus_addr_bits = len(link.bus.addr)
 
-        self.buf_w = buf.write_port()
-        self.buf_r = buf.read_port()
+        self.buf_w = frame_buf.write_port()
+        self.buf_r = frame_buf.read_port()
 
         # ---- registers
         self.cmd = Signal(8)
         # request LEN (<= max_payload once checked), then reply LEN
         self.length = Signal(max(8, ptr_bits))
         # the one buffer pointer: writes while a frame arrives or a reply is collected, reads
-        # while executing or replying
+        # while executing or replying; ptr_inc is always ptr + 1, a register: no adder before
+        # the comparisons
         self.ptr = Signal(ptr_bits)
-        self.ptr_inc = Signal(ptr_bits + 1)     # always ptr + 1, a register: no adder before
-                                                # comparisons
-        self.region = Signal(8)                 # payload byte 0 (region, register index, n lo)
-        self.addr = Signal(self.addr_bits)      # payload bytes 1-4, the bits that can be inside
-        self.addr_high = Signal()               # a region; ... any higher bit set. The address
-                                                # counts in place
-        self.count = Signal(16)                 # payload bytes 5-6
-        self.n_results = Cat(self.region, self.addr[:8])    # READ_RESULTS n (payload bytes 0-1)
+        self.ptr_inc = Signal(ptr_bits + 1)
+        # the request fields: payload byte 0 (region, register index, READ_RESULTS n lo), bytes
+        # 1-4 (the address bits that can be inside a region, and whether any higher bit is set;
+        # the address counts in place) and bytes 5-6
+        self.region = Signal(8)
+        self.addr = Signal(self.addr_bits)
+        self.addr_high = Signal()
+        self.count = Signal(16)
         self.crc = Signal(16, init=0xFFFF)
-        self.crc_lo_ok = Signal()               # the CRC lo byte matched
-        self.crc_bits = Signal(4)               # bits of the current byte shifted into the CRC
-                                                # (8: done)
+        self.crc_lo_ok = Signal()               # the request's CRC lo byte matched
+        self.crc_bits = Signal(4)               # bits of the byte shifted into the CRC (8: done)
         self.timer = Signal(range(link.timeout + 1))
         self.timer_end = Signal()               # timer == timeout - 1, a register
-        self.rx_timeout = ~link.rx.valid & self.timer_end   # no request byte for `timeout`
-        self.status = Signal(3)                 # of the reply
-        self.has_data = Signal()                # the reply carries the ptr bytes collected in
-                                                # the buffer
-        self.word = Signal(8 * self.word_bytes)  # a memory word or register value, shifted a
-                                                 # byte at a time from or to the buffer
+        # the reply's status, and whether it carries the ptr bytes collected in the buffer
+        self.status = Signal(3)
+        self.has_data = Signal()
+        # a memory word or register value, shifted a byte at a time from or to the buffer
+        self.word = Signal(8 * self.word_bytes)
         self.word_byte = Signal(2)              # byte of the word
-        self.tx_shift = Signal(8)               # the reply byte: offered from here in TX_DATA
-                                                # (loaded in TX_FETCH), and shifted through the
-                                                # CRC once sent
-        self.check_reply = Signal()             # the command checks' outcome, registered for
-        self.check_status = Signal(3)           # EXEC: reply at once, with this status ...
-        self.check_ident = Signal()             # ... and the ident (PING)
+        # the reply byte: offered from here in TX_DATA (loaded in TX_FETCH), and shifted
+        # through the CRC once sent
+        self.tx_shift = Signal(8)
+        # the command checks' outcome, registered for EXEC: reply at once, with this status,
+        # and with the ident (PING)
+        self.check_reply = Signal()
+        self.check_status = Signal(3)
+        self.check_ident = Signal()
 
         # ---- control signals (combinational, driven by the states)
         self.rx_on = Signal()                   # a request byte is expected ...
         self.rx_crc = Signal()                  # ... and goes through the CRC first
-        self.tx_on = Signal()                   # a reply byte is offered (tx_byte, from the
-        self.tx_crc = Signal()                  # state) ... and goes through the CRC once taken
+        self.tx_on = Signal()                   # a reply byte is offered (tx_byte) ...
+        self.tx_crc = Signal()                  # ... and goes through the CRC once taken
         self.tx_byte = Signal(8)
         self.timer_clr = Signal()
         self.ptr_step, self.ptr_clr, self.ptr_load = Signal(), Signal(), Signal()
@@ -287,17 +288,32 @@ class _Engine:
         self.word_byte_step, self.word_byte_clr = Signal(), Signal()
         self.addr_step = Signal()
         self.crc_init = Signal()
-        self.status_load = Signal()             # the reply's status and has_data are set
+        self.status_load = Signal()             # set the reply's status and has_data
         self.status_value = Signal(3)
         self.has_data_value = Signal()
 
-        self.crc_done = self.crc_bits[3]
+        # ---- handshakes (driven by HostLink._crc)
         self.rx_take = Signal()                 # a request byte is taken this cycle
         self.tx_take = Signal()                 # a reply byte is taken this cycle
         self.tx_sent = Signal()                 # ... and goes through the CRC now (the UART
                                                 # sends it)
         self.tx_next = Signal()                 # the reply byte is done with: next one
         self.crc_run = Signal()
+
+        # ---- values derived from the registers, shared by the steps
+        region = self.region[:self.region_bits]
+        self.crc_done = self.crc_bits[3]
+        self.rx_timeout = ~link.rx.valid & self.timer_end   # no request byte for `timeout`
+        self.n_results = Cat(self.region, self.addr[:8])    # READ_RESULTS n (payload bytes 0-1)
+        self.cmd_is = {c: self.cmd == c for c in Cmd}
+        # the word shifted down a byte, the buffer byte on top: the write data of the bus and
+        # the register port
+        self.word_shifted = Cat(self.word[8:], self.buf_r.data)
+        # the byte of the word is its last one (the region's bytes per word - 1)
+        self.word_byte_last = self.word_byte == Array(
+            C(b - 1, 2) for b in self.region_bpw)[region]
+        # count * bytes_per_word
+        self.nbytes = Array(mul_const(self.count, b) for b in self.region_bpw)[region]
 
         # ---- state machine
         self.state = {n: Signal(name=f"st_{n}", init=n == "HUNT") for n in self.STATES}
@@ -435,8 +451,10 @@ class HostLink(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.buf = buf = Memory(shape=8, depth=self.max_payload, init=[], attrs=BLOCK_RAM)
-        e = _Engine(m, self, buf)
+        # the frame buffer: the request payload, then the reply payload
+        m.submodules.frame_buf = frame_buf = Memory(shape=8, depth=self.max_payload, init=[],
+                                                    attrs=BLOCK_RAM)
+        e = _Engine(m, self, frame_buf)
         # the registers, each from its control signals
         self._crc(m, e)
         self._timer(m, e)
@@ -529,7 +547,6 @@ class HostLink(wiring.Component):
         down a byte with the buffer byte on top) is the write data, so the last byte of a word
         goes straight onto the bus or the register port with the others.
         """
-        e.word_shifted = Cat(e.word[8:], e.buf_r.data)
         with m.If(e.word_from_bus):
             m.d.sync += e.word.eq(self.bus.r_data)
         with m.Elif(e.word_from_reg):
@@ -537,8 +554,6 @@ class HostLink(wiring.Component):
         with m.Elif(e.word_shift):
             m.d.sync += e.word.eq(e.word_shifted)
 
-        last_byte = Array(C(b - 1, 2) for b in e.region_bpw)[e.region[:e.region_bits]]
-        e.word_byte_last = e.word_byte == last_byte
         with m.If(e.word_byte_clr | (e.word_byte_step & e.word_byte_last)):
             m.d.sync += e.word_byte.eq(0)
         with m.Elif(e.word_byte_step):
@@ -570,9 +585,7 @@ class HostLink(wiring.Component):
         """
         cmd, length, region, count = e.cmd, e.length, e.region, e.count
         n_regions = len(self.regions)
-        # count * bytes_per_word
-        e.nbytes = nbytes = Array(mul_const(count, b) for b in e.region_bpw)[
-            region[:e.region_bits]]
+        nbytes = e.nbytes
         region_ok = ~_gt_const(region, n_regions - 1)
         # addr + count <= depth without wrap-around: addr must fit in depth_bits first
         aw, addr = e.depth_bits, e.addr
@@ -584,7 +597,7 @@ class HostLink(wiring.Component):
             range_ok = ~e.addr_high & (addr[aw:] == 0) & ((addr[:aw] + count) <= depth_of)
         wm_len_ok = (nbytes + 7) == length     # WRITE_MEM: LEN == 7 + count * bytes_per_word
         reg_ok = ~_gt_const(region, self.n_regs - 1)
-        e.cmd_is = is_ = {c: cmd == c for c in Cmd}
+        is_ = e.cmd_is
         known = (cmd != 0) & ~_gt_const(cmd, max(Cmd))
         bad_length = Signal()
         out_of_range = Signal()
@@ -812,8 +825,10 @@ class HostLink(wiring.Component):
                 e.reply(Status.OK, data=True)
 
     def _transmit(self, m, e):
-        """REPLY to TX_CRC1: the reply frame; LEN is the pointer (the bytes collected in the
-        buffer, or the ident)."""
+        """REPLY to TX_CRC1: the reply frame.
+
+        LEN is the pointer: the bytes collected in the buffer, or the ident's length.
+        """
         with e.in_state("REPLY"):
             m.d.comb += [e.len_from_ptr.eq(1), e.ptr_clr.eq(1)]
             e.goto("TX_SYNC")
