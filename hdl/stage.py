@@ -336,6 +336,7 @@ class _Datapath:
         self.sub = self.mode == "nearest"
         self.operand_sel = {}    # phase code -> (operand a, operand b) of the lanes
         self.shared_a = {}       # operand a sources shared by every lane (err, the deltas, ...)
+        self.logit_index = {}    # phase code -> the logit its dot products fill
 
     def elaborate(self, m):
         self._memories(m)
@@ -359,6 +360,7 @@ class _Datapath:
         self._table(m)
         self._head(m)
         self._fifo_enables(m)
+        self._logit_registers(m)
         self._operand_mux(m)
         self._saturation_counters(m)
         self._hand_over(m)
@@ -419,6 +421,25 @@ class _Datapath:
     def _operands(self, code, a, b):
         """The lanes multiply operand ``a`` by operand ``b`` (``_A_*``, ``_B_*``) in phase ``code``."""
         self.operand_sel[code] = (a, b)
+
+    def _logit(self, code, k, readout=False):
+        """Phase ``code``'s finished dot product (at S3) is the logit ``s[k]``; with ``readout``,
+        the prediction is the running ``argmax_k s_k``."""
+        self.logit_index[code] = (k, readout)
+
+    def _logit_registers(self, m):
+        """``s[k] <- acc`` (and the prediction's running argmax) at S3 once a dot product is
+        complete: one case per phase, so that each of these is a single enabled register."""
+        s3, acc = self.s3, self.acc
+        with m.If(s3.valid):
+            with m.Switch(s3.phase):
+                for code, (k, readout) in sorted(self.logit_index.items()):
+                    with m.Case(code):
+                        with m.If(s3.col == self.cn - 1):
+                            m.d.sync += self.s_a[k].eq(acc)
+                            if readout:
+                                with m.If((k == 0) | (acc > self.best_s)):
+                                    m.d.sync += [self.best_s.eq(acc), self.pred.eq(k)]
 
     def _fifo_flag(self, m, name, cond, *fifos, push=False):
         """A registered shift (or push) enable of the delta FIFOs ``fifos``, decided a cycle ahead."""
@@ -863,12 +884,10 @@ class _Datapath:
         s3 = self.s3
         self._operands(_LOGITS, _A_T, _B_H_CHUNK)
         self._accumulate(m, _LOGITS)
+        self._logit(_LOGITS, s3.row, readout=True)
         with m.If(s3.at(_LOGITS)):
             with m.If(s3.col == self.cn - 1):
-                m.d.sync += self.s_a[s3.row].eq(self.acc)
                 k, acc = s3.row, self.acc
-                with m.If((k == 0) | (acc > self.best_s)):
-                    m.d.sync += [self.best_s.eq(acc), self.pred.eq(k)]
                 with m.If((k != self.c) & (~self.have_m | (acc > self.best_wrong_s))):
                     m.d.sync += [self.best_wrong_s.eq(acc), self.m_class.eq(k), self.have_m.eq(1)]
 
@@ -887,9 +906,7 @@ class _Datapath:
             m.d.comb += [self.wr["T"][pp].addr.eq(t_addr), self.wr["T"][pp].data.eq(t_data[pp]),
                          self.wr["T"][pp].en.eq(t_we)]
         self._accumulate(m, _CACHE)
-        with m.If(s3.at(_CACHE)):
-            with m.If(s3.col == self.cn - 1):
-                m.d.sync += self.s_a[self.c].eq(self.acc)
+        self._logit(_CACHE, self.c)
 
     def _softmax(self, m):
         """SOFTMAX: ``prob = softmax(s)`` (:class:`.softmax.Softmax`, its products on the idle
@@ -1065,11 +1082,7 @@ class _Datapath:
         self._operands(_HEAD_UPDATE, _A_D_HEAD, _B_H_CHUNK)
         self.shared_a[_A_D_HEAD] = self.d_head
         self._accumulate(m, _HEAD_LOGITS, start=self.read2["head_b"][0] << self.hbsh)
-        with m.If(s3.at(_HEAD_LOGITS)):
-            with m.If(s3.col == cn - 1):
-                m.d.sync += self.s_a[s3.row].eq(self.acc)
-                with m.If((s3.row == 0) | (self.acc > self.best_s)):
-                    m.d.sync += [self.best_s.eq(self.acc), self.pred.eq(s3.row)]
+        self._logit(_HEAD_LOGITS, s3.row, readout=True)
         with m.If(s3.at(_HEAD_UPDATE)):
             for pp in range(P):
                 # HEAD_UPDATE's lane sums are single products (lane_start at every term 0)
