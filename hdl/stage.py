@@ -2,30 +2,36 @@
 
 The stage is the hardware twin of :meth:`sigprop_fpga.sim.golden.GoldenSigProp._layer` (and, in
 the last stage with ``readout: head``, of ``_head_logits``/``_train_head``). Phases of a
-training sample, in order (``P`` lanes, ``ci = ceil(n_in/P)``, ``cn = ceil(n/P)``)::
+training sample, in order, named as :class:`sigprop_fpga.compiler.rule.Phase` and the estimator
+(the FSM states are these words in capitals; ``P`` lanes, ``ci = ceil(n_in/P)``, ``cn = ceil(n/P)``)::
 
-    FWD   h = f(W x + b) [, t = f(W t_in + b)]  lanes across i, adder tree   S n ci
-          t = f(R[c]) (layer 0) read alongside, one chunk per cycle
-    READ  s_k = T[k] . h (pre-write caches)     lanes across j              C cn
-          -> prediction (last stage) and m = argmax_{k != c} s_k
-    TH    s_c = t . h, T[c] <- t                                             cn
-    SMAX  p = softmax(s)                        :class:`.softmax.Softmax`
-    GRAD  g_h = narrow(sum_k err_k T[k]), g_tc  lanes across j              (C + 1) cn
-    UPD   W <- sat(W + round(-u >> s)), b       read-modify-write chunks    n (terms ci + 1)
-    TAB   R[c], R[m] <- sat(R + round(-d >> s)) layer 0                     rows cn
-    HLOG, HSMAX, HUPD                           the head (last stage)        C cn, -, C (cn + 1)
+    FORWARD      h = f(W x + b) [, t = f(W t_in + b)]  lanes across i, adder tree   S n ci
+                 t = f(R[c]) (layer 0) read alongside, one chunk per cycle
+    LOGITS       s_k = T[k] . h (pre-write caches)     lanes across j              C cn
+                 -> prediction (last stage) and m = argmax_{k != c} s_k
+    CACHE        s_c = t . h, T[c] <- t                                             cn
+    SOFTMAX      prob = softmax(s)                     :class:`.softmax.Softmax`
+    GRADIENT     g_h = narrow(sum_k err_k T[k]), g_t   lanes across j              (C + 1) cn
+    UPDATE       W <- sat(W + round(-u >> s)), b       read-modify-write chunks    n (terms ci + 1)
+    TABLE        R[c], R[m] <- sat(R + round(-d >> s)) layer 0                     rows cn
+    HEAD_LOGITS, HEAD_SOFTMAX, HEAD_UPDATE             the head (last stage)       C cn, -, C (cn + 1)
 
-Every issuing phase costs ``STAGE_LATENCY + 1`` (5) more cycles to drain the pipeline (S0 issue
--> S1 memory read and lane multiplexers -> registered operand sources -> operand multiplexers and
-registers -> product register -> adder tree register -> S2 accumulate), one more where the
-finished dot product is narrowed or compared at S3 (READ, TH, HLOG), two in FWD (h and t are
-narrowed at S3 and written at S4), one less in GRAD (the update's first reads of the delta FIFOs
-come after their last pushes). The delta FIFOs are filled at S3 and W, b, R and the head are
-written back at S4 (landing a cycle later through registered write ports) without a longer
-drain: nothing reads those words sooner (``no_drain`` below lists the phases that need no drain
-at all). The engine is idle only once the S4 writes and the saturation
-counts landed (``pipe_busy``). ``Tin[c] <- t_in`` is written during ``FWD``. An inference sample
-runs ``FWD`` (``h`` only) and, in the last stage, ``READ`` or ``HLOG``.
+``IDLE`` (taking a sample) and ``FIN`` (finishing it) are the ``overhead``. Every issuing phase
+costs ``STAGE_LATENCY + 1`` (5) more cycles in its ``W_<PHASE>`` state to drain the pipeline (S0
+issue -> S1 memory read and lane multiplexers -> registered operand sources -> operand
+multiplexers and registers -> product register -> adder tree register -> S2 accumulate), one more
+where the finished dot product is narrowed or compared at S3 (LOGITS, CACHE, HEAD_LOGITS), two in
+FORWARD (h and t are narrowed at S3 and written at S4), one less in GRADIENT (the update's first
+reads of the delta FIFOs come after their last pushes). The delta FIFOs are filled at S3 and W,
+b, R and the head are written back at S4 (landing a cycle later through registered write ports)
+without a longer drain: nothing reads those words sooner (``no_drain`` in ``_Datapath._fsm``
+lists the phases that need no drain at all). The engine is idle only once the S4 writes and the
+saturation counts landed (``pipe_busy``). ``Tin[c] <- t_in`` is written during ``FORWARD``. An
+inference sample runs ``FORWARD`` (``h`` only) and, in the last stage, ``LOGITS`` or
+``HEAD_LOGITS``.
+
+The elaboration (:class:`_Datapath`) has one method per phase, each holding that phase's logic at
+every pipeline stage; the lane array, the addresses, the FSM and the host's state port are shared.
 
 Stochastic rounding: the stage's :class:`.lfsr.Lfsr` (and the head's) hands lane ``p`` the
 ``p``-th next draw and advances by the number of real entries written that cycle (padding lanes
@@ -52,7 +58,7 @@ from . import BLOCK_RAM
 from .mac import STAGE_LATENCY, MacLanes
 from .softmax import Softmax
 
-__all__ = ["LayerStage", "sample_layout", "ctrl_layout", "MEM_IDS", "stage_memories", "physical_memories"]
+__all__ = ["LayerStage", "StageLinkSignature", "StatePortSignature", "StageHandOver", "sample_layout", "ctrl_layout", "MEM_IDS", "stage_memories", "physical_memories"]
 
 MEM_IDS = {"W": 0, "b": 1, "T": 2, "Tin": 3, "R": 4, "head_W": 5, "head_b": 6}
 
@@ -144,6 +150,99 @@ def physical_memories(net: Network, l: int, lanes: int) -> list[tuple[int, int]]
     return out
 
 
+class StageLinkSignature(wiring.Signature):
+    """The hand-over from one stage to the next, the producing side (the consumer's is flipped).
+
+    Parameters
+    ----------
+    n_classes : int
+    entries : int
+        Entries of the vector handed over (the producer's units, the consumer's fan-in).
+    width : int
+        Width of an entry (the producer's activation, the consumer's input format).
+
+    Members
+    -------
+    sample : Out(stream.Signature(ctrl_layout(n_classes)))
+        One beat per sample, its label and mode, valid once every entry of the sample went out.
+    we, sig, idx, data : Out
+        Write entry ``idx`` of ``h`` (``sig`` 0) or of ``t`` (``sig`` 1) into the consumer's
+        input memory, one entry a cycle, before the sample's beat.
+    """
+
+    def __init__(self, n_classes: int, entries: int, width: int):
+        self.n_classes, self.entries, self.width = n_classes, entries, width
+        super().__init__({
+            "sample": Out(stream.Signature(ctrl_layout(n_classes))),
+            "we": Out(1), "sig": Out(1), "idx": Out(range(max(2, entries))), "data": Out(signed(width)),
+        })
+
+
+class StatePortSignature(wiring.Signature):
+    """A stage's state port, the host's side: readback and checkpoint writes, idle only.
+
+    Parameters
+    ----------
+    bank_width, addr_width : int
+        Bits of the bank and of the word address.
+
+    Members
+    -------
+    en : Out(1)
+        A request (only while the stage is idle and not fed; it stops the stage taking samples).
+    mem, bank, addr : Out
+        The word: memory id :data:`MEM_IDS`, bank, word.
+    r_data : In(signed(32))
+        The word, valid three cycles after the request (the block RAM's read, a register after
+        the bank multiplexer, a register after the memory multiplexer).
+    w_en, w_data : Out
+        With ``en``: write ``w_data`` (its low bits, the memory's format) to the word.
+    """
+
+    def __init__(self, bank_width: int, addr_width: int):
+        self.bank_width, self.addr_width = bank_width, addr_width
+        super().__init__({
+            "en": Out(1), "mem": Out(3), "bank": Out(bank_width), "addr": Out(addr_width),
+            "r_data": In(signed(32)), "w_en": Out(1), "w_data": Out(signed(32)),
+        })
+
+
+class StageHandOver(wiring.Component):
+    """The registered hop between two stages (a register by each stage: they sit apart on a large
+    device).
+
+    Members
+    -------
+    i : In(StageLinkSignature)
+        From the producing stage.
+    o : Out(StageLinkSignature)
+        To the consuming stage.
+    busy : Out(1)
+        An entry is on its way.
+
+    Latency and throughput
+    ----------------------
+    An entry lands in the consumer's input memory two cycles after it left; the sample's beat
+    passes only once the last entry has landed (in steady state the consumer is the slower stage
+    and the producer's sample waits for it, so this costs no cycle per sample).
+    """
+
+    def __init__(self, link: StageLinkSignature):
+        super().__init__({"i": In(link), "o": Out(link), "busy": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        i, o = self.i, self.o
+        we1, we = Signal(name="we1"), Signal(name="we")
+        sig1, idx1, data1 = Signal.like(i.sig), Signal.like(i.idx), Signal.like(i.data)
+        m.d.sync += [we1.eq(i.we), sig1.eq(i.sig), idx1.eq(i.idx), data1.eq(i.data)]
+        m.d.sync += [we.eq(we1), o.sig.eq(sig1), o.idx.eq(idx1), o.data.eq(data1)]
+        m.d.comb += [o.we.eq(we), o.sample.valid.eq(i.sample.valid & ~we & ~we1),
+                     i.sample.ready.eq(o.sample.ready & ~we & ~we1), o.sample.payload.eq(i.sample.payload),
+                     self.busy.eq(we | we1)]
+        return m
+
+
 class LayerStage(wiring.Component):
     """A pipelined SigProp layer with ``lanes`` multipliers.
 
@@ -160,19 +259,15 @@ class LayerStage(wiring.Component):
 
     Members
     -------
-    i : In(stream.Signature(ctrl_layout(C)))
-        The label and mode of the sample whose input is in the write half of the input memory.
-        Taken only when the stage is idle and its own output has been passed on.
-    in_we, in_sig, in_idx, in_data : In
-        Write entry ``in_idx`` of the layer input (``in_sig`` 0) or of its target ``t_in``
-        (``in_sig`` 1, layers ``>= 1``) into the write half of the double-buffered input
-        memory (P-lane words, read a chunk per cycle); the halves swap when ``i`` is taken.
-    o : Out(stream.Signature(ctrl_layout(C)))
-        Label and mode for the next stage (absent in the last stage); valid from the end of
-        ``FWD`` (and, at layer 0, once every ``t`` entry went out) until taken.
-    out_we, out_sig, out_idx, out_data : Out
-        ``h[j]`` (``out_sig`` 0) and ``t[j]`` (1) for the next stage's input memory, one entry a
-        cycle, as ``FWD`` produces them.
+    i : In(StageLinkSignature(C, n_in, input width))
+        The layer input ``x`` (``sig`` 0) and its target ``t_in`` (``sig`` 1, layers ``>= 1``),
+        written entry by entry into the write half of the double-buffered input memory (P-lane
+        words, read a chunk per cycle); then the sample's label and mode (``i.sample``), taken
+        only when the stage is idle and its own output has been passed on; the halves swap then.
+    o : Out(StageLinkSignature(C, n, activation width))
+        ``h[j]`` (``sig`` 0) and ``t[j]`` (1) for the next stage, one entry a cycle as
+        ``FORWARD`` produces them, then the sample's beat (absent in the last stage), valid from
+        the end of ``FORWARD`` (and, at layer 0, once every ``t`` entry went out) until taken.
     pred : Out(stream.Signature(unsigned))
         The prediction (last stage only), made before learning from the sample.
     done, done_train : Out(1)
@@ -186,15 +281,9 @@ class LayerStage(wiring.Component):
         Saturation counters, as the golden model's ``sat_*_<layer>``.
     sat_weight_head, sat_bias_head, sat_error_head : Out(32)
         The head's (last stage with a head only).
-    rb_en, rb_mem, rb_bank, rb_addr : In
-        Readback request (only while idle and not fed): memory id :data:`MEM_IDS`, bank, word.
-    rb_data : Out(signed(32))
-        The word, valid three cycles after the request (the block RAM's read, a register after
-        the bank multiplexer, a register after the memory multiplexer).
-    wb_en, wb_data : In
-        With ``rb_en`` (idle only): write ``wb_data`` (its low bits, the memory's format) to the
-        word ``rb_mem``/``rb_bank``/``rb_addr`` addresses: loads a checkpoint (weights, biases,
-        the table, the caches) before training resumes.
+    state : In(StatePortSignature(bank bits, word bits))
+        Readback and checkpoint writes (weights, biases, the table, the caches), idle only; the
+        word is on ``state.r_data`` three cycles after the request.
 
     Latency and throughput
     ----------------------
@@ -236,18 +325,13 @@ class LayerStage(wiring.Component):
         self.addr_bits = _bits(max(d for _, d, _, _, _ in self.mems.values()) - 1)
         cb = _bits(self.C - 1)
         sig = {
-            "i": In(stream.Signature(ctrl_layout(self.C))),
-            "in_we": In(1), "in_sig": In(1), "in_idx": In(range(max(2, self.n_in))),
-            "in_data": In(signed(net.in_format(l).width)),
+            "i": In(StageLinkSignature(self.C, self.n_in, net.in_format(l).width)),
             "done": Out(1), "done_train": Out(1), "busy": Out(1), "pipe_busy": Out(1), "last_cycles": Out(32),
             "sat_weight": Out(32), "sat_bias": Out(32), "sat_error": Out(32), "sat_table": Out(32),
-            "rb_en": In(1), "rb_mem": In(3), "rb_bank": In(_bits(lanes - 1)), "rb_addr": In(self.addr_bits),
-            "rb_data": Out(signed(32)), "wb_en": In(1), "wb_data": In(signed(32)),
+            "state": In(StatePortSignature(_bits(lanes - 1), self.addr_bits)),
         }
         if not self.last:
-            sig["o"] = Out(stream.Signature(ctrl_layout(self.C)))
-            sig.update({"out_we": Out(1), "out_sig": Out(1), "out_idx": Out(range(max(2, self.n))),
-                        "out_data": Out(signed(p.activation.width))})
+            sig["o"] = Out(StageLinkSignature(self.C, self.n, p.activation.width))
         else:
             sig["pred"] = Out(stream.Signature(unsigned(cb)))
         if self.head:
@@ -551,10 +635,10 @@ class _Datapath:
         imem = m.submodules.inmem = Memory(shape=unsigned(P * wi), depth=2 * Sx * ci, init=[], attrs=BLOCK_RAM)
         self.ird, iwr = imem.read_port(), imem.write_port(granularity=wi)
         self.write_half = Signal(name="write_half")
-        iq, ir = _divmod_const(st.in_idx, P, self.n_in)
-        m.d.comb += iwr.addr.eq(Mux(self.write_half, Sx * ci, 0) + (Mux(st.in_sig, ci, 0) if l > 0 else 0) + iq)
+        iq, ir = _divmod_const(st.i.idx, P, self.n_in)
+        m.d.comb += iwr.addr.eq(Mux(self.write_half, Sx * ci, 0) + (Mux(st.i.sig, ci, 0) if l > 0 else 0) + iq)
         for k in range(P):
-            m.d.comb += [iwr.data[k * wi:(k + 1) * wi].eq(st.in_data), iwr.en[k].eq(st.in_we & (ir == k))]
+            m.d.comb += [iwr.data[k * wi:(k + 1) * wi].eq(st.i.data), iwr.en[k].eq(st.i.we & (ir == k))]
         self.x_lane = [Signal(signed(wi), name=f"in{k}") for k in range(P)]
         m.d.comb += [self.x_lane[k].eq(self.ird.data[k * wi:(k + 1) * wi]) for k in range(P)]
         self.h = h = vec("h", cn * P, qa.width)
@@ -698,8 +782,8 @@ class _Datapath:
         m.d.sync += [x3.eq(x2) for x3, x2 in zip(s3.fields(), s2.fields())]
         st = self.st
         self.rb_active = Signal(name="rb_active")
-        self.ck_go, self.ck_mem, self.ck_bank = Signal(name="ck_go"), Signal.like(st.rb_mem), Signal.like(st.rb_bank)
-        self.ck_addr, self.ck_data = Signal.like(st.rb_addr), Signal.like(st.wb_data)
+        self.ck_go, self.ck_mem, self.ck_bank = Signal(name="ck_go"), Signal.like(st.state.mem), Signal.like(st.state.bank)
+        self.ck_addr, self.ck_data = Signal.like(st.state.addr), Signal.like(st.state.w_data)
 
     # ---- S0: addresses ----
     def _addresses(self, m):
@@ -732,10 +816,10 @@ class _Datapath:
                     a = _mulk(row, cn) + col
                 else:
                     a = row
-                m.d.comb += port.addr.eq(Mux(self.rb_active, st.rb_addr, a))
+                m.d.comb += port.addr.eq(Mux(self.rb_active, st.state.addr, a))
         # the packed cache memory: which logical memory its read port serves this cycle
-        sel_b = Mux(self.rb_active, st.rb_mem == MEM_IDS["b"], (ph0 == _FORWARD) | ((ph0 == _UPDATE) & (col == ci)))
-        sel_tin = Mux(self.rb_active, st.rb_mem == MEM_IDS["Tin"], (ph0 == _UPDATE) & (col != ci)) if l > 0 \
+        sel_b = Mux(self.rb_active, st.state.mem == MEM_IDS["b"], (ph0 == _FORWARD) | ((ph0 == _UPDATE) & (col == ci)))
+        sel_tin = Mux(self.rb_active, st.state.mem == MEM_IDS["Tin"], (ph0 == _UPDATE) & (col != ci)) if l > 0 \
             else Const(0)
         caddr = Signal.like(crd.addr, name="caddr")
         m.d.comb += crd.addr.eq(Mux(self.sm.tab_en, pbase["tab"] + self.sm.tab_addr, caddr) if self.need_sm
@@ -857,7 +941,7 @@ class _Datapath:
         # S2: the sum starts from the bias; FORWARD's sums are narrowed from a copy of the
         # accumulator that only FORWARD updates (acc also feeds the logits, the argmax and
         # itself, and is placed for them)
-        self.acc_fwd = acc_fwd = Signal.like(self.acc, name="acc_fwd")
+        acc_fwd = Signal.like(self.acc, name="acc_fwd")
         with m.If(s2.at(_FORWARD)):
             m.d.comb += self.acc_base.eq(Mux(s2.col == 0, self.read2["b"][0] << self.bsh, self.acc))
             m.d.sync += [self.acc.eq(self.acc_n), acc_fwd.eq(self.acc_n)]
@@ -1193,13 +1277,13 @@ class _Datapath:
             with m.If(st.pred.valid & st.pred.ready):
                 m.d.sync += self.pred_valid.eq(0)
             return
-        o = st.o.payload
+        o = st.o.sample.payload
         t_done = Signal(name="t_done")
-        m.d.comb += st.o.valid.eq(self.out_pending & t_done)
+        m.d.comb += st.o.sample.valid.eq(self.out_pending & t_done)
         m.d.comb += [o.label.eq(self.c), o.train.eq(self.train)]
         h_out = s3.at(_FORWARD) & (s3.col == self.ci - 1)
-        m.d.comb += [st.out_we.eq(h_out), st.out_sig.eq(s3.sig if l > 0 else 0), st.out_idx.eq(s3.row),
-                     st.out_data.eq(self.h_new)]
+        m.d.comb += [st.o.we.eq(h_out), st.o.sig.eq(s3.sig if l > 0 else 0), st.o.idx.eq(s3.row),
+                     st.o.data.eq(self.h_new)]
         if l == 0:
             # layer 0's t = f(R[c]) lands a chunk a cycle at the start of FORWARD; its entries go
             # out one at a time in cycles without an h write (the hand-over waits for them)
@@ -1207,14 +1291,14 @@ class _Datapath:
             tq, tv = self.target_chunk, self.target_valid
             m.d.comb += t_done.eq((t_index == n) | ~self.train)
             with m.If(~h_out & self.train & (tq[0] == self.cn) & ~tv[1] & ~tv[2] & (t_index < n) & st.busy):
-                m.d.comb += [st.out_we.eq(1), st.out_sig.eq(1), st.out_idx.eq(t_index),
-                             st.out_data.eq(self.t_a[t_index])]
+                m.d.comb += [st.o.we.eq(1), st.o.sig.eq(1), st.o.idx.eq(t_index),
+                             st.o.data.eq(self.t_a[t_index])]
                 m.d.sync += t_index.eq(t_index + 1)
-            with m.If(st.i.valid & st.i.ready):
+            with m.If(st.i.sample.valid & st.i.sample.ready):
                 m.d.sync += t_index.eq(0)
         else:
             m.d.comb += t_done.eq(1)
-        with m.If(st.o.valid & st.o.ready):
+        with m.If(st.o.sample.valid & st.o.sample.ready):
             m.d.sync += self.out_pending.eq(0)
         # hand the sample over once the last row of FORWARD reached S3 (its h / t entry went out)
         last_pass = Mux(self.train, 1, 0) if l > 0 else 0
@@ -1283,9 +1367,9 @@ class _Datapath:
         tq, tv = self.target_chunk, self.target_valid
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += [self.rb_active.eq(st.rb_en), st.i.ready.eq(~self.out_pending & ~st.rb_en)]
-                with m.If(st.i.valid & st.i.ready):
-                    ip = st.i.payload
+                m.d.comb += [self.rb_active.eq(st.state.en), st.i.sample.ready.eq(~self.out_pending & ~st.state.en)]
+                with m.If(st.i.sample.valid & st.i.sample.ready):
+                    ip = st.i.sample.payload
                     m.d.sync += self.write_half.eq(~self.write_half)
                     m.d.sync += [self.c.eq(ip.label), train.eq(ip.train), self.have_m.eq(0), self.cycles.eq(1),
                                  tq[0].eq(0), *(r.eq(0) for r in s0.fields()[2:])]
@@ -1342,8 +1426,8 @@ class _Datapath:
         wins), decoded from registers: a write lands a cycle after the request, like every other
         write, and the host's request decoding stays off the memories' write paths."""
         st = self.st
-        m.d.sync += [self.ck_go.eq(self.rb_active & st.wb_en), self.ck_mem.eq(st.rb_mem),
-                     self.ck_bank.eq(st.rb_bank), self.ck_addr.eq(st.rb_addr), self.ck_data.eq(st.wb_data)]
+        m.d.sync += [self.ck_go.eq(self.rb_active & st.state.w_en), self.ck_mem.eq(st.state.mem),
+                     self.ck_bank.eq(st.state.bank), self.ck_addr.eq(st.state.addr), self.ck_data.eq(st.state.w_data)]
         for name in self.wr:
             for bk, port in enumerate(self.wr[name]):
                 # every bank takes the address (the packed cache reads bank 0's), one bank writes
@@ -1355,9 +1439,9 @@ class _Datapath:
         """The bank's word of every memory registered (a block RAM's clock-to-out without output
         register is most of a cycle at speed), then the memory's."""
         st = self.st
-        rb_mem1, rb_bank1, rb_mem2 = Signal(3, name="rb_mem1"), Signal.like(st.rb_bank, name="rb_bank1"), \
+        rb_mem1, rb_bank1, rb_mem2 = Signal(3, name="rb_mem1"), Signal.like(st.state.bank, name="rb_bank1"), \
             Signal(3, name="rb_mem2")
-        m.d.sync += [rb_mem1.eq(st.rb_mem), rb_bank1.eq(st.rb_bank), rb_mem2.eq(rb_mem1)]
+        m.d.sync += [rb_mem1.eq(st.state.mem), rb_bank1.eq(st.state.bank), rb_mem2.eq(rb_mem1)]
         for name in self.rd:
             word = Signal(signed(32), name=f"rb_{name}", reset_less=True)
             with m.Switch(rb_bank1):
@@ -1365,7 +1449,7 @@ class _Datapath:
                     with m.Case(bk):
                         m.d.sync += word.eq(port.data)
             with m.If(rb_mem2 == MEM_IDS[name]):
-                m.d.sync += st.rb_data.eq(word)
+                m.d.sync += st.state.r_data.eq(word)
 
 
 class _WriteBack:
