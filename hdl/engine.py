@@ -8,11 +8,10 @@ from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..compiler.network import quantize_params
 from ..compiler.estimate import allocate_lanes
-from ..compiler.network import Network, init_params
+from ..compiler.network import Network, init_params, quantize_params
 from ..compiler.statemap import counter_names, readback_map
-from .stage import LayerStage
+from .stage import LayerStage, StageHandOver
 
 __all__ = ["SigPropEngine", "engine_members"]
 
@@ -114,17 +113,12 @@ class SigPropEngine(wiring.Component):
             m.submodules[f"stage{l}"] = st
         hand_over = 0
         for k, (a, b) in enumerate(zip(self.stages, self.stages[1:])):
-            # the hand-over is registered twice (a register by each stage: they sit apart on a
-            # large device): a's narrowed h/t entry lands in b's input memory two cycles later;
-            # b takes the sample only once the last write has landed (in steady state b is the
-            # slower stage and a's sample waits for it, so this costs no cycle per sample)
-            we1, we = Signal(name=f"hand{k}_we1"), Signal(name=f"hand{k}_we")
-            sig1, idx1, data1 = Signal.like(a.out_sig), Signal.like(a.out_idx), Signal.like(a.out_data)
-            m.d.sync += [we1.eq(a.out_we), sig1.eq(a.out_sig), idx1.eq(a.out_idx), data1.eq(a.out_data)]
-            m.d.sync += [we.eq(we1), b.in_sig.eq(sig1), b.in_idx.eq(idx1), b.in_data.eq(data1)]
-            m.d.comb += [b.in_we.eq(we), b.i.valid.eq(a.o.valid & ~we & ~we1),
-                         a.o.ready.eq(b.i.ready & ~we & ~we1), b.i.payload.eq(a.o.payload)]
-            hand_over = hand_over | we | we1
+            # a's narrowed h/t entry lands in b's input memory two cycles later; b takes the
+            # sample only once the last write has landed
+            hop = m.submodules[f"hand{k}"] = StageHandOver(a.o.signature)
+            wiring.connect(m, a.o, hop.i)
+            wiring.connect(m, hop.o, b.i)
+            hand_over = hand_over | hop.busy
         last = self.stages[-1]
         wiring.connect(m, last.pred, wiring.flipped(self.o))
 
@@ -132,9 +126,9 @@ class SigPropEngine(wiring.Component):
         label, train, full = Signal(last.pred.payload.shape()), Signal(), Signal()
         idx = Signal(range(n_in + 1))
         s0 = self.stages[0]
-        m.d.comb += [self.i.ready.eq(~full), s0.i.valid.eq(full), s0.i.payload.label.eq(label),
-                     s0.i.payload.train.eq(train)]
-        with m.If(s0.i.valid & s0.i.ready):
+        m.d.comb += [self.i.ready.eq(~full), s0.i.sample.valid.eq(full), s0.i.sample.payload.label.eq(label),
+                     s0.i.sample.payload.train.eq(train)]
+        with m.If(s0.i.sample.valid & s0.i.sample.ready):
             m.d.sync += full.eq(0)
         # a feature lands in stage 0's input memory a cycle after its beat (registered: the
         # beat's source is far from the memory); the label beat comes a cycle later at the
@@ -142,12 +136,12 @@ class SigPropEngine(wiring.Component):
         # the input memory's halves swap
         f_we = Signal()
         m.d.sync += f_we.eq(0)
-        m.d.comb += [s0.in_we.eq(f_we), s0.in_sig.eq(0)]
+        m.d.comb += [s0.i.we.eq(f_we), s0.i.sig.eq(0)]
         with m.If(self.i.valid & self.i.ready):
             with m.If(idx == n_in):
                 m.d.sync += [label.eq(self.i.payload.data), train.eq(self.i.payload.train), full.eq(1), idx.eq(0)]
             with m.Else():
-                m.d.sync += [f_we.eq(1), s0.in_idx.eq(idx), s0.in_data.eq(self.i.payload.data[:win])]
+                m.d.sync += [f_we.eq(1), s0.i.idx.eq(idx), s0.i.data.eq(self.i.payload.data[:win])]
                 m.d.sync += idx.eq(idx + 1)
 
         # counters
@@ -156,7 +150,7 @@ class SigPropEngine(wiring.Component):
         for st in self.stages:
             busy = busy | st.busy
             if hasattr(st, "o"):
-                busy = busy | st.o.valid
+                busy = busy | st.o.sample.valid
         pipe = hand_over
         for st in self.stages:
             pipe = pipe | st.pipe_busy
@@ -184,10 +178,15 @@ class SigPropEngine(wiring.Component):
             return self.rb_addr[f[name]["lsb"]:f[name]["lsb"] + f[name]["width"]]
 
         stage_sel = field("stage")
+        hosts = []
         for l, st in enumerate(self.stages):
-            m.d.comb += [st.rb_en.eq(self.rb_en), st.rb_mem.eq(field("mem")),
-                         st.rb_bank.eq(field("bank")), st.rb_addr.eq(field("word")),
-                         st.wb_en.eq(self.wb_en & (stage_sel == l)), st.wb_data.eq(self.wb_data)]
+            # the host's side of the stage's state port: the decoded address, writes to stage l only
+            host = st.state.signature.flip().create(path=(f"state{l}",))
+            m.d.comb += [host.en.eq(self.rb_en), host.mem.eq(field("mem")), host.bank.eq(field("bank")),
+                         host.addr.eq(field("word")), host.w_en.eq(self.wb_en & (stage_sel == l)),
+                         host.w_data.eq(self.wb_data)]
+            wiring.connect(m, host, st.state)
+            hosts.append(host)
         # the stages answer three cycles after the request (their read data is registered twice)
         sel, word = stage_sel, field("word")
         for _ in range(3):
@@ -196,9 +195,9 @@ class SigPropEngine(wiring.Component):
             sel, word = sel_d, word_d
         out = Signal(signed(32))
         with m.Switch(sel):
-            for l, st in enumerate(self.stages):
+            for l, host in enumerate(hosts):
                 with m.Case(l):
-                    m.d.comb += out.eq(st.rb_data)
+                    m.d.comb += out.eq(host.r_data)
             with m.Case(net.depth):
                 with m.Switch(word):
                     for k, name in enumerate(self.counters):

@@ -2,30 +2,36 @@
 
 The stage is the hardware twin of :meth:`sigprop_fpga.sim.golden.GoldenSigProp._layer` (and, in
 the last stage with ``readout: head``, of ``_head_logits``/``_train_head``). Phases of a
-training sample, in order (``P`` lanes, ``ci = ceil(n_in/P)``, ``cn = ceil(n/P)``)::
+training sample, in order, named as :class:`sigprop_fpga.compiler.rule.Phase` and the estimator
+(the FSM states are these words in capitals; ``P`` lanes, ``ci = ceil(n_in/P)``, ``cn = ceil(n/P)``)::
 
-    FWD   h = f(W x + b) [, t = f(W t_in + b)]  lanes across i, adder tree   S n ci
-          t = f(R[c]) (layer 0) read alongside, one chunk per cycle
-    READ  s_k = T[k] . h (pre-write caches)     lanes across j              C cn
-          -> prediction (last stage) and m = argmax_{k != c} s_k
-    TH    s_c = t . h, T[c] <- t                                             cn
-    SMAX  p = softmax(s)                        :class:`.softmax.Softmax`
-    GRAD  g_h = narrow(sum_k err_k T[k]), g_tc  lanes across j              (C + 1) cn
-    UPD   W <- sat(W + round(-u >> s)), b       read-modify-write chunks    n (terms ci + 1)
-    TAB   R[c], R[m] <- sat(R + round(-d >> s)) layer 0                     rows cn
-    HLOG, HSMAX, HUPD                           the head (last stage)        C cn, -, C (cn + 1)
+    FORWARD      h = f(W x + b) [, t = f(W t_in + b)]  lanes across i, adder tree   S n ci
+                 t = f(R[c]) (layer 0) read alongside, one chunk per cycle
+    LOGITS       s_k = T[k] . h (pre-write caches)     lanes across j              C cn
+                 -> prediction (last stage) and m = argmax_{k != c} s_k
+    CACHE        s_c = t . h, T[c] <- t                                             cn
+    SOFTMAX      prob = softmax(s)                     :class:`.softmax.Softmax`
+    GRADIENT     g_h = narrow(sum_k err_k T[k]), g_t   lanes across j              (C + 1) cn
+    UPDATE       W <- sat(W + round(-u >> s)), b       read-modify-write chunks    n (terms ci + 1)
+    TABLE        R[c], R[m] <- sat(R + round(-d >> s)) layer 0                     rows cn
+    HEAD_LOGITS, HEAD_SOFTMAX, HEAD_UPDATE             the head (last stage)       C cn, -, C (cn + 1)
 
-Every issuing phase costs ``STAGE_LATENCY + 1`` (5) more cycles to drain the pipeline (S0 issue
--> S1 memory read and lane multiplexers -> registered operand sources -> operand multiplexers and
-registers -> product register -> adder tree register -> S2 accumulate), one more where the
-finished dot product is narrowed or compared at S3 (READ, TH, HLOG), two in FWD (h and t are
-narrowed at S3 and written at S4), one less in GRAD (the update's first reads of the delta FIFOs
-come after their last pushes). The delta FIFOs are filled at S3 and W, b, R and the head are
-written back at S4 (landing a cycle later through registered write ports) without a longer
-drain: nothing reads those words sooner (``no_drain`` below lists the phases that need no drain
-at all). The engine is idle only once the S4 writes and the saturation
-counts landed (``pipe_busy``). ``Tin[c] <- t_in`` is written during ``FWD``. An inference sample
-runs ``FWD`` (``h`` only) and, in the last stage, ``READ`` or ``HLOG``.
+``IDLE`` (taking a sample) and ``FIN`` (finishing it) are the ``overhead``. Every issuing phase
+costs ``STAGE_LATENCY + 1`` (5) more cycles in its ``W_<PHASE>`` state to drain the pipeline (S0
+issue -> S1 memory read and lane multiplexers -> registered operand sources -> operand
+multiplexers and registers -> product register -> adder tree register -> S2 accumulate), one more
+where the finished dot product is narrowed or compared at S3 (LOGITS, CACHE, HEAD_LOGITS), two in
+FORWARD (h and t are narrowed at S3 and written at S4), one less in GRADIENT (the update's first
+reads of the delta FIFOs come after their last pushes). The delta FIFOs are filled at S3 and W,
+b, R and the head are written back at S4 (landing a cycle later through registered write ports)
+without a longer drain: nothing reads those words sooner (``no_drain`` in ``_Datapath._fsm``
+lists the phases that need no drain at all). The engine is idle only once the S4 writes and the
+saturation counts landed (``pipe_busy``). ``Tin[c] <- t_in`` is written during ``FORWARD``. An
+inference sample runs ``FORWARD`` (``h`` only) and, in the last stage, ``LOGITS`` or
+``HEAD_LOGITS``.
+
+The elaboration (:class:`_Datapath`) has one method per phase, each holding that phase's logic at
+every pipeline stage; the lane array, the addresses, the FSM and the host's state port are shared.
 
 Stochastic rounding: the stage's :class:`.lfsr.Lfsr` (and the head's) hands lane ``p`` the
 ``p``-th next draw and advances by the number of real entries written that cycle (padding lanes
@@ -43,9 +49,10 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..compiler.fixed import P_FRAC
-from ..compiler.network import Network
-from ..compiler.network import lfsr_seed
+from ..compiler.estimate import softmax_groups
+from ..compiler.fixed import EXP2_TABLE, P_FRAC
+from ..compiler.rule import E_BITS, softmax_fracs
+from ..compiler.network import Network, lfsr_seed
 from ..compiler.statemap import MEM_IDS, stage_memories
 from .fixed import mul_const as _mulk, narrow, round_shift, saturate
 from .lfsr import Lfsr
@@ -53,11 +60,15 @@ from . import BLOCK_RAM
 from .mac import STAGE_LATENCY, MacLanes
 from .softmax import Softmax
 
-__all__ = ["LayerStage", "sample_layout", "ctrl_layout"]
+__all__ = ["LayerStage", "StageLinkSignature", "StatePortSignature", "StageHandOver", "sample_layout", "ctrl_layout"]
 
 
-# phase codes carried down the pipeline
-_FWD, _TGT, _READ, _TH, _GRAD, _UPD, _TAB, _HLOG, _HUPD = range(1, 10)
+# phase codes carried down the pipeline with each issue (0: no issue)
+_FORWARD, _LOGITS, _CACHE, _GRADIENT, _UPDATE, _TABLE, _HEAD_LOGITS, _HEAD_UPDATE = 1, 3, 4, 5, 6, 7, 8, 9
+# the lanes' operand sources: a (weights, caches, err, the deltas, the softmax's e_k) and b (the
+# layer input, h, the caches, the softmax's q)
+_A_W, _A_T, _A_T_CHUNK, _A_ERR, _A_D, _A_HEAD_W, _A_D_HEAD, _A_SM = range(1, 9)
+_B_IN, _B_H_CHUNK, _B_T, _B_TIN, _B_SM = range(1, 6)
 
 
 class _VPort:
@@ -98,6 +109,99 @@ def sample_layout(n: int, width: int, n_classes: int, with_t: bool) -> data.Stru
     return data.StructLayout(fields)
 
 
+class StageLinkSignature(wiring.Signature):
+    """The hand-over from one stage to the next, the producing side (the consumer's is flipped).
+
+    Parameters
+    ----------
+    n_classes : int
+    entries : int
+        Entries of the vector handed over (the producer's units, the consumer's fan-in).
+    width : int
+        Width of an entry (the producer's activation, the consumer's input format).
+
+    Members
+    -------
+    sample : Out(stream.Signature(ctrl_layout(n_classes)))
+        One beat per sample, its label and mode, valid once every entry of the sample went out.
+    we, sig, idx, data : Out
+        Write entry ``idx`` of ``h`` (``sig`` 0) or of ``t`` (``sig`` 1) into the consumer's
+        input memory, one entry a cycle, before the sample's beat.
+    """
+
+    def __init__(self, n_classes: int, entries: int, width: int):
+        self.n_classes, self.entries, self.width = n_classes, entries, width
+        super().__init__({
+            "sample": Out(stream.Signature(ctrl_layout(n_classes))),
+            "we": Out(1), "sig": Out(1), "idx": Out(range(max(2, entries))), "data": Out(signed(width)),
+        })
+
+
+class StatePortSignature(wiring.Signature):
+    """A stage's state port, the host's side: readback and checkpoint writes, idle only.
+
+    Parameters
+    ----------
+    bank_width, addr_width : int
+        Bits of the bank and of the word address.
+
+    Members
+    -------
+    en : Out(1)
+        A request (only while the stage is idle and not fed; it stops the stage taking samples).
+    mem, bank, addr : Out
+        The word: memory id :data:`MEM_IDS`, bank, word.
+    r_data : In(signed(32))
+        The word, valid three cycles after the request (the block RAM's read, a register after
+        the bank multiplexer, a register after the memory multiplexer).
+    w_en, w_data : Out
+        With ``en``: write ``w_data`` (its low bits, the memory's format) to the word.
+    """
+
+    def __init__(self, bank_width: int, addr_width: int):
+        self.bank_width, self.addr_width = bank_width, addr_width
+        super().__init__({
+            "en": Out(1), "mem": Out(3), "bank": Out(bank_width), "addr": Out(addr_width),
+            "r_data": In(signed(32)), "w_en": Out(1), "w_data": Out(signed(32)),
+        })
+
+
+class StageHandOver(wiring.Component):
+    """The registered hop between two stages (a register by each stage: they sit apart on a large
+    device).
+
+    Members
+    -------
+    i : In(StageLinkSignature)
+        From the producing stage.
+    o : Out(StageLinkSignature)
+        To the consuming stage.
+    busy : Out(1)
+        An entry is on its way.
+
+    Latency and throughput
+    ----------------------
+    An entry lands in the consumer's input memory two cycles after it left; the sample's beat
+    passes only once the last entry has landed (in steady state the consumer is the slower stage
+    and the producer's sample waits for it, so this costs no cycle per sample).
+    """
+
+    def __init__(self, link: StageLinkSignature):
+        super().__init__({"i": In(link), "o": Out(link), "busy": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        i, o = self.i, self.o
+        we1, we = Signal(name="we1"), Signal(name="we")
+        sig1, idx1, data1 = Signal.like(i.sig), Signal.like(i.idx), Signal.like(i.data)
+        m.d.sync += [we1.eq(i.we), sig1.eq(i.sig), idx1.eq(i.idx), data1.eq(i.data)]
+        m.d.sync += [we.eq(we1), o.sig.eq(sig1), o.idx.eq(idx1), o.data.eq(data1)]
+        m.d.comb += [o.we.eq(we), o.sample.valid.eq(i.sample.valid & ~we & ~we1),
+                     i.sample.ready.eq(o.sample.ready & ~we & ~we1), o.sample.payload.eq(i.sample.payload),
+                     self.busy.eq(we | we1)]
+        return m
+
+
 class LayerStage(wiring.Component):
     """A pipelined SigProp layer with ``lanes`` multipliers.
 
@@ -110,23 +214,19 @@ class LayerStage(wiring.Component):
     lanes : int
         Multipliers (lanes) of the stage, ``>= 1``; need not divide the widths.
     params : dict
-        Quantised initial parameters, :func:`sigprop_fpga.sim.golden.quantize_params`.
+        Quantised initial parameters, :func:`sigprop_fpga.compiler.network.quantize_params`.
 
     Members
     -------
-    i : In(stream.Signature(ctrl_layout(C)))
-        The label and mode of the sample whose input is in the write half of the input memory.
-        Taken only when the stage is idle and its own output has been passed on.
-    in_we, in_sig, in_idx, in_data : In
-        Write entry ``in_idx`` of the layer input (``in_sig`` 0) or of its target ``t_in``
-        (``in_sig`` 1, layers ``>= 1``) into the write half of the double-buffered input
-        memory (P-lane words, read a chunk per cycle); the halves swap when ``i`` is taken.
-    o : Out(stream.Signature(ctrl_layout(C)))
-        Label and mode for the next stage (absent in the last stage); valid from the end of
-        ``FWD`` (and, at layer 0, once every ``t`` entry went out) until taken.
-    out_we, out_sig, out_idx, out_data : Out
-        ``h[j]`` (``out_sig`` 0) and ``t[j]`` (1) for the next stage's input memory, one entry a
-        cycle, as ``FWD`` produces them.
+    i : In(StageLinkSignature(C, n_in, input width))
+        The layer input ``x`` (``sig`` 0) and its target ``t_in`` (``sig`` 1, layers ``>= 1``),
+        written entry by entry into the write half of the double-buffered input memory (P-lane
+        words, read a chunk per cycle); then the sample's label and mode (``i.sample``), taken
+        only when the stage is idle and its own output has been passed on; the halves swap then.
+    o : Out(StageLinkSignature(C, n, activation width))
+        ``h[j]`` (``sig`` 0) and ``t[j]`` (1) for the next stage, one entry a cycle as
+        ``FORWARD`` produces them, then the sample's beat (absent in the last stage), valid from
+        the end of ``FORWARD`` (and, at layer 0, once every ``t`` entry went out) until taken.
     pred : Out(stream.Signature(unsigned))
         The prediction (last stage only), made before learning from the sample.
     done, done_train : Out(1)
@@ -140,15 +240,9 @@ class LayerStage(wiring.Component):
         Saturation counters, as the golden model's ``sat_*_<layer>``.
     sat_weight_head, sat_bias_head, sat_error_head : Out(32)
         The head's (last stage with a head only).
-    rb_en, rb_mem, rb_bank, rb_addr : In
-        Readback request (only while idle and not fed): memory id :data:`MEM_IDS`, bank, word.
-    rb_data : Out(signed(32))
-        The word, valid three cycles after the request (the block RAM's read, a register after
-        the bank multiplexer, a register after the memory multiplexer).
-    wb_en, wb_data : In
-        With ``rb_en`` (idle only): write ``wb_data`` (its low bits, the memory's format) to the
-        word ``rb_mem``/``rb_bank``/``rb_addr`` addresses: loads a checkpoint (weights, biases,
-        the table, the caches) before training resumes.
+    state : In(StatePortSignature(bank bits, word bits))
+        Readback and checkpoint writes (weights, biases, the table, the caches), idle only; the
+        word is on ``state.r_data`` three cycles after the request.
 
     Latency and throughput
     ----------------------
@@ -190,18 +284,13 @@ class LayerStage(wiring.Component):
         self.addr_bits = _bits(max(d for _, d, _, _, _ in self.mems.values()) - 1)
         cb = _bits(self.C - 1)
         sig = {
-            "i": In(stream.Signature(ctrl_layout(self.C))),
-            "in_we": In(1), "in_sig": In(1), "in_idx": In(range(max(2, self.n_in))),
-            "in_data": In(signed(net.in_format(l).width)),
+            "i": In(StageLinkSignature(self.C, self.n_in, net.in_format(l).width)),
             "done": Out(1), "done_train": Out(1), "busy": Out(1), "pipe_busy": Out(1), "last_cycles": Out(32),
             "sat_weight": Out(32), "sat_bias": Out(32), "sat_error": Out(32), "sat_table": Out(32),
-            "rb_en": In(1), "rb_mem": In(3), "rb_bank": In(_bits(lanes - 1)), "rb_addr": In(self.addr_bits),
-            "rb_data": Out(signed(32)), "wb_en": In(1), "wb_data": In(signed(32)),
+            "state": In(StatePortSignature(_bits(lanes - 1), self.addr_bits)),
         }
         if not self.last:
-            sig["o"] = Out(stream.Signature(ctrl_layout(self.C)))
-            sig.update({"out_we": Out(1), "out_sig": Out(1), "out_idx": Out(range(max(2, self.n))),
-                        "out_data": Out(signed(p.activation.width))})
+            sig["o"] = Out(StageLinkSignature(self.C, self.n, p.activation.width))
         else:
             sig["pred"] = Out(stream.Signature(unsigned(cb)))
         if self.head:
@@ -227,29 +316,222 @@ class LayerStage(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        net, l, P, C, n, n_in = self.net, self.l, self.P, self.C, self.n, self.n_in
-        ci, cn = self.ci, self.cn
-        spec = net.spec.learning
-        p = net.prec(l)
-        qa, qw, qb, qe, qt = p.activation, p.weight, p.bias, p.error, net.spec.precision.table
-        qin = net.in_format(l)
-        fin, fa, fw, fb, fe, ft = qin.frac_bits, qa.frac_bits, qw.frac_bits, qb.frac_bits, qe.frac_bits, qt.frac_bits
-        s_shift = spec.lr_shift
-        terms = 1 if (l == 0 or not self.class_ce) else (3 if self.push else 2)
+        _Datapath(self).elaborate(m)
+        return m
 
-        # ---- memories ----
-        # W, R and the head's are banked (one memory per lane). The caches T (and Tin) and the
-        # bias b are never read in the same cycle, so they share one memory of P-lane words
-        # (one block RAM instead of one per bank and per memory): "virtual" ports below stand
-        # for the logical banks and the glue after the address logic multiplexes them.
-        # Every write reaches its block RAM a cycle after the logic that makes it (registered
-        # address, data and enable: the saturating adders and the checkpoint multiplexer do not
-        # share a cycle with the route to the memory). Nothing reads a word in the cycle after
-        # its write: see hdl.relax_read_collisions.
+
+class _Slot:
+    """An issue at one pipeline stage: whether there is one, its phase code and its counters.
+
+    The counters, by phase: ``sig`` the signal ``FORWARD`` multiplies by ``W`` (0: ``h``, 1: ``t``);
+    ``row`` the unit ``j`` (``FORWARD``, ``UPDATE``, ``HEAD_UPDATE``), the class ``k``
+    (``LOGITS``, ``HEAD_LOGITS``), the chunk of ``j`` (``GRADIENT``) or the table row (``TABLE``:
+    0 for ``c``, 1 for ``m``); ``col`` the chunk of the dot product (``GRADIENT``: the class,
+    ``C`` for ``g_t``; ``UPDATE``, ``HEAD_UPDATE``: ``ci``/``cn`` for the bias step); ``term``
+    the update term (0: the ``h`` side, 1: the own class, 2: the class ``m``).
+    """
+
+    def __init__(self, stage: int, counter_shape):
+        self.valid = Signal(name=f"valid{stage}")
+        self.phase = Signal(4, name=f"phase{stage}")
+        self.sig, self.row, self.col, self.term = (Signal(counter_shape, name=f"{nm}{stage}")
+                                                   for nm in ("sig", "row", "col", "term"))
+
+    def fields(self):
+        return (self.valid, self.phase, self.sig, self.row, self.col, self.term)
+
+    def at(self, code):
+        """This stage holds an issue of phase ``code``."""
+        return self.valid & (self.phase == code)
+
+
+class _Datapath:
+    """One elaboration of a :class:`LayerStage`: the signals and memories it shares between the
+    phases, and one method per phase of the learning rule (see the table at the top).
+
+    Pipeline stages of an issue: ``S0`` (the FSM issues it; read addresses), ``S1`` (memory read
+    data, lane multiplexers; the operand sources are chosen), ``S1b`` (operand multiplexers and
+    registers), the products and the adder tree, ``S2`` (accumulate), ``S3`` (the finished sums
+    narrowed, compared or turned into rounded steps), ``S4`` (saturate, write back).
+    """
+
+    def __init__(self, stage: LayerStage):
+        self.st = stage
+        net, l = stage.net, stage.l
+        self.net, self.l, self.P, self.C, self.n, self.n_in = net, l, stage.P, stage.C, stage.n, stage.n_in
+        self.ci, self.cn = stage.ci, stage.cn
+        self.last, self.head, self.class_ce, self.push = stage.last, stage.head, stage.class_ce, stage.push
+        self.table = l == 0 and self.class_ce          # layer 0 learns the target table R
+        self.need_sm = self.class_ce or self.head
+        p = net.prec(l)
+        self.qa, self.qw, self.qb, self.qe, self.qt = p.activation, p.weight, p.bias, p.error, \
+            net.spec.precision.table
+        self.qin = net.in_format(l)
+        self.fin, self.fa, self.fw, self.fb, self.fe, self.ft = (q.frac_bits for q in (
+            self.qin, self.qa, self.qw, self.qb, self.qe, self.qt))
+        self.s_shift = net.spec.learning.lr_shift
+        self.terms = 1 if (l == 0 or not self.class_ce) else (3 if self.push else 2)
+        self.mode = net.spec.precision.rounding
+        self.stoch = self.mode == "stochastic"
+        # the steps are subtracted at S4 with rounding to nearest (half to even is odd-symmetric:
+        # round(-x) = -round(x), so the negation is not a carry chain of its own at S3), added
+        # as rounded negations otherwise (floor-based roundings are not symmetric)
+        self.sub = self.mode == "nearest"
+        self.operand_sel = {}    # phase code -> (operand a, operand b) of the lanes
+        self.shared_a = {}       # operand a sources shared by every lane (err, the deltas, ...)
+        self.logit_index = {}    # phase code -> the logit its dot products fill
+
+    def elaborate(self, m):
+        self._memories(m)
+        self._vectors(m)
+        self._widths()
+        self._softmax_unit(m)
+        self._rounding(m)
+        self._registers()
+        self._pipeline(m)
+        self._addresses(m)
+        self._chunks(m)
+        self._lanes(m)
+        self._accumulators(m)
+        # the learning rule, phase by phase
+        self._forward(m)
+        self._logits(m)
+        self._cache(m)
+        self._softmax(m)
+        self._gradient(m)
+        self._update(m)
+        self._table(m)
+        self._head(m)
+        self._fifo_enables(m)
+        self._logit_registers(m)
+        self._operand_mux(m)
+        self._saturation_counters(m)
+        self._hand_over(m)
+        self._fsm(m)
+        self._checkpoint(m)
+        self._readback(m)
+
+    # ---- helpers ----
+    def _late(self, m, target, value, cycles=STAGE_LATENCY):
+        """``target`` <= ``value`` ``cycles`` (:data:`STAGE_LATENCY`) cycles later: S1 values
+        meet the products at S2."""
+        for _ in range(cycles - 1):
+            mid = Signal.like(target, name=f"{target.name}_d")
+            m.d.sync += mid.eq(value)
+            value = mid
+        m.d.sync += target.eq(value)
+
+    def _s3(self, m, x2):
+        """The S2 value one cycle later, alongside ``lane_acc`` (the lanes' finished sums)."""
+        if x2 is None:
+            return None
+        if isinstance(x2, list):
+            return [self._s3(m, x) for x in x2]
+        x3 = Signal.like(x2, name=f"{x2.name}_s3")
+        m.d.sync += x3.eq(x2)
+        return x3
+
+    def _src(self, m, v, name):
+        """``v`` registered: an operand source at S1b."""
+        r = Signal(Value.cast(v).shape(), name=name, reset_less=True)
+        m.d.sync += r.eq(v)
+        return r
+
+    def _inside(self, v):
+        """``f'(v)`` of the hard-tanh: ``v`` strictly inside the activation's range."""
+        return (v > self.qa.min_int) & (v < self.qa.max_int)
+
+    def _lane_valid(self, pp, idx, count):
+        return (_mulk(idx, self.P) + pp) < count
+
+    def _chunk_count(self, idx, chunks, total):
+        """Entries in chunk ``idx`` of ``chunks`` over ``total`` (the last may be short)."""
+        return Mux(idx == chunks - 1, total - (chunks - 1) * self.P, self.P)
+
+    def _step(self, x, k, draw):
+        """The rounded ``-x >> k`` (or ``x >> k`` when the step is subtracted)."""
+        return round_shift(x, k) if self.sub else round_shift(-x, k, self.mode, draw)
+
+    def _apply_step(self, old, st):
+        return old - st if self.sub else old + st
+
+    def _g_t_split(self, v):
+        """``(d_tc, d_tm)`` of a packed ``g_t`` FIFO entry: ``g_t`` and its two masks."""
+        qe = self.qe
+        gt = v[:qe.width].as_signed()
+        return Mux(v[qe.width], gt, 0), Mux(v[qe.width + 1], -gt, 0)
+
+    def _operands(self, code, a, b):
+        """The lanes multiply operand ``a`` by operand ``b`` (``_A_*``, ``_B_*``) in phase ``code``."""
+        self.operand_sel[code] = (a, b)
+
+    def _logit(self, code, k, readout=False):
+        """Phase ``code``'s finished dot product (at S3) is the logit ``s[k]``; with ``readout``,
+        the prediction is the running ``argmax_k s_k``."""
+        self.logit_index[code] = (k, readout)
+
+    def _logit_registers(self, m):
+        """``s[k] <- acc`` (and the prediction's running argmax) at S3 once a dot product is
+        complete: one case per phase, so that each of these is a single enabled register."""
+        s3, acc = self.s3, self.acc
+        with m.If(s3.valid):
+            with m.Switch(s3.phase):
+                for code, (k, readout) in sorted(self.logit_index.items()):
+                    with m.Case(code):
+                        with m.If(s3.col == self.cn - 1):
+                            m.d.sync += self.s_a[k].eq(acc)
+                            if readout:
+                                with m.If((k == 0) | (acc > self.best_s)):
+                                    m.d.sync += [self.best_s.eq(acc), self.pred.eq(k)]
+
+    def _fifo_flag(self, m, name, cond, *fifos, push=False):
+        """A registered shift (or push) enable of the delta FIFOs ``fifos``, decided a cycle ahead."""
+        r = Signal(name=name)
+        m.d.sync += r.eq(cond)
+        for nm in fifos:
+            self.fifo_flags[nm].append(r)
+            if push:
+                self.push_flag[nm] = r
+        return r
+
+    def _fifo_push(self, m, nm, vals):
+        """The entries pushed when ``nm``'s push flag is set (chosen where the flag's phase is)."""
+        m.d.comb += [self.fifo_in[nm][pp].eq(vals[pp]) for pp in range(self.P)]
+
+    def _count(self, m, limits):
+        """Nested issue counters (outer first); returns the 'this is the last issue' condition."""
+        regs = list(self.s0.fields()[2:])
+        lasts = [r == (lim - 1) for r, lim in zip(regs, limits)]
+        for i in range(3, -1, -1):
+            cond = Const(1)
+            for c in lasts[i + 1:]:
+                cond = cond & c
+            with m.If(cond):
+                with m.If(lasts[i]):
+                    m.d.sync += regs[i].eq(0)
+                with m.Else():
+                    m.d.sync += regs[i].eq(regs[i] + 1)
+        done = Const(1)
+        for c in lasts:
+            done = done & c
+        return done
+
+    # ---- memories ----
+    def _memories(self, m):
+        """W, R and the head's are banked (one memory per lane). The caches T (and Tin) and the
+        bias b are never read in the same cycle, so they share one memory of P-lane words (one
+        block RAM instead of one per bank and per memory): "virtual" ports stand for the logical
+        banks and the glue after the address logic multiplexes them.
+
+        Every write reaches its block RAM a cycle after the logic that makes it (registered
+        address, data and enable: the saturating adders and the checkpoint multiplexer do not
+        share a cycle with the route to the memory). Nothing reads a word in the cycle after its
+        write: see hdl.relax_read_collisions."""
+        st, P = self.st, self.P
         rd, wr, mem_w = {}, {}, {}
-        write_ports = []
-        packed = [nm for nm in ("T", "Tin", "b") if nm in self.mems]
-        for name, (banks, depth, q, _, _) in self.mems.items():
+        self.write_ports = []
+        packed = [nm for nm in ("T", "Tin", "b") if nm in st.mems]
+        for name, (banks, depth, q, _, _) in st.mems.items():
             rd[name], wr[name] = [], []
             mem_w[name] = q.width
             if name in packed:
@@ -257,27 +539,26 @@ class LayerStage(wiring.Component):
                     rd[name].append(_VPort(q.width, f"{name}{bk}_r"))
                     wr[name].append(_VPort(q.width, f"{name}{bk}_w"))
                 continue
-            img = self.initial_image(name)
+            img = st.initial_image(name)
             for bk in range(banks):
                 mem = Memory(shape=signed(q.width), depth=depth, init=img[bk], attrs=BLOCK_RAM)
                 m.submodules[f"{name}_{bk}"] = mem
                 rd[name].append(mem.read_port())
                 if name == "R" and self.cn < 2:
-                    # a one-chunk table row is read by the next sample's first FWD issue in the
-                    # cycle a registered write of the previous TAB would land: written directly
+                    # a one-chunk table row is read by the next sample's first FORWARD issue in
+                    # the cycle a registered write of the previous TABLE would land: written directly
                     wr[name].append(mem.write_port())
                     continue
                 wr[name].append(_VPort(q.width, f"{name}{bk}_w"))
-                write_ports.append((wr[name][-1], mem.write_port()))
-        wl = max(self.mems[nm][2].width for nm in packed if nm != "b")
-        nl = max(P, -(-self.mems["b"][2].width // wl),
-                 -(-(P_FRAC + 1) // wl) if (self.class_ce or self.head) else 1)   # b, exp table words
+                self.write_ports.append((wr[name][-1], mem.write_port()))
+        wl = max(st.mems[nm][2].width for nm in packed if nm != "b")
+        nl = max(P, -(-st.mems["b"][2].width // wl),
+                 -(-(P_FRAC + 1) // wl) if self.need_sm else 1)   # b, exp table words
         pbase, off = {}, 0
         for nm in packed:
             pbase[nm] = off
-            off += self.mems[nm][1]
-        if self.class_ce or self.head:     # the softmax's exp table, read while the caches idle
-            from ..compiler.fixed import EXP2_TABLE
+            off += st.mems[nm][1]
+        if self.need_sm:     # the softmax's exp table, read while the caches idle
             pbase["tab"] = off
             off += len(EXP2_TABLE)
         pimg = [0] * off
@@ -285,49 +566,54 @@ class LayerStage(wiring.Component):
             for k, v in enumerate(EXP2_TABLE):
                 pimg[pbase["tab"] + k] = int(v)
         for nm in packed:
-            img = self.initial_image(nm)
-            banks, depth, q = self.mems[nm][:3]
+            img = st.initial_image(nm)
+            banks, depth, q = st.mems[nm][:3]
             for bk in range(banks):
                 for wd in range(depth):
                     v = img[bk][wd] & ((1 << q.width) - 1)
                     pimg[pbase[nm] + wd] |= v << (bk * wl)
         cmem = m.submodules.cache = Memory(shape=unsigned(nl * wl), depth=off, init=pimg, attrs=BLOCK_RAM)
-        crd, cwr = cmem.read_port(), cmem.write_port(granularity=wl)
+        self.crd, self.cwr = cmem.read_port(), cmem.write_port(granularity=wl)
         for nm in packed:
             for bk, vp in enumerate(rd[nm]):
-                m.d.comb += vp.data.eq(crd.data[bk * wl:bk * wl + mem_w[nm]])
+                m.d.comb += vp.data.eq(self.crd.data[bk * wl:bk * wl + mem_w[nm]])
+        self.rd, self.wr, self.pbase, self.wl, self.nl = rd, wr, pbase, wl, nl
 
-        # ---- vectors ----
+    # ---- vectors ----
+    def _vectors(self, m):
+        """The input memory, ``h`` and ``t``, and the deltas (FIFOs of chunks with class_ce)."""
+        st, P, l, cn, ci, qa, qe = self.st, self.P, self.l, self.cn, self.ci, self.qa, self.qe
+
         def vec(name, count, width):
             return [Signal(signed(width), name=f"{name}{k}", reset_less=True) for k in range(count)]
 
         # the input memory: [half][x | t_in][chunk] words of P lanes, double buffered
-        Sx = 2 if l > 0 else 1
-        wi = qin.width
+        self.Sx = Sx = 2 if l > 0 else 1
+        wi = self.qin.width
         imem = m.submodules.inmem = Memory(shape=unsigned(P * wi), depth=2 * Sx * ci, init=[], attrs=BLOCK_RAM)
-        ird, iwr = imem.read_port(), imem.write_port(granularity=wi)
-        wbuf = Signal()
-        iq, ir = _divmod_const(self.in_idx, P, n_in)
-        m.d.comb += iwr.addr.eq(Mux(wbuf, Sx * ci, 0) + (Mux(self.in_sig, ci, 0) if l > 0 else 0) + iq)
+        self.ird, iwr = imem.read_port(), imem.write_port(granularity=wi)
+        self.write_half = Signal(name="write_half")
+        iq, ir = _divmod_const(st.i.idx, P, self.n_in)
+        m.d.comb += iwr.addr.eq(Mux(self.write_half, Sx * ci, 0) + (Mux(st.i.sig, ci, 0) if l > 0 else 0) + iq)
         for k in range(P):
-            m.d.comb += [iwr.data[k * wi:(k + 1) * wi].eq(self.in_data), iwr.en[k].eq(self.in_we & (ir == k))]
-        ilane = [Signal(signed(wi), name=f"in{k}") for k in range(P)]
-        m.d.comb += [ilane[k].eq(ird.data[k * wi:(k + 1) * wi]) for k in range(P)]
-        h = vec("h", cn * P, qa.width)
-        t = vec("t", cn * P, qa.width)
+            m.d.comb += [iwr.data[k * wi:(k + 1) * wi].eq(st.i.data), iwr.en[k].eq(st.i.we & (ir == k))]
+        self.x_lane = [Signal(signed(wi), name=f"in{k}") for k in range(P)]
+        m.d.comb += [self.x_lane[k].eq(self.ird.data[k * wi:(k + 1) * wi]) for k in range(P)]
+        self.h = h = vec("h", cn * P, qa.width)
+        self.t = t = vec("t", cn * P, qa.width)
         ew = qe.width + 1
-        # class_ce: the deltas are produced a chunk at a time (GRAD) and consumed in order (UPD rows,
-        # TAB chunks), so they live in chunk FIFOs: push at the tail, read and rotate at the head;
-        # no index muxes. dq[name][q][pp] is entry (q-th chunk from the head, lane pp).
-        dq = None
+        self.delta_fifo = None
         if self.class_ce:
-            # dh: d_h (the error format); dg: g_t with its two masks, d_tc = mt ? g_t : 0 and
-            # d_tm = mm ? -g_t : 0 (one stored g_t instead of two deltas)
-            fifo_w = {"dh": signed(qe.width), "dg": unsigned(qe.width + 2)}
-            dq = {nm: [[Signal(fifo_w[nm], name=f"{nm}{q}_{pp}", reset_less=True) for pp in range(P)] for q in range(cn)]
-                  for nm in fifo_w}
-            d_h = d_tc = d_tm = None
+            # the deltas are produced a chunk at a time (GRADIENT) and consumed in order (UPDATE
+            # rows, TABLE chunks), so they live in chunk FIFOs: push at the tail, read and rotate
+            # at the head; no index muxes. delta_fifo[name][q][pp] is entry (q-th chunk from the
+            # head, lane pp). "d_h": d_h (the error format); "g_t": g_t with its two masks,
+            # d_tc = mask_t ? g_t : 0 and d_tm = mask_m ? -g_t : 0 (one stored g_t for two deltas)
+            self.fifo_w = {"d_h": signed(qe.width), "g_t": unsigned(qe.width + 2)}
+            self.delta_fifo = {nm: [[Signal(w, name=f"{nm}{q}_{pp}", reset_less=True) for pp in range(P)]
+                                    for q in range(cn)] for nm, w in self.fifo_w.items()}
         else:          # l2: d_h = (h - t) << (fe - fa), masked
+            fe, fa = self.fe, self.fa
             d_h = []
             for j in range(cn * P):
                 diff = h[j] - t[j]
@@ -337,731 +623,721 @@ class LayerStage(wiring.Component):
                 diff = h[j] - t[j]
                 v = diff << (fe - fa) if fe >= fa else round_shift(diff, fa - fe)
                 dj = Signal(signed(ew), name=f"dh{j}")
-                m.d.comb += dj.eq(Mux((h[j] > qa.min_int) & (h[j] < qa.max_int), v, 0))
+                m.d.comb += dj.eq(Mux(self._inside(h[j]), v, 0))
                 d_h.append(dj)
             d_tc = d_tm = [Const(0, signed(ew))] * (cn * P)
+            self.d_h_a, self.d_tc_a, self.d_tm_a = Array(d_h), Array(d_tc), Array(d_tm)
+        self.ew = ew
 
         def lanes_of(v, count):
             return [Array(v[q * P + pp] for q in range(count)) for pp in range(P)]
 
-        h_l, t_l = lanes_of(h, cn), lanes_of(t, cn)
-        if not self.class_ce:
-            d_h_a, d_tc_a, d_tm_a = Array(d_h), Array(d_tc), Array(d_tm)
-
+        self.h_l, self.t_l = lanes_of(h, cn), lanes_of(t, cn)
+        self.h_a, self.t_a = Array(h), Array(t)
         # one shift enable and one tail mux per FIFO (so every register is a plain enabled flop)
-        f_shift, f_push, f_val = {}, {}, {}
+        self.fifo_shift, self.fifo_push, self.fifo_in = {}, {}, {}
+        # the FIFOs' shift and push enables are registered flags, decided a cycle ahead
+        # (GRADIENT's pushes and TABLE's rotations at S3 from S2, UPDATE's rotations at S1 from
+        # S0): each enables some 400 flip-flops, so no decoding may sit in front of it
+        self.fifo_flags = {nm: [] for nm in self.delta_fifo} if self.class_ce else {}
+        self.push_flag = {}
         if self.class_ce:
+            dq = self.delta_fifo
             for nm in dq:
-                f_shift[nm], f_push[nm] = Signal(name=f"{nm}_shift"), Signal(name=f"{nm}_push")
-                f_val[nm] = [Signal(fifo_w[nm], name=f"{nm}_in{pp}") for pp in range(P)]
-                with m.If(f_shift[nm]):
+                self.fifo_shift[nm], self.fifo_push[nm] = Signal(name=f"{nm}_shift"), Signal(name=f"{nm}_push")
+                self.fifo_in[nm] = [Signal(self.fifo_w[nm], name=f"{nm}_in{pp}") for pp in range(P)]
+                with m.If(self.fifo_shift[nm]):
                     for q in range(cn - 1):
                         m.d.sync += [dq[nm][q][pp].eq(dq[nm][q + 1][pp]) for pp in range(P)]
-                    m.d.sync += [dq[nm][cn - 1][pp].eq(Mux(f_push[nm], f_val[nm][pp], dq[nm][0][pp]))
+                    m.d.sync += [dq[nm][cn - 1][pp].eq(Mux(self.fifo_push[nm], self.fifo_in[nm][pp], dq[nm][0][pp]))
                                  for pp in range(P)]
 
-        def dg_split(v):
-            """(d_tc, d_tm) of a packed dg entry."""
-            gt = v[:qe.width].as_signed()
-            return Mux(v[qe.width], gt, 0), Mux(v[qe.width + 1], -gt, 0)
-
-        # the FIFOs' shift and push enables are registered flags, decided a cycle ahead (below:
-        # GRAD's pushes and TAB's rotations at S3 from S2, UPD's rotations at S1 from S0): each
-        # enables some 400 flip-flops, so no decoding may sit in front of it
-        fifo_flags = {nm: [] for nm in dq} if self.class_ce else {}
-        push_flag = {}
-
-        def fifo_flag(name, cond, *fifos, push=False):
-            r = Signal(name=name)
-            m.d.sync += r.eq(cond)
-            for nm in fifos:
-                fifo_flags[nm].append(r)
-                if push:
-                    push_flag[nm] = r
-            return r
-
-        def fifo_push(nm, vals):
-            """The entries pushed when ``nm``'s push flag is set (chosen where the flag's phase is)."""
-            m.d.comb += [f_val[nm][pp].eq(vals[pp]) for pp in range(P)]
-        h_a, t_a = Array(h), Array(t)
-
-        def inside(v):
-            return (v > qa.min_int) & (v < qa.max_int)
-
-        # ---- widths ----
-        bsh = fw + fin - fb
-        acc_w = max(qw.width + qin.width, qb.width + bsh) + _bits(n_in + 1) + 1
+    def _widths(self):
+        """Accumulators wide enough that no dot product overflows; the lanes' operand widths."""
+        P, C, n, n_in = self.P, self.C, self.n, self.n_in
+        qw, qa, qb, qin = self.qw, self.qa, self.qb, self.qin
+        self.bsh = self.fw + self.fin - self.fb
+        acc_w = max(qw.width + qin.width, qb.width + self.bsh) + _bits(n_in + 1) + 1
         logit_w = 2 * qa.width + _bits(n) + 1
-        hbsh = fw + fa - fb
-        hlog_w = max(qw.width + qa.width, qb.width + hbsh) + _bits(n + 1) + 1
-        s_w = max(logit_w, hlog_w if self.head else 0)
-        acc = Signal(signed(max(acc_w, s_w) + 1), reset_less=True)
-        err_w = P_FRAC + 2
-        A = max(qw.width, qa.width, err_w, ew)
-        B = max(qin.width, qa.width)
-        prod_w = A + B
-        lacc_w = prod_w + _bits(C + 1) + 1
-        uacc_w = prod_w + 3
+        self.hbsh = self.fw + self.fa - self.fb
+        hlog_w = max(qw.width + qa.width, qb.width + self.hbsh) + _bits(n + 1) + 1
+        self.s_w = max(logit_w, hlog_w if self.head else 0)
+        self.acc_w = max(acc_w, self.s_w) + 1
+        self.err_w = P_FRAC + 2
+        self.A = max(qw.width, qa.width, self.err_w, self.ew)
+        self.B = max(qin.width, qa.width)
+        prod_w = self.A + self.B
+        self.lane_acc_w = max(prod_w + _bits(C + 1) + 1, prod_w + 3)
 
-        # ---- softmax and class logits ----
-        s = [Signal(signed(s_w), name=f"s{k}", reset_less=True) for k in range(C)]
-        s_a = Array(s)
-        need_sm = self.class_ce or self.head
-        if need_sm:
-            from ..compiler.estimate import softmax_fracs, softmax_groups
-            G_sm, pb = softmax_groups(net, l, P), B - 1
-            sm = m.submodules.softmax = Softmax(C, s_w, fracs=softmax_fracs(net, l),
-                                                groups=G_sm, group_shift=P * pb, ext_table=True,
-                                                mul_latency=STAGE_LATENCY)
-            MBB = len(sm.mul_b)
-            m.d.comb += sm.tab_data.eq(crd.data[:len(sm.tab_data)])
+    # ---- the softmax, the rounding draws, the sample's registers ----
+    def _softmax_unit(self, m):
+        """The class logits ``s``, and ``prob = softmax(s)`` (class_ce, or the head's)."""
+        C, s_w = self.C, self.s_w
+        self.s = [Signal(signed(s_w), name=f"s{k}", reset_less=True) for k in range(C)]
+        self.s_a = Array(self.s)
+        if self.need_sm:
+            self.G_sm, self.pb = softmax_groups(self.net, self.l, self.P), self.B - 1
+            sm = self.sm = m.submodules.softmax = Softmax(C, s_w, fracs=softmax_fracs(self.net, self.l),
+                                                          groups=self.G_sm, group_shift=self.P * self.pb,
+                                                          ext_table=True, mul_latency=STAGE_LATENCY)
+            m.d.comb += sm.tab_data.eq(self.crd.data[:len(sm.tab_data)])
             for k in range(C):
-                m.d.comb += sm.s[k].eq(s[k])
-            pr = [sm.p[k] for k in range(C)]
+                m.d.comb += sm.s[k].eq(self.s[k])
+            self.prob = [sm.p[k] for k in range(C)]
         else:
-            pr = [Const(0, 17)] * C
-        mode = net.spec.precision.rounding
-        stoch = mode == "stochastic"
-        zero_draws = [Const(0, 32)] * P
-        if stoch:
-            lf = m.submodules.lfsr = Lfsr(lfsr_seed(net.spec.precision.lfsr_seed, l), P)
-            draws = [lf.draws[pp] for pp in range(P)]
+            self.prob = [Const(0, 17)] * C
+
+    def _rounding(self, m):
+        """The stage's LFSR (and the head's): lane ``p`` takes the ``p``-th next draw."""
+        spec, P = self.net.spec.precision, self.P
+        self.draws = self.head_draws = [Const(0, 32)] * P
+        if self.stoch:
+            self.lfsr = m.submodules.lfsr = Lfsr(lfsr_seed(spec.lfsr_seed, self.l), P)
+            self.draws = [self.lfsr.draws[pp] for pp in range(P)]
             if self.head:
-                lfh = m.submodules.lfsr_head = Lfsr(lfsr_seed(net.spec.precision.lfsr_seed, net.depth), P)
-                hdraws = [lfh.draws[pp] for pp in range(P)]
-        else:
-            draws = hdraws = zero_draws
+                self.lfsr_head = m.submodules.lfsr_head = Lfsr(lfsr_seed(spec.lfsr_seed, self.net.depth), P)
+                self.head_draws = [self.lfsr_head.draws[pp] for pp in range(P)]
 
-        def chunk_count(idx, chunks, total):
-            """Entries in chunk ``idx`` of ``chunks`` over ``total`` (the last may be short)."""
-            return Mux(idx == chunks - 1, total - (chunks - 1) * P, P)
+    def _registers(self):
+        """The sample's label and mode, and what the logits decide: the prediction and ``m``."""
+        C, s_w = self.C, self.s_w
+        self.c = Signal(range(C), name="c")                  # the label
+        self.train = Signal(name="train")
+        self.m_class = Signal(range(C), name="m_class")      # m = argmax_{k != c} s_k
+        self.pred = Signal(range(C), name="pred")
+        self.best_s = Signal(signed(s_w), name="best_s")
+        self.best_wrong_s = Signal(signed(s_w), name="best_wrong_s")
+        self.have_m = Signal(name="have_m")
+        # err_k = prob_k - y_k for one class a cycle: k = col1 in GRADIENT (c at its last step),
+        # row1 in HEAD_UPDATE
+        self.err = Signal(signed(self.err_w), name="err")
 
-        cls = Signal(range(C))
-        train = Signal()
-        mreg = Signal(range(C))
-        pred = Signal(range(C))
-        best = Signal(signed(s_w))
-        bestm = Signal(signed(s_w))
-        have_m = Signal()
-        # p_k - y_k for one class a cycle: k = c1 in GRAD (cls at its last step), b1 in HUPD
-        esel = Signal(signed(err_w))
-        pr_a = Array(pr)
-
-        # ---- pipeline control ----
+    # ---- pipeline control ----
+    def _pipeline(self, m):
+        """The issue counters (S0) and their copies down the pipeline (S1, S2, S3)."""
+        n, C, ci, cn, terms = self.n, self.C, self.ci, self.cn, self.terms
         cmax = max(n, C + 1, ci + 1, cn + 1, 3, terms + 1)
-        ca, cb_, cc, cd = (Signal(range(cmax + 1), name=nm) for nm in ("ca", "cb", "cc", "cd"))
-        v0, ph0 = Signal(), Signal(4)
-        v1, ph1, a1, b1, c1, d1 = Signal(), Signal(4), Signal.like(ca), Signal.like(ca), Signal.like(ca), Signal.like(ca)
-        v2, ph2, a2, b2, c2, d2 = Signal(), Signal(4), Signal.like(ca), Signal.like(ca), Signal.like(ca), Signal.like(ca)
-        def late(target, value, cycles=STAGE_LATENCY):
-            """``target`` <= ``value`` ``cycles`` (:data:`STAGE_LATENCY`) cycles later: S1 values
-            meet the products at S2."""
-            for _ in range(cycles - 1):
-                mid = Signal.like(target, name=f"{target.name}_d")
-                m.d.sync += mid.eq(value)
-                value = mid
-            m.d.sync += target.eq(value)
-
-        m.d.sync += [v1.eq(v0), ph1.eq(ph0), a1.eq(ca), b1.eq(cb_), c1.eq(cc), d1.eq(cd)]
-        for x2, x1 in ((v2, v1), (ph2, ph1), (a2, a1), (b2, b1), (c2, c1), (d2, d1)):
-            late(x2, x1)
+        s0 = self.s0 = _Slot(0, range(cmax + 1))
+        s1 = self.s1 = _Slot(1, range(cmax + 1))
+        s2 = self.s2 = _Slot(2, range(cmax + 1))
+        m.d.sync += [x1.eq(x0) for x1, x0 in zip(s1.fields(), s0.fields())]
+        for x2, x1 in zip(s2.fields(), s1.fields()):
+            self._late(m, x2, x1)
         # an issue is in flight until its products reach S2
-        v_inflight, vd = v1, v1
+        v_inflight, vd = s1.valid, s1.valid
         for k in range(STAGE_LATENCY - 1):
-            nxt_v = Signal(name=f"v1_d{k}")
+            nxt_v = Signal(name=f"valid1_d{k}")
             m.d.sync += nxt_v.eq(vd)
-            # GRAD -> UPD: the next issue may start while the last one is a cycle short of S2.
-            # UPD's first issue reads only the dh FIFO's head (pushed at the S3 of the second to
-            # last GRAD issue), its second the dg FIFO's (pushed at the last one's S3): both land
-            # before the S1 that reads them.
-            v_early = v_inflight
+            # GRADIENT -> UPDATE: the next issue may start while the last one is a cycle short
+            # of S2. UPDATE's first issue reads only the d_h FIFO's head (pushed at the S3 of the
+            # second to last GRADIENT issue), its second the g_t FIFO's (pushed at the last
+            # one's S3): both land before the S1 that reads them.
+            self.v_early = v_inflight
             vd, v_inflight = nxt_v, v_inflight | nxt_v
-        rb_active = Signal()
-        ck_go, ck_mem, ck_bank = Signal(), Signal.like(self.rb_mem), Signal.like(self.rb_bank)
-        ck_addr, ck_data = Signal.like(self.rb_addr), Signal.like(self.wb_data)
+        self.v_inflight = v_inflight
+        s3 = self.s3 = _Slot(3, range(cmax + 1))
+        m.d.sync += [x3.eq(x2) for x3, x2 in zip(s3.fields(), s2.fields())]
+        st = self.st
+        self.rb_active = Signal(name="rb_active")
+        self.ck_go, self.ck_mem, self.ck_bank = Signal(name="ck_go"), Signal.like(st.state.mem), Signal.like(st.state.bank)
+        self.ck_addr, self.ck_data = Signal.like(st.state.addr), Signal.like(st.state.w_data)
 
-        # ---- S0: addresses ----
-        rrow = Mux((ph0 == _TAB) & (cb_ == 1), mreg, cls)
-        # layer 0 reads its target row R[c] during FWD, one chunk per cycle (tq), into t at S1
-        tq, tq1, tq2, tv0, tv1, tv2 = (Signal(range(cn + 1)), Signal(range(cn + 1)), Signal(range(cn + 1)),
-                                       Signal(), Signal(), Signal())
-        m.d.sync += [tq1.eq(tq), tv1.eq(tv0), tq2.eq(tq1), tv2.eq(tv1)]
-        raddr = Mux(ph0 == _TAB, _mulk(rrow, cn) + cc, _mulk(cls, cn) + tq)
+    # ---- S0: addresses ----
+    def _addresses(self, m):
+        """The read address of every memory, by phase, and the packed cache's port glue."""
+        st, l, ci, cn, s0 = self.st, self.l, self.ci, self.cn, self.s0
+        rd, wr, crd, cwr, pbase, wl = self.rd, self.wr, self.crd, self.cwr, self.pbase, self.wl
+        ph0, row, col, term = s0.phase, s0.row, s0.col, s0.term
+        # TABLE updates R[c] (row 0), then R[m]
+        table_row = Mux((ph0 == _TABLE) & (row == 1), self.m_class, self.c)
+        # layer 0 reads its target row R[c] during FORWARD, one chunk per cycle (target_chunk),
+        # into t at S1
+        self.target_chunk = [Signal(range(cn + 1), name=f"target_chunk{k}") for k in range(3)]
+        self.target_valid = [Signal(name=f"target_valid{k}") for k in range(3)]
+        tq, tv = self.target_chunk, self.target_valid
+        m.d.sync += [tq[1].eq(tq[0]), tv[1].eq(tv[0]), tq[2].eq(tq[1]), tv[2].eq(tv[1])]
+        raddr = Mux(ph0 == _TABLE, _mulk(table_row, cn) + col, _mulk(self.c, cn) + tq[0])
         for name in rd:
             for bk, port in enumerate(rd[name]):
                 if name == "W":
-                    a = _mulk(cb_, ci) + cc
+                    a = _mulk(row, ci) + col
                 elif name == "b":
-                    a = cb_
-                elif name == "T":
-                    a = Mux(ph0 == _GRAD, _mulk(cc, cn) + cb_, _mulk(cb_, cn) + cc)
-                elif name == "Tin":
-                    a = _mulk(mreg, ci) + cc
+                    a = row
+                elif name == "T":          # GRADIENT reads T[k] across j, the others along j
+                    a = Mux(ph0 == _GRADIENT, _mulk(col, cn) + row, _mulk(row, cn) + col)
+                elif name == "Tin":        # UPDATE's third term: Tin[m]
+                    a = _mulk(self.m_class, ci) + col
                 elif name == "R":
                     a = raddr
                 elif name == "head_W":
-                    a = _mulk(cb_, cn) + cc
+                    a = _mulk(row, cn) + col
                 else:
-                    a = cb_
-                m.d.comb += port.addr.eq(Mux(rb_active, self.rb_addr, a))
+                    a = row
+                m.d.comb += port.addr.eq(Mux(self.rb_active, st.state.addr, a))
         # the packed cache memory: which logical memory its read port serves this cycle
-        sel_b = Mux(rb_active, self.rb_mem == MEM_IDS["b"], (ph0 == _FWD) | ((ph0 == _UPD) & (cc == ci)))
-        sel_tin = Mux(rb_active, self.rb_mem == MEM_IDS["Tin"], (ph0 == _UPD) & (cc != ci)) if l > 0 else Const(0)
-        caddr = Signal.like(crd.addr)
-        m.d.comb += crd.addr.eq(Mux(sm.tab_en, pbase["tab"] + sm.tab_addr, caddr) if need_sm else caddr)
+        sel_b = Mux(self.rb_active, st.state.mem == MEM_IDS["b"], (ph0 == _FORWARD) | ((ph0 == _UPDATE) & (col == ci)))
+        sel_tin = Mux(self.rb_active, st.state.mem == MEM_IDS["Tin"], (ph0 == _UPDATE) & (col != ci)) if l > 0 \
+            else Const(0)
+        caddr = Signal.like(crd.addr, name="caddr")
+        m.d.comb += crd.addr.eq(Mux(self.sm.tab_en, pbase["tab"] + self.sm.tab_addr, caddr) if self.need_sm
+                                else caddr)
         m.d.comb += caddr.eq(Mux(sel_b, pbase["b"] + rd["b"][0].addr,
-                                    Mux(sel_tin, pbase.get("Tin", 0) + rd["Tin"][0].addr if l > 0 else 0,
-                                        rd["T"][0].addr)))
+                                 Mux(sel_tin, pbase.get("Tin", 0) + rd["Tin"][0].addr if l > 0 else 0,
+                                     rd["T"][0].addr)))
         wen_b = wr["b"][0].en
         wen_t = Cat(*(vp.en for vp in wr["T"])).any()     # any lane (a checkpoint writes one)
         m.d.sync += cwr.addr.eq(Mux(wen_b, pbase["b"] + wr["b"][0].addr,
                                     Mux(wen_t, wr["T"][0].addr,
                                         pbase.get("Tin", 0) + wr["Tin"][0].addr if l > 0 else 0)))
-        for k in range(nl):
-            if k < P:
+        for k in range(self.nl):
+            if k < self.P:
                 alt = Mux(wen_t, wr["T"][k].data, wr["Tin"][k].data) if l > 0 else wr["T"][k].data
                 m.d.sync += cwr.data[k * wl:(k + 1) * wl].eq(alt)
-            en = wen_b | (wr["T"][k].en if k < P else 0) | (wr["Tin"][k].en if (l > 0 and k < P) else 0)
+            en = wen_b | (wr["T"][k].en if k < self.P else 0) | (wr["Tin"][k].en if (l > 0 and k < self.P) else 0)
             m.d.sync += cwr.en[k].eq(en)
         with m.If(wen_b):
             m.d.sync += cwr.data.eq(wr["b"][0].data)
-
-        raddr1, raddr2 = Signal(range(C * cn + 1)), Signal(range(C * cn + 1))
+        raddr1, self.raddr2 = Signal(range(self.C * cn + 1), name="raddr1"), Signal(range(self.C * cn + 1), name="raddr2")
         m.d.sync += raddr1.eq(raddr)
-        late(raddr2, raddr1)
-        # h and t are read a chunk at a time through one index mux each (chunk c1, or b1 in GRAD),
-        # registered for S2; T[c] <- t is written from that read during TH (S1)
-        hidx1 = Signal.like(c1, name="hidx1")           # chosen at S0: one multiplexer less at S1
-        m.d.sync += hidx1.eq(Mux(ph0 == _GRAD, cb_, cc))
-        hch = [Signal(signed(qa.width), name=f"hch{pp}") for pp in range(P)]
-        tch = [Signal(signed(qa.width), name=f"tch{pp}") for pp in range(P)]
-        hch2 = [Signal(signed(qa.width), name=f"hch2_{pp}", reset_less=True) for pp in range(P)]
-        tch2 = [Signal(signed(qa.width), name=f"tch2_{pp}", reset_less=True) for pp in range(P)]
-        for pp in range(P):
-            m.d.comb += [hch[pp].eq(h_l[pp][hidx1]), tch[pp].eq(t_l[pp][hidx1])]
-            late(hch2[pp], hch[pp])
-            late(tch2[pp], tch[pp])
-        # cache writes: T[c] <- t during TH, Tin[c] <- t_in during the first row of FWD, both a
-        # cycle after S1 from registers (the lane multiplexers, or the input memory's clock-to-out,
-        # and the cache's write port do not share a cycle at speed; nothing reads them sooner)
-        t_we, t_addr = Signal(), Signal(range(max(2, C * cn)))
-        t_data = [Signal(signed(qa.width), name=f"t_wdata{pp}", reset_less=True) for pp in range(P)]
-        m.d.sync += [t_we.eq(v1 & (ph1 == _TH)), t_addr.eq(_mulk(cls, cn) + c1)]
-        m.d.sync += [t_data[pp].eq(tch[pp]) for pp in range(P)]
-        if l > 0:
-            i_we, i_addr = Signal(), Signal(range(max(2, C * ci)))
-            i_data = [Signal(signed(qin.width), name=f"tin_wdata{pp}", reset_less=True) for pp in range(P)]
-            m.d.sync += [i_we.eq(v1 & (ph1 == _FWD) & (a1 == 1) & (b1 == 0)), i_addr.eq(_mulk(cls, ci) + c1)]
-            m.d.sync += [i_data[pp].eq(ilane[pp]) for pp in range(P)]
-        for pp in range(P):
-            m.d.comb += [wr["T"][pp].addr.eq(t_addr), wr["T"][pp].data.eq(t_data[pp]), wr["T"][pp].en.eq(t_we)]
-            if l > 0:    # Tin[c] <- t_in from the input memory's read data in row 0 of the t pass
-                m.d.comb += [wr["Tin"][pp].addr.eq(i_addr), wr["Tin"][pp].data.eq(i_data[pp]),
-                             wr["Tin"][pp].en.eq(i_we)]
-        # input memory reads: the x / t_in chunk of FWD (signal ca) and of UPD (term cd)
-        region = Mux(ph0 == _UPD, cd, ca)[0] if l > 0 else 0
-        m.d.comb += ird.addr.eq(Mux(wbuf, 0, Sx * ci) + _mulk(region, ci) + cc)
+        self._late(m, self.raddr2, raddr1)
+        # input memory reads: the x / t_in chunk of FORWARD (signal sig) and of UPDATE (term)
+        region = Mux(ph0 == _UPDATE, term, s0.sig)[0] if l > 0 else 0
+        m.d.comb += self.ird.addr.eq(Mux(self.write_half, 0, self.Sx * ci) + _mulk(region, ci) + col)
 
-        # ---- S1: operands and one multiplier per lane ----
-        mac = m.submodules.mac = MacLanes(P, A, B)
-        prod = [mac.prod[pp] for pp in range(P)]
-        Wq2 = [Signal(signed(qw.width), name=f"wq{pp}", reset_less=True) for pp in range(P)]
-        Tq2 = [Signal(signed(qa.width), name=f"tq{pp}", reset_less=True) for pp in range(P)]
-        Rq2 = [Signal(signed(qt.width), name=f"rq{pp}", reset_less=True) for pp in range(P)] if l == 0 else None
-        hWq2 = [Signal(signed(qw.width), name=f"hwq{pp}", reset_less=True) for pp in range(P)] if self.head else None
-        bq2, hbq2 = Signal(signed(qb.width), reset_less=True), Signal(signed(qb.width), reset_less=True)
-        ub2 = Signal(signed(ew + 2), reset_less=True)
-        dk2, dk2_ovf = Signal(signed(qe.width)), Signal()
-        # the class of the error term, chosen at S0 and registered (S1 then only indexes p)
-        eidx, eidx_c = Signal(range(max(2, C)), name="eidx1"), Signal(name="eidx1_is_c")
-        eidx0 = Mux(ph0 == _GRAD, Mux(cc == C, cls, cc), cb_)
-        m.d.sync += [eidx.eq(eidx0), eidx_c.eq(eidx0 == cls)]
-        m.d.comb += esel.eq(pr_a[eidx] - Mux(eidx_c, 1 << P_FRAC, 0))
-        dk, dk_ovf = narrow(esel, P_FRAC, qe)
+    def _chunks(self, m):
+        """h and t are read a chunk at a time through one index mux each (chunk col1, or row1 in
+        GRADIENT), registered for S2."""
+        P, qa = self.P, self.qa
+        hidx1 = Signal.like(self.s1.col, name="hidx1")           # chosen at S0: one multiplexer less at S1
+        m.d.sync += hidx1.eq(Mux(self.s0.phase == _GRADIENT, self.s0.row, self.s0.col))
+        self.h_chunk = [Signal(signed(qa.width), name=f"h_chunk{pp}") for pp in range(P)]
+        self.t_chunk = [Signal(signed(qa.width), name=f"t_chunk{pp}") for pp in range(P)]
+        self.h_chunk2 = [Signal(signed(qa.width), name=f"h_chunk2_{pp}", reset_less=True) for pp in range(P)]
+        self.t_chunk2 = [Signal(signed(qa.width), name=f"t_chunk2_{pp}", reset_less=True) for pp in range(P)]
+        for pp in range(P):
+            m.d.comb += [self.h_chunk[pp].eq(self.h_l[pp][hidx1]), self.t_chunk[pp].eq(self.t_l[pp][hidx1])]
+            self._late(m, self.h_chunk2[pp], self.h_chunk[pp])
+            self._late(m, self.t_chunk2[pp], self.t_chunk[pp])
+
+    # ---- S1: operands and one multiplier per lane ----
+    def _lanes(self, m):
+        """The lane array (:class:`.mac.MacLanes`), and the read data each write-back needs as
+        its old value at S3 (``read3[name]``, a lane's word of ``W``, ``T``, ``R``, ``head_W``;
+        one word of ``b``, ``head_b``)."""
+        P, rd = self.P, self.rd
+        self.mac = m.submodules.mac = MacLanes(P, self.A, self.B)
+        self.prod = [self.mac.prod[pp] for pp in range(P)]
+        self.read2, self.read3 = {}, {}
+        for name in ("W", "T", "R", "head_W", "b", "head_b"):
+            if name not in rd:
+                continue
+            ports = rd[name]
+            regs = [Signal(signed(len(port.data)), name=f"{name}_read2_{pp}", reset_less=True)
+                    for pp, port in enumerate(ports)]
+            for r, port in zip(regs, ports):
+                self._late(m, r, port.data)
+            self.read2[name] = regs
+            self.read3[name] = self._s3(m, regs)
+        if self.need_sm:       # the softmax's products e_k q ride on the idle lanes
+            pb, MBB = self.pb, len(self.sm.mul_b)
+            m.d.comb += self.sm.mul_p.eq(sum(self.prod[pp].as_unsigned()[:E_BITS + pb] << (pp * pb)
+                                             for pp in range(min(P, math.ceil(MBB / pb)))))
+
+    # ---- S2: accumulate ----
+    def _accumulators(self, m):
+        """The dot-product accumulator ``acc`` (one adder; its start value by phase: the bias or
+        0) and one accumulator per lane, ``lane_acc``, for GRADIENT (a sum over the classes) and
+        UPDATE (a sum over the terms)."""
+        P, C, s2 = self.P, self.C, self.s2
+        self.acc = acc = Signal(signed(self.acc_w), name="acc", reset_less=True)
+        self.acc_n = Signal.like(acc, name="acc_n")
+        self.lane_acc = [Signal(signed(self.lane_acc_w), name=f"lane_acc{pp}", reset_less=True) for pp in range(P)]
+        lane_start = Mux(s2.phase == _GRADIENT, (s2.col == 0) | (s2.col == C), s2.term == 0)
+        lane_sum = [Signal(signed(self.lane_acc_w + 1), name=f"lane_sum{pp}") for pp in range(P)]
+        for pp in range(P):
+            m.d.comb += lane_sum[pp].eq(Mux(lane_start, 0, self.lane_acc[pp]) + self.prod[pp])
+            m.d.sync += self.lane_acc[pp].eq(lane_sum[pp])
+        self.acc_base = Signal.like(acc, name="acc_base")
+        m.d.comb += [self.acc_base.eq(Mux(s2.col == 0, 0, acc)), self.acc_n.eq(self.acc_base + self.mac.total)]
+
+    def _accumulate(self, m, code, start=None):
+        """At S2 of phase ``code``: ``acc`` takes the adder tree's sum (from ``start`` at the
+        first chunk of a dot product, else 0)."""
+        with m.If(self.s2.at(code)):
+            if start is not None:
+                m.d.comb += self.acc_base.eq(Mux(self.s2.col == 0, start, self.acc))
+            m.d.sync += self.acc.eq(self.acc_n)
+
+    # ---- the phases ----
+    def _forward(self, m):
+        """FORWARD: ``h = f(W x + b)`` and (layers >= 1, training) ``t = f(W t_in + b)``, a row
+        ``j`` at a time across the input chunks; layer 0 reads ``t = f(R[c])`` alongside, and
+        ``Tin[c] <- t_in`` is written during the first row of the ``t`` pass."""
+        P, l, ci, qa, qin = self.P, self.l, self.ci, self.qa, self.qin
+        s1, s2, s3 = self.s1, self.s2, self.s3
+        self._operands(_FORWARD, _A_W, _B_IN)
+        if l > 0:    # Tin[c] <- t_in from the input memory's read data in row 0 of the t pass
+            i_we, i_addr = Signal(name="tin_we"), Signal(range(max(2, self.C * ci)), name="tin_addr")
+            i_data = [Signal(signed(qin.width), name=f"tin_wdata{pp}", reset_less=True) for pp in range(P)]
+            m.d.sync += [i_we.eq(s1.at(_FORWARD) & (s1.sig == 1) & (s1.row == 0)),
+                         i_addr.eq(_mulk(self.c, ci) + s1.col)]
+            m.d.sync += [i_data[pp].eq(self.x_lane[pp]) for pp in range(P)]
+            for pp in range(P):
+                m.d.comb += [self.wr["Tin"][pp].addr.eq(i_addr), self.wr["Tin"][pp].data.eq(i_data[pp]),
+                             self.wr["Tin"][pp].en.eq(i_we)]
+        if l == 0:
+            # t = narrow(R[c]) from the read data registered first (the block RAM's clock-to-out
+            # and a narrowing do not fit one cycle at speed)
+            tq2, tv2 = self.target_chunk[2], self.target_valid[2]
+            for pp in range(P):
+                r_row = Signal(signed(self.qt.width), name=f"rrow{pp}", reset_less=True)
+                m.d.sync += r_row.eq(self.rd["R"][pp].data)
+                with m.If(tv2):
+                    m.d.sync += self.t_l[pp][tq2].eq(narrow(r_row, self.ft, qa)[0])
+        # S2: the sum starts from the bias; FORWARD's sums are narrowed from a copy of the
+        # accumulator that only FORWARD updates (acc also feeds the logits, the argmax and
+        # itself, and is placed for them)
+        acc_fwd = Signal.like(self.acc, name="acc_fwd")
+        with m.If(s2.at(_FORWARD)):
+            m.d.comb += self.acc_base.eq(Mux(s2.col == 0, self.read2["b"][0] << self.bsh, self.acc))
+            m.d.sync += [self.acc.eq(self.acc_n), acc_fwd.eq(self.acc_n)]
+        # S3: narrowed; h[j] and t[j] land at S4 from registers (the narrowing is a carry chain
+        # of its own)
+        self.h_new = hv3 = narrow(acc_fwd, self.fw + self.fin, qa)[0]
+        hv4, hwe4, twe4, row4 = Signal.like(hv3, name="h_new4"), Signal(name="h_we4"), Signal(name="t_we4"), \
+            Signal.like(s3.row, name="row4")
+        m.d.sync += [hv4.eq(hv3), row4.eq(s3.row), hwe4.eq(0), twe4.eq(0)]
+        with m.If(hwe4):
+            m.d.sync += self.h_a[row4].eq(hv4)
+        with m.If(twe4):
+            m.d.sync += self.t_a[row4].eq(hv4)
+        with m.If(s3.at(_FORWARD)):
+            with m.If(s3.col == ci - 1):
+                with m.If(s3.sig == 0):
+                    m.d.sync += hwe4.eq(1)
+                with m.Else():
+                    m.d.sync += twe4.eq(1)
+
+    def _logits(self, m):
+        """LOGITS: ``s_k = T[k] . h`` on the pre-write caches, lanes across ``j``; the prediction
+        (last stage) and ``m = argmax_{k != c} s_k``."""
+        s3 = self.s3
+        self._operands(_LOGITS, _A_T, _B_H_CHUNK)
+        self._accumulate(m, _LOGITS)
+        self._logit(_LOGITS, s3.row, readout=True)
+        with m.If(s3.at(_LOGITS)):
+            with m.If(s3.col == self.cn - 1):
+                k, acc = s3.row, self.acc
+                with m.If((k != self.c) & (~self.have_m | (acc > self.best_wrong_s))):
+                    m.d.sync += [self.best_wrong_s.eq(acc), self.m_class.eq(k), self.have_m.eq(1)]
+
+    def _cache(self, m):
+        """CACHE: ``s_c = t . h`` and ``T[c] <- t``."""
+        P, s1, s3 = self.P, self.s1, self.s3
+        self._operands(_CACHE, _A_T_CHUNK, _B_H_CHUNK)
+        # T[c] <- t from the chunk read at S1, a cycle later from registers (the lane
+        # multiplexers and the cache's write port do not share a cycle at speed; nothing reads
+        # it sooner)
+        t_we, t_addr = Signal(name="t_we"), Signal(range(max(2, self.C * self.cn)), name="t_addr")
+        t_data = [Signal(signed(self.qa.width), name=f"t_wdata{pp}", reset_less=True) for pp in range(P)]
+        m.d.sync += [t_we.eq(s1.at(_CACHE)), t_addr.eq(_mulk(self.c, self.cn) + s1.col)]
+        m.d.sync += [t_data[pp].eq(self.t_chunk[pp]) for pp in range(P)]
+        for pp in range(P):
+            m.d.comb += [self.wr["T"][pp].addr.eq(t_addr), self.wr["T"][pp].data.eq(t_data[pp]),
+                         self.wr["T"][pp].en.eq(t_we)]
+        self._accumulate(m, _CACHE)
+        self._logit(_CACHE, self.c)
+
+    def _softmax(self, m):
+        """SOFTMAX: ``prob = softmax(s)`` (:class:`.softmax.Softmax`, its products on the idle
+        lanes); then ``err_k = prob_k - y_k`` for one class a cycle: the class is chosen at S0
+        and registered, S1 only indexes ``prob``."""
+        s0, C = self.s0, self.C
+        self.err_class, self.err_is_c = Signal(range(max(2, C)), name="err_class"), Signal(name="err_is_c")
+        err_class0 = Mux(s0.phase == _GRADIENT, Mux(s0.col == C, self.c, s0.col), s0.row)
+        m.d.sync += [self.err_class.eq(err_class0), self.err_is_c.eq(err_class0 == self.c)]
+        m.d.comb += self.err.eq(Array(self.prob)[self.err_class] - Mux(self.err_is_c, 1 << P_FRAC, 0))
+        if self.head:         # the head's delta d_k = narrow(err_k), with it at S2 and S3
+            self.d_head, d_ovf = narrow(self.err, P_FRAC, self.qe)
+            d2, d2_ovf = Signal(signed(self.qe.width), name="d_head2"), Signal(name="d_head2_ovf")
+            self._late(m, d2, self.d_head)
+            self._late(m, d2_ovf, d_ovf)
+            self.d_head3, self.d_head3_ovf = self._s3(m, d2), self._s3(m, d2_ovf)
+
+    def _gradient(self, m):
+        """GRADIENT (class_ce): per chunk of ``j``, ``g_h = sum_k err_k T[k]`` (steps ``0 .. C-1``)
+        and ``g_t = err_c h`` (step ``C``), lanes across ``j``; narrowed to the error format,
+        masked (``d_h = g_h f'(h)``; ``g_t`` with the masks ``f'(t)`` and ``f'(T[m])``) and
+        pushed into the delta FIFOs at S3."""
+        self.err_flags4 = eflags4 = Signal(self.P, name="err_flags4")   # error saturations, counted at S4
+        m.d.sync += eflags4.eq(0)
+        P, C, qe, s1, s2, s3 = self.P, self.C, self.qe, self.s1, self.s2, self.s3
+        self._operands(_GRADIENT, _A_ERR, Mux(s1.col == C, _B_H_CHUNK, _B_T))
+        self.shared_a[_A_ERR] = self.err
+        if not self.class_ce:
+            return
+        self._fifo_flag(m, "push_d_h3", s2.at(_GRADIENT) & (s2.col == C - 1), "d_h", push=True)
+        self._fifo_flag(m, "push_g_t3", s2.at(_GRADIENT) & (s2.col == C), "g_t", push=True)
+        mask_m = [Signal(name=f"mask_m{pp}") for pp in range(P)]        # f'(T[m]), lane pp
+        T3, h_chunk3, t_chunk3 = self.read3["T"], self._s3(m, self.h_chunk2), self._s3(m, self.t_chunk2)
+        with m.If(s3.at(_GRADIENT)):
+            ovfs, d_h, g_t = [], [], []
+            for pp in range(P):
+                with m.If(s3.col == self.m_class):
+                    m.d.sync += mask_m[pp].eq(self._inside(T3[pp]))
+                # one narrowing per lane: g_h at step C - 1, g_t at step C
+                g, g_ovf = narrow(self.lane_acc[pp], P_FRAC + self.fa, qe)
+                ovf = Signal(name=f"err_ovf{pp}")
+                d_h.append(Mux(self._inside(h_chunk3[pp]), g, 0))
+                mm = mask_m[pp] if self.push else Const(0, 1)
+                g_t.append(Cat(g, self._inside(t_chunk3[pp]), mm))
+                with m.If((s3.col == C - 1) | (s3.col == C)):
+                    m.d.comb += ovf.eq(g_ovf & self._lane_valid(pp, s3.row, self.n))
+                ovfs.append(ovf)
+            with m.If(s3.col == C - 1):
+                self._fifo_push(m, "d_h", d_h)
+            with m.If(s3.col == C):
+                self._fifo_push(m, "g_t", g_t)
+            m.d.sync += eflags4.eq(Cat(*ovfs))
+
+    def _update(self, m):
+        """UPDATE: ``W <- sat(W + round(-u >> s))`` a row ``j`` at a time, ``u`` summed over the
+        terms (``d_h x``; ``d_tc t_in``, ``d_tm Tin[m]`` at layers >= 1) in the lane
+        accumulators, then the bias step ``b <- sat(b + round(-(d_h + d_tc + d_tm) >> s))``:
+        read-modify-write chunks, the rounded step at S3, saturated and written at S4."""
+        P, n, ci, l, s0, s1, s3 = self.P, self.n, self.ci, self.l, self.s0, self.s1, self.s3
         if self.class_ce:
             # the row's lane in the head chunk; the FIFOs rotate after the last row of a chunk
-            jl = Signal(range(P))
-            heads = {nm: Array(dq[nm][0]) for nm in dq}
-            d1h = heads["dh"][jl]
-            d1tc, d1tm = dg_split(heads["dg"][jl])
-            dsel = Mux(d1 == 0, d1h, Mux(d1 == 1, d1tc, d1tm))
-            ub_terms = [d1h, d1tc, d1tm] if terms > 1 else [d1h]
-            jl_next = Signal.like(jl, name="jl_next")   # jl at the S1 of the issue now at S0
-            m.d.comb += jl_next.eq(jl)
-            with m.If(v1 & (ph1 == _UPD)):
-                with m.If(c1 == ci):
-                    with m.If((jl == P - 1) | (b1 == n - 1)):
-                        m.d.comb += jl_next.eq(0)
+            lane_index = Signal(range(P), name="lane_index")
+            heads = {nm: Array(self.delta_fifo[nm][0]) for nm in self.delta_fifo}
+            d_h = heads["d_h"][lane_index]
+            d_tc, d_tm = self._g_t_split(heads["g_t"][lane_index])
+            delta = Mux(s1.term == 0, d_h, Mux(s1.term == 1, d_tc, d_tm))
+            bias_terms = [d_h, d_tc, d_tm] if self.terms > 1 else [d_h]
+            lane_index_next = Signal.like(lane_index, name="lane_index_next")   # at the S1 of the issue now at S0
+            m.d.comb += lane_index_next.eq(lane_index)
+            with m.If(s1.at(_UPDATE)):
+                with m.If(s1.col == ci):
+                    with m.If((lane_index == P - 1) | (s1.row == n - 1)):
+                        m.d.comb += lane_index_next.eq(0)
                     with m.Else():
-                        m.d.comb += jl_next.eq(jl + 1)
+                        m.d.comb += lane_index_next.eq(lane_index + 1)
             with m.Else():
-                m.d.comb += jl_next.eq(0)
-            m.d.sync += jl.eq(jl_next)
+                m.d.comb += lane_index_next.eq(0)
+            m.d.sync += lane_index.eq(lane_index_next)
             # both FIFOs rotate at the S1 of a row's bias step when the row ends a chunk
-            fifo_flag("fifo_rot1", v0 & (ph0 == _UPD) & (cc == ci) & ((jl_next == P - 1) | (cb_ == n - 1)),
-                      "dh", "dg")
-            fifo_flag("push_dh3", v2 & (ph2 == _GRAD) & (c2 == C - 1), "dh", push=True)
-            fifo_flag("push_dg3", v2 & (ph2 == _GRAD) & (c2 == C), "dg", push=True)
-            if l == 0:
-                fifo_flag("tab_rot3", v2 & (ph2 == _TAB), "dg")
-            for nm in dq:
-                m.d.comb += [f_shift[nm].eq(Cat(*fifo_flags[nm]).any()), f_push[nm].eq(push_flag[nm])]
+            self._fifo_flag(m, "fifo_rot1", s0.at(_UPDATE) & (s0.col == ci) &
+                            ((lane_index_next == P - 1) | (s0.row == n - 1)), "d_h", "g_t")
         else:
-            dsel = Mux(d1 == 0, d_h_a[b1], Mux(d1 == 1, d_tc_a[b1], d_tm_a[b1]))
-            ub_terms = [d_h_a[b1], d_tc_a[b1], d_tm_a[b1]] if terms > 1 else [d_h_a[b1]]
+            j = s1.row
+            delta = Mux(s1.term == 0, self.d_h_a[j], Mux(s1.term == 1, self.d_tc_a[j], self.d_tm_a[j]))
+            bias_terms = [self.d_h_a[j], self.d_tc_a[j], self.d_tm_a[j]] if self.terms > 1 else [self.d_h_a[j]]
+        self.shared_a[_A_D] = delta
+        self._operands(_UPDATE, _A_D, Mux(s1.term == 2, _B_TIN, _B_IN) if l > 0 else _B_IN)
         # the bias step's sum of the terms: the terms registered at S1, added at S1b
-        ub_regs = []
-        for k, v in enumerate(ub_terms):
-            r = Signal(Value.cast(v).shape(), name=f"ub_term{k}", reset_less=True)
+        regs = []
+        for k, v in enumerate(bias_terms):
+            r = Signal(Value.cast(v).shape(), name=f"bias_term{k}", reset_less=True)
             m.d.sync += r.eq(v)
-            ub_regs.append(r)
-        ub_sel = sum(ub_regs[1:], ub_regs[0])
-        # S1 picks each operand's source (the same for every lane); the sources are registered
-        # and, a cycle later (S1b), a multiplexer with that registered choice feeds MacLanes'
-        # operand registers: no block RAM read, lane multiplexer or error term shares a cycle
-        # with the operand multiplexer
-        ZERO, A_W, A_T, A_TCH, A_ERR, A_D, A_HW, A_DK, A_SM = range(9)
-        B_IN, B_HCH, B_T, B_TIN, B_SM = range(1, 6)
-        asel, bsel = Signal(range(A_SM + 1)), Signal(range(B_SM + 1))
-        with m.Switch(ph1):
-            with m.Case(_FWD):
-                m.d.comb += [asel.eq(A_W), bsel.eq(B_IN)]
-            with m.Case(_READ):
-                m.d.comb += [asel.eq(A_T), bsel.eq(B_HCH)]
-            with m.Case(_TH):
-                m.d.comb += [asel.eq(A_TCH), bsel.eq(B_HCH)]
-            with m.Case(_GRAD):
-                m.d.comb += [asel.eq(A_ERR), bsel.eq(Mux(c1 == C, B_HCH, B_T))]
-            with m.Case(_UPD):
-                m.d.comb += [asel.eq(A_D), bsel.eq(Mux(d1 == 2, B_TIN, B_IN) if l > 0 else B_IN)]
-            if self.head:
-                with m.Case(_HLOG):
-                    m.d.comb += [asel.eq(A_HW), bsel.eq(B_HCH)]
-                with m.Case(_HUPD):
-                    m.d.comb += [asel.eq(A_DK), bsel.eq(B_HCH)]
-        if need_sm:       # the softmax's products e_k q on the idle lanes
-            with m.If(sm.mul_en):
-                m.d.comb += [asel.eq(A_SM), bsel.eq(B_SM)]
-
-        def src(v, name):
-            """``v`` registered: an operand source at S1b."""
-            r = Signal(Value.cast(v).shape(), name=name, reset_less=True)
-            m.d.sync += r.eq(v)
-            return r
-        asel_b, bsel_b = src(asel, "asel_b"), src(bsel, "bsel_b")
-        shared_a = {A_ERR: src(esel, "esel_b"), A_D: src(dsel, "dsel_b")}
-        if self.head:
-            shared_a[A_DK] = src(dk, "dk_b")
-        if need_sm:
-            shared_a[A_SM] = src(sm.mul_a, "sm_a_b")
+            regs.append(r)
+        bias_delta2 = Signal(signed(self.ew + 2), name="bias_delta2", reset_less=True)
+        self._late(m, bias_delta2, sum(regs[1:], regs[0]), STAGE_LATENCY - 1)           # from S1b
+        self.bias_delta3 = self._s3(m, bias_delta2)
+        self._write_back_registers(m)
+        wb = self.wb
+        with m.If(s3.at(_UPDATE)):
+            for pp in range(P):
+                m.d.sync += [wb.step[pp].eq(self._step(self.lane_acc[pp], self.shW, self.draws[pp])),
+                             wb.old[pp].eq(self.read3["W"][pp])]
+            m.d.sync += [wb.b_step.eq(self._step(self.bias_delta3, self.shB, self.draws[0])),
+                         wb.b_old.eq(self.read3["b"][0]),
+                         wb.w_go.eq((s3.col < ci) & (s3.term == self.terms - 1)), wb.b_go.eq(s3.col == ci),
+                         wb.w_addr.eq(_mulk(s3.row, ci) + s3.col), wb.b_addr.eq(s3.row)]
+            if self.stoch:
+                m.d.comb += self.lfsr.advance.eq(Mux(s3.col == ci, 1, Mux(s3.term == self.terms - 1,
+                                                                          self._chunk_count(s3.col, ci, self.n_in), 0)))
+        # S4: add the rounded steps, saturate, write back; count saturations a cycle later
+        self.w_new = []
         for pp in range(P):
-            srcs_a = {A_W: src(rd["W"][pp].data, f"w_b{pp}"), A_T: src(rd["T"][pp].data, f"t_b{pp}"),
-                      A_TCH: src(tch[pp], f"tch_b{pp}"), **shared_a}
-            srcs_b = {B_IN: src(ilane[pp], f"in_b{pp}"), B_HCH: src(hch[pp], f"hch_b{pp}"), B_T: srcs_a[A_T]}
+            wn, wovf = saturate(self._apply_step(wb.old[pp], wb.step[pp]), self.qw)
+            self.w_new.append((wn, wovf))
+            m.d.comb += [self.wr["W"][pp].addr.eq(wb.w_addr), self.wr["W"][pp].data.eq(wn),
+                         self.wr["W"][pp].en.eq(wb.w_go)]
+            m.d.sync += wb.w_flags[pp].eq(wovf & wb.w_go)
+        self.b_new = bn, bovf = saturate(self._apply_step(wb.b_old, wb.b_step), self.qb)
+        m.d.comb += [self.wr["b"][0].addr.eq(wb.b_addr), self.wr["b"][0].data.eq(bn), self.wr["b"][0].en.eq(wb.b_go)]
+        m.d.sync += wb.b_flag.eq(bovf & wb.b_go)
+
+    def _write_back_registers(self, m):
+        """The S4 registers UPDATE, TABLE and HEAD_UPDATE share: the rounded step of each lane
+        (W, R, the head's W) and of the bias, the old values, where and whether to write;
+        saturation flags for the counters (widths: those of the rounded expressions themselves,
+        so nothing is cut before saturating)."""
+        fe, s = self.fe, self.s_shift
+        self.shW, self.shB = fe + self.fin - self.fw + s, fe - self.fb + s
+        self.shR, self.shHW = fe - self.ft + s, fe + self.fa - self.fw + s
+        lane_steps = [self._step(self.lane_acc[0], self.shW, self.draws[0])]
+        bias_steps = [self._step(self.bias_delta3, self.shB, self.draws[0])]
+        if self.table:
+            d_tc0, d_tm0 = self._g_t_split(self.delta_fifo["g_t"][0][0])
+            lane_steps.append(self._step(Mux(self.s3.row == 0, d_tc0, d_tm0), self.shR, self.draws[0]))
+        if self.head:
+            lane_steps.append(self._step(self.lane_acc[0], self.shHW, self.head_draws[0]))
+            bias_steps.append(self._step(self.d_head3, self.shB, self.head_draws[0]))
+        self.wb = wb = _WriteBack(self.P, max(len(v) for v in lane_steps), max(self.qw.width, self.qt.width),
+                                  max(len(v) for v in bias_steps), self.qb.width, len(self.raddr2))
+        m.d.sync += [wb.w_go.eq(0), wb.b_go.eq(0), wb.r_go.eq(0), wb.hw_go.eq(0), wb.hb_go.eq(0)]
+
+    def _table(self, m):
+        """TABLE (layer 0, class_ce): ``R[c] <- sat(R[c] + round(-d_tc >> s))``, then ``R[m]`` with
+        ``d_tm``, a chunk a cycle from the head of the ``g_t`` FIFO (which rotates)."""
+        if not self.table:
+            return
+        P, s2, s3, wb = self.P, self.s2, self.s3, self.wb
+        self._fifo_flag(m, "table_rot3", s2.at(_TABLE), "g_t")
+        table_addr3 = self._s3(m, self.raddr2)
+        with m.If(s3.at(_TABLE)):
+            for pp in range(P):
+                d_tc, d_tm = self._g_t_split(self.delta_fifo["g_t"][0][pp])
+                d = Mux(s3.row == 0, d_tc, d_tm)
+                m.d.sync += [wb.step[pp].eq(self._step(d, self.shR, self.draws[pp])),
+                             wb.old[pp].eq(self.read3["R"][pp]), wb.lane_valid[pp].eq(self._lane_valid(pp, s3.col, self.n))]
+            m.d.sync += [wb.r_go.eq(1), wb.r_addr.eq(table_addr3)]
+            if self.stoch:
+                m.d.comb += self.lfsr.advance.eq(self._chunk_count(s3.col, self.cn, self.n))
+        for pp in range(P):
+            rn, rovf = saturate(self._apply_step(wb.old[pp], wb.step[pp]), self.qt)
+            m.d.comb += [self.wr["R"][pp].addr.eq(wb.r_addr), self.wr["R"][pp].data.eq(rn),
+                         self.wr["R"][pp].en.eq(wb.r_go)]
+            m.d.sync += wb.r_flags[pp].eq(rovf & wb.lane_valid[pp] & wb.r_go)
+
+    def _head(self, m):
+        """The linear head (last stage, ``readout: head``): HEAD_LOGITS ``s_k = W_head[k] . h +
+        b_head[k]`` and the prediction; HEAD_SOFTMAX (in the FSM); HEAD_UPDATE ``W_head[k] <-
+        sat(W_head[k] + round(-d_k h >> s))``, then ``b_head[k]``, with ``d = narrow(err)``."""
+        if not self.head:
+            return
+        P, cn, s3, wb = self.P, self.cn, self.s3, self.wb
+        self._operands(_HEAD_LOGITS, _A_HEAD_W, _B_H_CHUNK)
+        self._operands(_HEAD_UPDATE, _A_D_HEAD, _B_H_CHUNK)
+        self.shared_a[_A_D_HEAD] = self.d_head
+        self._accumulate(m, _HEAD_LOGITS, start=self.read2["head_b"][0] << self.hbsh)
+        self._logit(_HEAD_LOGITS, s3.row, readout=True)
+        with m.If(s3.at(_HEAD_UPDATE)):
+            for pp in range(P):
+                # HEAD_UPDATE's lane sums are single products (lane_start at every term 0)
+                m.d.sync += [wb.step[pp].eq(self._step(self.lane_acc[pp], self.shHW, self.head_draws[pp])),
+                             wb.old[pp].eq(self.read3["head_W"][pp])]
+            m.d.sync += [wb.b_step.eq(self._step(self.d_head3, self.shB, self.head_draws[0])),
+                         wb.b_old.eq(self.read3["head_b"][0]),
+                         wb.hw_go.eq(s3.col < cn), wb.hb_go.eq(s3.col == cn), wb.w_addr.eq(_mulk(s3.row, cn) + s3.col),
+                         wb.b_addr.eq(s3.row), wb.err_ovf.eq(self.d_head3_ovf)]
+            if self.stoch:
+                m.d.comb += self.lfsr_head.advance.eq(Mux(s3.col == cn, 1, self._chunk_count(s3.col, cn, self.n)))
+        # S4: the head's words take UPDATE's saturating adders (the same formats)
+        for pp in range(P):
+            wn, wovf = self.w_new[pp]
+            m.d.comb += [self.wr["head_W"][pp].addr.eq(wb.w_addr), self.wr["head_W"][pp].data.eq(wn),
+                         self.wr["head_W"][pp].en.eq(wb.hw_go)]
+            m.d.sync += wb.hw_flags[pp].eq(wovf & wb.hw_go)
+        bn, bovf = self.b_new
+        m.d.comb += [self.wr["head_b"][0].addr.eq(wb.b_addr), self.wr["head_b"][0].data.eq(bn),
+                     self.wr["head_b"][0].en.eq(wb.hb_go)]
+        m.d.sync += [wb.hb_flag.eq(bovf & wb.hb_go), wb.he_flag.eq(wb.err_ovf & wb.hb_go)]
+
+    def _fifo_enables(self, m):
+        """Each delta FIFO shifts when any of its flags is set, and pushes with its push flag."""
+        for nm in self.delta_fifo or ():
+            m.d.comb += [self.fifo_shift[nm].eq(Cat(*self.fifo_flags[nm]).any()),
+                         self.fifo_push[nm].eq(self.push_flag[nm])]
+
+    def _operand_mux(self, m):
+        """S1 picks each operand's source by phase (the same for every lane); the sources are
+        registered and, a cycle later (S1b), a multiplexer with that registered choice feeds
+        MacLanes' operand registers: no block RAM read, lane multiplexer or error term shares a
+        cycle with the operand multiplexer."""
+        P, l, rd, mac = self.P, self.l, self.rd, self.mac
+        asel, bsel = Signal(range(_A_SM + 1), name="a_sel"), Signal(range(_B_SM + 1), name="b_sel")
+        with m.Switch(self.s1.phase):
+            for code, (a, b) in sorted(self.operand_sel.items()):
+                with m.Case(code):
+                    m.d.comb += [asel.eq(a), bsel.eq(b)]
+        if self.need_sm:       # the softmax's products e_k q on the idle lanes
+            with m.If(self.sm.mul_en):
+                m.d.comb += [asel.eq(_A_SM), bsel.eq(_B_SM)]
+        asel_b, bsel_b = self._src(m, asel, "a_sel_b"), self._src(m, bsel, "b_sel_b")
+        shared_a = {code: self._src(m, v, f"shared{code}_b") for code, v in self.shared_a.items()}
+        if self.need_sm:
+            shared_a[_A_SM] = self._src(m, self.sm.mul_a, "sm_a_b")
+        for pp in range(P):
+            srcs_a = {_A_W: self._src(m, rd["W"][pp].data, f"w_b{pp}"), _A_T: self._src(m, rd["T"][pp].data, f"t_b{pp}"),
+                      _A_T_CHUNK: self._src(m, self.t_chunk[pp], f"t_chunk_b{pp}"), **shared_a}
+            srcs_b = {_B_IN: self._src(m, self.x_lane[pp], f"in_b{pp}"),
+                      _B_H_CHUNK: self._src(m, self.h_chunk[pp], f"h_chunk_b{pp}"), _B_T: srcs_a[_A_T]}
             if l > 0:
-                srcs_b[B_TIN] = src(rd["Tin"][pp].data, f"tin_b{pp}")
+                srcs_b[_B_TIN] = self._src(m, rd["Tin"][pp].data, f"tin_b{pp}")
             if self.head:
-                srcs_a[A_HW] = src(rd["head_W"][pp].data, f"hw_b{pp}")
-            if need_sm:
+                srcs_a[_A_HEAD_W] = self._src(m, rd["head_W"][pp].data, f"hw_b{pp}")
+            if self.need_sm:
                 # q in (B - 1)-bit pieces, lane pp's piece of group mul_g (0 beyond q's width)
+                pb, MBB, sm = self.pb, len(self.sm.mul_b), self.sm
                 piece = Signal(pb, name=f"smb{pp}")
                 with m.Switch(sm.mul_g):
-                    for gi in range(G_sm):
+                    for gi in range(self.G_sm):
                         if (gi * P + pp) * pb < MBB:
                             with m.Case(gi):
                                 m.d.comb += piece.eq((sm.mul_b >> ((gi * P + pp) * pb))[:pb])
-                srcs_b[B_SM] = src(piece, f"sm_b_b{pp}")
-            ma, mb = mac.a[pp], mac.b[pp]
-            with m.Switch(asel_b):
-                for code, v in srcs_a.items():
-                    with m.Case(code):
-                        m.d.comb += ma.eq(v)
-            with m.Switch(bsel_b):
-                for code, v in srcs_b.items():
-                    with m.Case(code):
-                        m.d.comb += mb.eq(v)
-            late(Wq2[pp], rd["W"][pp].data)
-            late(Tq2[pp], rd["T"][pp].data)
-            if l == 0:
-                late(Rq2[pp], rd["R"][pp].data)
-                # TGT: t = narrow(R[c]) from the read data registered first (the block RAM's
-                # clock-to-out and a narrowing do not fit one cycle at speed)
-                r_row = Signal(signed(qt.width), name=f"rrow{pp}", reset_less=True)
-                m.d.sync += r_row.eq(rd["R"][pp].data)
-                with m.If(tv2):
-                    m.d.sync += t_l[pp][tq2].eq(narrow(r_row, ft, qa)[0])
-            if self.head:
-                late(hWq2[pp], rd["head_W"][pp].data)
-        for x2, x1 in ((bq2, rd["b"][0].data), (dk2, dk), (dk2_ovf, dk_ovf)):
-            late(x2, x1)
-        late(ub2, ub_sel, STAGE_LATENCY - 1)           # from S1b
-        if self.head:
-            late(hbq2, rd["head_b"][0].data)
+                srcs_b[_B_SM] = self._src(m, piece, f"sm_b_b{pp}")
+            for sel, srcs, operand in ((asel_b, srcs_a, mac.a[pp]), (bsel_b, srcs_b, mac.b[pp])):
+                with m.Switch(sel):
+                    for code, v in srcs.items():
+                        with m.Case(code):
+                            m.d.comb += operand.eq(v)
 
-        # ---- S2: accumulate ----
-        tree = mac.total
-        if need_sm:
-            from .softmax import E_BITS
-            m.d.comb += sm.mul_p.eq(sum(prod[pp].as_unsigned()[:E_BITS + pb] << (pp * pb)
-                                        for pp in range(min(P, math.ceil(MBB / pb)))))
-        acc_n = Signal.like(acc)
-        acc_fwd = Signal.like(acc, name="acc_fwd")
-        sat_w, sat_b, sat_e, sat_t = (Signal(32, name=nm) for nm in ("sat_w", "sat_b", "sat_e", "sat_t"))
-        sat_wh, sat_bh, sat_eh = (Signal(32, name=nm) for nm in ("sat_wh", "sat_bh", "sat_eh"))
-        m.d.comb += [self.sat_weight.eq(sat_w), self.sat_bias.eq(sat_b), self.sat_error.eq(sat_e),
-                     self.sat_table.eq(sat_t)]
-        if self.head:
-            m.d.comb += [self.sat_weight_head.eq(sat_wh), self.sat_bias_head.eq(sat_bh),
-                         self.sat_error_head.eq(sat_eh)]
-        # one accumulator per lane for GRAD (sum over classes) and UPD (sum over terms), one adder
-        racc = [Signal(signed(max(lacc_w, uacc_w)), name=f"racc{pp}", reset_less=True) for pp in range(P)]
-        rzero = Mux(ph2 == _GRAD, (c2 == 0) | (c2 == C), d2 == 0)
-        rsum = [Signal(signed(max(lacc_w, uacc_w) + 1), name=f"rsum{pp}") for pp in range(P)]
-        for pp in range(P):
-            m.d.comb += rsum[pp].eq(Mux(rzero, 0, racc[pp]) + prod[pp])
-            m.d.sync += racc[pp].eq(rsum[pp])
-        # the dot-product accumulator: one adder, its start value by phase (bias or 0)
-        acc_base = Signal.like(acc)
-        m.d.comb += [acc_base.eq(Mux(c2 == 0, 0, acc)), acc_n.eq(acc_base + tree)]
-        maskm = [Signal(name=f"maskm{pp}") for pp in range(P)]
+    def _saturation_counters(self, m):
+        """The saturation counts (a cycle after each S4 write), and ``pipe_busy``: writes or
+        counts still on their way (the engine is idle only without them)."""
+        st, wb = self.st, self.wb
 
         def popcount(flags):
             return sum(f.as_unsigned() for f in flags) if flags else 0
 
-        def lane_valid(pp, idx, count):
-            return (_mulk(idx, P) + pp) < count
-
-        def argmax_update(k):
-            with m.If((k == 0) | (acc > best)):
-                m.d.sync += [best.eq(acc), pred.eq(k)]
-            with m.If((k != cls) & (~have_m | (acc > bestm))):
-                m.d.sync += [bestm.eq(acc), mreg.eq(k), have_m.eq(1)]
-
-        with m.If(v2):
-            with m.Switch(ph2):
-                with m.Case(_FWD):
-                    m.d.comb += acc_base.eq(Mux(c2 == 0, bq2 << bsh, acc))
-                    m.d.sync += [acc.eq(acc_n), acc_fwd.eq(acc_n)]
-                with m.Case(_READ, _TH):
-                    m.d.sync += acc.eq(acc_n)
-                if self.head:
-                    with m.Case(_HLOG):
-                        m.d.comb += acc_base.eq(Mux(c2 == 0, hbq2 << hbsh, acc))
-                        m.d.sync += acc.eq(acc_n)
-
-        # ---- S3: the finished sums (the accumulator registers) narrowed, compared or written back:
-        # h, t, the logits and the argmax; the deltas into their FIFOs; W, b, R and the head ----
-        v3, ph3, a3, b3, c3, d3 = Signal(), Signal(4), Signal.like(ca), Signal.like(ca), Signal.like(ca), Signal.like(ca)
-        m.d.sync += [v3.eq(v2), ph3.eq(ph2), a3.eq(a2), b3.eq(b2), c3.eq(c2), d3.eq(d2)]
-
-        def s3(x2):
-            """The S2 value one cycle later, alongside ``racc`` (the lanes' finished sums)."""
-            if x2 is None:
-                return None
-            if isinstance(x2, list):
-                return [s3(x) for x in x2]
-            x3 = Signal.like(x2, name=f"{x2.name}_s3")
-            m.d.sync += x3.eq(x2)
-            return x3
-        Wq3, Tq3, Rq3, hWq3, hch3, tch3 = s3(Wq2), s3(Tq2), s3(Rq2), s3(hWq2), s3(hch2), s3(tch2)
-        bq3, hbq3, ub3, dk3, dk3_ovf, raddr3 = s3(bq2), s3(hbq2), s3(ub2), s3(dk2), s3(dk2_ovf), s3(raddr2)
-        # FWD's sums are narrowed from a copy of the accumulator that only FWD updates (acc also
-        # feeds the logits, the argmax and itself, and is placed for them)
-        hv3 = narrow(acc_fwd, fw + fin, qa)[0]
-        # h[j] and t[j] land at S4 from registers (the narrowing is a carry chain of its own)
-        hv4, hwe4, twe4, b4 = Signal.like(hv3), Signal(), Signal(), Signal.like(b3)
-        m.d.sync += [hv4.eq(hv3), b4.eq(b3), hwe4.eq(0), twe4.eq(0)]
-        with m.If(hwe4):
-            m.d.sync += h_a[b4].eq(hv4)
-        with m.If(twe4):
-            m.d.sync += t_a[b4].eq(hv4)
-
-        # S4 registers: the rounded step of each lane (W, R, the head's W) and of the bias, the
-        # old values, where and whether to write; saturation flags for the counters
-        # (widths: those of the rounded expressions themselves, so nothing is cut before saturating)
-        shW, shB, shR, shHW = fe + fin - fw + s_shift, fe - fb + s_shift, fe - ft + s_shift, fe + fa - fw + s_shift
-        # the steps are subtracted at S4 with rounding to nearest (half to even is odd-symmetric:
-        # round(-x) = -round(x), so the negation is not a carry chain of its own at S3), added
-        # as rounded negations otherwise (floor-based roundings are not symmetric)
-        sub = mode == "nearest"
-
-        def step(x, k, draw):
-            """The rounded ``-x >> k`` (or ``x >> k`` when the step is subtracted)."""
-            return round_shift(x, k) if sub else round_shift(-x, k, mode, draw)
-
-        def apply_step(old, st):
-            return old - st if sub else old + st
-        lane_steps = [step(racc[0], shW, draws[0])]
-        bias_steps = [step(ub3, shB, draws[0])]
-        if l == 0 and self.class_ce:
-            dtc0, dtm0 = dg_split(dq["dg"][0][0])
-            lane_steps.append(step(Mux(b3 == 0, dtc0, dtm0), shR, draws[0]))
+        sat_w, sat_b, sat_e, sat_t = (Signal(32, name=nm) for nm in ("sat_w", "sat_b", "sat_e", "sat_t"))
+        sat_wh, sat_bh, sat_eh = (Signal(32, name=nm) for nm in ("sat_wh", "sat_bh", "sat_eh"))
+        m.d.comb += [st.sat_weight.eq(sat_w), st.sat_bias.eq(sat_b), st.sat_error.eq(sat_e), st.sat_table.eq(sat_t)]
         if self.head:
-            lane_steps.append(step(racc[0], shHW, hdraws[0]))
-            bias_steps.append(step(dk3, shB, hdraws[0]))
-        step4 = [Signal(signed(max(len(v) for v in lane_steps)), name=f"step4_{pp}", reset_less=True)
-                 for pp in range(P)]
-        old4 = [Signal(signed(max(qw.width, qt.width)), name=f"old4_{pp}", reset_less=True) for pp in range(P)]
-        lane4 = [Signal(name=f"lane4_{pp}") for pp in range(P)]
-        bstep4 = Signal(signed(max(len(v) for v in bias_steps)), reset_less=True)
-        bold4 = Signal(signed(qb.width), reset_less=True)
-        wgo4, bgo4, tgo4, hgo4, hbgo4, eovf4 = (Signal(name=nm) for nm in ("wgo4", "bgo4", "tgo4", "hgo4", "hbgo4", "eovf4"))
-        waddr4, baddr4 = Signal(16), Signal(16)
-        taddr4 = Signal.like(raddr3)
-        eflags4 = Signal(P)
-        m.d.sync += [wgo4.eq(0), bgo4.eq(0), tgo4.eq(0), hgo4.eq(0), hbgo4.eq(0), eflags4.eq(0)]
-        with m.If(v3):
-            with m.Switch(ph3):
-                with m.Case(_FWD):
-                    with m.If(c3 == ci - 1):
-                        with m.If(a3 == 0):
-                            m.d.sync += hwe4.eq(1)
-                        with m.Else():
-                            m.d.sync += twe4.eq(1)
-                with m.Case(_READ):
-                    with m.If(c3 == cn - 1):
-                        m.d.sync += s_a[b3].eq(acc)
-                        argmax_update(b3)
-                with m.Case(_TH):
-                    with m.If(c3 == cn - 1):
-                        m.d.sync += s_a[cls].eq(acc)
-                if self.class_ce:
-                    with m.Case(_GRAD):
-                        ovfs, vh, vtc = [], [], []
-                        for pp in range(P):
-                            with m.If(c3 == mreg):
-                                m.d.sync += maskm[pp].eq(inside(Tq3[pp]))
-                            # one narrowing per lane: g_h at step C - 1, g_t at step C
-                            gh, gh_ovf = narrow(racc[pp], P_FRAC + fa, qe)
-                            ovf = Signal(name=f"eovf{pp}")
-                            vh.append(Mux(inside(hch3[pp]), gh, 0))
-                            mm = maskm[pp] if self.push else Const(0, 1)
-                            vtc.append(Cat(gh, inside(tch3[pp]), mm))
-                            with m.If((c3 == C - 1) | (c3 == C)):
-                                m.d.comb += ovf.eq(gh_ovf & lane_valid(pp, b3, n))
-                            ovfs.append(ovf)
-                        with m.If(c3 == C - 1):
-                            fifo_push("dh", vh)
-                        with m.If(c3 == C):
-                            fifo_push("dg", vtc)
-                        m.d.sync += eflags4.eq(Cat(*ovfs))
-                with m.Case(_UPD):
-                    for pp in range(P):
-                        m.d.sync += [step4[pp].eq(step(racc[pp], shW, draws[pp])),
-                                     old4[pp].eq(Wq3[pp])]
-                    m.d.sync += [bstep4.eq(step(ub3, shB, draws[0])), bold4.eq(bq3),
-                                 wgo4.eq((c3 < ci) & (d3 == terms - 1)), bgo4.eq(c3 == ci),
-                                 waddr4.eq(_mulk(b3, ci) + c3), baddr4.eq(b3)]
-                    if stoch:
-                        m.d.comb += lf.advance.eq(Mux(c3 == ci, 1, Mux(d3 == terms - 1, chunk_count(c3, ci, n_in), 0)))
-                if l == 0 and self.class_ce:
-                    with m.Case(_TAB):            # the dg FIFO rotates (tab_rot3)
-                        for pp in range(P):
-                            dtc_h, dtm_h = dg_split(dq["dg"][0][pp])
-                            dv = Mux(b3 == 0, dtc_h, dtm_h)
-                            m.d.sync += [step4[pp].eq(step(dv, shR, draws[pp])), old4[pp].eq(Rq3[pp]),
-                                         lane4[pp].eq(lane_valid(pp, c3, n))]
-                        m.d.sync += [tgo4.eq(1), taddr4.eq(raddr3)]
-                        if stoch:
-                            m.d.comb += lf.advance.eq(chunk_count(c3, cn, n))
-                if self.head:
-                    with m.Case(_HLOG):
-                        with m.If(c3 == cn - 1):
-                            m.d.sync += s_a[b3].eq(acc)
-                            with m.If((b3 == 0) | (acc > best)):
-                                m.d.sync += [best.eq(acc), pred.eq(b3)]
-                    with m.Case(_HUPD):
-                        for pp in range(P):
-                            # HUPD's lane sums are single products (rzero at every d == 0)
-                            m.d.sync += [step4[pp].eq(step(racc[pp], shHW, hdraws[pp])),
-                                         old4[pp].eq(hWq3[pp])]
-                        m.d.sync += [bstep4.eq(step(dk3, shB, hdraws[0])), bold4.eq(hbq3),
-                                     hgo4.eq(c3 < cn), hbgo4.eq(c3 == cn), waddr4.eq(_mulk(b3, cn) + c3), baddr4.eq(b3),
-                                     eovf4.eq(dk3_ovf)]
-                        if stoch:
-                            m.d.comb += lfh.advance.eq(Mux(c3 == cn, 1, chunk_count(c3, cn, n)))
-
-        # ---- S4: add the rounded steps, saturate, write back; count saturations a cycle later ----
-        wflags, bflag, tflags, hflags, hbflag, heflag = Signal(P), Signal(), Signal(P), Signal(P), Signal(), Signal()
-        for pp in range(P):
-            wn, wovf = saturate(apply_step(old4[pp], step4[pp]), qw)
-            m.d.comb += [wr["W"][pp].addr.eq(waddr4), wr["W"][pp].data.eq(wn), wr["W"][pp].en.eq(wgo4)]
-            m.d.sync += wflags[pp].eq(wovf & wgo4)
-            if l == 0 and self.class_ce:
-                rn, rovf = saturate(apply_step(old4[pp], step4[pp]), qt)
-                m.d.comb += [wr["R"][pp].addr.eq(taddr4), wr["R"][pp].data.eq(rn), wr["R"][pp].en.eq(tgo4)]
-                m.d.sync += tflags[pp].eq(rovf & lane4[pp] & tgo4)
-            if self.head:
-                m.d.comb += [wr["head_W"][pp].addr.eq(waddr4), wr["head_W"][pp].data.eq(wn),
-                             wr["head_W"][pp].en.eq(hgo4)]
-                m.d.sync += hflags[pp].eq(wovf & hgo4)
-        bn, bovf = saturate(apply_step(bold4, bstep4), qb)
-        m.d.comb += [wr["b"][0].addr.eq(baddr4), wr["b"][0].data.eq(bn), wr["b"][0].en.eq(bgo4)]
-        m.d.sync += bflag.eq(bovf & bgo4)
-        if self.head:
-            m.d.comb += [wr["head_b"][0].addr.eq(baddr4), wr["head_b"][0].data.eq(bn),
-                         wr["head_b"][0].en.eq(hbgo4)]
-            m.d.sync += [hbflag.eq(bovf & hbgo4), heflag.eq(eovf4 & hbgo4)]
-        m.d.sync += [sat_w.eq(sat_w + popcount(list(wflags))), sat_b.eq(sat_b + bflag),
-                     sat_t.eq(sat_t + popcount(list(tflags))), sat_e.eq(sat_e + popcount(list(eflags4))),
-                     sat_wh.eq(sat_wh + popcount(list(hflags))), sat_bh.eq(sat_bh + hbflag),
-                     sat_eh.eq(sat_eh + heflag)]
-        # writes or counts still on their way (the engine is idle only without them)
-        for vp, port in write_ports:
+            m.d.comb += [st.sat_weight_head.eq(sat_wh), st.sat_bias_head.eq(sat_bh), st.sat_error_head.eq(sat_eh)]
+        m.d.sync += [sat_w.eq(sat_w + popcount(list(wb.w_flags))), sat_b.eq(sat_b + wb.b_flag),
+                     sat_t.eq(sat_t + popcount(list(wb.r_flags))), sat_e.eq(sat_e + popcount(list(self.err_flags4))),
+                     sat_wh.eq(sat_wh + popcount(list(wb.hw_flags))), sat_bh.eq(sat_bh + wb.hb_flag),
+                     sat_eh.eq(sat_eh + wb.he_flag)]
+        for vp, port in self.write_ports:
             m.d.sync += [port.addr.eq(vp.addr), port.data.eq(vp.data), port.en.eq(vp.en)]
-        mem_writes = Cat(cwr.en.any(), *(port.en for _, port in write_ports)).any()
-        m.d.comb += self.pipe_busy.eq(mem_writes | ck_go | v_inflight | v2 | v3 | wgo4 | bgo4 | tgo4 | hgo4 | hbgo4 |
-                                      wflags.any() | bflag | tflags.any() | eflags4.any() | hflags.any() |
-                                      hbflag | heflag)
+        mem_writes = Cat(self.cwr.en.any(), *(port.en for _, port in self.write_ports)).any()
+        m.d.comb += st.pipe_busy.eq(mem_writes | self.ck_go | self.v_inflight | self.s2.valid | self.s3.valid |
+                                    wb.w_go | wb.b_go | wb.r_go | wb.hw_go | wb.hb_go |
+                                    wb.w_flags.any() | wb.b_flag | wb.r_flags.any() | self.err_flags4.any() |
+                                    wb.hw_flags.any() | wb.hb_flag | wb.he_flag)
 
-        # ---- the FSM: issue phases ----
-        cyc = Signal(32)
-        out_pending = Signal()
-        pred_valid = Signal()
-        m.d.comb += self.busy.eq(0)
-        if not self.last:
-            o = self.o.payload
-            t_done = Signal()
-            m.d.comb += self.o.valid.eq(out_pending & t_done)
-            m.d.comb += [o.label.eq(cls), o.train.eq(train)]
-            # h[j] and t[j] to the next stage as FWD narrows them (S2, the last chunk of a row)
-            hw_go = v3 & (ph3 == _FWD) & (c3 == ci - 1)
-            m.d.comb += [self.out_we.eq(hw_go), self.out_sig.eq(a3 if l > 0 else 0), self.out_idx.eq(b3),
-                         self.out_data.eq(hv3)]
-            if l == 0:
-                # layer 0's t = f(R[c]) lands a chunk a cycle at the start of FWD; its entries go
-                # out one at a time in cycles without an h write (the hand-over waits for them)
-                tj = Signal(range(n + 1))
-                m.d.comb += t_done.eq((tj == n) | ~train)
-                with m.If(~hw_go & train & (tq == cn) & ~tv1 & ~tv2 & (tj < n) & self.busy):
-                    m.d.comb += [self.out_we.eq(1), self.out_sig.eq(1), self.out_idx.eq(tj),
-                                 self.out_data.eq(Array(t)[tj])]
-                    m.d.sync += tj.eq(tj + 1)
-                with m.If(self.i.valid & self.i.ready):
-                    m.d.sync += tj.eq(0)
-            else:
-                m.d.comb += t_done.eq(1)
-            with m.If(self.o.valid & self.o.ready):
-                m.d.sync += out_pending.eq(0)
+    # ---- the hand-over, the FSM ----
+    def _hand_over(self, m):
+        """``h[j]`` and ``t[j]`` to the next stage as FORWARD narrows them (S3, the last chunk of
+        a row), the label and mode once the last row went out; the prediction (last stage)."""
+        st, l, n, s3 = self.st, self.l, self.n, self.s3
+        self.cycles = Signal(32, name="cycles")
+        self.out_pending = Signal(name="out_pending")
+        self.pred_valid = Signal(name="pred_valid")
+        m.d.comb += st.busy.eq(0)
+        if self.last:
+            m.d.comb += [st.pred.valid.eq(self.pred_valid)]
+            with m.If(st.pred.valid & st.pred.ready):
+                m.d.sync += self.pred_valid.eq(0)
+            return
+        o = st.o.sample.payload
+        t_done = Signal(name="t_done")
+        m.d.comb += st.o.sample.valid.eq(self.out_pending & t_done)
+        m.d.comb += [o.label.eq(self.c), o.train.eq(self.train)]
+        h_out = s3.at(_FORWARD) & (s3.col == self.ci - 1)
+        m.d.comb += [st.o.we.eq(h_out), st.o.sig.eq(s3.sig if l > 0 else 0), st.o.idx.eq(s3.row),
+                     st.o.data.eq(self.h_new)]
+        if l == 0:
+            # layer 0's t = f(R[c]) lands a chunk a cycle at the start of FORWARD; its entries go
+            # out one at a time in cycles without an h write (the hand-over waits for them)
+            t_index = Signal(range(n + 1), name="t_out_index")
+            tq, tv = self.target_chunk, self.target_valid
+            m.d.comb += t_done.eq((t_index == n) | ~self.train)
+            with m.If(~h_out & self.train & (tq[0] == self.cn) & ~tv[1] & ~tv[2] & (t_index < n) & st.busy):
+                m.d.comb += [st.o.we.eq(1), st.o.sig.eq(1), st.o.idx.eq(t_index),
+                             st.o.data.eq(self.t_a[t_index])]
+                m.d.sync += t_index.eq(t_index + 1)
+            with m.If(st.i.sample.valid & st.i.sample.ready):
+                m.d.sync += t_index.eq(0)
         else:
-            m.d.comb += [self.pred.valid.eq(pred_valid)]
-            with m.If(self.pred.valid & self.pred.ready):
-                m.d.sync += pred_valid.eq(0)
+            m.d.comb += t_done.eq(1)
+        with m.If(st.o.sample.valid & st.o.sample.ready):
+            m.d.sync += self.out_pending.eq(0)
+        # hand the sample over once the last row of FORWARD reached S3 (its h / t entry went out)
+        last_pass = Mux(self.train, 1, 0) if l > 0 else 0
+        with m.If(s3.at(_FORWARD) & (s3.sig == last_pass) & (s3.row == n - 1) & (s3.col == self.ci - 1)):
+            m.d.sync += self.out_pending.eq(1)
 
-        def counters(limits):
-            """Nested counters (outer first); returns the 'this is the last issue' condition."""
-            regs = [ca, cb_, cc, cd]
-            lasts = [r == (lim - 1) for r, lim in zip(regs, limits)]
-            for i in range(3, -1, -1):
-                inner_all_last = lasts[i + 1:] if i < 3 else []
-                cond = Const(1)
-                for c in inner_all_last:
-                    cond = cond & c
-                with m.If(cond):
-                    with m.If(lasts[i]):
-                        m.d.sync += regs[i].eq(0)
-                    with m.Else():
-                        m.d.sync += regs[i].eq(regs[i] + 1)
-            done = Const(1)
-            for c in lasts:
-                done = done & c
-            return done
-
-        def after_fwd():
-            after_tgt()
-
-        if not self.last:
-            # hand the sample over once the last row of FWD reached S3 (its h / t entry went out)
-            last_pass = Mux(train, 1, 0) if l > 0 else 0
-            with m.If(v3 & (ph3 == _FWD) & (a3 == last_pass) & (b3 == n - 1) & (c3 == ci - 1)):
-                m.d.sync += out_pending.eq(1)
-
-        def after_tgt():
+    def _after(self, m, state):
+        """The state that follows issue phase ``state`` once it drained."""
+        train, last_nt = self.train, self.last and not self.head
+        if state == "FORWARD":
             with m.If(train):
-                if self.class_ce or (self.last and not self.head):
-                    m.next = "READ"
-                else:
-                    m.next = "TH"
+                m.next = "LOGITS" if self.class_ce or last_nt else "CACHE"
             with m.Else():
-                if self.last and not self.head:
-                    m.next = "READ"
-                elif self.head:
-                    m.next = "HLOG"
-                else:
-                    m.next = "FIN"
-
-        def after_read():
+                m.next = "LOGITS" if last_nt else "HEAD_LOGITS" if self.head else "FIN"
+        elif state in ("LOGITS", "HEAD_LOGITS"):
             with m.If(train):
-                m.next = "TH"
+                m.next = "CACHE" if state == "LOGITS" else "HEAD_SOFTMAX"
             with m.Else():
                 m.next = "FIN"
+        elif state == "CACHE":
+            m.next = "SOFTMAX" if self.class_ce else "UPDATE"
+        elif state == "GRADIENT":
+            m.next = "UPDATE"
+        elif state == "UPDATE" and self.table:
+            m.next = "TABLE"
+        elif state in ("UPDATE", "TABLE"):
+            m.next = "HEAD_LOGITS" if self.head else "FIN"
+        else:                               # HEAD_UPDATE
+            m.next = "FIN"
 
-        def after_upd():
-            if l == 0 and self.class_ce:
-                m.next = "TAB"
-            else:
-                after_tab()
-
-        def after_tab():
-            m.next = "HLOG" if self.head else "FIN"
-
-        def after_hlog():
-            with m.If(train):
-                m.next = "HSMAX"
-            with m.Else():
-                m.next = "FIN"
-
+    def _fsm(self, m):
+        """Each issue phase counts its issues (``_Slot`` counters: sig, row, col, term), then
+        waits in ``W_<phase>`` for the pipeline to drain before ``_after`` picks the next."""
+        st, l, P, C, n, ci, cn = self.st, self.l, self.P, self.C, self.n, self.ci, self.cn
+        s0, s2, s3, train = self.s0, self.s2, self.s3, self.train
         S = 2 if l > 0 else 1
-        phases = [
-            ("FWD", _FWD, (Mux(train, S, 1) if S > 1 else 1, n, ci, 1), after_fwd),
-            ("READ", _READ, (1, C, cn, 1), after_read),
-            ("TH", _TH, (1, 1, cn, 1), lambda: setattr(m, "next", "SMAX" if self.class_ce else "UPD")),
-            ("GRAD", _GRAD, (1, cn, C + 1, 1), lambda: setattr(m, "next", "UPD")),
-            ("UPD", _UPD, (1, n, ci + 1, Mux(cc == ci, 1, terms)), after_upd),
-            ("TAB", _TAB, (1, 2 if self.push else 1, cn, 1), after_tab),
-            ("HLOG", _HLOG, (1, C, cn, 1), after_hlog),
-            ("HUPD", _HUPD, (1, C, cn + 1, 1), lambda: setattr(m, "next", "FIN")),
-        ]
-
-        keep = {"FWD": True, "READ": self.class_ce or (self.last and not self.head),
-                "TH": True, "GRAD": self.class_ce, "UPD": True, "TAB": l == 0 and self.class_ce,
-                "HLOG": self.head, "HUPD": self.head}
-        phases = [ph for ph in phases if keep[ph[0]]]
-
+        last_nt = self.last and not self.head
+        keep = {"FORWARD": True, "LOGITS": self.class_ce or last_nt, "CACHE": True, "GRADIENT": self.class_ce,
+                "UPDATE": True, "TABLE": self.table, "HEAD_LOGITS": self.head, "HEAD_UPDATE": self.head}
+        issues = [(name, code, limits) for name, code, limits in (
+            ("FORWARD", _FORWARD, (Mux(train, S, 1) if S > 1 else 1, n, ci, 1)),
+            ("LOGITS", _LOGITS, (1, C, cn, 1)),
+            ("CACHE", _CACHE, (1, 1, cn, 1)),
+            ("GRADIENT", _GRADIENT, (1, cn, C + 1, 1)),
+            ("UPDATE", _UPDATE, (1, n, ci + 1, Mux(s0.col == ci, 1, self.terms))),
+            ("TABLE", _TABLE, (1, 2 if self.push else 1, cn, 1)),
+            ("HEAD_LOGITS", _HEAD_LOGITS, (1, C, cn, 1)),
+            ("HEAD_UPDATE", _HEAD_UPDATE, (1, C, cn + 1, 1)),
+        ) if keep[name]]
         # Phases that need no drain before the next: nothing the next one reads at S0/S1 is
-        # written later by this one, and S2/S3 stay in issue order. FWD -> READ when the last chunk
-        # of h is read at least DRAIN + 2 issues into READ, after the last h entry landed (S4; the
-        # t pass of a layer >= 1 ends FWD after the h pass anyway); READ -> TH (TH reads h, t and
-        # T[c], READ writes only s and the argmax), UPD -> TAB (TAB reads R and the FIFO head it
-        # rotates itself; UPD's rotations are at S1, its writes go to W and b).
+        # written later by this one, and S2/S3 stay in issue order. FORWARD -> LOGITS when the
+        # last chunk of h is read at least DRAIN + 2 issues into LOGITS, after the last h entry
+        # landed (S4; the t pass of a layer >= 1 ends FORWARD after the h pass anyway); LOGITS ->
+        # CACHE (CACHE reads h, t and T[c], LOGITS writes only s and the argmax), UPDATE -> TABLE
+        # (TABLE reads R and the FIFO head it rotates itself; UPDATE's rotations are at S1, its
+        # writes go to W and b).
         no_drain = {}
-        if keep["READ"] and cn >= STAGE_LATENCY + 3:
-            to_read = (train & Const(int(self.class_ce or (self.last and not self.head)))) | \
-                (~train & Const(int(self.last and not self.head)))
-            no_drain["FWD"] = (to_read, "READ")
-        if keep["READ"] and keep["TH"]:
-            no_drain["READ"] = (train, "TH")
-        if keep["UPD"] and keep["TAB"]:
-            no_drain["UPD"] = (Const(1), "TAB")
+        if keep["LOGITS"] and cn >= STAGE_LATENCY + 3:
+            to_logits = (train & Const(int(self.class_ce or last_nt))) | (~train & Const(int(last_nt)))
+            no_drain["FORWARD"] = (to_logits, "LOGITS")
+        if keep["LOGITS"] and keep["CACHE"]:
+            no_drain["LOGITS"] = (train, "CACHE")
+        if keep["UPDATE"] and keep["TABLE"]:
+            no_drain["UPDATE"] = (Const(1), "TABLE")
 
+        tq, tv = self.target_chunk, self.target_valid
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += [rb_active.eq(self.rb_en),
-                             self.i.ready.eq(~out_pending & ~self.rb_en)]
-                with m.If(self.i.valid & self.i.ready):
-                    ip = self.i.payload
-                    m.d.sync += wbuf.eq(~wbuf)
-                    m.d.sync += [cls.eq(ip.label), train.eq(ip.train), have_m.eq(0), cyc.eq(1), tq.eq(0),
-                                 ca.eq(0), cb_.eq(0), cc.eq(0), cd.eq(0)]
-                    m.next = "FWD"
-            for name, code, limits, nxt in phases:
+                m.d.comb += [self.rb_active.eq(st.state.en), st.i.sample.ready.eq(~self.out_pending & ~st.state.en)]
+                with m.If(st.i.sample.valid & st.i.sample.ready):
+                    ip = st.i.sample.payload
+                    m.d.sync += self.write_half.eq(~self.write_half)
+                    m.d.sync += [self.c.eq(ip.label), train.eq(ip.train), self.have_m.eq(0), self.cycles.eq(1),
+                                 tq[0].eq(0), *(r.eq(0) for r in s0.fields()[2:])]
+                    m.next = "FORWARD"
+            for name, code, limits in issues:
                 with m.State(name):
-                    m.d.comb += [v0.eq(1), ph0.eq(code), self.busy.eq(1)]
-                    if name == "FWD" and l == 0:
-                        with m.If(tq < cn):
-                            m.d.comb += tv0.eq(1)
-                            m.d.sync += tq.eq(tq + 1)
-                    with m.If(counters(limits)):
+                    m.d.comb += [s0.valid.eq(1), s0.phase.eq(code), st.busy.eq(1)]
+                    if name == "FORWARD" and l == 0:     # the target row R[c], a chunk a cycle
+                        with m.If(tq[0] < cn):
+                            m.d.comb += tv[0].eq(1)
+                            m.d.sync += tq[0].eq(tq[0] + 1)
+                    with m.If(self._count(m, limits)):
                         if name in no_drain:
                             with m.If(no_drain[name][0]):
                                 m.next = no_drain[name][1]
@@ -1070,64 +1346,81 @@ class LayerStage(wiring.Component):
                         else:
                             m.next = f"W_{name}"
                 with m.State(f"W_{name}"):
-                    m.d.comb += self.busy.eq(1)
-                    # phases with S3 results (s, the argmax) wait for them too, FWD for its S4
-                    # writes of h and t
-                    done = (~v_early if name == "GRAD" else ~v_inflight) & \
-                        (~v2 if name in ("FWD", "READ", "TH", "HLOG") else 1)
-                    with m.If(done & (~v3 if name == "FWD" else 1)):
-                        nxt()
-            if self.class_ce:
-                with m.State("SMAX"):
-                    m.d.comb += [sm.start.eq(1), sm.frac_sel.eq(0), self.busy.eq(1)]
-                    m.next = "W_SMAX"
-                with m.State("W_SMAX"):
-                    m.d.comb += [sm.frac_sel.eq(0), self.busy.eq(1)]
-                    with m.If(sm.done):
-                        m.next = "GRAD"
-            if self.head:
-                with m.State("HSMAX"):
-                    m.d.comb += [sm.start.eq(1), sm.frac_sel.eq(1), self.busy.eq(1)]
-                    m.next = "W_HSMAX"
-                with m.State("W_HSMAX"):
-                    m.d.comb += [sm.frac_sel.eq(1), self.busy.eq(1)]
-                    with m.If(sm.done):
-                        m.next = "HUPD"
+                    m.d.comb += st.busy.eq(1)
+                    # phases with S3 results (s, the argmax) wait for them too, FORWARD for its
+                    # S4 writes of h and t
+                    done = (~self.v_early if name == "GRADIENT" else ~self.v_inflight) & \
+                        (~s2.valid if name in ("FORWARD", "LOGITS", "CACHE", "HEAD_LOGITS") else 1)
+                    with m.If(done & (~s3.valid if name == "FORWARD" else 1)):
+                        self._after(m, name)
+            for name, frac_sel, after, present in (("SOFTMAX", 0, "GRADIENT", self.class_ce),
+                                                   ("HEAD_SOFTMAX", 1, "HEAD_UPDATE", self.head)):
+                if not present:
+                    continue
+                with m.State(name):
+                    m.d.comb += [self.sm.start.eq(1), self.sm.frac_sel.eq(frac_sel), st.busy.eq(1)]
+                    m.next = f"W_{name}"
+                with m.State(f"W_{name}"):
+                    m.d.comb += [self.sm.frac_sel.eq(frac_sel), st.busy.eq(1)]
+                    with m.If(self.sm.done):
+                        m.next = after
             with m.State("FIN"):
-                m.d.comb += self.busy.eq(1)
-                ok = ~pred_valid if self.last else Const(1)
+                m.d.comb += st.busy.eq(1)
+                ok = ~self.pred_valid if self.last else Const(1)
                 with m.If(ok):
                     if self.last:
-                        m.d.sync += [pred_valid.eq(1), self.pred.payload.eq(pred)]
-                    m.d.comb += [self.done.eq(1), self.done_train.eq(train)]
-                    m.d.sync += self.last_cycles.eq(cyc + 1)
+                        m.d.sync += [self.pred_valid.eq(1), st.pred.payload.eq(self.pred)]
+                    m.d.comb += [st.done.eq(1), st.done_train.eq(train)]
+                    m.d.sync += st.last_cycles.eq(self.cycles + 1)
                     m.next = "IDLE"
-        with m.If(self.busy):
-            m.d.sync += cyc.eq(cyc + 1)
+        with m.If(st.busy):
+            m.d.sync += self.cycles.eq(self.cycles + 1)
 
-        # ---- checkpoint writes (idle only; after every other driver of the write ports, so it
-        # wins), decoded from registers: a write lands a cycle after the request, like every
-        # other write, and the host's request decoding stays off the memories' write paths
-        m.d.sync += [ck_go.eq(rb_active & self.wb_en), ck_mem.eq(self.rb_mem), ck_bank.eq(self.rb_bank),
-                     ck_addr.eq(self.rb_addr), ck_data.eq(self.wb_data)]
-        for name in wr:
-            for bk, port in enumerate(wr[name]):
+    # ---- the host's port: checkpoint writes and readback ----
+    def _checkpoint(self, m):
+        """Checkpoint writes (idle only; after every other driver of the write ports, so it
+        wins), decoded from registers: a write lands a cycle after the request, like every other
+        write, and the host's request decoding stays off the memories' write paths."""
+        st = self.st
+        m.d.sync += [self.ck_go.eq(self.rb_active & st.state.w_en), self.ck_mem.eq(st.state.mem),
+                     self.ck_bank.eq(st.state.bank), self.ck_addr.eq(st.state.addr), self.ck_data.eq(st.state.w_data)]
+        for name in self.wr:
+            for bk, port in enumerate(self.wr[name]):
                 # every bank takes the address (the packed cache reads bank 0's), one bank writes
-                with m.If(ck_go & (ck_mem == MEM_IDS[name])):
-                    m.d.comb += [port.addr.eq(ck_addr), port.data.eq(ck_data[:len(port.data)]),
-                                 port.en.eq(ck_bank == bk)]
+                with m.If(self.ck_go & (self.ck_mem == MEM_IDS[name])):
+                    m.d.comb += [port.addr.eq(self.ck_addr), port.data.eq(self.ck_data[:len(port.data)]),
+                                 port.en.eq(self.ck_bank == bk)]
 
-        # ---- readback ----
-        # the bank's word of every memory registered (a block RAM's clock-to-out without output
-        # register is most of a cycle at speed), then the memory's
-        rb_mem1, rb_bank1, rb_mem2 = Signal(3), Signal.like(self.rb_bank), Signal(3)
-        m.d.sync += [rb_mem1.eq(self.rb_mem), rb_bank1.eq(self.rb_bank), rb_mem2.eq(rb_mem1)]
-        for name in rd:
+    def _readback(self, m):
+        """The bank's word of every memory registered (a block RAM's clock-to-out without output
+        register is most of a cycle at speed), then the memory's."""
+        st = self.st
+        rb_mem1, rb_bank1, rb_mem2 = Signal(3, name="rb_mem1"), Signal.like(st.state.bank, name="rb_bank1"), \
+            Signal(3, name="rb_mem2")
+        m.d.sync += [rb_mem1.eq(st.state.mem), rb_bank1.eq(st.state.bank), rb_mem2.eq(rb_mem1)]
+        for name in self.rd:
             word = Signal(signed(32), name=f"rb_{name}", reset_less=True)
             with m.Switch(rb_bank1):
-                for bk, port in enumerate(rd[name]):
+                for bk, port in enumerate(self.rd[name]):
                     with m.Case(bk):
                         m.d.sync += word.eq(port.data)
             with m.If(rb_mem2 == MEM_IDS[name]):
-                m.d.sync += self.rb_data.eq(word)
-        return m
+                m.d.sync += st.state.r_data.eq(word)
+
+
+class _WriteBack:
+    """The S4 registers of the write-backs (UPDATE, TABLE, HEAD_UPDATE) and their saturation
+    flags, counted a cycle later."""
+
+    def __init__(self, P, step_w, old_w, b_step_w, b_old_w, r_addr_w):
+        self.step = [Signal(signed(step_w), name=f"step4_{pp}", reset_less=True) for pp in range(P)]
+        self.old = [Signal(signed(old_w), name=f"old4_{pp}", reset_less=True) for pp in range(P)]
+        self.lane_valid = [Signal(name=f"lane_valid4_{pp}") for pp in range(P)]
+        self.b_step = Signal(signed(b_step_w), name="b_step4", reset_less=True)
+        self.b_old = Signal(signed(b_old_w), name="b_old4", reset_less=True)
+        self.w_go, self.b_go, self.r_go, self.hw_go, self.hb_go, self.err_ovf = (
+            Signal(name=f"{nm}4") for nm in ("w_go", "b_go", "r_go", "hw_go", "hb_go", "err_ovf"))
+        self.w_addr, self.b_addr = Signal(16, name="w_addr4"), Signal(16, name="b_addr4")
+        self.r_addr = Signal(r_addr_w, name="r_addr4")
+        self.w_flags, self.r_flags, self.hw_flags = (Signal(P, name=nm) for nm in ("w_flags", "r_flags", "hw_flags"))
+        self.b_flag, self.hb_flag, self.he_flag = (Signal(name=nm) for nm in ("b_flag", "hb_flag", "he_flag"))
