@@ -296,9 +296,11 @@ def uge_const(v, k: int) -> Value:
 
 
 def saturate_or_zero(v, q, zero) -> tuple[Value, Value]:
-    """:func:`saturate` ``(v, q)`` forced to 0 by ``zero``, one LUT per bit (no multiplexer
-    levels); returns ``(value, overflowed)``, the flag whatever ``zero``."""
+    """:func:`saturate` ``(v, q)`` to a signed format ``q``, forced to 0 by ``zero``, one LUT per
+    bit (no multiplexer levels); returns ``(value, overflowed)``, the flag whatever ``zero``."""
     q = _fmt(q)
+    if not q.as_shape().signed:
+        raise TypeError(f"Saturation forced to zero needs a signed format, not {q!r}")
     v = Value.cast(v)
     w = q.width
     if v.shape().signed and (q.min_int, q.max_int) == (-(1 << (w - 1)), (1 << (w - 1)) - 1):
