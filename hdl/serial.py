@@ -18,8 +18,8 @@ at a multiple of its size rounded to a power of two, so an address is ``base | i
                                                exponent table
     cache  P activation lanes                  T_l[k][j] at lane j % P, word Tb_l + k cn + j // P
     act    P activation lanes (>= 17 bits)     x (two halves: the next sample streams in), h_l, t_l,
-                                               the logits s, the exponentials e, the probabilities p
-                                               (as -(p mod 2^15), what GRAD multiplies by)
+                                               the logits s, the exponentials e, the probabilities prob
+                                               (as -(prob mod 2^15), what GRADIENT multiplies by)
 
 A W bank is written with M's write data (lane ``p`` for bank ``p``): the lanes' outputs or the state
 port's word, one multiplexer for both memories.
@@ -28,27 +28,38 @@ The datapath (one issue per cycle): S0 addresses; S1 the memories' data, the ope
 (their selects decoded a cycle ahead and registered) and one ``*`` per lane (16-bit A, so an iCE40
 SB_MAC16 holds the product register and, but in lane 0 whose product the softmax also uses, the
 32-bit accumulator); S2 accumulate per lane (the start value carries the rounding half of the
-result's narrowing; in FWD lane 0 starts a row from its bias, read with the row's first issue); S3
-an adder tree over the lanes (dot products, narrowed once: h, t; the logits registered, written and
-compared for the argmax at S4), or one output unit per lane, ``sat(base - round_even(acc >> k))``:
+result's narrowing; in FORWARD lane 0 starts a row from its bias, read with the row's first issue);
+S3 an adder tree over the lanes (dot products, narrowed once: h, t; the logits registered, written
+and compared for the argmax at S4), or one output unit per lane, ``sat(base - round_even(acc >> k))``:
 a weight, bias or table step (base the old value, read late at S2/S3) or a delta (base 0), its
 result registered and written a cycle later (S4, S5 for a bias or table word). Phases of a
 training sample, per layer ``l`` (``C`` classes; ``terms`` 1 at layer 0 and for ``l2``, else 3 with
-push and 2 without)::
+push and 2 without), named as :func:`serial_cycles` names them; each has one method of
+:class:`SerialEngine` and FSM states of its name::
 
-    FWD   rows j: t_j (layer 0: f(R[c][j]), no products; else f(W t_in + b)), then h_j = f(W x + b)
-          -> act (and t -> T_l[c], but in the last layer)                     n (1 + ci) / 2 n ci
-    READ  s_k = T_l[k] . h for all k: prediction (last layer), m, max(s)      C cn
-    COPY  T_L[c] <- t, then TH: s_c = t . h (the last layer only)             2 cn + 4
-    SMAX  p = softmax(s) (:func:`sigprop_fpga.sim.fixed.softmax_fixed`) on lane 0: y_k from
-          8-bit pieces of d_k, e_k from the table, one restoring division, p_k  (npc + 2) C + 27
-    GRAD  per chunk of P units: -sum_k (p_k - y_k) T[k] as 15-bit products plus one 2^15 correction
-          product per class with beta != 0 (c, and any k with p_k >= 1/2), then g = (1 - p_c) h
-          (two products) held a cycle: d_h, d_tc = g f'(t), g f'(T[m]) -> M    cn (C + 4 + n_x)
-    TAB   R[c] -= d_tc >> s, R[m] -= d_tm >> s (layer 0): lanes x 2^fa        4 cn_0
-    UPD   W -= (d_h x + d_tc t_in + d_tm Tin[m]) >> s, lane-wise read-modify-write  n ci terms
-    BIAS  b -= (d_h + d_tc + d_tm) >> s, P units at a time through the lanes  cn per(terms)
-    COMMIT the layer's saturation counts added to its counters in M           6
+    forward   FORWARD_INIT, FORWARD: rows j: t_j (layer 0: f(R[c][j]), no products; else
+              f(W t_in + b)), then h_j = f(W x + b) -> act (and t -> T_l[c], but in the last
+              layer)                                                        n (1 + ci) / 2 n ci
+    logits    LOGITS: s_k = T_l[k] . h for all k: prediction (last layer), m, max(s)    C cn
+    cache     CACHE_COPY: T_L[c] <- t, then CACHE: s_c = t . h (the last layer only)  2 cn + 4
+    softmax   prob = softmax(s) (:func:`sigprop_fpga.sim.fixed.softmax_fixed`) on lane 0:
+              SOFTMAX_Y: y_k from 8-bit pieces of d_k, e_k from the table; SOFTMAX_DIV: one
+              restoring division; SOFTMAX_P: prob_k                              (npc + 2) C + 27
+    gradient  GRADIENT, per chunk of P units: -sum_k err_k T[k] as 15-bit products plus one 2^15
+              correction product per class with beta != 0 (c, and any k with prob_k >= 1/2),
+              then g = (1 - prob_c) h (two products) held a cycle: d_h, d_tc = g f'(t),
+              g f'(T[m]) -> M                                                     cn (C + 4 + n_x)
+    table     TABLE: R[c] -= d_tc >> s, R[m] -= d_tm >> s (layer 0): lanes x 2^fa      4 cn_0
+    update    UPDATE: W -= (d_h x + d_tc t_in + d_tm Tin[m]) >> s, lane-wise read-modify-write
+                                                                                    n ci terms
+    bias      BIAS: b -= (d_h + d_tc + d_tm) >> s, P units at a time through the lanes
+                                                                                  cn per(terms)
+    commit    COMMIT: the layer's saturation counts added to its counters in M           6
+
+The waits between phases (until the pipeline has drained far enough) are states named after the
+phase they end: ``FORWARD_DRAIN``, ``LOGITS_SETTLE``, ``CACHE_SETTLE``, ``GRADIENT_TO_TABLE``...;
+``IDLE`` and ``FIN`` (the prediction out) are the overhead, ``next_layer`` the step from COMMIT to
+FORWARD_INIT.
 
 :func:`serial_cycles` gives each phase's cycles (waits included); ``n_x`` (0, rarely 1 or 2) is the
 number of classes ``k != c`` with ``p_k >= 1/2`` at that layer, the only data-dependent cost.
@@ -343,6 +354,11 @@ class SerialEngine(wiring.Component):
     Not supported (``ValueError`` at construction): ``readout: head``, ``rounding: stochastic``,
     per-layer activation, weight, bias or error formats that differ, an input format other than
     the activation format, bias or table formats other than the weight format.
+
+    Private copies, measured on ``examples/digits.yaml`` with ``P = 4`` (``synth_ice40 -dsp``):
+
+    * multipliers, not :class:`.mac.MacLanes`: its reset product register misses the SB_MAC16 (+102 LUT4, +191 FFs);
+    * softmax, not :class:`.softmax.Softmax`: s, e, p in 1,061 FFs, 88 cycles a layer to these 77 (+22 a sample).
     """
 
     #: Cycles from a readback request (``rb_addr``) to its ``rb_data``.
@@ -906,7 +922,8 @@ class SerialEngine(wiring.Component):
         c.e_one_in = Signal(name="e_one_in")     # e = 1.0: p = r
         m.d.sync += [c.y_pipe.eq(Cat(c.y_issue, c.y_pipe[:-1])), c.p_pipe.eq(Cat(c.p_issue, c.p_pipe[:-1])),
                      c.e_one_pipe.eq(Cat(c.e_one_in, c.e_one_pipe[:-1]))]
-        product_v, product_first, product_init = Signal(name="sm_prod_v"), Signal(name="sm_prod_first"), Signal(name="sm_prod_init")
+        product_v, product_first = Signal(name="sm_prod_v"), Signal(name="sm_prod_first")
+        product_init = Signal(name="sm_prod_init")
         c.sm_first, c.sm_p_mode = Signal(name="sm_first"), Signal(name="sm_p_mode")
         m.d.sync += [product_v.eq(c.sm_valid), product_first.eq(c.sm_first), product_init.eq(c.sm_first & c.sm_p_mode)]
         # the products' sum, also the divider's remainder
@@ -995,7 +1012,8 @@ class SerialEngine(wiring.Component):
         # cycle or more (ready then drops): ready comes from registers only
         held, held_data = Signal(name="des_held"), Signal(win, name="des_held_data")
         des_data = Signal(win, name="des_data")
-        m.d.comb += [self.i.ready.eq(~c.next_full & ~held), des_data.eq(Mux(held, held_data, self.i.payload.data[:win]))]
+        m.d.comb += [self.i.ready.eq(~c.next_full & ~held),
+                     des_data.eq(Mux(held, held_data, self.i.payload.data[:win]))]
         with m.If(held):
             with m.If(~c.a_we):
                 m.d.comb += des_we.eq(1)
@@ -1039,7 +1057,8 @@ class SerialEngine(wiring.Component):
         c.outer = Signal(range(max(2, c.nmax, C, c.cnmax)), name="outer")       # rows, classes, chunks
         c.middle = Signal(range(max(2, c.cimax)), name="middle")     # input chunks, the t/h pass, c/m
         c.inner = Signal(range(max(c.cimax, c.cnmax, C + 3, 4)), name="inner")   # chunks, GRADIENT steps, UPDATE terms
-        c.unit_chunk, c.lane_index = Signal(range(c.cnmax + 1), name="unit_chunk"), Signal(range(max(2, P)), name="lane_index")
+        c.unit_chunk = Signal(range(c.cnmax + 1), name="unit_chunk")      # unit j = unit_chunk P + lane_index
+        c.lane_index = Signal(range(max(2, P)), name="lane_index")
         c.w_row = Signal(range(Y.wdepth + 1), name="w_row")
         c.t_word = Signal(range(C * c.cnmax + 1), name="t_word")
         c.slot = Signal(range(8), name="slot")
@@ -1137,8 +1156,8 @@ class SerialEngine(wiring.Component):
             m.d.comb += [i.index.eq(c.unit_chunk), i.lane.eq(c.lane_index), i.first.eq(chunk == 0),
                          i.phase.eq(_FORWARD)]
             with m.If(chunk == 0):      # the bias, or (layer 0's target pass, no products) R[c][j]
-                m.d.comb += [c.m_ra.eq(Mux(t0, Y.rbase | self._row_plus(c.row_c, c.unit_chunk), c.L_bbase | c.unit_chunk)),
-                             c.m_re.eq(1)]
+                r_c = Y.rbase | self._row_plus(c.row_c, c.unit_chunk)
+                m.d.comb += [c.m_ra.eq(Mux(t0, r_c, c.L_bbase | c.unit_chunk)), c.m_re.eq(1)]
             with m.If(t0):
                 m.d.comb += [i.valid.eq(1), i.sub.eq(2), i.last.eq(1)]
             with m.Else():
