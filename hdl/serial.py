@@ -414,6 +414,11 @@ class SerialEngine(wiring.Component):
         return wimg, mimg, aimg
 
     def elaborate(self, platform):
+        """The memories, the lane pipeline (S0 to S4), what each phase does with its results, the
+        softmax, the deserializer, then the sequencer (one FSM method per phase) and the state port.
+
+        The order matters: where several parts drive one port (``m_ra``, ``a_we``, ...), the part
+        built later wins, so the state port overrides the phases and the phases the pipeline."""
         m = Module()
         self._c = _Context()
         self._formats()
@@ -1215,7 +1220,7 @@ class SerialEngine(wiring.Component):
     def _logits(self, m):
         """LOGITS: s_k = T_l[k] . h for every class k, a chunk per issue (the prediction, m and
         max(s) at S4)."""
-        c, Y, i = self._c, self.layout, self._c.issue
+        c, i = self._c, self._c.issue
         k, chunk = c.outer, c.inner
         with m.State("LOGITS"):
             m.d.comb += [i.valid.eq(1), i.phase.eq(_LOGITS), i.first.eq(chunk == 0), i.last.eq(chunk == c.L_cn - 1),
@@ -1487,78 +1492,81 @@ class SerialEngine(wiring.Component):
 
     # ------------------------------------------------------------------ the state port
     def _state_port_decode(self, m):
-        """The state port's address decoded (idle only): which memory, word and lane."""
+        """The state port's address decoded (idle only): ``rb_kind`` (0 W, 1 M lane, 2 cache,
+        3 counter register, 4 M counter, 5 none), ``rb_word`` and ``rb_lane``."""
         c, P, Y, L = self._c, self.P, self.layout, self._c.L
         f = self.map["fields"]
 
         def field(name):
             return self.rb_addr[f[name]["lsb"]:f[name]["lsb"] + f[name]["width"]]
-        rs, rm, c.rb_bank, rw = field("stage"), field("mem"), field("bank"), field("word")
-        rk = c.rb_bank
+        stage, mem, c.rb_bank, word = field("stage"), field("mem"), field("bank"), field("word")
+        bank = c.rb_bank
         c.rb_lane = Signal(range(max(4, c.m_word_lanes)), name="rb_lane")
         c.rb_word = Signal(range(max(Y.wdepth, Y.mdepth, Y.cdepth) + 1), name="rb_word")
-        if P & (P - 1) == 0:
-            bq, br = rw >> (c.lane_bits if P > 1 else 0), (rw[:c.lane_bits] if P > 1 else Const(0, 1))
+        if P & (P - 1) == 0:             # a bias: unit ``word`` at lane word % P of chunk word // P
+            bias_chunk = word >> (c.lane_bits if P > 1 else 0)
+            bias_lane = word[:c.lane_bits] if P > 1 else Const(0, 1)
         else:
-            bq = Array(Const(v // P, range(c.nmax // P + 2)) for v in range(c.nmax + 1))[rw]
-            br = Array(Const(v % P, range(max(2, P))) for v in range(c.nmax + 1))[rw]
-        rs_l = Signal(range(max(2, L)), name="rb_layer")
-        m.d.comb += rs_l.eq(Mux(~uge_const(rs, L), rs, 0))
-        cmap = []
+            bias_chunk = Array(Const(v // P, range(c.nmax // P + 2)) for v in range(c.nmax + 1))[word]
+            bias_lane = Array(Const(v % P, range(max(2, P))) for v in range(c.nmax + 1))[word]
+        layer = Signal(range(max(2, L)), name="rb_layer")
+        m.d.comb += layer.eq(Mux(~uge_const(stage, L), stage, 0))
+        counter_map = []                 # (kind, counter register or M word) by counter index
         for name in self.counters:
             if name in ("cycles", "samples", "inferences"):
-                cmap.append((3, ("cycles", "samples", "inferences").index(name)))
+                counter_map.append((3, ("cycles", "samples", "inferences").index(name)))
                 continue
             base, l_ = name.rsplit("_", 1)
             kind = {"sat_weight": 0, "sat_bias": 1, "sat_error": 2, "sat_table": 3, "stage_cycles": 4}[base]
-            cmap.append((4, Y.cword(int(l_), kind)))
-        rkind, raddr, rlane, lut = c.rb_kind, c.rb_word, c.rb_lane, self._per_layer
-        with m.If(rs == L):
-            with m.Switch(rw):
-                for k, (kd, v) in enumerate(cmap):
+            counter_map.append((4, Y.cword(int(l_), kind)))
+        kind, addr, lane, lut = c.rb_kind, c.rb_word, c.rb_lane, self._per_layer
+        with m.If(stage == L):
+            with m.Switch(word):
+                for k, (kd, v) in enumerate(counter_map):
                     with m.Case(k):
-                        m.d.comb += [rkind.eq(kd), raddr.eq(v if kd == 4 else 0), rlane.eq(v if kd == 3 else 0)]
+                        m.d.comb += [kind.eq(kd), addr.eq(v if kd == 4 else 0), lane.eq(v if kd == 3 else 0)]
                 with m.Default():
-                    m.d.comb += rkind.eq(5)
+                    m.d.comb += kind.eq(5)
         with m.Else():
-            with m.Switch(rm):
+            with m.Switch(mem):
                 with m.Case(0):
-                    m.d.comb += [rkind.eq(0), raddr.eq(lut(Y.wbase, rs_l) + rw), rlane.eq(rk)]
+                    m.d.comb += [kind.eq(0), addr.eq(lut(Y.wbase, layer) + word), lane.eq(bank)]
                 with m.Case(1):
-                    m.d.comb += [rkind.eq(1), raddr.eq(lut(Y.bbase, rs_l) | bq), rlane.eq(br)]
+                    m.d.comb += [kind.eq(1), addr.eq(lut(Y.bbase, layer) | bias_chunk), lane.eq(bias_lane)]
                 with m.Case(2):
-                    m.d.comb += [rkind.eq(2), raddr.eq(lut(Y.tbase, rs_l) | rw), rlane.eq(rk)]
-                with m.Case(3):
-                    tp = lut([Y.tbase[l - 1] if l else 0 for l in range(L)], rs_l)
-                    m.d.comb += [rkind.eq(2), raddr.eq(tp | rw), rlane.eq(rk)]
+                    m.d.comb += [kind.eq(2), addr.eq(lut(Y.tbase, layer) | word), lane.eq(bank)]
+                with m.Case(3):          # Tin_l aliases T_(l-1)
+                    t_prev = lut([Y.tbase[l - 1] if l else 0 for l in range(L)], layer)
+                    m.d.comb += [kind.eq(2), addr.eq(t_prev | word), lane.eq(bank)]
                 with m.Case(4):
-                    m.d.comb += [rkind.eq(1), raddr.eq(Y.rbase | rw), rlane.eq(rk)]
+                    m.d.comb += [kind.eq(1), addr.eq(Y.rbase | word), lane.eq(bank)]
                 with m.Default():
-                    m.d.comb += rkind.eq(5)
+                    m.d.comb += kind.eq(5)
 
     def _state_port(self, m):
         """The state port's read (a cycle, then the lane selected and registered) and write."""
         c = self._c
-        rkind, raddr, rk = c.rb_kind, c.rb_word, c.rb_bank
+        kind, addr, bank = c.rb_kind, c.rb_word, c.rb_bank
         with m.If(c.rb_active):
-            m.d.comb += [c.w_ra.eq(raddr), c.w_re.eq(1), c.c_ra.eq(raddr), c.c_re.eq(1), c.m_ra.eq(raddr), c.m_re.eq(1)]
+            m.d.comb += [c.w_ra.eq(addr), c.w_re.eq(1), c.c_ra.eq(addr), c.c_re.eq(1), c.m_ra.eq(addr),
+                         c.m_re.eq(1)]
             with m.If(self.wb_en):
                 m.d.comb += c.m_lane.eq(self.wb_data)      # the W banks' data too
-                with m.Switch(rkind):
+                with m.Switch(kind):
                     with m.Case(0):
-                        m.d.comb += [c.w_we.eq(1), c.w_waddr.eq(raddr), c.w_wlane.eq(1 << rk)]
+                        m.d.comb += [c.w_we.eq(1), c.w_waddr.eq(addr), c.w_wlane.eq(1 << bank)]
                     with m.Case(1):
-                        m.d.comb += [c.m_we.eq(1), c.m_addr.eq(raddr), c.m_lanes.eq(1 << c.rb_lane)]
+                        m.d.comb += [c.m_we.eq(1), c.m_addr.eq(addr), c.m_lanes.eq(1 << c.rb_lane)]
                     with m.Case(2):
-                        m.d.comb += [c.c_we.eq(1), c.c_addr.eq(raddr), c.c_lanes.eq(1 << rk),
+                        m.d.comb += [c.c_we.eq(1), c.c_addr.eq(addr), c.c_lanes.eq(1 << bank),
                                      c.c_lane.eq(self.wb_data)]
         m.d.sync += c.rb_lane_s1.eq(c.rb_lane)
         # the result, an AND-OR of one-hot selects registered with the address (a cache lane is
         # already sign-extended in src)
         rb_onehot = Signal(5, name="rb_onehot")
-        rlane = c.rb_lane
-        m.d.sync += rb_onehot.eq(Cat(~uge_const(rkind, 3), (rkind == 3) & (rlane == 0), (rkind == 3) & (rlane == 1),
-                                     (rkind == 3) & (rlane == 2), rkind == 4))
+        lane = c.rb_lane
+        m.d.sync += rb_onehot.eq(Cat(~uge_const(kind, 3), (kind == 3) & (lane == 0), (kind == 3) & (lane == 1),
+                                     (kind == 3) & (lane == 2), kind == 4))
         out = Signal(signed(32), name="rb_out")
         sources = [c.rb_src, self.cycles, self.samples, self.inferences, c.m_read.data[:32]]
         m.d.comb += out.eq(Cat(*[Cat(*(rb_onehot[k] & Value.cast(v).as_signed()[min(i, len(v) - 1)]
@@ -1567,8 +1575,10 @@ class SerialEngine(wiring.Component):
 
 
 class _Context:
-    """What the phases of :meth:`SerialEngine.elaborate` share: memories, ports, pipeline tags,
-    registers and the formats (attributes set as the datapath is built)."""
+    """What the phases of :meth:`SerialEngine.elaborate` share, set as the datapath is built: the
+    formats (integers), the memories' ports (``w_``, ``m_``, ``c_``, ``a_`` for the W banks, M, the
+    cache and act: ``ra``/``re`` read, ``we``/``addr``/``lanes``/``data`` write), the issue and its
+    tags at ``s1`` to ``s4``, the current layer's constants (``L_``), and the registers."""
 
 
 class _Tags:
