@@ -25,8 +25,8 @@ OUT    ?= build/demo
 demo: $(STAMP)
 	$(BIN)/sigprop-fpga doctor
 	$(BIN)/sigprop-fpga check $(NET) --json $(OUT)/check.json
-	$(BIN)/sigprop-fpga train $(NET) --engine float --json $(OUT)/train-float.json
-	$(BIN)/sigprop-fpga train $(NET) --engine golden --json $(OUT)/train-golden.json
+	$(BIN)/sigprop-fpga train $(NET) --model float --json $(OUT)/train-float.json
+	$(BIN)/sigprop-fpga train $(NET) --model golden --json $(OUT)/train-golden.json
 	$(BIN)/sigprop-fpga sim $(NET) --epochs 1 --check-every 250 --json $(OUT)/sim.json
 	$(BIN)/sigprop-fpga sim $(NET) --engine serial --lanes 4 --epochs 1 --check-every 250 --json $(OUT)/sim-serial.json
 	$(BIN)/sigprop-fpga build $(NET) --board ulx3s-85f --json $(OUT)/build.json

@@ -15,7 +15,7 @@ from sigprop_fpga.compiler.spec import load_spec
 from sigprop_fpga.io import format_table, write_json
 from sigprop_fpga.sim import baselines
 from sigprop_fpga.sim.datasets import load_dataset
-from sigprop_fpga.sim.params import Network
+from sigprop_fpga.compiler.network import Network
 from sigprop_fpga.sim.train import train_sigprop
 
 BASELINES = [("backprop (Adam, batch 32)", baselines.train_backprop),

@@ -4,7 +4,7 @@
                                         [--engine both|pipelined|serial] [--lanes 4] [--json OUT]
 
 For each engine (the pipelined one the ULX3S-85F build holds, the serial one the iCEBreaker
-build holds), :func:`sigprop_fpga.sim.rtl.simulate_board` builds the board top (engine, on-chip
+build holds), :func:`sigprop_fpga.rtl.simulate_board` builds the board top (engine, on-chip
 dataset, UART host link) in Verilator, starts ``sigprop-fpga run --port <pty>`` on a
 pseudo-terminal bridged to the UART pins, garbles two request frames and puts junk on the line,
 and the client trains the stored samples, reads every weight, bias, table entry, cache and
@@ -18,7 +18,7 @@ import sys
 import time
 
 from sigprop_fpga.io import format_table, write_json
-from sigprop_fpga.sim.rtl import simulate_board
+from sigprop_fpga.rtl import simulate_board
 
 
 def main(argv=None):

@@ -8,11 +8,10 @@ For every example network and FPGA family: elaborate the whole board top as ``bu
 nextpnr ``--pack-only`` (seconds, no placement: a design too large for the device still packs),
 and read the logic cells nextpnr counts (``ICESTORM_LC`` on the iCE40, ``TRELLIS_COMB`` on the
 ECP5) from its log -- ``--pack-only`` writes no JSON report. Prints, per family, the measured
-count beside the current estimate, and the least-squares coefficients of the estimate's features
-(``boards.flow.lut_features``) to paste into ``LUT_MODEL``. About 1-2 minutes per design.
-``--engine serial``: the board top around the serial engine (the iCE40's), for each network it
-supports and each of ``--lanes``; the coefficients of ``serial_lut_features`` for
-``SERIAL_LUT_MODEL``.
+count beside the current estimate, and the least-squares coefficients of the engine's LUT features
+(``Engine.lut_features``, :mod:`sigprop_fpga.hdl.engines`) to paste into its ``lut_model``. About
+1-2 minutes per design. ``--engine serial``: the board top around the serial engine (the
+iCE40's), for each network it supports and each of ``--lanes``.
 """
 
 import argparse
@@ -29,60 +28,39 @@ import numpy as np
 
 from sigprop_fpga.boards import get_target
 from sigprop_fpga.boards.build import BoardTop, STEP_NAMES
-from sigprop_fpga.boards.flow import (LUT_MODEL, SERIAL_LUT_MODEL, dataset_capacity, estimate_resources,
-                                     lut_features, serial_lut_features, split_stored)
+from sigprop_fpga.boards.flow import dataset_capacity, estimate_resources, load_network, split_stored
 from sigprop_fpga.boards.top import SigPropBoardTop
-from sigprop_fpga.compiler.estimate import allocate_lanes
-from sigprop_fpga.compiler.spec import load_spec
-from sigprop_fpga.hdl.engine import SigPropEngine
-from sigprop_fpga.hdl.serial import SerialEngine
 from sigprop_fpga.hdl import relax_read_collisions
+from sigprop_fpga.hdl.engines import ENGINES, get_engine
 from sigprop_fpga.io import format_table, write_json
-from sigprop_fpga.sim.datasets import load_dataset
-from sigprop_fpga.sim.params import Network
 from sigprop_fpga.toolchain import amaranth_tool_env, apply_amaranth_tool_env
 
 BOARDS = {"ice40": "icebreaker", "ecp5": "ulx3s-85f"}
 CELL = {"ice40": "ICESTORM_LC", "ecp5": "TRELLIS_COMB"}
 
 
-def board_plan(path: str, family: str, nextpnr_opts: str = "--pack-only", serial_lanes: int | None = None):
-    """The board top of ``path`` for ``family`` as ``build`` would elaborate it (engine, on-chip
-    dataset, host link, clock): ``(spec, net, lanes, stored samples, build plan)``, the plan's
-    RTLIL with read collisions relaxed as for synthesis. With ``serial_lanes`` the engine is the
-    serial one with that many lanes (``lanes`` is then that int), else the pipelined one."""
-    spec = load_spec(path)
-    data = load_dataset(spec)
-    net = Network(spec, data.n_inputs, data.n_classes)
-    lanes = allocate_lanes(net) if serial_lanes is None else serial_lanes
-    engine_cls = SigPropEngine if serial_lanes is None else SerialEngine
+def board_plan(path: str, family: str, engine, lanes, nextpnr_opts: str = "--pack-only"):
+    """The board top of ``path`` for ``family`` around ``engine`` (a registered engine) with
+    ``lanes``, as ``build`` would elaborate it (engine, on-chip dataset, host link, clock):
+    ``(spec, net, stored samples, build plan)``, the plan's RTLIL with read collisions relaxed as
+    for synthesis."""
+    spec, data, net = load_network(path)
     target = get_target(BOARDS[family])
     n_total = len(data.y_train) + len(data.y_test)
-    samples = min(n_total, dataset_capacity(net, target, lanes))
+    samples = min(n_total, dataset_capacity(engine, net, target, lanes))
     n_train, n_test = split_stored(samples, len(data.y_train), len(data.y_test))
     settings = target.plan_clock(spec.hardware.clock_for(target.name))
     achieved = target.achieved_mhz(spec.hardware.clock_for(target.name))
     top = SigPropBoardTop(net, data, target, achieved * 1e6, lanes=lanes, n_train=n_train, n_test=n_test,
-                          engine_cls=engine_cls)
+                          engine_cls=engine.component_cls)
     plan = target.platform().prepare(BoardTop(top, target, settings), name="top", nextpnr_opts=nextpnr_opts,
                                      synth_opts=target.synth_opts)
     plan.files["top.il"] = relax_read_collisions(plan.files["top.il"])
-    return spec, net, lanes, n_train + n_test, plan
+    return spec, net, n_train + n_test, plan
 
 
-def _serial_supported(path: str) -> bool:
-    from sigprop_fpga.hdl.serial import _check_supported
-    spec = load_spec(path)
-    data = load_dataset(spec)
-    try:
-        _check_supported(Network(spec, data.n_inputs, data.n_classes))
-    except ValueError:
-        return False
-    return True
-
-
-def packed_luts(path: str, family: str, serial_lanes: int | None = None) -> dict:
-    spec, net, lanes, n_samples, plan = board_plan(path, family, serial_lanes=serial_lanes)
+def packed_luts(path: str, family: str, engine, lanes) -> dict:
+    spec, net, n_samples, plan = board_plan(path, family, engine, lanes)
     env = {**os.environ, **amaranth_tool_env()}
     with tempfile.TemporaryDirectory() as tmp:
         plan.extract(tmp)
@@ -102,37 +80,39 @@ def packed_luts(path: str, family: str, serial_lanes: int | None = None) -> dict
     if not m:
         raise RuntimeError(f"{path} {family}: no {CELL[family]} count in nextpnr's log:\n{log[-2000:]}")
     used = int(m[-1][0])
-    est = estimate_resources(net, lanes, n_samples, family)["lut"]
-    feats = lut_features(net, lanes, n_samples) if serial_lanes is None else serial_lut_features(net, lanes, n_samples)
-    return {"network": spec.name, "family": family, "engine": "pipelined" if serial_lanes is None else "serial",
-            "lanes": lanes if isinstance(lanes, int) else list(lanes), "packed": used, "estimated": est,
-            "features": feats}
+    est = estimate_resources(engine, net, lanes, n_samples, family)["lut"] if family in engine.lut_model else None
+    return {"network": spec.name, "family": family, "engine": engine.name, "lanes": engine.lanes_json(lanes),
+            "packed": used, "estimated": est, "features": engine.lut_features(net, lanes)}
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--families", nargs="+", default=["ice40", "ecp5"], choices=sorted(BOARDS))
     ap.add_argument("--networks", nargs="+", default=sorted(str(p) for p in Path("examples").glob("*.yaml")))
-    ap.add_argument("--engine", choices=("pipelined", "serial"), default="pipelined",
-                    help="serial: the serial engine's board top (iCE40 only), for each of --lanes")
-    ap.add_argument("--lanes", nargs="+", type=int, default=[1, 2, 4], help="the serial engine's lanes")
+    ap.add_argument("--engine", choices=tuple(ENGINES), default="pipelined",
+                    help="the engine of the board tops (serial: iCE40 only, for each of --lanes)")
+    ap.add_argument("--lanes", nargs="+", type=int, default=[1, 2, 4],
+                    help="lanes, for an engine that takes one lane count (the serial engine)")
     ap.add_argument("--json", default=None, help="default build/bench/calibrate_luts[_serial].json")
     args = ap.parse_args(argv)
+    engine = get_engine(args.engine)
     if args.engine == "serial":
-        args.families = [f for f in args.families if f in SERIAL_LUT_MODEL]
-        if args.networks == ap.get_default("networks"):      # those the serial engine supports
-            args.networks = [p for p in args.networks if _serial_supported(p)]
-    args.json = args.json or f"build/bench/calibrate_luts{'_serial' if args.engine == 'serial' else ''}.json"
+        args.families = [f for f in args.families if f in engine.lut_model]
+    if args.networks == ap.get_default("networks"):      # those the engine supports
+        args.networks = [p for p in args.networks if engine.supports(load_network(p)[2])]
+    args.json = args.json or f"build/bench/calibrate_luts{'' if args.engine == 'pipelined' else '_' + args.engine}.json"
     apply_amaranth_tool_env()
     rows, out, failed = [], {"designs": [], "fit": {}}, []
-    model = SERIAL_LUT_MODEL if args.engine == "serial" else LUT_MODEL
+    model = engine.lut_model
     for fam in args.families:
         designs = []
         for path in args.networks:
-            for P in (args.lanes if args.engine == "serial" else [None]):
+            net = load_network(path)[2]
+            choices = engine.lane_choices(net)
+            for P in (args.lanes if isinstance(choices[0], int) else choices):
                 t0 = time.monotonic()
                 try:
-                    d = packed_luts(path, fam, P)
+                    d = packed_luts(path, fam, engine, P)
                 except RuntimeError as e:     # a tool failure (e.g. the yosys 0.70 assertion, README)
                     print(f"{fam} {path} lanes {P}: SKIPPED, {' '.join(str(e).split())[:300]}", file=sys.stderr)
                     failed.append(f"{fam} {path}")
@@ -149,12 +129,12 @@ def main(argv=None):
         out["fit"][fam] = {k: round(float(c), 3) for k, c in zip(names, coef)}
         for d in designs:
             fit = float(np.dot(list(d["features"].values()), coef))
-            rows.append([fam, d["network"], str(d["lanes"]), d["packed"], d["estimated"], f"{d['estimated'] / d['packed'] - 1:+.1%}",
+            err = f"{d['estimated'] / d['packed'] - 1:+.1%}" if d["estimated"] else ""
+            rows.append([fam, d["network"], str(d["lanes"]), d["packed"], d["estimated"], err,
                          round(fit), f"{fit / d['packed'] - 1:+.1%}"])
         out["designs"] += designs
     print(format_table(["family", "network", "lanes", "packed", "estimate", "error", "refit", "refit error"], rows))
-    print(f"\nleast-squares coefficients (features of boards.flow."
-          f"{'serial_lut_features' if args.engine == 'serial' else 'lut_features'}):")
+    print(f"\nleast-squares coefficients (features of the {engine.name} engine's lut_features):")
     for fam, c in out["fit"].items():
         print(f"  {fam}: {c}   (current {model.get(fam)})")
     out["failed"] = failed

@@ -81,15 +81,12 @@ def serial_rtlil(network: str, lanes: int):
     """``(spec, lanes, RTLIL)`` of the time-multiplexed engine of ``network`` alone."""
     from amaranth.back import rtlil
 
-    from sigprop_fpga.compiler.spec import load_spec
+    from sigprop_fpga.boards.flow import load_network
     from sigprop_fpga.hdl import relax_read_collisions
-    from sigprop_fpga.hdl.serial import SerialEngine
-    from sigprop_fpga.sim.datasets import load_dataset
-    from sigprop_fpga.sim.params import Network
-    spec = load_spec(network)
-    data = load_dataset(spec)
-    net = Network(spec, data.n_inputs, data.n_classes)
-    return spec, (lanes,), relax_read_collisions(rtlil.convert(SerialEngine(net, lanes), name="top"))
+    from sigprop_fpga.hdl.engines import get_engine
+    spec, _data, net = load_network(network)
+    engine = get_engine("serial").component(net, lanes)
+    return spec, (lanes,), relax_read_collisions(rtlil.convert(engine, name="top"))
 
 
 def packed_ice40(il: str) -> dict:

@@ -8,7 +8,7 @@ For every network and board, printed as tables and written to ``build/bench/perf
 
 * **cycles per training sample, measured in Verilator** (per network for the pipelined engine,
   and per board for a serial engine): the generated trainer (the engine behind
-  the on-chip dataset feeder, :func:`sigprop_fpga.sim.rtl.trainer_verilog`) trains the first
+  the on-chip dataset feeder, :func:`sigprop_fpga.rtl.trainer_verilog`) trains the first
   ``--samples`` training samples, bit-exact against the golden model (the ``tb_trainer`` bench of
   ``sigprop-fpga sim``, here without a test split, so the engine's counters at the end hold a
   training sample). Steady state = (cycle of the last training prediction - cycle of the
@@ -72,6 +72,7 @@ import statistics
 import sys
 import tempfile
 import time
+from sigprop_fpga.hdl.engines import get_engine
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -292,7 +293,7 @@ def format_tables(result: dict) -> str:
 def _load(network):
     from sigprop_fpga.compiler.spec import load_spec
     from sigprop_fpga.sim.datasets import load_dataset
-    from sigprop_fpga.sim.params import Network, check_network
+    from sigprop_fpga.compiler.network import Network, check_network
 
     spec = load_spec(network)
     data = load_dataset(spec)
@@ -340,37 +341,31 @@ def _measure_cpu(spec, data, net, repeats, min_samples, FloatSigProp, baselines)
     return out
 
 
-def measure_rtl(network, spec, data, net, lanes, samples: int, build_root: Path, timeout_s: float = 900) -> dict:
-    """Train the first ``samples`` training samples in Verilator (no test split); steady-state
-    cycles between training predictions, and the engine's counters after the last one. ``lanes``
-    one int: the serial engine with that many lanes."""
-    from sigprop_fpga.compiler.estimate import estimate
-    from sigprop_fpga.hdl.engine import counter_names
-    from sigprop_fpga.hdl.serial import serial_cycles
+def measure_rtl(network, spec, data, net, engine, lanes, samples: int, build_root: Path,
+                timeout_s: float = 900) -> dict:
+    """Train the first ``samples`` training samples in Verilator (no test split) on ``engine`` (a
+    :class:`sigprop_fpga.hdl.engines.Engine`) with ``lanes``; steady-state cycles between training
+    predictions, and the engine's counters after the last one."""
+    from sigprop_fpga.compiler.statemap import counter_names
     from sigprop_fpga.sim import verilator as vl
-    from sigprop_fpga.sim.rtl import BENCH_DIR, TOP, trainer_verilog
+    from sigprop_fpga.rtl import BENCH_DIR, TOP, trainer_verilog
     from sigprop_fpga.toolchain import apply_verilator_env
 
     n = min(samples, len(data.y_train), 2000)       # the bench keeps the first 2000 prediction cycles
     if n < 2 * net.depth + 2:
         raise ValueError(f"{spec.name}: need at least {2 * net.depth + 2} samples for a steady state, got {n}")
     apply_verilator_env()
-    if isinstance(lanes, int):
-        est_cycles, map_lanes = serial_cycles(net, lanes)["train"], [lanes] * net.depth
-    else:
-        est_cycles, map_lanes = estimate(net, lanes).cycles_per_sample, list(lanes)
+    est_cycles, map_lanes = engine.cycles(net, lanes).per_sample, list(engine.stage_lanes(net, lanes))
     t0 = time.perf_counter()
-    text = trainer_verilog(net, data, lanes, n, 0, 1)
+    text = trainer_verilog(net, data, engine, lanes, n, 0, 1)
     convert_s = time.perf_counter() - t0
     with tempfile.TemporaryDirectory(prefix="sigprop-perf-") as tmp:
         vpath = Path(tmp) / f"{TOP}.v"
         vpath.write_text(text)
         info = vl.build(vpath, TOP, build_root)
-    from sigprop_fpga.hdl.engine import SigPropEngine
-    from sigprop_fpga.hdl.serial import SerialEngine
     config = {"network": str(Path(network).resolve()), "lanes": map_lanes, "epochs": 1, "n_train": n,
               "n_test": 0, "check_every": 0, "cycles_per_sample": est_cycles,
-              "rb_latency": (SerialEngine if isinstance(lanes, int) else SigPropEngine).rb_latency}
+              "rb_latency": engine.readback_latency}
     build_root.mkdir(parents=True, exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix="sigprop-perf-run-", dir=build_root))
     r = vl.run(info, "tb_trainer", test_dir=BENCH_DIR, config=config, run_dir=run_dir, timeout_s=timeout_s)
@@ -427,8 +422,7 @@ def build_one(network: str, board: str, run_flow: bool, quiet: bool = False) -> 
     except FitError as e:       # the fit check build_network makes, with its numbers
         return {**base, "status": "does not fit", "problems": e.problems, "seconds": time.perf_counter() - t0}
     spec, est = d.spec, d.estimate
-    base.update(network=spec.name, engine=d.plan.engine,
-                lanes=d.plan.lanes if isinstance(d.plan.lanes, int) else list(d.plan.lanes),
+    base.update(network=spec.name, engine=d.plan.engine.name, lanes=d.plan.lanes_json,
                 fit=fit_numbers(est, {k: target.available(k) for k in est}))
 
     def progress(line):
@@ -613,7 +607,8 @@ def main(argv=None):
     for network, n_out in zip(tqdm(networks, desc="Verilator (build + train)", unit="net"), nets_out):
         spec, data, net, lanes, est = loaded[network]
         try:
-            r = measure_rtl(network, spec, data, net, lanes, args.samples, Path(args.build_root))
+            r = measure_rtl(network, spec, data, net, get_engine("pipelined"), lanes, args.samples,
+                            Path(args.build_root))
         except Exception as e:          # reported, and the exit code says so; the other networks go on
             failed = True
             r = {"error": f"{type(e).__name__}: {' '.join(str(e).split())[:800]}", "cycles_per_sample": None}
@@ -634,13 +629,13 @@ def main(argv=None):
                 d = plan_board(network, board)
             except FitError:
                 continue
-            if d.plan.engine == "serial":
-                serial.setdefault((network, d.plan.lanes), []).append(board)
+            if not d.plan.engine.overlaps_layers:
+                serial.setdefault((network, d.plan.engine.name, d.plan.lanes), []).append(board)
     serial_rtl = {}
-    for (network, P), on in tqdm(list(serial.items()), desc="Verilator, serial engines", unit="net"):
+    for (network, name, P), on in tqdm(list(serial.items()), desc="Verilator, serial engines", unit="net"):
         spec, data, net, _lanes, _est = loaded[network]
         try:
-            r = measure_rtl(network, spec, data, net, P, args.samples, Path(args.build_root))
+            r = measure_rtl(network, spec, data, net, get_engine(name), P, args.samples, Path(args.build_root))
             tqdm.write(f"  {spec.name} (serial engine, {P} lanes, for {', '.join(on)}): "
                        f"{r['cycles_per_sample']:,.1f} cycles/sample")
         except Exception as e:

@@ -18,8 +18,8 @@ from sigprop_fpga.hdl.simulate import simulate
 from sigprop_fpga.io import format_table, write_json
 from sigprop_fpga.sim.datasets import load_dataset
 from sigprop_fpga.sim.golden import GoldenSigProp
-from sigprop_fpga.sim.params import Network
-from sigprop_fpga.sim.rtl import simulate_rtl
+from sigprop_fpga.compiler.network import Network
+from sigprop_fpga.rtl import simulate_rtl
 
 
 def main(argv=None):

@@ -11,12 +11,12 @@ import time
 from sigprop_fpga.compiler.spec import load_spec
 from sigprop_fpga.io import format_table, write_json
 from sigprop_fpga.sim.datasets import load_dataset
-from sigprop_fpga.sim.params import Network
-from sigprop_fpga.sim.train import make_engine
+from sigprop_fpga.compiler.network import Network
+from sigprop_fpga.sim.train import make_model
 
 
 def _rate(kind, net, data, n):
-    eng = make_engine(kind, net)
+    eng = make_model(kind, net)
     x = data.float_inputs()[0] if kind == "float" else data.x_train
     y = data.y_train
     t0 = time.perf_counter()

@@ -41,7 +41,7 @@ from amaranth.hdl import ClockDomain, Elaboratable, Module
 from sigprop_fpga.toolchain import amaranth_tool_env
 
 from . import get_target
-from .fit import merge_resources, utilization_from_report
+from .fit import merge_resources, resource_table, utilization_from_report
 from ..hdl import relax_read_collisions
 from .pll import BoardClock
 from .targets import BoardTarget
@@ -419,7 +419,6 @@ def _up_to_date(out_dir: Path, digest: str) -> dict | None:
 
 def format_report(report: Mapping) -> str:
     """Human-readable summary of a :func:`build` report: header, timing, resource table."""
-    from .fit import resource_table
 
     clk = report["clock_mhz"]
     fmax = report.get("fmax_mhz")

@@ -21,6 +21,17 @@ import select
 import sys
 import time
 
+import numpy as np
+from tqdm import tqdm
+
+from ..compiler.statemap import readback_requests
+from ..hdl.engines import get_engine
+from ..hostlink import HostLinkClient, HostLinkError
+from ..sim.compare import compare_state, golden_feeder_run
+from ..sim.golden import GoldenSigProp
+from .flow import load_network
+from .top import BOARD_ID, REGISTERS
+
 __all__ = ["SerialPort", "run_on_board", "stream_on_board", "sample_bytes", "RunError", "RunUsageError",
            "PortError"]
 
@@ -98,21 +109,13 @@ def _runs(reqs):
 
 
 def _load(network):
-    from ..compiler.estimate import allocate_lanes
-    from ..compiler.spec import load_spec
-    from ..sim.datasets import load_dataset
-    from ..sim.params import Network, check_network
-
-    spec = load_spec(network)
-    data = load_dataset(spec)
-    net = Network(spec, data.n_inputs, data.n_classes)
-    check_network(net)
-    return spec, data, net, allocate_lanes(net)
+    """The network file, its data, the resolved network and the pipelined engine's lanes (a board
+    top of the serial engine tells its own through the ENGINE register)."""
+    spec, data, net = load_network(network)
+    return spec, data, net, get_engine("pipelined").lane_choices(net)[0]
 
 
 def _registers():
-    from .top import REGISTERS
-
     return {name: i for i, name in enumerate(REGISTERS)}
 
 
@@ -120,8 +123,6 @@ def _identify(client, R, net, lanes):
     """PING, check the ID register (a SigProp board top of this layout), and return the engine's
     lanes per stage: ``lanes`` (the compiler's) for the pipelined engine, ``(P,) * depth`` for a
     serial engine of ``P`` lanes (the ENGINE register)."""
-    from .top import BOARD_ID
-
     client.ping()
     ident = client.read_reg(R["ID"])
     if ident != BOARD_ID:
@@ -132,8 +133,7 @@ def _identify(client, R, net, lanes):
 
 def _read_state(client, R, net, lanes, control: int, poll_s: float, deadline: float) -> dict:
     """Hold the feeder (``control`` plus the hold bit), wait for the engine to go idle, read every
-    readback entry (``{key: value}``, as :func:`..sim.compare.readback_requests`), release."""
-    from ..sim.compare import readback_requests
+    readback entry (``{key: value}``, as :func:`..compiler.statemap.readback_requests`), release."""
 
     client.write_reg(R["CONTROL"], control | 0b100)
     while not client.read_reg(R["STATUS"]) & 0b100:
@@ -152,8 +152,6 @@ def run_on_board(network, transport, *, epochs: int | None = None, progress: boo
                  poll_s: float = 0.05, deadline_s: float = 3600.0) -> dict:
     """Train ``network`` on the board behind ``transport`` in autonomous mode (the on-chip dataset);
     returns the comparison report."""
-    from ..hostlink import HostLinkClient, HostLinkError
-    from ..sim.compare import compare_state, golden_feeder_run
 
     R = _registers()
     spec, data, net, lanes = _load(network)
@@ -218,8 +216,6 @@ def sample_bytes(net, x, y, train: bool) -> bytes:
     """The SEND_SAMPLE bytes of samples ``x`` (rows of integer features in the input format) with
     labels ``y``: per sample one two's complement byte per feature, then the label byte (bit 7:
     train). Raises :class:`RunUsageError` for a network whose inputs or labels do not fit a byte."""
-    import numpy as np
-
     width = net.spec.precision.input.width
     if width > 8:
         raise RunUsageError(f"stream mode sends one byte per feature, but the input format "
@@ -248,7 +244,6 @@ class _Streamer:
         self.busy = 0
 
     def run(self, blob: bytes, on_results):
-        from ..hostlink import HostLinkError
 
         client, bps = self.client, self.bps
         n = len(blob) // bps
@@ -303,11 +298,7 @@ def stream_on_board(network, transport, *, epochs: int | None = None, samples: i
     ``"prediction"``, with ``epoch``, ``split``, ``index`` in the split and ``sample``, the
     position in the stream) or the first differing state entry.
     """
-    import numpy as np
 
-    from ..hostlink import HostLinkClient, HostLinkError
-    from ..sim.compare import compare_state
-    from ..sim.golden import GoldenSigProp
 
     R = _registers()
     spec, data, net, lanes = _load(network)
@@ -341,7 +332,6 @@ def stream_on_board(network, transport, *, epochs: int | None = None, samples: i
               file=sys.stderr, flush=True)
     bar = None
     if progress:
-        from tqdm import tqdm
         bar = tqdm(total=epochs * (n_train + n_test), unit="sample", desc="stream", leave=False)
 
     golden = GoldenSigProp(net)

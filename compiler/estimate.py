@@ -37,11 +37,13 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from ..hdl.mac import STAGE_LATENCY
-from ..sim.params import Network
+from .network import Network
+from .rule import Phase, forward_signals, mul_b_bits, softmax_fracs, softmax_pieces, update_terms, Q_BITS
+from .timing import DRAIN, STAGE_LATENCY, softmax_latency
 
 __all__ = ["StageEstimate", "Estimate", "estimate", "allocate_lanes", "stage_phases", "stage_cycles", "stage_macs",
-           "stage_inference_cycles", "softmax_cycles", "softmax_groups", "softmax_fracs"]
+           "stage_inference_cycles", "softmax_cycles", "softmax_groups", "softmax_fracs",
+           "serial_cycles", "serial_macs", "vec_slots"]
 
 
 @dataclass(frozen=True)
@@ -83,19 +85,6 @@ class Estimate:
         return d
 
 
-def _signals(l: int) -> int:
-    return 1 if l == 0 else 2
-
-
-def _update_terms(net: Network, l: int) -> int:
-    if l == 0 or net.spec.learning.loss == "l2":
-        return 1
-    return 3 if net.spec.learning.push else 2
-
-
-DRAIN = STAGE_LATENCY + 1       # pipeline drain after each issuing phase: read, sources, operands, product, tree
-# (+1 after the phases whose dot products are narrowed or compared a cycle later: forward, logits,
-# cache, head logits)
 OVERHEAD = 2                    # the accept cycle and the finish cycle
 
 
@@ -103,17 +92,7 @@ def softmax_cycles(C: int, groups: int = 1) -> int:
     """The softmax phase: one start cycle plus the unit's latency
     (:func:`sigprop_fpga.hdl.softmax.softmax_latency` on the lanes' multiplier latency), ``groups``
     lane cycles per product (``d log2 e``, ``e_k q``; :func:`softmax_groups`)."""
-    from ..hdl.softmax import softmax_latency
     return 1 + softmax_latency(C, groups, STAGE_LATENCY)
-
-
-def softmax_fracs(net: Network, l: int) -> tuple[int, ...]:
-    """Fraction bits of the logits stage ``l`` softmaxes: its class logits, and the head's."""
-    p = net.prec(l)
-    f0 = 2 * p.activation.frac_bits + net.spec.learning.logit_shift
-    if l == net.depth - 1 and net.spec.readout == "head":
-        return (f0, p.weight.frac_bits + p.activation.frac_bits)
-    return (f0,)
 
 
 def softmax_groups(net: Network, l: int, lanes: int) -> int:
@@ -121,7 +100,6 @@ def softmax_groups(net: Network, l: int, lanes: int) -> int:
     clamped ``d``, :func:`sigprop_fpga.hdl.softmax.mul_b_bits`) is cut into pieces of ``B - 1``
     bits (``B`` the lanes' narrow operand, the wider of the layer's input and activation
     widths), ``lanes`` pieces per cycle. The softmax has no multiplier of its own."""
-    from ..hdl.softmax import mul_b_bits
     B = max(net.in_format(l).width, net.prec(l).activation.width)
     pieces = math.ceil(mul_b_bits(softmax_fracs(net, l)) / (B - 1))
     return math.ceil(pieces / lanes)
@@ -135,7 +113,7 @@ def stage_phases(net: Network, l: int, lanes: int) -> dict:
     last = l == net.depth - 1
     learning = net.spec.learning
     ce = learning.loss == "class_ce"
-    ph = {"overhead": OVERHEAD, "forward": _signals(l) * n * ci + DRAIN + 2}
+    ph = {"overhead": OVERHEAD, "forward": forward_signals(l) * n * ci + DRAIN + 2}
     # logits -> cache and update -> table follow without a drain, forward -> logits too when the
     # last chunk of h is read DRAIN + 2 issues in (hdl/stage.py, ``no_drain``): h lands at S4
     if ce or (last and net.spec.readout == "nearest_target"):
@@ -146,7 +124,7 @@ def stage_phases(net: Network, l: int, lanes: int) -> dict:
     if ce:
         ph["softmax"] = softmax_cycles(C, softmax_groups(net, l, P))
         ph["gradient"] = (C + 1) * cn + DRAIN - 1     # update starts a cycle before the drain ends
-    ph["update"] = n * (_update_terms(net, l) * ci + 1) + (0 if (l == 0 and ce) else DRAIN)
+    ph["update"] = n * (update_terms(net, l) * ci + 1) + (0 if (l == 0 and ce) else DRAIN)
     if l == 0 and ce:
         ph["table"] = (2 if learning.push else 1) * cn + DRAIN
     if last and net.spec.readout == "head":
@@ -176,7 +154,7 @@ def stage_macs(net: Network, l: int) -> tuple[int, int]:
     last = l == net.depth - 1
     ce = net.spec.learning.loss == "class_ce"
     infer = n * n_in
-    train = _signals(l) * n * n_in + _update_terms(net, l) * n * n_in
+    train = forward_signals(l) * n * n_in + update_terms(net, l) * n * n_in
     if ce:
         train += C * n + n + (C + 1) * n    # logits (with the readout), s_c, g_h and g_tc
     elif last and net.spec.readout == "nearest_target":
@@ -239,3 +217,102 @@ def estimate(net: Network, lanes: tuple[int, ...] | None = None) -> Estimate:
         memory_bits=sum(s.weight_bits + s.cache_bits + s.table_bits for s in stages),
         clock_mhz=net.spec.hardware.clock_for(net.spec.board),
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# The serial engine (:class:`sigprop_fpga.hdl.serial.SerialEngine`): one lane array, layer by layer
+
+def vec_slots(nt: int) -> tuple[int, tuple[int, ...]]:
+    """A period and the issue slots of a chunk of ``nt`` single-issue terms whose target word is
+    read from M three cycles after the last term's issue, in a slot no issue of any chunk uses."""
+    for per in range(nt, nt + 8):
+        for mask in range(1 << per):
+            slots = tuple(s for s in range(per) if (mask >> s) & 1)
+            if len(slots) != nt:
+                continue
+            # the target is read 3 cycles after the last issue (no issue may use that M cycle) and
+            # updated a cycle later, before the next chunk's first product replaces the sums
+            if (slots[-1] + 3) % per not in slots and per >= slots[-1] - slots[0] + 2:
+                return per, slots
+    raise AssertionError("no slot pattern")
+
+
+def serial_macs(net: Network) -> tuple[int, int]:
+    """(training, inference) multiplications per sample of the golden arithmetic (no padding):
+    the same count as :func:`sigprop_fpga.compiler.estimate.stage_macs` summed over the layers."""
+    tr = sum(stage_macs(net, l)[0] for l in range(net.depth))
+    inf = sum(stage_macs(net, l)[1] for l in range(net.depth))
+    return tr, inf
+
+
+def serial_cycles(net: Network, P: int = 4, corrections=0) -> dict:
+    """Cycles of a training and of an inference sample of :class:`sigprop_fpga.hdl.serial.SerialEngine`, phase by phase;
+    the FSM takes exactly these (the tests compare every sample).
+
+    ``corrections`` (an int, or one per layer): how many classes ``k != c`` had ``p_k >= 1/2`` at
+    that layer (0, 1, or 2 when two classes tie at exactly 1/2); each costs one more GRAD product
+    per chunk, the only data-dependent term. Returns ``train``, ``inference``, ``layers`` (the
+    training phases per layer), and ``train_min`` / ``train_max`` over the corrections.
+    """
+    ni = [net.fan_in(l) for l in range(net.depth)]
+    units = [net.units(l) for l in range(net.depth)]
+    cis, cns = [math.ceil(v / P) for v in ni], [math.ceil(v / P) for v in units]
+    spec = net.spec.learning
+    ce = spec.loss == "class_ce"
+    push = ce and spec.push
+    C, L = net.n_classes, net.depth
+    if isinstance(corrections, int):
+        corrections = [corrections] * L
+    npc = softmax_pieces(net).pieces
+    out = {"layers": []}
+
+    def train_cycles(corr):
+        total, phases = 2, []                       # the accept (IDLE) and FIN cycles
+        for l in range(L):
+            ci, cn, n = cis[l], cns[l], units[l]
+            last = l == L - 1
+            ph = {}
+            if l:
+                ph[Phase.NEXT_LAYER] = 1
+            ph[Phase.FORWARD] = n * ((1 if l == 0 else ci) + ci)
+            if ce or last:
+                if cn < 5:
+                    ph[Phase.FORWARD] += DRAIN
+                ph[Phase.LOGITS] = C * cn
+            elif not ce:
+                ph[Phase.FORWARD] += DRAIN
+            if last:
+                ph[Phase.CACHE] = cn + (2 if (cn < 2 or not ce) else 0)
+                if ce:
+                    ph[Phase.CACHE] += cn + 4             # s_c = t . h, then s settles
+            elif ce:
+                ph[Phase.LOGITS] += 3                   # max(s) settles
+            if ce:
+                ph[Phase.SOFTMAX] = (C * npc + 5) + (Q_BITS + 1) + (2 * C + 4)
+                ph[Phase.GRADIENT] = cn * (C + 1 + corr[l] + (3 if push else 2))
+                if l == 0:
+                    ph[Phase.GRADIENT] += 3 + (1 if cn < 2 and not push else 0)
+                    ph[Phase.TABLE] = 2 * cn * (2 if push else 1) + 2
+                elif cn < 2:
+                    ph[Phase.GRADIENT] += DRAIN
+            terms = update_terms(net, l)
+            ph[Phase.UPDATE] = n * ci * terms + 2
+            per, slots = vec_slots(terms)
+            ph[Phase.BIAS] = cn * per + 7 - per + slots[-1]
+            ph[Phase.COMMIT] = 6
+            phases.append(ph)
+            total += sum(ph.values())
+        return total, phases
+
+    out["train"], out["layers"] = train_cycles(corrections)
+    out["train_min"] = train_cycles([0] * L)[0]
+    out["train_max"] = train_cycles([2] * L)[0]
+    inf = 2
+    for l in range(L):
+        ci, cn, n = cis[l], cns[l], units[l]
+        inf += n * ci + (1 if l else 0)
+        if l < L - 1 or cn < 5:
+            inf += DRAIN
+    inf += C * cns[-1] + 4
+    out["inference"] = inf
+    return out

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 
-from ..sim.params import Network
+from .network import Network
 from .estimate import allocate_lanes, estimate
 
 __all__ = ["rule_costs", "RULES"]

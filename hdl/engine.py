@@ -8,55 +8,17 @@ from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..sim.golden import quantize_params
-from ..sim.params import Network, init_params
-from .stage import MEM_IDS, LayerStage, stage_memories
+from ..compiler.network import quantize_params
+from ..compiler.estimate import allocate_lanes
+from ..compiler.network import Network, init_params
+from ..compiler.statemap import counter_names, readback_map
+from .stage import LayerStage
 
-__all__ = ["SigPropEngine", "readback_map", "counter_names", "engine_members"]
+__all__ = ["SigPropEngine", "engine_members"]
 
 
 def _bits(n: int) -> int:
     return max(1, int(n).bit_length())
-
-
-def counter_names(net: Network) -> list[str]:
-    """Counters in readback order: ``cycles``, ``samples``, ``inferences``, the golden model's
-    ``sat_*`` names, then ``stage_cycles_<l>`` (cycles of the last sample in stage ``l``)."""
-    names = ["cycles", "samples", "inferences"]
-    for l in range(net.depth):
-        names += [f"sat_{v}_{l}" for v in ("weight", "bias", "error", "table")]
-    if net.spec.readout == "head":
-        names += ["sat_weight_head", "sat_bias_head", "sat_error_head"]
-    names += [f"stage_cycles_{l}" for l in range(net.depth)]
-    return names
-
-
-def readback_map(net: Network, lanes) -> dict:
-    """The readback address layout: ``addr = stage << s | mem << m | bank << b | word``.
-
-    ``stage == depth`` selects the counters (``word`` = index in :func:`counter_names`).
-    Entry ``(row, col)`` of a banked memory lives in ``bank = col % P``,
-    ``word = row * ceil(cols / P) + col // P``; ``b``, ``head_b`` are one bank indexed by row.
-    """
-    mems = [stage_memories(net, l, lanes[l]) for l in range(net.depth)]
-    word_bits = max(_bits(max(d for _, d, _, _, _ in ms.values()) - 1) for ms in mems)
-    word_bits = max(word_bits, _bits(len(counter_names(net)) - 1))
-    bank_bits = _bits(max(lanes) - 1)
-    layout = {"word": (0, word_bits), "bank": (word_bits, bank_bits), "mem": (word_bits + bank_bits, 3),
-              "stage": (word_bits + bank_bits + 3, _bits(net.depth))}
-    regions = []
-    for l, ms in enumerate(mems):
-        P = lanes[l]
-        for name, (banks, depth, q, _, shape) in ms.items():
-            cols = shape[1] if len(shape) > 1 else 1
-            regions.append({"stage": l, "mem": name, "mem_id": MEM_IDS[name], "banks": banks, "depth": depth,
-                            "format": str(q), "rows": shape[0], "cols": cols,
-                            "entry": "bank = col % P, word = row * ceil(cols / P) + col // P"
-                            if banks > 1 else "bank = 0, word = row", "lanes": P})
-    total = sum(v[1] for v in layout.values())
-    return {"fields": {k: {"lsb": v[0], "width": v[1]} for k, v in layout.items()}, "addr_width": total,
-            "data_width": 32, "latency": 2, "regions": regions,
-            "counters": {"stage": net.depth, "names": counter_names(net)}}
 
 
 def engine_members(net: Network, rb_map: dict) -> tuple[int, dict]:
@@ -124,7 +86,6 @@ class SigPropEngine(wiring.Component):
         self._MustUse__silence = True      # no "never used" warning if an argument check fails
         if not isinstance(net, Network):
             raise TypeError(f"Network must be a Network, not {net!r}")
-        from ..compiler.estimate import allocate_lanes
         if lanes is None:
             lanes = allocate_lanes(net)
         lanes = tuple(lanes)
@@ -137,7 +98,7 @@ class SigPropEngine(wiring.Component):
                 raise ValueError(f"Lane counts must be at least 1, not {v}")
         self.net, self.lanes = net, lanes
         self.params = params if params is not None else quantize_params(net, init_params(net))
-        self.map = readback_map(net, lanes)
+        self.map = readback_map(net, lanes, self.rb_latency)
         self.counters = counter_names(net)
         self.stages = [LayerStage(net, l, lanes[l], self.params) for l in range(net.depth)]
         self.in_width, members = engine_members(net, self.map)

@@ -14,7 +14,7 @@ an overflow flag, so that hardware counters and the golden model count the same 
 * :func:`saturate` -- clamp to a format's range;
 * :func:`narrow` -- both, from ``from_frac`` fraction bits to a format.
 
-These are the twins of :func:`sigprop_fpga.sim.fixed.shift_round`, ``saturate`` and ``narrow``.
+These are the twins of :func:`sigprop_fpga.compiler.fixed.shift_round`, ``saturate`` and ``narrow``.
 All are combinational expression builders.
 """
 

@@ -1,4 +1,4 @@
-"""The LFSR of stochastic rounding: the hardware twin of :class:`sigprop_fpga.sim.fixed.Lfsr`."""
+"""The LFSR of stochastic rounding: the hardware twin of :class:`sigprop_fpga.compiler.fixed.Lfsr`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..sim.fixed import LFSR_TAPS
+from ..compiler.fixed import LFSR_TAPS
 
 __all__ = ["Lfsr", "lfsr_step"]
 

@@ -6,20 +6,9 @@ from amaranth.hdl import Module, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..compiler.timing import MUL_LATENCY, STAGE_LATENCY
+
 __all__ = ["MacLanes", "MUL_LATENCY", "STAGE_LATENCY"]
-
-#: Cycles from operands to product in the datapath: operand registers, the product register
-#: (absorbed by an ECP5 ``MULT18X18D`` / iCE40 ``SB_MAC16``) and a register after the adder tree
-#: (the products are delayed alongside); the memory read, the operand multiplexers, the
-#: multiplier and the adder tree are then each a cycle of their own.
-MUL_LATENCY = 3
-
-#: Cycles from an issue's memory read data (S1) to its products in the pipelined layer stage
-#: (:class:`~sigprop_fpga.hdl.stage.LayerStage`): every operand source (block RAM read data, lane
-#: multiplexers, error terms) is registered first, then the operand multiplexer feeds
-#: :class:`MacLanes` (:data:`MUL_LATENCY`). The block RAMs have no output register and the ECP5
-#: routes from a block RAM to a DSP column are long, so read and multiplexer get a cycle each.
-STAGE_LATENCY = MUL_LATENCY + 1
 
 
 class MacLanes(wiring.Component):

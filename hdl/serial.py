@@ -42,7 +42,7 @@ push and 2 without), named as :func:`serial_cycles` names them; each has one met
               layer)                                                        n (1 + ci) / 2 n ci
     logits    LOGITS: s_k = T_l[k] . h for all k: prediction (last layer), m, max(s)    C cn
     cache     CACHE_COPY: T_L[c] <- t, then CACHE: s_c = t . h (the last layer only)  2 cn + 4
-    softmax   prob = softmax(s) (:func:`sigprop_fpga.sim.fixed.softmax_fixed`) on lane 0:
+    softmax   prob = softmax(s) (:func:`sigprop_fpga.compiler.fixed.softmax_fixed`) on lane 0:
               SOFTMAX_Y: y_k from 8-bit pieces of d_k, e_k from the table; SOFTMAX_DIV: one
               restoring division; SOFTMAX_P: prob_k                              (npc + 2) C + 27
     gradient  GRADIENT, per chunk of P units: -sum_k err_k T[k] as 15-bit products plus one 2^15
@@ -80,40 +80,26 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed, 
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 
-from ..sim.fixed import EXP2_FRAC_BITS, EXP2_TABLE, LOG2E_Q16, P_FRAC, RECIP_BITS
-from ..sim.golden import quantize_params
-from ..sim.params import Network, init_params
+from ..compiler.fixed import EXP2_FRAC_BITS, EXP2_TABLE, LOG2E_Q16, P_FRAC, RECIP_BITS
+from ..compiler.network import quantize_params
+from ..compiler.network import Network, init_params
 from . import BLOCK_RAM
-from .engine import counter_names, engine_members, readback_map
+from ..compiler.estimate import serial_cycles, serial_macs, vec_slots as _vec_slots
+from ..compiler.rule import Q_BITS as _Q_BITS, softmax_pieces, update_terms as _terms
+from ..compiler.statemap import counter_names, readback_map
+from .engine import engine_members
 from .fixed import mul_const, round_shift
 from .fixed import fit_bits, inside, round_shift_halved, saturate_or_zero, uge_const
-from .softmax import Q_BITS, exp_clamp
 
-__all__ = ["SerialEngine", "SerialLayout", "serial_cycles", "serial_macs"]
+__all__ = ["SerialEngine", "SerialLayout", "check_serial_support"]
 
 # phase codes carried down the lane pipeline (BIAS_TABLE: one M word per chunk, a bias or R row)
 _FORWARD, _LOGITS, _CACHE, _GRADIENT, _UPDATE, _BIAS_TABLE = 1, 2, 3, 4, 5, 6
 _NKINDS = 5          # counter words per layer in M: weight, bias, error, table saturations, cycles
-_Q_BITS = Q_BITS     # the reciprocal floor(2^32 / total) <= 2^16 (hdl/softmax.py's)
 
 
 def _bits(n: int) -> int:
     return max(1, int(n).bit_length())
-
-
-def _vec_slots(nt: int) -> tuple[int, tuple[int, ...]]:
-    """A period and the issue slots of a chunk of ``nt`` single-issue terms whose target word is
-    read from M three cycles after the last term's issue, in a slot no issue of any chunk uses."""
-    for per in range(nt, nt + 8):
-        for mask in range(1 << per):
-            slots = tuple(s for s in range(per) if (mask >> s) & 1)
-            if len(slots) != nt:
-                continue
-            # the target is read 3 cycles after the last issue (no issue may use that M cycle) and
-            # updated a cycle later, before the next chunk's first product replaces the sums
-            if (slots[-1] + 3) % per not in slots and per >= slots[-1] - slots[0] + 2:
-                return per, slots
-    raise AssertionError("no slot pattern")
 
 
 def _pow2(n: int) -> int:
@@ -178,7 +164,8 @@ class SerialLayout:
         return self.cbase + _NKINDS * l + kind
 
 
-def _check_supported(net: Network):
+def check_serial_support(net: Network) -> None:
+    """Raise ``ValueError`` (one line) for what :class:`SerialEngine` does not implement."""
     spec = net.spec
     if spec.readout != "nearest_target":
         raise ValueError(f"SerialEngine supports readout nearest_target only, not {spec.readout!r}")
@@ -200,103 +187,6 @@ def _check_supported(net: Network):
         raise ValueError(f"SerialEngine supports losses class_ce and l2, not {spec.learning.loss!r}")
     if p0.activation.width < 2:
         raise ValueError("SerialEngine needs activations at least 2 bits wide")
-
-
-def _terms(net: Network, l: int) -> int:
-    if l == 0 or net.spec.learning.loss == "l2":
-        return 1
-    return 3 if net.spec.learning.push else 2
-
-
-def _softmax_params(net: Network):
-    """(frac bits of the logits, the clamp of d, 8-bit pieces of d, the shift giving y)."""
-    fa = net.prec(0).activation.frac_bits
-    f = 2 * fa + net.spec.learning.logit_shift
-    dc = max(1, -(-((P_FRAC + 1) << (f + 16)) // LOG2E_Q16))
-    npc = math.ceil(dc.bit_length() / 8)
-    ysh = f + 9 - 8 * (npc - 1)
-    return f, dc, npc, ysh
-
-
-def serial_macs(net: Network) -> tuple[int, int]:
-    """(training, inference) multiplications per sample of the golden arithmetic (no padding):
-    the same count as :func:`sigprop_fpga.compiler.estimate.stage_macs` summed over the layers."""
-    from ..compiler.estimate import stage_macs
-    tr = sum(stage_macs(net, l)[0] for l in range(net.depth))
-    inf = sum(stage_macs(net, l)[1] for l in range(net.depth))
-    return tr, inf
-
-
-def serial_cycles(net: Network, P: int = 4, corrections=0) -> dict:
-    """Cycles of a training and of an inference sample of :class:`SerialEngine`, phase by phase;
-    the FSM takes exactly these (the tests compare every sample).
-
-    ``corrections`` (an int, or one per layer): how many classes ``k != c`` had ``p_k >= 1/2`` at
-    that layer (0, 1, or 2 when two classes tie at exactly 1/2); each costs one more GRAD product
-    per chunk, the only data-dependent term. Returns ``train``, ``inference``, ``layers`` (the
-    training phases per layer), and ``train_min`` / ``train_max`` over the corrections.
-    """
-    Y = SerialLayout(net, P)
-    spec = net.spec.learning
-    ce = spec.loss == "class_ce"
-    push = ce and spec.push
-    C, L = net.n_classes, net.depth
-    if isinstance(corrections, int):
-        corrections = [corrections] * L
-    _, _, npc, _ = _softmax_params(net)
-    DRAIN = 5                                       # the last issue through S4
-    out = {"layers": []}
-
-    def train_cycles(corr):
-        total, phases = 2, []                       # the accept (IDLE) and FIN cycles
-        for l in range(L):
-            ci, cn, n = Y.ci[l], Y.cn[l], Y.n[l]
-            last = l == L - 1
-            ph = {}
-            if l:
-                ph["next_layer"] = 1
-            ph["forward"] = n * ((1 if l == 0 else ci) + ci)
-            if ce or last:
-                if cn < 5:
-                    ph["forward"] += DRAIN
-                ph["logits"] = C * cn
-            elif not ce:
-                ph["forward"] += DRAIN
-            if last:
-                ph["cache"] = cn + (2 if (cn < 2 or not ce) else 0)
-                if ce:
-                    ph["cache"] += cn + 4             # s_c = t . h, then s settles
-            elif ce:
-                ph["logits"] += 3                   # max(s) settles
-            if ce:
-                ph["softmax"] = (C * npc + 5) + (_Q_BITS + 1) + (2 * C + 4)
-                ph["gradient"] = cn * (C + 1 + corr[l] + (3 if push else 2))
-                if l == 0:
-                    ph["gradient"] += 3 + (1 if cn < 2 and not push else 0)
-                    ph["table"] = 2 * cn * (2 if push else 1) + 2
-                elif cn < 2:
-                    ph["gradient"] += DRAIN
-            terms = _terms(net, l)
-            ph["update"] = n * ci * terms + 2
-            per, slots = _vec_slots(terms)
-            ph["bias"] = cn * per + 7 - per + slots[-1]
-            ph["commit"] = 6
-            phases.append(ph)
-            total += sum(ph.values())
-        return total, phases
-
-    out["train"], out["layers"] = train_cycles(corrections)
-    out["train_min"] = train_cycles([0] * L)[0]
-    out["train_max"] = train_cycles([2] * L)[0]
-    inf = 2
-    for l in range(L):
-        ci, cn, n = Y.ci[l], Y.cn[l], Y.n[l]
-        inf += n * ci + (1 if l else 0)
-        if l < L - 1 or cn < 5:
-            inf += DRAIN
-    inf += C * Y.cn[-1] + 4
-    out["inference"] = inf
-    return out
 
 
 class SerialEngine(wiring.Component):
@@ -373,11 +263,11 @@ class SerialEngine(wiring.Component):
             raise TypeError(f"Lanes must be one integer (shared by all layers), not {lanes!r}")
         if P < 1:
             raise ValueError(f"Lanes must be at least 1, not {P}")
-        _check_supported(net)
+        check_serial_support(net)
         self.net, self.P = net, P
         self.lanes = (P,) * net.depth
         self.params = params if params is not None else quantize_params(net, init_params(net))
-        self.map = readback_map(net, self.lanes)
+        self.map = readback_map(net, self.lanes, self.rb_latency)
         self.counters = counter_names(net)
         self.layout = SerialLayout(net, P)
         self.in_width, members = engine_members(net, self.map)
@@ -457,8 +347,8 @@ class SerialEngine(wiring.Component):
         c.vec_scale = kB = fa                    # 2^kB scales a bias or table step to a weight step
         c.err_shift = kG = P_FRAC + fa - fe      # the error narrowing
         c.bias_align = fa                        # the bias aligned to a product (fw + fa - fb)
-        logit_frac, _, c.n_pieces, c.y_shift = _softmax_params(net)
-        c.d_clamp = exp_clamp([logit_frac])
+        pieces = softmax_pieces(net)             # the clamp is compiler.rule.exp_clamp's
+        c.d_clamp, c.n_pieces, c.y_shift = pieces.clamp, pieces.pieces, pieces.y_shift
         c.lane_bits = max(1, (P - 1).bit_length())
         wl2 = wa + 1 + max(0, fe - fa)
         c.m_lane_w = wm = max(qw.width, qe.width, 0 if c.ce else wl2)     # an M lane
@@ -1276,7 +1166,7 @@ class SerialEngine(wiring.Component):
 
     def _softmax(self, m):
         """SOFTMAX_Y (y and e of every class), SOFTMAX_DIV (r = floor(2^32 / sum e), restoring),
-        SOFTMAX_P (p of every class): :func:`sigprop_fpga.sim.fixed.softmax_fixed` on lane 0."""
+        SOFTMAX_P (p of every class): :func:`sigprop_fpga.compiler.fixed.softmax_fixed` on lane 0."""
         c, Y, C = self._c, self.layout, self._c.C
         with m.State("SOFTMAX_Y"):
             with m.If((c.slot == 0) & ~uge_const(c.k_read, C)):

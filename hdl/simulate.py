@@ -10,54 +10,16 @@ from __future__ import annotations
 import numpy as np
 from amaranth.sim import Simulator
 
-from ..sim.params import Network
+from ..compiler.network import Network
+from ..compiler.statemap import readback_requests, state_writes, unpack_state
 from .engine import SigPropEngine
 
 __all__ = ["simulate", "read_state", "write_state"]
 
 
-def _unpack(net: Network, lanes, words: dict) -> dict:
-    """Turn ``{(stage, mem, bank, word): value}`` into golden-shaped arrays."""
-    from .stage import stage_memories
-    state = {"W": [], "b": [], "T": [], "Tin": [None] + [None] * (net.depth - 1), "R": None, "head": None}
-    for l in range(net.depth):
-        mems = stage_memories(net, l, lanes[l])
-        arrs = {}
-        for name, (banks, depth, q, where, shape) in mems.items():
-            a = np.zeros(shape, dtype=np.int64)
-            for idx in np.ndindex(*shape):
-                bank, word = where(*idx)
-                a[idx] = words[(l, name, bank, word)]
-            arrs[name] = a
-        state["W"].append(arrs["W"])
-        state["b"].append(arrs["b"])
-        state["T"].append(arrs["T"])
-        if l > 0:
-            state["Tin"][l] = arrs["Tin"]
-        else:
-            state["R"] = arrs["R"]
-        if "head_W" in arrs:
-            state["head"] = {"W": arrs["head_W"], "b": arrs["head_b"]}
-    return state
-
-
 async def read_state(ctx, dut: SigPropEngine) -> dict:
     """Read all memories and counters through the readback port (the engine must be idle)."""
-    from .stage import stage_memories
-    f = dut.map["fields"]
-
-    def addr(stage, mem_id, bank, word):
-        return (stage << f["stage"]["lsb"]) | (mem_id << f["mem"]["lsb"]) | (bank << f["bank"]["lsb"]) | word
-
-    reqs = []
-    for l in range(dut.net.depth):
-        for name, (banks, depth, _, _, _) in stage_memories(dut.net, l, dut.lanes[l]).items():
-            from .stage import MEM_IDS
-            for bank in range(banks):
-                for word in range(depth):
-                    reqs.append(((l, name, bank, word), addr(l, MEM_IDS[name], bank, word)))
-    for k, name in enumerate(dut.counters):
-        reqs.append((("counter", name), addr(dut.net.depth, 0, 0, k)))
+    reqs = readback_requests(dut.net, dut.lanes)
     words = {}
     ctx.set(dut.rb_en, 1)
     # a request presented before edge e is answered after edge e + rb_latency - 1
@@ -71,15 +33,12 @@ async def read_state(ctx, dut: SigPropEngine) -> dict:
             if k is not None:
                 words[k] = ctx.get(dut.rb_data)
     ctx.set(dut.rb_en, 0)
-    state = _unpack(dut.net, dut.lanes, {k: v for k, v in words.items() if k[0] != "counter"})
-    state["counters"] = {k[1]: v for k, v in words.items() if k[0] == "counter"}
-    return state
+    return unpack_state(dut.net, dut.lanes, words)
 
 
 async def write_state(ctx, dut: SigPropEngine, state: dict):
     """Load ``state`` (shaped as :meth:`GoldenSigProp.state`) through the state port, one entry a
     cycle (the engine must be idle)."""
-    from ..sim.compare import state_writes
     ctx.set(dut.rb_en, 1)
     ctx.set(dut.wb_en, 1)
     for a, v in state_writes(dut.net, dut.lanes, state):

@@ -1,4 +1,4 @@
-"""The base-2 softmax unit: the hardware twin of :func:`sigprop_fpga.sim.fixed.softmax_fixed`."""
+"""The base-2 softmax unit: the hardware twin of :func:`sigprop_fpga.compiler.fixed.softmax_fixed`."""
 
 from __future__ import annotations
 
@@ -6,42 +6,12 @@ from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..sim.fixed import EXP2_FRAC_BITS, EXP2_TABLE, LOG2E_Q16, P_FRAC, RECIP_BITS
+from ..compiler.fixed import EXP2_FRAC_BITS, EXP2_TABLE, LOG2E_Q16, P_FRAC, RECIP_BITS
 from .fixed import UQ
-from .mac import MUL_LATENCY
+from ..compiler.rule import E_BITS, Q_BITS, exp_clamp, mul_b_bits
+from ..compiler.timing import MUL_LATENCY, max_levels, softmax_latency
 
 __all__ = ["Softmax", "softmax_latency", "max_levels", "exp_clamp", "mul_b_bits", "Q_BITS", "E_BITS"]
-
-# the quotient floor(2^32 / sum) is at most 2^16 because sum >= 2^16 (the max logit's e is 2^16)
-_Q_BITS = RECIP_BITS - P_FRAC + 1
-
-
-Q_BITS = _Q_BITS
-E_BITS = P_FRAC + 1               # e_k <= 2^16
-
-
-def max_levels(n: int) -> int:
-    """Levels of the registered max tree over ``n`` logits (``ceil(log2 n)``)."""
-    return (n - 1).bit_length()
-
-
-def softmax_latency(n: int, groups: int = 1, mul_latency: int = MUL_LATENCY) -> int:
-    """Cycles from ``start`` to ``done`` for ``n`` logits (``done`` is high in the last one), when
-    each product (``d_k log2 e`` and ``e_k q``) takes ``groups`` multiplier cycles (1 with the
-    internal multiplier) and answers ``mul_latency`` cycles after its request."""
-    return 2 * groups * n + max(max_levels(n) - 1, 0) + _Q_BITS + 8 + 2 * (mul_latency - 1)
-
-
-def exp_clamp(fracs) -> int:
-    """The smallest ``d`` whose exponent ``(d log2 e) >> (f + 16)`` reaches 17 (so ``e = 0``) for
-    every fraction count ``f`` in ``fracs``: clamping ``d`` there changes no ``e`` and bounds the
-    multiplier operand to ``exp_clamp(fracs).bit_length()`` bits."""
-    return max(-(-((P_FRAC + 1) << (f + 16)) // LOG2E_Q16) for f in fracs)
-
-
-def mul_b_bits(fracs) -> int:
-    """Width of the multiplier's second operand: ``q`` or the clamped ``d``."""
-    return max(_Q_BITS, exp_clamp(fracs).bit_length())
 
 
 class Softmax(wiring.Component):
@@ -160,8 +130,8 @@ class Softmax(wiring.Component):
         e = Array(Signal(range(emax + 1), name=f"e{i}", reset_less=True) for i in range(n))
         total = Signal(range(n * emax + 1))
         rem = Signal(range(2 * n * emax + 1))
-        q = Signal(_Q_BITS)
-        bit = Signal(range(_Q_BITS + 1))
+        q = Signal(Q_BITS)
+        bit = Signal(range(Q_BITS + 1))
         p = Array(self.p[i] for i in range(n))
         table = Array(int(x) for x in EXP2_TABLE)
 
@@ -282,7 +252,7 @@ class Softmax(wiring.Component):
                 with m.If(g == G - 1):
                     m.d.sync += [k.eq(k + 1), dreg.eq(Mux(d >= dc, dc, d))]
                     with m.If(k == n - 1):
-                        m.d.sync += [k.eq(0), rem.eq(1 << (RECIP_BITS - _Q_BITS)), q.eq(0), bit.eq(_Q_BITS)]
+                        m.d.sync += [k.eq(0), rem.eq(1 << (RECIP_BITS - Q_BITS)), q.eq(0), bit.eq(Q_BITS)]
                         m.next = "EXP_L1" if L > 1 else "EXP_W0"
             for i in range(1, L):         # the multiplier's pipeline registers
                 with m.State(f"EXP_L{i}"):

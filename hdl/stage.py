@@ -43,18 +43,18 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..sim.fixed import P_FRAC
-from ..sim.params import Network
-from ..sim.golden import lfsr_seed
+from ..compiler.fixed import P_FRAC
+from ..compiler.network import Network
+from ..compiler.network import lfsr_seed
+from ..compiler.statemap import MEM_IDS, stage_memories
 from .fixed import mul_const as _mulk, narrow, round_shift, saturate
 from .lfsr import Lfsr
 from . import BLOCK_RAM
 from .mac import STAGE_LATENCY, MacLanes
 from .softmax import Softmax
 
-__all__ = ["LayerStage", "sample_layout", "ctrl_layout", "MEM_IDS", "stage_memories", "physical_memories"]
+__all__ = ["LayerStage", "sample_layout", "ctrl_layout"]
 
-MEM_IDS = {"W": 0, "b": 1, "T": 2, "Tin": 3, "R": 4, "head_W": 5, "head_b": 6}
 
 # phase codes carried down the pipeline
 _FWD, _TGT, _READ, _TH, _GRAD, _UPD, _TAB, _HLOG, _HUPD = range(1, 10)
@@ -96,48 +96,6 @@ def sample_layout(n: int, width: int, n_classes: int, with_t: bool) -> data.Stru
     fields["label"] = unsigned(_bits(n_classes - 1))
     fields["train"] = unsigned(1)
     return data.StructLayout(fields)
-
-
-def stage_memories(net: Network, l: int, lanes: int) -> dict:
-    """``{name: (banks, depth, QFormat, (row, col) -> (bank, word))}`` of stage ``l``'s memories."""
-    n_in, n, C = net.fan_in(l), net.units(l), net.n_classes
-    P = lanes
-    ci, cn = math.ceil(n_in / P), math.ceil(n / P)
-    p = net.prec(l)
-    mems = {
-        "W": (P, n * ci, p.weight, lambda j, i: (i % P, j * ci + i // P), (n, n_in)),
-        "b": (1, n, p.bias, lambda j, _i=0: (0, j), (n,)),
-        "T": (P, C * cn, p.activation, lambda k, j: (j % P, k * cn + j // P), (C, n)),
-    }
-    if l > 0:
-        mems["Tin"] = (P, C * ci, net.in_format(l), lambda k, i: (i % P, k * ci + i // P), (C, n_in))
-    else:
-        mems["R"] = (P, C * cn, net.spec.precision.table, lambda k, j: (j % P, k * cn + j // P), (C, n))
-    if l == net.depth - 1 and net.spec.readout == "head":
-        mems["head_W"] = (P, C * cn, p.weight, lambda k, j: (j % P, k * cn + j // P), (C, n))
-        mems["head_b"] = (1, C, p.bias, lambda k, _j=0: (0, k), (C,))
-    return mems
-
-
-def physical_memories(net: Network, l: int, lanes: int) -> list[tuple[int, int]]:
-    """``(depth, width)`` of each memory stage ``l`` instantiates: one per bank of ``W``, ``R`` and
-    the head's; the packed cache (``T``, ``Tin``, ``b`` and, with a softmax, its exp table) of
-    ``P``-lane words; the double-buffered input memory (``x``, ``t_in``)."""
-    from ..sim.fixed import EXP2_TABLE
-    mems = stage_memories(net, l, lanes)
-    out = []
-    for name, (banks, depth, q, _, _) in mems.items():
-        if name not in ("T", "Tin", "b"):
-            out += [(depth, q.width)] * banks
-    P, n_in = lanes, net.fan_in(l)
-    ci = math.ceil(n_in / P)
-    sm = net.spec.learning.loss == "class_ce" or (l == net.depth - 1 and net.spec.readout == "head")
-    wl = max(mems[nm][2].width for nm in ("T", "Tin") if nm in mems)
-    nl = max(P, -(-mems["b"][2].width // wl), -(-(P_FRAC + 1) // wl) if sm else 1)
-    depth = sum(mems[nm][1] for nm in ("T", "Tin", "b") if nm in mems) + (len(EXP2_TABLE) if sm else 0)
-    out.append((depth, nl * wl))
-    out.append((2 * (2 if l > 0 else 1) * ci, P * net.in_format(l).width))
-    return out
 
 
 class LayerStage(wiring.Component):
@@ -319,7 +277,7 @@ class LayerStage(wiring.Component):
             pbase[nm] = off
             off += self.mems[nm][1]
         if self.class_ce or self.head:     # the softmax's exp table, read while the caches idle
-            from ..sim.fixed import EXP2_TABLE
+            from ..compiler.fixed import EXP2_TABLE
             pbase["tab"] = off
             off += len(EXP2_TABLE)
         pimg = [0] * off

@@ -11,7 +11,17 @@ import os
 import sys
 from pathlib import Path
 
-from .compiler.spec import SpecError, load_spec
+from .api import MODELS, RULES, load
+from .boards.build import BuildError, format_report
+from .boards.fit import FitError
+from .boards.flow import engine_choices
+from .boards.run import RunError, RunUsageError, SerialPort, run_on_board, stream_on_board
+from .compiler.spec import SpecError
+from .hdl.engines import EngineUnsupported
+from .io import format_table, write_json
+from .report import load_builds, make_report, saturation_warnings
+from .sim.verilator import VerilatorError
+from .toolchain import doctor_main
 
 __all__ = ["main"]
 
@@ -86,176 +96,91 @@ def _out_dir(text: str) -> str:
     return _writable(text, folder=True)
 
 
-def _load(path: str):
-    from .sim.datasets import load_dataset
-    from .sim.params import Network, check_network
-
-    spec = load_spec(path)
-    data = load_dataset(spec)
-    net = Network(spec, data.n_inputs, data.n_classes)
-    check_network(net)
-    return spec, data, net
-
-
 # ---------------------------------------------------------------------------------------------
 
 
 def cmd_check(args) -> int:
-    from .compiler.estimate import estimate
-    from .io import format_table, write_json
-
-    spec, data, net = _load(args.network)
-    est = estimate(net)
+    d = load(args.network)
+    r = d.check().to_json()
+    spec, net, e = d.spec, d.net, r["estimate"]
     rows = []
-    for s in est.stages:
-        p = net.prec(s.index)
-        rows.append([s.index, f"{s.n_in}->{s.units}", str(net.in_format(s.index)), str(p.weight),
-                     str(p.activation), s.acc_width, s.lanes, s.macs, s.weight_bits + s.cache_bits + s.table_bits,
-                     s.cycles])
-    print(f"{spec.name}: {data.name}, {data.n_inputs} inputs, {data.n_classes} classes, "
-          f"{len(data.y_train)} train / {len(data.y_test)} test samples; loss {spec.learning.loss}, "
+    for s in e["stages"]:
+        p = net.prec(s["index"])
+        rows.append([s["index"], f"{s['n_in']}->{s['units']}", str(net.in_format(s["index"])), str(p.weight),
+                     str(p.activation), s["acc_width"], s["lanes"], s["macs"],
+                     s["weight_bits"] + s["cache_bits"] + s["table_bits"], s["cycles"]])
+    print(f"{spec.name}: {r['dataset']}, {r['n_inputs']} inputs, {r['n_classes']} classes, "
+          f"{r['n_train']} train / {r['n_test']} test samples; loss {spec.learning.loss}, "
           f"readout {spec.readout}, rounding {spec.precision.rounding}, board {spec.board}")
     print(format_table(["stage", "widths", "input", "weight", "act", "acc bits", "lanes", "MACs/sample",
                         "memory bits", "cycles/sample"], rows))
-    print(f"MACs per training sample {est.macs_per_sample:,} (inference {est.inference_macs_per_sample:,}); "
-          f"cycles per sample {est.cycles_per_sample:,} pipelined, {est.sequential_cycles:,} sequential; "
-          f"ideal {est.ideal_cycles_per_sample:,.0f} on {est.total_lanes} lanes; "
-          f"{est.train_samples_per_second:,.0f} samples/s at {spec.hardware.clock_for(spec.board):g} MHz")
-    board = _board_plan(args.network, spec.board)
-    print(board["text"])
+    print(f"MACs per training sample {e['macs_per_sample']:,} (inference {e['inference_macs_per_sample']:,}); "
+          f"cycles per sample {e['cycles_per_sample']:,} pipelined, {e['sequential_cycles']:,} sequential; "
+          f"ideal {e['ideal_cycles_per_sample']:,.0f} on {e['total_lanes']} lanes; "
+          f"{e['train_samples_per_second']:,.0f} samples/s at {e['clock_mhz']:g} MHz")
+    print(_board_plan_text(r["board_plan"]))
     if args.json:
-        write_json(args.json, {"name": spec.name, "file": spec.file, "dataset": data.name,
-                               "n_inputs": data.n_inputs, "n_classes": data.n_classes,
-                               "widths": list(spec.widths), "spec": _spec_json(spec),
-                               "estimate": est.to_json(), "board_plan": board["json"]})
+        write_json(args.json, r)
     return 0
 
 
-def _board_plan(network: str, board: str) -> dict:
-    """What ``build`` would make for ``board``: the engine, its lanes and cycles, the estimate
-    against the device, or the fit check's refusal (one line of text and a JSON record)."""
-    from .boards.fit import FitError
-    from .boards.flow import prepare_network
-
-    try:
-        d = prepare_network(network, board)
-    except FitError as e:
-        return {"text": f"board {board}: does not fit: " + "; ".join(e.problems),
-                "json": {"board": board, "fits": False, "problems": e.problems}}
-    c = d.plan.cycles(d.net)
-    use = ", ".join(f"{k} {v:,}/{d.target.available(k):,}" for k, v in d.estimate.items())
-    lanes = d.plan.lanes if isinstance(d.plan.lanes, int) else list(d.plan.lanes)
-    return {"text": f"board {board}: {d.plan.why}; {c['cycles_per_sample']:,} cycles per training sample "
-                    f"(MAC utilization {c['ideal_cycles'] / c['cycles_per_sample']:.3f}); estimate {use}; "
-                    f"{d.n_train} training + {d.n_test} test samples stored on chip",
-            "json": {"board": board, "fits": True, "engine": d.plan.engine, "lanes": lanes, **c,
-                     "estimate": d.estimate, "samples_on_chip": {"train": d.n_train, "test": d.n_test}}}
-
-
-def _spec_json(spec) -> dict:
-    import dataclasses
-
-    d = dataclasses.asdict(spec)
-
-    def fix(o):
-        if isinstance(o, dict):
-            if set(o) == {"int_bits", "frac_bits"}:
-                return f"Q{o['int_bits']}.{o['frac_bits']}"
-            return {k: fix(v) for k, v in o.items()}
-        if isinstance(o, (list, tuple)):
-            return [fix(v) for v in o]
-        if isinstance(o, Path):
-            return str(o)
-        return o
-
-    return fix(d)
+def _board_plan_text(b: dict) -> str:
+    """What ``build`` would make for the board: one line."""
+    if not b["fits"]:
+        return f"board {b['board']}: does not fit: " + "; ".join(b["problems"])
+    use = ", ".join(f"{k} {v:,}/{b['available'][k]:,}" for k, v in b["estimate"].items())
+    return (f"board {b['board']}: {b['why']}; {b['cycles_per_sample']:,} cycles per training sample "
+            f"(MAC utilization {b['mac_utilization']:.3f}); estimate {use}; "
+            f"{b['samples_on_chip']['train']} training + {b['samples_on_chip']['test']} test samples stored on chip")
 
 
 def cmd_train(args) -> int:
-    from .io import format_table, write_json
-
-    spec, data, net = _load(args.network)
-    epochs = args.epochs or spec.learning.epochs
-    if args.rule == "sigprop":
-        from .sim.train import train_sigprop
-
-        report, _ = train_sigprop(args.engine, net, data, epochs, progress=not args.quiet)
-        out = report.to_json()
-        out["name"] = spec.name
-    else:
-        if args.engine != "float":
-            raise UsageError(f"--rule {args.rule} runs on the float engine only (got --engine {args.engine})")
-        out = _train_baseline(args.rule, spec, data, epochs, not args.quiet)
-    out["network"] = spec.name
-    out["file"] = spec.file
+    d = load(args.network)
+    try:
+        out = d.train(model=args.model, rule=args.rule, epochs=args.epochs, progress=not args.quiet).to_json()
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     if out.get("counters"):
-        from .report import saturation_warnings
-
         for w in saturation_warnings(out["counters"], out.get("updates_per_sample"), out["samples"]):
             print(f"sigprop-fpga train: warning: {w}", file=sys.stderr)
-    print(format_table(["engine", "rule", "epochs", "train acc", "test acc", "samples/s"],
-                       [[out["engine"], out["rule"], out["epochs"], out["train_accuracy"], out["test_accuracy"],
+    print(format_table(["model", "rule", "epochs", "train acc", "test acc", "samples/s"],
+                       [[out["model"], out["rule"], out["epochs"], out["train_accuracy"], out["test_accuracy"],
                          out["samples_per_second"]]]))
     if args.json:
         write_json(args.json, out)
     return 0
 
 
-_BASELINES = {"bp": "train_backprop", "fa": "train_feedback_alignment", "dfa": "train_direct_feedback_alignment",
-              "sigprop-batch": "train_sigprop_batch"}
-
-
-def _train_baseline(rule: str, spec, data, epochs: int, progress: bool) -> dict:
-    from .sim import baselines
-
-    fn = getattr(baselines, _BASELINES[rule])
-    xtr, xte = data.float_inputs()
-    if progress:
-        print(f"train float {rule}: {epochs} epochs ...", file=sys.stderr)
-    r = fn(xtr, data.y_train, xte, data.y_test, hidden=spec.widths, epochs=epochs,
-           seed=spec.learning.seed, n_classes=data.n_classes)
-    return {"engine": "float", "rule": r.rule if rule == "sigprop-batch" else rule, "epochs": epochs,
-            "samples": r.samples, "test_accuracy": float(r.test_accuracy),
-            "train_accuracy": float(r.train_accuracy), "curve": [float(c) for c in r.curve],
-            "seconds": r.seconds, "samples_per_second": r.samples / r.seconds if r.seconds else 0.0}
-
-
 def cmd_compile(args) -> int:
-    from .compiler.compile import compile_network
-
     out = Path(args.out) if args.out else Path("build") / Path(args.network).stem
-    man = compile_network(args.network, out)
+    man = load(args.network).compile(out, engine=args.engine).to_json()
     print(f"wrote {out / man['files']['verilog']}, {out / man['files']['rtlil']}, {out / 'manifest.json'}")
-    print(f"lanes {man['lanes']}; cycles per sample {man['cycles_per_sample']:,} "
-          f"(stages {[s['cycles_per_sample'] for s in man['stages']]}); {man['macs_per_sample']:,} MACs per sample; "
+    per = man.get("stages") or man.get("layers")
+    print(f"{man['engine']} engine ({man['engine_choice']}), lanes {man['lanes']}; cycles per sample "
+          f"{man['cycles_per_sample']:,} ({'stages' if 'stages' in man else 'layers'} "
+          f"{[s['cycles_per_sample'] for s in per]}); {man['macs_per_sample']:,} MACs per sample; "
           f"compiled in {man['compile_seconds']:.1f} s")
     return 0
 
 
 def cmd_sim(args) -> int:
-    from .io import format_table, write_json
-    from .sim.rtl import simulate_rtl
-    from .sim.verilator import VerilatorError
-
-    if args.samples is not None and args.epochs is None:
-        epochs = 1
-    else:
-        epochs = args.epochs
+    d = load(args.network)
     try:
-        r = simulate_rtl(args.network, epochs=epochs, samples=args.samples, check_every=args.check_every,
-                         waves=args.waves, progress=not args.quiet, engine=args.engine, lanes=args.lanes)
+        r = d.simulate(engine=args.engine, lanes=args.lanes, epochs=args.epochs, samples=args.samples,
+                       check_every=args.check_every, waves=args.waves, progress=not args.quiet).to_json()
     except VerilatorError as e:
         raise UsageError(" ".join(str(e).split())[:400]) from None
-    except ValueError as e:         # the serial engine refuses a network it does not support
-        from .compiler.spec import SpecError
+    except EngineUnsupported as e:
+        raise UsageError(f"{args.network}: the {args.engine} engine cannot build this network: {e}") from None
+    except ValueError as e:
         if isinstance(e, SpecError):
             raise
         raise UsageError(f"{args.network}: {e}") from None
     mm = r.get("first_mismatch")
-    rows = [["RTL (Verilator)", r.get("test_accuracy"), r.get("cycles_per_sample"), r.get("ideal_cycles_per_sample"),
-             r.get("mac_utilization")],
+    rows = [[f"RTL (Verilator, {r['engine']})", r.get("test_accuracy"), r.get("cycles_per_sample"),
+             r.get("ideal_cycles_per_sample"), r.get("mac_utilization")],
             ["golden model", r.get("golden_test_accuracy"), r.get("estimated_cycles_per_sample"), "", ""]]
-    print(format_table(["engine", "test accuracy", "cycles/sample", "ideal", "MAC utilization"],
+    print(format_table(["model", "test accuracy", "cycles/sample", "ideal", "MAC utilization"],
                        [[c if c is not None else "" for c in row] for row in rows]))
     if mm:
         print("MISMATCH: " + ", ".join(f"{k} {v}" for k, v in mm.items()), file=sys.stderr)
@@ -266,7 +191,6 @@ def cmd_sim(args) -> int:
         if args.waves:
             print(f"waves: {args.waves}")
     if r.get("counters"):
-        from .report import saturation_warnings
         for w in saturation_warnings(r["counters"], r.get("updates_per_sample"), r.get("samples", 0)):
             print(f"sigprop-fpga sim: warning: {w}", file=sys.stderr)
     if args.json:
@@ -275,18 +199,13 @@ def cmd_sim(args) -> int:
 
 
 def cmd_build(args) -> int:
-    from .boards.build import BuildError, format_report
-    from .boards.fit import FitError
-    from .boards.flow import build_network
-    from .io import write_json
-
     def progress(line):
         if not args.quiet:
             print(f"build: {line}", file=sys.stderr, flush=True)
 
     try:
-        r = build_network(args.network, args.board, args.out, progress=progress, samples=args.samples,
-                          autostart_epochs=args.autostart, engine=args.engine)
+        r = load(args.network).build(args.board, args.out, engine=args.engine, samples=args.samples,
+                                     autostart_epochs=args.autostart, progress=progress).to_json()
     except FitError as e:
         raise UsageError(f"{args.network}: does not fit: " + "; ".join(e.problems)) from None
     except BuildError as e:
@@ -302,9 +221,6 @@ def cmd_build(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .boards.run import RunError, RunUsageError, SerialPort, run_on_board, stream_on_board
-    from .io import format_table, write_json
-
     for opt, value in (("--samples", args.samples), ("--window", args.window)):
         if value is not None and not args.stream:
             raise UsageError(f"{opt} is an option of the stream mode; it needs --stream")
@@ -343,14 +259,10 @@ def cmd_run(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .report import make_report
-
     try:
         path = make_report(args.folder)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    from .boards.build import format_report
-    from .report import load_builds
     for b in load_builds(args.folder):     # the builds' tables, the last one last
         try:
             print(format_report(b) + "\n")
@@ -361,8 +273,6 @@ def cmd_report(args) -> int:
 
 
 def cmd_doctor(args) -> int:
-    from .toolchain import doctor_main
-
     return doctor_main(["--json", args.json] if args.json else [])
 
 
@@ -380,8 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train in software: the float reference or the bit-exact golden model")
     t.add_argument("network", help="network file (YAML)")
-    t.add_argument("--engine", choices=("float", "golden"), default="golden")
-    t.add_argument("--rule", choices=("sigprop", "bp", "fa", "dfa", "sigprop-batch"), default="sigprop",
+    t.add_argument("--model", choices=MODELS, default="golden",
+                   help="float: the float64 reference; golden (default): the bit-exact integer model of the "
+                        "hardware")
+    t.add_argument("--rule", choices=RULES, default="sigprop",
                    help="learning rule; the baselines (bp, fa, dfa, the batch SigProp reference) run in float")
     t.add_argument("--epochs", type=_positive_int, help="override learning.epochs")
     t.add_argument("--json", metavar="OUT", type=_out_file, help="write the report as JSON")
@@ -391,6 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     co = sub.add_parser("compile", help="compile a network file to Verilog, RTLIL and a manifest")
     co.add_argument("network", help="network file (YAML)")
     co.add_argument("-o", "--out", metavar="DIR", type=_out_dir, help="output folder (default: build/<network file name>)")
+    co.add_argument("--engine", choices=engine_choices(), default="pipelined",
+                    help="the engine to emit (default pipelined); auto: what build makes for the network file's "
+                         "board. The manifest's engine says which")
     co.set_defaults(func=cmd_compile)
 
     s = sub.add_parser("sim", help="train the generated design cycle-accurately in Verilator against the golden model")
@@ -400,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--epochs", type=_positive_int, help="epochs (default: the network file's, or 1 with --samples)")
     s.add_argument("--check-every", type=_nonnegative_int, default=0, metavar="K",
                    help="compare all weights, caches and counters every K samples (always at each epoch end)")
-    s.add_argument("--engine", choices=("pipelined", "serial"), default="pipelined",
+    s.add_argument("--engine", choices=engine_choices()[1:], default="pipelined",
                    help="pipelined (default): a stage per layer; serial: one lane array walks the layers "
                         "(what build uses on small devices)")
     s.add_argument("--lanes", type=_positive_int, help="the serial engine's lanes (default 4)")
@@ -417,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dataset samples stored on chip (default: as many as the free block RAM holds)")
     b.add_argument("--autostart", type=_nonnegative_int, default=0, metavar="EPOCHS",
                    help="train this many epochs by itself after configuration (autonomous mode)")
-    b.add_argument("--engine", choices=("auto", "pipelined", "serial"), default="auto",
+    b.add_argument("--engine", choices=engine_choices(), default="auto",
                    help="pipelined: a stage per layer; serial: one lane array walks the layers (small "
                         "devices); auto (default): pipelined where it fits, else serial")
     b.add_argument("--json", metavar="OUT", type=_out_file, help="write the report as JSON")

@@ -7,6 +7,8 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 __all__ = ["write_atomic", "write_json", "format_table"]
 
 
@@ -34,7 +36,6 @@ def write_json(path: str | Path, obj) -> Path:
 
 
 def _default(o):
-    import numpy as np
 
     if isinstance(o, np.integer):
         return int(o)

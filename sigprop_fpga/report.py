@@ -4,8 +4,8 @@ Reads whichever of these exist (each is written by the command named):
 
 =====================  ==========================================
 ``check.json``         ``check --json``: the spec and the estimate
-``train-float.json``   ``train --engine float --json``
-``train-golden.json``  ``train --engine golden --json``
+``train-float.json``   ``train --model float --json``
+``train-golden.json``  ``train --model golden --json``
 ``sim.json``           ``sim --json``: the RTL run in Verilator
 ``sim-serial.json``    ``sim --engine serial --json``: the serial datapath's run
 ``manifest.json``      ``compile``: lanes, stages, memory map
@@ -161,20 +161,20 @@ def make_report(d: str | Path) -> Path:
         if sim.get("curve"):
             curves["RTL"] = sim["curve"]
     if rows:
-        lines += ["## Accuracy", "", _md_table(["engine", "epochs", "train accuracy", "test accuracy", "samples/s"], rows), ""]
+        lines += ["## Accuracy", "", _md_table(["model", "epochs", "train accuracy", "test accuracy", "samples/s"], rows), ""]
         png = _plot_accuracy(d, curves)
         if png:
             lines += [f"![test accuracy per epoch]({png})", ""]
     sims = [r for r in (sim, sim_serial) if r]
     if sims:
         lines += ["## Cycle-accurate simulation", "",
-                  _md_table(["datapath", "lanes", "bit exact", "samples", "test accuracy", "cycles/sample", "ideal",
+                  _md_table(["engine", "lanes", "bit exact", "samples", "test accuracy", "cycles/sample", "ideal",
                              "MAC utilization", "first mismatch"],
-                            [[r.get("datapath", "pipelined"), "+".join(map(str, r.get("lanes", []))),
+                            [[r.get("engine", "pipelined"), "+".join(map(str, r.get("lanes", []))),
                               r.get("bit_exact"), r.get("samples"), r.get("test_accuracy"),
                               r.get("cycles_per_sample"), r.get("ideal_cycles_per_sample"), r.get("mac_utilization"),
                               json.dumps(r.get("first_mismatch"))] for r in sims]), ""]
-        lines += [f"Verilator {r.get('verilator_version')} ({r.get('datapath', 'pipelined')}): {r.get('cycles', 0):,} "
+        lines += [f"Verilator {r.get('verilator_version')} ({r.get('engine', 'pipelined')}): {r.get('cycles', 0):,} "
                   f"cycles at {r.get('sim_cycles_per_second', 0):,.0f} cycles/s." for r in sims]
         lines += ["", "The RTL row's train accuracy is the online (pre-update) accuracy of the last epoch; "
                   "the serial datapath (`sim-serial.json`) is the one the iCEBreaker build holds.", ""]

@@ -5,56 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..compiler.statemap import stage_memories
 from .golden import GoldenSigProp
 
-__all__ = ["readback_requests", "state_writes", "compare_state", "golden_feeder_run"]
-
-
-def readback_requests(net, lanes) -> list[tuple[tuple, int]]:
-    """``[(key, address)]`` of every memory word and counter in the engine's readback space;
-    ``key`` is ``(stage, memory, bank, word)`` or ``("counter", name)``."""
-    from ..hdl.engine import counter_names, readback_map
-    from ..hdl.stage import MEM_IDS, stage_memories
-
-    f = readback_map(net, lanes)["fields"]
-
-    def addr(stage, mem_id, bank, word):
-        return (stage << f["stage"]["lsb"]) | (mem_id << f["mem"]["lsb"]) | (bank << f["bank"]["lsb"]) | word
-
-    reqs = []
-    for l in range(net.depth):
-        for name, (banks, depth, _, _, _) in stage_memories(net, l, lanes[l]).items():
-            for bank in range(banks):
-                for word in range(depth):
-                    reqs.append(((l, name, bank, word), addr(l, MEM_IDS[name], bank, word)))
-    for k, name in enumerate(counter_names(net)):
-        reqs.append((("counter", name), addr(net.depth, 0, 0, k)))
-    return reqs
-
-
-def state_writes(net, lanes, state: dict) -> list[tuple[int, int]]:
-    """``[(address, value)]`` that load ``state`` (shaped as :meth:`GoldenSigProp.state`: ``W``,
-    ``b``, ``T``, ``Tin``, ``R``, ``head``) into the engine's memories through its state port: a
-    checkpoint. Counters are not written. Values are the entries' two's complement integers."""
-    from ..hdl.engine import readback_map
-    from ..hdl.stage import MEM_IDS, stage_memories
-
-    f = readback_map(net, lanes)["fields"]
-    out = []
-    for l in range(net.depth):
-        for name, (_, _, _, where, shape) in stage_memories(net, l, lanes[l]).items():
-            if name in ("W", "b", "T", "Tin"):
-                ref = state[name][l]
-            elif name == "R":
-                ref = state["R"]
-            else:
-                ref = state["head"][name[5:]]
-            ref = np.asarray(ref, dtype=np.int64)
-            for idx in np.ndindex(*shape):
-                bank, word = where(*idx)
-                a = (l << f["stage"]["lsb"]) | (MEM_IDS[name] << f["mem"]["lsb"]) | (bank << f["bank"]["lsb"]) | word
-                out.append((a, int(ref[idx])))
-    return out
+__all__ = ["compare_state", "golden_feeder_run"]
 
 
 def compare_state(net, lanes, words: dict, golden: GoldenSigProp, sample: int) -> dict | None:
@@ -62,8 +16,6 @@ def compare_state(net, lanes, words: dict, golden: GoldenSigProp, sample: int) -
 
     The report names the sample, stage, signal, index, expected and actual value.
     """
-    from ..hdl.stage import stage_memories
-
     gs = golden.state()
     for l in range(net.depth):
         for name, (_, _, _, where, shape) in stage_memories(net, l, lanes[l]).items():

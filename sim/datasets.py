@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..compiler.network import quantize_inputs
 from ..compiler.spec import DatasetSpec, NetworkSpec, QFormat, SpecError
 
 __all__ = ["Dataset", "DatasetError", "load_dataset", "quantize_inputs"]
@@ -38,12 +39,6 @@ class Dataset:
     def float_inputs(self) -> tuple[np.ndarray, np.ndarray]:
         s = self.input_format.scale
         return self.x_train / s, self.x_test / s
-
-
-def quantize_inputs(x: np.ndarray, q: QFormat) -> np.ndarray:
-    """Round a float array to ``q`` (nearest, ties to even) with saturation; returns int64."""
-    v = np.rint(np.asarray(x, dtype=np.float64) * q.scale)
-    return np.clip(v, q.min_int, q.max_int).astype(np.int64)
 
 
 def _builtin(name: str):

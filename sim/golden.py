@@ -31,33 +31,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .fixed import P_FRAC, Lfsr, narrow, saturate, shift_round, softmax_fixed
-from .params import Network, init_params
-from .datasets import quantize_inputs
+from ..compiler.fixed import P_FRAC, Lfsr, narrow, saturate, shift_round, softmax_fixed
+from ..compiler.network import Network, init_params, lfsr_seed, quantize_inputs, quantize_params
 
-__all__ = ["GoldenSigProp", "quantize_params", "lfsr_seed"]
-
-
-def lfsr_seed(base: int, unit: int) -> int:
-    """The LFSR seed of layer ``unit`` (the head is unit ``depth``); never zero."""
-    s = (base ^ (0x9E3779B9 * (unit + 1))) & 0xFFFFFFFF
-    return s or 1
-
-
-def quantize_params(net: Network, params: dict) -> dict:
-    """Round float parameters to their formats (nearest, saturate)."""
-    out = {"layers": []}
-    for l, layer in enumerate(params["layers"]):
-        p = net.prec(l)
-        out["layers"].append({"W": quantize_inputs(layer["W"], p.weight), "b": quantize_inputs(layer["b"], p.bias)})
-    out["R"] = quantize_inputs(params["R"], net.spec.precision.table)
-    if params["head"] is not None:
-        p = net.prec(net.depth - 1)
-        out["head"] = {"W": quantize_inputs(params["head"]["W"], p.weight),
-                       "b": quantize_inputs(params["head"]["b"], p.bias)}
-    else:
-        out["head"] = None
-    return out
+__all__ = ["GoldenSigProp"]
 
 
 def _inside(v, q) -> np.ndarray:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .params import Network, init_params
+from ..compiler.network import Network, init_params
 
 __all__ = ["FloatSigProp", "softmax", "class_ce_grads"]
 

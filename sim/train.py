@@ -7,17 +7,22 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from tqdm import tqdm
+
 from .datasets import Dataset
 from .golden import GoldenSigProp
-from .params import Network
+from ..compiler.network import Network
 from .reference import FloatSigProp
 
-__all__ = ["TrainReport", "train_sigprop", "make_engine"]
+__all__ = ["TrainReport", "train_sigprop", "make_model", "MODELS"]
+
+#: The software models of the learning rule: the float64 reference and the bit-exact golden model.
+MODELS = ("float", "golden")
 
 
 @dataclass
 class TrainReport:
-    engine: str
+    model: str
     rule: str
     epochs: int
     samples: int
@@ -34,20 +39,22 @@ class TrainReport:
         return asdict(self)
 
 
-def make_engine(kind: str, net: Network, params: dict | None = None):
+def make_model(kind: str, net: Network, params: dict | None = None):
+    """The ``float`` reference or the ``golden`` model of ``net``."""
     if kind == "float":
         return FloatSigProp(net, params)
     if kind == "golden":
         return GoldenSigProp(net, params)
-    raise ValueError(f"unknown engine {kind!r}, expected float or golden")
+    raise ValueError(f"unknown model {kind!r}, expected float or golden")
 
 
 def train_sigprop(kind: str, net: Network, data: Dataset, epochs: int | None = None,
-                  progress: bool = False, params: dict | None = None, engine=None) -> tuple[TrainReport, object]:
-    """Train the SigProp ``float`` or ``golden`` engine for ``epochs`` passes over the training
-    set in its fixed order; returns the report and the trained engine."""
+                  progress: bool = False, params: dict | None = None, model=None) -> tuple[TrainReport, object]:
+    """Train the SigProp ``float`` or ``golden`` model for ``epochs`` passes over the training
+    set in its fixed order (``model``: one already made, to continue); returns the report and the
+    trained model."""
     epochs = net.spec.learning.epochs if epochs is None else epochs
-    eng = engine if engine is not None else make_engine(kind, net, params)
+    eng = model if model is not None else make_model(kind, net, params)
     if kind == "float":
         xtr, xte = data.float_inputs()
     else:
@@ -56,7 +63,7 @@ def train_sigprop(kind: str, net: Network, data: Dataset, epochs: int | None = N
     curve, train_curve = [], []
     bar = None
     if progress:
-        from tqdm import tqdm
+
         bar = tqdm(total=epochs * len(ytr), unit="sample", desc=f"train {kind}", leave=False)
     t0 = time.perf_counter()
     train_time = 0.0
@@ -79,7 +86,7 @@ def train_sigprop(kind: str, net: Network, data: Dataset, epochs: int | None = N
         bar.close()
     n = epochs * len(ytr)
     report = TrainReport(
-        engine=kind, rule="sigprop", epochs=epochs, samples=n,
+        model=kind, rule="sigprop", epochs=epochs, samples=n,
         test_accuracy=curve[-1], train_accuracy=float(np.mean(eng.predict(xtr) == ytr)),
         curve=curve, train_curve=train_curve, seconds=time.perf_counter() - t0,
         samples_per_second=n / train_time if train_time > 0 else 0.0,

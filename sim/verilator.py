@@ -40,6 +40,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -49,6 +50,9 @@ from typing import Any, Iterator, Mapping, Sequence
 from xml.etree import ElementTree
 
 from sigprop_fpga import toolchain
+
+#: The cocotb benches (run by :mod:`sigprop_fpga.rtl`).
+BENCH_DIR = Path(__file__).resolve().parent / "benches"
 
 __all__ = [
     "BUILD_INFO_FILE",
@@ -301,7 +305,6 @@ def _cxx() -> str:
 
 def _have_lz4_dev() -> bool:
     """Whether ``#include <lz4.h>`` and ``-llz4`` work with the system compiler."""
-    import subprocess
 
     try:
         proc = subprocess.run([_cxx(), "-E", "-x", "c++", "-"], input="#include <lz4.h>\n",
@@ -326,7 +329,6 @@ def _lz4_shim_args(folder: Path) -> list[str]:
     BuildError
         If neither the lz4 headers nor the lz4 runtime library are installed.
     """
-    import subprocess
 
     if _have_lz4_dev():
         return []

@@ -43,22 +43,22 @@ def test_serial_engine_refusals_are_one_line(capsys):
 
 
 
-@pytest.mark.parametrize("engine", ["float", "golden"])
-def test_train_json(tmp_path, engine):
+@pytest.mark.parametrize("model", ["float", "golden"])
+def test_train_json(tmp_path, model):
     out = tmp_path / "r.json"
-    assert main(["train", str(EXAMPLES / "iris.yaml"), "--engine", engine, "--epochs", "2", "-q",
+    assert main(["train", str(EXAMPLES / "iris.yaml"), "--model", model, "--epochs", "2", "-q",
                  "--json", str(out)]) == 0
     d = json.loads(out.read_text())
-    for key in ("engine", "rule", "test_accuracy", "train_accuracy", "epochs", "samples_per_second", "curve"):
+    for key in ("model", "rule", "test_accuracy", "train_accuracy", "epochs", "samples_per_second", "curve"):
         assert key in d
-    assert d["engine"] == engine and d["rule"] == "sigprop" and d["epochs"] == 2 and len(d["curve"]) == 2
+    assert d["model"] == model and d["rule"] == "sigprop" and d["epochs"] == 2 and len(d["curve"]) == 2
     assert d["samples_per_second"] > 0
 
 
 @pytest.mark.parametrize("rule", ["bp", "fa", "dfa", "sigprop-batch"])
 def test_train_baselines(tmp_path, rule):
     out = tmp_path / "r.json"
-    assert main(["train", str(EXAMPLES / "iris.yaml"), "--engine", "float", "--rule", rule, "--epochs", "3",
+    assert main(["train", str(EXAMPLES / "iris.yaml"), "--model", "float", "--rule", rule, "--epochs", "3",
                  "-q", "--json", str(out)]) == 0
     d = json.loads(out.read_text())
     assert d["rule"].startswith(rule.replace("-", "_")) or d["rule"] == rule

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from sigprop_fpga.compiler.compile import compile_network
+from sigprop_fpga.compile import compile_network
 from sigprop_fpga.compiler.spec import load_spec
 from sigprop_fpga.sim.datasets import load_dataset
-from sigprop_fpga.sim.params import Network
+from sigprop_fpga.compiler.network import Network
 from sigprop_fpga.sim.train import train_sigprop
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

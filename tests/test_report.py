@@ -11,9 +11,9 @@ from sigprop_fpga.report import make_report, saturation_warnings
 def test_report_from_check_and_train(tmp_path, capsys):
     ex = "examples/iris.yaml"
     assert main(["check", ex, "--json", str(tmp_path / "check.json")]) == 0
-    for engine in ("float", "golden"):
-        assert main(["train", ex, "--engine", engine, "--epochs", "2", "-q",
-                     "--json", str(tmp_path / f"train-{engine}.json")]) == 0
+    for model in ("float", "golden"):
+        assert main(["train", ex, "--model", model, "--epochs", "2", "-q",
+                     "--json", str(tmp_path / f"train-{model}.json")]) == 0
     assert main(["report", str(tmp_path)]) == 0
     md = (tmp_path / "report.md").read_text()
     assert md.startswith("# iris") and "## Accuracy" in md and "## Stages" in md and "## Saturation" in md

@@ -1,6 +1,6 @@
 """cocotb bench: the whole generated design in Verilator against the golden model, bit for bit.
 
-Run by :func:`sigprop_fpga.sim.rtl.simulate_rtl` (not collected by pytest). The DUT is
+Run by :func:`sigprop_fpga.rtl.simulate_rtl` (not collected by pytest). The DUT is
 :class:`sigprop_fpga.hdl.trainer.Trainer`: the bench sets ``epochs``, pulses ``start`` and lets
 Verilator run free; Python wakes once per prediction (a sample boundary), steps the golden model
 through the same sample, and compares. Every ``check_every`` training samples (and at every
@@ -21,12 +21,12 @@ from cocotb.triggers import First, ReadOnly, RisingEdge, Timer
 from cocotb.simtime import get_sim_time
 
 from sigprop_fpga.compiler.spec import load_spec
-from sigprop_fpga.hdl.engine import counter_names
-from sigprop_fpga.sim.compare import compare_state, readback_requests
+from sigprop_fpga.compiler.statemap import counter_names, readback_requests
+from sigprop_fpga.sim.compare import compare_state
 from sigprop_fpga.sim.cocotb_util import load_config, read_int, reset, start_clock, write_results
 from sigprop_fpga.sim.datasets import load_dataset
 from sigprop_fpga.sim.golden import GoldenSigProp
-from sigprop_fpga.sim.params import Network
+from sigprop_fpga.compiler.network import Network
 
 PERIOD = 10
 

@@ -99,18 +99,20 @@ def test_dataset_capacity_never_fails_the_fit_check():
     from sigprop_fpga.boards import get_target
     from sigprop_fpga.boards.flow import dataset_capacity, estimate_resources
     from sigprop_fpga.compiler.estimate import allocate_lanes
+    from sigprop_fpga.hdl.engines import get_engine
     from sigprop_fpga.compiler.spec import parse_spec
-    from sigprop_fpga.sim.params import Network
+    from sigprop_fpga.compiler.network import Network
 
     for widths in ([32, 32], [12, 10, 10], [8]):
         net = Network(parse_spec(f"dataset: {{source: iris}}\nnetwork: {{layers: {widths}}}\n"), 64, 10)
         lanes = allocate_lanes(net)
         for board in ("icebreaker", "ulx3s-85f"):
             t = get_target(board)
-            cap = dataset_capacity(net, t, lanes)
-            assert estimate_resources(net, lanes, cap, t.family)["bram"] <= t.available("bram")
+            eng = get_engine("pipelined")
+            cap = dataset_capacity(eng, net, t, lanes)
+            assert estimate_resources(eng, net, lanes, cap, t.family)["bram"] <= t.available("bram")
             if cap:   # and it is the largest such size, to within one block of samples
-                assert estimate_resources(net, lanes, cap + 40, t.family)["bram"] > t.available("bram")
+                assert estimate_resources(eng, net, lanes, cap + 40, t.family)["bram"] > t.available("bram")
 
 
 def test_lut_model_within_ten_percent_of_the_packed_examples():
@@ -119,7 +121,8 @@ def test_lut_model_within_ten_percent_of_the_packed_examples():
     import json
     from pathlib import Path
 
-    from sigprop_fpga.boards.flow import LUT_MODEL
+    from sigprop_fpga.hdl.engines import get_engine
+    LUT_MODEL = get_engine("pipelined").lut_model
     data = json.loads((Path(__file__).with_name("lut_calibration.json")).read_text())
     assert {d["family"] for d in data["designs"]} == {"ice40", "ecp5"} and len(data["designs"]) >= 10
     for d in data["designs"]:
@@ -133,7 +136,8 @@ def test_serial_lut_model_within_ten_percent_of_the_packed_designs():
     import json
     from pathlib import Path
 
-    from sigprop_fpga.boards.flow import SERIAL_LUT_MODEL
+    from sigprop_fpga.hdl.engines import get_engine
+    SERIAL_LUT_MODEL = get_engine("serial").lut_model
     data = json.loads((Path(__file__).with_name("lut_calibration_serial.json")).read_text())
     assert {d["engine"] for d in data["designs"]} == {"serial"} and len(data["designs"]) >= 4
     assert len({d["lanes"] for d in data["designs"]}) >= 2
@@ -143,12 +147,13 @@ def test_serial_lut_model_within_ten_percent_of_the_packed_designs():
 
 
 def test_lut_features_follow_the_network():
-    from sigprop_fpga.boards.flow import lut_features
+    from sigprop_fpga.hdl.engines import get_engine
+    lut_features = get_engine("pipelined").lut_features
     from sigprop_fpga.compiler.spec import parse_spec
-    from sigprop_fpga.sim.params import Network
+    from sigprop_fpga.compiler.network import Network
     small = Network(parse_spec("dataset: {source: iris}\nnetwork: {layers: [8]}\n"), 4, 3)
     big = Network(parse_spec("dataset: {source: iris}\nnetwork: {layers: [32, 32]}\n"), 4, 3)
-    fs, fb = lut_features(small, (2,), 100), lut_features(big, (2, 2), 100)
+    fs, fb = lut_features(small, (2,)), lut_features(big, (2, 2))
     assert (fs["stages"], fb["stages"], fs["lanes"], fb["lanes"]) == (1, 2, 2, 4)
     assert fb["vector_bits"] > 2 * fs["vector_bits"] > 0
 
@@ -160,13 +165,15 @@ def test_board_memories_are_those_of_the_elaborated_board_top(name, board):
     width, read ports), for either engine."""
     from pathlib import Path
 
-    from sigprop_fpga.boards.flow import board_memories, design_memories, prepare_network
+    from sigprop_fpga.boards.flow import board_memories, prepare_network
+    from sigprop_fpga.hdl.engines import design_memories
     from sigprop_fpga.boards.top import SigPropBoardCore
 
     d = prepare_network(Path(__file__).resolve().parents[2] / "examples" / f"{name}.yaml", board)
     core = SigPropBoardCore(d.net, d.data, divisor=8, lanes=d.plan.lanes, n_train=d.n_train, n_test=d.n_test,
-                            engine_cls=d.plan.engine_cls)
-    assert sorted(board_memories(d.net, d.plan.lanes, d.n_train + d.n_test)) == sorted(design_memories(core))
+                            engine_cls=d.plan.engine.component_cls)
+    assert sorted(board_memories(d.plan.engine, d.net, d.plan.lanes, d.n_train + d.n_test)) \
+        == sorted(design_memories(core))
 
 
 def test_engine_plan_per_board():
@@ -174,17 +181,18 @@ def test_engine_plan_per_board():
     from pathlib import Path
 
     from sigprop_fpga.boards.fit import FitError
-    from sigprop_fpga.boards.flow import SERIAL_LUT_HEADROOM, plan_engine, prepare_network
+    from sigprop_fpga.boards.flow import plan_engine, prepare_network
+    from sigprop_fpga.hdl.engines import get_engine
     from sigprop_fpga.hdl.serial import SerialEngine
 
     ex = Path(__file__).resolve().parents[2] / "examples"
     ecp = prepare_network(ex / "digits.yaml", "ulx3s-85f")
-    assert ecp.plan.engine == "pipelined" and ecp.plan.lanes == (4, 4)
+    assert ecp.plan.engine.name == "pipelined" and ecp.plan.lanes == (4, 4)
     ice = prepare_network(ex / "digits.yaml", "icebreaker")
-    assert ice.plan.engine == "serial" and ice.plan.engine_cls is SerialEngine
+    assert ice.plan.engine.name == "serial" and ice.plan.engine.component_cls is SerialEngine
     assert isinstance(ice.plan.lanes, int) and 1 <= ice.plan.lanes <= 8
     assert ice.estimate["dsp"] == ice.plan.lanes and ice.estimate["bram"] <= 30
-    assert ice.plan.estimate["lut"] <= SERIAL_LUT_HEADROOM * 5280
+    assert ice.plan.estimate["lut"] <= get_engine("serial").lut_headroom * 5280
     with pytest.raises(FitError, match="LUT4: needs"):
         plan_engine(ice.net, get_target("icebreaker"), "pipelined")
     with pytest.raises(FitError, match="no LUT model for the ecp5 family"):
@@ -193,7 +201,7 @@ def test_engine_plan_per_board():
     head = prepare_network(ex / "breast-cancer-head.yaml", "ulx3s-85f")
     with pytest.raises(FitError, match="readout nearest_target only"):
         plan_engine(head.net, get_target("icebreaker"), "serial")
-    with pytest.raises(FitError, match="cannot help: SerialEngine supports readout"):
+    with pytest.raises(FitError, match="serial engine cannot build this network: SerialEngine supports readout"):
         plan_engine(head.net, get_target("icebreaker"), "auto")
     with pytest.raises(ValueError, match="engine must be one of"):
         plan_engine(head.net, get_target("icebreaker"), "fast")
@@ -203,12 +211,12 @@ def test_serial_cycles_in_the_build_report_plan():
     from pathlib import Path
 
     from sigprop_fpga.boards.flow import prepare_network
-    from sigprop_fpga.hdl.serial import serial_cycles, serial_macs
+    from sigprop_fpga.compiler.estimate import serial_cycles, serial_macs
 
     d = prepare_network(Path(__file__).resolve().parents[2] / "examples" / "digits.yaml", "icebreaker")
     c = d.plan.cycles(d.net)
-    assert c["cycles_per_sample"] == serial_cycles(d.net, d.plan.lanes)["train"]
-    assert c["ideal_cycles"] == serial_macs(d.net)[0] / d.plan.lanes
+    assert c.per_sample == serial_cycles(d.net, d.plan.lanes)["train"]
+    assert c.ideal == serial_macs(d.net)[0] / d.plan.lanes
 
 
 def test_stored_samples_keep_a_test_split():

@@ -6,7 +6,7 @@ than the chip stores). Both use the same design, built once."""
 import pytest
 
 from sigprop_fpga.hostlink import Cmd
-from sigprop_fpga.sim.rtl import simulate_board
+from sigprop_fpga.rtl import simulate_board
 
 NET = """
 name: iris_board

@@ -14,13 +14,12 @@ from sigprop_fpga.boards.top import BOARD_ID, REGISTERS
 from sigprop_fpga.cli import main
 from sigprop_fpga.compiler.estimate import allocate_lanes
 from sigprop_fpga.compiler.spec import load_spec
-from sigprop_fpga.hdl.engine import readback_map
+from sigprop_fpga.compiler.statemap import readback_fields, readback_requests, state_writes
 from sigprop_fpga.hostlink import (Cmd, LoopbackTransport, Status, decode_frame, encode_reply,
                                    ident_payload)
-from sigprop_fpga.sim.compare import readback_requests, state_writes
 from sigprop_fpga.sim.datasets import load_dataset
 from sigprop_fpga.sim.golden import GoldenSigProp
-from sigprop_fpga.sim.params import Network
+from sigprop_fpga.compiler.network import Network
 
 NET = """
 name: iris_stream
@@ -50,7 +49,7 @@ class BoardModel:
         self.chip = (chip_train, chip_test)
         self.capacity, self.max_payload = capacity, max_payload
         self.flip, self.corrupt = flip, corrupt
-        self.regions = [("state", 1 << readback_map(net, lanes)["addr_width"], 32)]
+        self.regions = [("state", 1 << sum(f["width"] for f in readback_fields(net, lanes).values()), 32)]
         self.control = 0
         self.partial = bytearray()
         self.results = bytearray()

@@ -7,9 +7,8 @@ import pytest
 from sigprop_fpga.compiler.estimate import (allocate_lanes, estimate, softmax_cycles, stage_cycles,
                                             stage_inference_cycles, stage_macs, stage_phases)
 from sigprop_fpga.compiler.spec import parse_spec
-from sigprop_fpga.hdl.mac import STAGE_LATENCY
-from sigprop_fpga.hdl.softmax import softmax_latency
-from sigprop_fpga.sim.params import Network
+from sigprop_fpga.compiler.timing import STAGE_LATENCY, softmax_latency
+from sigprop_fpga.compiler.network import Network
 
 
 def _net(text, n_inputs=64, n_classes=10):

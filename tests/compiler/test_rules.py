@@ -5,7 +5,7 @@ import pytest
 from sigprop_fpga.compiler.estimate import estimate
 from sigprop_fpga.compiler.rules import rule_costs
 from sigprop_fpga.compiler.spec import parse_spec
-from sigprop_fpga.sim.params import Network
+from sigprop_fpga.compiler.network import Network
 
 
 @pytest.mark.parametrize("widths,lanes", [([32, 32], [4, 4]), ([128, 128], [6, 26]), ([12, 10, 10], [2, 3, 3])])

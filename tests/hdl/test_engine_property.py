@@ -8,7 +8,7 @@ from sigprop_fpga.compiler.spec import parse_spec
 from sigprop_fpga.hdl.simulate import simulate
 from sigprop_fpga.sim.datasets import load_dataset
 from sigprop_fpga.sim.golden import GoldenSigProp
-from sigprop_fpga.sim.params import Network
+from sigprop_fpga.compiler.network import Network
 
 
 @st.composite

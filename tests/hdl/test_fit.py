@@ -19,7 +19,7 @@ from sigprop_fpga.compiler.spec import load_spec
 from sigprop_fpga.hdl import relax_read_collisions
 from sigprop_fpga.hdl.engine import SigPropEngine
 from sigprop_fpga.sim.datasets import load_dataset
-from sigprop_fpga.sim.params import Network
+from sigprop_fpga.compiler.network import Network
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,7 +73,7 @@ def test_digits_board_top_for_the_icebreaker_fits_its_estimate():
 
     apply_amaranth_tool_env()
     d = prepare_network(ROOT / "examples" / "digits.yaml", "icebreaker")
-    assert d.plan.engine == "serial"
+    assert d.plan.engine.name == "serial"
     with tempfile.TemporaryDirectory() as tmp:
         il = relax_read_collisions(rtlil.convert(d.top().core, name="top"))
         Path(tmp, "top.il").write_text(il)

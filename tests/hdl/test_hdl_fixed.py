@@ -1,4 +1,4 @@
-"""hdl.fixed narrowing against sim.fixed: rounding ties (half to even), truncation, saturation."""
+"""hdl.fixed narrowing against compiler.fixed: rounding ties (half to even), truncation, saturation."""
 
 import numpy as np
 import pytest
@@ -8,7 +8,7 @@ from amaranth.sim import Simulator
 from sigprop_fpga.compiler.spec import QFormat
 from sigprop_fpga.hdl.fixed import SQ, UQ, narrow, round_shift, saturate
 from sigprop_fpga.hdl.fixed import fit_bits, inside, round_shift_halved, saturate_or_zero, uge_const
-from sigprop_fpga.sim import fixed as gf
+from sigprop_fpga.compiler import fixed as gf
 
 
 @pytest.mark.parametrize("width,from_frac,q,mode", [

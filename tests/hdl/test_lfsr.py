@@ -1,12 +1,12 @@
-"""The hardware LFSR replays sim.fixed.Lfsr draw for draw, whatever the draws per cycle."""
+"""The hardware LFSR replays compiler.fixed.Lfsr draw for draw, whatever the draws per cycle."""
 
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
 from sigprop_fpga.hdl.lfsr import Lfsr
-from sigprop_fpga.sim.fixed import Lfsr as GoldenLfsr
-from sigprop_fpga.sim.golden import lfsr_seed
+from sigprop_fpga.compiler.fixed import Lfsr as GoldenLfsr
+from sigprop_fpga.compiler.network import lfsr_seed
 
 
 @pytest.mark.parametrize("lanes", [1, 3, 4])

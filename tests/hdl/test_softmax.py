@@ -1,11 +1,11 @@
-"""The softmax unit against sim.fixed.softmax_fixed: random vectors, ties, extremes."""
+"""The softmax unit against compiler.fixed.softmax_fixed: random vectors, ties, extremes."""
 
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
 from sigprop_fpga.hdl.softmax import Softmax, softmax_latency
-from sigprop_fpga.sim.fixed import softmax_fixed
+from sigprop_fpga.compiler.fixed import softmax_fixed
 
 
 def _vectors(rng, n, width):

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from sigprop_fpga.compiler.spec import QFormat
-from sigprop_fpga.sim.fixed import (EXP2_TABLE, LFSR_TAPS, LOG2E_Q16, Lfsr, narrow, saturate, shift_round,
+from sigprop_fpga.compiler.fixed import (EXP2_TABLE, LFSR_TAPS, LOG2E_Q16, Lfsr, narrow, saturate, shift_round,
                                     softmax_fixed)
 
 

@@ -8,7 +8,7 @@ import pytest
 from sigprop_fpga.compiler.spec import load_spec, parse_spec
 from sigprop_fpga.sim.datasets import load_dataset
 from sigprop_fpga.sim.golden import GoldenSigProp
-from sigprop_fpga.sim.params import Network
+from sigprop_fpga.compiler.network import Network
 from sigprop_fpga.sim.reference import FloatSigProp
 from sigprop_fpga.sim.train import train_sigprop
 

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..compiler.spec import LayerPrecision, NetworkSpec, QFormat, SpecError
+from .spec import LayerPrecision, NetworkSpec, QFormat, SpecError
 
-__all__ = ["Network", "init_params", "check_network"]
+__all__ = ["Network", "init_params", "check_network", "quantize_inputs", "quantize_params", "lfsr_seed"]
 
 
 @dataclass(frozen=True)
@@ -80,3 +80,31 @@ def init_params(net: Network) -> dict:
         n_last = net.units(net.depth - 1)
         head = {"W": np.zeros((net.n_classes, n_last)), "b": np.zeros(net.n_classes)}
     return {"layers": layers, "R": R, "head": head}
+
+
+def quantize_inputs(x: np.ndarray, q: QFormat) -> np.ndarray:
+    """Round a float array to ``q`` (nearest, ties to even) with saturation; returns int64."""
+    v = np.rint(np.asarray(x, dtype=np.float64) * q.scale)
+    return np.clip(v, q.min_int, q.max_int).astype(np.int64)
+
+
+def lfsr_seed(base: int, unit: int) -> int:
+    """The LFSR seed of layer ``unit`` (the head is unit ``depth``); never zero."""
+    s = (base ^ (0x9E3779B9 * (unit + 1))) & 0xFFFFFFFF
+    return s or 1
+
+
+def quantize_params(net: Network, params: dict) -> dict:
+    """Round float parameters to their formats (nearest, saturate)."""
+    out = {"layers": []}
+    for l, layer in enumerate(params["layers"]):
+        p = net.prec(l)
+        out["layers"].append({"W": quantize_inputs(layer["W"], p.weight), "b": quantize_inputs(layer["b"], p.bias)})
+    out["R"] = quantize_inputs(params["R"], net.spec.precision.table)
+    if params["head"] is not None:
+        p = net.prec(net.depth - 1)
+        out["head"] = {"W": quantize_inputs(params["head"]["W"], p.weight),
+                       "b": quantize_inputs(params["head"]["b"], p.bias)}
+    else:
+        out["head"] = None
+    return out

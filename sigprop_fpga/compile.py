@@ -13,19 +13,22 @@ import sys
 import time
 from pathlib import Path
 
-from ..io import write_atomic, write_json
-from .estimate import estimate, stage_inference_cycles
-from .spec import SpecError, load_spec
+import numpy as np
+from amaranth.back import rtlil, verilog
+from amaranth.hdl import Shape
+from amaranth.lib import data, wiring
 
-__all__ = ["compile_network", "build_engine", "manifest", "measure", "compile_main"]
+from .boards import get_target
+from .boards.fit import FitError
+from .boards.flow import load_network, plan_engine
+from .compiler.estimate import stage_macs
+from .compiler.spec import SpecError
+from .hdl.engines import Engine, EngineUnsupported, get_engine
+from .hdl.simulate import simulate
+from .io import write_atomic, write_json
+from .sim.golden import GoldenSigProp
 
-
-def _network(spec):
-    from ..sim.datasets import load_dataset
-    from ..sim.params import Network
-
-    data = load_dataset(spec)
-    return Network(spec, data.n_inputs, data.n_classes)
+__all__ = ["compile_network", "build_engine", "manifest", "measure", "compile_main", "check_buildable"]
 
 
 def check_buildable(net) -> None:
@@ -39,24 +42,40 @@ def check_buildable(net) -> None:
                             f"(weight + input), got {p.bias}")
 
 
-def build_engine(net):
-    from ..hdl.engine import SigPropEngine
-    from .estimate import allocate_lanes
-
+def choose_engine(net, engine: str = "auto") -> tuple[Engine, object, str]:
+    """``(engine, lanes, why)``: what ``build`` makes for the network file's board (``auto``:
+    :func:`..boards.flow.plan_engine`), or the named engine with its preferred lanes."""
     check_buildable(net)
-    return SigPropEngine(net, allocate_lanes(net))
+    spec = net.spec
+    if engine == "auto":
+        try:
+            plan = plan_engine(net, get_target(spec.board), "auto")
+        except FitError as e:
+            raise SpecError(spec.file, None, "board", f"no engine fits {spec.board}: " + "; ".join(e.problems)) \
+                from None
+        return plan.engine, plan.lanes, plan.why
+    eng = get_engine(engine)
+    try:
+        eng.check(net)
+    except EngineUnsupported as e:
+        raise SpecError(spec.file, None, "engine", f"the {eng.name} engine cannot build this network: {e}") from None
+    lanes = eng.lane_choices(net)[0]
+    return eng, lanes, eng.describe(net, lanes)
+
+
+def build_engine(net, engine: str = "pipelined"):
+    """The engine's Amaranth component for ``net`` (``engine`` as :func:`choose_engine`)."""
+    eng, lanes, _ = choose_engine(net, engine)
+    return eng.component(net, lanes)
 
 
 def _ports(engine) -> list[dict]:
-    from amaranth.lib import data, wiring
-
     out = []
     for path, member in engine.signature.members.flatten():
         if member.is_port:
             name = "__".join(str(p) for p in path)
             shape = member.shape
             try:
-                from amaranth.hdl import Shape
                 s = Shape.cast(shape)
                 width, signed = s.width, s.signed
             except TypeError:
@@ -68,18 +87,20 @@ def _ports(engine) -> list[dict]:
     return out
 
 
-def _multipliers(net, lanes) -> dict:
+def _multipliers(net, dsp: int) -> dict:
     """Hardware multipliers: one per lane and nothing else. The softmax units borrow their
     stage's idle lanes for ``e_k q`` and compute ``d log2(e)`` with adders, so the DSP blocks
     are the lanes (measured with ``synth_ice40 -dsp``: 8 SB_MAC16 for digits' 4 + 4 lanes)."""
     units = sum(1 for l in range(net.depth)
                 if net.spec.learning.loss == "class_ce" or (l == net.depth - 1 and net.spec.readout == "head"))
-    return {"lanes": sum(lanes), "softmax_units": units, "dsp_blocks_ice40": sum(lanes),
+    return {"lanes": dsp, "softmax_units": units, "dsp_blocks_ice40": dsp,
             "note": "hardware.dsp_budget covers every multiplier: the softmax runs on the lanes"}
 
 
-def manifest(net, engine, files: dict, seconds: float) -> dict:
-    est = estimate(net, engine.lanes)
+def manifest(net, eng: Engine, lanes, component, files: dict, seconds: float, why: str = "") -> dict:
+    """The manifest of ``component`` (``eng``'s, with ``lanes``)."""
+    cyc = eng.cycles(net, lanes)
+    stage_lanes = eng.stage_lanes(net, lanes)
     spec = net.spec
     formats = {"input": str(spec.precision.input), "table": str(spec.precision.table),
                "probability": "UQ1.16", "rounding": spec.precision.rounding, "layers": []}
@@ -87,51 +108,51 @@ def manifest(net, engine, files: dict, seconds: float) -> dict:
         p = net.prec(l)
         formats["layers"].append({"activation": str(p.activation), "weight": str(p.weight), "bias": str(p.bias),
                                   "error": str(p.error), "accumulator_bits": net.acc_width(l)})
-    ej = est.to_json()
+    stages = []
+    for l, phases in enumerate(cyc.stages):
+        macs = stage_macs(net, l)[0]
+        cycles = sum(phases.values())
+        stages.append({"index": l, "lanes": stage_lanes[l], "cycles_per_sample": cycles,
+                       "phases": {str(k): v for k, v in phases.items()}, "macs_per_sample": macs,
+                       "ceil_macs_over_lanes": -(-macs // stage_lanes[l]),
+                       "mac_utilization": macs / (stage_lanes[l] * cycles)})
+        if len(cyc.inference) == len(cyc.stages):
+            stages[-1]["inference_cycles"] = cyc.inference[l]
     return {
         "name": spec.name, "top": "top", "files": files, "compile_seconds": round(seconds, 3),
+        "engine": eng.name, "engine_choice": why,
         "network": {"n_inputs": net.n_inputs, "widths": list(spec.widths), "n_classes": net.n_classes,
                     "loss": spec.learning.loss, "readout": spec.readout, "push": spec.learning.push,
                     "lr_shift": spec.learning.lr_shift, "logit_shift": spec.learning.logit_shift},
         "clock": {"domain": "sync", "mhz": spec.hardware.clock_for(spec.board)},
-        "ports": _ports(engine),
+        "ports": _ports(component),
         "stream_in": {"beats": net.n_inputs + 1,
                       "format": f"{net.n_inputs} feature beats (data = raw {spec.precision.input} bits), then one "
                                 "label beat (data = class, train = 1 to learn, 0 to infer)"},
         "stream_out": "one prediction (class index) per sample, in order",
         "formats": formats,
-        "memory_map": engine.map,
-        "readback_latency": engine.rb_latency,      # cycles from rb_addr to its rb_data
-        "lanes": list(engine.lanes),
-        "multipliers": _multipliers(net, engine.lanes),
-        "estimate": ej,
-        "stages": [{"index": s.index, "lanes": s.lanes, "cycles_per_sample": s.cycles, "phases": s.phases,
-                    "inference_cycles": stage_inference_cycles(net, s.index, s.lanes),
-                    "macs_per_sample": s.macs, "ceil_macs_over_lanes": -(-s.macs // s.lanes),
-                    "mac_utilization": s.macs / (s.lanes * s.cycles)} for s in est.stages],
-        "cycles_per_sample": est.cycles_per_sample,
-        "cycles_between_samples": est.cycles_per_sample,
-        "sequential_cycles": est.sequential_cycles,
-        "macs_per_sample": est.macs_per_sample,
-        "inference_macs_per_sample": est.inference_macs_per_sample,
+        "memory_map": component.map,
+        "readback_latency": eng.readback_latency,      # cycles from rb_addr to its rb_data
+        "lanes": eng.lanes_json(lanes),
+        "multipliers": _multipliers(net, eng.dsp(net, lanes)),
+        "estimate": cyc.to_json(),
+        "stages" if eng.overlaps_layers else "layers": stages,
+        "cycles_per_sample": cyc.per_sample,
+        "cycles_between_samples": cyc.per_sample,
+        "sequential_cycles": cyc.sequential,
+        "macs_per_sample": cyc.macs,
+        "inference_macs_per_sample": sum(stage_macs(net, l)[1] for l in range(net.depth)),
     }
 
 
-def measure(net, engine_lanes, n_samples: int) -> dict:
+def measure(net, dataset, eng: Engine, lanes, n_samples: int) -> dict:
     """Train ``n_samples`` training-split samples on the Amaranth simulation of the engine and the
     golden model; returns the measured cycles per stage and between samples, and bit-exactness."""
-    import numpy as np
-
-    from ..hdl.simulate import simulate
-    from ..sim.datasets import load_dataset
-    from ..sim.golden import GoldenSigProp
-
-    data = load_dataset(net.spec)
-    n = min(n_samples, len(data.y_train))
-    X, y = data.x_train[:n], data.y_train[:n]
+    n = min(n_samples, len(dataset.y_train))
+    X, y = dataset.x_train[:n], dataset.y_train[:n]
     g = GoldenSigProp(net)
     want = [g.train_sample(X[i], int(y[i])) for i in range(n)]
-    r = simulate(net, X, y, lanes=engine_lanes)
+    r = simulate(net, X, y, lanes=lanes, engine_cls=eng.component_cls)
     st, gs = r["state"], g.state()
     exact = list(r["pred"]) == want
     for l in range(net.depth):
@@ -146,8 +167,12 @@ def measure(net, engine_lanes, n_samples: int) -> dict:
             "engine": "amaranth.sim"}
 
 
-def compile_network(spec_path, out_dir, measure_samples: int = 0) -> dict:
+def compile_network(spec_path, out_dir, measure_samples: int = 0, engine: str = "pipelined",
+                    loaded: tuple | None = None) -> dict:
     """Compile a network file; returns the manifest (also written to ``out_dir/manifest.json``).
+
+    ``engine``: a registered engine's name, or ``auto`` for what ``build`` makes for the network
+    file's board (:func:`choose_engine`); the manifest's ``engine`` says which.
 
     ``measure_samples > 0`` also simulates that many training samples (Amaranth simulator) and
     records the measured cycles per stage and between samples, and bit-exactness against the
@@ -158,24 +183,22 @@ def compile_network(spec_path, out_dir, measure_samples: int = 0) -> dict:
     SpecError
         A bad network file, or one the hardware cannot build (one line).
     """
-    from amaranth.back import rtlil, verilog
-
     t0 = time.monotonic()
-    spec = load_spec(spec_path)
-    net = _network(spec)
-    engine = build_engine(net)
+    spec, data, net = loaded if loaded is not None else load_network(spec_path)
+    eng, lanes, why = choose_engine(net, engine)
+    component = eng.component(net, lanes)
     out = Path(out_dir)
-    il = rtlil.convert(engine, name="top")
+    il = rtlil.convert(component, name="top")
     try:    # elaborate once: Yosys turns the same RTLIL into Verilog, as verilog.convert does
         v = verilog._convert_rtlil_text(il)
     except AttributeError:      # pragma: no cover - a future Amaranth without the helper
-        v = verilog.convert(build_engine(net), name="top")
+        v = verilog.convert(eng.component(net, lanes), name="top")
     files = {"verilog": f"{spec.name}.v", "rtlil": f"{spec.name}.il", "manifest": "manifest.json"}
     write_atomic(out / files["rtlil"], il)
     write_atomic(out / files["verilog"], v)
-    man = manifest(net, engine, files, time.monotonic() - t0)
+    man = manifest(net, eng, lanes, component, files, time.monotonic() - t0, why)
     if measure_samples:
-        man["measured"] = measure(net, engine.lanes, measure_samples)
+        man["measured"] = measure(net, data, eng, lanes, measure_samples)
     write_json(out / files["manifest"], man)
     return man
 
@@ -184,6 +207,7 @@ def compile_main(args_list=None) -> int:
     ap = argparse.ArgumentParser(prog="sigprop-fpga compile", description="compile a network file to Verilog")
     ap.add_argument("spec", help="network file (YAML)")
     ap.add_argument("-o", "--out", default="build", help="output directory (default: build)")
+    ap.add_argument("--engine", default="pipelined", help="pipelined, serial or auto (default: pipelined)")
     ap.add_argument("--measure", type=int, default=0, metavar="N",
                     help="also simulate N training samples and record the measured cycles in the manifest")
     args = ap.parse_args(args_list)
@@ -191,13 +215,13 @@ def compile_main(args_list=None) -> int:
         print("error: --measure: expected a non-negative number of samples", file=sys.stderr)
         return 2
     try:
-        man = compile_network(args.spec, args.out, args.measure)
+        man = compile_network(args.spec, args.out, args.measure, engine=args.engine)
     except SpecError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {Path(args.out) / man['files']['verilog']}, {man['files']['rtlil']}, manifest.json; "
           f"lanes {man['lanes']}, {man['cycles_per_sample']} cycles/sample "
-          f"(stages {[s['cycles_per_sample'] for s in man['stages']]}), {man['macs_per_sample']} MACs/sample, "
+          f"({man['engine']} engine), {man['macs_per_sample']} MACs/sample, "
           f"{man['compile_seconds']} s")
     if "measured" in man:
         ms = man["measured"]

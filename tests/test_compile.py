@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from sigprop_fpga.compiler.compile import compile_main, compile_network
+from sigprop_fpga.compile import compile_main, compile_network
 from sigprop_fpga.compiler.spec import SpecError
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 WAIVERS = ROOT / "hdl" / "verilator_waivers.vlt"
 

@@ -9,14 +9,25 @@ the golden model.
 
 from __future__ import annotations
 
+import json
+import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["simulate_rtl", "BENCH_DIR", "trainer_verilog"]
+from amaranth.back import verilog
 
-BENCH_DIR = Path(__file__).resolve().parent / "benches"
+from .boards.flow import load_network
+from .boards.top import SigPropBoardCore
+from .hdl.engines import Engine, get_engine
+from .hdl.trainer import Trainer
+from .sim import verilator as vl
+from .toolchain import apply_verilator_env
+
+__all__ = ["simulate_rtl", "simulate_board", "BENCH_DIR", "trainer_verilog"]
+
+BENCH_DIR = vl.BENCH_DIR
 TOP = "sigprop_trainer"
 
 
@@ -25,60 +36,36 @@ def _say(progress, msg):
         print(f"sim: {msg}", file=sys.stderr, flush=True)
 
 
-def trainer_verilog(net, data, lanes, n_train, n_test, max_epochs, engine_cls=None) -> str:
-    """Verilog of the :class:`..hdl.trainer.Trainer`; ``lanes`` one int selects the serial engine."""
-    from amaranth.back import verilog
-
-    from ..hdl.engine import SigPropEngine
-    from ..hdl.serial import SerialEngine
-    from ..hdl.trainer import Trainer
-
-    if engine_cls is None:
-        engine_cls = SerialEngine if isinstance(lanes, int) else SigPropEngine
-    top = Trainer(net, data, lanes, n_train=n_train, n_test=n_test, max_epochs=max_epochs, engine_cls=engine_cls)
+def trainer_verilog(net, data, engine: Engine, lanes, n_train, n_test, max_epochs) -> str:
+    """Verilog of the :class:`..hdl.trainer.Trainer` around ``engine`` with ``lanes``."""
+    top = Trainer(net, data, lanes, n_train=n_train, n_test=n_test, max_epochs=max_epochs,
+                  engine_cls=engine.component_cls)
     return verilog.convert(top, name=TOP, emit_src=False)
 
 
 def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int | None = None,
                  check_every: int = 0, waves: str | Path | None = None, build_root: str | Path | None = None,
                  progress: bool = True, plant=None, timeout_s: float | None = None,
-                 engine: str = "pipelined", lanes: int | None = None) -> dict:
+                 engine: str = "pipelined", lanes: int | None = None, loaded: tuple | None = None) -> dict:
     """Train ``network`` in Verilator and compare with the golden model; returns the report.
 
     ``samples`` limits training to the first ``samples`` training samples (one epoch unless
     ``epochs`` is given); ``epochs`` defaults to the network file's. The test split is evaluated
-    after every epoch. ``engine``: ``pipelined`` (a stage per layer, the compiler's lanes) or
-    ``serial`` (:class:`..hdl.serial.SerialEngine` with ``lanes`` lanes, default 4).
+    after every epoch. ``engine``: a registered engine's name (:mod:`..hdl.engines`), ``lanes``
+    its lane count where the engine takes one number (the serial engine; default 4), else the
+    network file's. ``loaded``: :func:`..boards.flow.load_network`'s result, to skip loading.
     """
-    from ..compiler.estimate import allocate_lanes, estimate
-    from ..compiler.spec import load_spec
-    from ..hdl.engine import SigPropEngine
-    from ..hdl.serial import SerialEngine
-    from ..toolchain import apply_verilator_env
-    from . import verilator as vl
-    from .datasets import load_dataset
-    from .params import Network, check_network
-
-    spec = load_spec(network)
-    data = load_dataset(spec)
-    net = Network(spec, data.n_inputs, data.n_classes)
-    check_network(net)
-    if engine not in ("pipelined", "serial"):
-        raise ValueError(f"engine must be pipelined or serial, not {engine!r}")
-    if engine == "serial":
-        from ..hdl.serial import _check_supported, serial_cycles, serial_macs
-        _check_supported(net)
-        P = 4 if lanes is None else int(lanes)
-        hw_lanes, lanes = P, (P,) * net.depth
-        sc = serial_cycles(net, P)["train"]
-        est_cycles, est_ideal, est_stages = sc, serial_macs(net)[0] / P, [sc]
-    else:
-        if lanes is not None:
-            raise ValueError("lanes is set by the network file for the pipelined engine")
-        lanes = hw_lanes = allocate_lanes(net)
-        est = estimate(net, lanes)
-        est_cycles, est_ideal = est.cycles_per_sample, est.ideal_cycles_per_sample
-        est_stages = [s.cycles for s in est.stages]
+    spec, data, net = loaded if loaded is not None else load_network(network)
+    eng = get_engine(engine)
+    eng.check(net)
+    choices = eng.lane_choices(net)
+    if lanes is not None:
+        if len(choices) != 1 or not isinstance(choices[0], int):
+            raise ValueError(f"lanes is set by the network file for the {eng.name} engine")
+        choices = [int(lanes)]
+    hw_lanes = choices[0]
+    lanes = eng.stage_lanes(net, hw_lanes)
+    cyc = eng.cycles(net, hw_lanes)
     n_train = len(data.y_train) if samples is None else min(samples, len(data.y_train))
     n_test = len(data.y_test)
     if epochs is None:
@@ -87,9 +74,8 @@ def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int
     build_root = Path(build_root) if build_root else Path("build") / "cache" / "verilator"
 
     t0 = time.perf_counter()
-    _say(progress, f"{spec.name}: elaborating the design ("
-         + (f"serial engine, {hw_lanes} lanes)" if engine == "serial" else f"{net.depth} stages, lanes {list(lanes)})"))
-    text = trainer_verilog(net, data, hw_lanes, n_train, n_test, max(epochs, 1))
+    _say(progress, f"{spec.name}: elaborating the design ({eng.describe(net, hw_lanes)})")
+    text = trainer_verilog(net, data, eng, hw_lanes, n_train, n_test, max(epochs, 1))
     t_convert = time.perf_counter() - t0
     with tempfile.TemporaryDirectory(prefix="sigprop-sim-") as tmp:
         vpath = Path(tmp) / f"{TOP}.v"
@@ -100,8 +86,7 @@ def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int
          f"training {n_train} samples x {epochs} epochs, evaluating {n_test} after each")
     config = {"network": str(Path(network).resolve()), "lanes": list(lanes), "epochs": epochs,
               "n_train": n_train, "n_test": n_test, "check_every": check_every,
-              "cycles_per_sample": est_cycles,
-              "rb_latency": (SerialEngine if engine == "serial" else SigPropEngine).rb_latency}
+              "cycles_per_sample": cyc.per_sample, "rb_latency": eng.readback_latency}
     if plant is not None:
         config["plant"] = list(plant)
     run_dir = Path(tempfile.mkdtemp(prefix="sigprop-run-", dir=build_root))
@@ -111,29 +96,23 @@ def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int
     if data_out is None:
         raise vl.SimulationError(f"the bench wrote no results; see {r.log_file}: "
                                  + "; ".join(r.messages)[:500])
-    out = {"name": spec.name, "network": str(network), "engine": "rtl", "rule": "sigprop", "datapath": engine,
+    out = {"name": spec.name, "network": str(network), "model": "rtl", "rule": "sigprop", "engine": eng.name,
            "simulator": "verilator", "verilator_version": info.verilator_version,
            "lanes": list(lanes), "convert_seconds": t_convert, "build_seconds": info.build_time_s,
            "build_cached": info.cached, "passed": r.passed, "failed": r.failed, "log": str(r.log_file)}
     out.update(data_out)
     out.setdefault("bit_exact", False)
-    out["ideal_cycles_per_sample"] = est_ideal
-    out["estimated_cycles_per_sample"] = est_cycles
-    out["estimated_stage_cycles"] = est_stages
+    out["ideal_cycles_per_sample"] = cyc.ideal
+    out["estimated_cycles_per_sample"] = cyc.per_sample
+    out["estimated_stage_cycles"] = [sum(st.values()) for st in cyc.stages] if len(lanes) == len(cyc.stages) \
+        else [cyc.per_sample]
     cps = out.get("cycles_per_sample")
-    out["mac_utilization"] = est_ideal / cps if cps else None
-    if engine == "serial":
-        out["macs_per_sample"] = serial_macs(net)[0]
-        out["estimate"] = {"datapath": "serial", "lanes": hw_lanes, "train_cycles": sc,
-                           "train_cycles_max": serial_cycles(net, hw_lanes)["train_max"]}
-    else:
-        out["macs_per_sample"] = est.macs_per_sample
-        out["estimate"] = est.to_json()
+    out["mac_utilization"] = cyc.ideal / cps if cps else None
+    out["macs_per_sample"] = cyc.macs
+    out["estimate"] = {"engine": eng.name, "lanes": eng.lanes_json(hw_lanes), **cyc.to_json()}
     if waves:
         out["waves"] = str(waves)
     if out["bit_exact"] and r.failed == 0:
-        import shutil
-
         shutil.rmtree(run_dir, ignore_errors=True)   # keep the logs only of a failed run
         out["log"] = None
     return out
@@ -153,32 +132,14 @@ def simulate_board(network: str | Path, *, epochs: int = 1, samples: int | None 
     in flight). With ``serial_lanes`` the board top holds the serial engine
     (:class:`..hdl.serial.SerialEngine`, as ``build`` makes for the iCEBreaker) with that many lanes;
     the client learns it from the ENGINE register."""
-    import json
-
-    from amaranth.back import verilog
-
-    from ..boards.top import SigPropBoardCore
-    from ..compiler.estimate import allocate_lanes
-    from ..compiler.spec import load_spec
-    from ..toolchain import apply_verilator_env
-    from . import verilator as vl
-    from .datasets import load_dataset
-    from .params import Network, check_network
-
-    spec = load_spec(network)
-    data = load_dataset(spec)
-    net = Network(spec, data.n_inputs, data.n_classes)
-    check_network(net)
+    spec, data, net = load_network(network)
     n_train = len(data.y_train) if samples is None else min(samples, len(data.y_train))
     apply_verilator_env()
     build_root = Path(build_root) if build_root else Path("build") / "cache" / "verilator"
     _say(progress, f"{spec.name}: elaborating the board top (UART divisor {divisor})")
-    if serial_lanes is None:
-        core = SigPropBoardCore(net, data, divisor=divisor, lanes=allocate_lanes(net), n_train=n_train)
-    else:
-        from ..hdl.serial import SerialEngine
-        core = SigPropBoardCore(net, data, divisor=divisor, lanes=serial_lanes, n_train=n_train,
-                                engine_cls=SerialEngine)
+    eng = get_engine("pipelined" if serial_lanes is None else "serial")
+    lanes = eng.lane_choices(net)[0] if serial_lanes is None else serial_lanes
+    core = SigPropBoardCore(net, data, divisor=divisor, lanes=lanes, n_train=n_train, engine_cls=eng.component_cls)
     text = verilog.convert(core, name="sigprop_board", emit_src=False)
     with tempfile.TemporaryDirectory(prefix="sigprop-board-") as tmp:
         vpath = Path(tmp) / "sigprop_board.v"

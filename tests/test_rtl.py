@@ -6,7 +6,7 @@ both rounding modes and both readouts; and a planted one-LSB difference the chec
 
 import pytest
 
-from sigprop_fpga.sim.rtl import simulate_rtl
+from sigprop_fpga.rtl import simulate_rtl
 
 NETWORKS = {
     "iris_2layer_ce": """

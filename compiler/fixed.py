@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from ..compiler.spec import QFormat
+from .spec import QFormat
 
 __all__ = [
     "shift_round", "saturate", "narrow", "Lfsr", "LFSR_TAPS", "EXP2_FRAC_BITS", "EXP2_TABLE",

@@ -1,0 +1,180 @@
+"""The learning rule's vocabulary: the phases of a training sample and the quantities derived from
+the network that more than one model or engine needs.
+
+The golden model (:mod:`sigprop_fpga.sim.golden`), both engines (:mod:`sigprop_fpga.hdl.stage`,
+:mod:`sigprop_fpga.hdl.serial`) and the estimator (:mod:`.estimate`) take these from here; none
+works them out again. Everything is plain Python on a resolved :class:`.network.Network`.
+
+Names follow the golden model: ``prob`` (the softmax), ``err`` (``prob - y``), ``m`` (the hardest
+wrong class), ``d_h``, ``d_tc``, ``d_tm`` (the deltas of the h side, the own class's target and
+``m``'s target).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+
+from .fixed import LOG2E_Q16, P_FRAC, RECIP_BITS
+from .network import Network
+
+__all__ = ["Phase", "StepShifts", "step_shifts", "update_terms", "forward_signals", "uses_softmax",
+           "logit_frac", "softmax_fracs", "Q_BITS", "E_BITS", "exp_clamp", "mul_b_bits", "SoftmaxPieces",
+           "softmax_pieces"]
+
+
+class Phase(str, enum.Enum):
+    """The phases of a training sample, in the order a layer walks them.
+
+    The estimator's cycle keys, the engines' FSM states and the benches' phase names are these
+    words (a :class:`Phase` compares and hashes equal to its value, so ``cycles["forward"]`` and
+    ``cycles[Phase.FORWARD]`` are the same entry).
+    """
+
+    #: Accept a sample and finish it.
+    OVERHEAD = "overhead"
+    #: Serial engine only: switch the lane array to the next layer.
+    NEXT_LAYER = "next_layer"
+    #: ``h = f(W x + b)`` and ``t = f(W t_in + b)`` (layer 0: ``t = f(R[c])``).
+    FORWARD = "forward"
+    #: ``s_k = 2^-a h . T[k]`` on the pre-write caches: the readout and ``m``.
+    LOGITS = "logits"
+    #: ``T[c] <- t`` and ``s_c = t . h``.
+    CACHE = "cache"
+    #: ``prob = softmax(s)`` in base 2 (:func:`.fixed.softmax_fixed`).
+    SOFTMAX = "softmax"
+    #: ``g_h = sum_k err_k T[k]``, ``g_tc = err_c h``; the deltas ``d = g f'``.
+    GRADIENT = "gradient"
+    #: ``W -= (d_h x + d_tc t_in + d_tm Tin[m]) >> s`` (and ``b`` where the engine folds it in).
+    UPDATE = "update"
+    #: Serial engine only: ``b -= (d_h + d_tc + d_tm) >> s`` as a phase of its own.
+    BIAS = "bias"
+    #: Layer 0: ``R[c], R[m] -= d >> s``.
+    TABLE = "table"
+    #: The linear head of ``readout: head``: its logits, softmax and update.
+    HEAD = "head"
+    #: Serial engine only: the layer's saturation counts added to its counters.
+    COMMIT = "commit"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def forward_signals(l: int) -> int:
+    """Signals layer ``l`` multiplies by ``W`` in :attr:`Phase.FORWARD`: ``h`` only at layer 0 (its
+    target comes from the table ``R``), ``h`` and ``t`` above."""
+    return 1 if l == 0 else 2
+
+
+def update_terms(net: Network, l: int) -> int:
+    """Outer products summed into layer ``l``'s weight update: ``d_h x``, then ``d_tc t_in`` and
+    (with the push) ``d_tm Tin[m]``. Layer 0 sends its target side to the table instead, and
+    ``l2`` learns through the h path alone."""
+    if l == 0 or net.spec.learning.loss == "l2":
+        return 1
+    return 3 if net.spec.learning.push else 2
+
+
+def uses_softmax(net: Network, l: int) -> bool:
+    """Whether stage ``l`` runs a softmax (``class_ce``, or the last stage's linear head)."""
+    return net.spec.learning.loss == "class_ce" or (l == net.depth - 1 and net.spec.readout == "head")
+
+
+@dataclass(frozen=True)
+class StepShifts:
+    """Right shifts from an update's raw product to its variable's step (``eta = 2^-lr_shift``
+    folded in): ``W -= round(u >> weight)`` and so on, before saturation.
+
+    Attributes
+    ----------
+    weight : int
+        ``u = d x`` has ``fe + fin`` fraction bits: ``fe + fin - fw + lr_shift``.
+    bias : int
+        ``d`` has ``fe``: ``fe - fb + lr_shift``.
+    table : int or None
+        Layer 0 only: ``fe - ft + lr_shift``.
+    head_weight : int or None
+        The last layer's head (``readout: head``): ``u = d h`` has ``fe + fa``.
+    """
+
+    weight: int
+    bias: int
+    table: int | None
+    head_weight: int | None
+
+
+def step_shifts(net: Network, l: int) -> StepShifts:
+    p, s = net.prec(l), net.spec.learning.lr_shift
+    fe = p.error.frac_bits
+    table = fe - net.spec.precision.table.frac_bits + s if l == 0 else None
+    head = None
+    if l == net.depth - 1 and net.spec.readout == "head":
+        head = fe + p.activation.frac_bits - p.weight.frac_bits + s
+    return StepShifts(weight=fe + net.in_format(l).frac_bits - p.weight.frac_bits + s,
+                      bias=fe - p.bias.frac_bits + s, table=table, head_weight=head)
+
+
+# ---------------------------------------------------------------------------------------------
+# The softmax (one definition for the golden model's softmax_fixed and both engines' units)
+
+#: Bits of the quotient ``floor(2^32 / sum e)``: at most ``2^16`` because ``sum >= 2^16`` (the
+#: largest logit's ``e`` is ``2^16``).
+Q_BITS = RECIP_BITS - P_FRAC + 1
+#: Bits of an exponential ``e_k <= 2^16``.
+E_BITS = P_FRAC + 1
+
+
+def logit_frac(net: Network, l: int) -> int:
+    """Fraction bits of layer ``l``'s class logits ``s_k = 2^-a h . T[k]``: ``2 fa + a``."""
+    return 2 * net.prec(l).activation.frac_bits + net.spec.learning.logit_shift
+
+
+def softmax_fracs(net: Network, l: int) -> tuple[int, ...]:
+    """Fraction bits of the logits stage ``l`` softmaxes: its class logits, and the head's."""
+    f0 = logit_frac(net, l)
+    if l == net.depth - 1 and net.spec.readout == "head":
+        p = net.prec(l)
+        return (f0, p.weight.frac_bits + p.activation.frac_bits)
+    return (f0,)
+
+
+def exp_clamp(fracs) -> int:
+    """The smallest ``d`` whose exponent ``(d log2 e) >> (f + 16)`` reaches 17 (so ``e = 0``) for
+    every fraction count ``f`` in ``fracs``: clamping ``d`` there changes no ``e`` and bounds the
+    multiplier operand to ``exp_clamp(fracs).bit_length()`` bits."""
+    return max(-(-((P_FRAC + 1) << (f + 16)) // LOG2E_Q16) for f in fracs)
+
+
+def mul_b_bits(fracs) -> int:
+    """Width of the softmax multiplier's second operand: ``q`` or the clamped ``d``."""
+    return max(Q_BITS, exp_clamp(fracs).bit_length())
+
+
+@dataclass(frozen=True)
+class SoftmaxPieces:
+    """The serial engine's softmax on one lane: ``d`` cut into 8-bit pieces.
+
+    Attributes
+    ----------
+    frac : int
+        Fraction bits of the logits (:func:`logit_frac`).
+    clamp : int
+        :func:`exp_clamp` of ``frac``.
+    pieces : int
+        8-bit pieces of the clamped ``d``.
+    y_shift : int
+        The right shift that gives ``y = d log2 e`` from the pieces' sum.
+    """
+
+    frac: int
+    clamp: int
+    pieces: int
+    y_shift: int
+
+
+def softmax_pieces(net: Network, l: int = 0) -> SoftmaxPieces:
+    f = logit_frac(net, l)
+    dc = max(1, exp_clamp((f,)))
+    npc = math.ceil(dc.bit_length() / 8)
+    return SoftmaxPieces(frac=f, clamp=dc, pieces=npc, y_shift=f + 9 - 8 * (npc - 1))

@@ -1,0 +1,39 @@
+"""Latencies of the datapath's building blocks, in cycles: the numbers the estimator schedules
+with and the components are built to (their tests measure them)."""
+
+from __future__ import annotations
+
+from .rule import Q_BITS
+
+__all__ = ["MUL_LATENCY", "STAGE_LATENCY", "DRAIN", "max_levels", "softmax_latency"]
+
+#: Cycles from operands to product in the datapath: operand registers, the product register
+#: (absorbed by an ECP5 ``MULT18X18D`` / iCE40 ``SB_MAC16``) and a register after the adder tree
+#: (the products are delayed alongside); the memory read, the operand multiplexers, the
+#: multiplier and the adder tree are then each a cycle of their own
+#: (:class:`sigprop_fpga.hdl.mac.MacLanes`).
+MUL_LATENCY = 3
+
+#: Cycles from an issue's memory read data (S1) to its products in the pipelined layer stage
+#: (:class:`sigprop_fpga.hdl.stage.LayerStage`): every operand source (block RAM read data, lane
+#: multiplexers, error terms) is registered first, then the operand multiplexer feeds the lanes
+#: (:data:`MUL_LATENCY`). The block RAMs have no output register and the ECP5 routes from a block
+#: RAM to a DSP column are long, so read and multiplexer get a cycle each.
+STAGE_LATENCY = MUL_LATENCY + 1
+
+#: Pipeline drain of the layer stage after each issuing phase: read, sources, operands, product,
+#: tree (+1 after the phases whose dot products are narrowed or compared a cycle later).
+DRAIN = STAGE_LATENCY + 1
+
+
+def max_levels(n: int) -> int:
+    """Levels of the registered max tree over ``n`` logits (``ceil(log2 n)``)."""
+    return (n - 1).bit_length()
+
+
+def softmax_latency(n: int, groups: int = 1, mul_latency: int = MUL_LATENCY) -> int:
+    """Cycles of :class:`sigprop_fpga.hdl.softmax.Softmax` from ``start`` to ``done`` for ``n``
+    logits (``done`` is high in the last one), when each product (``d_k log2 e`` and ``e_k q``)
+    takes ``groups`` multiplier cycles (1 with the internal multiplier) and answers
+    ``mul_latency`` cycles after its request."""
+    return 2 * groups * n + max(max_levels(n) - 1, 0) + Q_BITS + 8 + 2 * (mul_latency - 1)

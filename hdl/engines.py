@@ -1,0 +1,291 @@
+"""The engine interface: what every SigProp training engine tells the rest of the toolchain.
+
+An engine is one way to lay the learning rule out in hardware. :class:`Engine` is the protocol;
+:data:`ENGINES` holds the registered implementations by name, and every consumer (``check``,
+``compile``, ``sim``, ``build``, ``run``, ``report``, the benches and the LUT calibration) reaches
+an engine only through it, so adding an engine is one :func:`register` call:
+
+=============  ============================================  =============================
+name           component                                     lanes
+=============  ============================================  =============================
+``pipelined``  :class:`.engine.SigPropEngine`: a stage per   a tuple, one count per stage
+               layer, layers overlap (DESIGN.md §2)
+``serial``     :class:`.serial.SerialEngine`: one lane       one count for every layer
+               array walks the layers, vectors in block RAM
+=============  ============================================  =============================
+
+Every engine answers the same sample stream and the same readback map
+(:func:`sigprop_fpga.compiler.statemap.readback_map`), so the golden comparison, the host link and
+the board tops work with any of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from amaranth.hdl import Fragment, Shape
+from amaranth.hdl._mem import MemoryInstance
+
+from ..compiler.estimate import allocate_lanes, estimate, serial_cycles, serial_macs, stage_inference_cycles
+from ..compiler.network import Network
+from ..compiler.rule import Phase
+from ..compiler.statemap import physical_memories
+from .engine import SigPropEngine
+from .serial import SerialEngine, check_serial_support
+
+__all__ = ["Engine", "EngineCycles", "EngineUnsupported", "ENGINES", "register", "get_engine",
+           "PipelinedEngine", "SerialLaneEngine", "design_memories"]
+
+
+def design_memories(design) -> list[tuple[int, int, int]]:
+    """(depth, width, read ports) of every memory of ``design`` (an Elaboratable), found by
+    elaborating it: the memories exactly as the synthesis receives them."""
+    def walk(frag):
+        for sub, _name, _loc in frag.subfragments:
+            if isinstance(sub, MemoryInstance):
+                yield sub._data.depth, Shape.cast(sub._data.shape).width, len(sub._read_ports)
+            else:
+                yield from walk(sub)
+    return list(walk(Fragment.get(design, None)))
+
+
+class EngineUnsupported(ValueError):
+    """The engine cannot build this network; the message says why, in one line."""
+
+
+@dataclass(frozen=True)
+class EngineCycles:
+    """Cycles of one training sample on an engine, from its cycle model (exact: the hardware
+    tests compare every sample).
+
+    Attributes
+    ----------
+    per_sample : int
+        Cycles between training samples in steady state (the slowest stage when layers overlap).
+    sequential : int
+        Cycles of one sample through every layer, one after the other.
+    macs : int
+        Multiply-accumulates per training sample (padding excluded).
+    ideal : float
+        ``macs / lanes``: cycles if every lane multiplied in every cycle.
+    stages : tuple of dict
+        Per stage of the pipeline, or per layer for an engine that walks the layers, cycles per
+        :class:`Phase`.
+    inference : tuple of int
+        Cycles of an inference sample, per stage (one entry for an engine that walks the layers).
+    """
+
+    per_sample: int
+    sequential: int
+    macs: int
+    ideal: float
+    stages: tuple = field(default_factory=tuple)
+    inference: tuple = field(default_factory=tuple)
+
+    @property
+    def mac_utilization(self) -> float:
+        return self.ideal / self.per_sample
+
+    def to_json(self) -> dict:
+        return {"cycles_per_sample": self.per_sample, "sequential_cycles": self.sequential,
+                "macs_per_sample": self.macs, "ideal_cycles_per_sample": self.ideal,
+                "mac_utilization": self.mac_utilization,
+                "phases": [{str(k): v for k, v in st.items()} for st in self.stages]}
+
+
+class Engine:
+    """The protocol of a training engine (subclass it and :func:`register` an instance).
+
+    Attributes
+    ----------
+    name : str
+        The ``--engine`` name.
+    component_cls : type
+        The Amaranth component, called as ``component_cls(net, lanes, params)``.
+    overlaps_layers : bool
+        Whether layers work on consecutive samples at once (stages), so that the cycles between
+        samples are the slowest stage's rather than the sum.
+    lut_headroom : float
+        ``build`` takes the most lanes whose estimated logic stays under this fraction of the
+        device (placement and timing need room), else the fewest that fit.
+    """
+
+    name: str = ""
+    component_cls: type = None
+    overlaps_layers: bool = False
+    lut_headroom: float = 1.0
+
+    @property
+    def readback_latency(self) -> int:
+        """Cycles from ``rb_addr`` to its ``rb_data``."""
+        return self.component_cls.rb_latency
+
+    def check(self, net: Network) -> None:
+        """Raise :class:`EngineUnsupported` when the engine cannot build ``net``."""
+
+    def supports(self, net: Network) -> bool:
+        try:
+            self.check(net)
+        except EngineUnsupported:
+            return False
+        return True
+
+    def lane_choices(self, net: Network, dsp_available: int | None = None):
+        """Lane allocations to try, best first (``dsp_available``: the device's multipliers)."""
+        raise NotImplementedError
+
+    def stage_lanes(self, net: Network, lanes) -> tuple[int, ...]:
+        """Lanes per stage as the readback map sees them."""
+        raise NotImplementedError
+
+    def lanes_json(self, lanes):
+        """``lanes`` as reports write it."""
+        return list(lanes)
+
+    def cycles(self, net: Network, lanes) -> EngineCycles:
+        raise NotImplementedError
+
+    def memories(self, net: Network, lanes) -> list[tuple[int, int]]:
+        """``(depth, width)`` of every memory the engine instantiates."""
+        raise NotImplementedError
+
+    def lut_features(self, net: Network, lanes) -> dict:
+        """What the board top's logic grows with around this engine (the LUT model's features)."""
+        raise NotImplementedError
+
+    #: Per device family, coefficients of :meth:`lut_features` fitted on board tops by
+    #: ``bench/calibrate_luts.py`` (logic cells as nextpnr counts them).
+    lut_model: dict = {}
+
+    def dsp(self, net: Network, lanes) -> int:
+        """Multipliers: every one is a lane."""
+        return sum(self.stage_lanes(net, lanes))
+
+    def component(self, net: Network, lanes=None, params: dict | None = None):
+        """The engine's Amaranth component."""
+        return self.component_cls(net, lanes, params)
+
+    def describe(self, net: Network, lanes) -> str:
+        return f"{self.name} engine, lanes {self.lanes_json(lanes)}"
+
+
+class PipelinedEngine(Engine):
+    """A :class:`~.stage.LayerStage` per layer; layers work on consecutive samples at once."""
+
+    name = "pipelined"
+    component_cls = SigPropEngine
+    overlaps_layers = True
+    lut_model = {
+        "ice40": {"const": 4895.0, "stages": 1526.0, "lanes": 168.2, "vector_bits": 3.128},
+        "ecp5": {"const": 6123.0, "stages": 614.1, "lanes": 291.7, "vector_bits": 1.595},
+    }
+
+    def lane_choices(self, net, dsp_available=None):
+        return [allocate_lanes(net)]
+
+    def stage_lanes(self, net, lanes):
+        return tuple(lanes)
+
+    def cycles(self, net, lanes):
+        e = estimate(net, tuple(lanes))
+        return EngineCycles(e.cycles_per_sample, e.sequential_cycles, e.macs_per_sample,
+                            e.ideal_cycles_per_sample, tuple(s.phases for s in e.stages),
+                            tuple(stage_inference_cycles(net, l, lanes[l]) for l in range(net.depth)))
+
+    def memories(self, net, lanes):
+        out = []
+        for l in range(net.depth):
+            out += physical_memories(net, l, lanes[l])
+        return out
+
+    def lut_features(self, net, lanes):
+        """A constant (host link, feeder, clock), the stages (control, softmax, counters), the lanes
+        (operand multiplexers, rounding and saturation per lane) and the bits each stage holds in
+        flip-flops (h, t, the delta FIFOs, the logits)."""
+        bits = 0
+        for l in range(net.depth):
+            P = lanes[l]
+            p = net.prec(l)
+            entries = -(-net.units(l) // P) * P
+            bits += 2 * entries * p.activation.width
+            if net.spec.learning.loss == "class_ce":
+                bits += entries * (2 * p.error.width + 2)
+            bits += net.n_classes * (2 * p.activation.width + 8)
+        return {"const": 1, "stages": net.depth, "lanes": sum(lanes), "vector_bits": bits}
+
+
+class SerialLaneEngine(Engine):
+    """One lane array for every layer (:class:`~.serial.SerialEngine`): the small-FPGA engine."""
+
+    name = "serial"
+    component_cls = SerialEngine
+    #: Measured: the digits iCEBreaker top on 4 lanes packs into 4,795 of 5,280 cells (90.8%) and
+    #: places and routes at 26 to 28 MHz over three seeds.
+    lut_headroom = 0.92
+    lut_model = {"ice40": {"const": 3420.7, "width_lanes": 14.06}}
+    #: Lanes when neither the network file nor a board says.
+    default_lanes = 4
+
+    def check(self, net):
+        try:
+            check_serial_support(net)
+        except ValueError as e:
+            raise EngineUnsupported(str(e)) from None
+
+    def lane_choices(self, net, dsp_available=None):
+        fixed = [layer.lanes for layer in net.spec.layers]
+        if fixed and all(f is not None and f == fixed[0] for f in fixed):
+            return [fixed[0]]
+        if dsp_available is None:
+            return [self.default_lanes]
+        return list(range(max(1, min(net.spec.hardware.dsp_budget, dsp_available)), 0, -1))
+
+    def stage_lanes(self, net, lanes):
+        return (int(lanes),) * net.depth
+
+    def lanes_json(self, lanes):
+        return int(lanes)
+
+    def cycles(self, net, lanes):
+        sc = serial_cycles(net, int(lanes))
+        macs = serial_macs(net)[0]
+        return EngineCycles(sc["train"], sc["train"], macs, macs / int(lanes), tuple(sc["layers"]),
+                            (sc["inference"],))
+
+    def memories(self, net, lanes):
+        return [(d, w) for d, w, _ in design_memories(SerialEngine(net, int(lanes)))]
+
+    def dsp(self, net, lanes):
+        return int(lanes)
+
+    def lut_features(self, net, lanes):
+        """A constant (host link, feeder, clock, the sequencer) and the lanes times the weight and
+        activation widths (operand multiplexers, rounding and saturation per lane, as wide as the
+        words). The examples it is fitted on all have 16-bit weights and 8-bit activations."""
+        p = net.prec(0)
+        return {"const": 1, "width_lanes": int(lanes) * (p.weight.width + p.activation.width)}
+
+    def describe(self, net, lanes):
+        return f"serial engine, {int(lanes)} lanes"
+
+
+#: The registered engines by name, in the order ``--engine auto`` tries them.
+ENGINES: dict[str, Engine] = {}
+
+
+def register(engine: Engine) -> Engine:
+    if not engine.name or engine.name == "auto":
+        raise ValueError(f"an engine needs a name other than 'auto', got {engine.name!r}")
+    ENGINES[engine.name] = engine
+    return engine
+
+
+def get_engine(name: str) -> Engine:
+    try:
+        return ENGINES[name]
+    except KeyError:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {name!r}") from None
+
+
+register(PipelinedEngine())
+register(SerialLaneEngine())
