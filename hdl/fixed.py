@@ -265,3 +265,74 @@ def mul_const(x, k: int) -> Value:
     for t_ in terms[1:]:
         total = total + t_
     return total
+
+
+__all__ += ["round_shift_halved", "uge_const", "saturate_or_zero", "inside", "fit_bits"]
+
+
+def round_shift_halved(v, k: int) -> Value:
+    """``round_shift(v - 2**(k - 1), k, "nearest")`` for a ``v`` that already carries the rounding
+    half (an accumulator started from it): the floor, its low bit cleared on a tie, so no
+    incrementer follows the accumulator; ``k <= 0``: ``v << -k``."""
+    v = Value.cast(v)
+    if k <= 0:
+        return (v << (-k)).as_signed()
+    q = v >> k
+    tie = v.as_unsigned()[:k] == 0
+    return Cat(q[0] & ~tie, q[1:]).as_signed()
+
+
+def uge_const(v, k: int) -> Value:
+    """``v >= k`` for an unsigned ``v`` and a constant ``k``, as gates (no carry chain)."""
+    v = Value.cast(v).as_unsigned()
+    if k <= 0:
+        return Const(1, 1)
+    if k >= 1 << len(v):
+        return Const(0, 1)
+    res = Const(1, 1)
+    for i in range(len(v)):
+        res = (v[i] & res) if (k >> i) & 1 else (v[i] | res)
+    return res
+
+
+def saturate_or_zero(v, q, zero) -> tuple[Value, Value]:
+    """:func:`saturate` ``(v, q)`` to a signed format ``q``, forced to 0 by ``zero``, one LUT per
+    bit (no multiplexer levels); returns ``(value, overflowed)``, the flag whatever ``zero``."""
+    q = _fmt(q)
+    if not q.as_shape().signed:
+        raise TypeError(f"Saturation forced to zero needs a signed format, not {q!r}")
+    v = Value.cast(v)
+    w = q.width
+    if v.shape().signed and (q.min_int, q.max_int) == (-(1 << (w - 1)), (1 << (w - 1)) - 1):
+        # out of range when the bits from w - 1 up differ (the sign tells which way): no comparator
+        if len(v) <= w:
+            v, lo, hi = v.as_signed(), Const(0, 1), Const(0, 1)
+            v = Cat(v, v[-1].replicate(w - len(v))).as_signed() if len(v) < w else v
+        else:
+            top, neg = v[w - 1:], v[-1]
+            lo, hi = neg & ~top.all(), ~neg & top.any()
+    else:
+        lo, hi = v < q.min_int, v > q.max_int
+    bits = [~zero & ~lo & (hi | v[i]) for i in range(w - 1)]
+    bits.append(~zero & (lo | (~hi & v[w - 1])))
+    return Cat(*bits).as_signed(), lo | hi
+
+
+def inside(v, q) -> Value:
+    """``q.min_int < v < q.max_int``, the hard-tanh derivative mask (``sim.golden._inside``); a
+    value exactly ``q``'s width needs no comparator: it is neither bound."""
+    q = _fmt(q)
+    v = Value.cast(v)
+    if len(v) == q.width and v.shape().signed and (q.min_int, q.max_int) == (-(1 << (q.width - 1)),
+                                                                            (1 << (q.width - 1)) - 1):
+        return (v != q.min_int) & (v != q.max_int)
+    return (v > q.min_int) & (v < q.max_int)
+
+
+def fit_bits(v, w: int) -> Value:
+    """``v`` as exactly ``w`` raw bits: sign-extended (zero-extended if unsigned), or cut."""
+    v = Value.cast(v)
+    if len(v) >= w:
+        return v.as_unsigned()[:w]
+    pad = v[-1].replicate(w - len(v)) if v.shape().signed else Const(0, w - len(v))
+    return Cat(v.as_unsigned(), pad)

@@ -18,8 +18,8 @@ at a multiple of its size rounded to a power of two, so an address is ``base | i
                                                exponent table
     cache  P activation lanes                  T_l[k][j] at lane j % P, word Tb_l + k cn + j // P
     act    P activation lanes (>= 17 bits)     x (two halves: the next sample streams in), h_l, t_l,
-                                               the logits s, the exponentials e, the probabilities p
-                                               (as -(p mod 2^15), what GRAD multiplies by)
+                                               the logits s, the exponentials e, the probabilities prob
+                                               (as -(prob mod 2^15), what GRADIENT multiplies by)
 
 A W bank is written with M's write data (lane ``p`` for bank ``p``): the lanes' outputs or the state
 port's word, one multiplexer for both memories.
@@ -28,27 +28,38 @@ The datapath (one issue per cycle): S0 addresses; S1 the memories' data, the ope
 (their selects decoded a cycle ahead and registered) and one ``*`` per lane (16-bit A, so an iCE40
 SB_MAC16 holds the product register and, but in lane 0 whose product the softmax also uses, the
 32-bit accumulator); S2 accumulate per lane (the start value carries the rounding half of the
-result's narrowing; in FWD lane 0 starts a row from its bias, read with the row's first issue); S3
-an adder tree over the lanes (dot products, narrowed once: h, t; the logits registered, written and
-compared for the argmax at S4), or one output unit per lane, ``sat(base - round_even(acc >> k))``:
+result's narrowing; in FORWARD lane 0 starts a row from its bias, read with the row's first issue);
+S3 an adder tree over the lanes (dot products, narrowed once: h, t; the logits registered, written
+and compared for the argmax at S4), or one output unit per lane, ``sat(base - round_even(acc >> k))``:
 a weight, bias or table step (base the old value, read late at S2/S3) or a delta (base 0), its
 result registered and written a cycle later (S4, S5 for a bias or table word). Phases of a
 training sample, per layer ``l`` (``C`` classes; ``terms`` 1 at layer 0 and for ``l2``, else 3 with
-push and 2 without)::
+push and 2 without), named as :func:`serial_cycles` names them; each has one method of
+:class:`SerialEngine` and FSM states of its name::
 
-    FWD   rows j: t_j (layer 0: f(R[c][j]), no products; else f(W t_in + b)), then h_j = f(W x + b)
-          -> act (and t -> T_l[c], but in the last layer)                     n (1 + ci) / 2 n ci
-    READ  s_k = T_l[k] . h for all k: prediction (last layer), m, max(s)      C cn
-    COPY  T_L[c] <- t, then TH: s_c = t . h (the last layer only)             2 cn + 4
-    SMAX  p = softmax(s) (:func:`sigprop_fpga.compiler.fixed.softmax_fixed`) on lane 0: y_k from
-          8-bit pieces of d_k, e_k from the table, one restoring division, p_k  (npc + 2) C + 27
-    GRAD  per chunk of P units: -sum_k (p_k - y_k) T[k] as 15-bit products plus one 2^15 correction
-          product per class with beta != 0 (c, and any k with p_k >= 1/2), then g = (1 - p_c) h
-          (two products) held a cycle: d_h, d_tc = g f'(t), g f'(T[m]) -> M    cn (C + 4 + n_x)
-    TAB   R[c] -= d_tc >> s, R[m] -= d_tm >> s (layer 0): lanes x 2^fa        4 cn_0
-    UPD   W -= (d_h x + d_tc t_in + d_tm Tin[m]) >> s, lane-wise read-modify-write  n ci terms
-    BIAS  b -= (d_h + d_tc + d_tm) >> s, P units at a time through the lanes  cn per(terms)
-    COMMIT the layer's saturation counts added to its counters in M           6
+    forward   FORWARD_INIT, FORWARD: rows j: t_j (layer 0: f(R[c][j]), no products; else
+              f(W t_in + b)), then h_j = f(W x + b) -> act (and t -> T_l[c], but in the last
+              layer)                                                        n (1 + ci) / 2 n ci
+    logits    LOGITS: s_k = T_l[k] . h for all k: prediction (last layer), m, max(s)    C cn
+    cache     CACHE_COPY: T_L[c] <- t, then CACHE: s_c = t . h (the last layer only)  2 cn + 4
+    softmax   prob = softmax(s) (:func:`sigprop_fpga.compiler.fixed.softmax_fixed`) on lane 0:
+              SOFTMAX_Y: y_k from 8-bit pieces of d_k, e_k from the table; SOFTMAX_DIV: one
+              restoring division; SOFTMAX_P: prob_k                              (npc + 2) C + 27
+    gradient  GRADIENT, per chunk of P units: -sum_k err_k T[k] as 15-bit products plus one 2^15
+              correction product per class with beta != 0 (c, and any k with prob_k >= 1/2),
+              then g = (1 - prob_c) h (two products) held a cycle: d_h, d_tc = g f'(t),
+              g f'(T[m]) -> M                                                     cn (C + 4 + n_x)
+    table     TABLE: R[c] -= d_tc >> s, R[m] -= d_tm >> s (layer 0): lanes x 2^fa      4 cn_0
+    update    UPDATE: W -= (d_h x + d_tc t_in + d_tm Tin[m]) >> s, lane-wise read-modify-write
+                                                                                    n ci terms
+    bias      BIAS: b -= (d_h + d_tc + d_tm) >> s, P units at a time through the lanes
+                                                                                  cn per(terms)
+    commit    COMMIT: the layer's saturation counts added to its counters in M           6
+
+The waits between phases (until the pipeline has drained far enough) are states named after the
+phase they end: ``FORWARD_DRAIN``, ``LOGITS_SETTLE``, ``CACHE_SETTLE``, ``GRADIENT_TO_TABLE``...;
+``IDLE`` and ``FIN`` (the prediction out) are the overhead, ``next_layer`` the step from COMMIT to
+FORWARD_INIT.
 
 :func:`serial_cycles` gives each phase's cycles (waits included); ``n_x`` (0, rarely 1 or 2) is the
 number of classes ``k != c`` with ``p_k >= 1/2`` at that layer, the only data-dependent cost.
@@ -78,11 +89,12 @@ from ..compiler.rule import Q_BITS as _Q_BITS, softmax_pieces, update_terms as _
 from ..compiler.statemap import counter_names, readback_map
 from .engine import engine_members
 from .fixed import mul_const, round_shift
+from .fixed import fit_bits, inside, round_shift_halved, saturate_or_zero, uge_const
 
 __all__ = ["SerialEngine", "SerialLayout", "check_serial_support"]
 
-# phase codes carried down the lane pipeline
-_FWD, _READ, _TH, _GRAD, _UPD, _VEC = 1, 2, 3, 4, 5, 6
+# phase codes carried down the lane pipeline (BIAS_TABLE: one M word per chunk, a bias or R row)
+_FORWARD, _LOGITS, _CACHE, _GRADIENT, _UPDATE, _BIAS_TABLE = 1, 2, 3, 4, 5, 6
 _NKINDS = 5          # counter words per layer in M: weight, bias, error, table saturations, cycles
 
 
@@ -232,6 +244,11 @@ class SerialEngine(wiring.Component):
     Not supported (``ValueError`` at construction): ``readout: head``, ``rounding: stochastic``,
     per-layer activation, weight, bias or error formats that differ, an input format other than
     the activation format, bias or table formats other than the weight format.
+
+    Private copies, measured on ``examples/digits.yaml`` with ``P = 4`` (``synth_ice40 -dsp``):
+
+    * multipliers, not :class:`.mac.MacLanes`: its reset product register misses the SB_MAC16 (+102 LUT4, +191 FFs);
+    * softmax, not :class:`.softmax.Softmax`: s, e, p in 1,061 FFs, 88 cycles a layer to these 77 (+22 a sample).
     """
 
     #: Cycles from a readback request (``rb_addr``) to its ``rb_data``.
@@ -287,31 +304,58 @@ class SerialEngine(wiring.Component):
         return wimg, mimg, aimg
 
     def elaborate(self, platform):
-        m = Module()
-        net, P, Y = self.net, self.P, self.layout
-        L, C = net.depth, net.n_classes
-        spec = net.spec.learning
-        ce = spec.loss == "class_ce"
-        push = ce and spec.push
-        pr = net.prec(0)
-        qa, qw, qe = pr.activation, pr.weight, pr.error
-        wa, fa, fw, fe = qa.width, qa.frac_bits, qw.frac_bits, qe.frac_bits
-        kW = fe + fa - fw + spec.lr_shift        # weight step: u has fe + fa fraction bits
-        kB = fa                                  # 2^kB scales a bias or table step to a weight step
-        kG = P_FRAC + fa - fe                    # the error narrowing
-        bsh = fa                                 # the bias aligned to a product (fw + fa - fb)
-        sp = softmax_pieces(net)
-        dc, npc, ysh = sp.clamp, sp.pieces, sp.y_shift
-        cb = _bits(C - 1)
-        PB = max(1, (P - 1).bit_length())        # bits of a lane index
+        """The memories, the lane pipeline (S0 to S4), what each phase does with its results, the
+        softmax, the deserializer, then the sequencer (one FSM method per phase) and the state port.
 
-        # ---- widths ----
+        The order matters: where several parts drive one port (``m_ra``, ``a_we``, ...), the part
+        built later wins, so the state port overrides the phases and the phases the pipeline."""
+        m = Module()
+        self._c = _Context()
+        self._formats()
+        self._memories(m)
+        self._layer_constants(m)
+        self._issue(m)
+        self._ports(m)
+        self._operands(m)
+        self._products(m)
+        self._accumulate(m)
+        self._forward_result(m)
+        self._logits_result(m)
+        self._output_units(m)
+        self._output_writes(m)
+        self._saturation_counts(m)
+        self._softmax_exp(m)
+        self._softmax_prob(m)
+        self._deserializer(m)
+        self._sequencer(m)
+        self._state_port_decode(m)
+        self._state_port(m)
+        return m
+
+    # ------------------------------------------------------------------ formats, memories, constants
+    def _formats(self):
+        """The formats, shifts and widths of the datapath (integers, on the context)."""
+        c, net, P, Y = self._c, self.net, self.P, self.layout
+        c.L, c.C = L, C = net.depth, net.n_classes
+        learning = net.spec.learning
+        c.ce = learning.loss == "class_ce"
+        c.push = c.ce and learning.push
+        pr = net.prec(0)
+        c.qa, c.qw, c.qe = qa, qw, qe = pr.activation, pr.weight, pr.error
+        c.wa, c.fa, c.fw, c.fe = wa, fa, fw, fe = qa.width, qa.frac_bits, qw.frac_bits, qe.frac_bits
+        c.step_shift = kW = fe + fa - fw + learning.lr_shift   # a weight step: u has fe + fa fraction bits
+        c.vec_scale = kB = fa                    # 2^kB scales a bias or table step to a weight step
+        c.err_shift = kG = P_FRAC + fa - fe      # the error narrowing
+        c.bias_align = fa                        # the bias aligned to a product (fw + fa - fb)
+        pieces = softmax_pieces(net)             # the clamp is compiler.rule.exp_clamp's
+        c.d_clamp, c.n_pieces, c.y_shift = pieces.clamp, pieces.pieces, pieces.y_shift
+        c.lane_bits = max(1, (P - 1).bit_length())
         wl2 = wa + 1 + max(0, fe - fa)
-        wm = max(qw.width, qe.width, 0 if ce else wl2)      # an M lane
+        c.m_lane_w = wm = max(qw.width, qe.width, 0 if c.ce else wl2)     # an M lane
         # A is 16 bits for 16-bit formats: the DSP block then holds the product and the accumulator
-        wA = max(16, qw.width, qe.width, wm)
-        wB = max(wa + 2, 9, kB + 2)
-        nmax, cimax, cnmax = max(Y.n), max(Y.ci), max(Y.cn)
+        c.a_w = wA = max(16, qw.width, qe.width, wm)
+        c.b_w = max(wa + 2, 9, kB + 2)
+        c.nmax, c.cimax, c.cnmax = nmax, cimax, cnmax = max(Y.n), max(Y.ci), max(Y.cn)
         terms_max = max(_terms(net, l) for l in range(L))
         # the largest |sum| a lane accumulates, by phase (the DSP block's accumulator is 32 bits)
         hw_, ha_ = 1 << (qw.width - 1), 1 << (wa - 1)
@@ -319,986 +363,1121 @@ class SerialEngine(wiring.Component):
                     (1 << (P_FRAC - 1)) * (4 * ha_) * (C + 3) + (1 << max(kG, 0)),
                     (1 << (wA - 1)) * (2 * ha_) * terms_max + (1 << max(kW, 0)),
                     (1 << (wm - 1)) * (1 << kB) * terms_max + (1 << max(kW, 0)))
-        wr = bound.bit_length() + 1
-        # the adder tree sums dot products only (FWD, READ, TH): its width is theirs, the bias added
+        c.acc_w = wr = bound.bit_length() + 1
+        # the adder tree sums dot products only (FORWARD, LOGITS, CACHE): its width is theirs, the bias added
         dotb = (1 << fw) + (1 << (wm - 1 + fa)) + P * max(hw_ * ha_ * cimax, ha_ * ha_ * cnmax)
-        wt = min(wr + _bits(P), dotb.bit_length() + 1)
-        s_w = 2 * wa + _bits(nmax) + 2
-        MW = -(-max(P * wm, 32) // wm) * wm
-        AW = -(-max(P * wa, s_w, P_FRAC + 2) // wa) * wa
-        ML, AL = MW // wm, AW // wa
-        same_fmt = qe.width == qw.width          # a saturation depends on the width only
+        c.tree_w = min(wr + _bits(P), dotb.bit_length() + 1)
+        c.logit_w = s_w = 2 * wa + _bits(nmax) + 2
+        c.m_word_w = MW = -(-max(P * wm, 32) // wm) * wm
+        c.act_word_w = AW = -(-max(P * wa, s_w, P_FRAC + 2) // wa) * wa
+        c.m_word_lanes, c.act_word_lanes = MW // wm, AW // wa
+        c.same_width = qe.width == qw.width     # a saturation depends on the width only
 
-        # ---- memories ----
-        wimg, mimg, aimg = self._images(wm)
-        wrd, wwr = [], []
+    def _memories(self, m):
+        """The W banks, M, the cache and act, and their read data split into lanes."""
+        c, P, Y = self._c, self.P, self.layout
+        wimg, mimg, aimg = self._images(c.m_lane_w)
+        c.w_read, c.w_write = [], []
         for p in range(P):
-            mem = Memory(shape=signed(qw.width), depth=Y.wdepth, init=wimg[p], attrs=BLOCK_RAM)
+            mem = Memory(shape=signed(c.qw.width), depth=Y.wdepth, init=wimg[p], attrs=BLOCK_RAM)
             m.submodules[f"w{p}"] = mem
-            wrd.append(mem.read_port())
-            wwr.append(mem.write_port())
-        mmem = m.submodules.mmem = Memory(shape=unsigned(MW), depth=Y.mdepth, init=mimg, attrs=BLOCK_RAM)
-        mrd, mwr = mmem.read_port(), mmem.write_port(granularity=wm)
-        cmem = m.submodules.cache = Memory(shape=unsigned(P * wa), depth=Y.cdepth, init=[], attrs=BLOCK_RAM)
-        crd, cwr = cmem.read_port(), cmem.write_port(granularity=wa)
-        amem = m.submodules.act = Memory(shape=unsigned(AW), depth=Y.adepth, init=aimg, attrs=BLOCK_RAM)
-        ard, awr = amem.read_port(), amem.write_port(granularity=wa)
-        W_l = [wrd[p].data for p in range(P)]
-        M_l = [mrd.data[p * wm:(p + 1) * wm].as_signed() for p in range(ML)]
-        C_l = [crd.data[p * wa:(p + 1) * wa].as_signed() for p in range(P)]
-        A_l = [ard.data[p * wa:(p + 1) * wa].as_signed() for p in range(P)]
+            c.w_read.append(mem.read_port())
+            c.w_write.append(mem.write_port())
+        mmem = m.submodules.mmem = Memory(shape=unsigned(c.m_word_w), depth=Y.mdepth, init=mimg, attrs=BLOCK_RAM)
+        c.m_read, c.m_write = mmem.read_port(), mmem.write_port(granularity=c.m_lane_w)
+        cmem = m.submodules.cache = Memory(shape=unsigned(P * c.wa), depth=Y.cdepth, init=[], attrs=BLOCK_RAM)
+        c.c_read, c.c_write = cmem.read_port(), cmem.write_port(granularity=c.wa)
+        amem = m.submodules.act = Memory(shape=unsigned(c.act_word_w), depth=Y.adepth, init=aimg, attrs=BLOCK_RAM)
+        c.a_read, c.a_write = amem.read_port(), amem.write_port(granularity=c.wa)
+        wa, wm = c.wa, c.m_lane_w
+        c.W_data = [c.w_read[p].data for p in range(P)]
+        c.M_data = [c.m_read.data[p * wm:(p + 1) * wm].as_signed() for p in range(c.m_word_lanes)]
+        c.C_data = [c.c_read.data[p * wa:(p + 1) * wa].as_signed() for p in range(P)]
+        c.A_data = [c.a_read.data[p * wa:(p + 1) * wa].as_signed() for p in range(P)]
 
-        # ---- per-layer constants (indexed by the current layer) ----
-        lay = Signal(range(max(2, L)))
+    def _per_layer(self, vals, sel=None):
+        """A constant per layer, selected by the current layer (or by ``sel``)."""
+        sel = self._c.layer if sel is None else sel
+        if all(v == vals[0] for v in vals):
+            return Const(int(vals[0]), unsigned(_bits(max(vals[0], 1))))
+        return Array(Const(int(v), unsigned(_bits(max(max(vals), 1)))) for v in vals)[sel]
 
-        def lut(vals, sel=None):
-            sel = lay if sel is None else sel
-            if all(v == vals[0] for v in vals):
-                return Const(int(vals[0]), unsigned(_bits(max(vals[0], 1))))
-            return Array(Const(int(v), unsigned(_bits(max(max(vals), 1)))) for v in vals)[sel]
-
-        cls = Signal(range(max(2, C)), name="cls")
-        train = Signal(name="train")
-        mreg = Signal(range(max(2, C)), name="mreg")
-        cur = Signal()                           # the x half of the current sample
-        L_ci, L_cn, L_n = lut(Y.ci), lut(Y.cn), lut(Y.n)
-        L_terms = lut([_terms(net, l) for l in range(L)])
-        L_first, L_last = lay == 0, lay == L - 1
-        L_wbase, L_bbase, L_tbase = lut(Y.wbase), lut(Y.bbase), lut(Y.tbase)
-        L_hout, L_ttout = lut(Y.hbase), lut(Y.ttbase)
-        L_tprev = lut([Y.tbase[l - 1] if l else 0 for l in range(L)])
-        xin = Signal(range(Y.adepth))            # the layer input x: the sample's half, or h_(l-1)
-        ttin = lut([Y.ttbase[l - 1] if l else 0 for l in range(L)])
-        m.d.comb += xin.eq(Mux(L_first, Mux(cur, Y.xbase[1], Y.xbase[0]), lut([Y.hbase[l - 1] if l else 0
-                                                                               for l in range(L)])))
+    def _layer_constants(self, m):
+        """The sample's registers (class, train, the x half), the current layer and its constants."""
+        c, net, Y, L, C = self._c, self.net, self.layout, self._c.L, self._c.C
+        c.layer = Signal(range(max(2, L)), name="layer")
+        lut = self._per_layer
+        c.own_class = Signal(range(max(2, C)), name="own_class")          # c, the label
+        c.train = Signal(name="train")
+        c.m_class = Signal(range(max(2, C)), name="m_class")              # m, the hardest wrong class
+        c.x_half = Signal(name="x_half")         # the x half of the current sample
+        c.L_ci, c.L_cn, c.L_n = lut(Y.ci), lut(Y.cn), lut(Y.n)
+        c.L_terms = lut([_terms(net, l) for l in range(L)])
+        c.L_first, c.L_last = c.layer == 0, c.layer == L - 1
+        c.L_wbase, c.L_bbase, c.L_tbase = lut(Y.wbase), lut(Y.bbase), lut(Y.tbase)
+        c.L_hout, c.L_ttout = lut(Y.hbase), lut(Y.ttbase)
+        c.L_tprev = lut([Y.tbase[l - 1] if l else 0 for l in range(L)])
+        c.x_in = Signal(range(Y.adepth), name="x_in")    # the layer input x: the sample's half, or h_(l-1)
+        c.t_in = lut([Y.ttbase[l - 1] if l else 0 for l in range(L)])
+        m.d.comb += c.x_in.eq(Mux(c.L_first, Mux(c.x_half, Y.xbase[1], Y.xbase[0]),
+                                  lut([Y.hbase[l - 1] if l else 0 for l in range(L)])))
         # rows: T_l[c] (cache, within T_l), T_(l-1)[m] (Tin_l[m]), R[c], R[m] (within R)
-        rowc = Signal(range(C * cnmax + 1))
-        rowm = Signal(range(C * cnmax + 1))
-        m.d.comb += [rowc.eq(Array(mul_const(cls, Y.cn[l]) for l in range(L))[lay]),
-                     rowm.eq(Array(mul_const(mreg, Y.cn[l - 1] if l else Y.cn[0]) for l in range(L))[lay])]
+        c.row_c = Signal(range(C * c.cnmax + 1), name="row_c")
+        c.row_m = Signal(range(C * c.cnmax + 1), name="row_m")
+        m.d.comb += [c.row_c.eq(Array(mul_const(c.own_class, Y.cn[l]) for l in range(L))[c.layer]),
+                     c.row_m.eq(Array(mul_const(c.m_class, Y.cn[l - 1] if l else Y.cn[0]) for l in range(L))[c.layer])]
         # a row plus a chunk index (< that row's cn): an OR when every cn is a power of two
-        pow2_rows = all(c & (c - 1) == 0 for c in Y.cn)
+        c.pow2_rows = all(n & (n - 1) == 0 for n in Y.cn)
 
-        def radd(row, i):
-            if pow2_rows:
-                return row | Value.cast(i)[:max(1, (max(Y.cn) - 1).bit_length())]
-            return row + i
+    def _row_plus(self, row, i):
+        """``row + i`` for a chunk index ``i`` below the row's ``cn`` (an OR if every ``cn`` is a power of two)."""
+        if self._c.pow2_rows:
+            return row | Value.cast(i)[:max(1, (max(self.layout.cn) - 1).bit_length())]
+        return row + i
 
-        # ---- S0: the issue (combinational, from the FSM) ----
-        i_v, i_ph, i_sub = Signal(name="i_v"), Signal(3, name="i_ph"), Signal(2, name="i_sub")
-        i_first, i_last = Signal(name="i_first"), Signal(name="i_last")
-        i_idx = Signal(range(max(2, C, cnmax) + 1), name="i_idx")
-        i_lane = Signal(range(max(2, P)), name="i_lane")
-        i_isc, i_ism = Signal(name="i_isc"), Signal(name="i_ism")
-        i_d, i_neg = Signal(2, name="i_d"), Signal(name="i_neg")
-        # GRAD: the kind of A, B's shift, zero and source
-        i_ak = Signal(3, name="i_ak")
-        i_bs = Signal(2, name="i_bs")
-        i_bz = Signal(name="i_bz")
-        i_bc = Signal(name="i_bc")
+    # ------------------------------------------------------------------ the lane pipeline
+    def _issue(self, m):
+        """S0, the issue (combinational, from the FSM), and its tags registered down to S4."""
+        c, P, C = self._c, self.P, self._c.C
+        c.issue = _Tags(
+            valid=Signal(name="i_valid"), phase=Signal(3, name="i_phase"), sub=Signal(2, name="i_sub"),
+            first=Signal(name="i_first"), last=Signal(name="i_last"),
+            index=Signal(range(max(2, C, c.cnmax) + 1), name="i_index"),
+            lane=Signal(range(max(2, P)), name="i_lane"),
+            is_c=Signal(name="i_is_c"), is_m=Signal(name="i_is_m"),
+            term=Signal(2, name="i_term"), neg=Signal(name="i_neg"),
+            # GRADIENT: the kind of A, and B's shift, zero and source (the cache, else act)
+            a_kind=Signal(3, name="i_a_kind"), b_shift=Signal(2, name="i_b_shift"),
+            b_zero=Signal(name="i_b_zero"), b_cache=Signal(name="i_b_cache"))
+        # S1 operands and product, S2 accumulate, S3 results (S4 for BIAS and TABLE), S4 writes of FORWARD
+        c.s1 = self._delay(m, c.issue, "s1", ("valid", "phase", "sub", "first", "last", "index", "lane", "is_c",
+                                             "is_m", "term", "neg", "a_kind", "b_shift"))
+        c.s2 = self._delay(m, c.s1, "s2", ("valid", "phase", "sub", "first", "last", "index", "lane"))
+        c.s3 = self._delay(m, c.s2, "s3", ("valid", "phase", "sub", "last", "index", "lane"))
+        c.s4 = self._delay(m, c.s3, "s4", ("valid", "phase", "sub", "last", "index", "lane"))
 
-        def stage(name, srcs):
-            out = []
-            for s in srcs:
-                r = Signal.like(s, name=f"{s.name}_{name}")
-                m.d.sync += r.eq(s)
-                out.append(r)
-            return out
-        # S1 operands and product, S2 accumulate, S3 results (S4 for VEC), S4 writes of FWD
-        v1, ph1, sub1, first1, last1, idx1, lane1, isc1, ism1, d1, neg1 = stage(
-            "s1", [i_v, i_ph, i_sub, i_first, i_last, i_idx, i_lane, i_isc, i_ism, i_d, i_neg])
-        ak1, bs1_ = stage("s1", [i_ak, i_bs])
-        v2, ph2, sub2, first2, last2, idx2, lane2 = stage("s2", [v1, ph1, sub1, first1, last1, idx1, lane1])
-        v3, ph3, sub3, last3, idx3, lane3 = stage("s3", [v2, ph2, sub2, last2, idx2, lane2])
-        v4, ph4, sub4, last4, idx4, lane4 = stage("s4", [v3, ph3, sub3, last3, idx3, lane3])
+    @staticmethod
+    def _delay(m, tags, stage, names):
+        """The ``names`` of ``tags`` registered once, as the tags of ``stage``."""
+        out = {}
+        for name in names:
+            s = getattr(tags, name)
+            r = Signal.like(s, name=f"{stage}_{name}")
+            m.d.sync += r.eq(s)
+            out[name] = r
+        return _Tags(**out)
 
-        # ---- read ports ----
-        w_ra, w_re = Signal.like(wrd[0].addr, name="w_ra"), Signal(name="w_re")
-        c_ra, c_re = Signal.like(crd.addr, name="c_ra"), Signal(name="c_re")
-        a_ra, a_re = Signal.like(ard.addr, name="a_ra"), Signal(name="a_re")
-        m_ra, m_re = Signal.like(mrd.addr, name="m_ra"), Signal(name="m_re")
+    def _ports(self, m):
+        """The memories' read addresses and write enables, lanes and data, each driven from one place."""
+        c, P = self._c, self.P
+        c.w_ra, c.w_re = Signal.like(c.w_read[0].addr, name="w_ra"), Signal(name="w_re")
+        c.c_ra, c.c_re = Signal.like(c.c_read.addr, name="c_ra"), Signal(name="c_re")
+        c.a_ra, c.a_re = Signal.like(c.a_read.addr, name="a_ra"), Signal(name="a_re")
+        c.m_ra, c.m_re = Signal.like(c.m_read.addr, name="m_ra"), Signal(name="m_re")
         for p in range(P):
-            m.d.comb += [wrd[p].addr.eq(w_ra), wrd[p].en.eq(w_re)]
-        m.d.comb += [crd.addr.eq(c_ra), crd.en.eq(c_re), ard.addr.eq(a_ra), ard.en.eq(a_re),
-                     mrd.addr.eq(m_ra), mrd.en.eq(m_re)]
+            m.d.comb += [c.w_read[p].addr.eq(c.w_ra), c.w_read[p].en.eq(c.w_re)]
+        m.d.comb += [c.c_read.addr.eq(c.c_ra), c.c_read.en.eq(c.c_re), c.a_read.addr.eq(c.a_ra),
+                     c.a_read.en.eq(c.a_re), c.m_read.addr.eq(c.m_ra), c.m_read.en.eq(c.m_re)]
         # write ports (the deserializer takes the act port in cycles the datapath leaves free)
-        a_we = Signal(name="a_we")
-        a_addr = Signal.like(awr.addr, name="a_addr")
-        a_lanes = Signal(AL, name="a_lanes")
-        a_data = Signal(AW, name="a_data")
-        m_we = Signal(name="m_we")
-        m_addr = Signal.like(mwr.addr, name="m_addr")
-        m_lanes = Signal(ML, name="m_lanes")
-        m_data = Signal(MW, name="m_data")
-        c_we = Signal(name="c_we")
-        c_addr = Signal.like(cwr.addr, name="c_addr")
-        c_lanes = Signal(P, name="c_lanes")
-        c_data = Signal(P * wa, name="c_data")
-        m.d.comb += [mwr.addr.eq(m_addr), mwr.data.eq(m_data), mwr.en.eq(Mux(m_we, m_lanes, 0)),
-                     cwr.addr.eq(c_addr), cwr.data.eq(c_data), cwr.en.eq(Mux(c_we, c_lanes, 0))]
+        c.a_we = Signal(name="a_we")
+        c.a_addr = Signal.like(c.a_write.addr, name="a_addr")
+        c.a_lanes = Signal(c.act_word_lanes, name="a_lanes")
+        c.a_data = Signal(c.act_word_w, name="a_data")
+        c.m_we = Signal(name="m_we")
+        c.m_addr = Signal.like(c.m_write.addr, name="m_addr")
+        c.m_lanes = Signal(c.m_word_lanes, name="m_lanes")
+        c.m_data = Signal(c.m_word_w, name="m_data")
+        c.c_we = Signal(name="c_we")
+        c.c_addr = Signal.like(c.c_write.addr, name="c_addr")
+        c.c_lanes = Signal(P, name="c_lanes")
+        c.c_data = Signal(P * c.wa, name="c_data")
+        m.d.comb += [c.m_write.addr.eq(c.m_addr), c.m_write.data.eq(c.m_data),
+                     c.m_write.en.eq(Mux(c.m_we, c.m_lanes, 0)),
+                     c.c_write.addr.eq(c.c_addr), c.c_write.data.eq(c.c_data),
+                     c.c_write.en.eq(Mux(c.c_we, c.c_lanes, 0))]
         # the written values, one narrow select each: act a word (s, y, e, p) or one lane (h, t, x);
         # M the lanes' outputs, a 32-bit counter, or one lane (an l2 delta, the state port); the cache
         # a copied word or one lane
-        a_word = Signal(max(s_w, P_FRAC + 1), name="a_word")
-        a_isword = Signal(name="a_isword")
-        a_lane = Signal(wa, name="a_lane")
-        m_isout = Signal(name="m_isout")
-        m_iscnt = Signal(name="m_iscnt")
-        m_cnt = Signal(32, name="m_cnt")
-        m_lane = Signal(wm, name="m_lane")
-        c_iscopy, c_lane = Signal(name="c_iscopy"), Signal(wa, name="c_lane")
+        c.a_word = Signal(max(c.logit_w, P_FRAC + 1), name="a_word")
+        c.a_isword = Signal(name="a_isword")
+        c.a_lane = Signal(c.wa, name="a_lane")
+        c.m_isout = Signal(name="m_isout")
+        c.m_iscnt = Signal(name="m_iscnt")
+        c.m_cnt = Signal(32, name="m_cnt")
+        c.m_lane = Signal(c.m_lane_w, name="m_lane")
+        c.c_iscopy, c.c_lane = Signal(name="c_iscopy"), Signal(c.wa, name="c_lane")
 
-        def rep(v, w, n):
-            return Cat(*([_fit(v, w)] * n))
-
-        # ---- S1: operands, one multiplier per lane (the product registered) ----
-        # GRAD works on the 15 low bits of p (exact in a 16-bit operand): -err_k = -(p_k mod 2^15)
+    def _operands(self, m):
+        """S1: the lanes' A sources and the broadcast operand (their selects decoded at S0 and
+        registered, so no control logic sits between the block RAMs' data and the lanes), and B's
+        controls."""
+        c, P, C = self._c, self.P, self._c.C
+        i, s1, s2, s3 = c.issue, c.s1, c.s2, c.s3
+        # GRADIENT works on the 15 low bits of p (exact in a 16-bit operand): -err_k = -(p_k mod 2^15)
         # - 2^15 beta_k with beta_k = (p_k >> 15) - 2 y_k; the classes with beta != 0 (c, and at most
         # two others with p >= 1/2) get one more product, 2^14 (2 |beta_c|) T or -2^15 beta T
-        pcn = Signal(signed(16))                 # -(p_c mod 2^15)
-        bcc = Signal(2)                          # |beta_c| = 2 - (p_c >> 15)
-        kx = [Signal(range(max(2, C)), name=f"kx{i}") for i in range(2)]
-        bx = [Signal(name=f"bx{i}") for i in range(2)]          # beta - 1 of the other classes
-        nx = Signal(2)
-        rb_active = Signal()
-        rkind = Signal(3)                        # 0 W, 1 M lane, 2 cache, 3 counter register, 4 M counter
-        rb_lane1 = Signal(range(max(4, ML)))
+        c.neg_err_c = Signal(signed(16), name="neg_err_c")     # -(p_c mod 2^15)
+        c.beta_c = Signal(2, name="beta_c")                     # |beta_c| = 2 - (p_c >> 15)
+        c.corr_class = [Signal(range(max(2, C)), name=f"corr_class{n}") for n in range(2)]
+        c.corr_beta = [Signal(name=f"corr_beta{n}") for n in range(2)]     # beta - 1 of the other classes
+        c.n_corr = Signal(2, name="n_corr")
+        c.rb_active = Signal(name="rb_active")
+        c.rb_kind = Signal(3, name="rb_kind")    # 0 W, 1 M lane, 2 cache, 3 counter register, 4 M counter
+        c.rb_lane_s1 = Signal(range(max(4, c.m_word_lanes)), name="rb_lane_s1")
         # the sources (the multipliers' A at S1, the state port, the output unit's base at S3/S4):
-        # 0 W, 1 cache, 2 M, 3 zero (GRAD's base), decoded a cycle ahead and registered, so no
-        # control logic sits between the block RAMs' data and the lanes
-        src_sel, src_nxt = Signal(2, name="src_sel"), Signal(2, name="src_nxt")
-        with m.If(rb_active):
-            m.d.comb += src_nxt.eq(Mux(rkind == 2, 1, Mux(rkind == 0, 0, 2)))
-        with m.Elif(v2 & (ph2 == _UPD)):
-            m.d.comb += src_nxt.eq(0)
-        with m.Elif(v2 & (ph2 == _GRAD)):
-            m.d.comb += src_nxt.eq(3)
-        with m.Elif((i_v & (i_ph == _VEC)) | (v3 & (ph3 == _VEC))):
-            m.d.comb += src_nxt.eq(2)
-        with m.Elif(i_v & ((i_ph == _READ) | (i_ph == _TH))):
-            m.d.comb += src_nxt.eq(1)
-        m.d.sync += src_sel.eq(src_nxt)
-        src = []
+        # 0 W, 1 cache, 2 M, 3 zero (GRADIENT's base)
+        src_sel, src_next = Signal(2, name="src_sel"), Signal(2, name="src_next")
+        with m.If(c.rb_active):
+            m.d.comb += src_next.eq(Mux(c.rb_kind == 2, 1, Mux(c.rb_kind == 0, 0, 2)))
+        with m.Elif(s2.valid & (s2.phase == _UPDATE)):
+            m.d.comb += src_next.eq(0)
+        with m.Elif(s2.valid & (s2.phase == _GRADIENT)):
+            m.d.comb += src_next.eq(3)
+        with m.Elif((i.valid & (i.phase == _BIAS_TABLE)) | (s3.valid & (s3.phase == _BIAS_TABLE))):
+            m.d.comb += src_next.eq(2)
+        with m.Elif(i.valid & ((i.phase == _LOGITS) | (i.phase == _CACHE))):
+            m.d.comb += src_next.eq(1)
+        m.d.sync += src_sel.eq(src_next)
+        c.src = []
         for p in range(P):
-            s = Signal(signed(wA), name=f"src{p}")
+            s = Signal(signed(c.a_w), name=f"src{p}")
             with m.Switch(src_sel):
                 with m.Case(0):
-                    m.d.comb += s.eq(W_l[p])
+                    m.d.comb += s.eq(c.W_data[p])
                 with m.Case(1):
-                    m.d.comb += s.eq(C_l[p])
+                    m.d.comb += s.eq(c.C_data[p])
                 with m.Case(2):
-                    m.d.comb += s.eq(M_l[p])
-            src.append(s)
-        # one lane of an M word at S1: a row's bias (FWD), a row's delta (UPD)
-        sel = Signal(signed(wm))
-        m.d.comb += sel.eq(Array(M_l[:P])[lane1] if P > 1 else M_l[0])
+                    m.d.comb += s.eq(c.M_data[p])
+            c.src.append(s)
+        # one lane of an M word at S1: a row's bias (FORWARD), a row's delta (UPDATE)
+        c.m_lane_s1 = Signal(signed(c.m_lane_w), name="m_lane_s1")
+        m.d.comb += c.m_lane_s1.eq(Array(c.M_data[:P])[s1.lane] if P > 1 else c.M_data[0])
         # one lane of the sources (the state port)
-        rsel = Signal(signed(wA))
-        m.d.comb += rsel.eq(Array(src)[rb_lane1[:PB]] if P > 1 else src[0])
-        # the broadcast operand: UPD's deltas (their M word read with every issue, so no registers
-        # hold them; d_tm = -g m_m is g m_m times -Tin[m], the negation on B), GRAD's -errors
-        scalar = Signal(signed(wA))
-        with m.If(ph1 == _GRAD):
-            with m.Switch(ak1):
+        c.rb_src = Signal(signed(c.a_w), name="rb_src")
+        m.d.comb += c.rb_src.eq(Array(c.src)[c.rb_lane_s1[:c.lane_bits]] if P > 1 else c.src[0])
+        # the broadcast operand: UPDATE's deltas (their M word read with every issue, so no registers
+        # hold them; d_tm = -g m_m is g m_m times -Tin[m], the negation on B), GRADIENT's -errors
+        c.scalar = Signal(signed(c.a_w), name="scalar")
+        with m.If(s1.phase == _GRADIENT):
+            with m.Switch(s1.a_kind):
                 with m.Case(0):
-                    m.d.comb += scalar.eq(ard.data[:16].as_signed())     # -(p_k mod 2^15), as stored
+                    m.d.comb += c.scalar.eq(c.a_read.data[:16].as_signed())     # -(p_k mod 2^15), as stored
                 with m.Case(1):
-                    m.d.comb += scalar.eq(1 << (P_FRAC - 2))
+                    m.d.comb += c.scalar.eq(1 << (P_FRAC - 2))
                 with m.Case(2):
-                    m.d.comb += scalar.eq(-(1 << (P_FRAC - 1)))
+                    m.d.comb += c.scalar.eq(-(1 << (P_FRAC - 1)))
                 with m.Case(3):
-                    m.d.comb += scalar.eq(pcn)
+                    m.d.comb += c.scalar.eq(c.neg_err_c)
         with m.Else():
-            m.d.comb += scalar.eq(sel)
-        # B's controls, decoded at S0 and registered: the cache (else act), zero, the VEC constant
-        b_c1, b_z1, b_k1 = Signal(name="b_c1"), Signal(name="b_z1"), Signal(name="b_k1")
-        m.d.sync += [b_c1.eq(((i_ph == _GRAD) & i_bc) | ((i_ph == _UPD) & (i_d == 2))),
-                     b_z1.eq(((i_ph == _FWD) & (i_sub == 2)) | ((i_ph == _GRAD) & i_bz)),
-                     b_k1.eq(i_ph == _VEC)]
-        b_n1 = Signal(name="b_n1")               # the cache negated (UPD's d_tm term)
-        m.d.sync += b_n1.eq((i_ph == _UPD) & (i_d == 2))
-        bsh1 = bs1_
-        bk = Signal(signed(wB))                  # VEC's constant, +-2^kB (0 otherwise)
-        m.d.comb += bk.eq(Mux(b_k1 & ~b_z1, Mux(neg1, -(1 << kB), 1 << kB), 0))
-        sm_v = Signal()
-        sm_a, sm_b = Signal(unsigned(P_FRAC), name="sm_a"), Signal(unsigned(8), name="sm_b")
-        bcast = (ph1 == _GRAD) | (ph1 == _UPD)
-        prod = []
+            m.d.comb += c.scalar.eq(c.m_lane_s1)
+        # B's controls, decoded at S0 and registered: the cache (else act), zero, the BIAS/TABLE constant
+        c.b_cache1, c.b_zero1, c.b_const1 = Signal(name="b_cache1"), Signal(name="b_zero1"), Signal(name="b_const1")
+        m.d.sync += [c.b_cache1.eq(((i.phase == _GRADIENT) & i.b_cache) | ((i.phase == _UPDATE) & (i.term == 2))),
+                     c.b_zero1.eq(((i.phase == _FORWARD) & (i.sub == 2)) | ((i.phase == _GRADIENT) & i.b_zero)),
+                     c.b_const1.eq(i.phase == _BIAS_TABLE)]
+        c.b_neg1 = Signal(name="b_neg1")         # the cache negated (UPDATE's d_tm term)
+        m.d.sync += c.b_neg1.eq((i.phase == _UPDATE) & (i.term == 2))
+        c.b_const = Signal(signed(c.b_w), name="b_const")      # BIAS/TABLE's constant, +-2^kB (0 otherwise)
+        kB = c.vec_scale
+        m.d.comb += c.b_const.eq(Mux(c.b_const1 & ~c.b_zero1, Mux(s1.neg, -(1 << kB), 1 << kB), 0))
+
+    def _products(self, m):
+        """S1: one multiplier per lane, the product registered (lane 0's also the softmax's), and
+        GRADIENT's masks f'(t), f'(T[m]), f'(h)."""
+        c, P = self._c, self.P
+        s1 = c.s1
+        c.sm_valid = Signal(name="sm_valid")
+        c.sm_a, c.sm_b = Signal(unsigned(P_FRAC), name="sm_a"), Signal(unsigned(8), name="sm_b")
+        broadcast = (s1.phase == _GRADIENT) | (s1.phase == _UPDATE)
+        c.prod = []
         for p in range(P):
-            ma, mb = Signal(signed(wA), name=f"ma{p}"), Signal(signed(wB), name=f"mb{p}")
-            m.d.comb += ma.eq(Mux(bcast, scalar, src[p]))
-            bsrc = Signal(signed(wB), name=f"bsrc{p}")
-            m.d.comb += bsrc.eq(Mux(b_z1 | b_k1, 0, Mux(b_c1, Mux(b_n1, -C_l[p], C_l[p]), A_l[p])))   # 0: zero, VEC
-            bshd = Signal(signed(wB), name=f"bshd{p}")
-            m.d.comb += bshd.eq(Mux(bsh1[1], bsrc << 2, Mux(bsh1[0], bsrc << 1, bsrc)))
-            m.d.comb += mb.eq(bshd | bk)
+            ma, mb = Signal(signed(c.a_w), name=f"ma{p}"), Signal(signed(c.b_w), name=f"mb{p}")
+            m.d.comb += ma.eq(Mux(broadcast, c.scalar, c.src[p]))
+            b_src = Signal(signed(c.b_w), name=f"b_src{p}")
+            m.d.comb += b_src.eq(Mux(c.b_zero1 | c.b_const1, 0,
+                                     Mux(c.b_cache1, Mux(c.b_neg1, -c.C_data[p], c.C_data[p]), c.A_data[p])))
+            b_shifted = Signal(signed(c.b_w), name=f"b_shifted{p}")
+            m.d.comb += b_shifted.eq(Mux(s1.b_shift[1], b_src << 2, Mux(s1.b_shift[0], b_src << 1, b_src)))
+            m.d.comb += mb.eq(b_shifted | c.b_const)
             if p == 0:
-                with m.If(sm_v):
-                    m.d.comb += [ma.eq(sm_a), mb.eq(sm_b)]
-            pr_ = Signal(signed(wA + wB), name=f"prod{p}", reset_less=True)
-            m.d.sync += pr_.eq(ma * mb)
-            prod.append(pr_)
+                with m.If(c.sm_valid):
+                    m.d.comb += [ma.eq(c.sm_a), mb.eq(c.sm_b)]
+            product = Signal(signed(c.a_w + c.b_w), name=f"prod{p}", reset_less=True)
+            m.d.sync += product.eq(ma * mb)
+            c.prod.append(product)
+        # GRADIENT's masks: f'(t) at k == c, f'(T[m]) at k == m (sum steps), f'(h) at the first g step
+        names = ("mask_t_next", "mask_tm_next", "mask_t", "mask_tm", "mask_h")
+        c.mask_t_next, c.mask_tm_next, c.mask_t, c.mask_tm, c.mask_h = (Signal(P, name=n) for n in names)
+        qa = c.qa
+        with m.If(s1.valid & (s1.phase == _GRADIENT)):
+            with m.If((s1.sub == 0) & s1.is_c):
+                m.d.sync += c.mask_t_next.eq(Cat(*(inside(c.C_data[p], qa) for p in range(P))))
+            with m.If((s1.sub == 0) & s1.is_m):
+                m.d.sync += c.mask_tm_next.eq(Cat(*(inside(c.C_data[p], qa) for p in range(P))))
+            with m.If(s1.a_kind == 3):
+                m.d.sync += [c.mask_h.eq(Cat(*(inside(c.A_data[p], qa) for p in range(P)))),
+                             c.mask_t.eq(c.mask_t_next), c.mask_tm.eq(c.mask_tm_next)]
 
-        def inside(v):                           # a wa-bit value: neither bound (no comparator)
-            v = Value.cast(v)
-            if len(v) == wa and v.shape().signed and (qa.min_int, qa.max_int) == (-ha_, ha_ - 1):
-                return (v != qa.min_int) & (v != qa.max_int)
-            return (v > qa.min_int) & (v < qa.max_int)
-        # GRAD's masks: f'(t) at k == c, f'(T[m]) at k == m (sum steps), f'(h) at the first g step
-        mt_n, mm_n, mt_c, mm_c, mh = (Signal(P, name=nm) for nm in ("mt_n", "mm_n", "mt_c", "mm_c", "mh"))
-        with m.If(v1 & (ph1 == _GRAD)):
-            with m.If((sub1 == 0) & isc1):
-                m.d.sync += mt_n.eq(Cat(*(inside(C_l[p]) for p in range(P))))
-            with m.If((sub1 == 0) & ism1):
-                m.d.sync += mm_n.eq(Cat(*(inside(C_l[p]) for p in range(P))))
-            with m.If(ak1 == 3):
-                m.d.sync += [mh.eq(Cat(*(inside(A_l[p]) for p in range(P)))), mt_c.eq(mt_n), mm_c.eq(mm_n)]
-
-        # ---- S2: accumulate; late reads (W for UPD, M for the FWD bias and the VEC target) ----
+    def _accumulate(self, m):
+        """S2: accumulate per lane (the start value carries the rounding half), the adder tree, and
+        the late reads: the W word of UPDATE, the M word of BIAS and TABLE (at S3)."""
+        c, P, Y = self._c, self.P, self.layout
+        s1, s2 = c.s1, c.s2
+        kW, kG, fw = c.step_shift, c.err_shift, c.fw
         half_w = (1 << (kW - 1)) if kW > 0 else 0
         half_g = (1 << (kG - 1)) if kG > 0 else 0
-        racc = [Signal(signed(wr), name=f"racc{p}", reset_less=True) for p in range(P)]
-        start = Signal(signed(wr))
-        m.d.comb += start.eq(Mux(ph2 == _GRAD, half_g, Mux((ph2 == _UPD) | (ph2 == _VEC), half_w, 0)))
-        # FWD: lane 0 starts a row from its bias (read with the row's first issue, held from S1),
+        c.acc = [Signal(signed(c.acc_w), name=f"acc{p}", reset_less=True) for p in range(P)]
+        start = Signal(signed(c.acc_w), name="start")
+        m.d.comb += start.eq(Mux(s2.phase == _GRADIENT, half_g,
+                                 Mux((s2.phase == _UPDATE) | (s2.phase == _BIAS_TABLE), half_w, 0)))
+        # FORWARD: lane 0 starts a row from its bias (read with the row's first issue, held from S1),
         # lane 1 (or 0 too, with one lane) from the rounding half (fw + fa fraction bits narrowed to fa)
         half_f = 1 << (fw - 1) if fw > 0 else 0
-        bias_r = Signal(signed(wm), name="bias_r")
-        with m.If(v1 & first1 & (ph1 == _FWD)):
-            m.d.sync += bias_r.eq(sel)
-        starts = [Signal(signed(wr), name=f"start{p}") for p in range(min(P, 2))]
-        m.d.comb += starts[0].eq(Mux(ph2 == _FWD, (bias_r << bsh) + (half_f if P == 1 else 0), start))
+        bias = Signal(signed(c.m_lane_w), name="bias")
+        with m.If(s1.valid & s1.first & (s1.phase == _FORWARD)):
+            m.d.sync += bias.eq(c.m_lane_s1)
+        starts = [Signal(signed(c.acc_w), name=f"start{p}") for p in range(min(P, 2))]
+        m.d.comb += starts[0].eq(Mux(s2.phase == _FORWARD, (bias << c.bias_align) + (half_f if P == 1 else 0), start))
         if P > 1:
-            m.d.comb += starts[1].eq(Mux(ph2 == _FWD, half_f, start))
-        with m.If(v2):
+            m.d.comb += starts[1].eq(Mux(s2.phase == _FORWARD, half_f, start))
+        with m.If(s2.valid):
             for p in range(P):
-                m.d.sync += racc[p].eq(Mux(first2, starts[p] if p < 2 else start, racc[p]) + prod[p])
-        tree = Signal(signed(wt))
-        m.d.comb += tree.eq(sum(racc))
-        wptr = Signal(range(Y.wdepth + 1))       # UPD: the W word read at S2, written at S3
-        waddr3 = Signal.like(wptr)
-        taddr4 = Signal.like(m_ra)
-        upd3, vec4 = Signal(name="upd3"), Signal(name="vec4")
-        m.d.sync += [upd3.eq(0), vec4.eq(0)]
-        late_m = Signal()
-        late_maddr = Signal.like(m_ra)
-        late_w = Signal()
-        m.d.comb += late_w.eq(v2 & last2 & (ph2 == _UPD))
+                m.d.sync += c.acc[p].eq(Mux(s2.first, starts[p] if p < 2 else start, c.acc[p]) + c.prod[p])
+        c.tree = Signal(signed(c.tree_w), name="tree")
+        m.d.comb += c.tree.eq(sum(c.acc))
+        c.w_ptr = Signal(range(Y.wdepth + 1), name="w_ptr")     # UPDATE: the W word read at S2, written at S3
+        c.w_addr3 = Signal.like(c.w_ptr, name="w_addr3")
+        c.vec_addr4 = Signal.like(c.m_ra, name="vec_addr4")
+        c.upd3, c.vec4 = Signal(name="upd3"), Signal(name="vec4")
+        m.d.sync += [c.upd3.eq(0), c.vec4.eq(0)]
+        late_m = Signal(name="late_m")
+        late_m_addr = Signal.like(c.m_ra, name="late_m_addr")
+        late_w = Signal(name="late_w")
+        m.d.comb += late_w.eq(s2.valid & s2.last & (s2.phase == _UPDATE))
         with m.If(late_w):
-            m.d.sync += [waddr3.eq(wptr), wptr.eq(wptr + 1), upd3.eq(1)]
-        # VEC: the target is read at S3 (the chunk's sums stay in racc a cycle longer), its address
-        # decoded at S2 and registered
-        late_m3, late_ma3 = Signal(name="late_m3"), Signal.like(m_ra, name="late_ma3")
-        m.d.sync += [late_m3.eq(v2 & last2 & (ph2 == _VEC)),
-                     late_ma3.eq(Mux(sub2 == 0, L_bbase | idx2, Y.rbase | radd(Mux(sub2 == 1, rowc, rowm), idx2)))]
+            m.d.sync += [c.w_addr3.eq(c.w_ptr), c.w_ptr.eq(c.w_ptr + 1), c.upd3.eq(1)]
+        # BIAS and TABLE: the target is read at S3 (the chunk's sums stay in acc a cycle longer), its
+        # address decoded at S2 and registered
+        late_m3, late_m_addr3 = Signal(name="late_m3"), Signal.like(c.m_ra, name="late_m_addr3")
+        m.d.sync += [late_m3.eq(s2.valid & s2.last & (s2.phase == _BIAS_TABLE)),
+                     late_m_addr3.eq(Mux(s2.sub == 0, c.L_bbase | s2.index,
+                                         Y.rbase | self._row_plus(Mux(s2.sub == 1, c.row_c, c.row_m), s2.index)))]
         with m.If(late_m3):
-            m.d.comb += [late_m.eq(1), late_maddr.eq(late_ma3)]
-            m.d.sync += [taddr4.eq(late_ma3), vec4.eq(1)]
+            m.d.comb += [late_m.eq(1), late_m_addr.eq(late_m_addr3)]
+            m.d.sync += [c.vec_addr4.eq(late_m_addr3), c.vec4.eq(1)]
         with m.If(late_w):
-            m.d.comb += [w_ra.eq(wptr), w_re.eq(1)]
+            m.d.comb += [c.w_ra.eq(c.w_ptr), c.w_re.eq(1)]
         with m.If(late_m):
-            m.d.comb += [m_ra.eq(late_maddr), m_re.eq(1)]
+            m.d.comb += [c.m_ra.eq(late_m_addr), c.m_re.eq(1)]
 
-        # ---- S3 (S4 for VEC): results ----
-        best, bestm = Signal(signed(s_w), name="best"), Signal(signed(s_w), name="bestm")
-        pred = Signal(range(max(2, C)))
-        have_m = Signal()
-        hv4, thold = Signal(signed(wa), name="hv4"), Signal(signed(wa), name="thold")
-        pend_w = Signal(_bits(max(Y.n[l] * Y.ni[l] for l in range(L))) + 1)
-        pend_b = Signal(_bits(nmax) + 1)
-        pend_e = Signal(_bits(2 * nmax) + 1)
-        pend_t = Signal(_bits(2 * Y.n[0]) + 1)
-        flags, fkind = Signal(P, name="flags"), Signal(2, name="fkind")    # saturation flags, counted a cycle later
-        fpend = Signal()                         # flags were registered (whatever their value)
-        m.d.sync += [flags.eq(0), fpend.eq(0)]
-        # FWD: h or t = f(sum + b), the bias and the rounding half in the sum (lane 0's and 1's starts)
-        with m.If(v3 & last3 & (ph3 == _FWD)):
-            m.d.sync += hv4.eq(_sat_zero(_rshift_even(tree, fw), qa, Const(0, 1))[0])
-        with m.If(v4 & last4 & (ph4 == _FWD)):
-            m.d.comb += [a_we.eq(1), a_addr.eq(Mux(sub4 == 0, L_hout, L_ttout) | idx4), a_lanes.eq(1 << lane4),
-                         a_lane.eq(hv4)]
-            with m.If(sub4 != 0):
-                m.d.sync += thold.eq(hv4)
-                with m.If(~L_last):
-                    m.d.comb += [c_we.eq(1), c_addr.eq(L_tbase | radd(rowc, idx4)), c_lanes.eq(1 << lane4),
-                                 c_lane.eq(hv4)]
+    # ------------------------------------------------------------------ S3 and S4: results
+    def _forward_result(self, m):
+        """FORWARD at S3/S4: h or t = f(sum + b) (the bias and the rounding half are the lanes'
+        starts) -> act, t -> T_l[c] but in the last layer; ``l2``: the delta h - t -> M."""
+        c, Y, ce = self._c, self.layout, self._c.ce
+        s3, s4 = c.s3, c.s4
+        c.act4 = Signal(signed(c.wa), name="act4")      # h_j or t_j, written at S4
+        c.t_held = Signal(signed(c.wa), name="t_held")
+        with m.If(s3.valid & s3.last & (s3.phase == _FORWARD)):
+            m.d.sync += c.act4.eq(saturate_or_zero(round_shift_halved(c.tree, c.fw), c.qa, Const(0, 1))[0])
+        with m.If(s4.valid & s4.last & (s4.phase == _FORWARD)):
+            m.d.comb += [c.a_we.eq(1), c.a_addr.eq(Mux(s4.sub == 0, c.L_hout, c.L_ttout) | s4.index),
+                         c.a_lanes.eq(1 << s4.lane), c.a_lane.eq(c.act4)]
+            with m.If(s4.sub != 0):
+                m.d.sync += c.t_held.eq(c.act4)
+                with m.If(~c.L_last):
+                    m.d.comb += [c.c_we.eq(1), c.c_addr.eq(c.L_tbase | self._row_plus(c.row_c, s4.index)),
+                                 c.c_lanes.eq(1 << s4.lane), c.c_lane.eq(c.act4)]
             if not ce:
-                with m.If((sub4 == 0) & train):
-                    diff = hv4 - thold
-                    dl2 = (diff << (fe - fa)) if fe >= fa else round_shift(diff, fa - fe, "nearest")
-                    m.d.comb += [m_we.eq(1), m_addr.eq(Y.dh | idx4), m_lanes.eq(1 << lane4),
-                                 m_lane.eq(Mux(inside(hv4), dl2, 0))]
-        # READ, TH: the logits; best is max(s) for the softmax (the prediction is kept in pred)
-        # (the sum registered: compared and written at S4)
-        s4 = Signal(signed(s_w), name="s4", reset_less=True)
-        m.d.sync += s4.eq(tree)
-        with m.If(v4 & last4 & (ph4 == _READ)):
-            with m.If((idx4 == 0) | (s4 > best)):
-                m.d.sync += [best.eq(s4), pred.eq(idx4)]
-            with m.If((idx4 != cls) & (~have_m | (s4 > bestm))):
-                m.d.sync += [bestm.eq(s4), mreg.eq(idx4), have_m.eq(1)]
-            if ce:
-                with m.If(train):
-                    m.d.comb += [a_we.eq(1), a_addr.eq(Y.sbase | idx4), a_lanes.eq((1 << AL) - 1),
-                                 a_isword.eq(1), a_word.eq(s4)]
-        with m.If(v4 & last4 & (ph4 == _TH)):
-            m.d.comb += [a_we.eq(1), a_addr.eq(Y.sbase | cls), a_lanes.eq((1 << AL) - 1), a_isword.eq(1), a_word.eq(s4)]
-            m.d.sync += best.eq(Mux(s4 > bestm, s4, bestm))
-        # one output unit per lane: sat(base - round(racc >> k)): W, b, R (base the old value, k = kW),
-        # or a delta (base 0, k = kG; GRAD accumulated minus the sum), masked by f'
-        grad3 = v3 & last3 & (ph3 == _GRAD)
-        isG = Signal()
-        m.d.comb += isG.eq(ph3 == _GRAD)
-        mk = Signal(P)
-        m.d.comb += mk.eq(Mux(sub3 == 0, mh, Mux(sub3 == 1, mt_c, mm_c)))
-        outs, ovfs = [], []
+                with m.If((s4.sub == 0) & c.train):
+                    fa, fe = c.fa, c.fe
+                    diff = c.act4 - c.t_held
+                    d_l2 = (diff << (fe - fa)) if fe >= fa else round_shift(diff, fa - fe, "nearest")
+                    m.d.comb += [c.m_we.eq(1), c.m_addr.eq(Y.dh | s4.index), c.m_lanes.eq(1 << s4.lane),
+                                 c.m_lane.eq(Mux(inside(c.act4, c.qa), d_l2, 0))]
+
+    def _logits_result(self, m):
+        """LOGITS and CACHE at S4: the logit s_k registered, compared (the prediction, m and
+        max(s) for the softmax) and written to act."""
+        c, Y, C = self._c, self.layout, self._c.C
+        s4 = c.s4
+        c.s_max = Signal(signed(c.logit_w), name="s_max")
+        c.s_max_wrong = Signal(signed(c.logit_w), name="s_max_wrong")      # max over k != c: s_m
+        c.prediction = Signal(range(max(2, C)), name="prediction")
+        c.have_m = Signal(name="have_m")
+        logit = Signal(signed(c.logit_w), name="logit", reset_less=True)
+        m.d.sync += logit.eq(c.tree)
+        all_lanes = (1 << c.act_word_lanes) - 1
+        with m.If(s4.valid & s4.last & (s4.phase == _LOGITS)):
+            with m.If((s4.index == 0) | (logit > c.s_max)):
+                m.d.sync += [c.s_max.eq(logit), c.prediction.eq(s4.index)]
+            with m.If((s4.index != c.own_class) & (~c.have_m | (logit > c.s_max_wrong))):
+                m.d.sync += [c.s_max_wrong.eq(logit), c.m_class.eq(s4.index), c.have_m.eq(1)]
+            if c.ce:
+                with m.If(c.train):
+                    m.d.comb += [c.a_we.eq(1), c.a_addr.eq(Y.sbase | s4.index), c.a_lanes.eq(all_lanes),
+                                 c.a_isword.eq(1), c.a_word.eq(logit)]
+        with m.If(s4.valid & s4.last & (s4.phase == _CACHE)):       # s_c = t . h, the last layer
+            m.d.comb += [c.a_we.eq(1), c.a_addr.eq(Y.sbase | c.own_class), c.a_lanes.eq(all_lanes),
+                         c.a_isword.eq(1), c.a_word.eq(logit)]
+            m.d.sync += c.s_max.eq(Mux(logit > c.s_max_wrong, logit, c.s_max_wrong))
+
+    def _output_units(self, m):
+        """One output unit per lane at S3: ``sat(base - round(acc >> k))``, a weight, bias or table
+        step (base the old value, ``k`` the step shift) or a delta (base 0, the error shift;
+        GRADIENT accumulated minus the sum), masked by f'; registered, written a cycle later."""
+        c, P = self._c, self.P
+        s3 = c.s3
+        kW, kG = c.step_shift, c.err_shift
+        is_grad = Signal(name="is_grad")
+        m.d.comb += is_grad.eq(s3.phase == _GRADIENT)
+        mask = Signal(P, name="mask")
+        m.d.comb += mask.eq(Mux(s3.sub == 0, c.mask_h, Mux(s3.sub == 1, c.mask_t, c.mask_tm)))
+        c.outs, c.overflows = [], []
         for p in range(P):
             if kG == kW:
-                q = _rshift_even(racc[p], kW)
+                q = round_shift_halved(c.acc[p], kW)
             else:
-                q = Mux(isG, _rshift_even(racc[p], kG), _rshift_even(racc[p], kW))
-            # the base: the old weight (UPD, read at S2), the old bias or table word (VEC, read at
-            # S3), or 0 (GRAD)
-            diff = Signal(signed(max(wA, len(q)) + 1), name=f"udiff{p}")
-            m.d.comb += diff.eq(src[p] - q)
-            zero = isG & ~mk[p]
-            if same_fmt:
-                ov, oo = _sat_zero(diff, qw, zero)
+                q = Mux(is_grad, round_shift_halved(c.acc[p], kG), round_shift_halved(c.acc[p], kW))
+            # the base: the old weight (UPDATE, read at S2), the old bias or table word (BIAS, TABLE,
+            # read at S3), or 0 (GRADIENT)
+            diff = Signal(signed(max(c.a_w, len(q)) + 1), name=f"out_diff{p}")
+            m.d.comb += diff.eq(c.src[p] - q)
+            zero = is_grad & ~mask[p]
+            if c.same_width:
+                value, overflow = saturate_or_zero(diff, c.qw, zero)
             else:
-                v1_, o1_ = _sat_zero(diff, qw, zero)
-                v2_, o2_ = _sat_zero(diff, qe, zero)
-                ov, oo = Mux(isG, v2_, v1_), Mux(isG, o2_, o1_)
-            o = Signal(signed(wm), name=f"out{p}", reset_less=True)     # written a cycle later
-            m.d.sync += o.eq(ov)
-            outs.append(o)
-            ovfs.append(oo)
-        # (a VEC target's address stays in taddr4 until the next chunk's target is read, at S5 or later)
-        grad4, upd4, vec5 = Signal(name="grad4"), Signal(name="upd4"), Signal(name="vec5")
-        waddr4 = Signal.like(waddr3, name="waddr4")
-        m.d.sync += [grad4.eq(grad3), upd4.eq(upd3), vec5.eq(vec4), waddr4.eq(waddr3)]
-        with m.If(grad4):
-            m.d.comb += [m_we.eq(1), m_addr.eq(Mux(sub4 == 0, Y.dh, Mux(sub4 == 1, Y.dtc, Y.dtm)) | idx4),
-                         m_lanes.eq((1 << P) - 1), m_isout.eq(1)]
+                v_w, o_w = saturate_or_zero(diff, c.qw, zero)
+                v_e, o_e = saturate_or_zero(diff, c.qe, zero)
+                value, overflow = Mux(is_grad, v_e, v_w), Mux(is_grad, o_e, o_w)
+            out = Signal(signed(c.m_lane_w), name=f"out{p}", reset_less=True)     # written a cycle later
+            m.d.sync += out.eq(value)
+            c.outs.append(out)
+            c.overflows.append(overflow)
+
+    def _output_writes(self, m):
+        """The output units' words written: deltas (GRADIENT) and BIAS/TABLE words to M, weights
+        (UPDATE) to the W banks; their saturation flags registered for the counters."""
+        c, P, Y = self._c, self.P, self.layout
+        s3, s4 = c.s3, c.s4
+        c.flags, c.flag_kind = Signal(P, name="flags"), Signal(2, name="flag_kind")   # counted a cycle later
+        c.flags_pending = Signal(name="flags_pending")     # flags were registered (whatever their value)
+        m.d.sync += [c.flags.eq(0), c.flags_pending.eq(0)]
+        grad3 = s3.valid & s3.last & (s3.phase == _GRADIENT)
+        # (a BIAS/TABLE target's address stays in vec_addr4 until the next chunk's target is read)
+        c.grad4, c.upd4, c.vec5 = Signal(name="grad4"), Signal(name="upd4"), Signal(name="vec5")
+        w_addr4 = Signal.like(c.w_addr3, name="w_addr4")
+        m.d.sync += [c.grad4.eq(grad3), c.upd4.eq(c.upd3), c.vec5.eq(c.vec4), w_addr4.eq(c.w_addr3)]
+        with m.If(c.grad4):
+            m.d.comb += [c.m_we.eq(1), c.m_addr.eq(Mux(s4.sub == 0, Y.dh, Mux(s4.sub == 1, Y.dtc, Y.dtm)) | s4.index),
+                         c.m_lanes.eq((1 << P) - 1), c.m_isout.eq(1)]
         with m.If(grad3):
-            with m.If(sub3 != 2):
-                m.d.sync += [flags.eq(Cat(*ovfs)), fkind.eq(2), fpend.eq(1)]
-        w_we, w_waddr, w_wlane = Signal(name="w_we"), Signal.like(waddr3, name="w_waddr"), Signal(P, name="w_wlane")
-        m.d.comb += [w_we.eq(upd4), w_waddr.eq(waddr4), w_wlane.eq((1 << P) - 1)]
+            with m.If(s3.sub != 2):
+                m.d.sync += [c.flags.eq(Cat(*c.overflows)), c.flag_kind.eq(2), c.flags_pending.eq(1)]
+        c.w_we, c.w_waddr = Signal(name="w_we"), Signal.like(c.w_addr3, name="w_waddr")
+        c.w_wlane = Signal(P, name="w_wlane")
+        m.d.comb += [c.w_we.eq(c.upd4), c.w_waddr.eq(w_addr4), c.w_wlane.eq((1 << P) - 1)]
         for p in range(P):     # bank p takes M's lane p (the lane's output, or the state port's word)
-            m.d.comb += [wwr[p].addr.eq(w_waddr), wwr[p].data.eq(m_data[p * wm:p * wm + qw.width]),
-                         wwr[p].en.eq(w_we & w_wlane[p])]
-        with m.If(upd4):
-            m.d.comb += m_isout.eq(1)
-        with m.If(upd3):
-            m.d.sync += [flags.eq(Cat(*ovfs)), fkind.eq(0), fpend.eq(1)]
-        with m.If(vec5):
-            m.d.comb += [m_we.eq(1), m_addr.eq(taddr4), m_lanes.eq((1 << P) - 1), m_isout.eq(1)]
-        with m.If(vec4):
-            m.d.sync += [flags.eq(Cat(*ovfs)), fkind.eq(Mux(sub4 == 0, 1, 3)), fpend.eq(1)]
-        cnt = Signal(range(P + 1))
-        m.d.comb += cnt.eq(sum(flags[p] for p in range(P)))
-        with m.Switch(fkind):
-            with m.Case(0):
-                m.d.sync += pend_w.eq(pend_w + cnt)
-            with m.Case(1):
-                m.d.sync += pend_b.eq(pend_b + cnt)
-            with m.Case(2):
-                m.d.sync += pend_e.eq(pend_e + cnt)
-            with m.Case(3):
-                m.d.sync += pend_t.eq(pend_t + cnt)
+            wm = c.m_lane_w
+            m.d.comb += [c.w_write[p].addr.eq(c.w_waddr), c.w_write[p].data.eq(c.m_data[p * wm:p * wm + c.qw.width]),
+                         c.w_write[p].en.eq(c.w_we & c.w_wlane[p])]
+        with m.If(c.upd4):
+            m.d.comb += c.m_isout.eq(1)
+        with m.If(c.upd3):
+            m.d.sync += [c.flags.eq(Cat(*c.overflows)), c.flag_kind.eq(0), c.flags_pending.eq(1)]
+        with m.If(c.vec5):
+            m.d.comb += [c.m_we.eq(1), c.m_addr.eq(c.vec_addr4), c.m_lanes.eq((1 << P) - 1), c.m_isout.eq(1)]
+        with m.If(c.vec4):
+            m.d.sync += [c.flags.eq(Cat(*c.overflows)), c.flag_kind.eq(Mux(s4.sub == 0, 1, 3)), c.flags_pending.eq(1)]
 
-        # ---- the softmax (its products on lane 0; sacc is also the divider's remainder) ----
-        xt_in, pt_in = Signal(name="xt_in"), Signal(name="pt_in")
-        XT = npc + 3
-        xt, pt, e16r = Signal(XT, name="xt"), Signal(4, name="pt"), Signal(3, name="e16r")
-        e16_in = Signal()
-        m.d.sync += [xt.eq(Cat(xt_in, xt[:-1])), pt.eq(Cat(pt_in, pt[:-1])), e16r.eq(Cat(e16_in, e16r[:-1]))]
-        smp, smf, sminit = Signal(name="smp"), Signal(name="smf"), Signal(name="sminit")
-        sm_first, sm_pmode = Signal(name="sm_first"), Signal(name="sm_pmode")
-        m.d.sync += [smp.eq(sm_v), smf.eq(sm_first), sminit.eq(sm_first & sm_pmode)]
-        sacc = Signal(max(27, _bits(C << (P_FRAC + 1)) + 2))
-        sm_total = Signal(_bits(C << P_FRAC) + 1)
-        sm_r = Signal(_Q_BITS)
-        sm_bit = Signal(range(_Q_BITS + 1))
-        ks, kw = Signal(range(C + 1), name="ks"), Signal(range(C + 1), name="kw")
-        ipr = Signal(5)
-        e_rd = ard.data[:P_FRAC + 1]
-        with m.If(smp):
-            m.d.sync += sacc.eq(Mux(smf, Mux(sminit & sm_r[0], e_rd, 0), sacc >> 8) + (prod[0].as_unsigned()[:26] << 1))
-        # pass 1: y_k = floor((max(s) - s_k) log2(e) 2^-(f + 10)), d clamped, npc 8-bit pieces
-        dval = Signal(s_w + 1)
-        m.d.comb += dval.eq(best - ard.data[:s_w].as_signed())
-        dcl = Signal(8 * npc)
+    def _saturation_counts(self, m):
+        """The saturations of the current layer, pending until COMMIT adds them to its counters."""
+        c, P, Y, L = self._c, self.P, self.layout, self._c.L
+        c.pending_weight = Signal(_bits(max(Y.n[l] * Y.ni[l] for l in range(L))) + 1, name="pending_weight")
+        c.pending_bias = Signal(_bits(c.nmax) + 1, name="pending_bias")
+        c.pending_error = Signal(_bits(2 * c.nmax) + 1, name="pending_error")
+        c.pending_table = Signal(_bits(2 * Y.n[0]) + 1, name="pending_table")
+        count = Signal(range(P + 1), name="flag_count")
+        m.d.comb += count.eq(sum(c.flags[p] for p in range(P)))
+        with m.Switch(c.flag_kind):
+            for kind, pending in enumerate((c.pending_weight, c.pending_bias, c.pending_error, c.pending_table)):
+                with m.Case(kind):
+                    m.d.sync += pending.eq(pending + count)
 
-        def y_of(dv):                            # the pieces' arithmetic: (sacc, y) for a d
+    # ------------------------------------------------------------------ the softmax datapath (lane 0)
+    def _softmax_exp(self, m):
+        """SOFTMAX_Y: y_k = floor((max(s) - s_k) log2(e) 2^-(f + 10)) from 8-bit pieces of the clamped
+        d_k on lane 0, then e_k = table[y_k mod 64] >> (y_k / 64) (0 from 17) -> act, summed."""
+        c, Y = self._c, self.layout
+        npc, ysh, s_w = c.n_pieces, c.y_shift, c.logit_w
+        all_lanes = (1 << c.act_word_lanes) - 1
+        c.y_issue, c.p_issue = Signal(name="y_issue"), Signal(name="p_issue")
+        c.y_pipe = Signal(npc + 3, name="y_pipe")
+        c.p_pipe, c.e_one_pipe = Signal(4, name="p_pipe"), Signal(3, name="e_one_pipe")
+        c.e_one_in = Signal(name="e_one_in")     # e = 1.0: p = r
+        m.d.sync += [c.y_pipe.eq(Cat(c.y_issue, c.y_pipe[:-1])), c.p_pipe.eq(Cat(c.p_issue, c.p_pipe[:-1])),
+                     c.e_one_pipe.eq(Cat(c.e_one_in, c.e_one_pipe[:-1]))]
+        product_v, product_first = Signal(name="sm_prod_v"), Signal(name="sm_prod_first")
+        product_init = Signal(name="sm_prod_init")
+        c.sm_first, c.sm_p_mode = Signal(name="sm_first"), Signal(name="sm_p_mode")
+        m.d.sync += [product_v.eq(c.sm_valid), product_first.eq(c.sm_first), product_init.eq(c.sm_first & c.sm_p_mode)]
+        # the products' sum, also the divider's remainder
+        c.sm_acc = Signal(max(27, _bits(c.C << (P_FRAC + 1)) + 2), name="sm_acc")
+        c.e_total = Signal(_bits(c.C << P_FRAC) + 1, name="e_total")
+        c.recip = Signal(_Q_BITS, name="recip")          # r = floor(2^32 / total)
+        c.div_bit = Signal(range(_Q_BITS + 1), name="div_bit")
+        c.k_read, c.k_write = Signal(range(c.C + 1), name="k_read"), Signal(range(c.C + 1), name="k_write")
+        e_shift = Signal(5, name="e_shift")
+        c.e_read = c.a_read.data[:P_FRAC + 1]
+        with m.If(product_v):
+            m.d.sync += c.sm_acc.eq(Mux(product_first, Mux(product_init & c.recip[0], c.e_read, 0), c.sm_acc >> 8)
+                                    + (c.prod[0].as_unsigned()[:26] << 1))
+        d = Signal(s_w + 1, name="d")
+        m.d.comb += d.eq(c.s_max - c.a_read.data[:s_w].as_signed())
+        d_clamped = Signal(8 * npc, name="d_clamped")
+
+        def y_of(dv):                            # the pieces' arithmetic: (sm_acc, y) for a d
             acc = 0
-            for i in range(npc):
-                acc = (0 if i == 0 else acc >> 8) + ((LOG2E_Q16 // 4) * ((dv >> 8 * i) & 255) << 1)
+            for n in range(npc):
+                acc = (0 if n == 0 else acc >> 8) + ((LOG2E_Q16 // 4) * ((dv >> 8 * n) & 255) << 1)
             return acc, acc >> ysh
-        dtop = (1 << s_w) - 1                    # d < 2^s_w: both logits are s_w-bit
+        d_top = (1 << s_w) - 1                   # d < 2^s_w: both logits are s_w-bit
         # no clamp needed when every d fits the pieces, y stays in range, and y (monotonic in d)
         # already reaches e = 0 at the clamp
-        if (s_w <= 8 * npc and y_of(dtop)[0] < (1 << len(sacc)) and y_of(dtop)[1] < (1 << 16)
-                and y_of(dc)[1] >> EXP2_FRAC_BITS >= P_FRAC + 1):
-            m.d.comb += dcl.eq(dval)
+        if (s_w <= 8 * npc and y_of(d_top)[0] < (1 << len(c.sm_acc)) and y_of(d_top)[1] < (1 << 16)
+                and y_of(c.d_clamp)[1] >> EXP2_FRAC_BITS >= P_FRAC + 1):
+            m.d.comb += d_clamped.eq(d)
         else:
-            m.d.comb += dcl.eq(Mux(dval >= dc, dc, dval))
-        for i in range(npc):
-            with m.If(xt[i]):
-                m.d.comb += [sm_v.eq(1), sm_first.eq(i == 0), sm_a.eq(LOG2E_Q16 // 4), sm_b.eq(dcl[8 * i:8 * i + 8])]
-        # then e_k = table[y_k mod 64] >> (y_k / 64) (0 from 17): the table is in M, read while the
-        # next logits come from act
-        yv = Signal(16)
-        m.d.comb += yv.eq(sacc >> ysh)
-        with m.If(xt[npc + 1]):
-            m.d.comb += [m_ra.eq(Y.tab | yv[:EXP2_FRAC_BITS]), m_re.eq(1)]
-            m.d.sync += ipr.eq(Mux(_uge(yv[EXP2_FRAC_BITS:], P_FRAC + 1), P_FRAC + 1,
-                                   yv[EXP2_FRAC_BITS:EXP2_FRAC_BITS + 5]))
-        eval_ = Signal(P_FRAC + 1)
-        m.d.comb += eval_.eq(Mux(_uge(ipr, P_FRAC + 1), 0, mrd.data[:P_FRAC + 1] >> ipr))
-        with m.If(xt[npc + 2]):
-            m.d.comb += [a_we.eq(1), a_addr.eq(Y.ebase | kw), a_lanes.eq((1 << AL) - 1), a_isword.eq(1),
-                         a_word.eq(eval_)]
-            m.d.sync += [sm_total.eq(sm_total + eval_), kw.eq(kw + 1)]
-        # the p pass: p = e r >> 16 = ((r & 1) e + 2 (r >> 1) e) >> 16 over the bytes of e; e = 1.0: p = r
-        with m.If(pt[0] & sm_pmode):
-            m.d.comb += [e16_in.eq(e_rd[P_FRAC]), sm_v.eq(1), sm_first.eq(1), sm_a.eq(sm_r[1:]), sm_b.eq(e_rd[:8])]
-        with m.If(pt[1] & sm_pmode):
-            m.d.comb += [sm_v.eq(1), sm_a.eq(sm_r[1:]), sm_b.eq(e_rd[8:16])]
-        pval = Signal(P_FRAC + 1)
-        m.d.comb += pval.eq(Mux(e16r[2], sm_r, sacc >> 8))
-        pneg = Signal(signed(16))                # -(p mod 2^15): what GRAD multiplies by
-        m.d.comb += pneg.eq(-pval[:P_FRAC - 1])
-        with m.If(pt[3] & sm_pmode):
-            m.d.comb += [a_we.eq(1), a_addr.eq(Y.pbase | kw), a_lanes.eq((1 << AL) - 1), a_isword.eq(1),
-                         a_word.eq(pneg)]
-            m.d.sync += kw.eq(kw + 1)
-            with m.If(kw == cls):
-                m.d.sync += [pcn.eq(pneg), bcc.eq(2 - pval[P_FRAC - 1:])]
-            with m.Elif(pval[P_FRAC - 1:] != 0):
-                m.d.sync += [Array(kx)[nx[0]].eq(kw), Array(bx)[nx[0]].eq(pval[P_FRAC - 1:] == 2), nx.eq(nx + 1)]
+            m.d.comb += d_clamped.eq(Mux(d >= c.d_clamp, c.d_clamp, d))
+        for n in range(npc):
+            with m.If(c.y_pipe[n]):
+                m.d.comb += [c.sm_valid.eq(1), c.sm_first.eq(n == 0), c.sm_a.eq(LOG2E_Q16 // 4),
+                             c.sm_b.eq(d_clamped[8 * n:8 * n + 8])]
+        # the table is in M, read while the next logits come from act
+        y = Signal(16, name="y")
+        m.d.comb += y.eq(c.sm_acc >> ysh)
+        with m.If(c.y_pipe[npc + 1]):
+            m.d.comb += [c.m_ra.eq(Y.tab | y[:EXP2_FRAC_BITS]), c.m_re.eq(1)]
+            m.d.sync += e_shift.eq(Mux(uge_const(y[EXP2_FRAC_BITS:], P_FRAC + 1), P_FRAC + 1,
+                                       y[EXP2_FRAC_BITS:EXP2_FRAC_BITS + 5]))
+        e = Signal(P_FRAC + 1, name="e")
+        m.d.comb += e.eq(Mux(uge_const(e_shift, P_FRAC + 1), 0, c.m_read.data[:P_FRAC + 1] >> e_shift))
+        with m.If(c.y_pipe[npc + 2]):
+            m.d.comb += [c.a_we.eq(1), c.a_addr.eq(Y.ebase | c.k_write), c.a_lanes.eq(all_lanes),
+                         c.a_isword.eq(1), c.a_word.eq(e)]
+            m.d.sync += [c.e_total.eq(c.e_total + e), c.k_write.eq(c.k_write + 1)]
 
-        # ---- the deserializer (fills the other x half while a sample runs) ----
-        label, ltrain, full = Signal(cb, name="label"), Signal(name="ltrain"), Signal(name="full")
-        nin = Y.ni[0]
-        idx = Signal(range(nin + 1))
-        iq, ir = Signal(range(Y.ci[0] + 1), name="iq"), Signal(range(max(2, P)), name="ir")
-        wbuf, take = Signal(name="wbuf"), Signal(name="take")
-        win = net.spec.precision.input.width
-        des_we = Signal()
+    def _softmax_prob(self, m):
+        """SOFTMAX_P: p_k = e_k r >> 16 = ((r & 1) e + 2 (r >> 1) e) >> 16 over the bytes of e
+        (e = 1.0: p = r) -> act as -(p mod 2^15); c's and the corrections' beta kept."""
+        c, Y = self._c, self.layout
+        e_read = c.e_read
+        with m.If(c.p_pipe[0] & c.sm_p_mode):
+            m.d.comb += [c.e_one_in.eq(e_read[P_FRAC]), c.sm_valid.eq(1), c.sm_first.eq(1),
+                         c.sm_a.eq(c.recip[1:]), c.sm_b.eq(e_read[:8])]
+        with m.If(c.p_pipe[1] & c.sm_p_mode):
+            m.d.comb += [c.sm_valid.eq(1), c.sm_a.eq(c.recip[1:]), c.sm_b.eq(e_read[8:16])]
+        prob = Signal(P_FRAC + 1, name="prob")
+        m.d.comb += prob.eq(Mux(c.e_one_pipe[2], c.recip, c.sm_acc >> 8))
+        neg_err = Signal(signed(16), name="neg_err")     # -(p mod 2^15): what GRADIENT multiplies by
+        m.d.comb += neg_err.eq(-prob[:P_FRAC - 1])
+        with m.If(c.p_pipe[3] & c.sm_p_mode):
+            m.d.comb += [c.a_we.eq(1), c.a_addr.eq(Y.pbase | c.k_write), c.a_lanes.eq((1 << c.act_word_lanes) - 1),
+                         c.a_isword.eq(1), c.a_word.eq(neg_err)]
+            m.d.sync += c.k_write.eq(c.k_write + 1)
+            with m.If(c.k_write == c.own_class):
+                m.d.sync += [c.neg_err_c.eq(neg_err), c.beta_c.eq(2 - prob[P_FRAC - 1:])]
+            with m.Elif(prob[P_FRAC - 1:] != 0):
+                m.d.sync += [Array(c.corr_class)[c.n_corr[0]].eq(c.k_write),
+                             Array(c.corr_beta)[c.n_corr[0]].eq(prob[P_FRAC - 1:] == 2), c.n_corr.eq(c.n_corr + 1)]
+
+    # ------------------------------------------------------------------ the deserializer
+    def _deserializer(self, m):
+        """Fills the other x half while a sample runs; the act port's write data."""
+        c, P, Y = self._c, self.P, self.layout
+        c.next_label, c.next_train = Signal(_bits(c.C - 1), name="next_label"), Signal(name="next_train")
+        c.next_full = Signal(name="next_full")   # a whole sample waits
+        n_in = Y.ni[0]
+        c.feature = Signal(range(n_in + 1), name="feature")
+        x_word, x_lane = Signal(range(Y.ci[0] + 1), name="x_word"), Signal(range(max(2, P)), name="x_lane")
+        c.next_half, c.take = Signal(name="next_half"), Signal(name="take")
+        win = self.net.spec.precision.input.width
+        des_we = Signal(name="des_we")
         # a feature is written at once when the datapath leaves the act port free, else held a
         # cycle or more (ready then drops): ready comes from registers only
-        hv, hdata = Signal(name="des_hv"), Signal(win, name="des_hdata")
-        des_data = Signal(win)
-        m.d.comb += [self.i.ready.eq(~full & ~hv), des_data.eq(Mux(hv, hdata, self.i.payload.data[:win]))]
-        with m.If(hv):
-            with m.If(~a_we):
+        held, held_data = Signal(name="des_held"), Signal(win, name="des_held_data")
+        des_data = Signal(win, name="des_data")
+        m.d.comb += [self.i.ready.eq(~c.next_full & ~held),
+                     des_data.eq(Mux(held, held_data, self.i.payload.data[:win]))]
+        with m.If(held):
+            with m.If(~c.a_we):
                 m.d.comb += des_we.eq(1)
-                m.d.sync += hv.eq(0)
+                m.d.sync += held.eq(0)
         with m.If(des_we):
-            with m.If(ir == P - 1):
-                m.d.sync += [ir.eq(0), iq.eq(iq + 1)]
+            with m.If(x_lane == P - 1):
+                m.d.sync += [x_lane.eq(0), x_word.eq(x_word + 1)]
             with m.Else():
-                m.d.sync += ir.eq(ir + 1)
+                m.d.sync += x_lane.eq(x_lane + 1)
         with m.If(self.i.valid & self.i.ready):
-            with m.If(idx == nin):       # every feature is written (none is held)
-                m.d.sync += [label.eq(self.i.payload.data), ltrain.eq(self.i.payload.train), full.eq(1), idx.eq(0),
-                             iq.eq(0), ir.eq(0)]
+            with m.If(c.feature == n_in):        # every feature is written (none is held)
+                m.d.sync += [c.next_label.eq(self.i.payload.data), c.next_train.eq(self.i.payload.train),
+                             c.next_full.eq(1), c.feature.eq(0), x_word.eq(0), x_lane.eq(0)]
             with m.Else():
-                m.d.sync += idx.eq(idx + 1)
-                with m.If(a_we):
-                    m.d.sync += [hv.eq(1), hdata.eq(self.i.payload.data[:win])]
+                m.d.sync += c.feature.eq(c.feature + 1)
+                with m.If(c.a_we):
+                    m.d.sync += [held.eq(1), held_data.eq(self.i.payload.data[:win])]
                 with m.Else():
                     m.d.comb += des_we.eq(1)
-        with m.If(take):
-            m.d.sync += [full.eq(0), cur.eq(wbuf), wbuf.eq(~wbuf), cls.eq(label), train.eq(ltrain)]
-        lane_v = Signal(wa)
-        m.d.comb += [lane_v.eq(Mux(des_we, des_data, a_lane)),
-                     a_data.eq(Mux(a_isword & ~des_we, _fit(a_word, AW), rep(lane_v, wa, AL))),
-                     m_data.eq(Mux(m_isout, Cat(*(_fit(o, wm) for o in outs)),
-                                   Mux(m_iscnt, _fit(m_cnt, MW), rep(m_lane, wm, ML)))),
-                     c_data.eq(Mux(c_iscopy, ard.data[:P * wa], rep(c_lane, wa, P)))]
-        m.d.comb += [awr.addr.eq(Mux(des_we, Mux(wbuf, Y.xbase[1], Y.xbase[0]) | iq, a_addr)),
-                     awr.data.eq(a_data),
-                     awr.en.eq(Mux(des_we, 1 << ir, Mux(a_we, a_lanes, 0)))]
+        with m.If(c.take):
+            m.d.sync += [c.next_full.eq(0), c.x_half.eq(c.next_half), c.next_half.eq(~c.next_half),
+                         c.own_class.eq(c.next_label), c.train.eq(c.next_train)]
+        wa, wm = c.wa, c.m_lane_w
+        lane_v = Signal(wa, name="lane_v")
+        m.d.comb += [lane_v.eq(Mux(des_we, des_data, c.a_lane)),
+                     c.a_data.eq(Mux(c.a_isword & ~des_we, fit_bits(c.a_word, c.act_word_w),
+                                     _replicate(lane_v, wa, c.act_word_lanes))),
+                     c.m_data.eq(Mux(c.m_isout, Cat(*(fit_bits(o, wm) for o in c.outs)),
+                                     Mux(c.m_iscnt, fit_bits(c.m_cnt, c.m_word_w),
+                                         _replicate(c.m_lane, wm, c.m_word_lanes)))),
+                     c.c_data.eq(Mux(c.c_iscopy, c.a_read.data[:P * wa], _replicate(c.c_lane, wa, P)))]
+        m.d.comb += [c.a_write.addr.eq(Mux(des_we, Mux(c.next_half, Y.xbase[1], Y.xbase[0]) | x_word, c.a_addr)),
+                     c.a_write.data.eq(c.a_data),
+                     c.a_write.en.eq(Mux(des_we, 1 << x_lane, Mux(c.a_we, c.a_lanes, 0)))]
 
-        # ---- the sequencer ----
-        ca = Signal(range(max(2, nmax, C, cnmax)), name="ca")          # rows, classes, chunks
-        cb_ = Signal(range(max(2, cimax)), name="cb")                   # input chunks, the t/h pass
-        cc = Signal(range(max(cimax, cnmax, C + 3, 4)), name="cc")      # chunks, GRAD steps, UPD terms
-        jq, jr = Signal(range(cnmax + 1), name="jq"), Signal(range(max(2, P)), name="jr")
-        wrow = Signal(range(Y.wdepth + 1))
-        gp = Signal(range(C * cnmax + 1))
-        slot = Signal(range(8))
-        cp1, cpa1 = Signal(name="cp1"), Signal.like(crd.addr, name="cpa1")
-        m.d.sync += cp1.eq(0)
-        with m.If(cp1):
-            m.d.comb += [c_we.eq(1), c_addr.eq(cpa1), c_lanes.eq((1 << P) - 1), c_iscopy.eq(1)]
-        pipe_busy = Signal()
-        m.d.comb += pipe_busy.eq(v1 | v2 | v3 | v4 | upd3 | vec4 | grad4 | upd4 | vec5 | fpend | cp1)
+    # ------------------------------------------------------------------ the sequencer
+    def _sequencer(self, m):
+        """The counters the phases walk with, and the FSM: one method per phase of the rule."""
+        c, net, P, Y, L, C = self._c, self.net, self.P, self.layout, self._c.L, self._c.C
+        # the phases' counters (each phase names what they hold)
+        c.outer = Signal(range(max(2, c.nmax, C, c.cnmax)), name="outer")       # rows, classes, chunks
+        c.middle = Signal(range(max(2, c.cimax)), name="middle")     # input chunks, the t/h pass, c/m
+        c.inner = Signal(range(max(c.cimax, c.cnmax, C + 3, 4)), name="inner")   # chunks, GRADIENT steps, UPDATE terms
+        c.unit_chunk = Signal(range(c.cnmax + 1), name="unit_chunk")      # unit j = unit_chunk P + lane_index
+        c.lane_index = Signal(range(max(2, P)), name="lane_index")
+        c.w_row = Signal(range(Y.wdepth + 1), name="w_row")
+        c.t_word = Signal(range(C * c.cnmax + 1), name="t_word")
+        c.slot = Signal(range(8), name="slot")
+        c.copy_we, c.copy_addr = Signal(name="copy_we"), Signal.like(c.c_read.addr, name="copy_addr")
+        m.d.sync += c.copy_we.eq(0)
+        with m.If(c.copy_we):
+            m.d.comb += [c.c_we.eq(1), c.c_addr.eq(c.copy_addr), c.c_lanes.eq((1 << P) - 1), c.c_iscopy.eq(1)]
+        c.pipe_busy = Signal(name="pipe_busy")
+        s1, s2, s3, s4 = c.s1, c.s2, c.s3, c.s4
+        m.d.comb += c.pipe_busy.eq(s1.valid | s2.valid | s3.valid | s4.valid | c.upd3 | c.vec4 | c.grad4 | c.upd4
+                                   | c.vec5 | c.flags_pending | c.copy_we)
         lmax = max(sum(ph.values()) for ph in serial_cycles(net, P, 2)["layers"])
-        lcyc = Signal(range(2 * lmax + 16))      # a layer's cycles (the FSM never stalls in a layer)
-        m.d.sync += lcyc.eq(lcyc + 1)
-        cmt = Signal(range(8))
-        pred_valid = Signal()
-        m.d.comb += self.o.valid.eq(pred_valid)
+        c.layer_cycles = Signal(range(2 * lmax + 16), name="layer_cycles")     # the FSM never stalls in a layer
+        m.d.sync += c.layer_cycles.eq(c.layer_cycles + 1)
+        c.commit_step = Signal(range(8), name="commit_step")
+        c.pred_valid = Signal(name="pred_valid")
+        m.d.comb += self.o.valid.eq(c.pred_valid)
         with m.If(self.o.valid & self.o.ready):
-            m.d.sync += pred_valid.eq(0)
-        pats = [_vec_slots(_terms(net, l)) for l in range(L)]
-
-        def next_layer():
-            with m.If(L_last):
-                m.next = "FIN"
-            with m.Else():
-                m.d.sync += lay.eq(lay + 1)
-                m.next = "FWD_INIT"
-
-        def drain_then(name, go):
-            with m.State(name):
-                with m.If(~pipe_busy):
-                    go()
-
-        def go_upd():
-            m.d.sync += [ca.eq(0), cb_.eq(0), cc.eq(0), jq.eq(0), jr.eq(0), wptr.eq(L_wbase)]
-            m.next = "UPD"
-
-        def go_smax():
-            m.d.sync += [ks.eq(0), kw.eq(0), sm_total.eq(0), slot.eq(0)]
-            m.next = "SM_Y"
-
-        # how long a phase waits before the next: 0, until the last issue left S1 (1) or S2 (2),
-        # or until the pipeline is empty (3), or until it left S3 (4) -- what the next phase reads or
-        # shares decides
-        def wait_then(name, level, go):
-            with m.State(name):
-                done = {1: ~v1, 2: ~v1 & ~v2, 3: ~pipe_busy, 4: ~v1 & ~v2 & ~v3}[level]
-                with m.If(done):
-                    go()
-        fwd_nodrain = lut([int(Y.cn[l] >= 5) for l in range(L)])
-
+            m.d.sync += c.pred_valid.eq(0)
+        c.bias_slots = [_vec_slots(_terms(net, l)) for l in range(L)]
+        c.forward_no_drain = self._per_layer([int(Y.cn[l] >= 5) for l in range(L)])
         with m.FSM() as fsm:
-            with m.State("IDLE"):
-                m.d.comb += rb_active.eq(self.rb_en)
-                with m.If(full & ~self.rb_en):
-                    m.d.comb += take.eq(1)
-                    m.d.sync += [lay.eq(0), ca.eq(0), cb_.eq(0), cc.eq(0), jq.eq(0), jr.eq(0), wrow.eq(Y.wbase[0]),
-                                 lcyc.eq(1), have_m.eq(0)]
-                    m.next = "FWD"
-            # -------------------------------------------------------------- FWD
-            with m.State("FWD_INIT"):
-                m.d.sync += [ca.eq(0), cb_.eq(0), cc.eq(0), jq.eq(0), jr.eq(0), wrow.eq(L_wbase), lcyc.eq(1),
-                             have_m.eq(0)]
-                m.next = "FWD"
-            def after_fwd(drained):
-                m.d.sync += [ca.eq(0), cc.eq(0), gp.eq(0)]
-                with m.If(train):
-                    if ce:
-                        m.next = "READ"
-                    else:
-                        with m.If(L_last):
-                            m.next = "READ"
-                        with m.Else():
-                            if drained:
-                                go_upd()
-                            else:
-                                m.next = "FWD_D"
-                with m.Else():
-                    with m.If(L_last):
-                        m.next = "READ"
-                    with m.Else():
-                        if drained:      # the next layer's lookups change under in-flight writes
-                            m.d.sync += lay.eq(lay + 1)
-                            m.next = "FWD_INIT"
-                        else:
-                            m.next = "FWD_D"
-            with m.State("FWD"):
-                is_t = train & (cb_ == 0)
-                t0 = is_t & L_first
-                m.d.comb += [i_idx.eq(jq), i_lane.eq(jr), i_first.eq(cc == 0), i_ph.eq(_FWD)]
-                with m.If(cc == 0):      # the bias, or (layer 0's target pass, no products) R[c][j]
-                    m.d.comb += [m_ra.eq(Mux(t0, Y.rbase | radd(rowc, jq), L_bbase | jq)), m_re.eq(1)]
-                with m.If(t0):
-                    m.d.comb += [i_v.eq(1), i_sub.eq(2), i_last.eq(1)]
-                with m.Else():
-                    m.d.comb += [i_v.eq(1), i_sub.eq(Mux(is_t, 1, 0)), i_last.eq(cc == L_ci - 1),
-                                 w_ra.eq(wrow + cc), w_re.eq(1),
-                                 a_ra.eq(Mux(is_t, ttin, xin) | cc), a_re.eq(1)]
-                with m.If(t0 | (cc == L_ci - 1)):
-                    m.d.sync += cc.eq(0)
-                    with m.If(is_t):
-                        m.d.sync += cb_.eq(1)
-                    with m.Else():
-                        m.d.sync += [cb_.eq(0), wrow.eq(wrow + L_ci)]
-                        with m.If(jr == P - 1):
-                            m.d.sync += [jr.eq(0), jq.eq(jq + 1)]
-                        with m.Else():
-                            m.d.sync += jr.eq(jr + 1)
-                        with m.If(ca == L_n - 1):
-                            m.d.sync += ca.eq(0)
-                            with m.If(fwd_nodrain):      # READ reads the last h chunk 5 cycles on
-                                after_fwd(False)
-                            with m.Else():
-                                m.next = "FWD_D"
-                        with m.Else():
-                            m.d.sync += ca.eq(ca + 1)
-                with m.Else():
-                    m.d.sync += cc.eq(cc + 1)
-
-            drain_then("FWD_D", lambda: after_fwd(True))
-            # -------------------------------------------------------------- READ
-            with m.State("READ"):
-                m.d.comb += [i_v.eq(1), i_ph.eq(_READ), i_first.eq(cc == 0), i_last.eq(cc == L_cn - 1),
-                             i_idx.eq(ca), c_ra.eq(L_tbase | gp), c_re.eq(1), a_ra.eq(L_hout | cc), a_re.eq(1)]
-                m.d.sync += gp.eq(gp + 1)
-                with m.If(cc == L_cn - 1):
-                    m.d.sync += cc.eq(0)
-                    with m.If(ca == C - 1):
-                        m.d.sync += ca.eq(0)
-                        with m.If(train):
-                            with m.If(L_last):
-                                m.next = "COPY"
-                            with m.Else():
-                                m.next = "READ_SM"
-                        with m.Else():
-                            m.next = "READ_FIN"
-                    with m.Else():
-                        m.d.sync += ca.eq(ca + 1)
-                with m.Else():
-                    m.d.sync += cc.eq(cc + 1)
-
-            wait_then("READ_SM", 2, go_smax)     # max(s) settles at S4
-            wait_then("READ_FIN", 4, lambda: setattr(m, "next", "FIN"))
-            # -------------------------------------------------------------- COPY, TH (the last layer)
-            with m.State("COPY"):
-                m.d.comb += [a_ra.eq(L_ttout | cc), a_re.eq(1)]
-                m.d.sync += [cp1.eq(1), cpa1.eq(L_tbase | radd(rowc, cc))]
-                with m.If(cc == L_cn - 1):
-                    m.d.sync += cc.eq(0)
-                    m.next = "TH" if (ce and Y.cn[-1] >= 2) else "COPY_W"
-                with m.Else():
-                    m.d.sync += cc.eq(cc + 1)
-            with m.State("COPY_W"):
-                with m.If(~cp1):
-                    if ce:
-                        m.next = "TH"
-                    else:
-                        go_upd()
-            with m.State("TH"):
-                m.d.comb += [i_v.eq(1), i_ph.eq(_TH), i_first.eq(cc == 0), i_last.eq(cc == L_cn - 1),
-                             c_ra.eq(L_tbase | radd(rowc, cc)), c_re.eq(1), a_ra.eq(L_hout | cc), a_re.eq(1)]
-                with m.If(cc == L_cn - 1):
-                    m.d.sync += cc.eq(0)
-                    m.next = "TH_D"
-                with m.Else():
-                    m.d.sync += cc.eq(cc + 1)
-            wait_then("TH_D", 4, go_smax)        # s_c lands at S4
-            # -------------------------------------------------------------- SMAX
-            with m.State("SM_Y"):
-                with m.If((slot == 0) & ~_uge(ks, C)):
-                    m.d.comb += [xt_in.eq(1), a_ra.eq(Y.sbase | ks), a_re.eq(1)]
-                    m.d.sync += ks.eq(ks + 1)
-                m.d.sync += slot.eq(Mux(slot == npc - 1, 0, slot + 1))
-                with m.If(kw == C):
-                    m.d.sync += [sacc.eq(1 << (RECIP_BITS - _Q_BITS)), sm_r.eq(0), sm_bit.eq(_Q_BITS)]
-                    m.next = "SM_DIV"
-            with m.State("SM_DIV"):
-                r2 = Signal.like(sacc)
-                m.d.comb += r2.eq(sacc << 1)
-                with m.If(sm_bit == 0):
-                    m.d.sync += [ks.eq(0), kw.eq(0), slot.eq(0), nx.eq(0)]
-                    m.next = "SM_P"
-                with m.Else():
-                    m.d.sync += sm_bit.eq(sm_bit - 1)
-                    with m.If(r2 >= sm_total):
-                        m.d.sync += [sacc.eq(r2 - sm_total), sm_r.eq(Cat(Const(1, 1), sm_r[:-1]))]
-                    with m.Else():
-                        m.d.sync += [sacc.eq(r2), sm_r.eq(Cat(Const(0, 1), sm_r[:-1]))]
-            with m.State("SM_P"):
-                m.d.comb += sm_pmode.eq(1)
-                with m.If((slot == 0) & ~_uge(ks, C)):
-                    m.d.comb += [pt_in.eq(1), a_ra.eq(Y.ebase | ks), a_re.eq(1)]
-                    m.d.sync += ks.eq(ks + 1)
-                m.d.sync += slot.eq(~slot[0])
-                with m.If(kw == C):
-                    m.d.sync += [ca.eq(0), cc.eq(0), gp.eq(0)]
-                    m.next = "GRAD"
-            # -------------------------------------------------------------- GRAD
-            cx = Signal()                        # GRAD: the correction product of class cc is next
-            with m.State("GRAD"):
-                k = cc
-                is_c = k == cls
-                is_x = [(nx > i) & (k == kx[i]) for i in range(2)]
-                corr = is_c | is_x[0] | is_x[1]
-                gend = C + (2 if push else 1)    # g_main, g_corr (-> d_tc)[, g_zero (-> g m_m)]
-                m.d.comb += [i_v.eq(1), i_ph.eq(_GRAD), i_idx.eq(ca)]
-                with m.If(~_uge(k, C)):
-                    with m.If(~cx):               # -(p_k mod 2^15) T[k]
-                        m.d.comb += [i_sub.eq(0), i_ak.eq(0), i_bc.eq(1), i_first.eq(k == 0),
-                                     i_last.eq((k == C - 1) & ~corr), i_isc.eq(is_c), i_ism.eq(k == mreg),
-                                     a_ra.eq(Y.pbase | k), a_re.eq(1), c_ra.eq(L_tbase | gp), c_re.eq(1)]
-                        with m.If(corr):
-                            m.d.sync += cx.eq(1)
-                        with m.Else():
-                            m.d.sync += [cc.eq(cc + 1), gp.eq(gp + L_cn)]
-                    with m.Else():                # the correction, on the held T[k] chunk
-                        m.d.comb += [i_sub.eq(0), i_ak.eq(Mux(is_c, 1, 2)), i_bc.eq(1), i_last.eq(k == C - 1),
-                                     i_bs.eq(Mux(is_c, bcc, Mux(is_x[0], bx[0], bx[1]))),
-                                     i_bz.eq(is_c & (bcc == 0))]
-                        m.d.sync += [cx.eq(0), cc.eq(cc + 1), gp.eq(gp + L_cn)]
-                with m.Elif(k == C):              # g: -(p_c mod 2^15) h, then 2^14 (2 |beta_c|) h
-                    m.d.comb += [i_sub.eq(1), i_ak.eq(3), i_first.eq(1), a_ra.eq(L_hout | ca), a_re.eq(1)]
-                    m.d.sync += cc.eq(cc + 1)
-                with m.Elif(k == C + 1):
-                    m.d.comb += [i_sub.eq(1), i_ak.eq(1), i_bs.eq(bcc), i_bz.eq(bcc == 0), i_last.eq(1)]
-                    m.d.sync += cc.eq(cc + 1)
-                with m.Else():                    # the same sum once more (A = 0): g m_m
-                    m.d.comb += [i_sub.eq(2), i_ak.eq(4), i_bz.eq(1), i_last.eq(1)]
-                with m.If(k == gend):
-                    m.d.sync += [cc.eq(0), gp.eq(ca + 1)]
-                    with m.If(ca == L_cn - 1):
-                        m.d.sync += ca.eq(0)
-                        with m.If(L_first):
-                            m.next = "GRAD_D"
-                        with m.Elif(lut([int(Y.cn[l] >= 2) for l in range(L)])):
-                            go_upd()             # UPD starts on chunk 0's deltas, written long ago
-                        with m.Else():
-                            m.next = "GRAD_U"
-                    with m.Else():
-                        m.d.sync += ca.eq(ca + 1)
-
-            def go_tab():
-                m.d.sync += [ca.eq(0), cb_.eq(0), cc.eq(0), slot.eq(0)]
-                m.next = "TAB"
-            # TAB reads d_tc of chunk 0 (written a cycle after S3): without push, with one chunk, the
-            # last issue writes it
-            wait_then("GRAD_D", 2 if (push or Y.cn[0] >= 2) else 4, go_tab)
-            wait_then("GRAD_U", 3, go_upd)       # TAB's operands come through the sources at S1
-            # -------------------------------------------------------------- TAB (layer 0)
-            with m.State("TAB"):
-                with m.If(slot == 0):
-                    m.d.comb += [i_v.eq(1), i_ph.eq(_VEC), i_sub.eq(Mux(cb_ == 0, 1, 2)), i_first.eq(1),
-                                 i_last.eq(1), i_idx.eq(ca), i_neg.eq(cb_ == 1),
-                                 m_ra.eq(Mux(cb_ == 0, Y.dtc, Y.dtm) | ca), m_re.eq(1)]
-                m.d.sync += slot.eq(~slot[0])
-                with m.If(slot == 1):
-                    with m.If(ca == Y.cn[0] - 1):
-                        m.d.sync += ca.eq(0)
-                        with m.If((cb_ == 1) if push else Const(1)):
-                            m.next = "TAB_D"
-                        with m.Else():
-                            m.d.sync += cb_.eq(1)
-                    with m.Else():
-                        m.d.sync += ca.eq(ca + 1)
-            wait_then("TAB_D", 2, go_upd)        # the last R word is read late, at S3
-            # -------------------------------------------------------------- UPD
-            with m.State("UPD"):
-                d = cc
-                m.d.comb += [i_v.eq(1), i_ph.eq(_UPD), i_first.eq(d == 0), i_last.eq(d == L_terms - 1),
-                             i_d.eq(d), i_lane.eq(jr),
-                             m_ra.eq(Mux(d == 0, Y.dh, Mux(d == 1, Y.dtc, Y.dtm)) | jq), m_re.eq(1)]
-                with m.If(d == 2):
-                    m.d.comb += [c_ra.eq(L_tprev | radd(rowm, cb_)), c_re.eq(1)]
-                with m.Else():
-                    m.d.comb += [a_ra.eq(Mux(d == 0, xin, ttin) | cb_), a_re.eq(1)]
-                with m.If(d == L_terms - 1):
-                    m.d.sync += cc.eq(0)
-                    with m.If(cb_ == L_ci - 1):
-                        m.d.sync += cb_.eq(0)
-                        with m.If(jr == P - 1):
-                            m.d.sync += [jr.eq(0), jq.eq(jq + 1)]
-                        with m.Else():
-                            m.d.sync += jr.eq(jr + 1)
-                        with m.If(ca == L_n - 1):
-                            m.d.sync += ca.eq(0)
-                            m.next = "UPD_D"
-                        with m.Else():
-                            m.d.sync += ca.eq(ca + 1)
-                    with m.Else():
-                        m.d.sync += cb_.eq(cb_ + 1)
-                with m.Else():
-                    m.d.sync += cc.eq(cc + 1)
-
-            def after_upd():
-                m.d.sync += [ca.eq(0), slot.eq(0)]
-                m.next = "BIAS"
-            wait_then("UPD_D", 1, after_upd)     # BIAS's operands come through the sources at S1
-            # -------------------------------------------------------------- BIAS
-            with m.State("BIAS"):
-                per = lut([pp for pp, _ in pats])
-                with m.Switch(lay):
-                    for l in range(L):
-                        pp, sl = pats[l]
-                        with m.Case(l):
-                            for ti, s_ in enumerate(sl):
-                                with m.If(slot == s_):
-                                    m.d.comb += [i_v.eq(1), i_ph.eq(_VEC), i_sub.eq(0), i_first.eq(ti == 0),
-                                                 i_last.eq(ti == len(sl) - 1), i_idx.eq(ca), i_neg.eq(ti == 2),
-                                                 m_ra.eq((Y.dh, Y.dtc, Y.dtm)[ti] | ca), m_re.eq(1)]
-                with m.If(slot == per - 1):
-                    m.d.sync += slot.eq(0)
-                    with m.If(ca == L_cn - 1):
-                        m.d.sync += ca.eq(0)
-                        m.next = "BIAS_D"
-                    with m.Else():
-                        m.d.sync += ca.eq(ca + 1)
-                with m.Else():
-                    m.d.sync += slot.eq(slot + 1)
-
-            def after_bias():
-                m.d.sync += cmt.eq(0)
-                m.next = "COMMIT"
-            drain_then("BIAS_D", after_bias)
-            # -------------------------------------------------------------- COMMIT: counters += pending
-            with m.State("COMMIT"):
-                cw = Signal.like(m_ra)
-                m.d.comb += cw.eq(Y.cbase | (mul_const(lay, _NKINDS) + cmt))
-                nl32 = -(-32 // wm)
-                with m.If(~_uge(cmt, 4)):
-                    m.d.comb += [m_ra.eq(cw), m_re.eq(1)]
-                with m.If(cmt != 0):
-                    pend = Array([Const(0, 1), pend_w, pend_b, pend_e, pend_t, Const(0, 1)])[cmt]
-                    val = Signal(32)
-                    m.d.comb += val.eq(Mux(cmt == 5, lcyc, mrd.data[:32] + pend))
-                    m.d.comb += [m_we.eq(1), m_addr.eq(cw - 1), m_lanes.eq((1 << nl32) - 1),
-                                 m_iscnt.eq(1), m_cnt.eq(val)]
-                m.d.sync += cmt.eq(cmt + 1)
-                with m.If(cmt == 5):
-                    m.d.sync += [pend_w.eq(0), pend_b.eq(0), pend_e.eq(0), pend_t.eq(0)]
-                    next_layer()
-            # -------------------------------------------------------------- FIN
-            with m.State("FIN"):
-                with m.If(~pred_valid):
-                    m.d.sync += [pred_valid.eq(1), self.o.payload.eq(pred)]
-                    with m.If(train):
-                        m.d.sync += self.samples.eq(self.samples + 1)
-                    with m.Else():
-                        m.d.sync += self.inferences.eq(self.inferences + 1)
-                    m.next = "IDLE"
-
+            self._idle(m)
+            self._forward(m)
+            self._logits(m)
+            self._cache(m)
+            self._softmax(m)
+            self._gradient(m)
+            self._table(m)
+            self._update(m)
+            self._bias(m)
+            self._commit(m)
+            self._finish(m)
         self._fsm = fsm                          # (tests and benches: the phase of each cycle)
-        busy = Signal()
-        m.d.comb += busy.eq(full | (idx != 0) | pred_valid | pipe_busy | ~fsm.ongoing("IDLE"))
+        busy = Signal(name="busy")
+        m.d.comb += busy.eq(c.next_full | (c.feature != 0) | c.pred_valid | c.pipe_busy | ~fsm.ongoing("IDLE"))
         m.d.comb += self.idle.eq(~busy)
         with m.If(busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)
 
-        # ---- the state port (idle only): decode, read a cycle, select the lane, register ----
+    def _wait_then(self, m, name, level, go):
+        """State ``name`` waits, then ``go()``: until the last issue left S1 (1) or S2 (2), until
+        the pipeline is empty (3), or until it left S3 (4) -- what the next phase reads or shares
+        decides."""
+        c = self._c
+        s1, s2, s3 = c.s1.valid, c.s2.valid, c.s3.valid
+        with m.State(name):
+            done = {1: ~s1, 2: ~s1 & ~s2, 3: ~c.pipe_busy, 4: ~s1 & ~s2 & ~s3}[level]
+            with m.If(done):
+                go()
+
+    def _next_layer(self, m):
+        c = self._c
+        with m.If(c.L_last):
+            m.next = "FIN"
+        with m.Else():
+            m.d.sync += c.layer.eq(c.layer + 1)
+            m.next = "FORWARD_INIT"
+
+    def _go_update(self, m):
+        c = self._c
+        m.d.sync += [c.outer.eq(0), c.middle.eq(0), c.inner.eq(0), c.unit_chunk.eq(0), c.lane_index.eq(0),
+                     c.w_ptr.eq(c.L_wbase)]
+        m.next = "UPDATE"
+
+    def _go_softmax(self, m):
+        c = self._c
+        m.d.sync += [c.k_read.eq(0), c.k_write.eq(0), c.e_total.eq(0), c.slot.eq(0)]
+        m.next = "SOFTMAX_Y"
+
+    def _idle(self, m):
+        """Overhead: take the waiting sample (the state port is served only here)."""
+        c, Y = self._c, self.layout
+        with m.State("IDLE"):
+            m.d.comb += c.rb_active.eq(self.rb_en)
+            with m.If(c.next_full & ~self.rb_en):
+                m.d.comb += c.take.eq(1)
+                m.d.sync += [c.layer.eq(0), c.outer.eq(0), c.middle.eq(0), c.inner.eq(0), c.unit_chunk.eq(0),
+                             c.lane_index.eq(0), c.w_row.eq(Y.wbase[0]), c.layer_cycles.eq(1), c.have_m.eq(0)]
+                m.next = "FORWARD"
+
+    def _forward(self, m):
+        """FORWARD, rows j: t_j (layer 0: f(R[c][j]), no products; else f(W t_in + b)), then
+        h_j = f(W x + b); lane ``lane_index`` of word ``unit_chunk`` takes unit j."""
+        c, Y = self._c, self.layout
+        row, t_pass, chunk = c.outer, c.middle, c.inner      # t_pass: 0 the t pass (training), 1 the h pass
+        i = c.issue
+        with m.State("FORWARD_INIT"):
+            m.d.sync += [row.eq(0), t_pass.eq(0), chunk.eq(0), c.unit_chunk.eq(0), c.lane_index.eq(0),
+                         c.w_row.eq(c.L_wbase), c.layer_cycles.eq(1), c.have_m.eq(0)]
+            m.next = "FORWARD"
+        with m.State("FORWARD"):
+            is_t = c.train & (t_pass == 0)
+            t0 = is_t & c.L_first
+            m.d.comb += [i.index.eq(c.unit_chunk), i.lane.eq(c.lane_index), i.first.eq(chunk == 0),
+                         i.phase.eq(_FORWARD)]
+            with m.If(chunk == 0):      # the bias, or (layer 0's target pass, no products) R[c][j]
+                r_c = Y.rbase | self._row_plus(c.row_c, c.unit_chunk)
+                m.d.comb += [c.m_ra.eq(Mux(t0, r_c, c.L_bbase | c.unit_chunk)), c.m_re.eq(1)]
+            with m.If(t0):
+                m.d.comb += [i.valid.eq(1), i.sub.eq(2), i.last.eq(1)]
+            with m.Else():
+                m.d.comb += [i.valid.eq(1), i.sub.eq(Mux(is_t, 1, 0)), i.last.eq(chunk == c.L_ci - 1),
+                             c.w_ra.eq(c.w_row + chunk), c.w_re.eq(1),
+                             c.a_ra.eq(Mux(is_t, c.t_in, c.x_in) | chunk), c.a_re.eq(1)]
+            with m.If(t0 | (chunk == c.L_ci - 1)):
+                m.d.sync += chunk.eq(0)
+                with m.If(is_t):
+                    m.d.sync += t_pass.eq(1)
+                with m.Else():
+                    m.d.sync += [t_pass.eq(0), c.w_row.eq(c.w_row + c.L_ci)]
+                    with m.If(c.lane_index == self.P - 1):
+                        m.d.sync += [c.lane_index.eq(0), c.unit_chunk.eq(c.unit_chunk + 1)]
+                    with m.Else():
+                        m.d.sync += c.lane_index.eq(c.lane_index + 1)
+                    with m.If(row == c.L_n - 1):
+                        m.d.sync += row.eq(0)
+                        with m.If(c.forward_no_drain):      # LOGITS reads the last h chunk 5 cycles on
+                            self._after_forward(m, False)
+                        with m.Else():
+                            m.next = "FORWARD_DRAIN"
+                    with m.Else():
+                        m.d.sync += row.eq(row + 1)
+            with m.Else():
+                m.d.sync += chunk.eq(chunk + 1)
+        self._wait_then(m, "FORWARD_DRAIN", 3, lambda: self._after_forward(m, True))
+
+    def _after_forward(self, m, drained):
+        """Training: LOGITS (``l2``: UPDATE but in the last layer); inference: the next layer, or
+        LOGITS of the last."""
+        c = self._c
+        m.d.sync += [c.outer.eq(0), c.inner.eq(0), c.t_word.eq(0)]
+        with m.If(c.train):
+            if c.ce:
+                m.next = "LOGITS"
+            else:
+                with m.If(c.L_last):
+                    m.next = "LOGITS"
+                with m.Else():
+                    if drained:
+                        self._go_update(m)
+                    else:
+                        m.next = "FORWARD_DRAIN"
+        with m.Else():
+            with m.If(c.L_last):
+                m.next = "LOGITS"
+            with m.Else():
+                if drained:      # the next layer's lookups change under in-flight writes
+                    m.d.sync += c.layer.eq(c.layer + 1)
+                    m.next = "FORWARD_INIT"
+                else:
+                    m.next = "FORWARD_DRAIN"
+
+    def _logits(self, m):
+        """LOGITS: s_k = T_l[k] . h for every class k, a chunk per issue (the prediction, m and
+        max(s) at S4)."""
+        c, i = self._c, self._c.issue
+        k, chunk = c.outer, c.inner
+        with m.State("LOGITS"):
+            m.d.comb += [i.valid.eq(1), i.phase.eq(_LOGITS), i.first.eq(chunk == 0), i.last.eq(chunk == c.L_cn - 1),
+                         i.index.eq(k), c.c_ra.eq(c.L_tbase | c.t_word), c.c_re.eq(1),
+                         c.a_ra.eq(c.L_hout | chunk), c.a_re.eq(1)]
+            m.d.sync += c.t_word.eq(c.t_word + 1)
+            with m.If(chunk == c.L_cn - 1):
+                m.d.sync += chunk.eq(0)
+                with m.If(k == c.C - 1):
+                    m.d.sync += k.eq(0)
+                    with m.If(c.train):
+                        with m.If(c.L_last):
+                            m.next = "CACHE_COPY"
+                        with m.Else():
+                            m.next = "LOGITS_SETTLE"
+                    with m.Else():
+                        m.next = "LOGITS_DRAIN"
+                with m.Else():
+                    m.d.sync += k.eq(k + 1)
+            with m.Else():
+                m.d.sync += chunk.eq(chunk + 1)
+        self._wait_then(m, "LOGITS_SETTLE", 2, lambda: self._go_softmax(m))     # max(s) settles at S4
+        self._wait_then(m, "LOGITS_DRAIN", 4, lambda: setattr(m, "next", "FIN"))
+
+    def _cache(self, m):
+        """CACHE (the last layer): T_L[c] <- t, a chunk a cycle; then (``class_ce``) s_c = t . h."""
+        c, Y, i = self._c, self.layout, self._c.issue
+        chunk = c.inner
+        with m.State("CACHE_COPY"):
+            m.d.comb += [c.a_ra.eq(c.L_ttout | chunk), c.a_re.eq(1)]
+            m.d.sync += [c.copy_we.eq(1), c.copy_addr.eq(c.L_tbase | self._row_plus(c.row_c, chunk))]
+            with m.If(chunk == c.L_cn - 1):
+                m.d.sync += chunk.eq(0)
+                m.next = "CACHE" if (c.ce and Y.cn[-1] >= 2) else "CACHE_COPY_WAIT"
+            with m.Else():
+                m.d.sync += chunk.eq(chunk + 1)
+        with m.State("CACHE_COPY_WAIT"):
+            with m.If(~c.copy_we):
+                if c.ce:
+                    m.next = "CACHE"
+                else:
+                    self._go_update(m)
+        with m.State("CACHE"):
+            m.d.comb += [i.valid.eq(1), i.phase.eq(_CACHE), i.first.eq(chunk == 0), i.last.eq(chunk == c.L_cn - 1),
+                         c.c_ra.eq(c.L_tbase | self._row_plus(c.row_c, chunk)), c.c_re.eq(1),
+                         c.a_ra.eq(c.L_hout | chunk), c.a_re.eq(1)]
+            with m.If(chunk == c.L_cn - 1):
+                m.d.sync += chunk.eq(0)
+                m.next = "CACHE_SETTLE"
+            with m.Else():
+                m.d.sync += chunk.eq(chunk + 1)
+        self._wait_then(m, "CACHE_SETTLE", 4, lambda: self._go_softmax(m))     # s_c lands at S4
+
+    def _softmax(self, m):
+        """SOFTMAX_Y (y and e of every class), SOFTMAX_DIV (r = floor(2^32 / sum e), restoring),
+        SOFTMAX_P (p of every class): :func:`sigprop_fpga.compiler.fixed.softmax_fixed` on lane 0."""
+        c, Y, C = self._c, self.layout, self._c.C
+        with m.State("SOFTMAX_Y"):
+            with m.If((c.slot == 0) & ~uge_const(c.k_read, C)):
+                m.d.comb += [c.y_issue.eq(1), c.a_ra.eq(Y.sbase | c.k_read), c.a_re.eq(1)]
+                m.d.sync += c.k_read.eq(c.k_read + 1)
+            m.d.sync += c.slot.eq(Mux(c.slot == c.n_pieces - 1, 0, c.slot + 1))
+            with m.If(c.k_write == C):
+                m.d.sync += [c.sm_acc.eq(1 << (RECIP_BITS - _Q_BITS)), c.recip.eq(0), c.div_bit.eq(_Q_BITS)]
+                m.next = "SOFTMAX_DIV"
+        with m.State("SOFTMAX_DIV"):
+            r2 = Signal.like(c.sm_acc, name="remainder2")
+            m.d.comb += r2.eq(c.sm_acc << 1)
+            with m.If(c.div_bit == 0):
+                m.d.sync += [c.k_read.eq(0), c.k_write.eq(0), c.slot.eq(0), c.n_corr.eq(0)]
+                m.next = "SOFTMAX_P"
+            with m.Else():
+                m.d.sync += c.div_bit.eq(c.div_bit - 1)
+                with m.If(r2 >= c.e_total):
+                    m.d.sync += [c.sm_acc.eq(r2 - c.e_total), c.recip.eq(Cat(Const(1, 1), c.recip[:-1]))]
+                with m.Else():
+                    m.d.sync += [c.sm_acc.eq(r2), c.recip.eq(Cat(Const(0, 1), c.recip[:-1]))]
+        with m.State("SOFTMAX_P"):
+            m.d.comb += c.sm_p_mode.eq(1)
+            with m.If((c.slot == 0) & ~uge_const(c.k_read, C)):
+                m.d.comb += [c.p_issue.eq(1), c.a_ra.eq(Y.ebase | c.k_read), c.a_re.eq(1)]
+                m.d.sync += c.k_read.eq(c.k_read + 1)
+            m.d.sync += c.slot.eq(~c.slot[0])
+            with m.If(c.k_write == C):
+                m.d.sync += [c.outer.eq(0), c.inner.eq(0), c.t_word.eq(0)]
+                m.next = "GRADIENT"
+
+    def _gradient(self, m):
+        """GRADIENT, per chunk of P units: -sum_k err_k T[k] as 15-bit products plus one 2^15
+        correction product per class with beta != 0 (c, and any k with p_k >= 1/2), then
+        g = (1 - p_c) h (two products) held a cycle: d_h, d_tc = g f'(t), g f'(T[m]) -> M."""
+        c, Y, L, C, i = self._c, self.layout, self._c.L, self._c.C, self._c.issue
+        chunk, k = c.outer, c.inner
+        corr_next = Signal(name="corr_next")     # the correction product of class k is next
+        with m.State("GRADIENT"):
+            is_c = k == c.own_class
+            is_corr = [(c.n_corr > n) & (k == c.corr_class[n]) for n in range(2)]
+            corr = is_c | is_corr[0] | is_corr[1]
+            k_end = C + (2 if c.push else 1)     # g_main, g_corr (-> d_tc)[, g_zero (-> g m_m)]
+            m.d.comb += [i.valid.eq(1), i.phase.eq(_GRADIENT), i.index.eq(chunk)]
+            with m.If(~uge_const(k, C)):
+                with m.If(~corr_next):           # -(p_k mod 2^15) T[k]
+                    m.d.comb += [i.sub.eq(0), i.a_kind.eq(0), i.b_cache.eq(1), i.first.eq(k == 0),
+                                 i.last.eq((k == C - 1) & ~corr), i.is_c.eq(is_c), i.is_m.eq(k == c.m_class),
+                                 c.a_ra.eq(Y.pbase | k), c.a_re.eq(1), c.c_ra.eq(c.L_tbase | c.t_word), c.c_re.eq(1)]
+                    with m.If(corr):
+                        m.d.sync += corr_next.eq(1)
+                    with m.Else():
+                        m.d.sync += [k.eq(k + 1), c.t_word.eq(c.t_word + c.L_cn)]
+                with m.Else():                   # the correction, on the held T[k] chunk
+                    m.d.comb += [i.sub.eq(0), i.a_kind.eq(Mux(is_c, 1, 2)), i.b_cache.eq(1), i.last.eq(k == C - 1),
+                                 i.b_shift.eq(Mux(is_c, c.beta_c, Mux(is_corr[0], c.corr_beta[0], c.corr_beta[1]))),
+                                 i.b_zero.eq(is_c & (c.beta_c == 0))]
+                    m.d.sync += [corr_next.eq(0), k.eq(k + 1), c.t_word.eq(c.t_word + c.L_cn)]
+            with m.Elif(k == C):                 # g: -(p_c mod 2^15) h, then 2^14 (2 |beta_c|) h
+                m.d.comb += [i.sub.eq(1), i.a_kind.eq(3), i.first.eq(1), c.a_ra.eq(c.L_hout | chunk), c.a_re.eq(1)]
+                m.d.sync += k.eq(k + 1)
+            with m.Elif(k == C + 1):
+                m.d.comb += [i.sub.eq(1), i.a_kind.eq(1), i.b_shift.eq(c.beta_c), i.b_zero.eq(c.beta_c == 0),
+                             i.last.eq(1)]
+                m.d.sync += k.eq(k + 1)
+            with m.Else():                       # the same sum once more (A = 0): g m_m
+                m.d.comb += [i.sub.eq(2), i.a_kind.eq(4), i.b_zero.eq(1), i.last.eq(1)]
+            with m.If(k == k_end):
+                m.d.sync += [k.eq(0), c.t_word.eq(chunk + 1)]
+                with m.If(chunk == c.L_cn - 1):
+                    m.d.sync += chunk.eq(0)
+                    with m.If(c.L_first):
+                        m.next = "GRADIENT_TO_TABLE"
+                    with m.Elif(self._per_layer([int(Y.cn[l] >= 2) for l in range(L)])):
+                        self._go_update(m)       # UPDATE starts on chunk 0's deltas, written long ago
+                    with m.Else():
+                        m.next = "GRADIENT_TO_UPDATE"
+                with m.Else():
+                    m.d.sync += chunk.eq(chunk + 1)
+
+        def go_table():
+            m.d.sync += [c.outer.eq(0), c.middle.eq(0), c.inner.eq(0), c.slot.eq(0)]
+            m.next = "TABLE"
+        # TABLE reads d_tc of chunk 0 (written a cycle after S3): without push, with one chunk, the
+        # last issue writes it
+        self._wait_then(m, "GRADIENT_TO_TABLE", 2 if (c.push or Y.cn[0] >= 2) else 4, go_table)
+        self._wait_then(m, "GRADIENT_TO_UPDATE", 3, lambda: self._go_update(m))   # operands through the sources at S1
+
+    def _table(self, m):
+        """TABLE (layer 0): R[c] -= d_tc >> s, R[m] -= d_tm >> s, a chunk every other cycle (the
+        delta word times 2^fa through the lanes)."""
+        c, Y, i = self._c, self.layout, self._c.issue
+        chunk, row_m = c.outer, c.middle         # row_m: 0 R[c], 1 R[m]
+        with m.State("TABLE"):
+            with m.If(c.slot == 0):
+                m.d.comb += [i.valid.eq(1), i.phase.eq(_BIAS_TABLE), i.sub.eq(Mux(row_m == 0, 1, 2)), i.first.eq(1),
+                             i.last.eq(1), i.index.eq(chunk), i.neg.eq(row_m == 1),
+                             c.m_ra.eq(Mux(row_m == 0, Y.dtc, Y.dtm) | chunk), c.m_re.eq(1)]
+            m.d.sync += c.slot.eq(~c.slot[0])
+            with m.If(c.slot == 1):
+                with m.If(chunk == Y.cn[0] - 1):
+                    m.d.sync += chunk.eq(0)
+                    with m.If((row_m == 1) if c.push else Const(1)):
+                        m.next = "TABLE_DRAIN"
+                    with m.Else():
+                        m.d.sync += row_m.eq(1)
+                with m.Else():
+                    m.d.sync += chunk.eq(chunk + 1)
+        self._wait_then(m, "TABLE_DRAIN", 2, lambda: self._go_update(m))    # the last R word is read late, at S3
+
+    def _update(self, m):
+        """UPDATE: W -= (d_h x + d_tc t_in + d_tm Tin[m]) >> s, one term a cycle, lane-wise
+        read-modify-write of the W word of row j (unit j at lane ``lane_index`` of ``unit_chunk``)."""
+        c, Y, P, i = self._c, self.layout, self.P, self._c.issue
+        row, chunk, term = c.outer, c.middle, c.inner
+        with m.State("UPDATE"):
+            m.d.comb += [i.valid.eq(1), i.phase.eq(_UPDATE), i.first.eq(term == 0), i.last.eq(term == c.L_terms - 1),
+                         i.term.eq(term), i.lane.eq(c.lane_index),
+                         c.m_ra.eq(Mux(term == 0, Y.dh, Mux(term == 1, Y.dtc, Y.dtm)) | c.unit_chunk), c.m_re.eq(1)]
+            with m.If(term == 2):
+                m.d.comb += [c.c_ra.eq(c.L_tprev | self._row_plus(c.row_m, chunk)), c.c_re.eq(1)]
+            with m.Else():
+                m.d.comb += [c.a_ra.eq(Mux(term == 0, c.x_in, c.t_in) | chunk), c.a_re.eq(1)]
+            with m.If(term == c.L_terms - 1):
+                m.d.sync += term.eq(0)
+                with m.If(chunk == c.L_ci - 1):
+                    m.d.sync += chunk.eq(0)
+                    with m.If(c.lane_index == P - 1):
+                        m.d.sync += [c.lane_index.eq(0), c.unit_chunk.eq(c.unit_chunk + 1)]
+                    with m.Else():
+                        m.d.sync += c.lane_index.eq(c.lane_index + 1)
+                    with m.If(row == c.L_n - 1):
+                        m.d.sync += row.eq(0)
+                        m.next = "UPDATE_DRAIN"
+                    with m.Else():
+                        m.d.sync += row.eq(row + 1)
+                with m.Else():
+                    m.d.sync += chunk.eq(chunk + 1)
+            with m.Else():
+                m.d.sync += term.eq(term + 1)
+
+        def go_bias():
+            m.d.sync += [c.outer.eq(0), c.slot.eq(0)]
+            m.next = "BIAS"
+        self._wait_then(m, "UPDATE_DRAIN", 1, go_bias)     # BIAS's operands come through the sources at S1
+
+    def _bias(self, m):
+        """BIAS: b -= (d_h + d_tc + d_tm) >> s, P units at a time through the lanes, in the issue
+        slots of :func:`_vec_slots`."""
+        c, Y, L, i = self._c, self.layout, self._c.L, self._c.issue
+        chunk = c.outer
+        with m.State("BIAS"):
+            period = self._per_layer([per for per, _ in c.bias_slots])
+            with m.Switch(c.layer):
+                for l in range(L):
+                    _, slots = c.bias_slots[l]
+                    with m.Case(l):
+                        for term, slot in enumerate(slots):
+                            with m.If(c.slot == slot):
+                                m.d.comb += [i.valid.eq(1), i.phase.eq(_BIAS_TABLE), i.sub.eq(0),
+                                             i.first.eq(term == 0), i.last.eq(term == len(slots) - 1),
+                                             i.index.eq(chunk), i.neg.eq(term == 2),
+                                             c.m_ra.eq((Y.dh, Y.dtc, Y.dtm)[term] | chunk), c.m_re.eq(1)]
+            with m.If(c.slot == period - 1):
+                m.d.sync += c.slot.eq(0)
+                with m.If(chunk == c.L_cn - 1):
+                    m.d.sync += chunk.eq(0)
+                    m.next = "BIAS_DRAIN"
+                with m.Else():
+                    m.d.sync += chunk.eq(chunk + 1)
+            with m.Else():
+                m.d.sync += c.slot.eq(c.slot + 1)
+
+        def go_commit():
+            m.d.sync += c.commit_step.eq(0)
+            m.next = "COMMIT"
+        self._wait_then(m, "BIAS_DRAIN", 3, go_commit)
+
+    def _commit(self, m):
+        """COMMIT: the layer's saturation counts added to its counters in M, its cycles written."""
+        c, Y = self._c, self.layout
+        step = c.commit_step
+        with m.State("COMMIT"):
+            word = Signal.like(c.m_ra, name="counter_word")
+            m.d.comb += word.eq(Y.cbase | (mul_const(c.layer, _NKINDS) + step))
+            n_lanes32 = -(-32 // c.m_lane_w)
+            with m.If(~uge_const(step, 4)):
+                m.d.comb += [c.m_ra.eq(word), c.m_re.eq(1)]
+            with m.If(step != 0):
+                pending = Array([Const(0, 1), c.pending_weight, c.pending_bias, c.pending_error, c.pending_table,
+                                 Const(0, 1)])[step]
+                value = Signal(32, name="counter_value")
+                m.d.comb += value.eq(Mux(step == 5, c.layer_cycles, c.m_read.data[:32] + pending))
+                m.d.comb += [c.m_we.eq(1), c.m_addr.eq(word - 1), c.m_lanes.eq((1 << n_lanes32) - 1),
+                             c.m_iscnt.eq(1), c.m_cnt.eq(value)]
+            m.d.sync += step.eq(step + 1)
+            with m.If(step == 5):
+                m.d.sync += [c.pending_weight.eq(0), c.pending_bias.eq(0), c.pending_error.eq(0),
+                             c.pending_table.eq(0)]
+                self._next_layer(m)
+
+    def _finish(self, m):
+        """Overhead: the prediction out, the sample counted."""
+        c = self._c
+        with m.State("FIN"):
+            with m.If(~c.pred_valid):
+                m.d.sync += [c.pred_valid.eq(1), self.o.payload.eq(c.prediction)]
+                with m.If(c.train):
+                    m.d.sync += self.samples.eq(self.samples + 1)
+                with m.Else():
+                    m.d.sync += self.inferences.eq(self.inferences + 1)
+                m.next = "IDLE"
+
+    # ------------------------------------------------------------------ the state port
+    def _state_port_decode(self, m):
+        """The state port's address decoded (idle only): ``rb_kind`` (0 W, 1 M lane, 2 cache,
+        3 counter register, 4 M counter, 5 none), ``rb_word`` and ``rb_lane``."""
+        c, P, Y, L = self._c, self.P, self.layout, self._c.L
         f = self.map["fields"]
 
         def field(name):
             return self.rb_addr[f[name]["lsb"]:f[name]["lsb"] + f[name]["width"]]
-        rs, rm, rk, rw = field("stage"), field("mem"), field("bank"), field("word")
-        rlane = Signal(range(max(4, ML)))
-        raddr = Signal(range(max(Y.wdepth, Y.mdepth, Y.cdepth) + 1))
-        if P & (P - 1) == 0:
-            bq, br = rw >> (PB if P > 1 else 0), (rw[:PB] if P > 1 else Const(0, 1))
+        stage, mem, c.rb_bank, word = field("stage"), field("mem"), field("bank"), field("word")
+        bank = c.rb_bank
+        c.rb_lane = Signal(range(max(4, c.m_word_lanes)), name="rb_lane")
+        c.rb_word = Signal(range(max(Y.wdepth, Y.mdepth, Y.cdepth) + 1), name="rb_word")
+        if P & (P - 1) == 0:             # a bias: unit ``word`` at lane word % P of chunk word // P
+            bias_chunk = word >> (c.lane_bits if P > 1 else 0)
+            bias_lane = word[:c.lane_bits] if P > 1 else Const(0, 1)
         else:
-            bq = Array(Const(v // P, range(nmax // P + 2)) for v in range(nmax + 1))[rw]
-            br = Array(Const(v % P, range(max(2, P))) for v in range(nmax + 1))[rw]
-        rs_l = Signal(range(max(2, L)))
-        m.d.comb += rs_l.eq(Mux(~_uge(rs, L), rs, 0))
-        cmap = []
+            bias_chunk = Array(Const(v // P, range(c.nmax // P + 2)) for v in range(c.nmax + 1))[word]
+            bias_lane = Array(Const(v % P, range(max(2, P))) for v in range(c.nmax + 1))[word]
+        layer = Signal(range(max(2, L)), name="rb_layer")
+        m.d.comb += layer.eq(Mux(~uge_const(stage, L), stage, 0))
+        counter_map = []                 # (kind, counter register or M word) by counter index
         for name in self.counters:
             if name in ("cycles", "samples", "inferences"):
-                cmap.append((3, ("cycles", "samples", "inferences").index(name)))
+                counter_map.append((3, ("cycles", "samples", "inferences").index(name)))
                 continue
             base, l_ = name.rsplit("_", 1)
             kind = {"sat_weight": 0, "sat_bias": 1, "sat_error": 2, "sat_table": 3, "stage_cycles": 4}[base]
-            cmap.append((4, Y.cword(int(l_), kind)))
-        with m.If(rs == L):
-            with m.Switch(rw):
-                for k, (kd, v) in enumerate(cmap):
+            counter_map.append((4, Y.cword(int(l_), kind)))
+        kind, addr, lane, lut = c.rb_kind, c.rb_word, c.rb_lane, self._per_layer
+        with m.If(stage == L):
+            with m.Switch(word):
+                for k, (kd, v) in enumerate(counter_map):
                     with m.Case(k):
-                        m.d.comb += [rkind.eq(kd), raddr.eq(v if kd == 4 else 0), rlane.eq(v if kd == 3 else 0)]
+                        m.d.comb += [kind.eq(kd), addr.eq(v if kd == 4 else 0), lane.eq(v if kd == 3 else 0)]
                 with m.Default():
-                    m.d.comb += rkind.eq(5)
+                    m.d.comb += kind.eq(5)
         with m.Else():
-            with m.Switch(rm):
+            with m.Switch(mem):
                 with m.Case(0):
-                    m.d.comb += [rkind.eq(0), raddr.eq(lut(Y.wbase, rs_l) + rw), rlane.eq(rk)]
+                    m.d.comb += [kind.eq(0), addr.eq(lut(Y.wbase, layer) + word), lane.eq(bank)]
                 with m.Case(1):
-                    m.d.comb += [rkind.eq(1), raddr.eq(lut(Y.bbase, rs_l) | bq), rlane.eq(br)]
+                    m.d.comb += [kind.eq(1), addr.eq(lut(Y.bbase, layer) | bias_chunk), lane.eq(bias_lane)]
                 with m.Case(2):
-                    m.d.comb += [rkind.eq(2), raddr.eq(lut(Y.tbase, rs_l) | rw), rlane.eq(rk)]
-                with m.Case(3):
-                    tp = lut([Y.tbase[l - 1] if l else 0 for l in range(L)], rs_l)
-                    m.d.comb += [rkind.eq(2), raddr.eq(tp | rw), rlane.eq(rk)]
+                    m.d.comb += [kind.eq(2), addr.eq(lut(Y.tbase, layer) | word), lane.eq(bank)]
+                with m.Case(3):          # Tin_l aliases T_(l-1)
+                    t_prev = lut([Y.tbase[l - 1] if l else 0 for l in range(L)], layer)
+                    m.d.comb += [kind.eq(2), addr.eq(t_prev | word), lane.eq(bank)]
                 with m.Case(4):
-                    m.d.comb += [rkind.eq(1), raddr.eq(Y.rbase | rw), rlane.eq(rk)]
+                    m.d.comb += [kind.eq(1), addr.eq(Y.rbase | word), lane.eq(bank)]
                 with m.Default():
-                    m.d.comb += rkind.eq(5)
-        with m.If(rb_active):
-            m.d.comb += [w_ra.eq(raddr), w_re.eq(1), c_ra.eq(raddr), c_re.eq(1), m_ra.eq(raddr), m_re.eq(1)]
+                    m.d.comb += kind.eq(5)
+
+    def _state_port(self, m):
+        """The state port's read (a cycle, then the lane selected and registered) and write."""
+        c = self._c
+        kind, addr, bank = c.rb_kind, c.rb_word, c.rb_bank
+        with m.If(c.rb_active):
+            m.d.comb += [c.w_ra.eq(addr), c.w_re.eq(1), c.c_ra.eq(addr), c.c_re.eq(1), c.m_ra.eq(addr),
+                         c.m_re.eq(1)]
             with m.If(self.wb_en):
-                m.d.comb += m_lane.eq(self.wb_data)      # the W banks' data too
-                with m.Switch(rkind):
+                m.d.comb += c.m_lane.eq(self.wb_data)      # the W banks' data too
+                with m.Switch(kind):
                     with m.Case(0):
-                        m.d.comb += [w_we.eq(1), w_waddr.eq(raddr), w_wlane.eq(1 << rk)]
+                        m.d.comb += [c.w_we.eq(1), c.w_waddr.eq(addr), c.w_wlane.eq(1 << bank)]
                     with m.Case(1):
-                        m.d.comb += [m_we.eq(1), m_addr.eq(raddr), m_lanes.eq(1 << rlane)]
+                        m.d.comb += [c.m_we.eq(1), c.m_addr.eq(addr), c.m_lanes.eq(1 << c.rb_lane)]
                     with m.Case(2):
-                        m.d.comb += [c_we.eq(1), c_addr.eq(raddr), c_lanes.eq(1 << rk),
-                                     c_lane.eq(self.wb_data)]
-        m.d.sync += rb_lane1.eq(rlane)
+                        m.d.comb += [c.c_we.eq(1), c.c_addr.eq(addr), c.c_lanes.eq(1 << bank),
+                                     c.c_lane.eq(self.wb_data)]
+        m.d.sync += c.rb_lane_s1.eq(c.rb_lane)
         # the result, an AND-OR of one-hot selects registered with the address (a cache lane is
         # already sign-extended in src)
-        rb_oh = Signal(5)
-        m.d.sync += rb_oh.eq(Cat(~_uge(rkind, 3), (rkind == 3) & (rlane == 0), (rkind == 3) & (rlane == 1),
-                                 (rkind == 3) & (rlane == 2), rkind == 4))
-        out = Signal(signed(32))
-        srcs_ = [rsel, self.cycles, self.samples, self.inferences, mrd.data[:32]]
-        m.d.comb += out.eq(Cat(*[Cat(*(rb_oh[k] & Value.cast(v).as_signed()[min(i, len(v) - 1)]
-                                       for k, v in enumerate(srcs_))).any() for i in range(32)]))
+        rb_onehot = Signal(5, name="rb_onehot")
+        lane = c.rb_lane
+        m.d.sync += rb_onehot.eq(Cat(~uge_const(kind, 3), (kind == 3) & (lane == 0), (kind == 3) & (lane == 1),
+                                     (kind == 3) & (lane == 2), kind == 4))
+        out = Signal(signed(32), name="rb_out")
+        sources = [c.rb_src, self.cycles, self.samples, self.inferences, c.m_read.data[:32]]
+        m.d.comb += out.eq(Cat(*[Cat(*(rb_onehot[k] & Value.cast(v).as_signed()[min(i, len(v) - 1)]
+                                       for k, v in enumerate(sources))).any() for i in range(32)]))
         m.d.sync += self.rb_data.eq(out)
-        return m
 
 
-def _rshift_even(v, k):
-    """Nearest-even ``v / 2^k`` of a ``v`` that has ``2^(k - 1)`` added already (``k > 0``);
-    ``v << -k`` for ``k <= 0``."""
-    if k <= 0:
-        return (v << (-k)).as_signed()
-    q = v >> k
-    tie = v.as_unsigned()[:k] == 0
-    return Cat(q[0] & ~tie, q[1:]).as_signed()
+class _Context:
+    """What the phases of :meth:`SerialEngine.elaborate` share, set as the datapath is built: the
+    formats (integers), the memories' ports (``w_``, ``m_``, ``c_``, ``a_`` for the W banks, M, the
+    cache and act: ``ra``/``re`` read, ``we``/``addr``/``lanes``/``data`` write), the issue and its
+    tags at ``s1`` to ``s4``, the current layer's constants (``L_``), and the registers."""
 
 
-def _uge(v, k: int):
-    """``v >= k`` for an unsigned ``v`` and a constant ``k``, as gates (no carry chain)."""
-    v = Value.cast(v).as_unsigned()
-    if k <= 0:
-        return Const(1, 1)
-    if k >= 1 << len(v):
-        return Const(0, 1)
-    res = Const(1, 1)
-    for i in range(len(v)):
-        res = (v[i] & res) if (k >> i) & 1 else (v[i] | res)
-    return res
+class _Tags:
+    """An issue's tags at one pipeline stage (S0 the issue, S1 to S4 its registered copies)."""
+
+    def __init__(self, **signals):
+        self.__dict__.update(signals)
 
 
-def _sat_zero(v, q, zero):
-    """``saturate(v, q)`` forced to 0 by ``zero`` (one LUT per bit); returns ``(value, overflowed)``."""
-    v = Value.cast(v)
-    w = q.width
-    if v.shape().signed and (q.min_int, q.max_int) == (-(1 << (w - 1)), (1 << (w - 1)) - 1):
-        # out of range when the bits from w - 1 up differ (the sign tells which way): no comparator
-        if len(v) <= w:
-            v, lo, hi = v.as_signed(), Const(0, 1), Const(0, 1)
-            v = Cat(v, v[-1].replicate(w - len(v))).as_signed() if len(v) < w else v
-        else:
-            top, neg = v[w - 1:], v[-1]
-            lo, hi = neg & ~top.all(), ~neg & top.any()
-    else:
-        lo, hi = v < q.min_int, v > q.max_int
-    bits = [~zero & ~lo & (hi | v[i]) for i in range(w - 1)]
-    bits.append(~zero & (lo | (~hi & v[w - 1])))
-    return Cat(*bits).as_signed(), lo | hi
-
-
-def _fit(v, w: int):
-    """``v`` as exactly ``w`` raw bits: sign-extended (or zero-extended if unsigned), or cut."""
-    v = Value.cast(v)
-    if len(v) >= w:
-        return v.as_unsigned()[:w]
-    pad = v[-1].replicate(w - len(v)) if v.shape().signed else Const(0, w - len(v))
-    return Cat(v.as_unsigned(), pad)
+def _replicate(v, w: int, n: int):
+    """``n`` copies of ``v`` as ``w`` raw bits each (a word of ``n`` lanes)."""
+    return Cat(*([fit_bits(v, w)] * n))

@@ -7,7 +7,8 @@ from amaranth.sim import Simulator
 
 from sigprop_fpga.compiler.spec import QFormat
 from sigprop_fpga.hdl.fixed import SQ, UQ, narrow, round_shift, saturate
-from sigprop_fpga.sim import fixed as gf
+from sigprop_fpga.hdl.fixed import fit_bits, inside, round_shift_halved, saturate_or_zero, uge_const
+from sigprop_fpga.compiler import fixed as gf
 
 
 @pytest.mark.parametrize("width,from_frac,q,mode", [
@@ -165,3 +166,86 @@ def test_narrow_every_value(v_width, from_frac, q):
     want, _ = gf.narrow(np.array(vals), from_frac, q, "nearest")
     sat = gf.shift_round(np.array(vals), from_frac - q.frac_bits, "nearest") != want
     assert got == [(int(a), int(b)) for a, b in zip(want, sat)]
+
+
+def _every_value(shape):
+    if shape.signed:
+        return range(-(1 << (shape.width - 1)), 1 << (shape.width - 1))
+    return range(1 << shape.width)
+
+
+def _run_comb(inputs, outputs, rows):
+    """Drive ``inputs`` with each row of values; the outputs read back, one tuple per row."""
+    m = Module()
+    sigs = [Signal.like(o) if isinstance(o, Signal) else Signal(o.shape()) for o in outputs]
+    m.d.comb += [s.eq(o) for s, o in zip(sigs, outputs)]
+    got = []
+
+    async def bench(ctx):
+        for row in rows:
+            for sig, x in zip(inputs, row):
+                ctx.set(sig, x)
+            got.append(tuple(ctx.get(s) for s in sigs))
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    return got
+
+
+@pytest.mark.parametrize("width,k", [(8, 1), (8, 3), (10, 5), (6, 6), (7, 0), (7, -2)])
+def test_round_shift_halved_is_nearest_even_of_the_value_without_its_half(width, k):
+    """Every value of an accumulator that started from the rounding half: the golden nearest-even
+    shift of the value without it (ties both ways, odd and even quotients)."""
+    v = Signal(signed(width))
+    vals = list(_every_value(v.shape()))
+    got = _run_comb([v], [round_shift_halved(v, k)], [(x,) for x in vals])
+    half = (1 << (k - 1)) if k > 0 else 0
+    want = gf.shift_round(np.array(vals) - half, k, "nearest")
+    assert [g[0] for g in got] == [int(w) for w in want]
+
+
+@pytest.mark.parametrize("width", [1, 3, 5])
+def test_uge_const_every_value_and_constant(width):
+    v = Signal(width)
+    consts = range(-1, (1 << width) + 2)
+    outs = [uge_const(v, k) for k in consts]
+    vals = list(_every_value(v.shape()))
+    got = _run_comb([v], outs, [(x,) for x in vals])
+    assert got == [tuple(int(x >= k) for k in consts) for x in vals]
+
+
+@pytest.mark.parametrize("v_shape", [signed(7), signed(4), signed(3), signed(2), unsigned(5), unsigned(4)])
+@pytest.mark.parametrize("q", [SQ(2, 2), QFormat(1, 2), SQ(1, 2)])
+def test_saturate_or_zero_every_value(v_shape, q):
+    """The golden saturation of every input (the flag exactly on the clamped ones), or 0 with
+    ``zero`` (the flag unchanged); signed formats only."""
+    if not v_shape.signed and v_shape.width < q.width:
+        pytest.skip("an unsigned operand narrower than the format is not a use")
+    v, zero = Signal(v_shape), Signal()
+    out, ovf = saturate_or_zero(v, q, zero)
+    vals = list(_every_value(v_shape))
+    got = _run_comb([v, zero], [out, ovf], [(x, z) for z in (0, 1) for x in vals])
+    sat, _ = gf.saturate(np.array(vals), q if isinstance(q, QFormat) else QFormat(q.int_bits, q.frac_bits))
+    flags = [int(not q.min_int <= x <= q.max_int) for x in vals]
+    assert got == [(0 if z else int(s), f) for z in (0, 1) for s, f in zip(sat, flags)]
+    with pytest.raises(TypeError, match="signed format"):
+        saturate_or_zero(v, UQ(2, 2), zero)
+
+
+@pytest.mark.parametrize("v_shape", [signed(4), signed(6), unsigned(4)])
+def test_inside_is_the_golden_hard_tanh_mask(v_shape):
+    from sigprop_fpga.sim.golden import _inside
+    q = QFormat(1, 3)
+    v = Signal(v_shape)
+    vals = list(_every_value(v_shape))
+    got = _run_comb([v], [inside(v, q)], [(x,) for x in vals])
+    assert [g[0] for g in got] == [int(b) for b in _inside(np.array(vals), q)]
+
+
+@pytest.mark.parametrize("v_shape,w", [(signed(4), 6), (unsigned(4), 6), (signed(6), 4), (signed(5), 5)])
+def test_fit_bits_extends_or_cuts(v_shape, w):
+    v = Signal(v_shape)
+    vals = list(_every_value(v_shape))
+    got = _run_comb([v], [fit_bits(v, w)], [(x,) for x in vals])
+    assert [g[0] for g in got] == [x & ((1 << w) - 1) for x in vals]

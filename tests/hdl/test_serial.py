@@ -275,3 +275,22 @@ def test_every_multiplier_is_a_lane():
     for P in (2, 4):
         text = rtlil.convert(SerialEngine(net, P), name="top")
         assert text.count("cell $mul ") == P
+
+
+def test_fsm_states_are_named_by_the_rule_phases():
+    """One vocabulary: every FSM state but the overhead (IDLE, FIN) is a :class:`Phase` name or a
+    phase name and a suffix (FORWARD_DRAIN, SOFTMAX_Y...), and every phase of ``serial_cycles``
+    but ``next_layer`` has states of its name."""
+    from amaranth.hdl import Fragment
+    from sigprop_fpga.compiler.rule import Phase
+    net, _ = _net(example="iris")
+    eng = SerialEngine(net, 4)
+    Fragment.get(eng, None)
+    states = set(eng._fsm.encoding)
+    names = {p.name for p in Phase}
+    assert {"IDLE", "FIN"} <= states
+    for s in states - {"IDLE", "FIN"}:
+        assert any(s == n or s.startswith(n + "_") for n in names), s
+    phases = {str(k) for ph in serial_cycles(net, 4)["layers"] for k in ph} - {"next_layer"}
+    for p in phases:
+        assert any(s == Phase(p).name or s.startswith(Phase(p).name + "_") for s in states), p
