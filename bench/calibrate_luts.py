@@ -28,7 +28,8 @@ import numpy as np
 
 from sigprop_fpga.boards import get_target
 from sigprop_fpga.boards.build import BoardTop, STEP_NAMES
-from sigprop_fpga.boards.flow import dataset_capacity, estimate_resources, load_network, split_stored
+from sigprop_fpga.boards.flow import dataset_capacity, estimate_resources, split_stored
+from sigprop_fpga.sim.datasets import load_network
 from sigprop_fpga.boards.top import SigPropBoardTop
 from sigprop_fpga.hdl import relax_read_collisions
 from sigprop_fpga.hdl.engines import ENGINES, get_engine

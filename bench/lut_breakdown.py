@@ -81,7 +81,7 @@ def serial_rtlil(network: str, lanes: int):
     """``(spec, lanes, RTLIL)`` of the time-multiplexed engine of ``network`` alone."""
     from amaranth.back import rtlil
 
-    from sigprop_fpga.boards.flow import load_network
+    from sigprop_fpga.sim.datasets import load_network
     from sigprop_fpga.hdl import relax_read_collisions
     from sigprop_fpga.hdl.engines import get_engine
     spec, _data, net = load_network(network)

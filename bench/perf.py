@@ -291,15 +291,8 @@ def format_tables(result: dict) -> str:
 # ------------------------------------------------------------------------------------------------
 
 def _load(network):
-    from sigprop_fpga.compiler.spec import load_spec
-    from sigprop_fpga.sim.datasets import load_dataset
-    from sigprop_fpga.compiler.network import Network, check_network
-
-    spec = load_spec(network)
-    data = load_dataset(spec)
-    net = Network(spec, data.n_inputs, data.n_classes)
-    check_network(net)
-    return spec, data, net
+    from sigprop_fpga.sim.datasets import load_network
+    return load_network(network)
 
 
 def measure_cpu(spec, data, net, repeats: int, min_samples: int = 5000) -> dict:

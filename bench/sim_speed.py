@@ -13,12 +13,10 @@ import time
 import numpy as np
 
 from sigprop_fpga.compiler.estimate import allocate_lanes
-from sigprop_fpga.compiler.spec import load_spec
 from sigprop_fpga.hdl.simulate import simulate
 from sigprop_fpga.io import format_table, write_json
-from sigprop_fpga.sim.datasets import load_dataset
+from sigprop_fpga.sim.datasets import load_network
 from sigprop_fpga.sim.golden import GoldenSigProp
-from sigprop_fpga.compiler.network import Network
 from sigprop_fpga.rtl import simulate_rtl
 
 
@@ -28,9 +26,7 @@ def main(argv=None):
     ap.add_argument("--samples", type=int, default=60)
     ap.add_argument("--json", default="build/bench/sim_speed.json")
     args = ap.parse_args(argv)
-    spec = load_spec(args.network)
-    data = load_dataset(spec)
-    net = Network(spec, data.n_inputs, data.n_classes)
+    spec, data, net = load_network(args.network)
     n = args.samples
 
     t0 = time.perf_counter()

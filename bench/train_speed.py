@@ -8,10 +8,8 @@ import argparse
 import statistics
 import time
 
-from sigprop_fpga.compiler.spec import load_spec
 from sigprop_fpga.io import format_table, write_json
-from sigprop_fpga.sim.datasets import load_dataset
-from sigprop_fpga.compiler.network import Network
+from sigprop_fpga.sim.datasets import load_network
 from sigprop_fpga.sim.train import make_model
 
 
@@ -32,9 +30,7 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", default="build/bench/train_speed.json")
     args = ap.parse_args(argv)
-    spec = load_spec(args.network)
-    data = load_dataset(spec)
-    net = Network(spec, data.n_inputs, data.n_classes)
+    spec, data, net = load_network(args.network)
     rates = {"float": [], "golden": []}
     for _ in range(args.repeats):
         for kind in rates:

@@ -11,11 +11,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ..compiler.network import Network, check_network
-from ..compiler.spec import SpecError, load_spec
+from ..compiler.spec import SpecError
 from ..hdl.engines import ENGINES, Engine, EngineUnsupported, get_engine
 from ..hdl.feeder import ROM_BANK_DEPTH, curve_count_width
-from ..sim.datasets import load_dataset
+from ..sim.datasets import load_network
 from . import get_target
 from .build import build
 from ..toolchain import apply_amaranth_tool_env
@@ -23,7 +22,7 @@ from .fit import FitError, fit_check
 from .top import SigPropBoardTop
 
 __all__ = ["estimate_resources", "build_network", "dataset_capacity", "board_memories", "bram_blocks",
-           "engine_choices", "EnginePlan", "plan_engine", "BoardDesign", "load_network", "prepare_network",
+           "engine_choices", "EnginePlan", "plan_engine", "BoardDesign", "prepare_network",
            "split_stored"]
 
 
@@ -238,18 +237,6 @@ class BoardDesign:
         return SigPropBoardTop(self.net, self.data, self.target, self.achieved_mhz * 1e6, lanes=self.plan.lanes,
                                n_train=self.n_train, n_test=self.n_test, autostart_epochs=self.autostart_epochs,
                                engine_cls=self.plan.engine.component_cls)
-
-
-def load_network(network) -> tuple:
-    """``(spec, data, net)`` of a network file: the spec, its data set and the resolved network,
-    checked (:class:`~sigprop_fpga.compiler.spec.SpecError` or
-    :class:`~sigprop_fpga.sim.datasets.DatasetError` on bad input). The one place a network file
-    is loaded; :func:`sigprop_fpga.load` wraps it."""
-    spec = load_spec(network)
-    data = load_dataset(spec)
-    net = Network(spec, data.n_inputs, data.n_classes)
-    check_network(net)
-    return spec, data, net
 
 
 def prepare_network(network, board: str | None = None, *, samples: int | None = None, autostart_epochs: int = 0,

@@ -29,7 +29,7 @@ from ..hdl.engines import get_engine
 from ..hostlink import HostLinkClient, HostLinkError
 from ..sim.compare import compare_state, golden_feeder_run
 from ..sim.golden import GoldenSigProp
-from .flow import load_network
+from ..sim.datasets import load_network
 from .top import BOARD_ID, REGISTERS
 
 __all__ = ["SerialPort", "run_on_board", "stream_on_board", "sample_bytes", "RunError", "RunUsageError",

@@ -39,11 +39,12 @@ from pathlib import Path
 from amaranth.back import rtlil, verilog
 
 from .boards.fit import FitError
-from .boards.flow import build_network, load_network, prepare_network
+from .boards.flow import build_network, prepare_network
 from .boards.run import SerialPort, run_on_board, stream_on_board
 from .compile import choose_engine, compile_network
 from .compiler.estimate import estimate
 from .io import write_atomic, write_json
+from .sim.datasets import load_network
 from .report import make_report
 from .rtl import simulate_rtl
 from .sim import baselines

@@ -20,12 +20,13 @@ from amaranth.lib import data, wiring
 
 from .boards import get_target
 from .boards.fit import FitError
-from .boards.flow import load_network, plan_engine
+from .boards.flow import plan_engine
 from .compiler.estimate import stage_macs
 from .compiler.spec import SpecError
 from .hdl.engines import Engine, EngineUnsupported, get_engine
 from .hdl.simulate import simulate
 from .io import write_atomic, write_json
+from .sim.datasets import load_network
 from .sim.golden import GoldenSigProp
 
 __all__ = ["compile_network", "build_engine", "manifest", "measure", "compile_main", "check_buildable"]

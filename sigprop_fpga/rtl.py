@@ -18,7 +18,7 @@ from pathlib import Path
 
 from amaranth.back import verilog
 
-from .boards.flow import load_network
+from .sim.datasets import load_network
 from .boards.top import SigPropBoardCore
 from .hdl.engines import Engine, get_engine
 from .hdl.trainer import Trainer

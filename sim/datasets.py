@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..compiler.network import quantize_inputs
-from ..compiler.spec import DatasetSpec, NetworkSpec, QFormat, SpecError
+from ..compiler.network import Network, check_network, quantize_inputs
+from ..compiler.spec import DatasetSpec, NetworkSpec, QFormat, SpecError, load_spec
 
-__all__ = ["Dataset", "DatasetError", "load_dataset", "quantize_inputs"]
+__all__ = ["Dataset", "DatasetError", "load_dataset", "load_network", "quantize_inputs"]
 
 
 class DatasetError(SpecError):
@@ -151,3 +151,15 @@ def load_dataset(spec: NetworkSpec) -> Dataset:
         name = d.source
     xtr, xte = _scale(xtr, xte, d.scaling)
     return Dataset(name, quantize_inputs(xtr, q), ytr, quantize_inputs(xte, q), yte, n_classes, q)
+
+
+def load_network(network) -> tuple:
+    """``(spec, data, net)`` of a network file: the spec, its data set and the resolved network,
+    checked (:class:`~sigprop_fpga.compiler.spec.SpecError` or
+    :class:`DatasetError` on bad input). The one place a network file
+    is loaded; :func:`sigprop_fpga.load` wraps it."""
+    spec = load_spec(network)
+    data = load_dataset(spec)
+    net = Network(spec, data.n_inputs, data.n_classes)
+    check_network(net)
+    return spec, data, net

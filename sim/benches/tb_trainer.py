@@ -20,13 +20,11 @@ import numpy as np
 from cocotb.triggers import First, ReadOnly, RisingEdge, Timer
 from cocotb.simtime import get_sim_time
 
-from sigprop_fpga.compiler.spec import load_spec
 from sigprop_fpga.compiler.statemap import counter_names, readback_requests
 from sigprop_fpga.sim.compare import compare_state
 from sigprop_fpga.sim.cocotb_util import load_config, read_int, reset, start_clock, write_results
-from sigprop_fpga.sim.datasets import load_dataset
+from sigprop_fpga.sim.datasets import load_network
 from sigprop_fpga.sim.golden import GoldenSigProp
-from sigprop_fpga.compiler.network import Network
 
 PERIOD = 10
 
@@ -64,9 +62,7 @@ async def _readback(dut, reqs, latency: int) -> dict:
 async def train_and_compare(dut):
     """Train in Verilator; every prediction and (every K samples) all state equal the golden model."""
     cfg = load_config()
-    spec = load_spec(cfg["network"])
-    data = load_dataset(spec)
-    net = Network(spec, data.n_inputs, data.n_classes)
+    spec, data, net = load_network(cfg["network"])
     lanes = tuple(cfg["lanes"])
     epochs, n_train, n_test = cfg["epochs"], cfg["n_train"], cfg["n_test"]
     check_every = cfg.get("check_every", 0)
