@@ -83,8 +83,8 @@ def uses_softmax(net: Network, l: int) -> bool:
 
 @dataclass(frozen=True)
 class StepShifts:
-    """Right shifts from an update's raw product to its variable's step (``eta = 2^-lr_shift``
-    folded in): ``W -= round(u >> weight)`` and so on, before saturation.
+    """Right shifts from an update's raw product to its variable's step (the layer's
+    ``eta = 2^-lr_shift``, :meth:`.network.Network.lr_shift`, folded in): ``W -= round(u >> weight)`` and so on, before saturation.
 
     Attributes
     ----------
@@ -105,7 +105,7 @@ class StepShifts:
 
 
 def step_shifts(net: Network, l: int) -> StepShifts:
-    p, s = net.prec(l), net.spec.learning.lr_shift
+    p, s = net.prec(l), net.lr_shift(l)
     fe = p.error.frac_bits
     table = fe - net.spec.precision.table.frac_bits + s if l == 0 else None
     head = None

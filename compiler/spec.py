@@ -33,7 +33,7 @@ READOUTS = ("nearest_target", "head")
 LOSSES = ("class_ce", "l2")
 RULES = ("sigprop",)
 ROUNDINGS = ("nearest", "stochastic")
-SCALINGS = ("minmax", "unit")
+SCALINGS = ("minmax", "minmax01", "unit")
 MAX_FILE_BYTES = 1 << 20
 MAX_UNITS = 4096
 MAX_LAYERS = 16
@@ -145,13 +145,14 @@ class LayerSpec:
     activation: str
     precision: LayerPrecision
     lanes: int | None           # None: allocated by the compiler
+    lr_shift: int | None = None  # None: learning.lr_shift
 
 
 @dataclass(frozen=True)
 class LearningSpec:
     rule: str = "sigprop"
     loss: str = "class_ce"
-    lr_shift: int = 6
+    lr_shift: int | str = "auto"    # "auto": per layer, from its input's norm (Network.lr_shift)
     logit_shift: int = 2
     push: bool = True
     epochs: int = 20
@@ -471,7 +472,13 @@ class _Validator:
         if "loss" in d:
             kw["loss"] = self.choice(d["loss"], "learning.loss", LOSSES)
         if "lr_shift" in d:
-            kw["lr_shift"] = self.integer(d["lr_shift"], "learning.lr_shift", 0, 16)
+            if d["lr_shift"].value == "auto":
+                kw["lr_shift"] = "auto"
+            elif isinstance(d["lr_shift"].value, str):
+                raise self.r.fail(d["lr_shift"].line, "learning.lr_shift",
+                                  f"expected auto or an integer from 0 to 16, got {d['lr_shift'].value!r}")
+            else:
+                kw["lr_shift"] = self.integer(d["lr_shift"], "learning.lr_shift", 0, 16)
         if "logit_shift" in d:
             kw["logit_shift"] = self.integer(d["logit_shift"], "learning.logit_shift", 0, 8)
         if "push" in d:
@@ -554,7 +561,7 @@ class _Validator:
         for i, item in enumerate(node.value):
             path = f"network.layers[{i}]"
             if isinstance(item.value, dict):
-                d = self.mapping(item, path, ("units", "activation", "precision", "lanes"))
+                d = self.mapping(item, path, ("units", "activation", "precision", "lanes", "lr_shift"))
                 if "units" not in d:
                     raise self.r.fail(item.line, f"{path}.units", "required key is missing (expected a positive integer)")
                 units = self.units(d["units"], f"{path}.units")
@@ -564,7 +571,8 @@ class _Validator:
                     prec = self.layer_precision(d["precision"], f"{path}.precision", base)
                     self.check_layer_formats(prec, d["precision"].value, f"{path}.precision")
                 lanes = self.integer(d["lanes"], f"{path}.lanes", 1, 1024) if "lanes" in d else None
-                out.append(LayerSpec(units, act, prec, lanes))
+                shift = self.integer(d["lr_shift"], f"{path}.lr_shift", 0, 16) if "lr_shift" in d else None
+                out.append(LayerSpec(units, act, prec, lanes, shift))
             else:
                 out.append(LayerSpec(self.units(item, path), activation, base, None))
         return tuple(out)

@@ -51,7 +51,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..compiler.estimate import softmax_groups
 from ..compiler.fixed import EXP2_TABLE, P_FRAC
-from ..compiler.rule import E_BITS, softmax_fracs
+from ..compiler.rule import E_BITS, softmax_fracs, step_shifts, update_terms
 from ..compiler.network import Network, lfsr_seed
 from ..compiler.statemap import MEM_IDS, stage_memories
 from .fixed import mul_const as _mulk, narrow, round_shift, saturate
@@ -369,8 +369,8 @@ class _Datapath:
         self.qin = net.in_format(l)
         self.fin, self.fa, self.fw, self.fb, self.fe, self.ft = (q.frac_bits for q in (
             self.qin, self.qa, self.qw, self.qb, self.qe, self.qt))
-        self.s_shift = net.spec.learning.lr_shift
-        self.terms = 1 if (l == 0 or not self.class_ce) else (3 if self.push else 2)
+        self.shifts = step_shifts(net, l)
+        self.terms = update_terms(net, l)
         self.mode = net.spec.precision.rounding
         self.stoch = self.mode == "stochastic"
         # the steps are subtracted at S4 with rounding to nearest (half to even is odd-symmetric:
@@ -1073,9 +1073,8 @@ class _Datapath:
         (W, R, the head's W) and of the bias, the old values, where and whether to write;
         saturation flags for the counters (widths: those of the rounded expressions themselves,
         so nothing is cut before saturating)."""
-        fe, s = self.fe, self.s_shift
-        self.shW, self.shB = fe + self.fin - self.fw + s, fe - self.fb + s
-        self.shR, self.shHW = fe - self.ft + s, fe + self.fa - self.fw + s
+        k = self.shifts
+        self.shW, self.shB, self.shR, self.shHW = k.weight, k.bias, k.table, k.head_weight
         lane_steps = [self._step(self.lane_acc[0], self.shW, self.draws[0])]
         bias_steps = [self._step(self.bias_delta3, self.shB, self.draws[0])]
         if self.table:

@@ -49,6 +49,7 @@ from .report import make_report
 from .rtl import simulate_rtl
 from .sim import baselines
 from .sim.train import train_sigprop
+from .sim.tune import tune
 
 __all__ = ["load", "Design", "Result", "CheckResult", "TrainResult", "CompileResult", "SimResult",
            "BuildResult", "RunResult", "STEPS", "MODELS", "RULES"]
@@ -239,6 +240,14 @@ class Design:
         finally:
             transport.close()
         return RunResult(r)
+
+    def tune(self, model: str = "golden", epochs: int | None = None, jobs: int | None = None,
+             progress: bool = False) -> Result:
+        """A grid over ``lr_shift`` x ``logit_shift`` x the scaling, scored on a validation split
+        carved from the training split (:func:`~sigprop_fpga.sim.tune.tune`)."""
+        if model not in MODELS:
+            raise ValueError(f"model must be one of {', '.join(MODELS)}, not {model!r}")
+        return Result(tune(self.spec, self.net, model=model, epochs=epochs, jobs=jobs, progress=progress))
 
     @staticmethod
     def report(folder: str | Path) -> Path:

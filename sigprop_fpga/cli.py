@@ -143,11 +143,30 @@ def cmd_train(args) -> int:
     if out.get("counters"):
         for w in saturation_warnings(out["counters"], out.get("updates_per_sample"), out["samples"]):
             print(f"sigprop-fpga train: warning: {w}", file=sys.stderr)
+    if out.get("collapse_warning"):
+        print(f"sigprop-fpga train: warning: {out['collapse_warning']}", file=sys.stderr)
     print(format_table(["model", "rule", "epochs", "train acc", "test acc", "samples/s"],
                        [[out["model"], out["rule"], out["epochs"], out["train_accuracy"], out["test_accuracy"],
                          out["samples_per_second"]]]))
     if args.json:
         write_json(args.json, out)
+    return 0
+
+
+def cmd_tune(args) -> int:
+    d = load(args.network)
+    r = d.tune(model=args.model, epochs=args.epochs, jobs=args.jobs, progress=not args.quiet).to_json()
+    rows = sorted(r["points"], key=lambda p: -p["accuracy"])
+    print(format_table(["lr_shift", "per layer", "logit_shift", "scaling", "validation acc", "collapsed"],
+                       [[p["lr_shift"], " ".join(map(str, p["lr_shifts"])), p["logit_shift"], p["scaling"],
+                         p["accuracy"], "yes" if p["collapsed"] else ""] for p in rows]))
+    b, t = r["best"], r["test"]
+    print(f"best on the validation split ({r['validation_fraction']:.0%} of the training split, {r['epochs']} epochs, "
+          f"{r['model']}): lr_shift {b['lr_shift']}, logit_shift {b['logit_shift']}, scaling {b['scaling']}; "
+          f"test accuracy after {t['epochs']} epochs {t['best']:.4f} (the file's settings: {t['file']:.4f})")
+    print("put in the network file:\n  " + "\n  ".join(r["yaml"]))
+    if args.json:
+        write_json(args.json, r)
     return 0
 
 
@@ -193,6 +212,8 @@ def cmd_sim(args) -> int:
     if r.get("counters"):
         for w in saturation_warnings(r["counters"], r.get("updates_per_sample"), r.get("samples", 0)):
             print(f"sigprop-fpga sim: warning: {w}", file=sys.stderr)
+    if r.get("collapse_warning"):
+        print(f"sigprop-fpga sim: warning: {r['collapse_warning']}", file=sys.stderr)
     if args.json:
         write_json(args.json, r)
     return 0 if r["bit_exact"] else 1
@@ -299,6 +320,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", metavar="OUT", type=_out_file, help="write the report as JSON")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
+
+    tu = sub.add_parser("tune", help="grid over lr_shift, logit_shift and the scaling on a validation split")
+    tu.add_argument("network", help="network file (YAML)")
+    tu.add_argument("--model", choices=MODELS, default="golden", help="the model to tune (default golden)")
+    tu.add_argument("--epochs", type=_positive_int, help="epochs per grid point (default: the file's, at most 5)")
+    tu.add_argument("-j", "--jobs", type=_positive_int, help="processes (default: the machine's cores)")
+    tu.add_argument("--json", metavar="OUT", type=_out_file, help="write the grid and the best point as JSON")
+    tu.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    tu.set_defaults(func=cmd_tune)
 
     co = sub.add_parser("compile", help="compile a network file to Verilog, RTLIL and a manifest")
     co.add_argument("network", help="network file (YAML)")

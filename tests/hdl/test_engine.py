@@ -296,3 +296,12 @@ def test_every_multiplier_is_a_lane(example):
     lanes = allocate_lanes(net)
     text = rtlil.convert(SigPropEngine(net, lanes), name="top")
     assert text.count("cell $mul ") == sum(lanes)
+
+
+def test_a_step_shift_per_layer_bit_exact():
+    """Layers with their own ``lr_shift`` (as ``lr_shift: auto`` gives them), with a head: each
+    stage's steps (W, b, R, the head) use its layer's shift, bit exact with the golden model."""
+    net, data = _net("dataset: {source: wine}\nnetwork: {layers: [{units: 7, lr_shift: 4}, "
+                     "{units: 5, lr_shift: 7}], readout: head}\nhardware: {lanes: [3, 2]}\n")
+    assert [net.lr_shift(l) for l in range(2)] == [4, 7]
+    run_and_compare(net, data, 40, lanes=(3, 2))

@@ -294,3 +294,12 @@ def test_fsm_states_are_named_by_the_rule_phases():
     phases = {str(k) for ph in serial_cycles(net, 4)["layers"] for k in ph} - {"next_layer"}
     for p in phases:
         assert any(s == Phase(p).name or s.startswith(Phase(p).name + "_") for s in states), p
+
+
+def test_a_step_shift_per_layer_bit_exact():
+    """Layers with their own ``lr_shift`` (as ``lr_shift: auto`` gives them): the serial engine
+    selects each layer's step shift, bit exact with the golden model."""
+    net, data = _net("dataset: {source: iris}\nnetwork: {layers: [{units: 6, lr_shift: 3}, "
+                     "{units: 5, lr_shift: 6}, {units: 4, lr_shift: 8}]}\n")
+    assert [net.lr_shift(l) for l in range(3)] == [3, 6, 8]
+    run_and_compare(net, data, 30)
