@@ -18,8 +18,9 @@ from dataclasses import dataclass
 
 from .fixed import LOG2E_Q16, P_FRAC, RECIP_BITS
 from .network import Network
+from .spec import QFormat
 
-__all__ = ["Phase", "StepShifts", "step_shifts", "update_terms", "forward_signals", "uses_softmax",
+__all__ = ["Phase", "ActivationRange", "activation_range", "StepShifts", "step_shifts", "update_terms", "forward_signals", "uses_softmax",
            "logit_frac", "softmax_fracs", "Q_BITS", "E_BITS", "exp_clamp", "mul_b_bits", "SoftmaxPieces",
            "softmax_pieces"]
 
@@ -59,6 +60,31 @@ class Phase(str, enum.Enum):
 
     def __str__(self) -> str:
         return self.value
+
+
+@dataclass(frozen=True)
+class ActivationRange(QFormat):
+    """An activation format with hard-tanh's bounds: ``[-1, +1]`` within the format's range.
+
+    A ``Q1.x`` format holds ``[-1, 1 - 2^-x]``, its own range; a format with more integer bits
+    (``Q2.6``) holds ``+1`` exactly and clamps there, not at its own limits. ``min_int`` and
+    ``max_int`` are the bounds every narrowing to an activation saturates to, and the derivative
+    mask is 1 strictly between them.
+    """
+
+    @property
+    def min_int(self) -> int:
+        return max(-(1 << (self.width - 1)), -(1 << self.frac_bits))
+
+    @property
+    def max_int(self) -> int:
+        return min((1 << (self.width - 1)) - 1, 1 << self.frac_bits)
+
+
+def activation_range(q: QFormat) -> QFormat:
+    """The bounds hard-tanh clamps an activation of format ``q`` to (:class:`ActivationRange`);
+    ``q`` itself for a ``Q1.x`` format, whose range they are."""
+    return q if q.int_bits == 1 else ActivationRange(q.int_bits, q.frac_bits)
 
 
 def forward_signals(l: int) -> int:

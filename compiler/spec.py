@@ -497,6 +497,8 @@ class _Validator:
         for k in ("activation", "weight", "bias", "error"):
             if k in d:
                 kw[k] = self.qformat(d[k], f"{path}.{k}")
+        if "weight" in kw and "bias" not in kw and base.bias.frac_bits > kw["weight"].frac_bits:
+            kw["bias"] = kw["weight"]       # the inherited bias would not fit the layer's weights
         if "accumulator" in d:
             kw["accumulator"] = self.accumulator(d["accumulator"], f"{path}.accumulator")
         return replace(base, **kw)
@@ -519,24 +521,27 @@ class _Validator:
     def precision(self, node: _Node | None) -> tuple[PrecisionSpec, LayerPrecision]:
         d = self.mapping(node, "precision", tuple(DEFAULT_PRECISION)) if node is not None else {}
 
-        def q(key):
-            return self.qformat(d[key], f"precision.{key}") if key in d else parse_qformat(DEFAULT_PRECISION[key])
+        def q(key, follows=None):
+            """The written format, else the one ``key`` follows when that is written (the bias and
+            the table hold weights: they follow the weight), else the default."""
+            if key in d:
+                return self.qformat(d[key], f"precision.{key}")
+            if follows is not None and follows in d:
+                return q(follows)
+            return parse_qformat(DEFAULT_PRECISION[key])
 
         acc = self.accumulator(d["accumulator"], "precision.accumulator") if "accumulator" in d else None
         rounding = self.choice(d["rounding"], "precision.rounding", ROUNDINGS) if "rounding" in d else "nearest"
         lfsr_seed = DEFAULT_PRECISION["lfsr_seed"]
         if "lfsr_seed" in d:
             lfsr_seed = self.integer(d["lfsr_seed"], "precision.lfsr_seed", 1, 2**32 - 1)
-        layer = LayerPrecision(q("activation"), q("weight"), q("bias"), q("error"), acc)
+        layer = LayerPrecision(q("activation"), q("weight"), q("bias", "weight"), q("error"), acc)
         self.check_layer_formats(layer, d, "precision")
-        return PrecisionSpec(q("input"), q("table"), rounding, lfsr_seed), layer
+        return PrecisionSpec(q("input"), q("table", "weight"), rounding, lfsr_seed), layer
 
     def check_layer_formats(self, p: LayerPrecision, d: dict, path: str):
         # The datapath relies on these relations; say which key breaks them.
-        if p.activation.int_bits != 1:
-            n = d.get("activation")
-            raise self.r.fail(n.line if n else None, f"{path}.activation",
-                              f"expected a Q1.x format (hard-tanh output spans [-1, 1)), got {p.activation}")
+        # any activation format works: hard-tanh clamps to [-1, +1] within it (compiler.rule.activation_range)
         if p.weight.frac_bits < p.activation.frac_bits:
             n = d.get("weight")
             raise self.r.fail(n.line if n else None, f"{path}.weight",

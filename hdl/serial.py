@@ -185,6 +185,9 @@ def check_serial_support(net: Network) -> None:
                          f"{p0.weight}, bias {p0.bias}, table {spec.precision.table}")
     if spec.learning.loss not in ("class_ce", "l2"):
         raise ValueError(f"SerialEngine supports losses class_ce and l2, not {spec.learning.loss!r}")
+    if p0.activation.int_bits != 1:
+        raise ValueError(f"SerialEngine supports Q1.x activations only (its lane units clamp to the format's own "
+                         f"range), got {p0.activation}")
     if p0.activation.width < 2:
         raise ValueError("SerialEngine needs activations at least 2 bits wide")
 

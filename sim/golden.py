@@ -33,13 +33,15 @@ import numpy as np
 
 from ..compiler.fixed import P_FRAC, Lfsr, narrow, saturate, shift_round, softmax_fixed
 from ..compiler.network import Network, init_params, lfsr_seed, quantize_inputs, quantize_params
-from ..compiler.rule import step_shifts
+from ..compiler.rule import activation_range, step_shifts
 
 __all__ = ["GoldenSigProp"]
 
 
 def _inside(v, q) -> np.ndarray:
-    """Hard-tanh derivative mask from an activation value: 1 strictly inside the range."""
+    """Hard-tanh derivative mask from an activation value: 1 strictly inside its bounds
+    (:func:`~sigprop_fpga.compiler.rule.activation_range`)."""
+    q = activation_range(q)
     return ((v > q.min_int) & (v < q.max_int)).astype(np.int64)
 
 
@@ -92,7 +94,7 @@ class GoldenSigProp:
 
     def activate(self, l: int, acc: np.ndarray) -> np.ndarray:
         p, fi = self.net.prec(l), self.net.in_format(l).frac_bits
-        return narrow(acc, p.weight.frac_bits + fi, p.activation)[0]
+        return narrow(acc, p.weight.frac_bits + fi, activation_range(p.activation))[0]
 
     def _draws(self, unit: int, n: int):
         return self.lfsr[unit].take(n) if self.rounding == "stochastic" else None
@@ -130,7 +132,7 @@ class GoldenSigProp:
         T = self.T[l]
         h = self.activate(l, self.forward_acc(l, x))
         if l == 0:
-            t = narrow(self.R[c], net.spec.precision.table.frac_bits, qa)[0]
+            t = narrow(self.R[c], net.spec.precision.table.frac_bits, activation_range(qa))[0]
         else:
             t = self.activate(l, self.forward_acc(l, t_in))
         T[c] = t
@@ -224,7 +226,7 @@ class GoldenSigProp:
         for l in range(self.net.depth):
             p, fi = self.net.prec(l), self.net.in_format(l).frac_bits
             acc = H @ self.W[l].T + (self.b[l] << (p.weight.frac_bits + fi - p.bias.frac_bits))
-            H = narrow(acc, p.weight.frac_bits + fi, p.activation)[0]
+            H = narrow(acc, p.weight.frac_bits + fi, activation_range(p.activation))[0]
         if self.head is not None:
             p = self.net.prec(self.net.depth - 1)
             fa = p.activation.frac_bits

@@ -303,3 +303,12 @@ def test_a_step_shift_per_layer_bit_exact():
                      "{units: 5, lr_shift: 6}, {units: 4, lr_shift: 8}]}\n")
     assert [net.lr_shift(l) for l in range(3)] == [3, 6, 8]
     run_and_compare(net, data, 30)
+
+
+@pytest.mark.parametrize("weight", ["Q4.10", "Q3.13"])
+def test_only_the_weight_format_written(weight):
+    """A file that sets only ``precision.weight`` builds on the serial engine (bias and table
+    follow the weight, as the engine needs) and is bit exact with the golden model."""
+    net, data = _net(f"dataset: {{source: iris}}\nnetwork: {{layers: [6, 5]}}\nprecision: {{weight: {weight}}}\n")
+    assert net.prec(0).bias == net.prec(0).weight == net.spec.precision.table
+    run_and_compare(net, data, 30)
