@@ -179,6 +179,7 @@ class Design:
                             "n_inputs": data.n_inputs, "n_classes": data.n_classes,
                             "n_train": len(data.y_train), "n_test": len(data.y_test),
                             "widths": list(spec.widths), "spec": _spec_json(spec),
+                            "lr_shifts": [self.net.lr_shift(l) for l in range(self.net.depth)],
                             "estimate": estimate(self.net).to_json(),
                             "board_plan": self._board_plan(board or spec.board)})
 

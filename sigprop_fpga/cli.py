@@ -107,12 +107,12 @@ def cmd_check(args) -> int:
     for s in e["stages"]:
         p = net.prec(s["index"])
         rows.append([s["index"], f"{s['n_in']}->{s['units']}", str(net.in_format(s["index"])), str(p.weight),
-                     str(p.activation), s["acc_width"], s["lanes"], s["macs"],
+                     str(p.activation), net.lr_shift(s["index"]), s["acc_width"], s["lanes"], s["macs"],
                      s["weight_bits"] + s["cache_bits"] + s["table_bits"], s["cycles"]])
     print(f"{spec.name}: {r['dataset']}, {r['n_inputs']} inputs, {r['n_classes']} classes, "
           f"{r['n_train']} train / {r['n_test']} test samples; loss {spec.learning.loss}, "
           f"readout {spec.readout}, rounding {spec.precision.rounding}, board {spec.board}")
-    print(format_table(["stage", "widths", "input", "weight", "act", "acc bits", "lanes", "MACs/sample",
+    print(format_table(["stage", "widths", "input", "weight", "act", "lr_shift", "acc bits", "lanes", "MACs/sample",
                         "memory bits", "cycles/sample"], rows))
     print(f"MACs per training sample {e['macs_per_sample']:,} (inference {e['inference_macs_per_sample']:,}); "
           f"cycles per sample {e['cycles_per_sample']:,} pipelined, {e['sequential_cycles']:,} sequential; "
