@@ -162,7 +162,7 @@ class Point:
     @property
     def folder(self) -> str:
         """The point's folder name under ``-o DIR``: its index and values."""
-        slug = "_".join(f"{k.rsplit('.', 1)[-1]}={_show(v)}" for k, v in self.params.items())
+        slug = "_".join(f"{k.rsplit('.', 1)[-1]}={_slug(v)}" for k, v in self.params.items())
         return f"{self.index:03d}-" + re.sub(r"[^A-Za-z0-9._=-]+", "-", slug)[:80]
 
 
@@ -181,6 +181,10 @@ class Sweep:
 
 def _show(v) -> str:
     return v if isinstance(v, str) else json.dumps(v)
+
+
+def _slug(v) -> str:
+    return "x".join(map(_slug, v)) if isinstance(v, list) else _show(v)
 
 
 def _type_name(v) -> str:
@@ -691,8 +695,8 @@ def results_table(result: dict) -> str:
     headers = ["#"] + keys
     cols = []
     if "check" in steps:
-        cols += [("est. cycles/sample", lambda r: r["check"]["estimate"]["cycles_per_sample"]),
-                 ("fits", lambda r: r["check"]["board_plan"]["fits"])]
+        cols += [("fits", lambda r: r["check"]["board_plan"]["fits"]),
+                 ("est. cycles/sample", lambda r: r["check"]["board_plan"]["cycles_per_sample"])]
     if "train" in steps:
         cols += [("test acc", lambda r: r["train"]["test_accuracy"])]
     if "sim" in steps:
