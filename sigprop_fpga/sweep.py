@@ -18,14 +18,16 @@ naming the sweep file, the point and the key.
 
 Each (point, step) is cached under ``<cache>/<sha256>/`` where the hash covers the point's
 network text, the step and its options, the versions of the tools the step uses, the source of
-this package (a code change invalidates every entry) and the bytes of an ``.npz`` data set. An
-entry is done when its ``result.json`` exists (written to a temporary name, then renamed), so a
-sweep stopped with Ctrl-C resumes with what did not finish; builds keep their bitstreams in the
-entry's ``build/`` folder. A step that fails is recorded with its error (the point's later steps
-do not run) and is not cached, so the next run tries it again.
+this package (a code change invalidates every entry) and the bytes of an ``.npz`` data set. The
+steps are independent (each loads the point's network file), so points that share a step's key
+(``build.seed`` does not change ``train``) share one run of it. An entry is done when its
+``result.json`` exists (written to a temporary name, then renamed), so a sweep stopped with Ctrl-C
+resumes with what did not finish; builds keep their bitstreams in the entry's ``build/`` folder.
+A step that fails is recorded with its error under the point (the sweep goes on) and is not
+cached, so the next run tries it again.
 
-Backends: ``local`` (a process pool, one process per point) and ``ray`` (a Ray cluster: an
-existing one at ``address``, or a local one started for the run). Both run :func:`run_point`, so
+Backends: ``local`` (a process pool, one process per step) and ``ray`` (a Ray cluster: an
+existing one at ``address``, or a local one started for the run). Both run :func:`run_step`, so
 their results are the same bit for bit, except the fields in :data:`WALL_CLOCK_KEYS`.
 """
 
@@ -63,7 +65,7 @@ from .compiler.spec import BOARDS, SpecError, parse_spec
 from .io import format_table, write_atomic, write_json
 
 __all__ = ["SweepError", "Sweep", "Point", "STEPS", "OPTIONS", "WALL_CLOCK_KEYS", "BACKENDS", "load_sweep",
-           "run_sweep", "run_point", "step_key", "strip_wall_clock", "results_table", "write_results",
+           "run_sweep", "run_step", "step_key", "strip_wall_clock", "results_table", "write_results",
            "plot_results"]
 
 #: The steps a sweep may run, in the order they run.
@@ -475,39 +477,38 @@ def _run_step(d: Design, step: str, opts: dict, entry: Path) -> dict:
     return d.build(out=entry / "build", **opts).to_json()
 
 
-def run_point(task: dict) -> dict:
-    """Run the missing steps of one point; the unit of work of every backend.
+def run_step(task: dict) -> dict:
+    """Run one step of one point in its cache entry folder: the unit of work of every backend.
 
     Parameters
     ----------
     task : dict
-        ``{"index": int, "network": str, "steps": [[step, options, entry folder], ...],
-        "fresh": bool}``: the steps in order, each run in its cache entry folder (``fresh``
-        empties the folder first).
+        ``{"key": sha256, "network": YAML text, "step": name, "options": dict, "entry": folder,
+        "fresh": bool}`` (``fresh`` empties the folder first).
 
     Returns
     -------
     dict
-        ``{"index", "results": {step: result JSON}, "error": None or {"step", "type",
-        "message"}}``; each result is also written to ``<entry>/result.json`` (atomically) as soon
-        as its step ends. The first step that fails ends the point.
+        ``{"key", "step", "result": the step's JSON or None, "error": None or {"step", "type",
+        "message"}}``. A result is also written to ``<entry>/result.json`` (to a temporary name,
+        then renamed) as soon as the step ends: the entry is then done.
     """
-    results, error = {}, None
-    for step, opts, entry in task["steps"]:
-        entry = Path(entry)
-        if task.get("fresh"):
-            shutil.rmtree(entry, ignore_errors=True)
-        network = entry / "network.yaml"
-        if not network.is_file() or network.read_text() != task["network"]:
-            write_atomic(network, task["network"])
-        try:
-            r = _run_step(Design(network), step, opts, entry)
-            results[step] = json.loads(json.dumps(r, default=_json_default))
-        except Exception as e:        # noqa: BLE001 (any failure is the point's result; Ctrl-C is not)
-            error = {"step": step, "type": type(e).__name__, "message": " ".join(str(e).split())[:1000]}
-            break
-        write_json(entry / "result.json", results[step])
-    return {"index": task["index"], "results": results, "error": error}
+    entry = Path(task["entry"])
+    if task.get("fresh"):
+        shutil.rmtree(entry, ignore_errors=True)
+    network = entry / "network.yaml"
+    if not network.is_file() or network.read_text() != task["network"]:
+        write_atomic(network, task["network"])
+    out = {"key": task["key"], "step": task["step"], "result": None, "error": None}
+    try:
+        r = _run_step(Design(network), task["step"], task["options"], entry)
+        out["result"] = json.loads(json.dumps(r, default=_json_default))
+    except Exception as e:        # noqa: BLE001 (any failure is the point's result; Ctrl-C is not)
+        out["error"] = {"step": task["step"], "type": type(e).__name__,
+                        "message": " ".join(str(e).split())[:1000]}
+        return out
+    write_json(entry / "result.json", out["result"])
+    return out
 
 
 def _json_default(o):
@@ -531,11 +532,11 @@ def _ignore_sigint():
 def _run_local(tasks: list, jobs: int, on_result) -> None:
     if jobs == 1 or len(tasks) <= 1:
         for t in tasks:
-            on_result(run_point(t))
+            on_result(run_step(t))
         return
     pool = multiprocessing.get_context("spawn").Pool(min(jobs, len(tasks)), initializer=_ignore_sigint)
     try:
-        for r in pool.imap_unordered(run_point, tasks, chunksize=1):
+        for r in pool.imap_unordered(run_step, tasks, chunksize=1):
             on_result(r)
         pool.close()
     except BaseException:
@@ -558,7 +559,7 @@ def _run_ray(tasks: list, jobs: int | None, address: str | None, on_result) -> N
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise SweepError(f"cannot start or reach the Ray cluster{f' at {address}' if address else ''}: "
                              f"{e}") from None
-    remote = ray.remote(num_cpus=1, max_retries=0)(run_point)
+    remote = ray.remote(num_cpus=1, max_retries=0)(run_step)
     pending = {remote.remote(t): t for t in tasks}
     try:
         while pending:
@@ -568,8 +569,8 @@ def _run_ray(tasks: list, jobs: int | None, address: str | None, on_result) -> N
                 try:
                     on_result(ray.get(ref))
                 except ray.exceptions.RayError as e:     # a worker that died: the point failed
-                    on_result({"index": task["index"], "results": {}, "error": {
-                        "step": task["steps"][0][0], "type": type(e).__name__,
+                    on_result({"key": task["key"], "step": task["step"], "result": None, "error": {
+                        "step": task["step"], "type": type(e).__name__,
                         "message": " ".join(str(e).split())[:1000]}})
     except BaseException:
         for ref in pending:
@@ -623,41 +624,48 @@ def run_sweep(sweep: Sweep, *, backend: str = "local", jobs: int | None = None, 
         raise ValueError("address is an option of the ray backend")
     cache = Path(cache).resolve()
     records = [{"params": dict(p.params), "dir": p.folder} for p in sweep.points]
-    tasks, cached = [], 0
+    tasks, users, cached = {}, {}, 0        # users: key -> the points whose step it is
     for p in sweep.points:
-        todo = []
         for step in sweep.steps:
-            entry = cache / step_key(p.network, step, p.options[step], sweep.data_digest)
-            hit = _read_cached(entry) if use_cache else None
+            key = step_key(p.network, step, p.options[step], sweep.data_digest)
+            hit = _read_cached(cache / key) if use_cache else None
             if hit is not None:
                 records[p.index][step] = hit
                 cached += 1
-            else:
-                todo.append([step, p.options[step], str(entry)])
-        if todo:
-            tasks.append({"index": p.index, "network": p.network, "steps": todo, "fresh": not use_cache})
-    bar = _progress_bar(len(sweep.points), progress)
-    bar.update(len(sweep.points) - len(tasks))
+                continue
+            users.setdefault(key, []).append(p.index)
+            tasks.setdefault(key, {"key": key, "network": p.network, "step": step, "options": p.options[step],
+                                   "entry": str(cache / key), "fresh": not use_cache})
+    bar = _progress_bar(len(tasks), progress)
+    errors: dict[int, list] = {}
 
     def on_result(r):
-        rec = records[r["index"]]
-        rec.update(r["results"])
+        for i in users[r["key"]]:
+            if r["error"]:
+                errors.setdefault(i, []).append(r["error"])
+            else:
+                records[i][r["step"]] = r["result"]
         if r["error"]:
-            rec["error"] = r["error"]
-            bar.write(f"point {r['index']} ({sweep.points[r['index']].label}): {r['error']['step']} failed: "
-                      f"{r['error']['type']}: {r['error']['message'][:200]}", file=sys.stderr)
+            e = r["error"]
+            bar.write(f"{e['step']} failed on point {', '.join(map(str, users[r['key']]))} "
+                      f"({sweep.points[users[r['key']][0]].label}): {e['type']}: {e['message'][:200]}",
+                      file=sys.stderr)
         bar.update(1)
 
     try:
         if backend == "ray":
-            _run_ray(tasks, jobs, address, on_result)
+            _run_ray(list(tasks.values()), jobs, address, on_result)
         else:
-            _run_local(tasks, jobs or os.cpu_count() or 1, on_result)
+            _run_local(list(tasks.values()), jobs or os.cpu_count() or 1, on_result)
     finally:
         bar.close()
-    ran = sum(len(t["steps"]) for t in tasks)
+    for i, errs in errors.items():           # the first failed step in step order; all of them
+        errs.sort(key=lambda e: STEPS.index(e["step"]))
+        records[i]["error"] = errs[0]
+        if len(errs) > 1:
+            records[i]["errors"] = errs
     return {"sweep": sweep.file, "base": str(sweep.base), "steps": list(sweep.steps), "points": records,
-            "ran": ran, "cached": cached}
+            "ran": len(tasks), "cached": cached}
 
 
 def _read_cached(entry: Path) -> dict | None:
@@ -668,7 +676,7 @@ def _read_cached(entry: Path) -> dict | None:
 
 
 def _progress_bar(total: int, enabled: bool):
-    return tqdm(total=total, desc="sweep", unit="point", disable=not enabled, file=sys.stderr, leave=False)
+    return tqdm(total=total, desc="sweep", unit="step", disable=not enabled, file=sys.stderr, leave=False)
 
 
 # ---------------------------------------------------------------------------------------------

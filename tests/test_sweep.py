@@ -253,3 +253,12 @@ def test_plots_from_build_results(tmp_path):
                                          "sweep-fmax-seeds.png"]
     assert all(p.stat().st_size > 5000 for p in written)
     assert plot_results({"points": [{"params": {}, "train": {"test_accuracy": 0.9}}]}, tmp_path / "none") == []
+
+
+def test_points_that_share_a_step_share_its_run(tmp_path, capsys):
+    """train.epochs does not change check: two points, one check run, both points hold its result."""
+    sweep = _sweep_file(tmp_path, "base: @IRIS@\ngrid:\n  train.epochs: [1, 2]\nsteps: [check, train]\n")
+    rc, r = _run(tmp_path, sweep, "-j", "2")
+    assert rc == 0 and "3 steps run, 0 from the cache" in capsys.readouterr().out
+    a, b = r["points"]
+    assert a["check"] == b["check"] and (a["train"]["epochs"], b["train"]["epochs"]) == (1, 2)
