@@ -640,6 +640,11 @@ def run_sweep(sweep: Sweep, *, backend: str = "local", jobs: int | None = None, 
     errors: dict[int, list] = {}
 
     def on_result(r):
+        entry = Path(tasks[r["key"]]["entry"])
+        if r["result"] is not None and not (entry / "result.json").is_file():
+            # a Ray node without the cache folder shared: keep the result on this side too
+            write_atomic(entry / "network.yaml", tasks[r["key"]]["network"])
+            write_json(entry / "result.json", r["result"])
         for i in users[r["key"]]:
             if r["error"]:
                 errors.setdefault(i, []).append(r["error"])
@@ -704,14 +709,16 @@ def results_table(result: dict) -> str:
     cols = []
     if "check" in steps:
         cols += [("fits", lambda r: r["check"]["board_plan"]["fits"]),
-                 ("est. cycles/sample", lambda r: r["check"]["board_plan"]["cycles_per_sample"])]
+                 ("engine", lambda r: r["check"]["board_plan"]["engine"]),
+                 ("est. cycles/sample", lambda r: r["check"]["board_plan"]["cycles_per_sample"]),
+                 ("est. LUT4", lambda r: r["check"]["board_plan"]["estimate"]["lut"])]
     if "train" in steps:
         cols += [("test acc", lambda r: r["train"]["test_accuracy"])]
     if "sim" in steps:
         cols += [("bit exact", lambda r: r["sim"]["bit_exact"]),
                  ("RTL cycles/sample", lambda r: r["sim"]["cycles_per_sample"])]
     if "build" in steps:
-        cols += [("board", lambda r: r["build"]["board"]), ("engine", lambda r: r["build"]["engine"]),
+        cols += [("board", lambda r: r["build"]["board"]), ("built engine", lambda r: r["build"]["engine"]),
                  ("LUT4", lambda r: _luts(r["build"])), ("fmax MHz", lambda r: r["build"]["fmax_mhz"]),
                  ("samples/s", lambda r: r["build"]["train_samples_per_second"])]
     headers += [c[0] for c in cols] + ["status"]
