@@ -22,7 +22,10 @@ this package (a code change invalidates every entry) and the bytes of an ``.npz`
 steps are independent (each loads the point's network file), so points that share a step's key
 (``build.seed`` does not change ``train``) share one run of it. An entry is done when its
 ``result.json`` exists (written to a temporary name, then renamed), so a sweep stopped with Ctrl-C
-resumes with what did not finish; builds keep their bitstreams in the entry's ``build/`` folder.
+resumes with what did not finish. Builds keep their bitstreams in ``<cache>/builds/<sha256>/``,
+hashed without the package's source: after a code change the build's own stamp (the generated
+design and the tools, :mod:`~sigprop_fpga.boards.build`) skips place and route when the design
+did not change.
 A step that fails is recorded with its error under the point (the sweep goes on) and is not
 cached, so the next run tries it again.
 
@@ -443,13 +446,14 @@ def _npz_digest(points: Iterable[Point]) -> dict:
     return out
 
 
-def step_key(network: str, step: str, options: dict, data_digest: dict | None = None) -> str:
+def step_key(network: str, step: str, options: dict, data_digest: dict | None = None, code: bool = True) -> str:
     """The cache key of one step of one point: sha256 over the network text, the step, its options,
-    the tool versions and package source it depends on, and the data set's bytes (``.npz``)."""
+    the tool versions it depends on, the data set's bytes (``.npz``) and (``code``) this package's
+    source."""
     if step not in STEPS:
         raise ValueError(f"step must be one of {', '.join(STEPS)}, not {step!r}")
     blob = {"format": _CACHE_FORMAT, "network": network, "step": step, "options": options,
-            "tools": _versions(step), "code": _code_digest(), "data": data_digest or {}}
+            "tools": _versions(step), "code": _code_digest() if code else None, "data": data_digest or {}}
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
 
 
@@ -467,14 +471,14 @@ def strip_wall_clock(obj):
 # Running one point (in a worker process, or a Ray task)
 
 
-def _run_step(d: Design, step: str, opts: dict, entry: Path) -> dict:
+def _run_step(d: Design, step: str, opts: dict, build_dir: Path) -> dict:
     if step == "check":
         return d.check(opts.get("board")).to_json()
     if step == "train":
         return d.train(progress=False, **opts).to_json()
     if step == "sim":
         return d.simulate(progress=False, **opts).to_json()
-    return d.build(out=entry / "build", **opts).to_json()
+    return d.build(out=build_dir, **opts).to_json()
 
 
 def run_step(task: dict) -> dict:
@@ -484,7 +488,8 @@ def run_step(task: dict) -> dict:
     ----------
     task : dict
         ``{"key": sha256, "network": YAML text, "step": name, "options": dict, "entry": folder,
-        "fresh": bool}`` (``fresh`` empties the folder first).
+        "fresh": bool, "build_dir": folder}`` (``fresh`` empties the entry folder first; a build
+        writes into ``build_dir``, default ``<entry>/build``).
 
     Returns
     -------
@@ -496,12 +501,14 @@ def run_step(task: dict) -> dict:
     entry = Path(task["entry"])
     if task.get("fresh"):
         shutil.rmtree(entry, ignore_errors=True)
+        if task.get("build_dir"):
+            shutil.rmtree(task["build_dir"], ignore_errors=True)
     network = entry / "network.yaml"
     if not network.is_file() or network.read_text() != task["network"]:
         write_atomic(network, task["network"])
     out = {"key": task["key"], "step": task["step"], "result": None, "error": None}
     try:
-        r = _run_step(Design(network), task["step"], task["options"], entry)
+        r = _run_step(Design(network), task["step"], task["options"], Path(task.get("build_dir") or entry / "build"))
         out["result"] = json.loads(json.dumps(r, default=_json_default))
     except Exception as e:        # noqa: BLE001 (any failure is the point's result; Ctrl-C is not)
         out["error"] = {"step": task["step"], "type": type(e).__name__,
@@ -636,6 +643,11 @@ def run_sweep(sweep: Sweep, *, backend: str = "local", jobs: int | None = None, 
             users.setdefault(key, []).append(p.index)
             tasks.setdefault(key, {"key": key, "network": p.network, "step": step, "options": p.options[step],
                                    "entry": str(cache / key), "fresh": not use_cache})
+            if step == "build":
+                # the build's folder outlives code changes: its own stamp (the generated design and
+                # the tools) decides whether a new entry has to place and route again
+                tasks[key]["build_dir"] = str(cache / "builds" / step_key(p.network, step, p.options[step],
+                                                                          sweep.data_digest, code=False))
     bar = _progress_bar(len(tasks), progress)
     errors: dict[int, list] = {}
 

@@ -262,3 +262,43 @@ def test_points_that_share_a_step_share_its_run(tmp_path, capsys):
     assert rc == 0 and "3 steps run, 0 from the cache" in capsys.readouterr().out
     a, b = r["points"]
     assert a["check"] == b["check"] and (a["train"]["epochs"], b["train"]["epochs"]) == (1, 2)
+
+
+def test_build_step_wiring_with_a_stand_in_build(tmp_path, capsys, monkeypatch):
+    """The build step (place and route replaced by a stand-in, in this process): its folder under
+    the cache's builds/, the bitstream copied into the point's folder, the plots written; a code
+    change keeps the build folder, --no-cache empties it."""
+    import sigprop_fpga.sweep as sweep_mod
+    from sigprop_fpga.api import BuildResult
+
+    calls = []
+
+    def fake_build(self, board=None, out=None, seed=1, **kw):
+        out = Path(out)
+        calls.append((out, (out / "top.bin").exists()))
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "top.bin").write_bytes(bytes([seed]) * 64)
+        lanes = self.spec.hardware.lanes
+        return BuildResult({"board": self.spec.board, "engine": "serial", "fmax_mhz": 20.0 + seed + lanes,
+                                     "train_samples_per_second": 1000.0 * lanes, "bitstream": str(out / "top.bin"),
+                                     "resources": {"lut": {"used": 1000 * lanes}}})
+
+    monkeypatch.setattr(sweep_mod.Design, "build", fake_build)
+    sweep = _sweep_file(tmp_path, "base: @IRIS@\ngrid:\n  hardware.lanes: [2, 4]\n  build.seed: [1, 2]\n"
+                                  "steps: [train, build]\noptions:\n  train: {epochs: 1}\n")
+    rc, r = _run(tmp_path, sweep, "-j", "1")
+    assert rc == 0, capsys.readouterr().err
+    assert "6 steps run" in capsys.readouterr().out          # 2 trains (seeds share them) + 4 builds
+    assert all(out.parent == tmp_path / "cache" / "builds" and not existed for out, existed in calls)
+    assert (tmp_path / "out" / "003-lanes=4_seed=2" / "top.bin").read_bytes() == bytes([2]) * 64
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == [
+        "sweep-accuracy-luts.png", "sweep-accuracy-throughput.png", "sweep-fmax-seeds.png"]
+    assert r["points"][3]["build"]["fmax_mhz"] == 26.0
+    # a new code digest: new entries, the same build folders (the build's own stamp decides)
+    calls.clear()
+    monkeypatch.setattr(sweep_mod, "_code_digest", lambda: "changed")
+    assert _run(tmp_path, sweep, "-j", "1")[0] == 0
+    assert len(calls) == 4 and all(existed for _, existed in calls)
+    calls.clear()
+    assert _run(tmp_path, sweep, "-j", "1", "--no-cache")[0] == 0
+    assert len(calls) == 4 and not any(existed for _, existed in calls)
