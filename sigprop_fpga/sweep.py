@@ -75,9 +75,11 @@ __all__ = ["SweepError", "Sweep", "Point", "STEPS", "OPTIONS", "WALL_CLOCK_KEYS"
 STEPS = ("check", "train", "sim", "build")
 #: Where the points run.
 BACKENDS = ("local", "ray")
-#: Result fields that measure wall-clock time: they differ between two runs of the same point.
-WALL_CLOCK_KEYS = frozenset({"seconds", "samples_per_second", "compile_seconds", "sim_seconds",
-                             "sim_cycles_per_second", "build_seconds", "skipped"})
+#: Result fields that differ between two runs of the same point: wall-clock times and rates, whether
+#: a tool's own cache was hit, and a simulation run's own log folder.
+WALL_CLOCK_KEYS = frozenset({"seconds", "samples_per_second", "compile_seconds", "convert_seconds",
+                             "build_seconds", "sim_seconds", "wall_seconds", "sim_cycles_per_second",
+                             "build_cached", "skipped", "log"})
 #: Most points a sweep may have (the grid's product).
 MAX_POINTS = 10_000
 MAX_SWEEP_BYTES = 1 << 20
