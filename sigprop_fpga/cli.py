@@ -21,6 +21,7 @@ from .hdl.engines import EngineUnsupported
 from .io import format_table, write_json
 from .report import load_builds, make_report, saturation_warnings
 from .sim.verilator import VerilatorError
+from .sweep import BACKENDS, SweepError, load_sweep, results_table, run_sweep, write_results
 from .toolchain import doctor_main
 
 __all__ = ["main"]
@@ -293,6 +294,27 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    if args.address and args.backend != "ray":
+        raise UsageError("--address is an option of --backend ray")
+    try:
+        sweep = load_sweep(args.sweep)
+        out = Path(args.out) if args.out else Path("build") / f"sweep-{Path(args.sweep).stem}"
+        if not args.quiet:
+            print(f"sweep {args.sweep}: {len(sweep.points)} points x {', '.join(sweep.steps)} on "
+                  f"{args.backend}", file=sys.stderr)
+        r = run_sweep(sweep, backend=args.backend, jobs=args.jobs, address=args.address, cache=args.cache,
+                      use_cache=not args.no_cache, progress=not args.quiet)
+    except SweepError as e:
+        raise UsageError(str(e)) from None
+    plots = write_results(r, sweep, out, args.json)
+    print(results_table(r))
+    failed = sum(1 for p in r["points"] if p.get("error"))
+    print(f"{len(r['points'])} points: {r['ran']} steps run, {r['cached']} from the cache ({args.cache}); "
+          f"{failed} failed; results in {out}" + (f", plots {', '.join(p.name for p in plots)}" if plots else ""))
+    return 1 if failed else 0
+
+
 def cmd_doctor(args) -> int:
     return doctor_main(["--json", args.json] if args.json else [])
 
@@ -397,6 +419,26 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="turn a check/train/sim/build folder into one Markdown page with plots")
     r.add_argument("folder")
     r.set_defaults(func=cmd_report)
+
+    sw = sub.add_parser("sweep", help="run check/train/sim/build over a grid of network-file values",
+                        description="Run the steps of a sweep file (base network file, grid of dotted keys, "
+                                    "steps, options) on every point of its grid, locally or on a Ray cluster, "
+                                    "with a content-addressed cache so an interrupted sweep resumes.")
+    sw.add_argument("sweep", help="sweep file (YAML)")
+    sw.add_argument("--backend", choices=BACKENDS, default="local",
+                    help="local (default): a process pool on this machine; ray: Ray tasks (pip install "
+                         "'sigprop-fpga[ray]')")
+    sw.add_argument("--address", help="with --backend ray: a running cluster (auto, HOST:6379 or "
+                                      "ray://HOST:10001); default: start a local one for the run")
+    sw.add_argument("-j", "--jobs", type=_positive_int, help="points at once (default: the machine's cores)")
+    sw.add_argument("-o", "--out", metavar="DIR", type=_out_dir,
+                    help="one folder per point, sweep.json and the plots (default: build/sweep-<file name>)")
+    sw.add_argument("--json", metavar="OUT", type=_out_file, help="also write every point's results as JSON")
+    sw.add_argument("--cache", metavar="DIR", type=_out_dir, default="build/sweep-cache",
+                    help="the cache of finished steps (default build/sweep-cache)")
+    sw.add_argument("--no-cache", action="store_true", help="run every point afresh")
+    sw.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    sw.set_defaults(func=cmd_sweep)
 
     d = sub.add_parser("doctor", help="find every tool the flow needs and print its version")
     d.add_argument("--json", metavar="OUT", type=_out_file)
