@@ -805,10 +805,13 @@ def plot_results(result: dict, out: str | Path) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt     # noqa: PLC0415
+    from matplotlib.ticker import MaxNLocator     # noqa: PLC0415
 
     out = Path(out)
     written = []
     built = [r for r in result["points"] if r.get("build") and r["build"].get("fmax_mhz") is not None]
+    failed = sum(1 for r in result["points"] if (r.get("error") or {}).get("step") == "build")
+    note = f"; {failed} failed build{'s' if failed > 1 else ''} not shown" if failed else ""
     if built and any(_accuracy(r) is not None for r in built):
         for name, xlabel, get, smaller in (
                 ("sweep-accuracy-luts.png", "LUT4 used", lambda b: _luts(b), True),
@@ -830,7 +833,7 @@ def plot_results(result: dict, out: str | Path) -> list[Path]:
             if not smaller:
                 ax.set_xscale("log")
             ax.set_title("sweep: accuracy against " + ("LUTs" if smaller else "throughput")
-                         + " (ringed: Pareto front)", fontsize=9)
+                         + f" (ringed: Pareto front per board{note})", fontsize=9)
             ax.legend(fontsize=8)
             written.append(_save(fig, out / name, plt))
     seeds = [r for r in built if "build.seed" in r["params"]]
@@ -838,15 +841,15 @@ def plot_results(result: dict, out: str | Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(6, 4))
         groups: dict[str, list] = {}
         for r in seeds:
-            label = ", ".join(f"{k}={_show(v)}" for k, v in r["params"].items() if k != "build.seed")
-            label = f"{r['build']['board']}" + (f": {label}" if label and "board" not in r["params"] else
-                                                 f" {label}" if label else "")
+            label = ", ".join(f"{k}={_show(v)}" for k, v in r["params"].items() if k not in ("build.seed", "board"))
+            label = r["build"]["board"] + (f", {label}" if label else "")
             groups.setdefault(label, []).append((r["params"]["build.seed"], r["build"]["fmax_mhz"]))
         for label, xy in sorted(groups.items()):
             ax.plot(*zip(*sorted(xy)), marker="o", label=label)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("nextpnr seed")
         ax.set_ylabel("fmax (MHz)")
-        ax.set_title("sweep: fmax over place-and-route seeds", fontsize=9)
+        ax.set_title(f"sweep: fmax over place-and-route seeds{note}", fontsize=9)
         ax.legend(fontsize=7)
         written.append(_save(fig, out / "sweep-fmax-seeds.png", plt))
     return written
