@@ -50,7 +50,7 @@ async def write_state(ctx, dut: SigPropEngine, state: dict):
 
 
 def simulate(net: Network, X, y, train=True, lanes=None, params=None, gap: int = 0, ready_every: int = 1,
-             checkpoint: dict | None = None, engine_cls=SigPropEngine) -> dict:
+             checkpoint: dict | None = None, engine_cls=SigPropEngine, monitors=()) -> dict:
     """Stream samples through the engine; returns predictions, timing and the final state.
 
     Parameters
@@ -70,6 +70,10 @@ def simulate(net: Network, X, y, train=True, lanes=None, params=None, gap: int =
     engine_cls : type
         Any engine with the :class:`.engine.SigPropEngine` interface (e.g.
         :class:`.serial.SerialEngine`); ``stage_cycles`` is collected from its ``stages``, if any.
+    monitors : sequence of callables
+        Each ``monitor(dut)``, called once the design is elaborated, returns an async process
+        (``async def process(ctx)``) that runs beside the feeder and the sink in the background
+        (a property checker, e.g. of memory addresses).
 
     Returns
     -------
@@ -132,6 +136,8 @@ def simulate(net: Network, X, y, train=True, lanes=None, params=None, gap: int =
     sim.add_clock(1e-6)
     sim.add_testbench(feeder)
     sim.add_testbench(sink)
+    for monitor in monitors:
+        sim.add_process(monitor(dut))
     sim.run()
     out["pred"] = np.array(out["pred"], dtype=np.int64)
     out["cycles"] = clock["t"]
