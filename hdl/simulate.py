@@ -7,6 +7,8 @@ their cycle stamps, and reads every memory and counter back through the readback
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from amaranth.sim import Simulator
 
@@ -79,7 +81,8 @@ def simulate(net: Network, X, y, train=True, lanes=None, params=None, gap: int =
     -------
     dict
         ``pred`` (N,), ``pred_cycle`` (cycle of each prediction), ``stage_cycles`` (per stage, the
-        cycles of each sample), ``state`` (as :meth:`GoldenSigProp.state`, read back), ``cycles``.
+        cycles of each sample), ``state`` (as :meth:`GoldenSigProp.state`, read back), ``cycles``,
+        ``setup_seconds`` (elaborating the design and preparing the simulator).
     """
     X = np.asarray(X, dtype=np.int64)
     y = np.asarray(y, dtype=np.int64)
@@ -132,7 +135,9 @@ def simulate(net: Network, X, y, train=True, lanes=None, params=None, gap: int =
             await ctx.tick()
         out["state"] = await read_state(ctx, dut)
 
-    sim = Simulator(dut)
+    t0 = time.perf_counter()
+    sim = Simulator(dut)                # elaborates the design and compiles it for pysim
+    out["setup_seconds"] = time.perf_counter() - t0
     sim.add_clock(1e-6)
     sim.add_testbench(feeder)
     sim.add_testbench(sink)

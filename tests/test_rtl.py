@@ -76,6 +76,8 @@ def test_bit_exact(name, tmp_path, cache):
     clean = [t[i + 1] - t[i] for i in range(len(t) - 1) if i + 1 not in marks]
     assert len(clean) >= len(t) - 1 - len(marks) and len(clean) > 100
     assert set(clean) == {r["estimated_cycles_per_sample"]}, sorted(set(clean))
+    # each stage's cycles of a training sample, read from its counter at a check, equal the estimate
+    assert r["stage_cycles"] == r["estimated_stage_cycles"]
 
 
 def test_planted_difference_is_caught(tmp_path, cache):
