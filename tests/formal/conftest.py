@@ -127,9 +127,23 @@ class StreamRule:
     ``valid`` stays high and the payload stays the same in the next cycle."""
 
     def __init__(self, m, stream_if, name):
-        from amaranth.hdl import Assert, Signal
+        from amaranth.hdl import Signal
         self.valid, self.ready, self.payload = stream_if.valid, stream_if.ready, stream_if.payload
         self.held = Signal(name=f"{name}_held")                      # valid & ~ready last cycle
         self.prev = Signal.like(self.payload, name=f"{name}_prev")
         m.d.sync += [self.held.eq(self.valid & ~self.ready), self.prev.eq(self.payload)]
-        self.asserts = [Assert(~self.held | self.valid), Assert(~self.held | (self.payload.as_value() == self.prev.as_value()))]
+
+    def _terms(self):
+        return [~self.held | self.valid, ~self.held | (self.payload.as_value() == self.prev.as_value())]
+
+    @property
+    def asserts(self):
+        """The rules as ``Assert`` s (of a producer under test)."""
+        from amaranth.hdl import Assert
+        return [Assert(t) for t in self._terms()]
+
+    @property
+    def assumes(self):
+        """The rules as ``Assume`` s (of the environment's producer)."""
+        from amaranth.hdl import Assume
+        return [Assume(t) for t in self._terms()]
