@@ -48,9 +48,12 @@ def sby_env(tmp_path_factory) -> dict:
 
 @pytest.fixture
 def sby(sby_env, tmp_path):
-    """``sby(top, mode="bmc"|"prove", depth=N) -> "PASS" | "FAIL"`` for the Amaranth ``top``."""
+    """``sby(top, mode="bmc"|"prove", depth=N) -> "PASS" | "FAIL"`` for the Amaranth ``top``
+    (``presat=False``: smtbmc does not check the assumptions alone at each step first;
+    ``skip=N``: no assertion is checked in the first N steps, only for a search that must fail)."""
 
-    def run(top, *, mode: str, depth: int, name: str = "top", timeout: float = 600) -> str:
+    def run(top, *, mode: str, depth: int, name: str = "top", timeout: float = 600, presat: bool = True,
+            skip: int = 0) -> str:
         work = tmp_path / name
         work.mkdir()
         (work / "top.il").write_text(rtlil.convert(top, name="top"))
@@ -58,9 +61,10 @@ def sby(sby_env, tmp_path):
             [options]
             mode {mode}
             depth {depth}
+            {f"skip {skip}" if skip else ""}
 
             [engines]
-            smtbmc boolector
+            smtbmc {"" if presat else "--nopresat "}boolector
 
             [script]
             read_rtlil top.il

@@ -25,16 +25,22 @@ from sigprop_fpga.hostlink import Cmd
 pytestmark = pytest.mark.formal
 
 REGIONS = [("mem", 2, 8)]
+DEPTH = 90
+EARLIEST = 74                    # no WRITE_REG frame can have been taken before this step
 WINDOW = 15                      # the longest frame that may write: WRITE_MEM of two words
 
 
-def crc16(byte_values):
-    """CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF, MSB first) of ``byte_values``, bit by bit."""
+def crc16(m, byte_values, name):
+    """CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF, MSB first) of ``byte_values``, bit by bit;
+    each byte's CRC is a signal of its own (the expression would otherwise grow as a tree)."""
     crc = C(0xFFFF, 16)
-    for b in byte_values:
+    for n, b in enumerate(byte_values):
         for i in reversed(range(8)):
             fb = crc[15] ^ b[i]
             crc = Cat(C(0, 1), crc[:15]) ^ Mux(fb, C(0x1021, 16), C(0, 16))
+        s = Signal(16, name=f"{name}_crc{n}")
+        m.d.comb += s.eq(crc)
+        crc = s
     return crc
 
 
@@ -53,11 +59,11 @@ class LinkHarness(wiring.Component):
         self.link = link
         super().__init__()
 
-    def frame(self, window, length, cmd):
+    def frame(self, m, window, length, cmd):
         """(well formed, bytes) for a frame of ``length`` bytes that ends with the newest byte."""
         f = [window[length - 1 - k] for k in range(length)]
         ok = ((f[0] == 0xA5) & (f[1] == cmd) & (Cat(f[2], f[3]) == length - 6)
-              & (crc16(f[1:length - 2]) == Cat(f[length - 2], f[length - 1])))
+              & (crc16(m, f[1:length - 2], f"f{length}") == Cat(f[length - 2], f[length - 1])))
         return ok, f
 
     def elaborate(self, platform):
@@ -73,18 +79,23 @@ class LinkHarness(wiring.Component):
         held, held_data = Signal(), Signal(8)
         m.d.sync += [held.eq(self.rx_valid & ~link.rx.ready), held_data.eq(self.rx_data)]
         m.d.comb += [Assume(~ResetSignal()), Assume(~held | self.rx_valid & (self.rx_data == held_data))]
+        # a byte is always on offer (any byte: the data is free), and the reply side never
+        # stalls: what arrives, not when, is what the property is about, and it keeps the
+        # search small
+        m.d.comb += [Assume(self.rx_valid), Assume(self.tx_ready), Assume(self.bus_r_valid),
+                     Assume(self.sample_ready), Assume(~self.result_valid)]
         # the window: the bytes taken, newest first
         window = [Signal(8, name=f"w{k}") for k in range(WINDOW)]
         with m.If(link.rx.valid & link.rx.ready):
             m.d.sync += [window[0].eq(link.rx.payload)] + [window[k].eq(window[k - 1]) for k in range(1, WINDOW)]
         # WRITE_REG: A5 04 05 00 | index, value u32 | CRC
-        reg_ok, f = self.frame(window, 11, Cmd.WRITE_REG)
+        reg_ok, f = self.frame(m, window, 11, Cmd.WRITE_REG)
         reg_ok = reg_ok & (f[4] < link.n_regs) & (link.reg.index == f[4]) & (link.reg.w_data == f[5])
         # WRITE_MEM: A5 02 LEN | region, addr u32, count u16, count words | CRC
         mem_ok = C(0, 1)
         depth = REGIONS[0][1]
         for count in (1, 2):
-            ok, f = self.frame(window, 13 + count, Cmd.WRITE_MEM)
+            ok, f = self.frame(m, window, 13 + count, Cmd.WRITE_MEM)
             addr = Cat(*f[5:9])
             in_bounds = (f[4] == 0) & (Cat(f[9], f[10]) == count) & (addr + count <= depth)
             # the word written: its address is addr + k for the k-th word of the frame
@@ -100,6 +111,27 @@ def tiny_link(cls=HostLink):
     return cls(REGIONS, max_payload=16, timeout=2, n_regs=1, reg_width=8)
 
 
-@pytest.mark.parametrize("depth", [90])
-def test_no_register_write_before_crc_and_bounds(sby, depth):
-    assert sby(LinkHarness(tiny_link()), mode="bmc", depth=depth) == "PASS", sby.failed
+def test_no_write_before_crc_and_bounds(sby):
+    assert sby(LinkHarness(tiny_link()), mode="bmc", depth=DEPTH, presat=False) == "PASS", sby.failed
+
+
+class HighCrcOnly(HostLink):
+    """A planted bug: the CRC's low byte is not compared (only the high one)."""
+
+    def _receive(self, m, e):
+        super()._receive(m, e)
+        m.d.sync += e.crc_lo_ok.eq(1)
+
+
+class NoChecks(HostLink):
+    """A planted bug: EXEC never answers early, so out-of-range and badly sized frames execute."""
+
+    def _checks(self, m, e):
+        super()._checks(m, e)
+        m.d.sync += e.check_reply.eq(0)
+
+
+@pytest.mark.parametrize("cls", [HighCrcOnly, NoChecks])
+def test_planted_link_bugs_are_found(sby, cls):
+    # the search for a failure may skip the steps before a frame can have arrived
+    assert sby(LinkHarness(tiny_link(cls)), mode="bmc", depth=DEPTH, presat=False, skip=EARLIEST) == "FAIL"
