@@ -27,8 +27,8 @@ demo: $(STAMP)
 	$(BIN)/sigprop-fpga check $(NET) --json $(OUT)/check.json
 	$(BIN)/sigprop-fpga train $(NET) --model float --json $(OUT)/train-float.json
 	$(BIN)/sigprop-fpga train $(NET) --model golden --json $(OUT)/train-golden.json
-	$(BIN)/sigprop-fpga sim $(NET) --epochs 1 --check-every 250 --json $(OUT)/sim.json
-	$(BIN)/sigprop-fpga sim $(NET) --engine serial --lanes 4 --epochs 1 --check-every 250 --json $(OUT)/sim-serial.json
+	$(BIN)/sigprop-fpga sim $(NET) --check-every 250 --json $(OUT)/sim.json
+	$(BIN)/sigprop-fpga sim $(NET) --engine serial --lanes 4 --check-every 250 --json $(OUT)/sim-serial.json
 	$(BIN)/sigprop-fpga build $(NET) --board ulx3s-85f --json $(OUT)/build.json
 	$(BIN)/sigprop-fpga build $(NET) --board icebreaker --json $(OUT)/build-icebreaker.json
 	$(BIN)/sigprop-fpga report $(OUT)

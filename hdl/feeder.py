@@ -11,6 +11,7 @@ from amaranth.lib.wiring import In, Out
 import numpy as np
 
 from . import BLOCK_RAM
+from .memports import read_in_range
 
 __all__ = ["DatasetFeeder", "ROM_BANK_DEPTH", "curve_count_width"]
 
@@ -151,7 +152,7 @@ class DatasetFeeder(wiring.Component):
                                  attrs=BLOCK_RAM)
             m.submodules[f"xmem{k}"] = bank
             rp = bank.read_port()
-            m.d.comb += rp.addr.eq(x_addr[:ROM_BANK_BITS])
+            m.d.comb += read_in_range(rp, x_addr[:ROM_BANK_BITS] if n_banks > 1 else x_addr)
             x_bank.append(rp.data)
         for g in range(n_groups):
             group = x_bank[4 * g:4 * g + 4]
@@ -189,7 +190,7 @@ class DatasetFeeder(wiring.Component):
         # addr moves on at the end of READ (not of SEND): the memories read the beat's word in
         # the cycle before READ (NEXT or the previous SEND) and again in READ, so x_grp holds it
         # in READ and LOAD and beat_q takes it at the end of LOAD, as when it was read in READ
-        m.d.comb += [x_addr.eq(addr), y_rd.addr.eq(sample)]
+        m.d.comb += [x_addr.eq(addr), *read_in_range(y_rd, sample)]    # both reach their end: not read
         sent_in_epoch = Signal(range(n_all + 1))
         epochs_sent = Signal(range(self.max_epochs + 1))
 
@@ -249,7 +250,7 @@ class DatasetFeeder(wiring.Component):
         rsample = Signal(range(n_all + 1))
         curve_we, curve_at = Signal(), Signal.like(self.epoch)
         m.d.sync += curve_we.eq(0)
-        m.d.comb += [self.pred.ready.eq(1), lab_rd.addr.eq(rsample)]
+        m.d.comb += [self.pred.ready.eq(1), *read_in_range(lab_rd, rsample)]
         # the label of the sample in flight is read ahead: lab_rd.data is ymem[rsample] one cycle
         # after rsample settles, and a prediction never arrives in the cycle after the previous one
         label = Signal(cb)

@@ -89,6 +89,7 @@ from ..compiler.rule import step_shifts, Q_BITS as _Q_BITS, softmax_pieces, upda
 from ..compiler.statemap import counter_names, readback_map
 from .engine import engine_members
 from .fixed import mul_const, round_shift
+from .memports import power_up_flag, read_in_range
 from .fixed import fit_bits, inside, round_shift_halved, saturate_or_zero, uge_const
 
 __all__ = ["SerialEngine", "SerialLayout", "check_serial_support"]
@@ -479,10 +480,11 @@ class SerialEngine(wiring.Component):
         c.c_ra, c.c_re = Signal.like(c.c_read.addr, name="c_ra"), Signal(name="c_re")
         c.a_ra, c.a_re = Signal.like(c.a_read.addr, name="a_ra"), Signal(name="a_re")
         c.m_ra, c.m_re = Signal.like(c.m_read.addr, name="m_ra"), Signal(name="m_re")
+        first = power_up_flag(m)        # every read register holds a word from the first edge on
         for p in range(P):
-            m.d.comb += [c.w_read[p].addr.eq(c.w_ra), c.w_read[p].en.eq(c.w_re)]
-        m.d.comb += [c.c_read.addr.eq(c.c_ra), c.c_read.en.eq(c.c_re), c.a_read.addr.eq(c.a_ra),
-                     c.a_read.en.eq(c.a_re), c.m_read.addr.eq(c.m_ra), c.m_read.en.eq(c.m_re)]
+            m.d.comb += read_in_range(c.w_read[p], c.w_ra, c.w_re, first)
+        m.d.comb += [*read_in_range(c.c_read, c.c_ra, c.c_re, first), *read_in_range(c.a_read, c.a_ra, c.a_re, first),
+                     *read_in_range(c.m_read, c.m_ra, c.m_re, first)]
         # write ports (the deserializer takes the act port in cycles the datapath leaves free)
         c.a_we = Signal(name="a_we")
         c.a_addr = Signal.like(c.a_write.addr, name="a_addr")

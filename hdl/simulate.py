@@ -7,6 +7,8 @@ their cycle stamps, and reads every memory and counter back through the readback
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from amaranth.sim import Simulator
 
@@ -50,7 +52,7 @@ async def write_state(ctx, dut: SigPropEngine, state: dict):
 
 
 def simulate(net: Network, X, y, train=True, lanes=None, params=None, gap: int = 0, ready_every: int = 1,
-             checkpoint: dict | None = None, engine_cls=SigPropEngine) -> dict:
+             checkpoint: dict | None = None, engine_cls=SigPropEngine, monitors=()) -> dict:
     """Stream samples through the engine; returns predictions, timing and the final state.
 
     Parameters
@@ -70,12 +72,17 @@ def simulate(net: Network, X, y, train=True, lanes=None, params=None, gap: int =
     engine_cls : type
         Any engine with the :class:`.engine.SigPropEngine` interface (e.g.
         :class:`.serial.SerialEngine`); ``stage_cycles`` is collected from its ``stages``, if any.
+    monitors : sequence of callables
+        Each ``monitor(dut)``, called once the design is elaborated, returns an async process
+        (``async def process(ctx)``) that runs beside the feeder and the sink in the background
+        (a property checker, e.g. of memory addresses).
 
     Returns
     -------
     dict
         ``pred`` (N,), ``pred_cycle`` (cycle of each prediction), ``stage_cycles`` (per stage, the
-        cycles of each sample), ``state`` (as :meth:`GoldenSigProp.state`, read back), ``cycles``.
+        cycles of each sample), ``state`` (as :meth:`GoldenSigProp.state`, read back), ``cycles``,
+        ``setup_seconds`` (elaborating the design and preparing the simulator).
     """
     X = np.asarray(X, dtype=np.int64)
     y = np.asarray(y, dtype=np.int64)
@@ -128,10 +135,14 @@ def simulate(net: Network, X, y, train=True, lanes=None, params=None, gap: int =
             await ctx.tick()
         out["state"] = await read_state(ctx, dut)
 
-    sim = Simulator(dut)
+    t0 = time.perf_counter()
+    sim = Simulator(dut)                # elaborates the design and compiles it for pysim
+    out["setup_seconds"] = time.perf_counter() - t0
     sim.add_clock(1e-6)
     sim.add_testbench(feeder)
     sim.add_testbench(sink)
+    for monitor in monitors:
+        sim.add_process(monitor(dut))
     sim.run()
     out["pred"] = np.array(out["pred"], dtype=np.int64)
     out["cycles"] = clock["t"]

@@ -46,7 +46,7 @@ import math
 import numpy as np
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.memory import Memory
+from amaranth.lib.memory import Memory, ReadPort
 from amaranth.lib.wiring import In, Out
 
 from ..compiler.estimate import softmax_groups
@@ -58,6 +58,7 @@ from .fixed import mul_const as _mulk, narrow, round_shift, saturate
 from .lfsr import Lfsr
 from . import BLOCK_RAM
 from .mac import STAGE_LATENCY, MacLanes
+from .memports import power_up_flag, read_in_range
 from .softmax import Softmax
 
 __all__ = ["LayerStage", "StageLinkSignature", "StatePortSignature", "StageHandOver", "sample_layout", "ctrl_layout"]
@@ -749,6 +750,7 @@ class _Datapath:
         st, l, ci, cn, s0 = self.st, self.l, self.ci, self.cn, self.s0
         rd, wr, crd, cwr, pbase, wl = self.rd, self.wr, self.crd, self.cwr, self.pbase, self.wl
         ph0, row, col, term = s0.phase, s0.row, s0.col, s0.term
+        first = power_up_flag(m)        # every read port reads word 0 once, then only in range
         # TABLE updates R[c] (row 0), then R[m]
         table_row = Mux((ph0 == _TABLE) & (row == 1), self.m_class, self.c)
         # layer 0 reads its target row R[c] during FORWARD, one chunk per cycle (target_chunk),
@@ -774,14 +776,16 @@ class _Datapath:
                     a = _mulk(row, cn) + col
                 else:
                     a = row
-                m.d.comb += port.addr.eq(Mux(self.rb_active, st.state.addr, a))
+                a = Mux(self.rb_active, st.state.addr, a)
+                # the packed cache's logical ports (_VPort) carry only the address
+                m.d.comb += read_in_range(port, a, first=first) if isinstance(port, ReadPort) else port.addr.eq(a)
         # the packed cache memory: which logical memory its read port serves this cycle
         sel_b = Mux(self.rb_active, st.state.mem == MEM_IDS["b"], (ph0 == _FORWARD) | ((ph0 == _UPDATE) & (col == ci)))
         sel_tin = Mux(self.rb_active, st.state.mem == MEM_IDS["Tin"], (ph0 == _UPDATE) & (col != ci)) if l > 0 \
             else Const(0)
         caddr = Signal.like(crd.addr, name="caddr")
-        m.d.comb += crd.addr.eq(Mux(self.sm.tab_en, pbase["tab"] + self.sm.tab_addr, caddr) if self.need_sm
-                                else caddr)
+        m.d.comb += read_in_range(crd, Mux(self.sm.tab_en, pbase["tab"] + self.sm.tab_addr, caddr) if self.need_sm
+                                  else caddr, first=first)
         m.d.comb += caddr.eq(Mux(sel_b, pbase["b"] + rd["b"][0].addr,
                                  Mux(sel_tin, pbase.get("Tin", 0) + rd["Tin"][0].addr if l > 0 else 0,
                                      rd["T"][0].addr)))
@@ -803,7 +807,8 @@ class _Datapath:
         self._late(m, self.raddr2, raddr1)
         # input memory reads: the x / t_in chunk of FORWARD (signal sig) and of UPDATE (term)
         region = Mux(ph0 == _UPDATE, term, s0.sig)[0] if l > 0 else 0
-        m.d.comb += self.ird.addr.eq(Mux(self.write_half, 0, self.Sx * ci) + _mulk(region, ci) + col)
+        m.d.comb += read_in_range(self.ird, Mux(self.write_half, 0, self.Sx * ci) + _mulk(region, ci) + col,
+                                  first=first)
 
     def _chunks(self, m):
         """h and t are read a chunk at a time through one index mux each (chunk col1, or row1 in

@@ -183,6 +183,20 @@ def cmd_compile(args) -> int:
     return 0
 
 
+def sim_table(r: dict) -> str:
+    """The ``sim`` summary table of a :func:`..rtl.simulate_rtl` report: the RTL's measured
+    cycles, the golden model's accuracy (it has no cycles), and the cycle model's estimate on a
+    row of its own, labelled as one."""
+    est = r.get("estimated_cycles_per_sample")
+    ideal = r.get("ideal_cycles_per_sample")
+    rows = [[f"RTL (Verilator, {r['engine']})", r.get("test_accuracy"), r.get("cycles_per_sample"), "measured",
+             ideal, r.get("mac_utilization")],
+            ["golden model", r.get("golden_test_accuracy"), "", "", "", ""],
+            ["cycle model", "", est, "estimate", ideal, ideal / est if ideal and est else None]]
+    return format_table(["model", "test accuracy", "cycles/sample", "cycles from", "ideal", "MAC utilization"],
+                        [[c if c is not None else "" for c in row] for row in rows])
+
+
 def cmd_sim(args) -> int:
     d = load(args.network)
     try:
@@ -197,11 +211,7 @@ def cmd_sim(args) -> int:
             raise
         raise UsageError(f"{args.network}: {e}") from None
     mm = r.get("first_mismatch")
-    rows = [[f"RTL (Verilator, {r['engine']})", r.get("test_accuracy"), r.get("cycles_per_sample"),
-             r.get("ideal_cycles_per_sample"), r.get("mac_utilization")],
-            ["golden model", r.get("golden_test_accuracy"), r.get("estimated_cycles_per_sample"), "", ""]]
-    print(format_table(["model", "test accuracy", "cycles/sample", "ideal", "MAC utilization"],
-                       [[c if c is not None else "" for c in row] for row in rows]))
+    print(sim_table(r))
     if mm:
         print("MISMATCH: " + ", ".join(f"{k} {v}" for k, v in mm.items()), file=sys.stderr)
     else:

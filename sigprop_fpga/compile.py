@@ -27,6 +27,7 @@ from .hdl.engines import Engine, EngineUnsupported, get_engine
 from .hdl.simulate import simulate
 from .io import write_atomic, write_json
 from .sim.datasets import load_network
+from .sim.compare import first_difference
 from .sim.golden import GoldenSigProp
 
 __all__ = ["compile_network", "build_engine", "manifest", "measure", "compile_main", "check_buildable"]
@@ -139,8 +140,10 @@ def manifest(net, eng: Engine, lanes, component, files: dict, seconds: float, wh
         "multipliers": _multipliers(net, eng.dsp(net, lanes)),
         "estimate": cyc.to_json(),
         "stages" if eng.overlaps_layers else "layers": stages,
+        "cycles_source": "estimate: the engine's cycle model (compiler/estimate.py); compile --measure adds the "
+                         "simulated cycles under 'measured'",
         "cycles_per_sample": cyc.per_sample,
-        "cycles_between_samples": cyc.per_sample,
+        "estimated_cycles_between_samples": cyc.per_sample,
         "sequential_cycles": cyc.sequential,
         "macs_per_sample": cyc.macs,
         "inference_macs_per_sample": sum(stage_macs(net, l)[1] for l in range(net.depth)),
@@ -149,21 +152,25 @@ def manifest(net, eng: Engine, lanes, component, files: dict, seconds: float, wh
 
 def measure(net, dataset, eng: Engine, lanes, n_samples: int) -> dict:
     """Train ``n_samples`` training-split samples on the Amaranth simulation of the engine and the
-    golden model; returns the measured cycles per stage and between samples, and bit-exactness."""
+    golden model; returns the measured cycles per stage and between samples, and bit-exactness:
+    every prediction, then every memory and counter read back, compared by
+    :func:`..sim.compare.first_difference` (the comparison of ``sim`` and ``run``), whose report
+    is ``first_mismatch``."""
     n = min(n_samples, len(dataset.y_train))
     X, y = dataset.x_train[:n], dataset.y_train[:n]
     g = GoldenSigProp(net)
     want = [g.train_sample(X[i], int(y[i])) for i in range(n)]
     r = simulate(net, X, y, lanes=lanes, engine_cls=eng.component_cls)
-    st, gs = r["state"], g.state()
-    exact = list(r["pred"]) == want
-    for l in range(net.depth):
-        for k in ("W", "b", "T"):
-            exact = exact and bool(np.array_equal(st[k][l], gs[k][l]))
-    exact = exact and bool(np.array_equal(st["R"], gs["R"]))
-    exact = exact and all(st["counters"].get(k) == v for k, v in gs["counters"].items())
+    mismatch = None
+    if list(r["pred"]) != want:
+        i = next(i for i, (a, b) in enumerate(zip(r["pred"], want)) if a != b)
+        mismatch = {"sample": i, "stage": None, "signal": "prediction", "index": None,
+                    "expected": int(want[i]), "actual": int(r["pred"][i])}
+    else:       # the comparison sim and run make: every memory and counter
+        mismatch = first_difference(net, r["state"], g, n)
+    exact = mismatch is None
     gaps = np.diff(r["pred_cycle"]).tolist()
-    return {"samples": n, "bit_exact": exact,
+    return {"samples": n, "bit_exact": exact, "first_mismatch": mismatch,
             "stage_cycles": [max(c) if c else None for c in r["stage_cycles"]],
             "cycles_between_samples": int(np.median(gaps)) if gaps else None,
             "engine": "amaranth.sim"}
@@ -222,7 +229,7 @@ def compile_main(args_list=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {Path(args.out) / man['files']['verilog']}, {man['files']['rtlil']}, manifest.json; "
-          f"lanes {man['lanes']}, {man['cycles_per_sample']} cycles/sample "
+          f"lanes {man['lanes']}, {man['cycles_per_sample']} cycles/sample (estimate) "
           f"({man['engine']} engine), {man['macs_per_sample']} MACs/sample, "
           f"{man['compile_seconds']} s")
     if "measured" in man:

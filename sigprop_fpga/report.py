@@ -104,6 +104,24 @@ def _plot_accuracy(d: Path, curves: dict) -> str | None:
     return _save(fig, d / "accuracy.png")
 
 
+def _lanes_label(r: dict) -> str:
+    """The lanes of a ``sim`` report as built: one number for an engine with one lane array (the
+    serial engine's ``estimate.lanes``), else the lanes of each stage joined by ``+``."""
+    hw = (r.get("estimate") or {}).get("lanes")
+    if isinstance(hw, int):
+        return f"{hw} (one array)"
+    return "+".join(map(str, hw if isinstance(hw, list) else r.get("lanes", [])))
+
+
+def _measured_stage_cycles(sim: dict | None, n_stages: int) -> list | None:
+    """The RTL's cycles per training sample of each stage (``stage_cycles`` of a pipelined ``sim``
+    report: the stages' counters read at a check after a training sample), if it has them."""
+    if not sim or sim.get("engine", "pipelined") != "pipelined":
+        return None
+    measured = sim.get("stage_cycles")
+    return measured if measured and len(measured) == n_stages else None
+
+
 def _plot_stages(d: Path, stages: list, measured: list | None) -> str | None:
     if not stages:
         return None
@@ -170,7 +188,7 @@ def make_report(d: str | Path) -> Path:
         lines += ["## Cycle-accurate simulation", "",
                   _md_table(["engine", "lanes", "bit exact", "samples", "test accuracy", "cycles/sample", "ideal",
                              "MAC utilization", "first mismatch"],
-                            [[r.get("engine", "pipelined"), "+".join(map(str, r.get("lanes", []))),
+                            [[r.get("engine", "pipelined"), _lanes_label(r),
                               r.get("bit_exact"), r.get("samples"), r.get("test_accuracy"),
                               r.get("cycles_per_sample"), r.get("ideal_cycles_per_sample"), r.get("mac_utilization"),
                               json.dumps(r.get("first_mismatch"))] for r in sims]), ""]
@@ -182,14 +200,15 @@ def make_report(d: str | Path) -> Path:
     # stages
     est = (manifest or {}).get("estimate") or (check or {}).get("estimate")
     if est:
-        measured = (sim or {}).get("stage_cycles")
+        measured = _measured_stage_cycles(sim, len(est["stages"]))
         rows = []
         for i, s in enumerate(est["stages"]):
             r = [i, f"{s['n_in']}->{s['units']}", s["lanes"], s["macs"], s["cycles"]]
             if measured:
                 r.append(measured[i])
             rows.append(r)
-        hdr = ["stage", "widths", "lanes", "MACs/sample", "est. cycles/sample"] + (["measured"] if measured else [])
+        hdr = ["stage", "widths", "lanes", "MACs/sample", "est. cycles/sample"] + \
+            (["measured (RTL) cycles/sample"] if measured else [])
         lines += ["## Stages", "", _md_table(hdr, rows), "",
                   f"Pipelined cycles per sample (slowest stage): {est['cycles_per_sample']:,}; "
                   f"sequential: {est['sequential_cycles']:,}; ideal on {est['total_lanes']} lanes: "

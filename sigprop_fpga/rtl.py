@@ -47,7 +47,8 @@ def trainer_verilog(net, data, engine: Engine, lanes, n_train, n_test, max_epoch
 def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int | None = None,
                  check_every: int = 0, waves: str | Path | None = None, build_root: str | Path | None = None,
                  progress: bool = True, plant=None, timeout_s: float | None = None,
-                 engine: str = "pipelined", lanes: int | None = None, loaded: tuple | None = None) -> dict:
+                 engine: str = "pipelined", lanes: int | None = None, loaded: tuple | None = None,
+                 x_seed: int | None = None) -> dict:
     """Train ``network`` in Verilator and compare with the golden model; returns the report.
 
     ``samples`` limits training to the first ``samples`` training samples (one epoch unless
@@ -55,6 +56,9 @@ def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int
     after every epoch. ``engine``: a registered engine's name (:mod:`..hdl.engines`), ``lanes``
     its lane count where the engine takes one number (the serial engine; default 4), else the
     network file's. ``loaded``: :func:`..boards.flow.load_network`'s result, to skip loading.
+    ``x_seed``: build with :data:`..sim.verilator.X_UNIQUE_ARGS` and start every register that
+    has no initial value (and every X the design assigns) from values drawn with this seed,
+    instead of Verilator's fixed choice.
     """
     spec, data, net = loaded if loaded is not None else load_network(network)
     eng = get_engine(engine)
@@ -82,7 +86,8 @@ def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int
         vpath = Path(tmp) / f"{TOP}.v"
         vpath.write_text(text)
         _say(progress, "building with Verilator (cached by the hash of the Verilog and options)")
-        info = vl.build(vpath, TOP, build_root, waves=waves is not None)
+        info = vl.build(vpath, TOP, build_root, waves=waves is not None,
+                        extra_args=vl.X_UNIQUE_ARGS if x_seed is not None else ())
     _say(progress, f"build {'cached' if info.cached else f'took {info.build_time_s:.1f} s'}; "
          f"training {n_train} samples x {epochs} epochs, evaluating {n_test} after each")
     config = {"network": str(Path(network).resolve()), "lanes": list(lanes), "epochs": epochs,
@@ -92,7 +97,8 @@ def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int
         config["plant"] = list(plant)
     run_dir = Path(tempfile.mkdtemp(prefix="sigprop-run-", dir=build_root))
     r = vl.run(info, "tb_trainer", test_dir=BENCH_DIR, config=config, run_dir=run_dir,
-               waves_file=str(Path(waves).resolve()) if waves else None, timeout_s=timeout_s)
+               waves_file=str(Path(waves).resolve()) if waves else None, timeout_s=timeout_s,
+               plusargs=vl.x_random_plusargs(x_seed) if x_seed is not None else ())
     data_out = (r.data or {}).get("trainer")
     if data_out is None:
         raise vl.SimulationError(f"the bench wrote no results; see {r.log_file}: "
@@ -100,7 +106,8 @@ def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int
     out = {"name": spec.name, "network": str(network), "model": "rtl", "rule": "sigprop", "engine": eng.name,
            "simulator": "verilator", "verilator_version": info.verilator_version,
            "lanes": list(lanes), "convert_seconds": t_convert, "build_seconds": info.build_time_s,
-           "build_cached": info.cached, "passed": r.passed, "failed": r.failed, "log": str(r.log_file)}
+           "build_cached": info.cached, "passed": r.passed, "failed": r.failed, "log": str(r.log_file),
+           "x_seed": x_seed}
     out.update(data_out)
     out.setdefault("bit_exact", False)
     preds = out.pop("test_predictions", [])

@@ -5,39 +5,56 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..compiler.statemap import stage_memories
+from ..compiler.statemap import stage_memories, unpack_state
 from .golden import GoldenSigProp
 
-__all__ = ["compare_state", "golden_feeder_run"]
+__all__ = ["compare_state", "first_difference", "golden_feeder_run"]
 
 
-def compare_state(net, lanes, words: dict, golden: GoldenSigProp, sample: int) -> dict | None:
-    """The first difference between read-back ``words`` and the golden state, or ``None``.
+def first_difference(net, state: dict, golden: GoldenSigProp, sample: int) -> dict | None:
+    """The first difference between a read-back ``state`` (shaped as :meth:`GoldenSigProp.state`,
+    e.g. :func:`..compiler.statemap.unpack_state`'s) and the golden state, or ``None``.
 
-    The report names the sample, stage, signal, index, expected and actual value.
+    Every memory of :func:`..compiler.statemap.stage_memories` (``W``, ``b``, ``T``, ``Tin``,
+    ``R``, the head's) and every golden counter the hardware has is compared. The report names
+    the sample, stage, signal, index, expected and actual value.
     """
     gs = golden.state()
     for l in range(net.depth):
-        for name, (_, _, _, where, shape) in stage_memories(net, l, lanes[l]).items():
-            if name in ("W", "b", "T", "Tin"):
-                ref = gs[name][l]
-            elif name == "R":
-                ref = gs["R"]
-            else:
-                ref = gs["head"][name[5:]]
+        for name, (_, _, _, _, shape) in stage_memories(net, l, 1).items():
+            want_arr, got_arr = _array(gs, l, name), _array(state, l, name)
+            if got_arr is None or np.shape(got_arr) != tuple(shape):
+                return {"sample": sample, "stage": l, "signal": name, "index": None,
+                        "expected": list(shape), "actual": None if got_arr is None else list(np.shape(got_arr))}
             for idx in np.ndindex(*shape):
-                bank, word = where(*idx)
-                got = words[(l, name, bank, word)]
-                want = int(ref[idx])
+                want, got = int(want_arr[idx]), int(got_arr[idx])
                 if got != want:
                     return {"sample": sample, "stage": l, "signal": name, "index": [int(i) for i in idx],
-                            "expected": want, "actual": int(got)}
+                            "expected": want, "actual": got}
+    got_counters = state.get("counters") or {}
     for name, want in gs["counters"].items():
-        got = words.get(("counter", name))
+        got = got_counters.get(name)
         if got is not None and got != want:
             return {"sample": sample, "stage": None, "signal": f"counter {name}", "index": None,
                     "expected": int(want), "actual": int(got)}
     return None
+
+
+def _array(state: dict, l: int, name: str):
+    if name in ("W", "b", "T", "Tin"):
+        return state[name][l]
+    if name == "R":
+        return state["R"]
+    return None if state.get("head") is None else state["head"][name[5:]]
+
+
+def compare_state(net, lanes, words: dict, golden: GoldenSigProp, sample: int) -> dict | None:
+    """The first difference between read-back ``words`` (keyed as
+    :func:`..compiler.statemap.readback_requests` keys them) and the golden state, or ``None``:
+    :func:`first_difference` of the unpacked words, the one comparison of ``sim``, ``run`` and
+    ``compile --measure``.
+    """
+    return first_difference(net, unpack_state(net, lanes, words), golden, sample)
 
 
 def golden_feeder_run(net, data, n_train: int, n_test: int, epochs: int, golden=None, on_epoch=None):

@@ -390,8 +390,32 @@ def _makeflags() -> str:
     return f"{PCH_MAKEFLAGS} OPT_FAST={opt} OPT_SLOW=-O0 OPT_GLOBAL=-O1"
 
 
+#: Build options that give every register without an initial value, and every X the design
+#: assigns (an out-of-range read, a case without a default), a value drawn at run time: with
+#: :func:`x_random_plusargs` a seeded random one, so a design that depends on one is caught.
+X_UNIQUE_ARGS: tuple[str, ...] = ("--x-assign", "unique", "--x-initial", "unique")
+
+
+def x_random_plusargs(seed: int) -> list[str]:
+    """Run-time options of a :data:`X_UNIQUE_ARGS` build: random values (``rand+reset+2``) from
+    ``seed`` (a positive integer)."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, not {type(seed).__name__}")
+    if seed <= 0:
+        raise ValueError(f"seed must be positive (Verilator draws its own for 0), got {seed}")
+    return ["+verilator+rand+reset+2", f"+verilator+seed+{seed}"]
+
+
 def _build_args(waves: bool, extra_args: Sequence[str]) -> list[str]:
-    args = list(FAST_ARGS)
+    extra_args = [str(a) for a in extra_args]
+    args = []
+    fast = list(FAST_ARGS)
+    while fast:                 # an --x-* option in extra_args replaces FAST_ARGS' own
+        a = fast.pop(0)
+        if a in ("--x-assign", "--x-initial") and a in extra_args:
+            fast.pop(0)
+            continue
+        args.append(a)
     if waves:
         # The runner adds --trace (VCD) when waves=True; --trace-fst after it
         # selects FST (cocotb's verilator.cpp then writes dump.fst).
@@ -655,7 +679,7 @@ def run(build_info: BuildInfo, test_module: str, *, test_dir: str | os.PathLike,
         extra_env: Mapping[str, str] | None = None, testcase: str | Sequence[str] | None = None,
         timeout_s: float | None = None, waves_file: str | os.PathLike | None = None,
         config: Mapping[str, Any] | None = None, run_dir: str | os.PathLike | None = None,
-        seed: int | None = None) -> RunResult:
+        seed: int | None = None, plusargs: Sequence[str] = ()) -> RunResult:
     """Run the cocotb tests of ``test_module`` on a build.
 
     Parameters
@@ -682,6 +706,8 @@ def run(build_info: BuildInfo, test_module: str, *, test_dir: str | os.PathLike,
         default a new folder under ``build_info.path.parent / "runs"``.
     seed : int, optional
         cocotb's random seed (``COCOTB_RANDOM_SEED``).
+    plusargs : sequence of str
+        Run-time options of the simulator binary (e.g. :func:`x_random_plusargs`).
 
     Returns
     -------
@@ -761,6 +787,7 @@ def run(build_info: BuildInfo, test_module: str, *, test_dir: str | os.PathLike,
                 extra_env=env,
                 waves=waves_path is not None,
                 test_args=test_args,
+                plusargs=list(plusargs),
                 results_xml=str(results_xml),
                 log_file=log_file,
             )

@@ -63,3 +63,17 @@ def test_train_baselines(tmp_path, rule):
     d = json.loads(out.read_text())
     assert d["rule"].startswith(rule.replace("-", "_")) or d["rule"] == rule
     assert len(d["curve"]) == 3 and 0 <= d["test_accuracy"] <= 1
+
+
+def test_sim_table_labels_the_estimate():
+    """The golden model has no cycles: the estimate sits on a row of its own, labelled as one, and
+    the RTL's cycles are labelled measured."""
+    from sigprop_fpga.cli import sim_table
+    r = {"engine": "pipelined", "test_accuracy": 0.9, "golden_test_accuracy": 0.9, "cycles_per_sample": 1561.0,
+         "ideal_cycles_per_sample": 1400.0, "mac_utilization": 1400 / 1561, "estimated_cycles_per_sample": 1560}
+    lines = sim_table(r).splitlines()
+    rows = {ln.split("  ")[0].strip(): ln for ln in lines[2:]}
+    assert set(rows) == {"RTL (Verilator, pipelined)", "golden model", "cycle model"}
+    assert "1,561" in rows["RTL (Verilator, pipelined)"] and "measured" in rows["RTL (Verilator, pipelined)"]
+    assert "1,560" in rows["cycle model"] and "estimate" in rows["cycle model"]
+    assert "1,56" not in rows["golden model"] and "estimate" not in rows["golden model"]

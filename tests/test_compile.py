@@ -91,6 +91,38 @@ def test_compile_measure_records_cycles(tmp_path, capsys):
     ms = man["measured"]
     assert ms["bit_exact"] is True and ms["samples"] == 6
     assert ms["stage_cycles"] == [s["cycles_per_sample"] for s in man["stages"]]
-    assert ms["cycles_between_samples"] == man["cycles_per_sample"]
-    assert "bit exact: True" in capsys.readouterr().out
+    assert ms["cycles_between_samples"] == man["estimated_cycles_between_samples"] == man["cycles_per_sample"]
+    assert ms["first_mismatch"] is None
+    assert "cycles_between_samples" not in man and man["cycles_source"].startswith("estimate")
+    out = capsys.readouterr().out
+    assert "bit exact: True" in out and "cycles/sample (estimate)" in out
     assert compile_main([str(EXAMPLES / "iris.yaml"), "-o", str(tmp_path), "--measure", "-1"]) == 2
+
+
+@pytest.mark.parametrize("signal, stage, index", [("Tin", 1, (0, 0)), ("R", 0, (1, 2)), ("head_W", 0, (1, 3))])
+def test_measure_compares_every_memory(monkeypatch, signal, stage, index):
+    """``--measure`` reports ``bit_exact`` from the comparison ``sim`` makes: a read-back state
+    that differs in any memory (here ``Tin``, ``R`` and the head's weights, which it once skipped)
+    is not bit exact, and the report names it."""
+    import sigprop_fpga.compile as compile_mod
+    from sigprop_fpga.hdl.engines import get_engine
+    from sigprop_fpga.sim.datasets import load_network
+
+    real = compile_mod.simulate
+
+    def planted(*args, **kwargs):
+        r = real(*args, **kwargs)
+        st = r["state"]
+        arr = st[signal][stage] if signal == "Tin" else st["R"] if signal == "R" else st["head"]["W"]
+        arr[index] += 1
+        return r
+
+    monkeypatch.setattr(compile_mod, "simulate", planted)
+    path = EXAMPLES / ("breast-cancer-head.yaml" if signal == "head_W" else "iris.yaml")
+    spec, data, net = load_network(path)
+    eng = get_engine("pipelined")
+    ms = compile_mod.measure(net, data, eng, eng.lane_choices(net)[0], 3)
+    assert ms["bit_exact"] is False
+    mm = ms["first_mismatch"]
+    assert (mm["stage"], mm["signal"], mm["index"]) == (stage, signal, list(index))
+    assert mm["actual"] - mm["expected"] == 1

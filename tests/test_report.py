@@ -40,3 +40,41 @@ def test_saturation_warning_threshold():
     assert saturation_warnings({"sat_weight_1": 10, "sat_error_0": 2}, per, 10) == []   # exactly 1%: no warning
     w = saturation_warnings({"sat_weight_1": 11, "sat_error_0": 0}, per, 10)
     assert w == ["stage 1: weight saturated on 1.1% of its updates (11 of 1,000)"]
+
+
+def _sim_report(engine, lanes, hw_lanes, stage_cycles=None):
+    r = {"name": "iris", "engine": engine, "lanes": lanes, "bit_exact": True, "samples": 105, "epochs": 1,
+         "test_accuracy": 0.9, "train_accuracy_online": 0.8, "curve": [0.9], "cycles_per_sample": 134.0,
+         "ideal_cycles_per_sample": 100.0, "mac_utilization": 0.75, "first_mismatch": None, "cycles": 20000,
+         "sim_cycles_per_second": 1e6, "verilator_version": "5", "estimate": {"engine": engine, "lanes": hw_lanes}}
+    if stage_cycles:
+        r["stage_cycles"] = stage_cycles
+    return r
+
+
+def test_report_lanes_and_measured_stage_cycles(tmp_path, monkeypatch):
+    """The serial engine's one array of 4 lanes reads "4 (one array)", not "4+4"; the stage table
+    and chart put the RTL's measured cycles beside the estimates."""
+    import sigprop_fpga.report as report
+    assert main(["check", "examples/iris.yaml", "--json", str(tmp_path / "check.json")]) == 0
+    est = json.loads((tmp_path / "check.json").read_text())["estimate"]["stages"]
+    measured = [s["cycles"] + 1 for s in est]        # distinguishable from the estimate
+    (tmp_path / "sim.json").write_text(json.dumps(_sim_report("pipelined", [2, 3, 3], [2, 3, 3], measured)))
+    (tmp_path / "sim-serial.json").write_text(json.dumps(_sim_report("serial", [4, 4, 4], 4)))
+    plotted = {}
+    real = report._plot_stages
+
+    def spy(d, stages, m):
+        plotted["measured"] = m
+        return real(d, stages, m)
+
+    monkeypatch.setattr(report, "_plot_stages", spy)
+    md = make_report(tmp_path).read_text()
+    rows = [ln for ln in md.splitlines() if ln.startswith("| serial") or ln.startswith("| pipelined")]
+    assert any("| 4 (one array) |" in ln for ln in rows if ln.startswith("| serial")), rows
+    assert not any("4+4" in ln for ln in rows)
+    assert any("| 2+3+3 |" in ln for ln in rows if ln.startswith("| pipelined"))
+    assert plotted["measured"] == measured
+    assert "measured (RTL) cycles/sample" in md
+    stage_rows = [ln for ln in md.split("## Stages")[1].split("##")[0].splitlines() if ln.startswith("| 0")]
+    assert stage_rows and stage_rows[0].rstrip(" |").endswith(str(measured[0]))

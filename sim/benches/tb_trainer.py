@@ -88,7 +88,7 @@ async def train_and_compare(dut):
 
     t0_wall, t0_sim = time.perf_counter(), get_sim_time("step")
     result = {"samples": epochs * n_train, "epochs": epochs, "n_train": n_train, "n_test": n_test,
-              "first_mismatch": None, "checks": 0}
+              "first_mismatch": None, "checks": 0, "check_marks": []}
     train_times, curve, train_curve = [], [], []
     test_predictions = []             # the last epoch's, for the collapse check
     correct_test = correct_train = 0
@@ -150,6 +150,9 @@ async def train_and_compare(dut):
                 break
             await RisingEdge(dut.clk)
         await RisingEdge(dut.clk)
+        # the training predictions before this readback: the gap after the last of them holds
+        # the readback (and, at an epoch's end, the test split), the others are the pipeline's
+        result["check_marks"].append(len(train_times))
         words = await _readback(dut, reqs, cfg["rb_latency"])
         mismatch = compare_state(net, lanes, words, golden, received)
         if mismatch is not None:
@@ -166,6 +169,9 @@ async def train_and_compare(dut):
             if (check_every and in_epoch and in_epoch <= n_train and in_epoch % check_every == 0) \
                     or in_epoch == 0:
                 words = await check_state()
+                if 0 < in_epoch <= n_train:     # the last sample through every stage trained
+                    result["stage_cycles"] = [int(words[("counter", f"stage_cycles_{l}")])
+                                              for l in range(net.depth)]
 
         result["rtl_counters"] = {name: int(words[("counter", name)]) for name in counter_names(net)}
     except Mismatch as e:

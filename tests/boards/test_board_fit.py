@@ -231,3 +231,30 @@ def test_stored_samples_keep_a_test_split():
     for s in range(0, 60):
         tr, te = split_stored(s, 40, 10)
         assert tr + te == min(s, 50) and tr <= 40 and te <= 10 and (s == 0 or tr >= 1)
+
+
+@pytest.mark.parametrize("calibration, engine", [("lut_calibration.json", "pipelined"),
+                                                 ("lut_calibration_serial.json", "serial")])
+def test_stored_calibration_features_match_todays_datapath(calibration, engine):
+    """The stored calibration's features, recomputed from today's datapath on the example networks:
+    a change to ``lut_features`` (or to what the examples elaborate into) without a new
+    calibration fails here, not silently in the fit."""
+    import json
+    from pathlib import Path
+
+    from sigprop_fpga.hdl.engines import get_engine
+    from sigprop_fpga.sim.datasets import load_network
+
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    nets = {}
+    for path in sorted(examples.glob("*.yaml")):
+        spec, _, net = load_network(path)
+        nets[spec.name] = net
+    eng = get_engine(engine)
+    designs = json.loads(Path(__file__).with_name(calibration).read_text())["designs"]
+    assert {d["network"] for d in designs} <= set(nets)
+    for d in designs:
+        net = nets[d["network"]]
+        # bench/calibrate_luts.py: the engine's preferred lanes, or each of --lanes (serial)
+        lanes = d["lanes"] if "lanes" in d else eng.lane_choices(net)[0]
+        assert eng.lut_features(net, lanes) == d["features"], (d["network"], d["family"], lanes)

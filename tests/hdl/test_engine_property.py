@@ -1,8 +1,14 @@
 """Property test: small random networks and formats, whole engine in the Amaranth simulator,
-bit for bit against the golden model."""
+bit for bit against the golden model.
+
+``make test`` runs a fixed small set (derandomized, :data:`FIXED_EXAMPLES` draws plus every
+``@example``); ``pytest --hypothesis-profile=explore tests/hdl/test_engine_property.py`` draws
+hundreds of new networks (the profile's ``max_examples``, tests/conftest.py). Each failing draw
+found that way is stored below as an ``@example``.
+"""
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from sigprop_fpga.compiler.spec import parse_spec
 from sigprop_fpga.hdl.simulate import simulate
@@ -33,7 +39,12 @@ hardware: {{lanes: {lanes}}}
 """
 
 
-@settings(max_examples=6, deadline=None, derandomize=True,
+#: Draws per run in the default (deterministic) profile; the explore profile's own count otherwise.
+FIXED_EXAMPLES = 6
+_EXPLORE = not settings.default.derandomize
+
+
+@settings(max_examples=settings.default.max_examples if _EXPLORE else FIXED_EXAMPLES, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(networks())
 def test_random_networks_bit_exact(text):

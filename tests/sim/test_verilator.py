@@ -262,3 +262,36 @@ def test_build_error_keeps_log(tmp_path):
     assert ".failed.log" in str(info.value)
     cache = tmp_path / "cache"
     assert not [p for p in cache.iterdir() if p.name.startswith(".tmp-") or p.is_dir()]
+
+
+XINIT_V = """
+module xinit(input clk, output [31:0] q);
+  reg [31:0] r;
+  always @(posedge clk) r <= r;
+  assign q = r;
+endmodule
+"""
+
+
+def test_x_unique_draws_power_up_values_from_the_seed(tmp_path):
+    """A register without an initial value starts at a value drawn from the run's seed: the same
+    seed gives the same value, another seed another; without the plusargs, Verilator's fixed one.
+    (This is what makes the x-unique runs of the generated design in tests/test_rtl.py a check.)"""
+    src = tmp_path / "xinit.v"
+    src.write_text(XINIT_V)
+    info = V.build(src, "xinit", tmp_path / "cache", extra_args=V.X_UNIQUE_ARGS)
+    assert "--x-initial unique" in " ".join(V._build_args(False, V.X_UNIQUE_ARGS))
+    assert "fast" not in V._build_args(False, V.X_UNIQUE_ARGS)
+
+    def q(*plusargs):
+        res = V.run(info, "xinit_tb", test_dir=TB_DIR, run_dir=tmp_path / f"run{len(list(tmp_path.iterdir()))}",
+                    plusargs=plusargs)
+        assert res.failed == 0
+        return res.data["xinit"]["q"]
+
+    a, b, a2, fixed = q(*V.x_random_plusargs(1)), q(*V.x_random_plusargs(2)), q(*V.x_random_plusargs(1)), q()
+    assert a == a2 and a != b and fixed == 0
+    with pytest.raises(ValueError):
+        V.x_random_plusargs(0)
+    with pytest.raises(TypeError):
+        V.x_random_plusargs("1")
