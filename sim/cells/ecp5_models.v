@@ -409,14 +409,19 @@ module DP16KD (
 
     wire clka = (CLKAMUX == "INV") ? ~CLKA : CLKA;
     wire clkb = (CLKBMUX == "INV") ? ~CLKB : CLKB;
-    // Non-blocking writes: a read of either port at the same edge sees the old word.
+    // Non-blocking writes of the enabled bits only: a read of either port at the same edge sees
+    // the old word, and the two ports may write different bits of one word in the same cycle.
+    integer ka, kb;
     always @(posedge clka)
-        if (wra) begin
-            mem[ia] <= (mem[ia] & ~wma_lo) | (wda_lo & wma_lo);
-            if (DATA_WIDTH_A == 36) mem[ia | 10'd1] <= (mem[ia | 10'd1] & ~wma_hi) | (wda_hi & wma_hi);
-        end
+        if (wra)
+            for (ka = 0; ka < 18; ka = ka + 1) begin
+                if (wma_lo[ka]) mem[ia][ka] <= wda_lo[ka];
+                if (DATA_WIDTH_A == 36 && wma_hi[ka]) mem[ia | 10'd1][ka] <= wda_hi[ka];
+            end
     always @(posedge clkb)
-        if (wrb) mem[ib] <= (mem[ib] & ~wmb_lo) | (wdb_lo & wmb_lo);
+        if (wrb)
+            for (kb = 0; kb < 18; kb = kb + 1)
+                if (wmb_lo[kb]) mem[ib][kb] <= wdb_lo[kb];
 
     // x36 reads put the high word on DOB; otherwise each port drives its own outputs.
     wire [17:0] out_a = (DATA_WIDTH_B == 36) ? dob[17:0] : doa[17:0];
