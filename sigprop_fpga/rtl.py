@@ -17,6 +17,7 @@ model.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import importlib.metadata
 import json
@@ -221,7 +222,17 @@ def synthesize_netlist(rtlil_text: str, family: str, *, cache_root: str | Path |
     if found is not None:
         return found
     root.mkdir(parents=True, exist_ok=True)
-    tmp = root.absolute() / f".tmp-{digest}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    # concurrent runs of the same design (pytest-xdist) wait for the first and reuse its entry
+    with open(root / f".lock-{digest}", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        found = load(cached=True)
+        return found if found is not None else _synthesize_into(entry, design, script, family, load, progress)
+
+
+def _synthesize_into(entry: Path, design: str, script: str, family: str, load, progress: bool) -> Netlist:
+    """Run Yosys in a temporary sibling of ``entry`` and rename it into place."""
+    root, digest = entry.parent, entry.name
+    tmp = root / f".tmp-{digest}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
         (tmp / f"{TOP}.il").write_text(design)
@@ -234,8 +245,10 @@ def synthesize_netlist(rtlil_text: str, family: str, *, cache_root: str | Path |
                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         seconds = time.perf_counter() - t0
         if proc.returncode != 0 or not (tmp / _NETLIST_FILE).is_file():
-            tail = "\n".join((tmp / "yosys.log").read_text(errors="replace").splitlines()[-20:]) \
-                if (tmp / "yosys.log").is_file() else (tmp / "synth.log").read_text(errors="replace")[-2000:]
+            # with -q Yosys prints only its errors (to synth.log); the full log is yosys.log
+            logs = [tmp / "synth.log", tmp / "yosys.log"]
+            text = next((f.read_text(errors="replace") for f in logs if f.is_file() and f.stat().st_size), "")
+            tail = "\n".join(text.splitlines()[-20:])
             raise NetlistError(f"yosys synth_{family} failed (exit {proc.returncode}):\n{tail}")
         stat = json.loads((tmp / "stat.json").read_text())
         cells = {k: int(v) for k, v in stat["modules"][f"\\{TOP}"]["num_cells_by_type"].items()
@@ -319,6 +332,8 @@ def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int
     if epochs is None:
         epochs = 1 if samples is not None else spec.learning.epochs
     apply_verilator_env()
+    # netlists are cached beside the Verilator builds: under build_root, or in build/cache/netlist
+    netlist_root = Path(build_root) / "netlist" if build_root else Path("build") / "cache" / "netlist"
     build_root = Path(build_root) if build_root else Path("build") / "cache" / "verilator"
 
     t0 = time.perf_counter()
@@ -328,7 +343,7 @@ def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int
         text = trainer_verilog(net, data, eng, hw_lanes, n_train, n_test, max(epochs, 1))
     else:
         nl = synthesize_netlist(trainer_rtlil(net, data, eng, hw_lanes, n_train, n_test, max(epochs, 1)),
-                                netlist, cache_root=build_root.parent / "netlist", progress=progress)
+                                netlist, cache_root=netlist_root, progress=progress)
         text = nl.text if edit_netlist is None else edit_netlist(nl.text)
         _say(progress, f"netlist: {sum(nl.cells.values()):,} cells "
              f"({'cached' if nl.cached else f'synthesized in {nl.synth_seconds:.1f} s'})")
