@@ -311,9 +311,9 @@ endmodule
 // keeps the output during a write, WRITETHROUGH shows the new data, READBEFOREWRITE the old);
 // REGMODE NOREG or OUTREG (one more register, clock enabled by OCEx); RST clears the output
 // (RESETMODE SYNC or ASYNC); the port is selected when CEx is 1 and CSx[2:0] equals
-// CSDECODE_x. A read on one port of the word the other port writes in the same cycle returns
-// the old word: the silicon leaves it undefined (TN1264), and sigprop-fpga's synthesis tells
-// Yosys so (hdl.relax_read_collisions).
+// CSDECODE_x. A read on one port of bits the other port writes in the same cycle returns them
+// inverted: the silicon leaves it undefined (TN1264), sigprop-fpga's synthesis tells Yosys the
+// datapath never relies on it (hdl.relax_read_collisions), and the netlist rung checks that.
 module DP16KD (
     input wire DIA17, DIA16, DIA15, DIA14, DIA13, DIA12, DIA11, DIA10, DIA9, DIA8, DIA7, DIA6,
     input wire DIA5, DIA4, DIA3, DIA2, DIA1, DIA0,
@@ -394,17 +394,26 @@ module DP16KD (
     wire [17:0] wma_lo, wma_hi, wda_lo, wda_hi, wmb_lo, wmb_hi, wdb_lo, wdb_hi;
     wire wra, wrb;
     wire [35:0] doa, dob;
-    // In x36 port B reads the pair too, so both ports see the word after their index.
+    // A port reading bits the other port writes at the same edge gets them inverted: TN1264
+    // leaves such a read undefined, so a design that used it would fail here (sigprop-fpga tells
+    // Yosys the datapath never does: hdl.relax_read_collisions). In x36 port B reads the word
+    // pair ib, ib + 1 and port A writes the pair ia, ia + 1.
+    wire a36 = DATA_WIDTH_A == 36;
+    wire [17:0] clash_a_lo = (wrb && ib == ia) ? wmb_lo : 18'b0;
+    wire [17:0] clash_a_hi = (wrb && ib == (ia | 10'd1)) ? wmb_lo : 18'b0;
+    wire [17:0] clash_b_lo = ((wra && ia == ib) ? wma_lo : 18'b0) | ((wra && a36 && (ia | 10'd1) == ib) ? wma_hi : 18'b0);
+    wire [17:0] clash_b_hi = ((wra && ia == (ib | 10'd1)) ? wma_lo : 18'b0)
+                           | ((wra && a36 && (ia | 10'd1) == (ib | 10'd1)) ? wma_hi : 18'b0);
     SIGPROP_ECP5_BRAM_PORT #(.WIDTH(DATA_WIDTH_A), .REGMODE(REGMODE_A), .WRITEMODE(WRITEMODE_A),
                              .RESETMODE(RESETMODE), .CSDECODE(CSDECODE_A), .CLKMUX(CLKAMUX)) port_a (
         .clk_pin(CLKA), .ce(CEA), .oce(OCEA), .we(WEA), .rst(RSTA), .cs({CSA2, CSA1, CSA0}), .ad(ada),
-        .di(dia), .word_lo_index(ia), .word_lo(mem[ia]), .word_hi(mem[ia | 10'd1]),
+        .di(dia), .word_lo_index(ia), .word_lo(mem[ia] ^ clash_a_lo), .word_hi(mem[ia | 10'd1] ^ clash_a_hi),
         .wmask_lo(wma_lo), .wmask_hi(wma_hi), .wdata_lo(wda_lo), .wdata_hi(wda_hi), .write(wra), .dout(doa));
     SIGPROP_ECP5_BRAM_PORT #(.WIDTH(DATA_WIDTH_B), .REGMODE(REGMODE_B), .WRITEMODE(WRITEMODE_B),
                              .RESETMODE(RESETMODE), .CSDECODE(CSDECODE_B), .CLKMUX(CLKBMUX)) port_b (
         .clk_pin(CLKB), .ce(CEB), .oce(OCEB), .we(WEB && DATA_WIDTH_A != 36), .rst(RSTB),
-        .cs({CSB2, CSB1, CSB0}), .ad(adb), .di(dib), .word_lo_index(ib), .word_lo(mem[ib]),
-        .word_hi(mem[ib | 10'd1]), .wmask_lo(wmb_lo), .wmask_hi(wmb_hi), .wdata_lo(wdb_lo),
+        .cs({CSB2, CSB1, CSB0}), .ad(adb), .di(dib), .word_lo_index(ib), .word_lo(mem[ib] ^ clash_b_lo),
+        .word_hi(mem[ib | 10'd1] ^ clash_b_hi), .wmask_lo(wmb_lo), .wmask_hi(wmb_hi), .wdata_lo(wdb_lo),
         .wdata_hi(wdb_hi), .write(wrb), .dout(dob));
 
     wire clka = (CLKAMUX == "INV") ? ~CLKA : CLKA;

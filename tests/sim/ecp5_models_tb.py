@@ -7,7 +7,8 @@ input, pipeline and output registers with their own clock enables and reset) and
 shared random stimulus. Every cycle the bench drives new inputs after the falling edge, checks
 the combinational multiplier, and after the rising edge checks every registered output against
 the references below, which follow TN1264/TN1267 and Yosys's memlib layout, written
-independently of the Verilog.
+independently of the Verilog (a read of bits the other port writes in the same cycle, undefined
+in the silicon, returns them inverted in both).
 
 Configuration (``SIGPROP_TB_CONFIG``): ``cycles``, ``seed``, ``init`` (the 640 bits of
 INITVAL_00/01 as an int), ``plant`` (optional name of a reference rule to break, to prove the
@@ -127,8 +128,11 @@ class BramRef:
             mode = self.mode[p]
             if writing and mode == "NORMAL":
                 continue
-            # A port's own write-through sees its data; the other port's write stays unseen.
+            # Bits the other port writes this edge read inverted (undefined in the silicon); a
+            # port's own write-through sees its data.
             view = list(old)
+            for word, mask, _ in pending["b" if p == "a" else "a"]:
+                view[word] ^= mask
             if writing and mode == "WRITETHROUGH":
                 for word, mask, data in pending[p]:
                     view[word] = (view[word] & ~mask) | (data & mask)
