@@ -18,8 +18,9 @@ from dataclasses import dataclass
 
 from .fixed import LOG2E_Q16, P_FRAC, RECIP_BITS
 from .network import Network
+from .spec import QFormat
 
-__all__ = ["Phase", "StepShifts", "step_shifts", "update_terms", "forward_signals", "uses_softmax",
+__all__ = ["Phase", "ActivationRange", "activation_range", "StepShifts", "step_shifts", "update_terms", "forward_signals", "uses_softmax",
            "logit_frac", "softmax_fracs", "Q_BITS", "E_BITS", "exp_clamp", "mul_b_bits", "SoftmaxPieces",
            "softmax_pieces"]
 
@@ -61,6 +62,31 @@ class Phase(str, enum.Enum):
         return self.value
 
 
+@dataclass(frozen=True)
+class ActivationRange(QFormat):
+    """An activation format with hard-tanh's bounds: ``[-1, +1]`` within the format's range.
+
+    A ``Q1.x`` format holds ``[-1, 1 - 2^-x]``, its own range; a format with more integer bits
+    (``Q2.6``) holds ``+1`` exactly and clamps there, not at its own limits. ``min_int`` and
+    ``max_int`` are the bounds every narrowing to an activation saturates to, and the derivative
+    mask is 1 strictly between them.
+    """
+
+    @property
+    def min_int(self) -> int:
+        return max(-(1 << (self.width - 1)), -(1 << self.frac_bits))
+
+    @property
+    def max_int(self) -> int:
+        return min((1 << (self.width - 1)) - 1, 1 << self.frac_bits)
+
+
+def activation_range(q: QFormat) -> QFormat:
+    """The bounds hard-tanh clamps an activation of format ``q`` to (:class:`ActivationRange`);
+    ``q`` itself for a ``Q1.x`` format, whose range they are."""
+    return q if q.int_bits == 1 else ActivationRange(q.int_bits, q.frac_bits)
+
+
 def forward_signals(l: int) -> int:
     """Signals layer ``l`` multiplies by ``W`` in :attr:`Phase.FORWARD`: ``h`` only at layer 0 (its
     target comes from the table ``R``), ``h`` and ``t`` above."""
@@ -83,8 +109,8 @@ def uses_softmax(net: Network, l: int) -> bool:
 
 @dataclass(frozen=True)
 class StepShifts:
-    """Right shifts from an update's raw product to its variable's step (``eta = 2^-lr_shift``
-    folded in): ``W -= round(u >> weight)`` and so on, before saturation.
+    """Right shifts from an update's raw product to its variable's step (the layer's
+    ``eta = 2^-lr_shift``, :meth:`.network.Network.lr_shift`, folded in): ``W -= round(u >> weight)`` and so on, before saturation.
 
     Attributes
     ----------
@@ -105,7 +131,7 @@ class StepShifts:
 
 
 def step_shifts(net: Network, l: int) -> StepShifts:
-    p, s = net.prec(l), net.spec.learning.lr_shift
+    p, s = net.prec(l), net.lr_shift(l)
     fe = p.error.frac_bits
     table = fe - net.spec.precision.table.frac_bits + s if l == 0 else None
     head = None

@@ -33,7 +33,7 @@ READOUTS = ("nearest_target", "head")
 LOSSES = ("class_ce", "l2")
 RULES = ("sigprop",)
 ROUNDINGS = ("nearest", "stochastic")
-SCALINGS = ("minmax", "unit")
+SCALINGS = ("minmax", "minmax01", "unit")
 MAX_FILE_BYTES = 1 << 20
 MAX_UNITS = 4096
 MAX_LAYERS = 16
@@ -145,13 +145,14 @@ class LayerSpec:
     activation: str
     precision: LayerPrecision
     lanes: int | None           # None: allocated by the compiler
+    lr_shift: int | None = None  # None: learning.lr_shift
 
 
 @dataclass(frozen=True)
 class LearningSpec:
     rule: str = "sigprop"
     loss: str = "class_ce"
-    lr_shift: int = 6
+    lr_shift: int | str = "auto"    # "auto": per layer, from its input's norm (Network.lr_shift)
     logit_shift: int = 2
     push: bool = True
     epochs: int = 20
@@ -471,7 +472,13 @@ class _Validator:
         if "loss" in d:
             kw["loss"] = self.choice(d["loss"], "learning.loss", LOSSES)
         if "lr_shift" in d:
-            kw["lr_shift"] = self.integer(d["lr_shift"], "learning.lr_shift", 0, 16)
+            if d["lr_shift"].value == "auto":
+                kw["lr_shift"] = "auto"
+            elif isinstance(d["lr_shift"].value, str):
+                raise self.r.fail(d["lr_shift"].line, "learning.lr_shift",
+                                  f"expected auto or an integer from 0 to 16, got {d['lr_shift'].value!r}")
+            else:
+                kw["lr_shift"] = self.integer(d["lr_shift"], "learning.lr_shift", 0, 16)
         if "logit_shift" in d:
             kw["logit_shift"] = self.integer(d["logit_shift"], "learning.logit_shift", 0, 8)
         if "push" in d:
@@ -490,6 +497,8 @@ class _Validator:
         for k in ("activation", "weight", "bias", "error"):
             if k in d:
                 kw[k] = self.qformat(d[k], f"{path}.{k}")
+        if "weight" in kw and "bias" not in kw and base.bias.frac_bits > kw["weight"].frac_bits:
+            kw["bias"] = kw["weight"]       # the inherited bias would not fit the layer's weights
         if "accumulator" in d:
             kw["accumulator"] = self.accumulator(d["accumulator"], f"{path}.accumulator")
         return replace(base, **kw)
@@ -512,24 +521,27 @@ class _Validator:
     def precision(self, node: _Node | None) -> tuple[PrecisionSpec, LayerPrecision]:
         d = self.mapping(node, "precision", tuple(DEFAULT_PRECISION)) if node is not None else {}
 
-        def q(key):
-            return self.qformat(d[key], f"precision.{key}") if key in d else parse_qformat(DEFAULT_PRECISION[key])
+        def q(key, follows=None):
+            """The written format, else the one ``key`` follows when that is written (the bias and
+            the table hold weights: they follow the weight), else the default."""
+            if key in d:
+                return self.qformat(d[key], f"precision.{key}")
+            if follows is not None and follows in d:
+                return q(follows)
+            return parse_qformat(DEFAULT_PRECISION[key])
 
         acc = self.accumulator(d["accumulator"], "precision.accumulator") if "accumulator" in d else None
         rounding = self.choice(d["rounding"], "precision.rounding", ROUNDINGS) if "rounding" in d else "nearest"
         lfsr_seed = DEFAULT_PRECISION["lfsr_seed"]
         if "lfsr_seed" in d:
             lfsr_seed = self.integer(d["lfsr_seed"], "precision.lfsr_seed", 1, 2**32 - 1)
-        layer = LayerPrecision(q("activation"), q("weight"), q("bias"), q("error"), acc)
+        layer = LayerPrecision(q("activation"), q("weight"), q("bias", "weight"), q("error"), acc)
         self.check_layer_formats(layer, d, "precision")
-        return PrecisionSpec(q("input"), q("table"), rounding, lfsr_seed), layer
+        return PrecisionSpec(q("input"), q("table", "weight"), rounding, lfsr_seed), layer
 
     def check_layer_formats(self, p: LayerPrecision, d: dict, path: str):
         # The datapath relies on these relations; say which key breaks them.
-        if p.activation.int_bits != 1:
-            n = d.get("activation")
-            raise self.r.fail(n.line if n else None, f"{path}.activation",
-                              f"expected a Q1.x format (hard-tanh output spans [-1, 1)), got {p.activation}")
+        # any activation format works: hard-tanh clamps to [-1, +1] within it (compiler.rule.activation_range)
         if p.weight.frac_bits < p.activation.frac_bits:
             n = d.get("weight")
             raise self.r.fail(n.line if n else None, f"{path}.weight",
@@ -554,7 +566,7 @@ class _Validator:
         for i, item in enumerate(node.value):
             path = f"network.layers[{i}]"
             if isinstance(item.value, dict):
-                d = self.mapping(item, path, ("units", "activation", "precision", "lanes"))
+                d = self.mapping(item, path, ("units", "activation", "precision", "lanes", "lr_shift"))
                 if "units" not in d:
                     raise self.r.fail(item.line, f"{path}.units", "required key is missing (expected a positive integer)")
                 units = self.units(d["units"], f"{path}.units")
@@ -564,7 +576,8 @@ class _Validator:
                     prec = self.layer_precision(d["precision"], f"{path}.precision", base)
                     self.check_layer_formats(prec, d["precision"].value, f"{path}.precision")
                 lanes = self.integer(d["lanes"], f"{path}.lanes", 1, 1024) if "lanes" in d else None
-                out.append(LayerSpec(units, act, prec, lanes))
+                shift = self.integer(d["lr_shift"], f"{path}.lr_shift", 0, 16) if "lr_shift" in d else None
+                out.append(LayerSpec(units, act, prec, lanes, shift))
             else:
                 out.append(LayerSpec(self.units(item, path), activation, base, None))
         return tuple(out)

@@ -129,11 +129,41 @@ class UQ(_Q):
     _signed = False
 
 
+class SQRange(SQ):
+    """:class:`SQ` whose values stay within ``[min_int, max_int]``, narrower than the format's own
+    range (hard-tanh's ``[-1, +1]`` in a ``Q2.x`` activation); :func:`saturate` and :func:`narrow`
+    clamp to those bounds."""
+
+    def __init__(self, int_bits: int, frac_bits: int, min_int: int, max_int: int):
+        super().__init__(int_bits, frac_bits)
+        full = SQ(int_bits, frac_bits)
+        if not full.min_int <= min_int <= max_int <= full.max_int:
+            raise ValueError(f"Bounds [{min_int}, {max_int}] outside {full!r}")
+        self._bounds = (min_int, max_int)
+
+    @property
+    def min_int(self) -> int:
+        return self._bounds[0]
+
+    @property
+    def max_int(self) -> int:
+        return self._bounds[1]
+
+    def __eq__(self, other):
+        return isinstance(other, SQRange) and super().__eq__(other) and self._bounds == other._bounds
+
+    def __hash__(self):
+        return hash((SQRange, self.int_bits, self.frac_bits, self._bounds))
+
+
 def _fmt(q) -> _Q:
     if isinstance(q, _Q):
         return q
     if isinstance(q, QFormat):
-        return SQ.from_qformat(q)
+        full = SQ.from_qformat(q)
+        if (q.min_int, q.max_int) != (full.min_int, full.max_int):
+            return SQRange(q.int_bits, q.frac_bits, q.min_int, q.max_int)
+        return full
     raise TypeError(f"Expected an SQ, UQ or QFormat, not {q!r}")
 
 

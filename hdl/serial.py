@@ -85,7 +85,7 @@ from ..compiler.network import quantize_params
 from ..compiler.network import Network, init_params
 from . import BLOCK_RAM
 from ..compiler.estimate import serial_cycles, serial_macs, vec_slots as _vec_slots
-from ..compiler.rule import Q_BITS as _Q_BITS, softmax_pieces, update_terms as _terms
+from ..compiler.rule import step_shifts, Q_BITS as _Q_BITS, softmax_pieces, update_terms as _terms
 from ..compiler.statemap import counter_names, readback_map
 from .engine import engine_members
 from .fixed import mul_const, round_shift
@@ -185,6 +185,9 @@ def check_serial_support(net: Network) -> None:
                          f"{p0.weight}, bias {p0.bias}, table {spec.precision.table}")
     if spec.learning.loss not in ("class_ce", "l2"):
         raise ValueError(f"SerialEngine supports losses class_ce and l2, not {spec.learning.loss!r}")
+    if p0.activation.int_bits != 1:
+        raise ValueError(f"SerialEngine supports Q1.x activations only (its lane units clamp to the format's own "
+                         f"range), got {p0.activation}")
     if p0.activation.width < 2:
         raise ValueError("SerialEngine needs activations at least 2 bits wide")
 
@@ -343,7 +346,9 @@ class SerialEngine(wiring.Component):
         pr = net.prec(0)
         c.qa, c.qw, c.qe = qa, qw, qe = pr.activation, pr.weight, pr.error
         c.wa, c.fa, c.fw, c.fe = wa, fa, fw, fe = qa.width, qa.frac_bits, qw.frac_bits, qe.frac_bits
-        c.step_shift = kW = fe + fa - fw + learning.lr_shift   # a weight step: u has fe + fa fraction bits
+        # a weight step: u has fe + fa fraction bits; the step shift may differ per layer
+        c.step_shifts = tuple(step_shifts(net, l).weight for l in range(net.depth))
+        c.step_shift = kW = max(c.step_shifts)
         c.vec_scale = kB = fa                    # 2^kB scales a bias or table step to a weight step
         c.err_shift = kG = P_FRAC + fa - fe      # the error narrowing
         c.bias_align = fa                        # the bias aligned to a product (fw + fa - fb)
@@ -623,8 +628,8 @@ class SerialEngine(wiring.Component):
         the late reads: the W word of UPDATE, the M word of BIAS and TABLE (at S3)."""
         c, P, Y = self._c, self.P, self.layout
         s1, s2 = c.s1, c.s2
-        kW, kG, fw = c.step_shift, c.err_shift, c.fw
-        half_w = (1 << (kW - 1)) if kW > 0 else 0
+        kG, fw = c.err_shift, c.fw
+        half_w = self._per_layer([(1 << (k - 1)) if k > 0 else 0 for k in c.step_shifts])
         half_g = (1 << (kG - 1)) if kG > 0 else 0
         c.acc = [Signal(signed(c.acc_w), name=f"acc{p}", reset_less=True) for p in range(P)]
         start = Signal(signed(c.acc_w), name="start")
@@ -728,17 +733,22 @@ class SerialEngine(wiring.Component):
         GRADIENT accumulated minus the sum), masked by f'; registered, written a cycle later."""
         c, P = self._c, self.P
         s3 = c.s3
-        kW, kG = c.step_shift, c.err_shift
+        kG = c.err_shift
         is_grad = Signal(name="is_grad")
         m.d.comb += is_grad.eq(s3.phase == _GRADIENT)
         mask = Signal(P, name="mask")
         m.d.comb += mask.eq(Mux(s3.sub == 0, c.mask_h, Mux(s3.sub == 1, c.mask_t, c.mask_tm)))
         c.outs, c.overflows = [], []
         for p in range(P):
-            if kG == kW:
-                q = round_shift_halved(c.acc[p], kW)
+            shifts = sorted(set(c.step_shifts))
+            if len(shifts) == 1:        # one step shift: the layer does not enter the rounding
+                q_step = round_shift_halved(c.acc[p], shifts[0])
             else:
-                q = Mux(is_grad, round_shift_halved(c.acc[p], kG), round_shift_halved(c.acc[p], kW))
+                q_step = Array(round_shift_halved(c.acc[p], k) for k in c.step_shifts)[c.layer]
+            if shifts == [kG]:
+                q = q_step
+            else:
+                q = Mux(is_grad, round_shift_halved(c.acc[p], kG), q_step)
             # the base: the old weight (UPDATE, read at S2), the old bias or table word (BIAS, TABLE,
             # read at S3), or 0 (GRADIENT)
             diff = Signal(signed(max(c.a_w, len(q)) + 1), name=f"out_diff{p}")

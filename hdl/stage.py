@@ -51,7 +51,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..compiler.estimate import softmax_groups
 from ..compiler.fixed import EXP2_TABLE, P_FRAC
-from ..compiler.rule import E_BITS, softmax_fracs
+from ..compiler.rule import E_BITS, activation_range, softmax_fracs, step_shifts, update_terms
 from ..compiler.network import Network, lfsr_seed
 from ..compiler.statemap import MEM_IDS, stage_memories
 from .fixed import mul_const as _mulk, narrow, round_shift, saturate
@@ -367,10 +367,11 @@ class _Datapath:
         self.qa, self.qw, self.qb, self.qe, self.qt = p.activation, p.weight, p.bias, p.error, \
             net.spec.precision.table
         self.qin = net.in_format(l)
+        self.q_act = activation_range(self.qa)     # hard-tanh's bounds in the activation format
         self.fin, self.fa, self.fw, self.fb, self.fe, self.ft = (q.frac_bits for q in (
             self.qin, self.qa, self.qw, self.qb, self.qe, self.qt))
-        self.s_shift = net.spec.learning.lr_shift
-        self.terms = 1 if (l == 0 or not self.class_ce) else (3 if self.push else 2)
+        self.shifts = step_shifts(net, l)
+        self.terms = update_terms(net, l)
         self.mode = net.spec.precision.rounding
         self.stoch = self.mode == "stochastic"
         # the steps are subtracted at S4 with rounding to nearest (half to even is odd-symmetric:
@@ -439,7 +440,7 @@ class _Datapath:
 
     def _inside(self, v):
         """``f'(v)`` of the hard-tanh: ``v`` strictly inside the activation's range."""
-        return (v > self.qa.min_int) & (v < self.qa.max_int)
+        return (v > self.q_act.min_int) & (v < self.q_act.max_int)
 
     def _lane_valid(self, pp, idx, count):
         return (_mulk(idx, self.P) + pp) < count
@@ -893,7 +894,7 @@ class _Datapath:
                 r_row = Signal(signed(self.qt.width), name=f"rrow{pp}", reset_less=True)
                 m.d.sync += r_row.eq(self.rd["R"][pp].data)
                 with m.If(tv2):
-                    m.d.sync += self.t_l[pp][tq2].eq(narrow(r_row, self.ft, qa)[0])
+                    m.d.sync += self.t_l[pp][tq2].eq(narrow(r_row, self.ft, self.q_act)[0])
         # S2: the sum starts from the bias; FORWARD's sums are narrowed from a copy of the
         # accumulator that only FORWARD updates (acc also feeds the logits, the argmax and
         # itself, and is placed for them)
@@ -903,7 +904,7 @@ class _Datapath:
             m.d.sync += [self.acc.eq(self.acc_n), acc_fwd.eq(self.acc_n)]
         # S3: narrowed; h[j] and t[j] land at S4 from registers (the narrowing is a carry chain
         # of its own)
-        self.h_new = hv3 = narrow(acc_fwd, self.fw + self.fin, qa)[0]
+        self.h_new = hv3 = narrow(acc_fwd, self.fw + self.fin, self.q_act)[0]
         hv4, hwe4, twe4, row4 = Signal.like(hv3, name="h_new4"), Signal(name="h_we4"), Signal(name="t_we4"), \
             Signal.like(s3.row, name="row4")
         m.d.sync += [hv4.eq(hv3), row4.eq(s3.row), hwe4.eq(0), twe4.eq(0)]
@@ -1073,9 +1074,8 @@ class _Datapath:
         (W, R, the head's W) and of the bias, the old values, where and whether to write;
         saturation flags for the counters (widths: those of the rounded expressions themselves,
         so nothing is cut before saturating)."""
-        fe, s = self.fe, self.s_shift
-        self.shW, self.shB = fe + self.fin - self.fw + s, fe - self.fb + s
-        self.shR, self.shHW = fe - self.ft + s, fe + self.fa - self.fw + s
+        k = self.shifts
+        self.shW, self.shB, self.shR, self.shHW = k.weight, k.bias, k.table, k.head_weight
         lane_steps = [self._step(self.lane_acc[0], self.shW, self.draws[0])]
         bias_steps = [self._step(self.bias_delta3, self.shB, self.draws[0])]
         if self.table:

@@ -49,6 +49,7 @@ from .report import make_report
 from .rtl import simulate_rtl
 from .sim import baselines
 from .sim.train import train_sigprop
+from .sim.tune import tune
 
 __all__ = ["load", "Design", "Result", "CheckResult", "TrainResult", "CompileResult", "SimResult",
            "BuildResult", "RunResult", "STEPS", "MODELS", "RULES"]
@@ -178,6 +179,7 @@ class Design:
                             "n_inputs": data.n_inputs, "n_classes": data.n_classes,
                             "n_train": len(data.y_train), "n_test": len(data.y_test),
                             "widths": list(spec.widths), "spec": _spec_json(spec),
+                            "lr_shifts": [self.net.lr_shift(l) for l in range(self.net.depth)],
                             "estimate": estimate(self.net).to_json(),
                             "board_plan": self._board_plan(board or spec.board)})
 
@@ -241,6 +243,14 @@ class Design:
         finally:
             transport.close()
         return RunResult(r)
+
+    def tune(self, model: str = "golden", epochs: int | None = None, jobs: int | None = None,
+             progress: bool = False) -> Result:
+        """A grid over ``lr_shift`` x ``logit_shift`` x the scaling, scored on a validation split
+        carved from the training split (:func:`~sigprop_fpga.sim.tune.tune`)."""
+        if model not in MODELS:
+            raise ValueError(f"model must be one of {', '.join(MODELS)}, not {model!r}")
+        return Result(tune(self.spec, self.net, model=model, epochs=epochs, jobs=jobs, progress=progress))
 
     @staticmethod
     def report(folder: str | Path) -> Path:

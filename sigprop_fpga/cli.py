@@ -22,6 +22,7 @@ from .io import format_table, write_json
 from .report import load_builds, make_report, saturation_warnings
 from .rtl import NETLIST_FAMILIES, NetlistError
 from .sim.verilator import VerilatorError
+from .sweep import BACKENDS, SweepError, load_sweep, results_table, run_sweep, write_results
 from .toolchain import doctor_main
 
 __all__ = ["main"]
@@ -108,12 +109,12 @@ def cmd_check(args) -> int:
     for s in e["stages"]:
         p = net.prec(s["index"])
         rows.append([s["index"], f"{s['n_in']}->{s['units']}", str(net.in_format(s["index"])), str(p.weight),
-                     str(p.activation), s["acc_width"], s["lanes"], s["macs"],
+                     str(p.activation), net.lr_shift(s["index"]), s["acc_width"], s["lanes"], s["macs"],
                      s["weight_bits"] + s["cache_bits"] + s["table_bits"], s["cycles"]])
     print(f"{spec.name}: {r['dataset']}, {r['n_inputs']} inputs, {r['n_classes']} classes, "
           f"{r['n_train']} train / {r['n_test']} test samples; loss {spec.learning.loss}, "
           f"readout {spec.readout}, rounding {spec.precision.rounding}, board {spec.board}")
-    print(format_table(["stage", "widths", "input", "weight", "act", "acc bits", "lanes", "MACs/sample",
+    print(format_table(["stage", "widths", "input", "weight", "act", "lr_shift", "acc bits", "lanes", "MACs/sample",
                         "memory bits", "cycles/sample"], rows))
     print(f"MACs per training sample {e['macs_per_sample']:,} (inference {e['inference_macs_per_sample']:,}); "
           f"cycles per sample {e['cycles_per_sample']:,} pipelined, {e['sequential_cycles']:,} sequential; "
@@ -144,11 +145,30 @@ def cmd_train(args) -> int:
     if out.get("counters"):
         for w in saturation_warnings(out["counters"], out.get("updates_per_sample"), out["samples"]):
             print(f"sigprop-fpga train: warning: {w}", file=sys.stderr)
+    if out.get("collapse_warning"):
+        print(f"sigprop-fpga train: warning: {out['collapse_warning']}", file=sys.stderr)
     print(format_table(["model", "rule", "epochs", "train acc", "test acc", "samples/s"],
                        [[out["model"], out["rule"], out["epochs"], out["train_accuracy"], out["test_accuracy"],
                          out["samples_per_second"]]]))
     if args.json:
         write_json(args.json, out)
+    return 0
+
+
+def cmd_tune(args) -> int:
+    d = load(args.network)
+    r = d.tune(model=args.model, epochs=args.epochs, jobs=args.jobs, progress=not args.quiet).to_json()
+    rows = sorted(r["points"], key=lambda p: -p["accuracy"])
+    print(format_table(["lr_shift", "per layer", "logit_shift", "scaling", "validation acc", "collapsed"],
+                       [[p["lr_shift"], " ".join(map(str, p["lr_shifts"])), p["logit_shift"], p["scaling"],
+                         p["accuracy"], "yes" if p["collapsed"] else ""] for p in rows]))
+    b, t = r["best"], r["test"]
+    print(f"best on the validation split ({r['validation_fraction']:.0%} of the training split, {r['epochs']} epochs, "
+          f"{r['model']}): lr_shift {b['lr_shift']}, logit_shift {b['logit_shift']}, scaling {b['scaling']}; "
+          f"test accuracy after {t['epochs']} epochs {t['best']:.4f} (the file's settings: {t['file']:.4f})")
+    print("put in the network file:\n  " + "\n  ".join(r["yaml"]))
+    if args.json:
+        write_json(args.json, r)
     return 0
 
 
@@ -200,6 +220,8 @@ def cmd_sim(args) -> int:
     if r.get("counters"):
         for w in saturation_warnings(r["counters"], r.get("updates_per_sample"), r.get("samples", 0)):
             print(f"sigprop-fpga sim: warning: {w}", file=sys.stderr)
+    if r.get("collapse_warning"):
+        print(f"sigprop-fpga sim: warning: {r['collapse_warning']}", file=sys.stderr)
     if args.json:
         write_json(args.json, r)
     return 0 if r["bit_exact"] else 1
@@ -279,6 +301,27 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    if args.address and args.backend != "ray":
+        raise UsageError("--address is an option of --backend ray")
+    try:
+        sweep = load_sweep(args.sweep)
+        out = Path(args.out) if args.out else Path("build") / f"sweep-{Path(args.sweep).stem}"
+        if not args.quiet:
+            print(f"sweep {args.sweep}: {len(sweep.points)} points x {', '.join(sweep.steps)} on "
+                  f"{args.backend}", file=sys.stderr)
+        r = run_sweep(sweep, backend=args.backend, jobs=args.jobs, address=args.address, cache=args.cache,
+                      use_cache=not args.no_cache, progress=not args.quiet)
+    except SweepError as e:
+        raise UsageError(str(e)) from None
+    plots = write_results(r, sweep, out, args.json)
+    print(results_table(r))
+    failed = sum(1 for p in r["points"] if p.get("error"))
+    print(f"{len(r['points'])} points: {r['ran']} steps run, {r['cached']} from the cache ({args.cache}); "
+          f"{failed} failed; results in {out}" + (f", plots {', '.join(p.name for p in plots)}" if plots else ""))
+    return 1 if failed else 0
+
+
 def cmd_doctor(args) -> int:
     return doctor_main(["--json", args.json] if args.json else [])
 
@@ -306,6 +349,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", metavar="OUT", type=_out_file, help="write the report as JSON")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
+
+    tu = sub.add_parser("tune", help="grid over lr_shift, logit_shift and the scaling on a validation split")
+    tu.add_argument("network", help="network file (YAML)")
+    tu.add_argument("--model", choices=MODELS, default="golden", help="the model to tune (default golden)")
+    tu.add_argument("--epochs", type=_positive_int, help="epochs per grid point (default: the file's, at most 5)")
+    tu.add_argument("-j", "--jobs", type=_positive_int, help="processes (default: the machine's cores)")
+    tu.add_argument("--json", metavar="OUT", type=_out_file, help="write the grid and the best point as JSON")
+    tu.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    tu.set_defaults(func=cmd_tune)
 
     co = sub.add_parser("compile", help="compile a network file to Verilog, RTLIL and a manifest")
     co.add_argument("network", help="network file (YAML)")
@@ -377,6 +429,26 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="turn a check/train/sim/build folder into one Markdown page with plots")
     r.add_argument("folder")
     r.set_defaults(func=cmd_report)
+
+    sw = sub.add_parser("sweep", help="run check/train/sim/build over a grid of network-file values",
+                        description="Run the steps of a sweep file (base network file, grid of dotted keys, "
+                                    "steps, options) on every point of its grid, locally or on a Ray cluster, "
+                                    "with a content-addressed cache so an interrupted sweep resumes.")
+    sw.add_argument("sweep", help="sweep file (YAML)")
+    sw.add_argument("--backend", choices=BACKENDS, default="local",
+                    help="local (default): a process pool on this machine; ray: Ray tasks (pip install "
+                         "'sigprop-fpga[ray]')")
+    sw.add_argument("--address", help="with --backend ray: a running cluster (auto, HOST:6379 or "
+                                      "ray://HOST:10001); default: start a local one for the run")
+    sw.add_argument("-j", "--jobs", type=_positive_int, help="points at once (default: the machine's cores)")
+    sw.add_argument("-o", "--out", metavar="DIR", type=_out_dir,
+                    help="one folder per point, sweep.json and the plots (default: build/sweep-<file name>)")
+    sw.add_argument("--json", metavar="OUT", type=_out_file, help="also write every point's results as JSON")
+    sw.add_argument("--cache", metavar="DIR", type=_out_dir, default="build/sweep-cache",
+                    help="the cache of finished steps (default build/sweep-cache)")
+    sw.add_argument("--no-cache", action="store_true", help="run every point afresh")
+    sw.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    sw.set_defaults(func=cmd_sweep)
 
     d = sub.add_parser("doctor", help="find every tool the flow needs and print its version")
     d.add_argument("--json", metavar="OUT", type=_out_file)

@@ -208,6 +208,12 @@ def make_report(d: str | Path) -> Path:
                                     (sim or trains["golden"] or {}).get("samples", 0))
         lines += [f"**Warning:** {w}" for w in warns] + ([""] if warns else [])
 
+    # collapse (sim.collapse.collapse_check, in each run's JSON)
+    runs = [("float", trains["float"]), ("golden", trains["golden"]), ("RTL", sim), ("RTL serial", sim_serial)]
+    collapsed = [(k, r["collapse_warning"]) for k, r in runs if r and r.get("collapsed")]
+    if collapsed:
+        lines += ["## Collapse", ""] + [f"**Warning ({k}):** {w}" for k, w in collapsed] + [""]
+
     # builds
     for build in builds:
         res = build.get("resources", {})

@@ -41,6 +41,7 @@ from .hdl import relax_read_collisions
 from .hdl.engines import Engine, get_engine
 from .hdl.trainer import Trainer
 from .sim import verilator as vl
+from .sim.collapse import collapse_check
 from .toolchain import amaranth_tool_env, apply_verilator_env
 
 __all__ = ["simulate_rtl", "simulate_board", "BENCH_DIR", "trainer_verilog", "trainer_rtlil",
@@ -377,6 +378,10 @@ def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int
            "build_cached": info.cached, "passed": r.passed, "failed": r.failed, "log": str(r.log_file)}
     out.update(data_out)
     out.setdefault("bit_exact", False)
+    preds = out.pop("test_predictions", [])
+    if preds and len(preds) == n_test:
+        col = collapse_check(preds, data.y_test[:n_test], net.n_classes, str(network))
+        out["collapsed"], out["collapse_warning"] = col["collapsed"], col["warning"]
     out["ideal_cycles_per_sample"] = cyc.ideal
     out["estimated_cycles_per_sample"] = cyc.per_sample
     out["estimated_stage_cycles"] = [sum(st.values()) for st in cyc.stages] if len(lanes) == len(cyc.stages) \

@@ -15,7 +15,7 @@ import numpy as np
 from ..compiler.network import Network, check_network, quantize_inputs
 from ..compiler.spec import DatasetSpec, NetworkSpec, QFormat, SpecError, load_spec
 
-__all__ = ["Dataset", "DatasetError", "load_dataset", "load_network", "quantize_inputs"]
+__all__ = ["Dataset", "DatasetError", "load_dataset", "load_network", "input_power", "quantize_inputs"]
 
 
 class DatasetError(SpecError):
@@ -132,7 +132,10 @@ def _scale(x_train: np.ndarray, x_test: np.ndarray, scaling: str) -> tuple[np.nd
         return x_train, x_test
     lo, hi = x_train.min(axis=0), x_train.max(axis=0)
     span = np.where(hi > lo, hi - lo, 1.0)
-    f = lambda x: np.clip(2.0 * (x - lo) / span - 1.0, -1.0, 1.0)  # noqa: E731
+    if scaling == "minmax01":       # a feature constant in training is 0: no signal, no step
+        f = lambda x: np.clip((x - lo) / span, 0.0, 1.0)  # noqa: E731
+    else:
+        f = lambda x: np.clip(2.0 * (x - lo) / span - 1.0, -1.0, 1.0)  # noqa: E731
     return f(x_train), f(x_test)
 
 
@@ -153,6 +156,12 @@ def load_dataset(spec: NetworkSpec) -> Dataset:
     return Dataset(name, quantize_inputs(xtr, q), ytr, quantize_inputs(xte, q), yte, n_classes, q)
 
 
+def input_power(data: Dataset) -> float:
+    """``E ||x||^2`` over the training split, in real units of the quantized inputs."""
+    x = data.x_train.astype(np.float64) / data.input_format.scale
+    return float(np.mean(np.sum(x * x, axis=1)))
+
+
 def load_network(network) -> tuple:
     """``(spec, data, net)`` of a network file: the spec, its data set and the resolved network,
     checked (:class:`~sigprop_fpga.compiler.spec.SpecError` or
@@ -160,6 +169,6 @@ def load_network(network) -> tuple:
     is loaded; :func:`sigprop_fpga.load` wraps it."""
     spec = load_spec(network)
     data = load_dataset(spec)
-    net = Network(spec, data.n_inputs, data.n_classes)
+    net = Network(spec, data.n_inputs, data.n_classes, input_power(data))
     check_network(net)
     return spec, data, net

@@ -33,12 +33,15 @@ import numpy as np
 
 from ..compiler.fixed import P_FRAC, Lfsr, narrow, saturate, shift_round, softmax_fixed
 from ..compiler.network import Network, init_params, lfsr_seed, quantize_inputs, quantize_params
+from ..compiler.rule import activation_range, step_shifts
 
 __all__ = ["GoldenSigProp"]
 
 
 def _inside(v, q) -> np.ndarray:
-    """Hard-tanh derivative mask from an activation value: 1 strictly inside the range."""
+    """Hard-tanh derivative mask from an activation value: 1 strictly inside its bounds
+    (:func:`~sigprop_fpga.compiler.rule.activation_range`)."""
+    q = activation_range(q)
     return ((v > q.min_int) & (v < q.max_int)).astype(np.int64)
 
 
@@ -91,14 +94,15 @@ class GoldenSigProp:
 
     def activate(self, l: int, acc: np.ndarray) -> np.ndarray:
         p, fi = self.net.prec(l), self.net.in_format(l).frac_bits
-        return narrow(acc, p.weight.frac_bits + fi, p.activation)[0]
+        return narrow(acc, p.weight.frac_bits + fi, activation_range(p.activation))[0]
 
     def _draws(self, unit: int, n: int):
         return self.lfsr[unit].take(n) if self.rounding == "stochastic" else None
 
-    def _update(self, l: int, W, b, u, ub, f_u: int, f_ub: int, unit: int, tag: str):
-        """``W -= round(u >> ...)``, ``b -= round(ub >> ...)``: one draw per entry of ``[W | b]``."""
-        p, s = self.net.prec(l), self.net.spec.learning.lr_shift
+    def _update(self, l: int, W, b, u, ub, w_shift: int, b_shift: int, unit: int, tag: str):
+        """``W -= round(u >> w_shift)``, ``b -= round(ub >> b_shift)`` (the shifts of
+        :func:`~sigprop_fpga.compiler.rule.step_shifts`): one draw per entry of ``[W | b]``."""
+        p = self.net.prec(l)
         n, n_in = W.shape
         draws = self._draws(unit, n * (n_in + 1))
         dw = db = None
@@ -106,8 +110,8 @@ class GoldenSigProp:
             draws = draws.reshape(n, n_in + 1)
             dw, db = draws[:, :n_in], draws[:, n_in]
         # rounding the negated value keeps stochastic rounding unbiased for the subtraction
-        W_new, nw = saturate(W + shift_round(-u, f_u - p.weight.frac_bits + s, self.rounding, dw), p.weight)
-        b_new, nb = saturate(b + shift_round(-ub, f_ub - p.bias.frac_bits + s, self.rounding, db), p.bias)
+        W_new, nw = saturate(W + shift_round(-u, w_shift, self.rounding, dw), p.weight)
+        b_new, nb = saturate(b + shift_round(-ub, b_shift, self.rounding, db), p.bias)
         W[...] = W_new
         b[...] = b_new
         self.counters[f"sat_weight_{tag}"] += nw
@@ -124,10 +128,11 @@ class GoldenSigProp:
         p = net.prec(l)
         qa, qe, fa, fe = p.activation, p.error, p.activation.frac_bits, p.error.frac_bits
         fi = net.in_format(l).frac_bits
+        k = step_shifts(net, l)
         T = self.T[l]
         h = self.activate(l, self.forward_acc(l, x))
         if l == 0:
-            t = narrow(self.R[c], net.spec.precision.table.frac_bits, qa)[0]
+            t = narrow(self.R[c], net.spec.precision.table.frac_bits, activation_range(qa))[0]
         else:
             t = self.activate(l, self.forward_acc(l, t_in))
         T[c] = t
@@ -136,7 +141,7 @@ class GoldenSigProp:
         mask_h = _inside(h, qa)
         if spec.loss == "l2":
             d_h = ((h - t) << (fe - fa) if fe >= fa else shift_round(h - t, fa - fe)) * mask_h
-            self._update(l, self.W[l], self.b[l], np.outer(d_h, x), d_h, fe + fi, fe, l, str(l))
+            self._update(l, self.W[l], self.b[l], np.outer(d_h, x), d_h, k.weight, k.bias, l, str(l))
             return h, t
         s = T @ h                                    # 2 fa + logit_shift fraction bits
         prob, _ = softmax_fixed(s, 2 * fa + spec.logit_shift)
@@ -153,21 +158,21 @@ class GoldenSigProp:
         else:
             m, d_tm = None, np.zeros_like(d_tc)
         if l == 0:
-            self._update(l, self.W[l], self.b[l], np.outer(d_h, x), d_h, fe + fi, fe, l, "0")
-            self._update_table(c, m, d_tc, d_tm, fe)
+            self._update(l, self.W[l], self.b[l], np.outer(d_h, x), d_h, k.weight, k.bias, l, "0")
+            self._update_table(c, m, d_tc, d_tm)
         else:
             t_m = self.Tin[l][m] if m is not None else np.zeros_like(t_in)
             u = np.outer(d_h, x) + np.outer(d_tc, t_in) + np.outer(d_tm, t_m)
-            self._update(l, self.W[l], self.b[l], u, d_h + d_tc + d_tm, fe + fi, fe, l, str(l))
+            self._update(l, self.W[l], self.b[l], u, d_h + d_tc + d_tm, k.weight, k.bias, l, str(l))
         return h, t
 
-    def _update_table(self, c: int, m: int | None, d_tc, d_tm, fe: int):
+    def _update_table(self, c: int, m: int | None, d_tc, d_tm):
         """``R[c] -= round(d_tc >> ...)`` then ``R[m]``; one draw per entry, in that order."""
-        q, s = self.net.spec.precision.table, self.net.spec.learning.lr_shift
+        q, k = self.net.spec.precision.table, step_shifts(self.net, 0).table
         rows = [(c, d_tc)] + ([(m, d_tm)] if m is not None else [])
         for row, d in rows:
             draws = self._draws(0, len(d))
-            self.R[row], n = saturate(self.R[row] + shift_round(-d, fe - q.frac_bits + s, self.rounding, draws), q)
+            self.R[row], n = saturate(self.R[row] + shift_round(-d, k, self.rounding, draws), q)
             self.counters["sat_table_0"] += n
 
     def _head_logits(self, h):
@@ -183,7 +188,8 @@ class GoldenSigProp:
         err = prob.copy()
         err[c] -= 1 << P_FRAC
         d = self._error(err, P_FRAC, "head", p.error)
-        self._update(L, self.head["W"], self.head["b"], np.outer(d, h), d, fe + fa, fe, self.net.depth, "head")
+        k = step_shifts(self.net, L)
+        self._update(L, self.head["W"], self.head["b"], np.outer(d, h), d, k.head_weight, k.bias, self.net.depth, "head")
 
     # -- samples --
     def train_sample(self, x: np.ndarray, c: int) -> int:
@@ -220,7 +226,7 @@ class GoldenSigProp:
         for l in range(self.net.depth):
             p, fi = self.net.prec(l), self.net.in_format(l).frac_bits
             acc = H @ self.W[l].T + (self.b[l] << (p.weight.frac_bits + fi - p.bias.frac_bits))
-            H = narrow(acc, p.weight.frac_bits + fi, p.activation)[0]
+            H = narrow(acc, p.weight.frac_bits + fi, activation_range(p.activation))[0]
         if self.head is not None:
             p = self.net.prec(self.net.depth - 1)
             fa = p.activation.frac_bits

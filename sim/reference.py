@@ -57,13 +57,14 @@ def class_ce_grads(h, T, c: int, logit_scale: float):
 
 
 class FloatSigProp:
-    """Per-sample SigProp in float64, online SGD with ``eta = 2^-lr_shift``."""
+    """Per-sample SigProp in float64, online SGD with ``eta_l = 2^-lr_shift`` per layer
+    (:meth:`~sigprop_fpga.compiler.network.Network.lr_shift`)."""
 
     def __init__(self, net: Network, params: dict | None = None):
         self.net = net
         p = params if params is not None else init_params(net)
         s = net.spec
-        self.eta = 2.0 ** -s.learning.lr_shift
+        self.etas = [2.0 ** -net.lr_shift(l) for l in range(net.depth)]
         self.logit_scale = 2.0 ** -s.learning.logit_shift
         self.W = [layer["W"].astype(np.float64).copy() for layer in p["layers"]]
         self.b = [layer["b"].astype(np.float64).copy() for layer in p["layers"]]
@@ -75,7 +76,7 @@ class FloatSigProp:
 
     # -- one layer of training --
     def _layer(self, l: int, x, t_in, c: int):
-        W, b, T = self.W[l], self.b[l], self.T[l]
+        W, b, T, eta = self.W[l], self.b[l], self.T[l], self.etas[l]
         z = W @ x + b
         h = _f(z)
         if l == 0:
@@ -89,26 +90,26 @@ class FloatSigProp:
         spec = self.net.spec.learning
         if spec.loss == "l2":
             d_h = (h - t) * _df(z)
-            W -= self.eta * np.outer(d_h, x)
-            b -= self.eta * d_h
+            W -= eta * np.outer(d_h, x)
+            b -= eta * d_h
             return h, t
         p, g_h, g_tc, m = class_ce_grads(h, T, c, self.logit_scale)
         d_h = g_h * _df(z)
         d_tc = g_tc * _df(zt)
-        W -= self.eta * np.outer(d_h, x)
-        b -= self.eta * d_h
+        W -= eta * np.outer(d_h, x)
+        b -= eta * d_h
         if l == 0:
-            self.R[c] -= self.eta * d_tc
+            self.R[c] -= eta * d_tc
         else:
-            W -= self.eta * np.outer(d_tc, t_in)
-            b -= self.eta * d_tc
+            W -= eta * np.outer(d_tc, t_in)
+            b -= eta * d_tc
         if spec.push:
             d_tm = -g_tc * _df(T[m])
             if l == 0:
-                self.R[m] -= self.eta * d_tm
+                self.R[m] -= eta * d_tm
             else:
-                W -= self.eta * np.outer(d_tm, self.Tin[l][m])
-                b -= self.eta * d_tm
+                W -= eta * np.outer(d_tm, self.Tin[l][m])
+                b -= eta * d_tm
         return h, t
 
     def _readout(self, h) -> int:
@@ -120,8 +121,9 @@ class FloatSigProp:
         o = self.head["W"] @ h + self.head["b"]
         p = softmax(o)
         p[c] -= 1.0
-        self.head["W"] -= self.eta * np.outer(p, h)
-        self.head["b"] -= self.eta * p
+        eta = self.etas[-1]
+        self.head["W"] -= eta * np.outer(p, h)
+        self.head["b"] -= eta * p
 
     def train_sample(self, x: np.ndarray, c: int) -> int:
         """Train on one sample; returns the prediction made before learning from it."""

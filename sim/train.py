@@ -9,6 +9,7 @@ import numpy as np
 
 from tqdm import tqdm
 
+from .collapse import collapse_check
 from .datasets import Dataset
 from .golden import GoldenSigProp
 from ..compiler.network import Network
@@ -34,6 +35,8 @@ class TrainReport:
     samples_per_second: float = 0.0
     counters: dict = field(default_factory=dict)
     updates_per_sample: dict = field(default_factory=dict)
+    collapsed: bool = False             # sim.collapse.collapse_check on the test split
+    collapse_warning: str | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -78,13 +81,15 @@ def train_sigprop(kind: str, net: Network, data: Dataset, epochs: int | None = N
         if bar is not None:
             bar.update(len(ytr) - (len(ytr) // 64) * 64)
         train_curve.append(correct / len(ytr))
-        acc = float(np.mean(eng.predict(xte) == yte))
+        test_pred = eng.predict(xte)
+        acc = float(np.mean(test_pred == yte))
         curve.append(acc)
         if bar is not None:
             bar.set_postfix(epoch=epoch + 1, test=f"{acc:.4f}")
     if bar is not None:
         bar.close()
     n = epochs * len(ytr)
+    collapse = collapse_check(test_pred, yte, net.n_classes, net.spec.file or "NET.yaml")
     report = TrainReport(
         model=kind, rule="sigprop", epochs=epochs, samples=n,
         test_accuracy=curve[-1], train_accuracy=float(np.mean(eng.predict(xtr) == ytr)),
@@ -92,5 +97,6 @@ def train_sigprop(kind: str, net: Network, data: Dataset, epochs: int | None = N
         samples_per_second=n / train_time if train_time > 0 else 0.0,
         counters=dict(getattr(eng, "counters", {})),
         updates_per_sample=eng.updates_per_sample() if hasattr(eng, "updates_per_sample") else {},
+        collapsed=collapse["collapsed"], collapse_warning=collapse["warning"],
     )
     return report, eng

@@ -9,6 +9,19 @@ import pytest
 from sigprop_fpga.rtl import simulate_rtl
 
 NETWORKS = {
+    "iris_q2_activation": """
+name: iris_q2_activation
+dataset: {source: iris}
+network: {layers: [{units: 6, precision: {activation: Q2.6}}, 5]}
+hardware: {lanes: [2, 3]}
+""",
+    "iris_weight_only": """
+name: iris_weight_only
+dataset: {source: iris}
+network: {layers: [6, 5]}
+precision: {weight: Q3.9}
+hardware: {lanes: [2, 3]}
+""",
     "iris_2layer_ce": """
 name: iris_2layer_ce
 dataset: {source: iris}

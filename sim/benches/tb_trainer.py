@@ -90,6 +90,7 @@ async def train_and_compare(dut):
     result = {"samples": epochs * n_train, "epochs": epochs, "n_train": n_train, "n_test": n_test,
               "first_mismatch": None, "checks": 0}
     train_times, curve, train_curve = [], [], []
+    test_predictions = []             # the last epoch's, for the collapse check
     correct_test = correct_train = 0
     trained = 0
     timeout = 50 * (max(cfg.get("cycles_per_sample", 1000), 1000))
@@ -116,6 +117,8 @@ async def train_and_compare(dut):
         else:
             want = golden.infer(X[s])
             correct_test += int(pred == Y[s])
+            if epoch == epochs - 1:
+                test_predictions.append(int(pred))
         if pred != want:
             raise Mismatch({"sample": int(received), "epoch": int(epoch), "stage": net.depth - 1,
                             "signal": "prediction", "index": int(s), "expected": int(want), "actual": int(pred)})
@@ -186,7 +189,7 @@ async def train_and_compare(dut):
         "cycles_per_sample": float(np.median(steady)) if len(steady) else None,
         "wall_seconds": wall,
         "sim_cycles_per_second": sim_cycles / wall if wall else 0.0,
-        "curve": curve, "train_curve": train_curve,
+        "curve": curve, "train_curve": train_curve, "test_predictions": test_predictions,
         "test_accuracy": curve[-1] if curve else None,
         "train_accuracy_online": train_curve[-1] if train_curve else None,
         "golden_test_accuracy": float(np.mean(golden.predict(data.x_test[:n_test]) == data.y_test[:n_test])),

@@ -23,7 +23,7 @@ def test_defaults():
     assert s.name == "network" and s.board == "icebreaker" and s.readout == "nearest_target"
     assert s.widths == (32, 32)
     L = s.learning
-    assert (L.rule, L.loss, L.lr_shift, L.logit_shift, L.push, L.epochs, L.seed) == ("sigprop", "class_ce", 6, 2, True, 20, 0)
+    assert (L.rule, L.loss, L.lr_shift, L.logit_shift, L.push, L.epochs, L.seed) == ("sigprop", "class_ce", "auto", 2, True, 20, 0)
     p = s.layers[0].precision
     assert (str(p.activation), str(p.weight), str(p.bias), str(p.error), p.accumulator) == ("Q1.7", "Q4.12", "Q4.12", "Q2.14", None)
     assert str(s.precision.input) == "Q1.7" and str(s.precision.table) == "Q4.12" and s.precision.rounding == "nearest"
@@ -101,3 +101,16 @@ def test_clock_per_board():
         parse_spec("dataset: {source: iris}\nnetwork: {layers: [8]}\nhardware: {clock_mhz: {de10: 50}}\n")
     with pytest.raises(SpecError, match=r"hardware.clock_mhz.icebreaker: expected a number in \[1.0, 500.0\], got"):
         parse_spec("dataset: {source: iris}\nnetwork: {layers: [8]}\nhardware: {clock_mhz: {icebreaker: fast}}\n")
+
+
+@pytest.mark.parametrize("weight", ["Q3.9", "Q4.10", "Q5.11", "Q3.13"])
+def test_formats_left_out_follow_the_weight(weight):
+    """Only ``precision.weight`` written: the bias and the table (which hold weights) follow it, so
+    nothing is refused for a key the user did not write."""
+    s = parse_spec(f"dataset: {{source: iris}}\nprecision: {{weight: {weight}}}\n")
+    p = s.layers[0].precision
+    assert str(p.weight) == str(p.bias) == str(s.precision.table) == weight
+    # a layer's own weight takes the bias along when the inherited one would not fit it
+    s = parse_spec(f"dataset: {{source: iris}}\nnetwork: {{layers: [4, {{units: 3, precision: {{weight: {weight}}}}}]}}\n"
+                   "precision: {weight: Q2.14, bias: Q2.14}\n")
+    assert str(s.layers[1].precision.bias) == weight and str(s.layers[0].precision.bias) == "Q2.14"

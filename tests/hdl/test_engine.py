@@ -296,3 +296,35 @@ def test_every_multiplier_is_a_lane(example):
     lanes = allocate_lanes(net)
     text = rtlil.convert(SigPropEngine(net, lanes), name="top")
     assert text.count("cell $mul ") == sum(lanes)
+
+
+def test_a_step_shift_per_layer_bit_exact():
+    """Layers with their own ``lr_shift`` (as ``lr_shift: auto`` gives them), with a head: each
+    stage's steps (W, b, R, the head) use its layer's shift, bit exact with the golden model."""
+    net, data = _net("dataset: {source: wine}\nnetwork: {layers: [{units: 7, lr_shift: 4}, "
+                     "{units: 5, lr_shift: 7}], readout: head}\nhardware: {lanes: [3, 2]}\n")
+    assert [net.lr_shift(l) for l in range(2)] == [4, 7]
+    run_and_compare(net, data, 40, lanes=(3, 2))
+
+
+@pytest.mark.parametrize("weight", ["Q3.9", "Q5.11"])
+def test_only_the_weight_format_written(weight):
+    """A file that sets only ``precision.weight``: the bias and the table follow it (they hold
+    weights), the file loads, and the engine is bit exact with the golden model."""
+    net, data = _net(f"dataset: {{source: iris}}\nnetwork: {{layers: [6, 5]}}\nprecision: {{weight: {weight}}}\n")
+    assert net.prec(0).bias == net.prec(0).weight == net.spec.precision.table
+    run_and_compare(net, data, 30, lanes=(2, 3))
+
+
+def test_a_q2_activation_clamps_at_one_bit_exact():
+    """A per-layer ``activation: Q2.6`` holds +1 exactly: hard-tanh clamps to [-1, +1] inside the
+    format (not to its [-2, 2) range), in the golden model and the stage, bit exact."""
+    from sigprop_fpga.compiler.rule import activation_range
+
+    net, data = _net("dataset: {source: iris}\nnetwork: {layers: [{units: 6, precision: {activation: Q2.6}}, 5]}\n"
+                     "precision: {weight: Q4.12}\n")
+    q = activation_range(net.prec(0).activation)
+    assert (q.min_int, q.max_int) == (-64, 64) and activation_range(net.prec(1).activation) == net.prec(1).activation
+    r, g = run_and_compare(net, data, 40, lanes=(2, 3))
+    h = g.activate(0, g.forward_acc(0, data.x_train[0]))
+    assert h.min() >= -64 and h.max() <= 64

@@ -294,3 +294,21 @@ def test_fsm_states_are_named_by_the_rule_phases():
     phases = {str(k) for ph in serial_cycles(net, 4)["layers"] for k in ph} - {"next_layer"}
     for p in phases:
         assert any(s == Phase(p).name or s.startswith(Phase(p).name + "_") for s in states), p
+
+
+def test_a_step_shift_per_layer_bit_exact():
+    """Layers with their own ``lr_shift`` (as ``lr_shift: auto`` gives them): the serial engine
+    selects each layer's step shift, bit exact with the golden model."""
+    net, data = _net("dataset: {source: iris}\nnetwork: {layers: [{units: 6, lr_shift: 3}, "
+                     "{units: 5, lr_shift: 6}, {units: 4, lr_shift: 8}]}\n")
+    assert [net.lr_shift(l) for l in range(3)] == [3, 6, 8]
+    run_and_compare(net, data, 30)
+
+
+@pytest.mark.parametrize("weight", ["Q4.10", "Q3.13"])
+def test_only_the_weight_format_written(weight):
+    """A file that sets only ``precision.weight`` builds on the serial engine (bias and table
+    follow the weight, as the engine needs) and is bit exact with the golden model."""
+    net, data = _net(f"dataset: {{source: iris}}\nnetwork: {{layers: [6, 5]}}\nprecision: {{weight: {weight}}}\n")
+    assert net.prec(0).bias == net.prec(0).weight == net.spec.precision.table
+    run_and_compare(net, data, 30)
