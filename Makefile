@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 NET    ?= examples/digits.yaml
 JOBS   ?= 2
 
-.PHONY: demo test venv bench bench-perf clean
+.PHONY: demo test test-slow venv bench bench-perf clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,10 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(JOBS) tests
+	$(BIN)/python -m pytest -q -n $(JOBS) -m "not slow" tests
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -n $(JOBS) -m slow tests
 
 OUT    ?= build/demo
 
