@@ -16,7 +16,7 @@ from amaranth.lib.wiring import In
 
 from sigprop_fpga.hdl.feeder import DatasetFeeder
 
-from conftest import MemoryPorts, StreamRule
+from formal_harness import MemoryPorts, StreamRule
 
 pytestmark = pytest.mark.formal
 DEPTH = 50
