@@ -9,9 +9,12 @@ field layout. The link is half duplex (it takes no byte while it executes), so a
 frame's last byte is the newest in the window.
 
 Bounded (BMC): one 8-bit region of two words, one 8-bit register, ``max_payload`` 16 and
-``timeout`` 2. A byte that goes through the bit-serial CRC is taken 9 cycles after it is
-offered, so a WRITE_REG frame (11 bytes) takes 75 cycles at the least and a WRITE_MEM frame of
-one word (14 bytes) 102: the depths below reach the first write of each.
+``timeout`` 2, a byte always on offer. A byte that goes through the bit-serial CRC is taken 9
+cycles after it is offered, so a WRITE_REG frame (11 bytes) is in after 75 cycles at the least
+and its write comes at cycle 83 (where the planted CRC bug fails): depth 90 covers every byte
+sequence of 90 cycles, i.e. WRITE_REG frames that start within the first few bytes. A WRITE_MEM
+frame of one word (14 bytes) needs about 102 cycles: its branch of the property is written but
+beyond the depth kept for run time (the proof takes minutes already).
 """
 
 import pytest

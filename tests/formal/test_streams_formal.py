@@ -15,7 +15,7 @@ from amaranth.lib.wiring import In
 
 from sigprop_fpga.hdl.stage import StageHandOver, StageLinkSignature
 
-from conftest import StreamRule
+from formal_harness import StreamRule
 
 pytestmark = pytest.mark.formal
 
