@@ -14,7 +14,7 @@ from pathlib import Path
 from sigprop_fpga.compiler.spec import load_spec
 from sigprop_fpga.io import format_table, write_json
 from sigprop_fpga.sim import baselines
-from sigprop_fpga.sim.datasets import load_dataset
+from sigprop_fpga.sim.datasets import input_power, load_dataset
 from sigprop_fpga.compiler.network import Network
 from sigprop_fpga.sim.train import train_sigprop
 
@@ -35,7 +35,7 @@ def main(argv=None):
     for seed in args.seeds:
         spec = dataclasses.replace(spec0, learning=dataclasses.replace(spec0.learning, seed=seed))
         data = load_dataset(spec)
-        net = Network(spec, data.n_inputs, data.n_classes)
+        net = Network(spec, data.n_inputs, data.n_classes, input_power(data))
         for kind in ("float", "golden"):
             r, _ = train_sigprop(kind, net, data)
             results.setdefault(f"streaming SigProp, {kind}", []).append(r.test_accuracy)
