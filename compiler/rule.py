@@ -17,12 +17,101 @@ import math
 from dataclasses import dataclass
 
 from .fixed import LOG2E_Q16, P_FRAC, RECIP_BITS
-from .network import Network
+import numpy as np
+
+from .network import Network, init_params
 from .spec import QFormat
 
-__all__ = ["Phase", "ActivationRange", "activation_range", "StepShifts", "step_shifts", "update_terms", "forward_signals", "uses_softmax",
+__all__ = ["Rule", "RULE_NAMES", "feedback_shape", "feedback_shift", "out_shifts", "init_rule_params", "Phase", "ActivationRange", "activation_range", "StepShifts", "step_shifts", "update_terms", "forward_signals", "uses_softmax",
            "logit_frac", "softmax_fracs", "Q_BITS", "E_BITS", "exp_clamp", "mul_b_bits", "SoftmaxPieces",
            "softmax_pieces"]
+
+
+class Rule(str, enum.Enum):
+    """The learning rules the project models (float and golden) and, where an engine exists, builds.
+
+    ``SIGPROP`` is the forward-only rule of DESIGN.md §2; the others train the same hidden layers
+    plus a linear output layer (``C`` classes, one base-2 softmax, cross-entropy) and differ only in
+    how the output error reaches a hidden layer ``l``:
+
+    ``BP`` (backprop)
+        ``g_l = W_{l+1}^T d_{l+1}`` with the weights as they were before this sample's update.
+    ``FA`` (feedback alignment)
+        ``g_l = B_l^T d_{l+1}``, ``B_l`` a fixed random sign matrix the shape of ``W_{l+1}``
+        scaled by ``2^-feedback_shift``.
+    ``DFA`` (direct feedback alignment)
+        ``g_l = B_l^T e``, ``e`` the output error and ``B_l`` a fixed random ``C x n_l`` sign
+        matrix scaled by ``2^-feedback_shift``.
+
+    Then ``d_l = g_l f'(h_l)`` and ``W_l -= eta_l d_l x_l^T`` for every layer, one sample at a time.
+    """
+
+    SIGPROP = "sigprop"
+    BP = "bp"
+    FA = "fa"
+    DFA = "dfa"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: The rule names, in the order tables list them.
+RULE_NAMES = tuple(r.value for r in Rule)
+
+
+def feedback_shape(net: Network, rule: Rule | str, l: int) -> tuple[int, int] | None:
+    """Shape of hidden layer ``l``'s fixed feedback matrix ``B_l`` (rows: the error it carries):
+    ``(C, n_l)`` for DFA, ``(n_{l+1}, n_l)`` for FA (``C`` rows at the last hidden layer), ``None``
+    for the rules that have none."""
+    rule = Rule(rule)
+    if rule == Rule.DFA:
+        return (net.n_classes, net.units(l))
+    if rule == Rule.FA:
+        rows = net.n_classes if l == net.depth - 1 else net.units(l + 1)
+        return (rows, net.units(l))
+    return None
+
+
+def feedback_shift(net: Network, l: int) -> int:
+    """``k_l``: a feedback entry is ``±2^-k_l``, about the rms of a forward weight drawn uniform
+    in ``±1/sqrt(n_l)`` (``1/sqrt(3 n_l)``): ``k_l = round(log2(3 n_l) / 2)``. A sign and a shift:
+    the feedback needs one bit per entry and no multiplier."""
+    return max(0, round(math.log2(3 * net.units(l)) / 2))
+
+
+@dataclass(frozen=True)
+class OutShifts:
+    """Right shifts of the output layer's update (the last hidden layer's formats and
+    ``lr_shift``): ``weight`` for ``u = e h_L`` (``fe + fa`` fraction bits), ``bias`` for ``e``."""
+
+    weight: int
+    bias: int
+
+
+def out_shifts(net: Network) -> OutShifts:
+    L = net.depth - 1
+    p, s = net.prec(L), net.lr_shift(L)
+    fe = p.error.frac_bits
+    return OutShifts(weight=fe + p.activation.frac_bits - p.weight.frac_bits + s, bias=fe - p.bias.frac_bits + s)
+
+
+def init_rule_params(net: Network, rule: Rule | str) -> dict:
+    """Seeded float initial parameters of ``rule``: the hidden layers of
+    :func:`.network.init_params` (the same for every rule, so SigProp and the others start from
+    the same weights), then, from ``default_rng((seed, 1))``, the output layer ``W_out`` uniform in
+    ``±1/sqrt(n_L)`` (zero bias) and the feedback signs ``S_l`` in ``{-1, +1}`` (int8) for each
+    hidden layer in order (:func:`feedback_shape`)."""
+    rule = Rule(rule)
+    p = init_params(net)
+    rng = np.random.default_rng((net.spec.learning.seed, 1))
+    n_last = net.units(net.depth - 1)
+    bound = 1.0 / math.sqrt(n_last)
+    out = {"W": rng.uniform(-bound, bound, size=(net.n_classes, n_last)), "b": np.zeros(net.n_classes)}
+    signs = []
+    for l in range(net.depth):
+        shape = feedback_shape(net, rule, l)
+        signs.append(None if shape is None else (1 - 2 * rng.integers(0, 2, size=shape)).astype(np.int8))
+    return {"layers": p["layers"], "out": out, "signs": signs}
 
 
 class Phase(str, enum.Enum):

@@ -43,6 +43,7 @@ from .boards.flow import build_network, prepare_network
 from .boards.run import SerialPort, run_on_board, stream_on_board
 from .compile import choose_engine, compile_network
 from .compiler.estimate import estimate
+from .compiler.rule import RULE_NAMES
 from .io import write_atomic, write_json
 from .sim.datasets import load_network
 from .report import make_report
@@ -56,10 +57,10 @@ __all__ = ["load", "Design", "Result", "CheckResult", "TrainResult", "CompileRes
 
 #: ``train(model=...)``: the float reference or the bit-exact golden model (not a hardware engine).
 MODELS = ("float", "golden")
-#: ``train(rule=...)``: SigProp, or a float baseline for the same network.
-RULES = ("sigprop", "bp", "fa", "dfa", "sigprop-batch")
-_BASELINES = {"bp": "train_backprop", "fa": "train_feedback_alignment", "dfa": "train_direct_feedback_alignment",
-              "sigprop-batch": "train_sigprop_batch"}
+#: ``train(rule=...)``: a streaming rule with float and golden models (:data:`RULE_NAMES`: SigProp,
+#: bp, fa, dfa), or a float batch baseline for the same network (``sigprop-batch``, ``bp-adam``).
+RULES = RULE_NAMES + ("sigprop-batch", "bp-adam")
+_BASELINES = {"bp-adam": "train_backprop", "sigprop-batch": "train_sigprop_batch"}
 
 
 @dataclasses.dataclass
@@ -186,14 +187,15 @@ class Design:
     def train(self, model: str = "golden", rule: str = "sigprop", epochs: int | None = None,
               progress: bool = False) -> TrainResult:
         """Train in software: ``model`` ``float`` (the reference) or ``golden`` (the bit-exact
-        integer model); ``rule`` a baseline (bp, fa, dfa, sigprop-batch) runs in float only."""
+        integer model) of ``rule``: ``sigprop``, ``bp``, ``fa``, ``dfa`` (per-sample SGD, an output
+        layer for the last three); the batch baselines ``sigprop-batch`` and ``bp-adam`` run in float only."""
         if model not in MODELS:
             raise ValueError(f"model must be one of {', '.join(MODELS)}, not {model!r}")
         if rule not in RULES:
             raise ValueError(f"rule must be one of {', '.join(RULES)}, not {rule!r}")
         epochs = epochs or self.spec.learning.epochs
-        if rule == "sigprop":
-            report, _ = train_sigprop(model, self.net, self.data, epochs, progress=progress)
+        if rule in RULE_NAMES:
+            report, _ = train_sigprop(model, self.net, self.data, epochs, progress=progress, rule=rule)
             out = report.to_json()
             out["name"] = self.spec.name
         else:
@@ -298,7 +300,7 @@ def _train_baseline(rule: str, spec, data, epochs: int, progress: bool) -> dict:
         print(f"train float {rule}: {epochs} epochs ...", file=sys.stderr)
     r = fn(xtr, data.y_train, xte, data.y_test, hidden=spec.widths, epochs=epochs,
            seed=spec.learning.seed, n_classes=data.n_classes)
-    return {"model": "float", "rule": r.rule if rule == "sigprop-batch" else rule, "epochs": epochs,
+    return {"model": "float", "rule": rule, "epochs": epochs,
             "samples": r.samples, "test_accuracy": float(r.test_accuracy),
             "train_accuracy": float(r.train_accuracy), "curve": [float(c) for c in r.curve],
             "seconds": r.seconds, "samples_per_second": r.samples / r.seconds if r.seconds else 0.0}

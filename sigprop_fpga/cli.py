@@ -354,7 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="float: the float64 reference; golden (default): the bit-exact integer model of the "
                         "hardware")
     t.add_argument("--rule", choices=RULES, default="sigprop",
-                   help="learning rule; the baselines (bp, fa, dfa, the batch SigProp reference) run in float")
+                   help="learning rule: sigprop (default), bp, fa, dfa (per-sample SGD, float or golden); the batch "
+                        "baselines sigprop-batch and bp-adam run in float")
     t.add_argument("--epochs", type=_positive_int, help="override learning.epochs")
     t.add_argument("--json", metavar="OUT", type=_out_file, help="write the report as JSON")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

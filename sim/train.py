@@ -12,8 +12,11 @@ from tqdm import tqdm
 from .collapse import collapse_check
 from .datasets import Dataset
 from .golden import GoldenSigProp
+from .golden_rules import GoldenRule
 from ..compiler.network import Network
+from ..compiler.rule import Rule
 from .reference import FloatSigProp
+from .reference_rules import FloatRule
 
 __all__ = ["TrainReport", "train_sigprop", "make_model", "MODELS"]
 
@@ -42,22 +45,26 @@ class TrainReport:
         return asdict(self)
 
 
-def make_model(kind: str, net: Network, params: dict | None = None):
-    """The ``float`` reference or the ``golden`` model of ``net``."""
+def make_model(kind: str, net: Network, params: dict | None = None, rule: Rule | str = Rule.SIGPROP):
+    """The ``float`` reference or the ``golden`` model of ``net`` trained by ``rule``
+    (:class:`~sigprop_fpga.compiler.rule.Rule`: SigProp, or bp, fa, dfa with an output layer)."""
+    rule = Rule(rule)
     if kind == "float":
-        return FloatSigProp(net, params)
+        return FloatSigProp(net, params) if rule == Rule.SIGPROP else FloatRule(net, rule, params)
     if kind == "golden":
-        return GoldenSigProp(net, params)
+        return GoldenSigProp(net, params) if rule == Rule.SIGPROP else GoldenRule(net, rule, params)
     raise ValueError(f"unknown model {kind!r}, expected float or golden")
 
 
 def train_sigprop(kind: str, net: Network, data: Dataset, epochs: int | None = None,
-                  progress: bool = False, params: dict | None = None, model=None) -> tuple[TrainReport, object]:
-    """Train the SigProp ``float`` or ``golden`` model for ``epochs`` passes over the training
-    set in its fixed order (``model``: one already made, to continue); returns the report and the
-    trained model."""
+                  progress: bool = False, params: dict | None = None, model=None,
+                  rule: Rule | str = Rule.SIGPROP) -> tuple[TrainReport, object]:
+    """Train the ``float`` or ``golden`` model of ``rule`` (SigProp by default) for ``epochs``
+    passes over the training set in its fixed order (``model``: one already made, to continue);
+    returns the report and the trained model."""
+    rule = Rule(rule)
     epochs = net.spec.learning.epochs if epochs is None else epochs
-    eng = model if model is not None else make_model(kind, net, params)
+    eng = model if model is not None else make_model(kind, net, params, rule)
     if kind == "float":
         xtr, xte = data.float_inputs()
     else:
@@ -67,7 +74,7 @@ def train_sigprop(kind: str, net: Network, data: Dataset, epochs: int | None = N
     bar = None
     if progress:
 
-        bar = tqdm(total=epochs * len(ytr), unit="sample", desc=f"train {kind}", leave=False)
+        bar = tqdm(total=epochs * len(ytr), unit="sample", desc=f"train {kind} {rule}", leave=False)
     t0 = time.perf_counter()
     train_time = 0.0
     for epoch in range(epochs):
@@ -91,7 +98,7 @@ def train_sigprop(kind: str, net: Network, data: Dataset, epochs: int | None = N
     n = epochs * len(ytr)
     collapse = collapse_check(test_pred, yte, net.n_classes, net.spec.file or "NET.yaml")
     report = TrainReport(
-        model=kind, rule="sigprop", epochs=epochs, samples=n,
+        model=kind, rule=rule.value, epochs=epochs, samples=n,
         test_accuracy=curve[-1], train_accuracy=float(np.mean(eng.predict(xtr) == ytr)),
         curve=curve, train_curve=train_curve, seconds=time.perf_counter() - t0,
         samples_per_second=n / train_time if train_time > 0 else 0.0,

@@ -55,13 +55,14 @@ def test_train_json(tmp_path, model):
     assert d["samples_per_second"] > 0
 
 
-@pytest.mark.parametrize("rule", ["bp", "fa", "dfa", "sigprop-batch"])
-def test_train_baselines(tmp_path, rule):
+@pytest.mark.parametrize("rule,model", [("bp", "golden"), ("fa", "float"), ("dfa", "golden"),
+                                        ("sigprop-batch", "float"), ("bp-adam", "float")])
+def test_train_baselines(tmp_path, rule, model):
     out = tmp_path / "r.json"
-    assert main(["train", str(EXAMPLES / "iris.yaml"), "--model", "float", "--rule", rule, "--epochs", "3",
+    assert main(["train", str(EXAMPLES / "iris.yaml"), "--model", model, "--rule", rule, "--epochs", "3",
                  "-q", "--json", str(out)]) == 0
     d = json.loads(out.read_text())
-    assert d["rule"].startswith(rule.replace("-", "_")) or d["rule"] == rule
+    assert d["rule"] == rule and d["model"] == model
     assert len(d["curve"]) == 3 and 0 <= d["test_accuracy"] <= 1
 
 
