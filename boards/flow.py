@@ -195,8 +195,8 @@ def plan_engine(net, target, engine: str = "auto") -> EnginePlan:
         return plan
     problems, passed = [], []
     for eng in ENGINES.values():
-        if target.family not in eng.lut_model:      # not a candidate on this family (no LUT model)
-            continue
+        if target.family not in eng.lut_model or eng.rule != net.spec.learning.rule:
+            continue      # not a candidate on this family (no LUT model), or another learning rule
         try:
             plan, bad = _plan_one(eng, net, target)
         except EngineUnsupported as e:

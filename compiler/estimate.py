@@ -43,7 +43,7 @@ from .timing import DRAIN, STAGE_LATENCY, softmax_latency
 
 __all__ = ["StageEstimate", "Estimate", "estimate", "allocate_lanes", "stage_phases", "stage_cycles", "stage_macs",
            "stage_inference_cycles", "softmax_cycles", "softmax_groups", "softmax_fracs",
-           "serial_cycles", "serial_macs", "vec_slots"]
+           "serial_cycles", "serial_macs", "vec_slots", "dfa_cycles", "dfa_macs"]
 
 
 @dataclass(frozen=True)
@@ -316,3 +316,36 @@ def serial_cycles(net: Network, P: int = 4, corrections=0) -> dict:
     inf += C * cns[-1] + 4
     out["inference"] = inf
     return out
+
+
+def dfa_cycles(net: Network, P: int = 4) -> dict:
+    """Cycles of a sample of :class:`sigprop_fpga.hdl.dfa.DfaEngine` with ``P`` lanes, phase by
+    phase, from the cycle after its label beat to the cycle its prediction leaves (the FSM takes
+    exactly these; the Verilator bench measures them).
+
+    A sweep of ``rows x ci`` issues takes ``rows ci`` cycles plus its drain: 6 for dot products
+    (the lanes' latency, the accumulation, the narrowing a cycle later), 5 for an update; a
+    gradient ``C cn + 3``; the softmax :func:`~.timing.softmax_latency` ``(C)``; 1 to hand the
+    prediction over. Returns ``train``, ``inference`` and ``phases`` (a training sample's cycles
+    per :class:`~.rule.Phase`, summed over the layers).
+    """
+    C, L = net.n_classes, net.depth
+    ci = [math.ceil(net.fan_in(l) / P) for l in range(L)]
+    cn = [math.ceil(net.units(l) / P) for l in range(L)]
+    n = [net.units(l) for l in range(L)]
+    forward = sum(n[l] * ci[l] + 6 for l in range(L))
+    logits = C * cn[-1] + 6
+    softmax = softmax_latency(C)
+    update = C * cn[-1] + 5 + sum(n[l] * ci[l] + 5 for l in range(L))
+    gradient = sum(C * cn[l] + 3 for l in range(L))
+    phases = {Phase.FORWARD: forward, Phase.LOGITS: logits, Phase.SOFTMAX: softmax, Phase.GRADIENT: gradient,
+              Phase.UPDATE: update, Phase.OVERHEAD: 1}
+    return {"train": sum(phases.values()), "inference": forward + logits + 1, "phases": phases}
+
+
+def dfa_macs(net: Network) -> int:
+    """Multiplies of a DFA training sample: forward and update of every layer and the output
+    layer (the feedback ``S^T e`` is additions only)."""
+    L, C = net.depth, net.n_classes
+    w = sum(net.units(l) * net.fan_in(l) for l in range(L)) + C * net.units(L - 1)
+    return 2 * w

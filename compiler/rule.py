@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from .fixed import LOG2E_Q16, P_FRAC, RECIP_BITS
 import numpy as np
 
-from .network import Network, init_params
+from .network import Network, init_params, quantize_inputs
 from .spec import QFormat
 
-__all__ = ["Rule", "RULE_NAMES", "feedback_shape", "feedback_shift", "out_shifts", "init_rule_params", "Phase", "ActivationRange", "activation_range", "StepShifts", "step_shifts", "update_terms", "forward_signals", "uses_softmax",
+__all__ = ["Rule", "RULE_NAMES", "feedback_shape", "feedback_shift", "out_shifts", "init_rule_params", "quantize_rule_params", "Phase", "ActivationRange", "activation_range", "StepShifts", "step_shifts", "update_terms", "forward_signals", "uses_softmax",
            "logit_frac", "softmax_fracs", "Q_BITS", "E_BITS", "exp_clamp", "mul_b_bits", "SoftmaxPieces",
            "softmax_pieces"]
 
@@ -112,6 +112,17 @@ def init_rule_params(net: Network, rule: Rule | str) -> dict:
         shape = feedback_shape(net, rule, l)
         signs.append(None if shape is None else (1 - 2 * rng.integers(0, 2, size=shape)).astype(np.int8))
     return {"layers": p["layers"], "out": out, "signs": signs}
+
+
+def quantize_rule_params(net: Network, params: dict) -> dict:
+    """:func:`init_rule_params`'s floats rounded to their formats (nearest, saturate): hidden
+    layers to their own, the output layer to the last hidden layer's; signs as int64."""
+    last = net.prec(net.depth - 1)
+    return {"layers": [{"W": quantize_inputs(layer["W"], net.prec(l).weight),
+                        "b": quantize_inputs(layer["b"], net.prec(l).bias)} for l, layer in enumerate(params["layers"])],
+            "out": {"W": quantize_inputs(params["out"]["W"], last.weight),
+                    "b": quantize_inputs(params["out"]["b"], last.bias)},
+            "signs": [None if s is None else np.asarray(s, dtype=np.int64) for s in params["signs"]]}
 
 
 class Phase(str, enum.Enum):

@@ -23,12 +23,24 @@ __all__ = ["MEM_IDS", "stage_memories", "physical_memories", "counter_names", "r
 MEM_IDS = {"W": 0, "b": 1, "T": 2, "Tin": 3, "R": 4, "head_W": 5, "head_b": 6}
 
 
-def stage_memories(net: Network, l: int, lanes: int) -> dict:
-    """``{name: (banks, depth, QFormat, (row, col) -> (bank, word))}`` of stage ``l``'s memories."""
+def stage_memories(net: Network, l: int, lanes: int, rule: str = "sigprop") -> dict:
+    """``{name: (banks, depth, QFormat, (row, col) -> (bank, word))}`` of stage ``l``'s memories.
+
+    ``rule`` other than ``sigprop`` (bp, fa, dfa): the layer's ``W`` and ``b``, and at the last
+    layer the output layer as ``head_W``, ``head_b`` (no caches, no table)."""
     n_in, n, C = net.fan_in(l), net.units(l), net.n_classes
     P = lanes
     ci, cn = math.ceil(n_in / P), math.ceil(n / P)
     p = net.prec(l)
+    if str(rule) != "sigprop":
+        mems = {
+            "W": (P, n * ci, p.weight, lambda j, i: (i % P, j * ci + i // P), (n, n_in)),
+            "b": (1, n, p.bias, lambda j, _i=0: (0, j), (n,)),
+        }
+        if l == net.depth - 1:
+            mems["head_W"] = (P, C * cn, p.weight, lambda k, j: (j % P, k * cn + j // P), (C, n))
+            mems["head_b"] = (1, C, p.bias, lambda k, _j=0: (0, k), (C,))
+        return mems
     mems = {
         "W": (P, n * ci, p.weight, lambda j, i: (i % P, j * ci + i // P), (n, n_in)),
         "b": (1, n, p.bias, lambda j, _i=0: (0, j), (n,)),
@@ -68,10 +80,15 @@ def _bits(n: int) -> int:
     return max(1, int(n).bit_length())
 
 
-def counter_names(net: Network) -> list[str]:
+def counter_names(net: Network, rule: str = "sigprop") -> list[str]:
     """Counters in readback order: ``cycles``, ``samples``, ``inferences``, the golden model's
-    ``sat_*`` names, then ``stage_cycles_<l>`` (cycles of the last sample in stage ``l``)."""
+    ``sat_*`` names, then ``stage_cycles_<l>`` (cycles of the last sample in stage ``l``; the
+    rules other than SigProp, which do not overlap layers: ``sample_cycles``)."""
     names = ["cycles", "samples", "inferences"]
+    if str(rule) != "sigprop":
+        for tag in [str(l) for l in range(net.depth)] + ["out"]:
+            names += [f"sat_{v}_{tag}" for v in ("weight", "bias", "error")]
+        return names + ["sample_cycles"]
     for l in range(net.depth):
         names += [f"sat_{v}_{l}" for v in ("weight", "bias", "error", "table")]
     if net.spec.readout == "head":
@@ -80,12 +97,12 @@ def counter_names(net: Network) -> list[str]:
     return names
 
 
-def readback_fields(net: Network, lanes) -> dict:
+def readback_fields(net: Network, lanes, rule: str = "sigprop") -> dict:
     """The readback address's fields, ``{name: {"lsb", "width"}}``:
     ``addr = stage << s | mem << m | bank << b | word``."""
-    mems = [stage_memories(net, l, lanes[l]) for l in range(net.depth)]
+    mems = [stage_memories(net, l, lanes[l], rule) for l in range(net.depth)]
     word_bits = max(_bits(max(d for _, d, _, _, _ in ms.values()) - 1) for ms in mems)
-    word_bits = max(word_bits, _bits(len(counter_names(net)) - 1))
+    word_bits = max(word_bits, _bits(len(counter_names(net, rule)) - 1))
     bank_bits = _bits(max(lanes) - 1)
     layout = {"word": (0, word_bits), "bank": (word_bits, bank_bits), "mem": (word_bits + bank_bits, 3),
               "stage": (word_bits + bank_bits + 3, _bits(net.depth))}
@@ -98,7 +115,7 @@ def readback_address(fields: dict, stage: int, mem: int, bank: int, word: int) -
             | (bank << fields["bank"]["lsb"]) | word)
 
 
-def readback_map(net: Network, lanes, latency: int) -> dict:
+def readback_map(net: Network, lanes, latency: int, rule: str = "sigprop") -> dict:
     """The readback address map of an engine with ``lanes`` per stage, for the manifest and the
     host: :func:`readback_fields`, the regions, the counters, and ``latency``, the engine's
     cycles from ``rb_addr`` to its ``rb_data``.
@@ -107,11 +124,11 @@ def readback_map(net: Network, lanes, latency: int) -> dict:
     Entry ``(row, col)`` of a banked memory lives in ``bank = col % P``,
     ``word = row * ceil(cols / P) + col // P``; ``b``, ``head_b`` are one bank indexed by row.
     """
-    fields = readback_fields(net, lanes)
+    fields = readback_fields(net, lanes, rule)
     regions = []
     for l in range(net.depth):
         P = lanes[l]
-        for name, (banks, depth, q, _, shape) in stage_memories(net, l, P).items():
+        for name, (banks, depth, q, _, shape) in stage_memories(net, l, P, rule).items():
             cols = shape[1] if len(shape) > 1 else 1
             regions.append({"stage": l, "mem": name, "mem_id": MEM_IDS[name], "banks": banks, "depth": depth,
                             "format": str(q), "rows": shape[0], "cols": cols,
@@ -119,7 +136,7 @@ def readback_map(net: Network, lanes, latency: int) -> dict:
                             if banks > 1 else "bank = 0, word = row", "lanes": P})
     return {"fields": fields, "addr_width": sum(f["width"] for f in fields.values()),
             "data_width": 32, "latency": latency, "regions": regions,
-            "counters": {"stage": net.depth, "names": counter_names(net)}}
+            "counters": {"stage": net.depth, "names": counter_names(net, rule)}, "rule": str(rule)}
 
 
 def _state_array(state: dict, l: int, name: str):
@@ -131,17 +148,17 @@ def _state_array(state: dict, l: int, name: str):
     return state["head"][name[5:]]
 
 
-def readback_requests(net: Network, lanes) -> list[tuple[tuple, int]]:
+def readback_requests(net: Network, lanes, rule: str = "sigprop") -> list[tuple[tuple, int]]:
     """``[(key, address)]`` of every memory word and counter in the engine's readback space;
     ``key`` is ``(stage, memory, bank, word)`` or ``("counter", name)``."""
-    f = readback_fields(net, lanes)
+    f = readback_fields(net, lanes, rule)
     reqs = []
     for l in range(net.depth):
-        for name, (banks, depth, _, _, _) in stage_memories(net, l, lanes[l]).items():
+        for name, (banks, depth, _, _, _) in stage_memories(net, l, lanes[l], rule).items():
             for bank in range(banks):
                 for word in range(depth):
                     reqs.append(((l, name, bank, word), readback_address(f, l, MEM_IDS[name], bank, word)))
-    for k, name in enumerate(counter_names(net)):
+    for k, name in enumerate(counter_names(net, rule)):
         reqs.append((("counter", name), readback_address(f, net.depth, 0, 0, k)))
     return reqs
 
@@ -161,23 +178,23 @@ def state_writes(net: Network, lanes, state: dict) -> list[tuple[int, int]]:
     return out
 
 
-def unpack_state(net: Network, lanes, words: dict) -> dict:
+def unpack_state(net: Network, lanes, words: dict, rule: str = "sigprop") -> dict:
     """Golden-shaped arrays (and ``counters``) from read-back ``words``, keyed as
     :func:`readback_requests` keys them."""
     state = {"W": [], "b": [], "T": [], "Tin": [None] * net.depth, "R": None, "head": None}
     for l in range(net.depth):
         arrs = {}
-        for name, (_, _, _, where, shape) in stage_memories(net, l, lanes[l]).items():
+        for name, (_, _, _, where, shape) in stage_memories(net, l, lanes[l], rule).items():
             a = np.zeros(shape, dtype=np.int64)
             for idx in np.ndindex(*shape):
                 a[idx] = words[(l, name) + where(*idx)]
             arrs[name] = a
         state["W"].append(arrs["W"])
         state["b"].append(arrs["b"])
-        state["T"].append(arrs["T"])
-        if l > 0:
+        state["T"].append(arrs.get("T"))
+        if "Tin" in arrs:
             state["Tin"][l] = arrs["Tin"]
-        else:
+        elif "R" in arrs:
             state["R"] = arrs["R"]
         if "head_W" in arrs:
             state["head"] = {"W": arrs["head_W"], "b": arrs["head_b"]}

@@ -12,7 +12,12 @@ name           component                                     lanes
                layer, layers overlap (DESIGN.md §2)
 ``serial``     :class:`.serial.SerialEngine`: one lane       one count for every layer
                array walks the layers, vectors in block RAM
+``dfa``        :class:`.dfa.DfaEngine`: direct feedback      one count for every layer
+               alignment (``rule = "dfa"``), one lane array
 =============  ============================================  =============================
+
+An engine names the learning rule it builds (:attr:`Engine.rule`); ``sim --rule`` picks the
+engine of that rule.
 
 Every engine answers the same sample stream and the same readback map
 (:func:`sigprop_fpga.compiler.statemap.readback_map`), so the golden comparison, the host link and
@@ -26,15 +31,17 @@ from dataclasses import dataclass, field
 from amaranth.hdl import Fragment, Shape
 from amaranth.hdl._mem import MemoryInstance
 
-from ..compiler.estimate import allocate_lanes, estimate, serial_cycles, serial_macs, stage_inference_cycles
+from ..compiler.estimate import (allocate_lanes, dfa_cycles, dfa_macs, estimate, serial_cycles, serial_macs,
+                                 stage_inference_cycles)
 from ..compiler.network import Network
 from ..compiler.rule import Phase
 from ..compiler.statemap import physical_memories
+from .dfa import DfaEngine, check_dfa_support
 from .engine import SigPropEngine
 from .serial import SerialEngine, check_serial_support
 
 __all__ = ["Engine", "EngineCycles", "EngineUnsupported", "ENGINES", "register", "get_engine",
-           "PipelinedEngine", "SerialLaneEngine", "design_memories"]
+           "PipelinedEngine", "SerialLaneEngine", "DfaLaneEngine", "design_memories", "engine_for_rule"]
 
 
 def design_memories(design) -> list[tuple[int, int, int]]:
@@ -111,6 +118,8 @@ class Engine:
     """
 
     name: str = ""
+    #: The learning rule the engine builds (:class:`~sigprop_fpga.compiler.rule.Rule` value).
+    rule: str = "sigprop"
     component_cls: type = None
     overlaps_layers: bool = False
     lut_headroom: float = 1.0
@@ -269,6 +278,70 @@ class SerialLaneEngine(Engine):
         return f"serial engine, {int(lanes)} lanes"
 
 
+class DfaLaneEngine(Engine):
+    """Direct feedback alignment on one lane array (:class:`~.dfa.DfaEngine`)."""
+
+    name = "dfa"
+    rule = "dfa"
+    component_cls = DfaEngine
+    lut_model = {}
+    #: Lanes when neither the network file nor a board says.
+    default_lanes = 4
+
+    def check(self, net):
+        try:
+            check_dfa_support(net)
+        except ValueError as e:
+            raise EngineUnsupported(str(e)) from None
+
+    def lane_choices(self, net, dsp_available=None):
+        fixed = [layer.lanes for layer in net.spec.layers]
+        if fixed and all(f is not None and f == fixed[0] for f in fixed):
+            return [fixed[0]]
+        if dsp_available is None:
+            return [self.default_lanes]
+        return list(range(max(1, min(net.spec.hardware.dsp_budget, dsp_available) - 1), 0, -1))
+
+    def stage_lanes(self, net, lanes):
+        return (int(lanes),) * net.depth
+
+    def lanes_json(self, lanes):
+        return int(lanes)
+
+    def cycles(self, net, lanes):
+        dc = dfa_cycles(net, int(lanes))
+        macs = dfa_macs(net)
+        return EngineCycles(dc["train"], dc["train"], macs, macs / int(lanes), (dc["phases"],), (dc["inference"],))
+
+    def memories(self, net, lanes):
+        return [(d, w) for d, w, _ in design_memories(DfaEngine(net, int(lanes)))]
+
+    def dsp(self, net, lanes):
+        return int(lanes) + 1        # the lanes and the softmax's own multiplier
+
+    def lut_features(self, net, lanes):
+        return {"const": 1, "lanes": int(lanes)}
+
+    def describe(self, net, lanes):
+        return f"dfa engine, {int(lanes)} lanes"
+
+
+def engine_for_rule(rule: str, engine: str | None = None) -> "Engine":
+    """The engine that builds ``rule``: ``engine`` if given (it must build that rule), else the
+    first registered one that does."""
+    rule = str(rule)
+    if engine is not None:
+        eng = get_engine(engine)
+        if eng.rule != rule:
+            raise ValueError(f"engine {engine} builds the {eng.rule} rule, not {rule}")
+        return eng
+    for eng in ENGINES.values():
+        if eng.rule == rule:
+            return eng
+    have = sorted({e.rule for e in ENGINES.values()})
+    raise ValueError(f"no engine builds the {rule} rule yet; engines exist for {', '.join(have)}")
+
+
 #: The registered engines by name, in the order ``--engine auto`` tries them.
 ENGINES: dict[str, Engine] = {}
 
@@ -289,3 +362,4 @@ def get_engine(name: str) -> Engine:
 
 register(PipelinedEngine())
 register(SerialLaneEngine())
+register(DfaLaneEngine())

@@ -38,7 +38,7 @@ from .sim.datasets import load_network
 from .boards import BOARDS, board_names
 from .boards.top import SigPropBoardCore
 from .hdl import relax_read_collisions
-from .hdl.engines import Engine, get_engine
+from .hdl.engines import Engine, engine_for_rule, get_engine
 from .hdl.trainer import Trainer
 from .sim import verilator as vl
 from .sim.collapse import collapse_check
@@ -298,8 +298,9 @@ def _model_sources(nl: Netlist, folder: Path) -> list[Path]:
 def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int | None = None,
                  check_every: int = 0, waves: str | Path | None = None, build_root: str | Path | None = None,
                  progress: bool = True, plant=None, timeout_s: float | None = None,
-                 engine: str = "pipelined", lanes: int | None = None, loaded: tuple | None = None,
-                 x_seed: int | None = None, netlist: str | None = None, edit_netlist=None) -> dict:
+                 engine: str | None = "pipelined", lanes: int | None = None, loaded: tuple | None = None,
+                 x_seed: int | None = None, netlist: str | None = None, edit_netlist=None,
+                 rule: str = "sigprop") -> dict:
     """Train ``network`` in Verilator and compare with the golden model; returns the report.
 
     ``samples`` limits training to the first ``samples`` training samples (one epoch unless
@@ -315,13 +316,20 @@ def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int
     the report then adds ``netlist`` (the family), ``synth_seconds``, ``synth_cached`` and
     ``netlist_cells``. ``edit_netlist``: a function of the netlist text returning the text to
     simulate, to plant a difference in a test (the bench must then report a mismatch).
+    ``rule``: the learning rule (``sigprop``, ``dfa``); a rule other than SigProp takes the engine
+    that builds it (:func:`..hdl.engines.engine_for_rule`; ``engine`` ``None`` or that engine) and
+    its golden model (:class:`..sim.golden_rules.GoldenRule`).
     """
     if netlist is not None and netlist not in NETLIST_FAMILIES:
         raise ValueError(f"netlist must be one of {', '.join(NETLIST_FAMILIES)}, not {netlist!r}")
     if edit_netlist is not None and (netlist is None or not callable(edit_netlist)):
         raise ValueError("edit_netlist needs a netlist family and must be callable")
     spec, data, net = loaded if loaded is not None else load_network(network)
-    eng = get_engine(engine)
+    rule = str(rule)
+    if rule == "sigprop":
+        eng = get_engine(engine or "pipelined")
+    else:
+        eng = engine_for_rule(rule, None if engine in (None, "pipelined") else engine)
     eng.check(net)
     choices = eng.lane_choices(net)
     if lanes is not None:
@@ -365,7 +373,7 @@ def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int
          f"training {n_train} samples x {epochs} epochs, evaluating {n_test} after each")
     config = {"network": str(Path(network).resolve()), "lanes": list(lanes), "epochs": epochs,
               "n_train": n_train, "n_test": n_test, "check_every": check_every,
-              "cycles_per_sample": cyc.per_sample, "rb_latency": eng.readback_latency}
+              "cycles_per_sample": cyc.per_sample, "rb_latency": eng.readback_latency, "rule": eng.rule}
     if plant is not None:
         config["plant"] = list(plant)
     run_dir = Path(tempfile.mkdtemp(prefix="sigprop-run-", dir=build_root))
@@ -376,7 +384,7 @@ def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int
     if data_out is None:
         raise vl.SimulationError(f"the bench wrote no results; see {r.log_file}: "
                                  + "; ".join(r.messages)[:500])
-    out = {"name": spec.name, "network": str(network), "model": "rtl", "rule": "sigprop", "engine": eng.name,
+    out = {"name": spec.name, "network": str(network), "model": "rtl", "rule": eng.rule, "engine": eng.name,
            "simulator": "verilator", "verilator_version": info.verilator_version,
            "lanes": list(lanes), "convert_seconds": t_convert, "build_seconds": info.build_time_s,
            "build_cached": info.cached, "passed": r.passed, "failed": r.failed, "log": str(r.log_file),

@@ -20,8 +20,9 @@ def first_difference(net, state: dict, golden: GoldenSigProp, sample: int) -> di
     the sample, stage, signal, index, expected and actual value.
     """
     gs = golden.state()
+    rule = str(getattr(golden, "rule", "sigprop"))
     for l in range(net.depth):
-        for name, (_, _, _, _, shape) in stage_memories(net, l, 1).items():
+        for name, (_, _, _, _, shape) in stage_memories(net, l, 1, rule).items():
             want_arr, got_arr = _array(gs, l, name), _array(state, l, name)
             if got_arr is None or np.shape(got_arr) != tuple(shape):
                 return {"sample": sample, "stage": l, "signal": name, "index": None,
@@ -54,7 +55,8 @@ def compare_state(net, lanes, words: dict, golden: GoldenSigProp, sample: int) -
     :func:`first_difference` of the unpacked words, the one comparison of ``sim``, ``run`` and
     ``compile --measure``.
     """
-    return first_difference(net, unpack_state(net, lanes, words), golden, sample)
+    return first_difference(net, unpack_state(net, lanes, words, str(getattr(golden, "rule", "sigprop"))),
+                            golden, sample)
 
 
 def golden_feeder_run(net, data, n_train: int, n_test: int, epochs: int, golden=None, on_epoch=None):

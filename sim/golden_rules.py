@@ -38,8 +38,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..compiler.fixed import P_FRAC, Lfsr, narrow, softmax_fixed
-from ..compiler.network import Network, lfsr_seed, quantize_inputs
-from ..compiler.rule import Rule, activation_range, feedback_shift, init_rule_params, out_shifts, step_shifts
+from ..compiler.network import Network, lfsr_seed
+from ..compiler.rule import Rule, activation_range, feedback_shift, init_rule_params, out_shifts, quantize_rule_params, step_shifts
 from .golden import GoldenSigProp, _inside
 
 __all__ = ["GoldenRule"]
@@ -75,17 +75,15 @@ class GoldenRule(GoldenSigProp):
             raise ValueError("GoldenRule models bp, fa and dfa; SigProp's golden model is GoldenSigProp")
         self.net, self.rule = net, rule
         spec = net.spec
-        p = params if params is not None else init_rule_params(net, rule)
-        self.W = [quantize_inputs(layer["W"], net.prec(l).weight) for l, layer in enumerate(p["layers"])]
-        self.b = [quantize_inputs(layer["b"], net.prec(l).bias) for l, layer in enumerate(p["layers"])]
-        last = net.prec(net.depth - 1)
-        self.W_out = quantize_inputs(p["out"]["W"], last.weight)
-        self.b_out = quantize_inputs(p["out"]["b"], last.bias)
-        self.S = [None if s is None else np.asarray(s, dtype=np.int64) for s in p["signs"]]
+        q = quantize_rule_params(net, params if params is not None else init_rule_params(net, rule))
+        self.W = [layer["W"].copy() for layer in q["layers"]]
+        self.b = [layer["b"].copy() for layer in q["layers"]]
+        self.W_out, self.b_out = q["out"]["W"].copy(), q["out"]["b"].copy()
+        self.S = q["signs"]
         self.head = None
         self.rounding = spec.precision.rounding
         self.lfsr = [Lfsr(lfsr_seed(spec.precision.lfsr_seed, u)) for u in range(net.depth + 1)]
-        self.counters = {"samples": 0}
+        self.counters = {"samples": 0, "inferences": 0}
         for tag in [str(l) for l in range(net.depth)] + ["out"]:
             for var in ("weight", "bias", "error"):
                 self.counters[f"sat_{var}_{tag}"] = 0
@@ -158,6 +156,11 @@ class GoldenRule(GoldenSigProp):
         self.counters["samples"] += 1
         return pred
 
+    def infer(self, x: np.ndarray) -> int:
+        """Inference on one sample (counted in ``inferences``): ``argmax o``."""
+        self.counters["inferences"] += 1
+        return int(self.predict(np.asarray(x, dtype=np.int64)[None, :])[0])
+
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Batch inference (no counters); same arithmetic as :meth:`train_sample`'s forward pass."""
         H = np.asarray(X, dtype=np.int64)
@@ -170,5 +173,6 @@ class GoldenRule(GoldenSigProp):
         return np.argmax(o, axis=1)
 
     def state(self) -> dict:
-        return {"W": self.W, "b": self.b, "W_out": self.W_out, "b_out": self.b_out, "S": self.S,
+        """The state in the shape the readback map unpacks to: the output layer as ``head``."""
+        return {"W": self.W, "b": self.b, "head": {"W": self.W_out, "b": self.b_out}, "S": self.S,
                 "counters": dict(self.counters)}

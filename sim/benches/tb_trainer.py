@@ -25,6 +25,7 @@ from sigprop_fpga.sim.compare import compare_state
 from sigprop_fpga.sim.cocotb_util import load_config, read_int, reset, start_clock, write_results
 from sigprop_fpga.sim.datasets import load_network
 from sigprop_fpga.sim.golden import GoldenSigProp
+from sigprop_fpga.sim.golden_rules import GoldenRule
 
 PERIOD = 10
 
@@ -66,8 +67,9 @@ async def train_and_compare(dut):
     lanes = tuple(cfg["lanes"])
     epochs, n_train, n_test = cfg["epochs"], cfg["n_train"], cfg["n_test"]
     check_every = cfg.get("check_every", 0)
-    golden = GoldenSigProp(net)
-    reqs = readback_requests(net, lanes)
+    rule = cfg.get("rule", "sigprop")
+    golden = GoldenSigProp(net) if rule == "sigprop" else GoldenRule(net, rule)
+    reqs = readback_requests(net, lanes, rule)
     order = [(i, True) for i in range(n_train)] + [(n_train + i, False) for i in range(n_test)]
     X = np.concatenate([data.x_train[:n_train], data.x_test[:n_test]])
     Y = np.concatenate([data.y_train[:n_train], data.y_test[:n_test]])
@@ -113,7 +115,7 @@ async def train_and_compare(dut):
             correct_train += int(pred == Y[s])
             if "plant" in cfg and trained == 1:
                 st, mem, *ix = cfg["plant"]
-                {"W": golden.W, "b": golden.b, "T": golden.T}[mem][st][tuple(ix)] += 1
+                {"W": golden.W, "b": golden.b, "T": getattr(golden, "T", None)}[mem][st][tuple(ix)] += 1
         else:
             want = golden.infer(X[s])
             correct_test += int(pred == Y[s])
@@ -161,7 +163,9 @@ async def train_and_compare(dut):
         dut.hold.value = 0
         # the sample streamed last (the feeder runs ahead of the predictions) went through every
         # stage last: if it trained, the stages' cycle counters hold a training sample's cycles
-        if sent and (sent - 1) % per_epoch < n_train:
+        if sent and (sent - 1) % per_epoch < n_train and ("counter", "sample_cycles") in words:
+            result["sample_cycles"] = int(words[("counter", "sample_cycles")])
+        if sent and (sent - 1) % per_epoch < n_train and ("counter", "stage_cycles_0") in words:
             result["stage_cycles"] = [int(words[("counter", f"stage_cycles_{l}")]) for l in range(net.depth)]
         return words
 
@@ -174,7 +178,7 @@ async def train_and_compare(dut):
                     or in_epoch == 0:
                 words = await check_state()
 
-        result["rtl_counters"] = {name: int(words[("counter", name)]) for name in counter_names(net)}
+        result["rtl_counters"] = {name: int(words[("counter", name)]) for name in counter_names(net, rule)}
     except Mismatch as e:
         result["first_mismatch"] = e.info
         result["bit_exact"] = False
@@ -204,6 +208,7 @@ async def train_and_compare(dut):
         "updates_per_sample": golden.updates_per_sample(),
         # the engine's stage_cycles counters hold the latest sample's, which may be an inference
         # one (the feeder streams ahead); per-stage training cycles are measured in tests/hdl
-        "last_sample_stage_cycles": [int(result["rtl_counters"][f"stage_cycles_{l}"]) for l in range(net.depth)],
+        "last_sample_stage_cycles": [int(result["rtl_counters"][f"stage_cycles_{l}"]) for l in range(net.depth)
+                                     if f"stage_cycles_{l}" in result["rtl_counters"]],
     })
     write_results("trainer", result)
