@@ -320,13 +320,15 @@ def serial_cycles(net: Network, P: int = 4, corrections=0) -> dict:
 
 def dfa_cycles(net: Network, P: int = 4) -> dict:
     """Cycles of a sample of :class:`sigprop_fpga.hdl.dfa.DfaEngine` with ``P`` lanes, phase by
-    phase, from the cycle after its label beat to the cycle its prediction leaves (the FSM takes
+    phase, from the cycle it is taken to the cycle its prediction leaves (the FSM takes
     exactly these; the Verilator bench measures them).
 
     A sweep of ``rows x ci`` issues takes ``rows ci`` cycles plus its drain: 6 for dot products
     (the lanes' latency, the accumulation, the narrowing a cycle later), 5 for an update; a
-    gradient ``C cn + 3``; the softmax :func:`~.timing.softmax_latency` ``(C)``; 1 to hand the
-    prediction over. Returns ``train``, ``inference`` and ``phases`` (a training sample's cycles
+    gradient ``C cn + 3``; the softmax :func:`~.timing.softmax_latency` ``(C)``; 2 to take the
+    sample (its input is already loaded: the input memory is double buffered) and to hand the
+    prediction over. ``train`` is also the cycles between training samples when they come
+    back to back (the feeder's ``3 (n_in + 1)`` beats load in the meantime). Returns ``train``, ``inference`` and ``phases`` (a training sample's cycles
     per :class:`~.rule.Phase`, summed over the layers).
     """
     C, L = net.n_classes, net.depth
@@ -339,8 +341,8 @@ def dfa_cycles(net: Network, P: int = 4) -> dict:
     update = C * cn[-1] + 5 + sum(n[l] * ci[l] + 5 for l in range(L))
     gradient = sum(C * cn[l] + 3 for l in range(L))
     phases = {Phase.FORWARD: forward, Phase.LOGITS: logits, Phase.SOFTMAX: softmax, Phase.GRADIENT: gradient,
-              Phase.UPDATE: update, Phase.OVERHEAD: 1}
-    return {"train": sum(phases.values()), "inference": forward + logits + 1, "phases": phases}
+              Phase.UPDATE: update, Phase.OVERHEAD: 2}
+    return {"train": sum(phases.values()), "inference": forward + logits + 2, "phases": phases}
 
 
 def dfa_macs(net: Network) -> int:

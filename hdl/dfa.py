@@ -183,8 +183,9 @@ class DfaEngine(wiring.Component):
         c.x = []
         for v in range(L + 1):
             n = net.n_inputs if v == 0 else net.units(v - 1)
-            mem = m.submodules[f"x{v}"] = Memory(shape=unsigned(P * c.wa), depth=math.ceil(n / P), init=[],
-                                                 attrs=BLOCK_RAM)
+            halves = 2 if v == 0 else 1         # the input is double buffered: the next sample loads
+            mem = m.submodules[f"x{v}"] = Memory(shape=unsigned(P * c.wa), depth=halves * math.ceil(n / P),
+                                                 init=[], attrs=BLOCK_RAM)
             c.x.append((mem.read_port(), mem.write_port(granularity=c.wa)))
         c.S = []
         for l in range(L):
@@ -400,31 +401,41 @@ class DfaEngine(wiring.Component):
                 m.d.sync += c.sat["error"][l].eq(c.sat["error"][l] + sum(flags))
 
     # -- the sample's sequence ----------------------------------------------------------------
+    def _loader(self, m, c):
+        """The next sample's beats into the half of ``x_0`` the datapath is not reading; ``full``
+        once its label beat is in, until the sequencer ``take`` s it (and swaps the halves)."""
+        net, P = self.net, self.P
+        n_in, ci0 = net.n_inputs, math.ceil(net.n_inputs / P)
+        win = net.spec.precision.input.width
+        c.full, c.take, c.cur = Signal(), Signal(), Signal()
+        c.next_label, c.next_train = Signal.like(c.label), Signal()
+        idx = c.load_idx = Signal(range(n_in + 1))
+        lane, word = Signal(range(P)), Signal(range(ci0 + 1))
+        xw = c.x[0][1]
+        m.d.comb += self.i.ready.eq(~c.full & ~self.rb_en)
+        with m.If(c.take):
+            m.d.sync += c.full.eq(0)
+        with m.If(self.i.valid & self.i.ready):
+            with m.If(idx == n_in):
+                m.d.sync += [c.next_label.eq(self.i.payload.data), c.next_train.eq(self.i.payload.train),
+                             c.full.eq(1), idx.eq(0), lane.eq(0), word.eq(0)]
+            with m.Else():
+                m.d.comb += [xw.addr.eq(word + Mux(c.cur, 0, ci0)), xw.en.eq(Const(1, P) << lane),
+                             xw.data.eq(fit_bits(self.i.payload.data[:win].as_signed(), c.wa).replicate(P))]
+                m.d.sync += [idx.eq(idx + 1), lane.eq(Mux(lane == P - 1, 0, lane + 1)),
+                             word.eq(word + (lane == P - 1))]
+
     def _sequence(self, m, c):
         net, P, L, C = self.net, self.P, self.net.depth, self.net.n_classes
-        n_in = net.n_inputs
-        win = net.spec.precision.input.width
-        idx = Signal(range(n_in + 1))
-        lane, word = Signal(range(P)), Signal(range(n_in // P + 2))
-        c.load_idx = idx
-        xw = c.x[0][1]
-        c.o_valid = Signal()
-        # the deltas' read address: the sweep's row word (its S0), or the readback's nothing
+        self._loader(m, c)
         sweep_drained = ~c.issuing & ~c.sweep_busy & ~c.dot_valid
         with m.FSM(name="phase") as fsm:
-            with m.State("LOAD"):
-                m.d.comb += self.i.ready.eq(~self.rb_en)
-                with m.If(self.i.valid & ~self.rb_en):
-                    with m.If(idx == n_in):
-                        m.d.sync += [c.label.eq(self.i.payload.data), c.train.eq(self.i.payload.train),
-                                     idx.eq(0), lane.eq(0), word.eq(0), c.layer.eq(0), c.upd.eq(0)]
-                        m.d.comb += c.sweep_start.eq(1)
-                        m.next = "FORWARD"
-                    with m.Else():
-                        m.d.comb += [xw.addr.eq(word), xw.en.eq(Const(1, P) << lane),
-                                     xw.data.eq(fit_bits(self.i.payload.data[:win].as_signed(), c.wa).replicate(P))]
-                        m.d.sync += [idx.eq(idx + 1), lane.eq(Mux(lane == P - 1, 0, lane + 1)),
-                                     word.eq(word + (lane == P - 1))]
+            with m.State("WAIT"):
+                with m.If(c.full & ~self.rb_en):
+                    m.d.sync += [c.label.eq(c.next_label), c.train.eq(c.next_train), c.cur.eq(~c.cur),
+                                 c.layer.eq(0), c.upd.eq(0)]
+                    m.d.comb += [c.take.eq(1), c.sweep_start.eq(1)]
+                    m.next = "FORWARD"
             with m.State("FORWARD"):
                 with m.If(sweep_drained):
                     m.d.sync += c.layer.eq(c.layer + 1)
@@ -474,27 +485,25 @@ class DfaEngine(wiring.Component):
                         m.d.sync += self.samples.eq(self.samples + 1)
                     with m.Else():
                         m.d.sync += self.inferences.eq(self.inferences + 1)
-                    m.next = "LOAD"
-            c.loading = fsm.ongoing("LOAD")
+                    m.next = "WAIT"
+            c.waiting = fsm.ongoing("WAIT")
             c.done_state = fsm.ongoing("DONE")
         # the deltas: read at the sweep's S0 (row word) during an update, written by GRADIENT
         m.d.comb += read_in_range(c.d[0], c.sweep_row_word, 1, c.first)
         # the stored activations: the sweep's column word, or GRADIENT's group (its h for the mask)
-        for v in range(L + 1):
+        ci0 = math.ceil(net.n_inputs / P)
+        m.d.comb += read_in_range(c.x[0][0], c.sweep_x_addr + Mux(c.cur, ci0, 0), 1, c.first)
+        for v in range(1, L + 1):
             m.d.comb += read_in_range(c.x[v][0], Mux(c.grading, c.grad_q, c.sweep_x_addr), 1, c.first)
 
     # -- ports, counters ----------------------------------------------------------------------
     def _ports(self, m, c):
-        busy = ~(c.loading & (c.load_idx == 0))
+        busy = ~(c.waiting & ~c.full & (c.load_idx == 0))
         m.d.comb += self.idle.eq(~busy)
         with m.If(busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)
         timing = Signal(32)
-        with m.If(c.loading):
-            with m.If((c.load_idx == self.net.n_inputs) & self.i.valid):
-                m.d.sync += timing.eq(1)
-        with m.Else():
-            m.d.sync += timing.eq(timing + 1)
+        m.d.sync += timing.eq(Mux(c.take, 2, timing + 1))     # the take cycle counts: 1, then 2 after it
         with m.If(c.done_state & self.o.ready & c.train):
             m.d.sync += c.sample_cycles.eq(timing)
 

@@ -213,16 +213,18 @@ class Design:
 
     def simulate(self, engine: str = "pipelined", lanes: int | None = None, epochs: int | None = None,
                  samples: int | None = None, check_every: int = 0, waves: str | Path | None = None,
-                 progress: bool = False, netlist: str | None = None) -> SimResult:
+                 progress: bool = False, netlist: str | None = None, rule: str = "sigprop") -> SimResult:
         """The generated design in Verilator, every prediction (and the full state every
         ``check_every`` samples and after each epoch) compared with the golden model.
         ``netlist="ecp5"`` or ``"ice40"``: the netlist that family's Yosys flow maps the design
-        to, simulated with the family's cell models, instead of the generated Verilog."""
+        to, simulated with the family's cell models, instead of the generated Verilog.
+        ``rule``: ``sigprop`` or a rule with an engine (``dfa``): that rule's datapath against its
+        golden model (``engine`` stays at its default)."""
         if samples is not None and epochs is None:
             epochs = 1
         return SimResult(simulate_rtl(self.path, epochs=epochs, samples=samples, check_every=check_every,
                                       waves=waves, progress=progress, engine=engine, lanes=lanes,
-                                      loaded=self._loaded, netlist=netlist))
+                                      loaded=self._loaded, netlist=netlist, rule=rule))
 
     def build(self, board: str | None = None, out: str | Path | None = None, engine: str = "auto",
               samples: int | None = None, autostart_epochs: int = 0, seed: int = 1, progress=None) -> BuildResult:

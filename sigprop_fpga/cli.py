@@ -17,7 +17,7 @@ from .boards.fit import FitError
 from .boards.flow import engine_choices
 from .boards.run import RunError, RunUsageError, SerialPort, run_on_board, stream_on_board
 from .compiler.spec import SpecError
-from .hdl.engines import EngineUnsupported
+from .hdl.engines import ENGINES, EngineUnsupported
 from .io import format_table, write_json
 from .report import load_builds, make_report, saturation_warnings
 from .rtl import NETLIST_FAMILIES, NetlistError
@@ -198,16 +198,21 @@ def sim_table(r: dict) -> str:
                         [[c if c is not None else "" for c in row] for row in rows])
 
 
+#: ``sim --rule``: the rules some registered engine builds.
+SIM_RULES = tuple(dict.fromkeys(e.rule for e in ENGINES.values()))
+
+
 def cmd_sim(args) -> int:
     d = load(args.network)
     try:
         r = d.simulate(engine=args.engine, lanes=args.lanes, epochs=args.epochs, samples=args.samples,
                        check_every=args.check_every, waves=args.waves, progress=not args.quiet,
-                       netlist=args.netlist).to_json()
+                       netlist=args.netlist, rule=args.rule).to_json()
     except (VerilatorError, NetlistError) as e:
         raise UsageError(" ".join(str(e).split())[:400]) from None
     except EngineUnsupported as e:
-        raise UsageError(f"{args.network}: the {args.engine} engine cannot build this network: {e}") from None
+        engine = args.engine if args.rule == "sigprop" else args.rule
+        raise UsageError(f"{args.network}: the {engine} engine cannot build this network: {e}") from None
     except ValueError as e:
         if isinstance(e, SpecError):
             raise
@@ -388,7 +393,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--engine", choices=engine_choices()[1:], default="pipelined",
                    help="pipelined (default): a stage per layer; serial: one lane array walks the layers "
                         "(what build uses on small devices)")
-    s.add_argument("--lanes", type=_positive_int, help="the serial engine's lanes (default 4)")
+    s.add_argument("--lanes", type=_positive_int, help="the serial and dfa engines' lanes (default 4)")
+    s.add_argument("--rule", choices=SIM_RULES, default="sigprop",
+                   help="the learning rule's datapath: sigprop (default, --engine picks its engine) or dfa "
+                        "(the dfa engine), against that rule's golden model")
     s.add_argument("--netlist", choices=NETLIST_FAMILIES,
                    help="simulate the netlist this family's Yosys flow (as build runs it) maps the design to, "
                         "with the family's cell models, instead of the generated Verilog")
