@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 NET    ?= examples/digits.yaml
 JOBS   ?= 2
 
-.PHONY: demo test test-slow venv bench bench-perf clean
+.PHONY: demo test test-slow venv bench bench-perf bench-rules clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,12 @@ bench: $(STAMP)
 
 bench-perf: $(STAMP)
 	$(BIN)/python bench/perf.py
+
+# the learning rules side by side (build/bench/rules.json, rules.png); SYNTH=ecp5 ice40 adds the
+# engines' synthesized cells (minutes each)
+SYNTH  ?=
+bench-rules: $(STAMP)
+	$(BIN)/python bench/rules.py $(NET) $(if $(SYNTH),--synth $(SYNTH))
 
 clean:
 	rm -rf build .pytest_cache

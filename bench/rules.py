@@ -1,0 +1,206 @@
+"""Learning rules side by side on one network: SigProp, backprop (bp), feedback alignment (fa) and
+direct feedback alignment (dfa), each as golden model and float reference, and as a datapath where
+one exists (SigProp: the pipelined and the serial engine; dfa: the dfa engine).
+
+Per rule: test accuracy (golden, bit exact with the RTL where a datapath exists; float beside it;
+mean over seeds), cycles per training sample (the engines' exact cycle models, which the Verilator
+benches confirm sample by sample; for bp and fa, which have no datapath yet, the analytic model of
+compiler/rules.py, labelled so), memory bits by kind (weights, stored activations, feedback
+matrices, caches and buffers), and with ``--synth`` the engine alone synthesized by the family's
+Yosys flow (LUT, FF, DSP, BRAM cells; no placement, so no clock: ``built_clock_mhz`` is null and
+samples/s are given at the network file's clock for that board, labelled as such). Samples per
+joule: no power model exists in this project, so none is given.
+
+    .venv/bin/python bench/rules.py [examples/digits.yaml] [--seeds 0 1 2] [--lanes 8] \
+        [--synth ecp5 ice40] [--json build/bench/rules.json] [--png build/bench/rules.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import statistics
+import sys
+from pathlib import Path
+
+from amaranth.back import rtlil
+
+from sigprop_fpga.compiler.estimate import allocate_lanes
+from sigprop_fpga.compiler.network import Network
+from sigprop_fpga.compiler.rule import RULE_NAMES
+from sigprop_fpga.compiler.rules import rule_costs
+from sigprop_fpga.compiler.spec import load_spec
+from sigprop_fpga.compiler.statemap import stage_memories
+from sigprop_fpga.hdl.engines import get_engine
+from sigprop_fpga.io import format_table, write_json
+from sigprop_fpga.rtl import TOP, synthesize_netlist
+from sigprop_fpga.sim.datasets import input_power, load_dataset
+from sigprop_fpga.sim.train import train_sigprop
+
+#: (row label, rule, engine name or None)
+ROWS = [("sigprop, pipelined engine", "sigprop", "pipelined"), ("sigprop, serial engine", "sigprop", "serial"),
+        ("dfa, dfa engine", "dfa", "dfa"), ("bp (no datapath)", "bp", None), ("fa (no datapath)", "fa", None)]
+
+#: Netlist cells counted per family: (LUTs, flip-flops, DSP, block RAM) cell-name prefixes.
+CELLS = {"ecp5": {"lut": ("LUT4",), "carry": ("CCU2C",), "ff": ("TRELLIS_FF",), "dsp": ("MULT18X18D",),
+                  "bram": ("DP16KD",), "lutram": ("TRELLIS_DPR16X4",)},
+         "ice40": {"lut": ("SB_LUT4",), "carry": ("SB_CARRY",), "ff": ("SB_DFF",), "dsp": ("SB_MAC16",),
+                   "bram": ("SB_RAM40_4K",), "lutram": ()}}
+BOARD_OF = {"ecp5": "ulx3s-85f", "ice40": "icebreaker"}
+
+
+def memory_bits(net: Network, rule: str, engine: str | None, lanes) -> dict:
+    """Bits the datapath keeps, by kind, as the state the rule needs (no padding to lanes):
+    ``weights`` (everything learned), ``stored_activations`` (kept from the forward pass for a
+    later learning step), ``feedback`` (fixed random matrices), ``caches_buffers`` (SigProp's
+    class-target caches and input double buffers; the dfa engine's input double buffer and its
+    deltas); ``physical`` is what the engine's memories hold, padded to lanes."""
+    L, C = net.depth, net.n_classes
+    if rule == "sigprop":
+        w = c = 0
+        for l in range(L):
+            for name, (_, _, q, _, shape) in stage_memories(net, l, 1).items():
+                bits = math.prod(shape) * q.width
+                if name in ("T", "Tin"):
+                    c += bits
+                else:
+                    w += bits
+        c += sum(2 * (1 if l == 0 else 2) * net.fan_in(l) * net.in_format(l).width for l in range(L))
+        out = {"weights": w, "stored_activations": 0, "feedback": 0, "caches_buffers": c}
+    elif rule == "dfa":
+        w = sum(net.units(l) * (net.fan_in(l) * net.prec(l).weight.width + net.prec(l).bias.width) for l in range(L))
+        last = net.prec(L - 1)
+        w += C * (net.units(L - 1) * last.weight.width + last.bias.width)
+        stored = sum(net.fan_in(l) * net.in_format(l).width for l in range(L)) + net.units(L - 1) * last.activation.width
+        fb = sum(C * net.units(l) for l in range(L))
+        buf = net.n_inputs * net.spec.precision.input.width + max(net.units(l) * net.prec(l).error.width for l in range(L))
+        out = {"weights": w, "stored_activations": stored, "feedback": fb, "caches_buffers": buf}
+    else:
+        cost = rule_costs(net, lanes if isinstance(lanes, tuple) else None)["backprop"]
+        w = sum(net.units(l) * (net.fan_in(l) * net.prec(l).weight.width + net.prec(l).bias.width) for l in range(L))
+        last = net.prec(L - 1)
+        w += C * (net.units(L - 1) * last.weight.width + last.bias.width)
+        fb = 0 if rule == "bp" else sum((C if l == L - 1 else net.units(l + 1)) * net.units(l) for l in range(L))
+        out = {"weights": w, "stored_activations": cost["stored_activation_bits"], "feedback": fb, "caches_buffers": 0}
+    out["physical"] = sum(d * wd for d, wd in get_engine(engine).memories(net, lanes)) if engine else None
+    return out
+
+
+def synth_cells(net: Network, engine: str, lanes, family: str) -> dict:
+    """The engine alone (its ports as the top's), mapped by ``family``'s Yosys flow; cell counts."""
+    eng = get_engine(engine)
+    text = rtlil.convert(eng.component(net, lanes), name=TOP, emit_src=False)
+    nl = synthesize_netlist(text, family, progress=True)
+    out = {}
+    for kind, prefixes in CELLS[family].items():
+        out[kind] = sum(n for cell, n in nl.cells.items() if any(cell.startswith(p) for p in prefixes))
+    out["synth_seconds"] = nl.synth_seconds
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("network", nargs="?", default="examples/digits.yaml")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--lanes", type=int, default=8, help="lanes of the serial and dfa engines (default 8)")
+    ap.add_argument("--synth", nargs="*", default=[], choices=sorted(CELLS), help="families to synthesize for")
+    ap.add_argument("--json", default="build/bench/rules.json")
+    ap.add_argument("--png", default="build/bench/rules.png")
+    args = ap.parse_args(argv)
+    spec0 = load_spec(args.network)
+    acc = {}
+    for seed in args.seeds:
+        spec = dataclasses.replace(spec0, learning=dataclasses.replace(spec0.learning, seed=seed))
+        data = load_dataset(spec)
+        net = Network(spec, data.n_inputs, data.n_classes, input_power(data))
+        for rule in RULE_NAMES:
+            for kind in ("float", "golden"):
+                r, _ = train_sigprop(kind, net, data, rule=rule)
+                acc.setdefault((rule, kind), []).append(r.test_accuracy)
+                print(f"seed {seed} {rule} {kind}: {r.test_accuracy:.4f}", file=sys.stderr)
+    data = load_dataset(spec0)
+    net = Network(spec0, data.n_inputs, data.n_classes, input_power(data))
+    pipe_lanes = allocate_lanes(net)
+    rows = []
+    for label, rule, engine in ROWS:
+        lanes = pipe_lanes if engine in ("pipelined", None) else args.lanes
+        row = {"label": label, "rule": rule, "engine": engine,
+               "lanes": list(lanes) if isinstance(lanes, tuple) else lanes,
+               "test_accuracy_golden": statistics.mean(acc[(rule, "golden")]),
+               "test_accuracy_float": statistics.mean(acc[(rule, "float")]),
+               "test_accuracy_golden_per_seed": acc[(rule, "golden")]}
+        if engine:
+            cyc = get_engine(engine).cycles(net, lanes)
+            row.update(cycles_per_sample=cyc.per_sample, cycles_source="exact cycle model (Verilator-checked)",
+                       multipliers=get_engine(engine).dsp(net, lanes))
+        else:
+            # fa makes the same passes as bp (a sign matrix read where bp reads W transposed)
+            cost = rule_costs(net, pipe_lanes)["backprop"]
+            row.update(cycles_per_sample=cost["cycles_per_sample"],
+                       cycles_source="analytic (compiler/rules.py, backprop's passes), no datapath",
+                       multipliers=sum(pipe_lanes))
+        row["memory_bits"] = memory_bits(net, rule, engine, lanes)
+        row["samples_per_joule"] = None
+        row["synth"] = {}
+        for fam in args.synth:
+            if engine:
+                try:
+                    row["synth"][fam] = synth_cells(net, engine, lanes, fam)
+                except Exception as e:          # a failed synthesis is a result to report, not a crash
+                    row["synth"][fam] = {"error": " ".join(str(e).split())[:300]}
+            clock = spec0.hardware.clock_for(BOARD_OF[fam])
+            row["synth"].setdefault(fam, {})
+            row["synth"][fam].update(built_clock_mhz=None, file_clock_mhz=clock,
+                                     samples_per_second_at_file_clock=clock * 1e6 / row["cycles_per_sample"])
+        rows.append(row)
+    table = [[r["label"], r["test_accuracy_golden"], r["test_accuracy_float"], r["cycles_per_sample"],
+              r["memory_bits"]["weights"], r["memory_bits"]["stored_activations"], r["memory_bits"]["feedback"],
+              r["memory_bits"]["caches_buffers"]] + [r["synth"].get(f, {}).get(k) for f in args.synth
+                                                     for k in ("lut", "ff", "dsp", "bram")] for r in rows]
+    head = ["rule / datapath", "golden acc", "float acc", "cycles/sample", "weight bits", "stored act bits",
+            "feedback bits", "cache+buffer bits"] + [f"{f} {k}" for f in args.synth for k in ("LUT", "FF", "DSP", "BRAM")]
+    print(f"{spec0.name}: {spec0.widths}, {spec0.learning.epochs} epochs, seeds {args.seeds}, "
+          f"pipelined lanes {list(pipe_lanes)}, serial/dfa lanes {args.lanes}")
+    print(format_table(head, table))
+    write_json(args.json, {"network": spec0.name, "file": args.network, "seeds": args.seeds,
+                           "widths": list(spec0.widths), "epochs": spec0.learning.epochs,
+                           "power_model": None, "rows": rows})
+    _plot(rows, args.png, spec0.name)
+
+
+def _plot(rows, path, name):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [r["label"] for r in rows]
+    fig, ax = plt.subplots(1, 3, figsize=(15, 4.5))
+    ax[0].barh(labels, [r["test_accuracy_golden"] for r in rows], color="tab:blue", label="golden")
+    ax[0].scatter([r["test_accuracy_float"] for r in rows], labels, color="k", zorder=3, label="float")
+    ax[0].set_xlim(min(r["test_accuracy_float"] for r in rows) - 0.05, 1.0)
+    ax[0].set_title("test accuracy")
+    ax[0].legend(loc="lower left")
+    ax[1].barh(labels, [r["cycles_per_sample"] for r in rows],
+               color=["tab:green" if r["engine"] else "tab:gray" for r in rows])
+    ax[1].set_title("cycles per training sample (gray: analytic)")
+    left = [0] * len(rows)
+    for kind, col in (("weights", "tab:blue"), ("stored_activations", "tab:red"), ("feedback", "tab:orange"),
+                      ("caches_buffers", "tab:purple")):
+        v = [r["memory_bits"][kind] / 1000 for r in rows]
+        ax[2].barh(labels, v, left=left, color=col, label=kind.replace("_", " "))
+        left = [a + b for a, b in zip(left, v)]
+    ax[2].set_title("memory (kbit)")
+    ax[2].legend(loc="lower right", fontsize=8)
+    for a in ax[1:]:
+        a.set_yticklabels([])
+    fig.suptitle(f"{name}: learning rules on the same network")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(path).with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    tmp.replace(path)
+
+
+if __name__ == "__main__":
+    main()
