@@ -318,14 +318,15 @@ def serial_cycles(net: Network, P: int = 4, corrections=0) -> dict:
     return out
 
 
-def dfa_cycles(net: Network, P: int = 4) -> dict:
-    """Cycles of a sample of :class:`sigprop_fpga.hdl.dfa.DfaEngine` with ``P`` lanes, phase by
+def dfa_cycles(net: Network, P: int = 4, rule: str = "dfa") -> dict:
+    """Cycles of a sample of :class:`sigprop_fpga.hdl.dfa.DfaEngine` (``rule`` ``"bp"``:
+    :class:`sigprop_fpga.hdl.backprop.BackpropEngine`) with ``P`` lanes, phase by
     phase, from the cycle it is taken to the cycle its prediction leaves (the FSM takes
     exactly these; the Verilator bench measures them).
 
     A sweep of ``rows x ci`` issues takes ``rows ci`` cycles plus its drain: 6 for dot products
     (the lanes' latency, the accumulation, the narrowing a cycle later), 5 for an update; a
-    gradient ``C cn + 3``; the softmax :func:`~.timing.softmax_latency` ``(C)``; 2 to take the
+    gradient ``C cn + 3`` (backprop: ``rows_{l+1} cn + 6``, the transposed pass); the softmax :func:`~.timing.softmax_latency` ``(C)``; 2 to take the
     sample (its input is already loaded: the input memory is double buffered) and to hand the
     prediction over. ``train`` is also the cycles between training samples when they come
     back to back (the feeder's ``3 (n_in + 1)`` beats load in the meantime). Returns ``train``, ``inference`` and ``phases`` (a training sample's cycles
@@ -339,15 +340,21 @@ def dfa_cycles(net: Network, P: int = 4) -> dict:
     logits = C * cn[-1] + 6
     softmax = softmax_latency(C)
     update = C * cn[-1] + 5 + sum(n[l] * ci[l] + 5 for l in range(L))
-    gradient = sum(C * cn[l] + 3 for l in range(L))
+    if str(rule) == "bp":
+        rows = [n[l + 1] if l + 1 < L else C for l in range(L)]
+        gradient = sum(rows[l] * cn[l] + 6 for l in range(L))
+    else:
+        gradient = sum(C * cn[l] + 3 for l in range(L))
     phases = {Phase.FORWARD: forward, Phase.LOGITS: logits, Phase.SOFTMAX: softmax, Phase.GRADIENT: gradient,
               Phase.UPDATE: update, Phase.OVERHEAD: 2}
     return {"train": sum(phases.values()), "inference": forward + logits + 2, "phases": phases}
 
 
-def dfa_macs(net: Network) -> int:
+def dfa_macs(net: Network, rule: str = "dfa") -> int:
     """Multiplies of a DFA training sample: forward and update of every layer and the output
-    layer (the feedback ``S^T e`` is additions only)."""
+    layer (the feedback ``S^T e`` is additions only); backprop (``rule="bp"``) adds the
+    transposed pass through every weight layer but the first."""
     L, C = net.depth, net.n_classes
     w = sum(net.units(l) * net.fan_in(l) for l in range(L)) + C * net.units(L - 1)
-    return 2 * w
+    back = w - net.units(0) * net.fan_in(0) if str(rule) == "bp" else 0
+    return 2 * w + back

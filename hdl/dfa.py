@@ -187,6 +187,19 @@ class DfaEngine(wiring.Component):
             mem = m.submodules[f"x{v}"] = Memory(shape=unsigned(P * c.wa), depth=halves * math.ceil(n / P),
                                                  init=[], attrs=BLOCK_RAM)
             c.x.append((mem.read_port(), mem.write_port(granularity=c.wa)))
+        c.we = max(net.prec(l).error.width for l in range(L))
+        # the deltas, two memories: a gradient phase writes d_l to d[l % 2] while the update above
+        # it (backprop: the gradient itself) reads d_{l+1} from the other
+        c.d = []
+        for i in range(2 if L > 1 else 1):
+            dmem = m.submodules[f"d{i}"] = Memory(shape=unsigned(P * c.we), init=[], attrs=BLOCK_RAM,
+                                                  depth=max(math.ceil(net.units(l) / P) for l in range(L)))
+            c.d.append((dmem.read_port(), dmem.write_port()))
+        self._feedback_memories(m, c)
+
+    def _feedback_memories(self, m, c):
+        """The sign matrices ``S_l``: word ``q C + k`` holds ``S_l[k][q P + p] < 0`` at bit ``p``."""
+        net, P, L = self.net, self.P, self.net.depth
         c.S = []
         for l in range(L):
             S = self.params["signs"][l]
@@ -195,10 +208,20 @@ class DfaEngine(wiring.Component):
                    for q in range(math.ceil(n / P)) for k in range(C)]
             mem = m.submodules[f"s{l}"] = Memory(shape=unsigned(P), depth=len(img), init=img, attrs=BLOCK_RAM)
             c.S.append(mem.read_port())
-        c.we = max(net.prec(l).error.width for l in range(L))
-        dmem = m.submodules.d = Memory(shape=unsigned(P * c.we), depth=max(math.ceil(net.units(l) / P) for l in range(L)),
-                                       init=[], attrs=BLOCK_RAM)
-        c.d = (dmem.read_port(), dmem.write_port())
+
+    def _lane_b_width(self, c) -> int:
+        """The lanes' second operand: an activation (forward, updates)."""
+        return c.wa
+
+    def _d_data(self, c, parity):
+        """The read data of the delta memory ``parity`` selects."""
+        return c.d[0][0].data if len(c.d) == 1 else Mux(parity, c.d[1][0].data, c.d[0][0].data)
+
+    def _d_write(self, m, c, parity, cond, addr, data):
+        """Write ``data`` to word ``addr`` of the delta memory ``parity`` selects, when ``cond``."""
+        for i, (_, wp) in enumerate(c.d):
+            with m.If(cond & ((parity == i) if len(c.d) > 1 else 1)):
+                m.d.comb += [wp.addr.eq(addr), wp.data.eq(data), wp.en.eq(1)]
 
     def elaborate(self, platform):
         m = Module()
@@ -218,7 +241,7 @@ class DfaEngine(wiring.Component):
         c.sat = {v: [Signal(32, name=f"sat_{v}_{t}") for t in range(L + 1)] for v in ("weight", "bias", "error")}
         c.sample_cycles = Signal(32)
         a_w = max(max(lay.qw.width for lay in self.layers), c.we)
-        m.submodules.lanes = c.mac = MacLanes(P, a_w, c.wa, MUL_LATENCY)
+        m.submodules.lanes = c.mac = MacLanes(P, a_w, self._lane_b_width(c), MUL_LATENCY)
         c.o_w = self.layers[L].acc_w
         c.o = [Signal(signed(c.o_w), name=f"o{k}") for k in range(C)]
         fa = net.prec(L - 1).activation.frac_bits
@@ -283,7 +306,7 @@ class DfaEngine(wiring.Component):
             m.d.comb += read_in_range(c.b[l][0], Mux(self.rb_en, self._rb_word, tags[3]["row"]), 1, c.first)
         # S1: operands
         t1 = tags[1]
-        d_lanes = Array(c.d[0].data[p * c.we:(p + 1) * c.we].as_signed() for p in range(P))
+        d_lanes = Array(self._d_data(c, c.layer[0])[p * c.we:(p + 1) * c.we].as_signed() for p in range(P))
         dval = Signal(signed(c.we))
         m.d.comb += dval.eq(Mux(c.layer == L, c.e[t1["row"]], d_lanes[t1["rbank"]]))
         m.d.sync += tags[2]["d"].eq(dval)
@@ -388,7 +411,7 @@ class DfaEngine(wiring.Component):
         c.grad_busy = v1 | gv
         # S2: narrow, mask, write the deltas
         fe_src = net.prec(L - 1).error.frac_bits
-        dwp = c.d[1]
+        c.grad_x_addr = q
         for l in range(L):
             qe, qa = net.prec(l).error, activation_range(net.prec(l).activation)
             flags, words = [], []
@@ -396,8 +419,8 @@ class DfaEngine(wiring.Component):
                 g, ovf = narrow(gsum[p], fe_src + feedback_shift(net, l), qe)
                 words.append(fit_bits(Mux(inside(hreg[p], qa), g, 0), c.we))
                 flags.append(ovf & (gq * P + p < net.units(l)))
+            self._d_write(m, c, c.layer[0], gv & (c.layer == l), gq, Cat(*words))
             with m.If(gv & (c.layer == l)):
-                m.d.comb += [dwp.addr.eq(gq), dwp.data.eq(Cat(*words)), dwp.en.eq(1)]
                 m.d.sync += c.sat["error"][l].eq(c.sat["error"][l] + sum(flags))
 
     # -- the sample's sequence ----------------------------------------------------------------
@@ -458,24 +481,27 @@ class DfaEngine(wiring.Component):
                         v, ovf = narrow(err, P_FRAC, qe)
                         m.d.sync += c.e[k].eq(v)
                         flags.append(ovf)
-                    m.d.sync += [c.sat["error"][L].eq(c.sat["error"][L] + sum(flags)), c.upd.eq(1)]
-                    m.d.comb += c.sweep_start.eq(1)
-                    m.next = "UPDATE_OUT"
-            with m.State("UPDATE_OUT"):
-                with m.If(sweep_drained):
-                    m.d.sync += c.layer.eq(L - 1)
+                    m.d.sync += [c.sat["error"][L].eq(c.sat["error"][L] + sum(flags)), c.upd.eq(1),
+                                 c.layer.eq(L - 1)]
                     m.d.comb += c.grad_start.eq(1)
                     m.next = "GRADIENT"
+            # from the top: d_{L-1}, update the output layer, d_{L-2}, update layer L-1, ..., d_0,
+            # update layer 1, update layer 0 (backprop needs each gradient before the update
+            # above it changes the weights it reads; DFA takes the same order)
             with m.State("GRADIENT"):
                 with m.If(~c.grading & ~c.grad_busy):
+                    m.d.sync += c.layer.eq(c.layer + 1)
                     m.d.comb += c.sweep_start.eq(1)
                     m.next = "UPDATE"
             with m.State("UPDATE"):
                 with m.If(sweep_drained):
                     with m.If(c.layer == 0):
                         m.next = "DONE"
+                    with m.Elif(c.layer == 1):
+                        m.d.sync += c.layer.eq(0)
+                        m.d.comb += c.sweep_start.eq(1)
                     with m.Else():
-                        m.d.sync += c.layer.eq(c.layer - 1)
+                        m.d.sync += c.layer.eq(c.layer - 2)
                         m.d.comb += c.grad_start.eq(1)
                         m.next = "GRADIENT"
             with m.State("DONE"):
@@ -488,13 +514,15 @@ class DfaEngine(wiring.Component):
                     m.next = "WAIT"
             c.waiting = fsm.ongoing("WAIT")
             c.done_state = fsm.ongoing("DONE")
-        # the deltas: read at the sweep's S0 (row word) during an update, written by GRADIENT
-        m.d.comb += read_in_range(c.d[0], c.sweep_row_word, 1, c.first)
+        # the deltas: read at the sweep's S0 (row word) during an update, or as the gradient asks
+        for rp, _ in c.d:
+            m.d.comb += read_in_range(rp, Mux(c.grading, getattr(c, "grad_d_addr", 0), c.sweep_row_word), 1, c.first)
         # the stored activations: the sweep's column word, or GRADIENT's group (its h for the mask)
         ci0 = math.ceil(net.n_inputs / P)
         m.d.comb += read_in_range(c.x[0][0], c.sweep_x_addr + Mux(c.cur, ci0, 0), 1, c.first)
         for v in range(1, L + 1):
-            m.d.comb += read_in_range(c.x[v][0], Mux(c.grading, c.grad_q, c.sweep_x_addr), 1, c.first)
+            m.d.comb += read_in_range(c.x[v][0], Mux(c.grading | c.grad_busy, c.grad_x_addr, c.sweep_x_addr), 1,
+                                      c.first)
 
     # -- ports, counters ----------------------------------------------------------------------
     def _ports(self, m, c):

@@ -14,6 +14,8 @@ name           component                                     lanes
                array walks the layers, vectors in block RAM
 ``dfa``        :class:`.dfa.DfaEngine`: direct feedback      one count for every layer
                alignment (``rule = "dfa"``), one lane array
+``bp``         :class:`.backprop.BackpropEngine`: backprop   one count for every layer
+               (``rule = "bp"``), the dfa engine's lanes
 =============  ============================================  =============================
 
 An engine names the learning rule it builds (:attr:`Engine.rule`); ``sim --rule`` picks the
@@ -36,12 +38,13 @@ from ..compiler.estimate import (allocate_lanes, dfa_cycles, dfa_macs, estimate,
 from ..compiler.network import Network
 from ..compiler.rule import Phase
 from ..compiler.statemap import physical_memories
+from .backprop import BackpropEngine
 from .dfa import DfaEngine, check_dfa_support
 from .engine import SigPropEngine
 from .serial import SerialEngine, check_serial_support
 
 __all__ = ["Engine", "EngineCycles", "EngineUnsupported", "ENGINES", "register", "get_engine",
-           "PipelinedEngine", "SerialLaneEngine", "DfaLaneEngine", "design_memories", "engine_for_rule"]
+           "PipelinedEngine", "SerialLaneEngine", "DfaLaneEngine", "BackpropLaneEngine", "design_memories", "engine_for_rule"]
 
 
 def design_memories(design) -> list[tuple[int, int, int]]:
@@ -309,12 +312,12 @@ class DfaLaneEngine(Engine):
         return int(lanes)
 
     def cycles(self, net, lanes):
-        dc = dfa_cycles(net, int(lanes))
-        macs = dfa_macs(net)
+        dc = dfa_cycles(net, int(lanes), self.rule)
+        macs = dfa_macs(net, self.rule)
         return EngineCycles(dc["train"], dc["train"], macs, macs / int(lanes), (dc["phases"],), (dc["inference"],))
 
     def memories(self, net, lanes):
-        return [(d, w) for d, w, _ in design_memories(DfaEngine(net, int(lanes)))]
+        return [(d, w) for d, w, _ in design_memories(self.component_cls(net, int(lanes)))]
 
     def dsp(self, net, lanes):
         return int(lanes) + 1        # the lanes and the softmax's own multiplier
@@ -323,7 +326,15 @@ class DfaLaneEngine(Engine):
         return {"const": 1, "lanes": int(lanes)}
 
     def describe(self, net, lanes):
-        return f"dfa engine, {int(lanes)} lanes"
+        return f"{self.name} engine, {int(lanes)} lanes"
+
+
+class BackpropLaneEngine(DfaLaneEngine):
+    """Backprop on the dfa engine's lane array (:class:`~.backprop.BackpropEngine`)."""
+
+    name = "bp"
+    rule = "bp"
+    component_cls = BackpropEngine
 
 
 def engine_for_rule(rule: str, engine: str | None = None) -> "Engine":
@@ -363,3 +374,4 @@ def get_engine(name: str) -> Engine:
 register(PipelinedEngine())
 register(SerialLaneEngine())
 register(DfaLaneEngine())
+register(BackpropLaneEngine())

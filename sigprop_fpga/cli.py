@@ -395,8 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(what build uses on small devices)")
     s.add_argument("--lanes", type=_positive_int, help="the serial and dfa engines' lanes (default 4)")
     s.add_argument("--rule", choices=SIM_RULES, default="sigprop",
-                   help="the learning rule's datapath: sigprop (default, --engine picks its engine) or dfa "
-                        "(the dfa engine), against that rule's golden model")
+                   help="the learning rule's datapath: sigprop (default, --engine picks its engine), dfa or bp "
+                        "(their engines), against that rule's golden model")
     s.add_argument("--netlist", choices=NETLIST_FAMILIES,
                    help="simulate the netlist this family's Yosys flow (as build runs it) maps the design to, "
                         "with the family's cell models, instead of the generated Verilog")

@@ -1,5 +1,6 @@
-"""The DFA datapath (hdl/dfa.py) in Verilator against its golden model (GoldenRule, rule dfa), bit
-for bit: every prediction, the whole state every K samples, the cycles between samples."""
+"""The DFA and backprop datapaths (hdl/dfa.py, hdl/backprop.py) in Verilator against their golden
+models (GoldenRule), bit for bit: every prediction, the whole state every K samples, the cycles
+between samples."""
 
 import pytest
 
@@ -37,9 +38,9 @@ def _file(tmp_path, name):
     return f
 
 
-def _check(r, samples, epochs, every):
+def _check(r, samples, epochs, every, rule="dfa"):
     assert r["first_mismatch"] is None, r["first_mismatch"]
-    assert r["bit_exact"] is True and r["failed"] == 0 and r["rule"] == "dfa" and r["engine"] == "dfa"
+    assert r["bit_exact"] is True and r["failed"] == 0 and r["rule"] == rule and r["engine"] == rule
     assert r["samples"] == samples * epochs and r["checks"] >= epochs * (samples // every)
     assert r["test_accuracy"] == r["golden_test_accuracy"]
     # every gap between two training predictions but those after a readback equals the cycle model
@@ -50,10 +51,11 @@ def _check(r, samples, epochs, every):
     assert r["sample_cycles"] == r["estimated_cycles_per_sample"]
 
 
-def test_dfa_bit_exact_iris(tmp_path, cache):
+@pytest.mark.parametrize("rule", ["dfa", "bp"])
+def test_bit_exact_iris(rule, tmp_path, cache):
     r = simulate_rtl(_file(tmp_path, "iris_dfa"), epochs=2, samples=60, check_every=15, build_root=cache,
-                     progress=False, rule="dfa")
-    _check(r, 60, 2, 15)
+                     progress=False, rule=rule)
+    _check(r, 60, 2, 15, rule)
 
 
 def test_dfa_planted_difference_is_caught(tmp_path, cache):
@@ -68,10 +70,11 @@ def test_dfa_planted_difference_is_caught(tmp_path, cache):
 
 
 @pytest.mark.slow
-def test_dfa_bit_exact_saturating(tmp_path, cache):
+@pytest.mark.parametrize("rule", ["dfa", "bp"])
+def test_bit_exact_saturating(rule, tmp_path, cache):
     r = simulate_rtl(_file(tmp_path, "wine_dfa_saturating"), epochs=2, samples=80, check_every=20,
-                     build_root=cache, progress=False, rule="dfa")
-    _check(r, 80, 2, 20)
+                     build_root=cache, progress=False, rule=rule)
+    _check(r, 80, 2, 20, rule)
     sat = {k: v for k, v in r["rtl_counters"].items() if k.startswith("sat_")}
     assert sat["sat_weight_0"] > 0 and sat["sat_error_0"] > 0, sat
 
