@@ -40,7 +40,7 @@ from sigprop_fpga.sim.train import train_sigprop
 
 #: (row label, rule, engine name or None)
 ROWS = [("sigprop, pipelined engine", "sigprop", "pipelined"), ("sigprop, serial engine", "sigprop", "serial"),
-        ("dfa, dfa engine", "dfa", "dfa"), ("bp (no datapath)", "bp", None), ("fa (no datapath)", "fa", None)]
+        ("dfa, dfa engine", "dfa", "dfa"), ("bp, bp engine", "bp", "bp"), ("fa (no datapath)", "fa", None)]
 
 #: Netlist cells counted per family: (LUTs, flip-flops, DSP, block RAM) cell-name prefixes.
 CELLS = {"ecp5": {"lut": ("LUT4",), "carry": ("CCU2C",), "ff": ("TRELLIS_FF",), "dsp": ("MULT18X18D",),
@@ -68,13 +68,14 @@ def memory_bits(net: Network, rule: str, engine: str | None, lanes) -> dict:
                     w += bits
         c += sum(2 * (1 if l == 0 else 2) * net.fan_in(l) * net.in_format(l).width for l in range(L))
         out = {"weights": w, "stored_activations": 0, "feedback": 0, "caches_buffers": c}
-    elif rule == "dfa":
+    elif engine in ("dfa", "bp"):
         w = sum(net.units(l) * (net.fan_in(l) * net.prec(l).weight.width + net.prec(l).bias.width) for l in range(L))
         last = net.prec(L - 1)
         w += C * (net.units(L - 1) * last.weight.width + last.bias.width)
         stored = sum(net.fan_in(l) * net.in_format(l).width for l in range(L)) + net.units(L - 1) * last.activation.width
-        fb = sum(C * net.units(l) for l in range(L))
-        buf = net.n_inputs * net.spec.precision.input.width + max(net.units(l) * net.prec(l).error.width for l in range(L))
+        fb = sum(C * net.units(l) for l in range(L)) if rule == "dfa" else 0
+        deltas = (2 if L > 1 else 1) * max(net.units(l) * net.prec(l).error.width for l in range(L))
+        buf = net.n_inputs * net.spec.precision.input.width + deltas
         out = {"weights": w, "stored_activations": stored, "feedback": fb, "caches_buffers": buf}
     else:
         cost = rule_costs(net, lanes if isinstance(lanes, tuple) else None)["backprop"]

@@ -29,8 +29,9 @@ def test_registered_for_its_rule():
     assert engine_for_rule("sigprop").rule == "sigprop"
     with pytest.raises(ValueError, match="builds the sigprop rule"):
         engine_for_rule("dfa", "serial")
-    with pytest.raises(ValueError, match="no engine builds the bp rule"):
-        engine_for_rule("bp")
+    assert engine_for_rule("bp").name == "bp"
+    with pytest.raises(ValueError, match="no engine builds the fa rule"):
+        engine_for_rule("fa")
 
 
 def test_refuses_stochastic_rounding():
@@ -51,16 +52,20 @@ def test_argument_checks():
         DfaEngine(net, (2, 3))
 
 
-def test_memories_hold_weights_activations_and_signs():
+@pytest.mark.parametrize("rule", ["dfa", "bp"])
+def test_memories_hold_weights_activations_and_feedback(rule):
     """P weight banks per layer and the output layer, one bias memory each, the stored activations
-    (the input twice: double buffered), the sign matrices (C x n bits a layer) and the deltas."""
+    (the input twice: double buffered), two delta memories, and for DFA the sign matrices (C x n
+    bits a layer); backprop has none."""
     net, P = _net(IRIS), 3
-    mems = get_engine("dfa").memories(net, P)
+    mems = get_engine(rule).memories(net, P)
     weight_words = sum(d for d, w in mems if w == 16 and d in (7 * 2, 5 * 3, 3 * 2))
     assert weight_words == P * (7 * 2 + 5 * 3 + 3 * 2)
     signs = [(d, w) for d, w in mems if w == P]
-    assert sorted(signs) == sorted([(3 * 3, P), (2 * 3, P)])          # ceil(n / P) * C words of P bits
+    want = [(3 * 3, P), (2 * 3, P)] if rule == "dfa" else []            # ceil(n / P) * C words of P bits
+    assert sorted(signs) == sorted(want)
     assert (2 * 2, P * 8) in mems                                       # x_0: two halves of ceil(4 / 3)
+    assert [m for m in mems if m == (3, P * 16)] == [(3, P * 16)] * 2   # the deltas, ceil(7 / 3) words
 
 
 def test_cycle_model_terms():
@@ -71,3 +76,7 @@ def test_cycle_model_terms():
     assert c["phases"]["update"] == 3 * 2 + 5 + 7 * 2 + 5 + 5 * 3 + 5
     assert c["phases"]["gradient"] == 3 * 3 + 3 + 3 * 2 + 3
     assert c["train"] == sum(c["phases"].values()) and c["inference"] < c["train"]
+    # backprop's gradient is the transposed pass: rows above x ceil(n / P) words, + 6 to drain
+    b = dfa_cycles(net, 3, "bp")
+    assert b["phases"]["gradient"] == 5 * 3 + 6 + 3 * 2 + 6
+    assert b["train"] - c["train"] == b["phases"]["gradient"] - c["phases"]["gradient"]
