@@ -17,7 +17,7 @@ layer ``L`` with ``C`` rows)::
                                                forward pass for the updates and the masks)
     S_l      P bits                            the feedback signs: word q C + k holds
                                                S_l[k][q P + p] < 0 at bit p (C n_l bits a layer)
-    d        P error lanes                     the current layer's deltas, d[j] at lane j % P, word j // P
+    d[0..1]  P error lanes                     the deltas d_l in d[l % 2], d_l[j] at lane j % P, word j // P
 
 The feedback matrices are signs: an entry is ``±2^-k_l``
 (:func:`sigprop_fpga.compiler.rule.feedback_shift`), so ``g = S^T e`` is a sum of ``C`` additions
@@ -35,11 +35,15 @@ phase          does                                                            i
 ``forward``    per layer: ``h_j = f(W x + b)`` into ``x_{l+1}``                ``n ci``
 ``logits``     ``o_k = W_out h_L + b``; the prediction ``argmax o``            ``C cn_L``
 ``softmax``    :class:`.softmax.Softmax` on ``o``; then ``e = prob - y``       ``softmax_latency(C)``
-``update``     output layer, then each hidden layer from the top: ``W -= round(d x^T >> s)``,
-               ``b -= round(d >> s)``, lane-wise read-modify-write             ``rows ci``
-``gradient``   per hidden layer, before its update: ``g = S^T e`` on ``P``     ``C cn``
-               units at a time, ``d = narrow(g) f'(h)`` into ``d``
+``gradient``   per hidden layer: ``g = S^T e`` on ``P`` units at a time,     ``C cn``
+               ``d = narrow(g) f'(h)`` into ``d[l % 2]``
+``update``     per layer: ``W -= round(d x^T >> s)``, ``b -= round(d >> s)``,  ``rows ci``
+               lane-wise read-modify-write
 =============  ==============================================================  ==================
+
+The learning phases run from the top: the gradient of layer ``L-1``, the output layer's update,
+the gradient of ``L-2``, the update of ``L-1``, ..., the update of layer 0 (the order backprop
+needs, :mod:`.backprop`; for DFA any order gives the same bits).
 
 Each phase ends when its pipeline has drained (a few cycles,
 :func:`sigprop_fpga.compiler.estimate.dfa_cycles` counts them exactly). An inference sample runs
