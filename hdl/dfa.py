@@ -392,7 +392,6 @@ class DfaEngine(wiring.Component):
                     m.d.sync += c.grading.eq(0)
         for l in range(L):
             m.d.comb += read_in_range(c.S[l], saddr, 1, c.first)
-        c.grad_q = q
         # S1: accumulate per lane
         v1, k1, q1, last1 = Signal(), Signal.like(k), Signal.like(q), Signal()
         m.d.sync += [v1.eq(c.grading), k1.eq(k), q1.eq(q), last1.eq(k == C - 1)]

@@ -60,12 +60,13 @@ def test_bit_exact_iris(rule, tmp_path, cache):
 
 def test_dfa_planted_difference_is_caught(tmp_path, cache):
     """One LSB planted in the golden model's layer-1 weight [2, 3] after the first sample: the first
-    full-state check names it (the same build as the test above)."""
+    full-state check names it (the same build as the test above). The check comes once the samples
+    already streamed have drained: the one training and the one loaded in the input's other half."""
     r = simulate_rtl(_file(tmp_path, "iris_dfa"), epochs=2, samples=60, check_every=1, build_root=cache,
                      progress=False, rule="dfa", plant=(1, "W", 2, 3))
     mm = r["first_mismatch"]
     assert r["bit_exact"] is False and r["failed"] == 1
-    assert mm["stage"] == 1 and mm["signal"] == "W" and mm["index"] == [2, 3] and mm["sample"] == 1
+    assert mm["stage"] == 1 and mm["signal"] == "W" and mm["index"] == [2, 3] and 1 <= mm["sample"] <= 3
     assert abs(mm["expected"] - mm["actual"]) == 1
 
 
