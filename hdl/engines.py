@@ -320,7 +320,9 @@ class DfaLaneEngine(Engine):
         return [(d, w) for d, w, _ in design_memories(self.component_cls(net, int(lanes)))]
 
     def dsp(self, net, lanes):
-        return int(lanes) + 1        # the lanes and the softmax's own multiplier
+        # the lanes and the softmax's own multiplier, whose 17 x 18-bit product takes two DSP
+        # blocks (two MULT18X18D, two SB_MAC16 in the digits netlists, bench/rules.py)
+        return int(lanes) + 2
 
     def lut_features(self, net, lanes):
         return {"const": 1, "lanes": int(lanes)}
