@@ -393,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--engine", choices=engine_choices()[1:], default="pipelined",
                    help="pipelined (default): a stage per layer; serial: one lane array walks the layers "
                         "(what build uses on small devices)")
-    s.add_argument("--lanes", type=_positive_int, help="the serial and dfa engines' lanes (default 4)")
+    s.add_argument("--lanes", type=_positive_int, help="the serial, dfa and bp engines' lanes (default 4)")
     s.add_argument("--rule", choices=SIM_RULES, default="sigprop",
                    help="the learning rule's datapath: sigprop (default, --engine picks its engine), dfa or bp "
                         "(their engines), against that rule's golden model")
