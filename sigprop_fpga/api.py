@@ -47,7 +47,7 @@ from .io import write_atomic, write_json
 from .sim.datasets import load_network
 from .report import make_report
 from .rtl import simulate_rtl
-from .sim import baselines
+from .sim import baselines, checkpoint
 from .sim.train import train_sigprop
 from .sim.tune import tune
 
@@ -184,18 +184,32 @@ class Design:
                             "board_plan": self._board_plan(board or spec.board)})
 
     def train(self, model: str = "golden", rule: str = "sigprop", epochs: int | None = None,
-              progress: bool = False) -> TrainResult:
+              progress: bool = False, init_weights: str | Path | None = None,
+              save_weights: str | Path | None = None) -> TrainResult:
         """Train in software: ``model`` ``float`` (the reference) or ``golden`` (the bit-exact
-        integer model); ``rule`` a baseline (bp, fa, dfa, sigprop-batch) runs in float only."""
+        integer model); ``rule`` a baseline (bp, fa, dfa, sigprop-batch) runs in float only.
+        ``init_weights``: a checkpoint (:mod:`.sim.checkpoint`) to continue from (the golden model
+        takes its raw integers and LFSR positions, the float model its real values);
+        ``save_weights``: write the trained state there as a checkpoint."""
         if model not in MODELS:
             raise ValueError(f"model must be one of {', '.join(MODELS)}, not {model!r}")
         if rule not in RULES:
             raise ValueError(f"rule must be one of {', '.join(RULES)}, not {rule!r}")
         epochs = epochs or self.spec.learning.epochs
+        if rule != "sigprop" and (init_weights is not None or save_weights is not None):
+            raise ValueError(f"checkpoints (init_weights, save_weights) hold the SigProp datapath's state; "
+                             f"rule {rule} has none")
         if rule == "sigprop":
-            report, _ = train_sigprop(model, self.net, self.data, epochs, progress=progress)
+            prior = checkpoint.load(init_weights, self.net) if init_weights is not None else None
+            report, eng = train_sigprop(model, self.net, self.data, epochs, progress=progress, init=prior)
             out = report.to_json()
             out["name"] = self.spec.name
+            out["init_weights"] = str(init_weights) if init_weights is not None else None
+            out["samples_seen"] = (prior.samples_seen if prior else 0) + report.samples
+            if save_weights is not None:
+                ck = checkpoint.from_model(self.net, eng, prior=prior, samples=report.samples, epochs=epochs,
+                                           command=f"train --model {model}")
+                out["saved_weights"] = str(checkpoint.save(save_weights, ck))
         else:
             if model != "float":
                 raise ValueError(f"rule {rule} runs on the float model only (got model {model})")

@@ -139,7 +139,8 @@ def _board_plan_text(b: dict) -> str:
 def cmd_train(args) -> int:
     d = load(args.network)
     try:
-        out = d.train(model=args.model, rule=args.rule, epochs=args.epochs, progress=not args.quiet).to_json()
+        out = d.train(model=args.model, rule=args.rule, epochs=args.epochs, progress=not args.quiet,
+                      init_weights=args.init_weights, save_weights=args.save_weights).to_json()
     except ValueError as e:
         raise UsageError(str(e)) from None
     if out.get("counters"):
@@ -150,6 +151,9 @@ def cmd_train(args) -> int:
     print(format_table(["model", "rule", "epochs", "train acc", "test acc", "samples/s"],
                        [[out["model"], out["rule"], out["epochs"], out["train_accuracy"], out["test_accuracy"],
                          out["samples_per_second"]]]))
+    if out.get("saved_weights"):
+        print(f"saved weights: {out['saved_weights']} ({out['samples_seen']:,} training samples since the "
+              f"seeded initial weights)")
     if args.json:
         write_json(args.json, out)
     return 0
@@ -339,6 +343,16 @@ def cmd_doctor(args) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
+def _weights_options(p) -> None:
+    """``--init-weights`` and ``--save-weights``: checkpoints (:mod:`.sim.checkpoint`)."""
+    p.add_argument("--init-weights", metavar="FILE.npz",
+                   help="start from this checkpoint (weights, biases, target table, class-target caches, LFSR "
+                        "positions) instead of the seeded initial weights; it must be of a network of the same "
+                        "shapes and formats")
+    p.add_argument("--save-weights", metavar="FILE.npz", type=_out_file,
+                   help="write the trained state as a checkpoint (real values and raw integers, plus metadata)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="sigprop-fpga", description="Compile networks into forward-only SigProp training hardware.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -356,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--rule", choices=RULES, default="sigprop",
                    help="learning rule; the baselines (bp, fa, dfa, the batch SigProp reference) run in float")
     t.add_argument("--epochs", type=_positive_int, help="override learning.epochs")
+    _weights_options(t)
     t.add_argument("--json", metavar="OUT", type=_out_file, help="write the report as JSON")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
