@@ -225,16 +225,20 @@ class Design:
 
     def simulate(self, engine: str = "pipelined", lanes: int | None = None, epochs: int | None = None,
                  samples: int | None = None, check_every: int = 0, waves: str | Path | None = None,
-                 progress: bool = False, netlist: str | None = None) -> SimResult:
+                 progress: bool = False, netlist: str | None = None, init_weights: str | Path | None = None,
+                 save_weights: str | Path | None = None) -> SimResult:
         """The generated design in Verilator, every prediction (and the full state every
         ``check_every`` samples and after each epoch) compared with the golden model.
         ``netlist="ecp5"`` or ``"ice40"``: the netlist that family's Yosys flow maps the design
-        to, simulated with the family's cell models, instead of the generated Verilog."""
+        to, simulated with the family's cell models, instead of the generated Verilog.
+        ``init_weights``: start the RTL (through its state port) and the golden model from a
+        checkpoint; ``save_weights``: write the RTL's final state, read back, as a checkpoint."""
         if samples is not None and epochs is None:
             epochs = 1
         return SimResult(simulate_rtl(self.path, epochs=epochs, samples=samples, check_every=check_every,
                                       waves=waves, progress=progress, engine=engine, lanes=lanes,
-                                      loaded=self._loaded, netlist=netlist))
+                                      loaded=self._loaded, netlist=netlist, init_weights=init_weights,
+                                      save_weights=save_weights))
 
     def build(self, board: str | None = None, out: str | Path | None = None, engine: str = "auto",
               samples: int | None = None, autostart_epochs: int = 0, seed: int = 1, progress=None) -> BuildResult:

