@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from .boards.run import RunError, RunUsageError, SerialPort, run_on_board, strea
 from .compiler.spec import SpecError
 from .hdl.engines import EngineUnsupported
 from .io import format_table, write_json
+from .program import ProgramError, ProgramUsageError, program
 from .report import load_builds, make_report, saturation_warnings
 from .rtl import NETLIST_FAMILIES, NetlistError
 from .sim.verilator import VerilatorError
@@ -305,6 +307,25 @@ def cmd_run(args) -> int:
     return 0 if r["bit_exact"] else 1
 
 
+def cmd_program(args) -> int:
+    try:
+        r = program(args.bitstream, args.board, flash=args.flash, cable_index=args.cable_index, loader=args.loader,
+                    dry_run=args.dry_run)
+    except ProgramUsageError as e:
+        raise UsageError(str(e)) from None
+    except ProgramError as e:
+        print(f"sigprop-fpga program: {e}", file=sys.stderr)
+        return 1
+    if args.dry_run:
+        print(shlex.join(r["command"]))
+        return 0
+    if r["output"].strip() and not args.quiet:
+        print(r["output"].rstrip(), file=sys.stderr)
+    print(f"programmed {r['board']} ({r['memory']}) with {r['bitstream']} (sha256 {r['sha256'][:12]}) "
+          f"in {r['seconds']:.1f} s")
+    return 0
+
+
 def cmd_report(args) -> int:
     try:
         path = make_report(args.folder)
@@ -455,6 +476,22 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("--json", metavar="OUT", type=_out_file)
     rn.add_argument("-q", "--quiet", action="store_true")
     rn.set_defaults(func=cmd_run)
+
+    pg = sub.add_parser("program", help="load a bitstream onto a board with openFPGALoader",
+                        description="Load a bitstream (or the one a build folder holds) onto a board with the "
+                                    "openFPGALoader of the pinned openfpgaloader package. The iCEBreaker is written "
+                                    "through its SPI flash; the ULX3S is loaded into SRAM (--flash: its flash).")
+    pg.add_argument("bitstream", metavar="BITSTREAM_OR_BUILD_DIR",
+                    help="a .bin (iCEBreaker) or .bit (ULX3S) file, or a folder `sigprop-fpga build` wrote")
+    pg.add_argument("--board", choices=("icebreaker", "ulx3s-85f"),
+                    help="the board (default: the build folder's; needed with a bitstream file)")
+    pg.add_argument("--flash", action="store_true", help="ULX3S: write the SPI flash instead of the SRAM")
+    pg.add_argument("--cable-index", type=_nonnegative_int, metavar="N",
+                    help="which of several connected cables (openFPGALoader --cable-index)")
+    pg.add_argument("--loader", metavar="PATH", help="another openFPGALoader binary than the pinned package's")
+    pg.add_argument("--dry-run", action="store_true", help="print the openFPGALoader command and exit")
+    pg.add_argument("-q", "--quiet", action="store_true", help="do not echo openFPGALoader's output")
+    pg.set_defaults(func=cmd_program)
 
     r = sub.add_parser("report", help="turn a check/train/sim/build folder into one Markdown page with plots")
     r.add_argument("folder")
