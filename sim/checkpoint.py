@@ -50,14 +50,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ..compiler.network import Network, quantize_inputs
+from ..compiler.network import Network, lfsr_seed, quantize_inputs
 from ..compiler.spec import SpecError
 from ..compiler.statemap import state_writes as _state_writes
+from ..compiler.statemap import unpack_state
 from .golden import GoldenSigProp
 from .reference import FloatSigProp
 
 __all__ = ["FORMAT", "VERSION", "Checkpoint", "CheckpointError", "fingerprint", "array_formats",
-           "from_model", "from_raw", "save", "load", "golden_model", "float_model", "state_writes"]
+           "from_model", "from_raw", "save", "load", "golden_model", "float_model", "state_writes",
+           "check_lfsr_at_seeds", "save_readback"]
 
 #: ``meta["format"]`` of every checkpoint.
 FORMAT = "sigprop-fpga-checkpoint"
@@ -411,3 +413,45 @@ def state_writes(net: Network, lanes, ck: Checkpoint) -> list[tuple[int, int]]:
     port (:func:`..compiler.statemap.state_writes`): what ``sim`` writes before training and what
     a board's host writes (WRITE_MEM to the state region while held)."""
     return _state_writes(net, lanes, ck.raw)
+
+
+def check_lfsr_at_seeds(net: Network, ck: Checkpoint, path: str | Path, where: str = "a board") -> None:
+    """Refuse ``ck`` for hardware whose LFSRs cannot be set (a bitstream restarts them at their
+    seeds; the state port does not reach them): with stochastic rounding, a checkpoint whose LFSR
+    positions are not the seeds would not continue bit exact there. ``sim`` sets them by
+    elaboration instead (:func:`..rtl.simulate_rtl`)."""
+    if ck.lfsr is None or net.spec.precision.rounding != "stochastic":
+        return
+    seeds = [lfsr_seed(net.spec.precision.lfsr_seed, u) for u in range(net.depth + 1)]
+    if list(ck.lfsr) != seeds:
+        raise CheckpointError(str(path), None, "lfsr",
+                              f"expected the LFSRs at their seeds to continue on {where} (stochastic rounding: its "
+                              f"LFSRs restart at their seeds and the state port does not reach them), got the "
+                              f"positions after {ck.samples_seen} training samples; continue this checkpoint "
+                              f"with `sim` or `train --model golden`")
+
+
+def save_readback(path: str | Path, net: Network, lanes, words: dict, golden: GoldenSigProp, *,
+                  prior: Checkpoint | None, samples: int, epochs: int, model: str, command: str) -> Path:
+    """Write the state read back from hardware as a checkpoint (after a bit-exact run).
+
+    Parameters
+    ----------
+    words : dict
+        Every readback entry, keyed as :func:`..compiler.statemap.readback_requests` keys them
+        (memories and counters).
+    golden : GoldenSigProp
+        The golden twin of the run: the LFSR positions come from it (the state port cannot read
+        the LFSRs; bit-exact weights mean both consumed the same draws).
+    prior : Checkpoint or None
+        The checkpoint the run started from.
+    samples, epochs : int
+        Training samples and epochs of this run.
+    model, command : str
+        Who trained (``rtl``, ``board``) and how, for ``meta``.
+    """
+    state = unpack_state(net, lanes, words)
+    counters = {k: int(v) for k, v in state.pop("counters", {}).items() if not k.startswith("stage_cycles")}
+    ck = from_raw(net, state, golden.lfsr_states(), model=model, prior=prior, samples=samples, epochs=epochs,
+                  counters=counters, command=command)
+    return save(path, ck)

@@ -23,7 +23,7 @@ import numpy as np
 from cocotb.triggers import First, ReadOnly, RisingEdge, Timer
 from cocotb.simtime import get_sim_time
 
-from sigprop_fpga.compiler.statemap import counter_names, readback_requests, unpack_state
+from sigprop_fpga.compiler.statemap import counter_names, readback_requests
 from sigprop_fpga.sim import checkpoint
 from sigprop_fpga.sim.compare import compare_state
 from sigprop_fpga.sim.cocotb_util import load_config, read_int, reset, start_clock, write_results
@@ -213,13 +213,11 @@ async def train_and_compare(dut):
 
         result["rtl_counters"] = {name: int(words[("counter", name)]) for name in counter_names(net)}
         if cfg.get("save_weights"):
-            counters = {k: v for k, v in result["rtl_counters"].items() if not k.startswith("stage_cycles")}
-            # the LFSRs are not on the state port: their positions are the golden twin's, equal
-            # to the RTL's as every draw so far gave equal weights
-            ck = checkpoint.from_raw(net, unpack_state(net, lanes, words), golden.lfsr_states(), model="rtl",
-                                     prior=prior, samples=epochs * n_train, epochs=epochs, counters=counters,
-                                     command=f"sim --engine {cfg.get('engine', 'pipelined')}")
-            result["saved_weights"] = str(checkpoint.save(cfg["save_weights"], ck))
+            # the RTL's state as read back; the LFSR positions (not on the state port) are the
+            # golden twin's, equal to the RTL's as every draw so far gave equal weights
+            result["saved_weights"] = str(checkpoint.save_readback(
+                cfg["save_weights"], net, lanes, words, golden, prior=prior, samples=epochs * n_train,
+                epochs=epochs, model="rtl", command=f"sim --engine {cfg.get('engine', 'pipelined')}"))
     except Mismatch as e:
         result["first_mismatch"] = e.info
         result["bit_exact"] = False

@@ -207,3 +207,16 @@ def test_cli_train_save_and_init(tmp_path, capsys):
     assert err.count("\n") == 1 and str(a) in err and "layer widths" in err
     assert main(["train", str(f), "--rule", "bp", "--model", "float", "-q", "--save-weights", str(b)]) == 2
     assert "rule bp" in capsys.readouterr().err
+
+
+def test_hardware_without_lfsr_writes_refuses_moved_lfsrs(tmp_path):
+    """A board's LFSRs restart at their seeds: a stochastic checkpoint whose LFSRs moved is refused
+    for it (one line), a nearest-rounding one or one still at the seeds is accepted."""
+    _, data, net = _net(tmp_path, STOCHASTIC_HEAD)
+    fresh = ckm.from_model(net, train_sigprop("golden", net, data, 1)[1].__class__(net))
+    ckm.check_lfsr_at_seeds(net, fresh, "fresh.npz")
+    moved = ckm.from_model(net, train_sigprop("golden", net, data, 1)[1], samples=30)
+    with pytest.raises(ckm.CheckpointError, match=r"^moved.npz: lfsr: .*after 30 training samples"):
+        ckm.check_lfsr_at_seeds(net, moved, "moved.npz")
+    _, data, net = _net(tmp_path, NEAREST, "nearest.yaml")
+    ckm.check_lfsr_at_seeds(net, ckm.from_model(net, train_sigprop("golden", net, data, 1)[1]), "n.npz")
