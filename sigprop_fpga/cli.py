@@ -228,6 +228,8 @@ def cmd_sim(args) -> int:
               + f"), synthesized in {r['synth_seconds']:.1f} s{' (cached)' if r['synth_cached'] else ''}")
     if mm:
         print("MISMATCH: " + ", ".join(f"{k} {v}" for k, v in mm.items()), file=sys.stderr)
+        if args.save_weights:
+            print(f"sigprop-fpga sim: {args.save_weights} not written: the run was not bit exact", file=sys.stderr)
     else:
         print(f"bit exact: {r['bit_exact']} ({r['samples']:,} training samples, {r['checks']} full-state checks, "
               f"every prediction compared); {r['cycles']:,} cycles simulated at "

@@ -298,7 +298,7 @@ def _model_sources(nl: Netlist, folder: Path) -> list[Path]:
     return out
 
 
-def _checkpoint_params(net, prior, eng: Engine) -> dict | None:
+def _checkpoint_params(net, prior) -> dict | None:
     """The engine's elaboration parameters for a run from ``prior``: ``None`` (the seeded ones,
     the checkpoint arrives through the state port) unless stochastic rounding must continue from
     LFSR positions other than the seeds, which only elaboration can set."""
@@ -353,7 +353,7 @@ def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int
     hw_lanes = choices[0]
     lanes = eng.stage_lanes(net, hw_lanes)
     prior = checkpoint.load(init_weights, net) if init_weights is not None else None
-    params = _checkpoint_params(net, prior, eng)
+    params = _checkpoint_params(net, prior)
     cyc = eng.cycles(net, hw_lanes)
     n_train = len(data.y_train) if samples is None else min(samples, len(data.y_train))
     n_test = len(data.y_test)

@@ -84,6 +84,12 @@ def test_sim_checkpoint_continues_bit_exact(name, tmp_path, cache):
     _assert_same(ckm.from_model(net, whole), ck_b)
     assert ck_b.meta["counters"]["samples"] == whole.counters["samples"]
     assert ck_b.meta["counters"]["sat_weight_0"] == whole.counters["sat_weight_0"]
+    if spec.precision.rounding != "stochastic":
+        # a run that is not bit exact (a golden weight planted one LSB off) saves nothing
+        c = tmp_path / "c.npz"
+        r3 = simulate_rtl(f, epochs=EPOCHS, samples=SAMPLES, build_root=cache, progress=False, init_weights=a,
+                          save_weights=c, plant=(0, "W", 0, 0))
+        assert r3["bit_exact"] is False and r3["saved_weights"] is None and not c.exists()
 
 
 def test_sim_refuses_another_networks_checkpoint_before_building(tmp_path, capsys):
