@@ -16,8 +16,6 @@ the same samples.
 
 from __future__ import annotations
 
-import os
-import select
 import sys
 import time
 
@@ -32,8 +30,13 @@ from ..sim.golden import GoldenSigProp
 from ..sim.datasets import load_network
 from .top import BOARD_ID, REGISTERS
 
-__all__ = ["SerialPort", "run_on_board", "stream_on_board", "sample_bytes", "RunError", "RunUsageError",
+__all__ = ["open_port", "DEFAULT_BAUD", "run_on_board", "stream_on_board", "sample_bytes", "RunError", "RunUsageError",
            "PortError"]
+
+
+#: The link's default rate: 3 Mbaud, the FT231X's (ULX3S) top rate, well inside the FT2232H's
+#: (iCEBreaker); see :func:`..hdl.uart.uart_divisor` for the clock's error budget.
+DEFAULT_BAUD = 3_000_000
 
 
 class RunError(RuntimeError):
@@ -48,53 +51,24 @@ class PortError(RunUsageError):
     """The serial port cannot be used (a bad argument)."""
 
 
-class SerialPort:
-    """A raw serial port (or pseudo-terminal) with a read timeout, from the standard library.
+def open_port(port: str, baud: int = DEFAULT_BAUD, timeout: float = 2.0):
+    """Open ``port`` with pyserial (:func:`serial.serial_for_url`): a device (``/dev/ttyUSB1``,
+    ``COM3``), a pseudo-terminal, or any URL pyserial opens (``loop://``, ``socket://HOST:PORT``,
+    ``rfc2217://...``), 8N1 at ``baud`` with a read timeout of ``timeout`` seconds.
 
-    Implements the host link's transport: ``read(n)`` returns at most ``n`` bytes, ``b""`` after
-    ``timeout`` seconds without data; ``write(data)``; ``reset_input_buffer()``.
+    The returned ``serial.Serial`` is the host link's transport as it is (``read``, ``write``,
+    ``reset_input_buffer``, ``close``). Raises :class:`PortError` (one line) when pyserial cannot
+    open or configure it.
     """
+    import serial
 
-    def __init__(self, path: str, baud: int = 115200, timeout: float = 2.0):
-        import termios
-        import tty
-
-        self.path, self.timeout = path, timeout
-        try:
-            self.fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
-        except OSError as e:
-            raise PortError(f"{path}: cannot open the serial port ({e.strerror})") from None
-        try:
-            tty.setraw(self.fd)
-            attrs = termios.tcgetattr(self.fd)
-            speed = getattr(termios, f"B{baud}", None)
-            if speed is None:
-                raise PortError(f"{path}: unsupported baud rate {baud}")
-            attrs[4] = attrs[5] = speed
-            termios.tcsetattr(self.fd, termios.TCSANOW, attrs)
-        except termios.error:
-            pass   # a pseudo-terminal may refuse speeds; bytes flow all the same
-
-    def read(self, n: int) -> bytes:
-        ready, _, _ = select.select([self.fd], [], [], self.timeout)
-        if not ready:
-            return b""
-        return os.read(self.fd, n)
-
-    def write(self, data: bytes) -> int:
-        view = memoryview(data)
-        while view:
-            k = os.write(self.fd, view)
-            view = view[k:]
-        return len(data)
-
-    def reset_input_buffer(self) -> None:
-        while select.select([self.fd], [], [], 0)[0]:
-            if not os.read(self.fd, 4096):
-                break
-
-    def close(self) -> None:
-        os.close(self.fd)
+    if isinstance(baud, bool) or not isinstance(baud, int) or baud <= 0:
+        raise PortError(f"--baud must be a positive integer, not {baud!r}")
+    try:
+        return serial.serial_for_url(port, baudrate=baud, timeout=timeout, write_timeout=max(timeout, 10.0))
+    except (serial.SerialException, ValueError, OSError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise PortError(f"{port}: cannot open the serial port ({msg})") from None
 
 
 def _runs(reqs):

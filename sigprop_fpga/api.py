@@ -40,7 +40,7 @@ from amaranth.back import rtlil, verilog
 
 from .boards.fit import FitError
 from .boards.flow import build_network, prepare_network
-from .boards.run import SerialPort, run_on_board, stream_on_board
+from .boards.run import DEFAULT_BAUD, open_port, run_on_board, stream_on_board
 from .compile import choose_engine, compile_network
 from .compiler.estimate import estimate
 from .io import write_atomic, write_json
@@ -228,12 +228,12 @@ class Design:
         return BuildResult(build_network(self.path, board, out, progress=progress, seed=seed, samples=samples,
                                          autostart_epochs=autostart_epochs, engine=engine, loaded=self._loaded))
 
-    def run(self, port: str, baud: int = 115200, epochs: int | None = None, stream: bool = False,
+    def run(self, port: str, baud: int = DEFAULT_BAUD, epochs: int | None = None, stream: bool = False,
             samples: int | None = None, window: int | None = None, timeout: float = 2.0,
             progress: bool = False) -> RunResult:
         """Train on the board at ``port`` (autonomous, or ``stream`` from the host) and compare its
         whole state with the golden model."""
-        transport = SerialPort(port, baud, timeout=timeout)
+        transport = open_port(port, baud, timeout=timeout)
         try:
             if stream:
                 r = stream_on_board(self.path, transport, epochs=epochs, samples=samples, window=window,

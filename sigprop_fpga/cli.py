@@ -15,7 +15,8 @@ from .api import MODELS, RULES, load
 from .boards.build import BuildError, format_report
 from .boards.fit import FitError
 from .boards.flow import engine_choices
-from .boards.run import RunError, RunUsageError, SerialPort, run_on_board, stream_on_board
+from .boards import run as board_run
+from .boards.run import DEFAULT_BAUD, RunError, RunUsageError, run_on_board, stream_on_board
 from .compiler.spec import SpecError
 from .hdl.engines import EngineUnsupported
 from .io import format_table, write_json
@@ -264,7 +265,7 @@ def cmd_run(args) -> int:
         if value is not None and not args.stream:
             raise UsageError(f"{opt} is an option of the stream mode; it needs --stream")
     try:
-        port = SerialPort(args.port, args.baud, timeout=args.timeout)
+        port = board_run.open_port(args.port, args.baud, timeout=args.timeout)
     except RunUsageError as e:
         raise UsageError(str(e)) from None
     try:
@@ -418,8 +419,11 @@ def build_parser() -> argparse.ArgumentParser:
                                     "sample (the whole dataset the network file names, not only what the chip "
                                     "stores) and compares every prediction too.")
     rn.add_argument("network", help="network file (YAML) the board was built from")
-    rn.add_argument("--port", required=True, help="serial port of the board (e.g. /dev/ttyUSB1)")
-    rn.add_argument("--baud", type=_positive_int, default=115200)
+    rn.add_argument("--port", required=True,
+                    help="the board's serial port: anything pyserial opens (/dev/ttyUSB1, COM3, a pty, "
+                         "loop://, socket://HOST:PORT, rfc2217://HOST:PORT)")
+    rn.add_argument("--baud", type=_positive_int, default=DEFAULT_BAUD,
+                    help=f"the link's rate; must be the one the bitstream was built for (default {DEFAULT_BAUD:,})")
     rn.add_argument("--stream", action="store_true",
                     help="host-streamed mode: send each epoch's training samples, then the test split, over "
                          "the link (SEND_SAMPLE), read every prediction back (READ_RESULTS) and score train "

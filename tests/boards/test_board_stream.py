@@ -210,11 +210,7 @@ def test_sample_bytes_are_twos_complement_features_then_the_label(net_file):
 
 
 def _cli(monkeypatch, model, link, *args):
-    monkeypatch.setattr(board_run.SerialPort, "__init__", lambda self, *a, **k: None)
-    monkeypatch.setattr(board_run.SerialPort, "read", lambda self, n: link.read(n))
-    monkeypatch.setattr(board_run.SerialPort, "write", lambda self, d: link.write(d))
-    monkeypatch.setattr(board_run.SerialPort, "reset_input_buffer", lambda self: link.reset_input_buffer())
-    monkeypatch.setattr(board_run.SerialPort, "close", lambda self: None)
+    monkeypatch.setattr(board_run, "open_port", lambda *a, **k: link)
     return main(["run", *args, "--port", "/dev/ttyFAKE", "-q"])
 
 
