@@ -19,7 +19,8 @@ from . import get_target
 from .build import build
 from ..toolchain import apply_amaranth_tool_env
 from .fit import FitError, fit_check
-from .top import SigPropBoardTop
+from ..hdl.uart import uart_divisor
+from .top import DEFAULT_BAUD, SigPropBoardTop, link_memories
 
 __all__ = ["estimate_resources", "build_network", "dataset_capacity", "board_memories", "bram_blocks",
            "engine_choices", "EnginePlan", "plan_engine", "BoardDesign", "prepare_network",
@@ -31,7 +32,6 @@ def engine_choices() -> tuple[str, ...]:
     ``auto``, the first registered engine that supports the network and fits the device."""
     return ("auto",) + tuple(ENGINES)
 
-LINK_PAYLOAD = 256          # SigPropBoardCore's host link frame buffer (bytes)
 MAX_EPOCHS = 255            # SigPropBoardCore's feeder: the learning-curve memory's depth
 
 # Block RAM configurations (depth, width) the synthesis maps a memory onto. Every memory of the
@@ -61,11 +61,12 @@ def _mem_blocks(depth: int, width: int, family: str, read_ports: int = 1) -> int
 def board_memories(engine: Engine, net, lanes, n_samples: int) -> list[tuple[int, int, int]]:
     """(depth, width, read ports) of every memory of the board top: the engine's
     (:meth:`~sigprop_fpga.hdl.engines.Engine.memories`), the feeder's dataset (features; labels,
-    read by the sequencer and the scorer) and learning curve, and the host link's frame buffer."""
+    read by the sequencer and the scorer) and learning curve, and the host link's frame buffer and
+    sample and result FIFOs."""
     out = [(d, w, 1) for d, w in engine.memories(net, lanes)]
     if n_samples > 0:     # without a stored sample the feeder never runs: no memory of its own
         out += _dataset_memories(net, n_samples) + [(MAX_EPOCHS, 2 * curve_count_width(n_samples), 1)]
-    out.append((LINK_PAYLOAD, 8, 1))
+    out += link_memories()
     return out
 
 
@@ -261,8 +262,13 @@ def prepare_network(network, board: str | None = None, *, samples: int | None = 
     if problems:
         raise FitError(problems)
     clock_mhz = spec.hardware.clock_for(target.name)
+    achieved = target.achieved_mhz(clock_mhz)
+    try:
+        uart_divisor(achieved * 1e6, DEFAULT_BAUD)
+    except ValueError as e:
+        raise SpecError(spec.file, None, "hardware.clock_mhz", f"the host link on {target.name}: {e}") from None
     return BoardDesign(spec=spec, data=data, net=net, target=target, plan=plan, n_train=n_train, n_test=n_test,
-                       samples=samples, estimate=est, clock_mhz=clock_mhz, achieved_mhz=target.achieved_mhz(clock_mhz),
+                       samples=samples, estimate=est, clock_mhz=clock_mhz, achieved_mhz=achieved,
                        autostart_epochs=autostart_epochs)
 
 
