@@ -19,8 +19,7 @@ from . import get_target
 from .build import build
 from ..toolchain import apply_amaranth_tool_env
 from .fit import FitError, fit_check
-from ..hdl.uart import uart_divisor
-from .top import DEFAULT_BAUD, SigPropBoardTop, link_memories
+from .top import SigPropBoardTop, choose_baud, link_memories
 
 __all__ = ["estimate_resources", "build_network", "dataset_capacity", "board_memories", "bram_blocks",
            "engine_choices", "EnginePlan", "plan_engine", "BoardDesign", "prepare_network",
@@ -230,14 +229,16 @@ def split_stored(samples: int, n_train: int, n_test: int) -> tuple[int, int]:
 class BoardDesign:
     """Everything :func:`build_network` decides before synthesis: ``spec``, ``data``, ``net``,
     ``target``, ``plan`` (:class:`EnginePlan`), ``n_train`` / ``n_test`` (stored on chip),
-    ``samples``, ``estimate`` (the fit-checked resources) and ``clock_mhz`` / ``achieved_mhz``;
+    ``samples``, ``estimate`` (the fit-checked resources), ``clock_mhz`` / ``achieved_mhz`` and
+    ``baud`` (the host link's rate, :func:`~.top.choose_baud`);
     :meth:`top` elaborates nothing yet and returns the board top."""
 
     def __init__(self, **kw):
         self.__dict__.update(kw)
 
     def top(self):
-        return SigPropBoardTop(self.net, self.data, self.target, self.achieved_mhz * 1e6, lanes=self.plan.lanes,
+        return SigPropBoardTop(self.net, self.data, self.target, self.achieved_mhz * 1e6, baud=self.baud,
+                               lanes=self.plan.lanes,
                                n_train=self.n_train, n_test=self.n_test, autostart_epochs=self.autostart_epochs,
                                engine_cls=self.plan.engine.component_cls)
 
@@ -264,11 +265,11 @@ def prepare_network(network, board: str | None = None, *, samples: int | None = 
     clock_mhz = spec.hardware.clock_for(target.name)
     achieved = target.achieved_mhz(clock_mhz)
     try:
-        uart_divisor(achieved * 1e6, DEFAULT_BAUD)
+        baud = choose_baud(achieved * 1e6)
     except ValueError as e:
         raise SpecError(spec.file, None, "hardware.clock_mhz", f"the host link on {target.name}: {e}") from None
     return BoardDesign(spec=spec, data=data, net=net, target=target, plan=plan, n_train=n_train, n_test=n_test,
-                       samples=samples, estimate=est, clock_mhz=clock_mhz, achieved_mhz=achieved,
+                       samples=samples, estimate=est, clock_mhz=clock_mhz, achieved_mhz=achieved, baud=baud,
                        autostart_epochs=autostart_epochs)
 
 
@@ -291,7 +292,7 @@ def build_network(network, board: str | None = None, out_dir=None, *, progress=N
     cps = c.per_sample
     fmax = report.get("fmax_mhz")
     report.update({
-        "network": str(network), "engine": plan.engine.name, "lanes": plan.lanes_json,
+        "network": str(network), "engine": plan.engine.name, "lanes": plan.lanes_json, "baud": d.baud,
         "dataset_on_chip": {"train": d.n_train, "test": d.n_test},
         "cycles_per_sample": cps,
         "train_samples_per_second": (fmax * 1e6 / cps) if fmax else None,

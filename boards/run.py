@@ -329,7 +329,9 @@ class _Streamer:
                                    f"after {stuck} BUSY replies")
                 ends.append(pos // bps)
                 ask = (ends[-2] if len(ends) > 1 else 0) - got       # the frames before this one
-                if ask <= 0:
+                if pos < end:                                        # stalled: read what is there
+                    ask = pos // bps - got
+                elif ask <= 0:
                     if pos < min(len(blob), (got + self.window) * bps):
                         continue                                     # nothing done yet: send on
                     ask = pos // bps - got

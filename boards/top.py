@@ -64,7 +64,8 @@ from ..hdl.hostlink import UARTHostLink
 from ..hdl.uart import uart_divisor
 
 __all__ = ["SigPropBoardCore", "SigPropBoardTop", "REGISTERS", "BOARD_ID", "LINK_PAYLOAD", "SAMPLE_FIFO",
-           "RESULT_FIFO", "link_memories", "feature_bytes", "DEFAULT_BAUD"]
+           "RESULT_FIFO", "link_memories", "feature_bytes", "DEFAULT_BAUD", "LINK_RATES", "choose_baud",
+           "baud_clock_mhz"]
 
 REGISTERS = ("CONTROL", "STATUS", "SENT", "RECEIVED", "TRAIN_CORRECT", "TEST_CORRECT", "CYCLES", "SAMPLES",
              "INFERENCES", "CURVE_ADDR", "CURVE_TRAIN", "CURVE_TEST", "N_TRAIN", "N_TEST", "ID", "ENGINE",
@@ -80,6 +81,34 @@ RESULT_FIFO = 512
 #: The link's default rate: 3 Mbaud (the ULX3S's FT231X's top rate; the iCEBreaker's FT2232H
 #: goes beyond). :func:`~sigprop_fpga.hdl.uart.uart_divisor` checks the clock's error budget.
 DEFAULT_BAUD = 3_000_000
+#: The rates the board tops try, fastest first: the FTDI chips' (FT231X, FT2232H) exact rates
+#: ``3 MHz / n`` down to 1 Mbaud, then the classic ones.
+LINK_RATES = (3_000_000, 2_000_000, 1_500_000, 1_000_000, 921_600, 500_000, 230_400, 115_200)
+
+
+def choose_baud(clock_hz: float, rates=LINK_RATES) -> int:
+    """The fastest of ``rates`` a ``clock_hz`` UART divisor reaches within the error budget
+    (:func:`~sigprop_fpga.hdl.uart.uart_divisor`): 3 Mbaud at 24 MHz (8 cycles a bit, exact) and
+    at 70 MHz (23, +1.4%); 1.5 Mbaud at 25 MHz (17, -2.0%). Raises ValueError when none does."""
+    for baud in rates:
+        try:
+            uart_divisor(clock_hz, baud)
+            return baud
+        except ValueError:
+            continue
+    raise ValueError(f"no UART rate of {', '.join(map(str, rates))} fits a {clock_hz / 1e6:g} MHz clock")
+
+
+def baud_clock_mhz(requested_mhz: float, baud: int = DEFAULT_BAUD) -> float:
+    """The clock nearest ``requested_mhz`` (not above it) that is a whole multiple of ``baud``:
+    what a baud-rate-aware PLL choice would ask for (e.g. 69 MHz for 70 at 3 Mbaud, divisor 23
+    exact). Not used by the build: the clock is the network file's."""
+    n = int(requested_mhz * 1e6 // baud)
+    if n < 4:
+        raise ValueError(f"{requested_mhz:g} MHz is below 4 clock cycles a bit at {baud} baud")
+    return n * baud / 1e6
+
+
 #: A CLOCK register tick: this many clock cycles.
 CLOCK_TICK = 256
 
@@ -271,15 +300,16 @@ class SigPropBoardTop(Elaboratable):
     clock_hz : float
         The ``sync`` frequency (sets the UART divisor).
     baud : int
-        The host's rate (default :data:`DEFAULT_BAUD`); the divisor's error budget is checked
-        (:func:`~sigprop_fpga.hdl.uart.uart_divisor`, ValueError).
+        The host's rate (default :func:`choose_baud`: 3 Mbaud where the clock allows); the
+        divisor's error budget is checked (:func:`~sigprop_fpga.hdl.uart.uart_divisor`, ValueError).
     lanes, n_train, n_test, autostart_epochs, engine_cls :
         As :class:`SigPropBoardCore`.
     """
 
-    def __init__(self, net, data, target, clock_hz: float, *, baud: int = DEFAULT_BAUD, lanes=None,
+    def __init__(self, net, data, target, clock_hz: float, *, baud: int | None = None, lanes=None,
                  n_train=None, n_test=None, autostart_epochs: int = 0, engine_cls=SigPropEngine):
-        divisor, _ = uart_divisor(clock_hz, baud)
+        self.baud = choose_baud(clock_hz) if baud is None else baud
+        divisor, _ = uart_divisor(clock_hz, self.baud)
         self.target = target
         self.core = SigPropBoardCore(net, data, divisor=divisor, lanes=lanes, n_train=n_train,
                                      n_test=n_test, autostart_epochs=autostart_epochs,

@@ -228,7 +228,7 @@ class Design:
         return BuildResult(build_network(self.path, board, out, progress=progress, seed=seed, samples=samples,
                                          autostart_epochs=autostart_epochs, engine=engine, loaded=self._loaded))
 
-    def run(self, port: str | None = None, baud: int = DEFAULT_BAUD, epochs: int | None = None,
+    def run(self, port: str | None = None, baud: int | None = None, epochs: int | None = None,
             stream: bool = False, samples: int | None = None, window: int | None = None,
             timeout: float = 2.0, progress: bool = False, poll: float = 0.05, sim: bool = False,
             board: str | None = None, garble_every: int = 0) -> RunResult:
@@ -247,7 +247,7 @@ class Design:
             return RunResult(r)
         if port is None:
             raise ValueError("run needs a port (or sim=True)")
-        transport = open_port(port, baud, timeout=timeout)
+        transport = open_port(port, baud or DEFAULT_BAUD, timeout=timeout)
         try:
             if stream:
                 r = stream_on_board(self.path, transport, epochs=epochs, samples=samples, window=window,

@@ -298,7 +298,7 @@ def cmd_run(args) -> int:
             return 1
     else:
         try:
-            port = board_run.open_port(args.port, args.baud, timeout=args.timeout)
+            port = board_run.open_port(args.port, args.baud or DEFAULT_BAUD, timeout=args.timeout)
         except RunUsageError as e:
             raise UsageError(str(e)) from None
         try:
@@ -462,8 +462,9 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("--port",
                     help="the board's serial port: anything pyserial opens (/dev/ttyUSB1, COM3, a pty, "
                          "loop://, socket://HOST:PORT, rfc2217://HOST:PORT)")
-    rn.add_argument("--baud", type=_positive_int, default=DEFAULT_BAUD,
-                    help=f"the link's rate; must be the one the bitstream was built for (default {DEFAULT_BAUD:,})")
+    rn.add_argument("--baud", type=_positive_int,
+                    help=f"the link's rate, the one the bitstream was built for (build's report: baud; default "
+                         f"{DEFAULT_BAUD:,}; with --sim the board's)")
     rn.add_argument("--stream", action="store_true",
                     help="host-streamed mode: send each epoch's training samples, then the test split, over "
                          "the link (SEND_SAMPLE), read every prediction back (READ_RESULTS) and score train "

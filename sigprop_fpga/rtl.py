@@ -407,37 +407,41 @@ def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int
     return out
 
 
-def simulate_board(network: str | Path, *, board: str | None = None, baud: int = DEFAULT_BAUD,
+def simulate_board(network: str | Path, *, board: str | None = None, baud: int | None = None,
                    clock_hz: float | None = None, engine: str = "auto", epochs: int = 1,
                    samples: int | None = None, garble_frames=(), garble_every: int = 0, junk_after=(),
                    build_root: str | Path | None = None, progress: bool = True, timeout_s: float = 1200,
                    stream: bool = False, stream_samples: int | None = None, stream_window: int | None = None,
-                   serial_lanes: int | None = None) -> dict:
+                   serial_lanes: int | None = None, runs: int = 1) -> dict:
     """The board top in Verilator, trained by the real host client (``sigprop-fpga run``) through a
     pseudo-terminal bridged to its UART pins; returns the client's report plus the link stats.
 
     With ``board`` the top is the one ``build`` makes for it (:func:`~.boards.flow.prepare_network`:
-    its engine and lanes, the samples it stores, the clock its PLL achieves), at ``baud`` (the
-    divisor's error budget checked). Without, a test top: the pipelined engine (the serial one
+    its engine and lanes, the samples it stores, the clock its PLL achieves and the rate its link
+    runs at), or at ``baud`` (the divisor's error budget checked). Without, a test top: the pipelined engine (the serial one
     with ``serial_lanes`` lanes), the first ``samples`` training samples (default all) and every
     test sample stored, at ``clock_hz`` (default 24 MHz).
 
     With ``stream`` the client runs ``run --stream`` (the host sends the samples: all the training
     samples of the dataset, or the first ``stream_samples``, whatever the chip stores;
     ``stream_window`` samples in flight). ``garble_frames`` / ``garble_every`` corrupt the CRC of
-    those / every so many request frames, ``junk_after`` puts junk on the line after those."""
+    those / every so many request frames, ``junk_after`` puts junk on the line after those.
+    ``runs`` runs the client that many times on the same simulated board (each restarts it; the
+    report is the last run's)."""
     spec, data, net = load_network(network)
     if board is not None:
         from .boards.flow import prepare_network
         d = prepare_network(network, board, samples=samples, engine=engine, loaded=(spec, data, net))
         eng, lanes, n_train, n_test = d.plan.engine, d.plan.lanes, d.n_train, d.n_test
         clock_hz = d.achieved_mhz * 1e6 if clock_hz is None else clock_hz
+        baud = d.baud if baud is None else baud
     else:
         eng = get_engine("pipelined" if serial_lanes is None else "serial")
         lanes = eng.lane_choices(net)[0] if serial_lanes is None else serial_lanes
         n_train = len(data.y_train) if samples is None else min(samples, len(data.y_train))
         n_test = len(data.y_test)
         clock_hz = 24e6 if clock_hz is None else clock_hz
+        baud = DEFAULT_BAUD if baud is None else baud
     divisor, _ = uart_divisor(clock_hz, baud)
     apply_verilator_env()
     build_root = Path(build_root) if build_root else Path("build") / "cache" / "verilator"
@@ -460,7 +464,7 @@ def simulate_board(network: str | Path, *, board: str | None = None, baud: int =
     config = {"network": str(Path(network).resolve()), "epochs": epochs, "clock_hz": clock_hz, "baud": baud,
               "client_json": str(client_json), "garble_frames": list(garble_frames),
               "garble_every": int(garble_every), "junk_after": list(junk_after), "timeout_s": timeout_s,
-              "client_args": client_args}
+              "client_args": client_args, "runs": int(runs)}
     if stream:
         _say(progress, f"the host client streams its samples x {epochs} epochs over the simulated UART "
                        f"(the chip stores {n_train})")

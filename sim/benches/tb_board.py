@@ -20,7 +20,7 @@ Configuration (``SIGPROP_TB_CONFIG``): ``network``, ``epochs``, ``clock_hz``, ``
 ``client_json``, ``client_args`` (more arguments for ``run``, e.g. ``["--stream"]``),
 ``garble_frames`` (indices of request frames whose CRC is corrupted), ``garble_every`` (corrupt
 every N-th request frame too), ``junk_after`` (indices of frames after which junk is sent),
-``timeout_s``. The stats name the command of each garbled frame (``garbled_cmds``) and the
+``runs`` (run the client that many times on the same board: each restarts it), ``timeout_s``. The stats name the command of each garbled frame (``garbled_cmds``) and the
 simulated seconds (``sim_seconds``).
 """
 
@@ -103,12 +103,35 @@ async def host_client_over_uart(dut):
     cmd = [sys.executable, "-m", "sigprop_fpga", "run", cfg["network"], "--port", os.ttyname(slave),
            "--baud", str(baud), "--epochs", str(cfg["epochs"]), "--timeout", str(cfg.get("reply_timeout_s", 60)),
            "--poll", "0", "--json", cfg["client_json"], "-q", *cfg.get("client_args", [])]
-    client = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     stats = {"host_bytes": 0, "device_bytes": 0, "garbled": 0, "garbled_cmds": [], "junk": 0,
-             "host_waits": 0}
+             "host_waits": 0, "runs": 0}
     requests, replies = FrameTracker(SYNC_REQUEST), FrameTracker(SYNC_REPLY)
     t_start = get_sim_time("ps")
     deadline = time.monotonic() + cfg.get("timeout_s", 600)
+    outs = []
+    for _ in range(int(cfg.get("runs", 1))):       # later runs: the same board, trained already
+        client = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        await _serve(client, master, source, sink, requests, replies, stats, garble, every, junk_after,
+                     step, deadline)
+        out, err = client.communicate()
+        outs.append((client.returncode, out, err))
+        stats["runs"] += 1
+        if client.returncode != 0:
+            break
+    returncode, out, err = outs[-1]
+    stats["returncodes"] = [o[0] for o in outs]
+    stats["sim_seconds"] = (get_sim_time("ps") - t_start) * 1e-12
+    os.close(master)
+    os.close(slave)
+    result = {"returncode": returncode, "stderr": err.decode(errors="replace")[-2000:],
+              "stdout": out.decode(errors="replace")[-2000:], "stats": stats}
+    write_results("board", result)
+    assert returncode == 0, result["stderr"] or result["stdout"]
+
+
+async def _serve(client, master, source, sink, requests, replies, stats, garble, every, junk_after, step,
+                 deadline):
+    """Carry bytes between the client's pty and the UART line until the client exits."""
     while client.poll() is None:
         if time.monotonic() > deadline:
             client.kill()
@@ -145,11 +168,3 @@ async def host_client_over_uart(dut):
             if select.select([master], [], [], 0.2)[0]:
                 continue
         await Timer(step, unit="step")
-    out, err = client.communicate()
-    stats["sim_seconds"] = (get_sim_time("ps") - t_start) * 1e-12
-    os.close(master)
-    os.close(slave)
-    result = {"returncode": client.returncode, "stderr": err.decode(errors="replace")[-2000:],
-              "stdout": out.decode(errors="replace")[-2000:], "stats": stats}
-    write_results("board", result)
-    assert client.returncode == 0, result["stderr"] or result["stdout"]
