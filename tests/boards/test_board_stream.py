@@ -293,3 +293,13 @@ def test_cli_bad_port_is_one_line_exit_2(net_file, capsys):
     assert main(["run", str(net_file), "--port", "/nonexistent/tty", "--stream"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot open the serial port" in err[0]
+
+
+@pytest.mark.parametrize("args,msg", [([], "run needs --port PORT (a board) or --sim"),
+                                      (["--port", "loop://", "--sim"], "not both"),
+                                      (["--port", "loop://", "--board", "icebreaker"], "options of --sim"),
+                                      (["--port", "loop://", "--garble-every", "3"], "options of --sim")])
+def test_cli_run_port_or_sim_one_line_exit_2(net_file, capsys, args, msg):
+    assert main(["run", str(net_file), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and msg in err[0]
