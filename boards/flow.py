@@ -19,7 +19,8 @@ from . import get_target
 from .build import build
 from ..toolchain import apply_amaranth_tool_env
 from .fit import FitError, fit_check
-from .top import SigPropBoardTop, choose_baud, link_memories
+from ..hdl.dataram import DATA_WORDS, SPRAM_BLOCKS
+from .top import SigPropBoardTop, choose_baud, feature_bytes, link_memories
 
 __all__ = ["estimate_resources", "build_network", "dataset_capacity", "board_memories", "bram_blocks",
            "engine_choices", "EnginePlan", "plan_engine", "BoardDesign", "prepare_network",
@@ -55,6 +56,18 @@ def _mem_blocks(depth: int, width: int, family: str, read_ports: int = 1) -> int
         configs = configs + ((512, 36),)
     blocks = min(math.ceil(width / w) * math.ceil(depth / d) for d, w in configs)
     return blocks * (read_ports if family == "ice40" else 1)
+
+
+def ram_memories(net) -> list[tuple[int, int, int]]:
+    """The memories of :class:`~sigprop_fpga.hdl.dataram.RamFeeder` (the learning curve, the label
+    FIFO; the dataset itself is in SPRAM)."""
+    cb = max(1, (net.n_classes - 1).bit_length())
+    return [(MAX_EPOCHS, 32, 1), (16, cb, 1)]
+
+
+def ram_capacity(net) -> int:
+    """Samples the dataset RAM (four SPRAMs, 128 KiB) holds in the stream format."""
+    return 2 * DATA_WORDS // (net.n_inputs * feature_bytes(net.spec.precision.input.width) + 1)
 
 
 def board_memories(engine: Engine, net, lanes, n_samples: int) -> list[tuple[int, int, int]]:
@@ -230,7 +243,9 @@ class BoardDesign:
     """Everything :func:`build_network` decides before synthesis: ``spec``, ``data``, ``net``,
     ``target``, ``plan`` (:class:`EnginePlan`), ``n_train`` / ``n_test`` (stored on chip),
     ``samples``, ``estimate`` (the fit-checked resources), ``clock_mhz`` / ``achieved_mhz`` and
-    ``baud`` (the host link's rate, :func:`~.top.choose_baud`);
+    ``baud`` (the host link's rate, :func:`~.top.choose_baud`) and ``dataset`` (``"rom"``: the
+    stored samples in block RAM; ``"ram"``: the iCE40UP5K's SPRAMs, uploaded by ``run``, where the
+    block RAM left over holds fewer samples than the SPRAMs);
     :meth:`top` elaborates nothing yet and returns the board top."""
 
     def __init__(self, **kw):
@@ -238,7 +253,7 @@ class BoardDesign:
 
     def top(self):
         return SigPropBoardTop(self.net, self.data, self.target, self.achieved_mhz * 1e6, baud=self.baud,
-                               lanes=self.plan.lanes,
+                               dataset=self.dataset, lanes=self.plan.lanes,
                                n_train=self.n_train, n_test=self.n_test, autostart_epochs=self.autostart_epochs,
                                engine_cls=self.plan.engine.component_cls)
 
@@ -255,10 +270,21 @@ def prepare_network(network, board: str | None = None, *, samples: int | None = 
         raise SpecError(spec.file, None, "board", str(e.args[0])) from None
     plan = plan_engine(net, target, engine)
     n_total = len(data.y_train) + len(data.y_test)
+    dataset = "rom"
     if samples is None:
         samples = min(n_total, dataset_capacity(plan.engine, net, target, plan.lanes))
+        # the SPRAMs hold more than the block RAM left over: the host uploads the dataset there
+        if (samples < n_total and not autostart_epochs and target.available("spram") >= SPRAM_BLOCKS
+                and net.spec.precision.input.width <= 16 and net.n_classes <= 256
+                and ram_capacity(net) > samples):
+            dataset, samples = "ram", min(n_total, ram_capacity(net))
     n_train, n_test = split_stored(samples, len(data.y_train), len(data.y_test))
-    est = estimate_resources(plan.engine, net, plan.lanes, n_train + n_test, target.family)
+    if dataset == "ram":
+        est = estimate_resources(plan.engine, net, plan.lanes, 0, target.family)
+        est["bram"] += sum(_mem_blocks(d, w, target.family, r) for d, w, r in ram_memories(net))
+        est["spram"] = SPRAM_BLOCKS
+    else:
+        est = estimate_resources(plan.engine, net, plan.lanes, n_train + n_test, target.family)
     problems = fit_check(est, target)
     if problems:
         raise FitError(problems)
@@ -269,6 +295,7 @@ def prepare_network(network, board: str | None = None, *, samples: int | None = 
     except ValueError as e:
         raise SpecError(spec.file, None, "hardware.clock_mhz", f"the host link on {target.name}: {e}") from None
     return BoardDesign(spec=spec, data=data, net=net, target=target, plan=plan, n_train=n_train, n_test=n_test,
+                       dataset=dataset,
                        samples=samples, estimate=est, clock_mhz=clock_mhz, achieved_mhz=achieved, baud=baud,
                        autostart_epochs=autostart_epochs)
 

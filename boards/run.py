@@ -24,13 +24,13 @@ from tqdm import tqdm
 
 from ..compiler.statemap import readback_requests, state_writes
 from ..hdl.engines import get_engine
-from ..hostlink import HostLinkClient, HostLinkError
+from ..hostlink import HostLinkClient, HostLinkError, crc16
 from ..sim.compare import compare_state, golden_feeder_run
 from ..sim.golden import GoldenSigProp
 from ..sim.datasets import load_network
 from .top import BOARD_ID, CLOCK_TICK, DEFAULT_BAUD, REGISTERS, feature_bytes
 
-__all__ = ["open_port", "DEFAULT_BAUD", "CountingTransport", "restart_board", "link_info", "run_on_board", "stream_on_board", "sample_bytes", "RunError", "RunUsageError",
+__all__ = ["open_port", "DEFAULT_BAUD", "CountingTransport", "restart_board", "link_info", "upload_dataset", "run_on_board", "stream_on_board", "sample_bytes", "RunError", "RunUsageError",
            "PortError"]
 
 
@@ -185,6 +185,46 @@ def restart_board(client, R, net, lanes, state: dict, poll_s: float = 0.0, deadl
     return n
 
 
+def upload_dataset(client, R, net, data, capacity_bytes: int, progress: bool = False) -> dict:
+    """Upload the dataset (training samples, then test samples, in the stream format) into the
+    board's dataset RAM (region 1) and set N_TRAIN / N_TEST; as many samples as fit, the test
+    split shortened first (:func:`..boards.flow.split_stored`).
+
+    Resumable: the board counts the words written in order from 0 (DATA_FILL) and their CRC
+    (DATA_CRC); when the CRC of the host's first DATA_FILL words matches, the upload goes on from
+    there (an interrupted run, or the same data set again: nothing to send), else it starts
+    afresh. Every frame is CRC checked and resent on an error; at the end DATA_FILL and DATA_CRC
+    must match the whole upload. Returns ``n_train``, ``n_test``, ``words``, ``resumed_at``."""
+    from .flow import split_stored
+
+    bps = net.n_inputs * feature_bytes(net.spec.precision.input.width) + 1
+    n_train, n_test = split_stored(min(capacity_bytes // bps, len(data.y_train) + len(data.y_test)),
+                                   len(data.y_train), len(data.y_test))
+    blob = (sample_bytes(net, data.x_train[:n_train], data.y_train[:n_train])
+            + sample_bytes(net, data.x_test[:n_test], data.y_test[:n_test]))
+    if len(blob) % 2:
+        blob += b"\0"
+    words = np.frombuffer(blob, dtype="<u2").astype(np.int64).tolist()
+    fill, crc = client.read_reg(R["DATA_FILL"]), client.read_reg(R["DATA_CRC"])
+    resumed = fill if fill <= len(words) and crc16(blob[:2 * fill]) == crc else 0
+    if not resumed:
+        client.write_reg(R["DATA_FILL"], 0)
+    if progress:
+        print(f"run: uploading {n_train} + {n_test} samples ({2 * (len(words) - resumed):,} bytes"
+              + (f", resuming at word {resumed:,}" if resumed else "") + ") into the dataset RAM",
+              file=sys.stderr, flush=True)
+    chunk = 4096
+    for start in range(resumed, len(words), chunk):
+        client.write_mem(1, start, words[start:start + chunk])
+    fill, crc = client.read_reg(R["DATA_FILL"]), client.read_reg(R["DATA_CRC"])
+    if fill != len(words) or crc != crc16(blob):
+        raise RunError(f"the dataset upload ended at word {fill} of {len(words)} with CRC 0x{crc:04x}, "
+                       f"expected 0x{crc16(blob):04x}")
+    client.write_reg(R["N_TRAIN"], n_train)
+    client.write_reg(R["N_TEST"], n_test)
+    return {"n_train": n_train, "n_test": n_test, "words": len(words), "resumed_at": resumed}
+
+
 def run_on_board(network, transport, *, epochs: int | None = None, progress: bool = True,
                  poll_s: float = 0.05, deadline_s: float = 3600.0) -> dict:
     """Train ``network`` on the board behind ``transport`` in autonomous mode (the on-chip dataset);
@@ -199,10 +239,16 @@ def run_on_board(network, transport, *, epochs: int | None = None, progress: boo
     try:
         lanes = _identify(client, R, net, lanes)
         link = link_info(client, R)
+        restart_board(client, R, net, lanes, GoldenSigProp(net).state(), poll_s, deadline_s)
+        upload = None
+        capacity = client.read_reg(R["DATA_BYTES"])
+        if capacity:                                  # a dataset RAM: upload the data set
+            c_up = _clock(client, R)
+            upload = upload_dataset(client, R, net, data, capacity, progress)
+            upload["seconds"] = _cycles(c_up, _clock(client, R)) / link["clock_hz"] if link["clock_hz"] else None
         n_train, n_test = client.read_reg(R["N_TRAIN"]), client.read_reg(R["N_TEST"])
         if n_train == 0:
             raise RunError("the board stores no training samples; rebuild it with build --samples N")
-        restart_board(client, R, net, lanes, GoldenSigProp(net).state(), poll_s, deadline_s)
         if progress:
             print(f"run: {spec.name}: training {n_train} on-chip samples x {epochs} epochs, "
                   f"evaluating {n_test} after each", file=sys.stderr, flush=True)
@@ -254,7 +300,7 @@ def run_on_board(network, transport, *, epochs: int | None = None, progress: boo
         # the chip trains and evaluates the test split after each epoch by itself: the time is both
         "train_and_test_cycles": cycles, "train_and_test_seconds": seconds,
         "samples_per_second": epochs * n_train / seconds if seconds else None,
-        "samples_per_second_includes_test": True,
+        "samples_per_second_includes_test": True, "upload": upload,
         "link": dict(client.stats), "wall_seconds": wall,
     }
 

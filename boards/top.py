@@ -34,7 +34,17 @@ index  name             meaning
 19     LINK             bits 0-7 UART divisor, bits 8-15 bytes per feature in stream mode,
                         bits 16-31 the sample FIFO's bytes
 20     RESULT_FIFO      the result FIFO's entries
+21     DATA_BYTES       bytes of the uploadable dataset RAM (0: the dataset is in block RAM)
+22     DATA_FILL        words of the dataset RAM written in order from 0 (a write: start the
+                        upload afresh, 0 words)
+23     DATA_CRC         CRC-16/CCITT-FALSE of those words' bytes (low byte first)
 =====  ===============  =================================================================
+
+With a dataset RAM (``dataset="ram"``: the iCEBreaker's SPRAMs) memory region 1 (``dataset``,
+64 Ki x 16) is the RAM, written by the host with the stream mode's sample bytes (training
+samples, then test samples), and N_TRAIN / N_TEST are written by the host too; the feeder
+trains from it. DATA_FILL and DATA_CRC make the upload resumable: the host checks the CRC of
+what it sent up to DATA_FILL and goes on from there.
 
 Memory region 0 (``state``) is the engine's state (set ``hold`` and wait for ``idle`` first):
 weights, biases, target table, caches and counters, laid out as in the manifest's ``readback``
@@ -59,8 +69,9 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from ..hdl.engine import SigPropEngine
+from ..hdl.dataram import DATA_WORDS, DataRAM, RamFeeder
 from ..hdl.feeder import DatasetFeeder
-from ..hdl.hostlink import UARTHostLink
+from ..hdl.hostlink import UARTHostLink, crc16_byte
 from ..hdl.uart import uart_divisor
 
 __all__ = ["SigPropBoardCore", "SigPropBoardTop", "REGISTERS", "BOARD_ID", "LINK_PAYLOAD", "SAMPLE_FIFO",
@@ -69,7 +80,7 @@ __all__ = ["SigPropBoardCore", "SigPropBoardTop", "REGISTERS", "BOARD_ID", "LINK
 
 REGISTERS = ("CONTROL", "STATUS", "SENT", "RECEIVED", "TRAIN_CORRECT", "TEST_CORRECT", "CYCLES", "SAMPLES",
              "INFERENCES", "CURVE_ADDR", "CURVE_TRAIN", "CURVE_TEST", "N_TRAIN", "N_TEST", "ID", "ENGINE",
-             "CLOCK", "RESTART", "CLOCK_HZ", "LINK", "RESULT_FIFO")
+             "CLOCK", "RESTART", "CLOCK_HZ", "LINK", "RESULT_FIFO", "DATA_BYTES", "DATA_FILL", "DATA_CRC")
 BOARD_ID = 0x53500003
 
 #: The host link's largest frame payload (bytes): its frame buffer, one iCE40 block RAM.
@@ -144,6 +155,11 @@ class SigPropBoardCore(wiring.Component):
         for every layer, for small devices); both have the same ports and state map.
     clock_hz : int
         The clock the design is built for (the CLOCK_HZ register; 0: unknown).
+    dataset : str
+        ``"rom"``: the first ``n_train`` / ``n_test`` samples in block RAM, filled at build time;
+        ``"ram"``: a 64 Ki x 16 RAM the host uploads (:class:`~sigprop_fpga.hdl.dataram.DataRAM`).
+    ram_primitive : bool
+        With ``dataset="ram"``: the iCE40UP5K's SB_SPRAM256KA (a bitstream), else a memory model.
 
     Members
     -------
@@ -163,7 +179,12 @@ class SigPropBoardCore(wiring.Component):
 
     def __init__(self, net, data, *, divisor: int, lanes=None, n_train=None, n_test=None,
                  autostart_epochs: int = 0, max_epochs: int = 255, engine_cls=SigPropEngine,
-                 clock_hz: int = 0):
+                 clock_hz: int = 0, dataset: str = "rom", ram_primitive: bool = False):
+        if dataset not in ("rom", "ram"):
+            raise ValueError(f"dataset must be 'rom' or 'ram', not {dataset!r}")
+        if dataset == "ram" and autostart_epochs:
+            raise ValueError("a dataset RAM is empty after configuration: no autostart")
+        self.dataset = dataset
         self.net, self.data = net, data
         self.n_train = len(data.y_train) if n_train is None else n_train
         self.n_test = len(data.y_test) if n_test is None else n_test
@@ -171,12 +192,19 @@ class SigPropBoardCore(wiring.Component):
         self.clock_hz = int(clock_hz)
         self.autostart_epochs = autostart_epochs
         self.engine = engine_cls(net, lanes)
-        self.feeder = DatasetFeeder(data.x_train[:self.n_train], data.y_train[:self.n_train],
-                                    data.x_test[:self.n_test], data.y_test[:self.n_test],
-                                    in_width=self.engine.in_width, n_classes=net.n_classes, max_epochs=max_epochs)
-        self.link = UARTHostLink(divisor, [("state", 1 << self.engine.map["addr_width"], 32)],
-                                 n_regs=len(REGISTERS), max_payload=LINK_PAYLOAD)
         self.feature_bytes = feature_bytes(net.spec.precision.input.width)
+        regions = [("state", 1 << self.engine.map["addr_width"], 32)]
+        if dataset == "rom":
+            self.feeder = DatasetFeeder(data.x_train[:self.n_train], data.y_train[:self.n_train],
+                                        data.x_test[:self.n_test], data.y_test[:self.n_test],
+                                        in_width=self.engine.in_width, n_classes=net.n_classes,
+                                        max_epochs=max_epochs)
+        else:
+            self.feeder = RamFeeder(n_in=net.n_inputs, feature_bytes=self.feature_bytes,
+                                    in_width=self.engine.in_width, n_classes=net.n_classes, max_epochs=max_epochs)
+            self.ram = DataRAM(ram_primitive)
+            regions.append(("dataset", DATA_WORDS, 16))
+        self.link = UARTHostLink(divisor, regions, n_regs=len(REGISTERS), max_payload=LINK_PAYLOAD)
         super().__init__({"uart_rx": In(1, init=1), "uart_tx": Out(1, init=1), "leds": Out(8)})
 
     def _host_samples(self, m, e, f, link, restart, infer):
@@ -219,6 +247,25 @@ class SigPropBoardCore(wiring.Component):
         with m.If(restart):
             m.d.sync += [beat.eq(0), sub.eq(0)]
 
+    def _dataset_ram(self, m, f, link, reg):
+        """Region 1: the dataset RAM, shared by the host's writes and reads (feeder idle) and the
+        feeder; the upload's bookkeeping (DATA_FILL, DATA_CRC). Returns (fill, crc); a region 1
+        read's data are valid (``self._ram_valid``) two cycles after ``r_en``."""
+        m.submodules.ram = ram = self.ram
+        bus = link.bus
+        data_region = bus.region == 1
+        m.d.comb += [ram.addr.eq(Mux(f.busy, f.mem_addr, bus.addr[:16])), ram.w_data.eq(bus.w_data[:16]),
+                     ram.w_en.eq(bus.w_en & data_region & ~f.busy), f.mem_data.eq(ram.r_data)]
+        pend = Signal(2)
+        m.d.sync += pend.eq(Cat(bus.r_en & data_region & ~f.busy, pend[0]))
+        fill, crc = Signal(17), Signal(16, init=0xFFFF)
+        with m.If(ram.w_en & (bus.addr == fill)):
+            m.d.sync += [fill.eq(fill + 1), crc.eq(crc16_byte(crc16_byte(crc, bus.w_data[:8]), bus.w_data[8:16]))]
+        with m.If(reg.w_en & (reg.index == REGISTERS.index("DATA_FILL"))):
+            m.d.sync += [fill.eq(0), crc.eq(0xFFFF)]
+        self._ram_valid = pend[1]
+        return fill, crc
+
     def elaborate(self, platform):
         m = Module()
         restart = Signal()
@@ -233,6 +280,11 @@ class SigPropBoardCore(wiring.Component):
         start = Signal()
         curve_addr = Signal(16)
         clock = Signal(40)
+        if self.dataset == "ram":
+            n_train, n_test = Signal(16), Signal(16)
+            m.d.comb += [f.n_train.eq(n_train), f.n_test.eq(n_test)]
+        else:
+            n_train, n_test = self.n_train, self.n_test
         auto = Signal(init=1 if self.autostart_epochs else 0)
         m.d.comb += [f.epochs.eq(epochs), f.evaluate.eq(ctrl_evaluate), f.hold.eq(ctrl_hold), f.start.eq(start),
                      f.curve_addr.eq(curve_addr)]
@@ -253,17 +305,24 @@ class SigPropBoardCore(wiring.Component):
                 with m.Case(REGISTERS.index("RESTART")):
                     m.d.sync += [restart.eq(1), start.eq(0), ctrl_evaluate.eq(0), ctrl_hold.eq(0),
                                  ctrl_infer.eq(0), epochs.eq(0), curve_addr.eq(0)]
+                if self.dataset == "ram":
+                    with m.Case(REGISTERS.index("N_TRAIN")):
+                        m.d.sync += n_train.eq(reg.w_data)
+                    with m.Case(REGISTERS.index("N_TEST")):
+                        m.d.sync += n_test.eq(reg.w_data)
         link_info = self.divisor | (self.feature_bytes << 8) | (SAMPLE_FIFO << 16)
+        fill, fill_crc = self._dataset_ram(m, f, link, reg) if self.dataset == "ram" else (0, 0)
         values = {
             "CONTROL": (epochs << 16) | (ctrl_infer << 3) | (ctrl_hold << 2) | (ctrl_evaluate << 1),
             "STATUS": (f.epoch << 16) | (e.idle << 2) | (f.done << 1) | f.busy,
             "SENT": f.sent, "RECEIVED": f.received, "TRAIN_CORRECT": f.train_correct,
             "TEST_CORRECT": f.test_correct, "CYCLES": e.cycles, "SAMPLES": e.samples, "INFERENCES": e.inferences,
             "CURVE_ADDR": curve_addr, "CURVE_TRAIN": f.curve_data[:32], "CURVE_TEST": f.curve_data[32:],
-            "N_TRAIN": self.n_train, "N_TEST": self.n_test, "ID": BOARD_ID,
+            "N_TRAIN": n_train, "N_TEST": n_test, "ID": BOARD_ID,
             "ENGINE": getattr(e, "P", 0) if not isinstance(e, SigPropEngine) else 0,
             "CLOCK": clock[8:40], "RESTART": 0, "CLOCK_HZ": self.clock_hz, "LINK": link_info,
-            "RESULT_FIFO": RESULT_FIFO,
+            "RESULT_FIFO": RESULT_FIFO, "DATA_BYTES": 2 * DATA_WORDS if self.dataset == "ram" else 0,
+            "DATA_FILL": fill, "DATA_CRC": fill_crc,
         }
         r_data = Signal(32)
         with m.Switch(reg.index):
@@ -277,9 +336,12 @@ class SigPropBoardCore(wiring.Component):
         # output register; it is used as is (the link registers it again in `word`)
         bus = link.bus
         pend = Signal(e.rb_latency)
-        m.d.comb += [e.rb_en.eq(ctrl_hold), e.rb_addr.eq(bus.addr), bus.r_data.eq(e.rb_data),
-                     bus.r_valid.eq(pend[-1]), e.wb_en.eq(ctrl_hold & bus.w_en), e.wb_data.eq(bus.w_data)]
-        m.d.sync += pend.eq((pend << 1) | bus.r_en)
+        state = bus.region == 0
+        ram_valid = self._ram_valid if self.dataset == "ram" else 0
+        ram_data = self.ram.r_data if self.dataset == "ram" else 0
+        m.d.comb += [e.rb_en.eq(ctrl_hold), e.rb_addr.eq(bus.addr), bus.r_data.eq(Mux(ram_valid, ram_data, e.rb_data)),
+                     bus.r_valid.eq(pend[-1] | ram_valid), e.wb_en.eq(ctrl_hold & bus.w_en & state), e.wb_data.eq(bus.w_data)]
+        m.d.sync += pend.eq((pend << 1) | (bus.r_en & state))
 
         # pins and LEDs
         m.d.comb += [link.rx.eq(self.uart_rx), self.uart_tx.eq(link.tx),
@@ -302,18 +364,20 @@ class SigPropBoardTop(Elaboratable):
     baud : int
         The host's rate (default :func:`choose_baud`: 3 Mbaud where the clock allows); the
         divisor's error budget is checked (:func:`~sigprop_fpga.hdl.uart.uart_divisor`, ValueError).
-    lanes, n_train, n_test, autostart_epochs, engine_cls :
-        As :class:`SigPropBoardCore`.
+    lanes, n_train, n_test, autostart_epochs, engine_cls, dataset :
+        As :class:`SigPropBoardCore` (a ``"ram"`` dataset in the SB_SPRAM256KA primitives).
     """
 
     def __init__(self, net, data, target, clock_hz: float, *, baud: int | None = None, lanes=None,
-                 n_train=None, n_test=None, autostart_epochs: int = 0, engine_cls=SigPropEngine):
+                 n_train=None, n_test=None, autostart_epochs: int = 0, engine_cls=SigPropEngine,
+                 dataset: str = "rom"):
         self.baud = choose_baud(clock_hz) if baud is None else baud
         divisor, _ = uart_divisor(clock_hz, self.baud)
         self.target = target
         self.core = SigPropBoardCore(net, data, divisor=divisor, lanes=lanes, n_train=n_train,
                                      n_test=n_test, autostart_epochs=autostart_epochs,
-                                     engine_cls=engine_cls, clock_hz=round(clock_hz))
+                                     engine_cls=engine_cls, clock_hz=round(clock_hz), dataset=dataset,
+                                     ram_primitive=dataset == "ram")
 
     def elaborate(self, platform):
         m = Module()

@@ -412,7 +412,7 @@ def simulate_board(network: str | Path, *, board: str | None = None, baud: int |
                    samples: int | None = None, garble_frames=(), garble_every: int = 0, junk_after=(),
                    build_root: str | Path | None = None, progress: bool = True, timeout_s: float = 1200,
                    stream: bool = False, stream_samples: int | None = None, stream_window: int | None = None,
-                   serial_lanes: int | None = None, runs: int = 1) -> dict:
+                   serial_lanes: int | None = None, runs: int = 1, dataset: str = "rom") -> dict:
     """The board top in Verilator, trained by the real host client (``sigprop-fpga run``) through a
     pseudo-terminal bridged to its UART pins; returns the client's report plus the link stats.
 
@@ -420,7 +420,8 @@ def simulate_board(network: str | Path, *, board: str | None = None, baud: int |
     its engine and lanes, the samples it stores, the clock its PLL achieves and the rate its link
     runs at), or at ``baud`` (the divisor's error budget checked). Without, a test top: the pipelined engine (the serial one
     with ``serial_lanes`` lanes), the first ``samples`` training samples (default all) and every
-    test sample stored, at ``clock_hz`` (default 24 MHz).
+    test sample stored (``dataset="ram"``: an empty dataset RAM the client uploads), at ``clock_hz``
+    (default 24 MHz). A dataset RAM is simulated as a memory of the SPRAMs' shape and timing.
 
     With ``stream`` the client runs ``run --stream`` (the host sends the samples: all the training
     samples of the dataset, or the first ``stream_samples``, whatever the chip stores;
@@ -432,7 +433,7 @@ def simulate_board(network: str | Path, *, board: str | None = None, baud: int |
     if board is not None:
         from .boards.flow import prepare_network
         d = prepare_network(network, board, samples=samples, engine=engine, loaded=(spec, data, net))
-        eng, lanes, n_train, n_test = d.plan.engine, d.plan.lanes, d.n_train, d.n_test
+        eng, lanes, n_train, n_test, dataset = d.plan.engine, d.plan.lanes, d.n_train, d.n_test, d.dataset
         clock_hz = d.achieved_mhz * 1e6 if clock_hz is None else clock_hz
         baud = d.baud if baud is None else baud
     else:
@@ -446,9 +447,10 @@ def simulate_board(network: str | Path, *, board: str | None = None, baud: int |
     apply_verilator_env()
     build_root = Path(build_root) if build_root else Path("build") / "cache" / "verilator"
     _say(progress, f"{spec.name}: elaborating the board top ({eng.name} engine, {clock_hz / 1e6:g} MHz, "
-                   f"{baud:,} baud: UART divisor {divisor}; {n_train} + {n_test} samples on chip)")
+                   f"{baud:,} baud: UART divisor {divisor}; {n_train} + {n_test} samples on chip"
+                   + (", uploaded into the dataset RAM)" if dataset == "ram" else ")"))
     core = SigPropBoardCore(net, data, divisor=divisor, lanes=lanes, n_train=n_train, n_test=n_test,
-                            engine_cls=eng.component_cls, clock_hz=round(clock_hz))
+                            engine_cls=eng.component_cls, clock_hz=round(clock_hz), dataset=dataset)
     text = verilog.convert(core, name="sigprop_board", emit_src=False)
     with tempfile.TemporaryDirectory(prefix="sigprop-board-") as tmp:
         vpath = Path(tmp) / "sigprop_board.v"

@@ -74,3 +74,19 @@ def test_host_client_trains_the_serial_engine_board_bit_exact(board):
     assert r["mode"] == "autonomous" and r["bit_exact"] is True and r["first_mismatch"] is None
     assert r["curve"] == r["golden_curve"] and r["samples"] == 40
     assert r["link_stats"]["garbled"] == 1 and r["link_stats"]["junk"] == 1
+
+
+def test_host_uploads_the_dataset_into_the_ram_and_the_chip_trains_from_it(board):
+    """The iCEBreaker's SPRAM dataset (modelled with the SPRAMs' shape and timing): the first run
+    uploads every sample over the link (CRC-checked frames, one garbled and resent), the chip
+    trains from it; the second run finds the upload complete (DATA_FILL and DATA_CRC match),
+    sends nothing, restarts the board and trains again, bit exact both times."""
+    f, cache = board
+    r = simulate_board(f, epochs=2, serial_lanes=2, dataset="ram", garble_frames=[20], build_root=cache,
+                       progress=False, runs=2)
+    assert r["client_returncode"] == 0 and r["link_stats"]["returncodes"] == [0, 0]
+    assert r["mode"] == "autonomous" and r["bit_exact"] is True and r["first_mismatch"] is None
+    assert r["on_chip_samples"] == 150 and (r["n_train"], r["n_test"]) == (105, 45)
+    assert r["curve"] == r["golden_curve"] and r["samples"] == 210
+    assert r["upload"]["words"] == 375 and r["upload"]["resumed_at"] == 375
+    assert r["link_stats"]["garbled"] == 1 and r["link_stats"]["garbled_cmds"] == [Cmd.WRITE_MEM]
