@@ -243,7 +243,8 @@ class Design:
                 raise ValueError("a simulated board has no port; give either port or sim=True")
             r = simulate_board(self.path, board=board or self.spec.board, baud=baud, epochs=epochs or
                                self.spec.learning.epochs, stream=stream, stream_samples=samples,
-                               stream_window=window, garble_every=garble_every, progress=progress)
+                               stream_window=window, garble_every=garble_every, progress=progress,
+                               timeout_s=7200)
             return RunResult(r)
         if port is None:
             raise ValueError("run needs a port (or sim=True)")

@@ -287,7 +287,7 @@ def cmd_run(args) -> int:
             r = simulate_board(args.network, board=args.board or spec.board,
                                baud=args.baud, epochs=args.epochs or spec.learning.epochs,
                                stream=args.stream, stream_samples=args.samples, stream_window=args.window,
-                               garble_every=args.garble_every or 0, progress=not args.quiet)
+                               garble_every=args.garble_every or 0, progress=not args.quiet, timeout_s=7200)
         except (ValueError, FitError) as e:
             raise UsageError(str(e).splitlines()[0]) from None
         except VerilatorError as e:
