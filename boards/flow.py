@@ -59,10 +59,9 @@ def _mem_blocks(depth: int, width: int, family: str, read_ports: int = 1) -> int
 
 
 def ram_memories(net) -> list[tuple[int, int, int]]:
-    """The memories of :class:`~sigprop_fpga.hdl.dataram.RamFeeder` (the learning curve, the label
-    FIFO; the dataset itself is in SPRAM)."""
-    cb = max(1, (net.n_classes - 1).bit_length())
-    return [(MAX_EPOCHS, 32, 1), (16, cb, 1)]
+    """The memories of :class:`~sigprop_fpga.hdl.dataram.RamFeeder`: the learning curve (its label
+    queue is flip-flops; the dataset itself is in SPRAM)."""
+    return [(MAX_EPOCHS, 32, 1)]
 
 
 def ram_capacity(net) -> int:

@@ -6,12 +6,11 @@ The RAM holds the stream mode's bytes (:func:`sigprop_fpga.boards.run.sample_byt
 first, then the test samples; two bytes a word, the lower address in the low byte.
 """
 
-from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, Signal, unsigned
+from amaranth.hdl import Array, Cat, ClockSignal, Const, Instance, Module, Mux, Signal, unsigned
 from amaranth.lib import data, memory, stream, wiring
-from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["DataRAM", "RamFeeder", "DATA_WORDS", "SPRAM_BLOCKS"]
+__all__ = ["DataRAM", "RamFeeder", "LabelQueue", "DATA_WORDS", "SPRAM_BLOCKS"]
 
 #: Words of the dataset RAM (16 bits each): four SB_SPRAM256KA of 16 Ki words.
 DATA_WORDS = 1 << 16
@@ -74,6 +73,44 @@ def _bits(n: int) -> int:
     return max(1, int(n).bit_length())
 
 
+class LabelQueue(wiring.Component):
+    """A first-in first-out queue of ``depth`` labels in flip-flops (no memory: a few entries).
+
+    Members
+    -------
+    w_data : In(width), w_en : In(1), w_rdy : Out(1)
+        Push ``w_data`` when ``w_en`` (ignored while full: ``w_rdy`` low).
+    r_data : Out(width), r_en : In(1), r_rdy : Out(1)
+        The oldest label (valid while ``r_rdy``); ``r_en`` pops it.
+
+    Latency and throughput
+    ----------------------
+    A pushed label can be read the cycle after; one push and one pop a cycle.
+    """
+
+    def __init__(self, width: int, depth: int = 16):
+        if depth < 2 or depth & (depth - 1):
+            raise ValueError(f"depth must be a power of two >= 2, not {depth!r}")
+        self.depth = depth
+        super().__init__({"w_data": In(width), "w_en": In(1), "w_rdy": Out(1),
+                          "r_data": Out(width), "r_en": In(1), "r_rdy": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        q = Array(Signal(len(self.w_data), name=f"label{i}") for i in range(self.depth))
+        k = self.depth.bit_length() - 1
+        wp, rp, count = Signal(k), Signal(k), Signal(k + 1)
+        push = self.w_en & self.w_rdy
+        pop = self.r_en & self.r_rdy
+        m.d.comb += [self.w_rdy.eq(count != self.depth), self.r_rdy.eq(count != 0), self.r_data.eq(q[rp])]
+        with m.If(push):
+            m.d.sync += [q[wp].eq(self.w_data), wp.eq(wp + 1)]
+        with m.If(pop):
+            m.d.sync += rp.eq(rp + 1)
+        m.d.sync += count.eq(count + push - pop)
+        return m
+
+
 class RamFeeder(wiring.Component):
     """Streams the dataset in a :class:`DataRAM` into the engine, epoch after epoch, and scores
     its predictions: :class:`~.feeder.DatasetFeeder`'s ports and behaviour, with the split sizes
@@ -105,8 +142,8 @@ class RamFeeder(wiring.Component):
     ----------------------
     Two cycles a byte (address, data) and one to send a beat: ``(2 feature_bytes + 1) n_in + 3``
     cycles a sample, if the engine takes each beat at once. A prediction is scored two cycles
-    after it arrives. Labels travel to the scorer through a 16-entry FIFO (the engine holds
-    fewer samples than that).
+    after it arrives. Labels travel to the scorer through a 16-entry :class:`LabelQueue` (the
+    engine holds fewer samples than that).
     """
 
     def __init__(self, *, n_in: int, feature_bytes: int, in_width: int, n_classes: int, max_epochs: int = 255):
@@ -130,7 +167,7 @@ class RamFeeder(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cb = _bits(self.n_classes - 1)
-        m.submodules.labels = labels = SyncFIFO(width=cb, depth=16)
+        m.submodules.labels = labels = LabelQueue(cb, 16)
         m.submodules.curve = curve = memory.Memory(shape=unsigned(32), depth=self.max_epochs, init=[])
         c_wr, c_rd = curve.write_port(), curve.read_port()
         m.d.comb += [c_rd.addr.eq(self.curve_addr),
