@@ -90,3 +90,15 @@ def test_host_uploads_the_dataset_into_the_ram_and_the_chip_trains_from_it(board
     assert r["curve"] == r["golden_curve"] and r["samples"] == 210
     assert r["upload"]["words"] == 375 and r["upload"]["resumed_at"] == 375
     assert r["link_stats"]["garbled"] == 1 and r["link_stats"]["garbled_cmds"] == [Cmd.WRITE_MEM]
+
+
+def test_host_streams_wide_inputs_bit_exact(tmp_path_factory):
+    """Inputs of 10 bits go as two bytes a feature, assembled on the chip before the engine."""
+    f = tmp_path_factory.mktemp("wide") / "net.yaml"
+    f.write_text(NET + "precision: {input: Q2.10}\n")
+    cache = tmp_path_factory.getbasetemp().parent / "design-verilator-cache"
+    r = simulate_board(f, epochs=1, samples=10, build_root=cache, progress=False, stream=True, stream_samples=40,
+                       serial_lanes=2)
+    assert r["client_returncode"] == 0 and r["bench_failed"] == 0
+    assert r["mode"] == "stream" and r["bit_exact"] is True and r["first_mismatch"] is None
+    assert r["bytes_per_sample"] == 9 and r["samples"] == 40 and r["predictions"] == 40 + 45
