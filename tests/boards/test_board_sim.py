@@ -97,8 +97,7 @@ def test_host_streams_wide_inputs_bit_exact(tmp_path_factory):
     f = tmp_path_factory.mktemp("wide") / "net.yaml"
     f.write_text(NET + "precision: {input: Q2.10}\n")
     cache = tmp_path_factory.getbasetemp().parent / "design-verilator-cache"
-    r = simulate_board(f, epochs=1, samples=10, build_root=cache, progress=False, stream=True, stream_samples=40,
-                       serial_lanes=2)
+    r = simulate_board(f, epochs=1, samples=10, build_root=cache, progress=False, stream=True, stream_samples=40)
     assert r["client_returncode"] == 0 and r["bench_failed"] == 0
     assert r["mode"] == "stream" and r["bit_exact"] is True and r["first_mismatch"] is None
     assert r["bytes_per_sample"] == 9 and r["samples"] == 40 and r["predictions"] == 40 + 45
