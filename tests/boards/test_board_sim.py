@@ -92,6 +92,7 @@ def test_host_uploads_the_dataset_into_the_ram_and_the_chip_trains_from_it(board
     assert r["link_stats"]["garbled"] == 1 and r["link_stats"]["garbled_cmds"] == [Cmd.WRITE_MEM]
 
 
+@pytest.mark.slow
 def test_host_streams_wide_inputs_bit_exact(tmp_path_factory):
     """Inputs of 10 bits go as two bytes a feature, assembled on the chip before the engine."""
     f = tmp_path_factory.mktemp("wide") / "net.yaml"
