@@ -40,7 +40,7 @@ from amaranth.back import rtlil, verilog
 
 from .boards.fit import FitError
 from .boards.flow import build_network, prepare_network
-from .boards.run import SerialPort, run_on_board, stream_on_board
+from .boards.run import DEFAULT_BAUD, open_port, run_on_board, stream_on_board
 from .compile import choose_engine, compile_network
 from .compiler.estimate import estimate
 from .io import write_atomic, write_json
@@ -246,18 +246,33 @@ class Design:
         return BuildResult(build_network(self.path, board, out, progress=progress, seed=seed, samples=samples,
                                          autostart_epochs=autostart_epochs, engine=engine, loaded=self._loaded))
 
-    def run(self, port: str, baud: int = 115200, epochs: int | None = None, stream: bool = False,
-            samples: int | None = None, window: int | None = None, timeout: float = 2.0,
-            progress: bool = False) -> RunResult:
-        """Train on the board at ``port`` (autonomous, or ``stream`` from the host) and compare its
-        whole state with the golden model."""
-        transport = SerialPort(port, baud, timeout=timeout)
+    def run(self, port: str | None = None, baud: int | None = None, epochs: int | None = None,
+            stream: bool = False, samples: int | None = None, window: int | None = None,
+            timeout: float = 2.0, progress: bool = False, poll: float = 0.05, sim: bool = False,
+            board: str | None = None, garble_every: int = 0) -> RunResult:
+        """Train on the board at ``port`` (anything pyserial opens; autonomous, or ``stream`` from
+        the host) and compare its whole state with the golden model. With ``sim`` the board is the
+        top ``build`` makes for ``board`` simulated in Verilator, driven by the same client through
+        a pseudo-terminal at the board's clock and ``baud`` (``garble_every``: corrupt the CRC of
+        every so many request frames)."""
+        if sim:
+            from .rtl import simulate_board
+            if port is not None:
+                raise ValueError("a simulated board has no port; give either port or sim=True")
+            r = simulate_board(self.path, board=board or self.spec.board, baud=baud, epochs=epochs or
+                               self.spec.learning.epochs, stream=stream, stream_samples=samples,
+                               stream_window=window, garble_every=garble_every, progress=progress,
+                               timeout_s=7200)
+            return RunResult(r)
+        if port is None:
+            raise ValueError("run needs a port (or sim=True)")
+        transport = open_port(port, baud or DEFAULT_BAUD, timeout=timeout)
         try:
             if stream:
                 r = stream_on_board(self.path, transport, epochs=epochs, samples=samples, window=window,
-                                    progress=progress)
+                                    progress=progress, poll_s=poll)
             else:
-                r = run_on_board(self.path, transport, epochs=epochs, progress=progress)
+                r = run_on_board(self.path, transport, epochs=epochs, progress=progress, poll_s=poll)
         finally:
             transport.close()
         return RunResult(r)

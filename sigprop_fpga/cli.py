@@ -15,8 +15,10 @@ from pathlib import Path
 from .api import MODELS, RULES, load
 from .boards.build import BuildError, format_report
 from .boards.fit import FitError
+from .boards import board_names
 from .boards.flow import engine_choices
-from .boards.run import RunError, RunUsageError, SerialPort, run_on_board, stream_on_board
+from .boards import run as board_run
+from .boards.run import DEFAULT_BAUD, RunError, RunUsageError, run_on_board, stream_on_board
 from .compiler.spec import SpecError
 from .hdl.engines import EngineUnsupported
 from .io import format_table, write_json
@@ -72,6 +74,16 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
     if not 0 < v < float("inf"):
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return v
+
+
+def _nonnegative_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}") from None
+    if not 0 <= v < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text}")
     return v
 
 
@@ -275,23 +287,45 @@ def cmd_run(args) -> int:
     for opt, value in (("--samples", args.samples), ("--window", args.window)):
         if value is not None and not args.stream:
             raise UsageError(f"{opt} is an option of the stream mode; it needs --stream")
-    try:
-        port = SerialPort(args.port, args.baud, timeout=args.timeout)
-    except RunUsageError as e:
-        raise UsageError(str(e)) from None
-    try:
-        if args.stream:
-            r = stream_on_board(args.network, port, epochs=args.epochs, samples=args.samples,
-                                window=args.window, progress=not args.quiet)
-        else:
-            r = run_on_board(args.network, port, epochs=args.epochs, progress=not args.quiet)
-    except RunUsageError as e:
-        raise UsageError(str(e)) from None
-    except RunError as e:
-        print(f"sigprop-fpga run: {e}", file=sys.stderr)
-        return 1
-    finally:
-        port.close()
+    if args.sim == (args.port is not None):
+        raise UsageError("run needs --port PORT (a board) or --sim (the board simulated in Verilator), not "
+                         + ("both" if args.sim else "neither"))
+    if not args.sim and (args.board or args.garble_every):
+        raise UsageError("--board and --garble-every are options of --sim")
+    if args.sim:
+        from .rtl import simulate_board
+        spec = load(args.network).spec
+        try:
+            r = simulate_board(args.network, board=args.board or spec.board,
+                               baud=args.baud, epochs=args.epochs or spec.learning.epochs,
+                               stream=args.stream, stream_samples=args.samples, stream_window=args.window,
+                               garble_every=args.garble_every or 0, progress=not args.quiet, timeout_s=7200)
+        except (ValueError, FitError) as e:
+            raise UsageError(str(e).splitlines()[0]) from None
+        except VerilatorError as e:
+            print(f"sigprop-fpga run --sim: {str(e).splitlines()[0]}", file=sys.stderr)
+            return 1
+        if r.get("client_returncode") != 0:
+            print(f"sigprop-fpga run --sim: the client failed: {(r.get('link_stats') or {})}", file=sys.stderr)
+            return 1
+    else:
+        try:
+            port = board_run.open_port(args.port, args.baud or DEFAULT_BAUD, timeout=args.timeout)
+        except RunUsageError as e:
+            raise UsageError(str(e)) from None
+        try:
+            if args.stream:
+                r = stream_on_board(args.network, port, epochs=args.epochs, samples=args.samples,
+                                    window=args.window, progress=not args.quiet, poll_s=args.poll)
+            else:
+                r = run_on_board(args.network, port, epochs=args.epochs, progress=not args.quiet, poll_s=args.poll)
+        except RunUsageError as e:
+            raise UsageError(str(e)) from None
+        except RunError as e:
+            print(f"sigprop-fpga run: {e}", file=sys.stderr)
+            return 1
+        finally:
+            port.close()
     engine = "board (host-streamed)" if args.stream else "board"
     print(format_table(["engine", "test accuracy", "train accuracy (online)"],
                        [[engine, r["test_accuracy"], r["train_curve"][-1]],
@@ -304,6 +338,13 @@ def cmd_run(args) -> int:
     else:
         print(f"bit exact: True ({r['samples']:,} training samples on the board; weights, caches and counters "
               f"read back and compared)")
+    if r.get("samples_per_second"):
+        limit = r.get("link_samples_per_second")
+        print(f"{r['samples_per_second']:,.0f} training samples/s" + (" (training and test split)"
+              if r.get("samples_per_second_includes_test") else "")
+              + (f"; the link at {r['baud']:,.0f} baud carries {r['link_bytes_per_sample']:.1f} bytes a sample: "
+                 f"{limit:,.0f}/s at most" if limit else "")
+              + (f"; the engine {r['engine_samples_per_second']:,.0f}/s" if r.get("engine_samples_per_second") else ""))
     if args.json:
         write_json(args.json, r)
     return 0 if r["bit_exact"] else 1
@@ -461,20 +502,33 @@ def build_parser() -> argparse.ArgumentParser:
                                     "sample (the whole dataset the network file names, not only what the chip "
                                     "stores) and compares every prediction too.")
     rn.add_argument("network", help="network file (YAML) the board was built from")
-    rn.add_argument("--port", required=True, help="serial port of the board (e.g. /dev/ttyUSB1)")
-    rn.add_argument("--baud", type=_positive_int, default=115200)
+    rn.add_argument("--port",
+                    help="the board's serial port: anything pyserial opens (/dev/ttyUSB1, COM3, a pty, "
+                         "loop://, socket://HOST:PORT, rfc2217://HOST:PORT)")
+    rn.add_argument("--baud", type=_positive_int,
+                    help=f"the link's rate, the one the bitstream was built for (build's report: baud; default "
+                         f"{DEFAULT_BAUD:,}; with --sim the board's)")
     rn.add_argument("--stream", action="store_true",
                     help="host-streamed mode: send each epoch's training samples, then the test split, over "
                          "the link (SEND_SAMPLE), read every prediction back (READ_RESULTS) and score train "
-                         "and test accuracy per epoch on the host; the board must be freshly configured. "
+                         "and test accuracy per epoch on the host (the board is restarted first: no reconfiguration needed). "
                          "Default: autonomous mode, the chip trains on the dataset it stores")
     rn.add_argument("--samples", type=_positive_int, metavar="N",
                     help="with --stream: stream only the first N training samples each epoch (default: all)")
     rn.add_argument("--window", type=_positive_int, metavar="N",
-                    help="with --stream: samples in flight before the host reads their predictions (default: "
-                         "hidden layers + 1; a BUSY reply shrinks it to what the engine holds)")
+                    help="with --stream: samples in flight before the host reads their predictions (default: what "
+                         "the board's sample and result FIFOs hold)")
     rn.add_argument("--epochs", type=_positive_int, help="default: the network file's")
     rn.add_argument("--timeout", type=_positive_float, default=2.0, help="seconds to wait for a reply")
+    rn.add_argument("--poll", type=_nonnegative_float, default=0.05, metavar="SECONDS",
+                    help="seconds between status polls while the chip trains by itself (default 0.05)")
+    rn.add_argument("--sim", action="store_true",
+                    help="no board: the top build makes for --board, simulated in Verilator at the board's clock "
+                         "and --baud, driven by this client through a pseudo-terminal")
+    rn.add_argument("--board", choices=board_names(), help="with --sim: the board (default: the network file's)")
+    rn.add_argument("--garble-every", type=_positive_int, metavar="N",
+                    help="with --sim: corrupt the CRC of every N-th request frame on the simulated line (the "
+                         "board answers BAD_CRC, the client resends; the run must stay bit exact)")
     rn.add_argument("--json", metavar="OUT", type=_out_file)
     rn.add_argument("-q", "--quiet", action="store_true")
     rn.set_defaults(func=cmd_run)

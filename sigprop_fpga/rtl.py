@@ -37,7 +37,8 @@ from amaranth.back import rtlil, verilog
 from .compiler.network import init_params, lfsr_seed, quantize_params
 from .sim.datasets import load_network
 from .boards import BOARDS, board_names
-from .boards.top import SigPropBoardCore
+from .boards.top import DEFAULT_BAUD, SigPropBoardCore
+from .hdl.uart import uart_divisor
 from .hdl import relax_read_collisions
 from .hdl.engines import Engine, get_engine
 from .hdl.trainer import Trainer
@@ -439,41 +440,66 @@ def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int
     return out
 
 
-def simulate_board(network: str | Path, *, epochs: int = 1, samples: int | None = None, divisor: int = 8,
-                   garble_frames=(), junk_after=(), build_root: str | Path | None = None,
-                   progress: bool = True, timeout_s: float = 1200, stream: bool = False,
-                   stream_samples: int | None = None, stream_window: int | None = None,
-                   serial_lanes: int | None = None) -> dict:
+def simulate_board(network: str | Path, *, board: str | None = None, baud: int | None = None,
+                   clock_hz: float | None = None, engine: str = "auto", epochs: int = 1,
+                   samples: int | None = None, garble_frames=(), garble_every: int = 0, junk_after=(),
+                   build_root: str | Path | None = None, progress: bool = True, timeout_s: float = 1200,
+                   stream: bool = False, stream_samples: int | None = None, stream_window: int | None = None,
+                   serial_lanes: int | None = None, runs: int = 1, dataset: str = "rom") -> dict:
     """The board top in Verilator, trained by the real host client (``sigprop-fpga run``) through a
     pseudo-terminal bridged to its UART pins; returns the client's report plus the link stats.
 
-    ``samples`` is how many training samples the chip stores (default all). With ``stream`` the
-    client runs ``run --stream`` (the host sends the samples: all the training samples of the
-    dataset, or the first ``stream_samples``, whatever the chip stores; ``stream_window`` samples
-    in flight). With ``serial_lanes`` the board top holds the serial engine
-    (:class:`..hdl.serial.SerialEngine`, as ``build`` makes for the iCEBreaker) with that many lanes;
-    the client learns it from the ENGINE register."""
+    With ``board`` the top is the one ``build`` makes for it (:func:`~.boards.flow.prepare_network`:
+    its engine and lanes, the samples it stores, the clock its PLL achieves and the rate its link
+    runs at), or at ``baud`` (the divisor's error budget checked). Without, a test top: the pipelined engine (the serial one
+    with ``serial_lanes`` lanes), the first ``samples`` training samples (default all) and every
+    test sample stored (``dataset="ram"``: an empty dataset RAM the client uploads), at ``clock_hz``
+    (default 24 MHz). A dataset RAM is simulated as a memory of the SPRAMs' shape and timing.
+
+    With ``stream`` the client runs ``run --stream`` (the host sends the samples: all the training
+    samples of the dataset, or the first ``stream_samples``, whatever the chip stores;
+    ``stream_window`` samples in flight). ``garble_frames`` / ``garble_every`` corrupt the CRC of
+    those / every so many request frames, ``junk_after`` puts junk on the line after those.
+    ``runs`` runs the client that many times on the same simulated board (each restarts it; the
+    report is the last run's)."""
     spec, data, net = load_network(network)
-    n_train = len(data.y_train) if samples is None else min(samples, len(data.y_train))
+    if board is not None:
+        from .boards.flow import prepare_network
+        d = prepare_network(network, board, samples=samples, engine=engine, loaded=(spec, data, net))
+        eng, lanes, n_train, n_test, dataset = d.plan.engine, d.plan.lanes, d.n_train, d.n_test, d.dataset
+        clock_hz = d.achieved_mhz * 1e6 if clock_hz is None else clock_hz
+        baud = d.baud if baud is None else baud
+    else:
+        eng = get_engine("pipelined" if serial_lanes is None else "serial")
+        lanes = eng.lane_choices(net)[0] if serial_lanes is None else serial_lanes
+        n_train = len(data.y_train) if samples is None else min(samples, len(data.y_train))
+        n_test = len(data.y_test)
+        clock_hz = 24e6 if clock_hz is None else clock_hz
+        baud = DEFAULT_BAUD if baud is None else baud
+    divisor, _ = uart_divisor(clock_hz, baud)
     apply_verilator_env()
     build_root = Path(build_root) if build_root else Path("build") / "cache" / "verilator"
-    _say(progress, f"{spec.name}: elaborating the board top (UART divisor {divisor})")
-    eng = get_engine("pipelined" if serial_lanes is None else "serial")
-    lanes = eng.lane_choices(net)[0] if serial_lanes is None else serial_lanes
-    core = SigPropBoardCore(net, data, divisor=divisor, lanes=lanes, n_train=n_train, engine_cls=eng.component_cls)
+    _say(progress, f"{spec.name}: elaborating the board top ({eng.name} engine, {clock_hz / 1e6:g} MHz, "
+                   f"{baud:,} baud: UART divisor {divisor}; {n_train} + {n_test} samples on chip"
+                   + (", uploaded into the dataset RAM)" if dataset == "ram" else ")"))
+    core = SigPropBoardCore(net, data, divisor=divisor, lanes=lanes, n_train=n_train, n_test=n_test,
+                            engine_cls=eng.component_cls, clock_hz=round(clock_hz), dataset=dataset)
     text = verilog.convert(core, name="sigprop_board", emit_src=False)
     with tempfile.TemporaryDirectory(prefix="sigprop-board-") as tmp:
         vpath = Path(tmp) / "sigprop_board.v"
         vpath.write_text(text)
-        _say(progress, "building with Verilator")
+        _say(progress, "building with Verilator (cached by the design's hash)")
         info = vl.build(vpath, "sigprop_board", build_root)
     run_dir = Path(tempfile.mkdtemp(prefix="sigprop-board-run-", dir=build_root)).resolve()   # the client runs elsewhere
     client_json = run_dir / "client.json"
-    config = {"network": str(Path(network).resolve()), "epochs": epochs, "divisor": divisor,
+    client_args = []
+    if stream:
+        client_args = (["--stream"] + (["--samples", str(stream_samples)] if stream_samples else [])
+                       + (["--window", str(stream_window)] if stream_window else []))
+    config = {"network": str(Path(network).resolve()), "epochs": epochs, "clock_hz": clock_hz, "baud": baud,
               "client_json": str(client_json), "garble_frames": list(garble_frames),
-              "junk_after": list(junk_after), "timeout_s": timeout_s,
-              "client_args": (["--stream"] + (["--samples", str(stream_samples)] if stream_samples else [])
-                              + (["--window", str(stream_window)] if stream_window else []) if stream else [])}
+              "garble_every": int(garble_every), "junk_after": list(junk_after), "timeout_s": timeout_s,
+              "client_args": client_args, "runs": int(runs)}
     if stream:
         _say(progress, f"the host client streams its samples x {epochs} epochs over the simulated UART "
                        f"(the chip stores {n_train})")
@@ -485,6 +511,10 @@ def simulate_board(network: str | Path, *, epochs: int = 1, samples: int | None 
         raise vl.SimulationError(f"the host client wrote no report: {bench.get('stderr') or r.messages}; "
                                  f"log {r.log_file}")
     out = json.loads(client_json.read_text())
+    c = eng.cycles(net, lanes)
     out.update({"link_stats": bench.get("stats"), "client_returncode": bench.get("returncode"),
-                "bench_passed": r.passed, "bench_failed": r.failed, "verilator_version": info.verilator_version})
+                "bench_passed": r.passed, "bench_failed": r.failed, "verilator_version": info.verilator_version,
+                "board": board, "board_engine": eng.name, "clock_hz": clock_hz, "baud": baud, "divisor": divisor,
+                "baud_achieved": clock_hz / divisor, "cycles_per_sample": c.per_sample,
+                "engine_samples_per_second": clock_hz / c.per_sample})
     return out
