@@ -25,6 +25,7 @@ from tqdm import tqdm
 from ..compiler.statemap import readback_requests, state_writes
 from ..hdl.engines import get_engine
 from ..hostlink import HostLinkClient, HostLinkError, crc16
+from ..sim import checkpoint
 from ..sim.compare import compare_state, golden_feeder_run
 from ..sim.golden import GoldenSigProp
 from ..sim.datasets import load_network
@@ -225,21 +226,45 @@ def upload_dataset(client, R, net, data, capacity_bytes: int, progress: bool = F
     return {"n_train": n_train, "n_test": n_test, "words": len(words), "resumed_at": resumed}
 
 
+def _start(net, init_weights):
+    """The golden model the board starts from (a checkpoint or the network's initial state) and
+    the checkpoint, refused when the board could not continue it (its LFSRs restart at seeds)."""
+    if init_weights is None:
+        return GoldenSigProp(net), None
+    prior = checkpoint.load(init_weights, net)
+    checkpoint.check_lfsr_at_seeds(net, prior, init_weights, "a board")
+    return checkpoint.golden_model(net, prior), prior
+
+
+def _save(report: dict, init_weights, save_weights, net, lanes, words, golden, prior, epochs: int,
+          command: str) -> None:
+    """After a bit-exact run, the board's state read back as a checkpoint (``saved_weights``)."""
+    report["init_weights"] = str(init_weights) if init_weights is not None else None
+    report["saved_weights"] = None
+    if save_weights is not None and report["bit_exact"]:
+        report["saved_weights"] = str(checkpoint.save_readback(
+            save_weights, net, lanes, words, golden, prior=prior, samples=report["samples"], epochs=epochs,
+            model="board", command=command))
+
+
 def run_on_board(network, transport, *, epochs: int | None = None, progress: bool = True,
-                 poll_s: float = 0.05, deadline_s: float = 3600.0) -> dict:
+                 poll_s: float = 0.05, deadline_s: float = 3600.0, init_weights=None,
+                 save_weights=None) -> dict:
     """Train ``network`` on the board behind ``transport`` in autonomous mode (the on-chip dataset);
     returns the comparison report. The board is restarted first (RESTART and the initial state
-    written), so it need not be freshly configured."""
+    written: the network's, or the checkpoint ``init_weights``), so it need not be freshly
+    configured. ``save_weights``: after a bit-exact run, the state read back as a checkpoint."""
 
     R = _registers()
     spec, data, net, lanes = _load(network)
     epochs = spec.learning.epochs if epochs is None else epochs
+    start, prior = _start(net, init_weights)
     client = HostLinkClient(transport, retries=3)
     t0 = time.perf_counter()
     try:
         lanes = _identify(client, R, net, lanes)
         link = link_info(client, R)
-        restart_board(client, R, net, lanes, GoldenSigProp(net).state(), poll_s, deadline_s)
+        restart_board(client, R, net, lanes, start.state(), poll_s, deadline_s)
         upload = None
         capacity = client.read_reg(R["DATA_BYTES"])
         if capacity:                                  # a dataset RAM: upload the data set
@@ -275,7 +300,7 @@ def run_on_board(network, transport, *, epochs: int | None = None, progress: boo
     except HostLinkError as e:
         raise RunError(f"host link: {e}") from None
     wall = time.perf_counter() - t0
-    golden, scores = golden_feeder_run(net, data, n_train, n_test, epochs)
+    golden, scores = golden_feeder_run(net, data, n_train, n_test, epochs, golden=start)
     mismatch = None
     for e, (got, want) in enumerate(zip(curve, scores)):
         if tuple(got) != tuple(want):
@@ -285,7 +310,7 @@ def run_on_board(network, transport, *, epochs: int | None = None, progress: boo
     if mismatch is None:
         mismatch = compare_state(net, lanes, words, golden, epochs * n_train)
     seconds = cycles / link["clock_hz"] if link["clock_hz"] else None
-    return {
+    report = {
         "name": spec.name, "engine": "board", "mode": "autonomous", "bit_exact": mismatch is None,
         "first_mismatch": mismatch,
         "epochs": epochs, "n_train": n_train, "n_test": n_test, "samples": epochs * n_train,
@@ -303,6 +328,8 @@ def run_on_board(network, transport, *, epochs: int | None = None, progress: boo
         "samples_per_second_includes_test": True, "upload": upload,
         "link": dict(client.stats), "wall_seconds": wall,
     }
+    _save(report, init_weights, save_weights, net, lanes, words, golden, prior, epochs, "run")
+    return report
 
 
 # -- stream mode ---------------------------------------------------------------------------------
@@ -398,7 +425,7 @@ class _Streamer:
 
 def stream_on_board(network, transport, *, epochs: int | None = None, samples: int | None = None,
                     progress: bool = True, window: int | None = None, poll_s: float = 0.05,
-                    deadline_s: float = 3600.0) -> dict:
+                    deadline_s: float = 3600.0, init_weights=None, save_weights=None) -> dict:
     """Train ``network`` on the board behind ``transport`` with samples streamed from the host.
 
     The board is restarted first (RESTART, then the golden model's initial state written), so it
@@ -430,7 +457,7 @@ def stream_on_board(network, transport, *, epochs: int | None = None, samples: i
     wire = CountingTransport(transport)
     client = HostLinkClient(wire, retries=3)
     t0 = time.perf_counter()
-    golden = GoldenSigProp(net)
+    golden, prior = _start(net, init_weights)
     try:
         lanes = _identify(client, R, net, lanes)
         link = link_info(client, R)
@@ -507,7 +534,7 @@ def stream_on_board(network, transport, *, epochs: int | None = None, samples: i
     trained = epochs * n_train
     seconds = train_cycles / link["clock_hz"] if link["clock_hz"] else None
     lbps = train_bytes / trained if trained else None
-    return {
+    report = {
         "name": spec.name, "engine": "board", "mode": "stream", "bit_exact": mismatch is None,
         "first_mismatch": mismatch,
         "epochs": epochs, "n_train": n_train, "n_test": n_test, "samples": trained,
@@ -529,3 +556,5 @@ def stream_on_board(network, transport, *, epochs: int | None = None, samples: i
         "predictions_per_second_wall": predictions / stream_wall if stream_wall > 0 else None,
         "wall_seconds": wall,
     }
+    _save(report, init_weights, save_weights, net, lanes, words, golden, prior, epochs, "run --stream")
+    return report

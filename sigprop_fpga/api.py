@@ -40,7 +40,8 @@ from amaranth.back import rtlil, verilog
 
 from .boards.fit import FitError
 from .boards.flow import build_network, prepare_network
-from .boards.run import DEFAULT_BAUD, open_port, run_on_board, stream_on_board
+from .boards import run as board_run
+from .boards.run import DEFAULT_BAUD, run_on_board, stream_on_board
 from .compile import choose_engine, compile_network
 from .compiler.estimate import estimate
 from .io import write_atomic, write_json
@@ -249,12 +250,18 @@ class Design:
     def run(self, port: str | None = None, baud: int | None = None, epochs: int | None = None,
             stream: bool = False, samples: int | None = None, window: int | None = None,
             timeout: float = 2.0, progress: bool = False, poll: float = 0.05, sim: bool = False,
-            board: str | None = None, garble_every: int = 0) -> RunResult:
+            board: str | None = None, garble_every: int = 0, init_weights: str | Path | None = None,
+            save_weights: str | Path | None = None) -> RunResult:
         """Train on the board at ``port`` (anything pyserial opens; autonomous, or ``stream`` from
         the host) and compare its whole state with the golden model. With ``sim`` the board is the
         top ``build`` makes for ``board`` simulated in Verilator, driven by the same client through
         a pseudo-terminal at the board's clock and ``baud`` (``garble_every``: corrupt the CRC of
-        every so many request frames)."""
+        every so many request frames). ``init_weights``: the board starts from that checkpoint
+        (:mod:`.sim.checkpoint`; with stochastic rounding only one whose LFSRs are at their seeds);
+        ``save_weights``: after a bit-exact run, the board's state read back as a checkpoint."""
+        weights = {"init_weights": init_weights, "save_weights": save_weights}
+        if init_weights is not None:
+            checkpoint.load(init_weights, self.net)        # a wrong file is refused before any work
         if sim:
             from .rtl import simulate_board
             if port is not None:
@@ -262,17 +269,17 @@ class Design:
             r = simulate_board(self.path, board=board or self.spec.board, baud=baud, epochs=epochs or
                                self.spec.learning.epochs, stream=stream, stream_samples=samples,
                                stream_window=window, garble_every=garble_every, progress=progress,
-                               timeout_s=7200)
+                               timeout_s=7200, **weights)
             return RunResult(r)
         if port is None:
             raise ValueError("run needs a port (or sim=True)")
-        transport = open_port(port, baud or DEFAULT_BAUD, timeout=timeout)
+        transport = board_run.open_port(port, baud or DEFAULT_BAUD, timeout=timeout)   # (looked up at call time)
         try:
             if stream:
                 r = stream_on_board(self.path, transport, epochs=epochs, samples=samples, window=window,
-                                    progress=progress, poll_s=poll)
+                                    progress=progress, poll_s=poll, **weights)
             else:
-                r = run_on_board(self.path, transport, epochs=epochs, progress=progress, poll_s=poll)
+                r = run_on_board(self.path, transport, epochs=epochs, progress=progress, poll_s=poll, **weights)
         finally:
             transport.close()
         return RunResult(r)

@@ -17,8 +17,7 @@ from .boards.build import BuildError, format_report
 from .boards.fit import FitError
 from .boards import board_names
 from .boards.flow import engine_choices
-from .boards import run as board_run
-from .boards.run import DEFAULT_BAUD, RunError, RunUsageError, run_on_board, stream_on_board
+from .boards.run import DEFAULT_BAUD, RunError, RunUsageError
 from .compiler.spec import SpecError
 from .hdl.engines import EngineUnsupported
 from .io import format_table, write_json
@@ -292,40 +291,24 @@ def cmd_run(args) -> int:
                          + ("both" if args.sim else "neither"))
     if not args.sim and (args.board or args.garble_every):
         raise UsageError("--board and --garble-every are options of --sim")
-    if args.sim:
-        from .rtl import simulate_board
-        spec = load(args.network).spec
-        try:
-            r = simulate_board(args.network, board=args.board or spec.board,
-                               baud=args.baud, epochs=args.epochs or spec.learning.epochs,
-                               stream=args.stream, stream_samples=args.samples, stream_window=args.window,
-                               garble_every=args.garble_every or 0, progress=not args.quiet, timeout_s=7200)
-        except (ValueError, FitError) as e:
-            raise UsageError(str(e).splitlines()[0]) from None
-        except VerilatorError as e:
-            print(f"sigprop-fpga run --sim: {str(e).splitlines()[0]}", file=sys.stderr)
-            return 1
-        if r.get("client_returncode") != 0:
-            print(f"sigprop-fpga run --sim: the client failed: {(r.get('link_stats') or {})}", file=sys.stderr)
-            return 1
-    else:
-        try:
-            port = board_run.open_port(args.port, args.baud or DEFAULT_BAUD, timeout=args.timeout)
-        except RunUsageError as e:
-            raise UsageError(str(e)) from None
-        try:
-            if args.stream:
-                r = stream_on_board(args.network, port, epochs=args.epochs, samples=args.samples,
-                                    window=args.window, progress=not args.quiet, poll_s=args.poll)
-            else:
-                r = run_on_board(args.network, port, epochs=args.epochs, progress=not args.quiet, poll_s=args.poll)
-        except RunUsageError as e:
-            raise UsageError(str(e)) from None
-        except RunError as e:
-            print(f"sigprop-fpga run: {e}", file=sys.stderr)
-            return 1
-        finally:
-            port.close()
+    design = load(args.network)
+    try:
+        r = design.run(port=args.port, baud=args.baud, epochs=args.epochs, stream=args.stream,
+                       samples=args.samples, window=args.window, timeout=args.timeout,
+                       progress=not args.quiet, poll=args.poll, sim=args.sim, board=args.board,
+                       garble_every=args.garble_every or 0, init_weights=args.init_weights,
+                       save_weights=args.save_weights).to_json()
+    except (RunUsageError, FitError, ValueError) as e:
+        raise UsageError(str(e).splitlines()[0]) from None
+    except RunError as e:
+        print(f"sigprop-fpga run: {e}", file=sys.stderr)
+        return 1
+    except VerilatorError as e:
+        print(f"sigprop-fpga run --sim: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 1
+    if args.sim and r.get("client_returncode") != 0:
+        print(f"sigprop-fpga run --sim: the client failed: {(r.get('link_stats') or {})}", file=sys.stderr)
+        return 1
     engine = "board (host-streamed)" if args.stream else "board"
     print(format_table(["engine", "test accuracy", "train accuracy (online)"],
                        [[engine, r["test_accuracy"], r["train_curve"][-1]],
@@ -529,6 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("--garble-every", type=_positive_int, metavar="N",
                     help="with --sim: corrupt the CRC of every N-th request frame on the simulated line (the "
                          "board answers BAD_CRC, the client resends; the run must stay bit exact)")
+    _weights_options(rn)
     rn.add_argument("--json", metavar="OUT", type=_out_file)
     rn.add_argument("-q", "--quiet", action="store_true")
     rn.set_defaults(func=cmd_run)

@@ -445,7 +445,8 @@ def simulate_board(network: str | Path, *, board: str | None = None, baud: int |
                    samples: int | None = None, garble_frames=(), garble_every: int = 0, junk_after=(),
                    build_root: str | Path | None = None, progress: bool = True, timeout_s: float = 1200,
                    stream: bool = False, stream_samples: int | None = None, stream_window: int | None = None,
-                   serial_lanes: int | None = None, runs: int = 1, dataset: str = "rom") -> dict:
+                   serial_lanes: int | None = None, runs: int = 1, dataset: str = "rom",
+                   init_weights: str | Path | None = None, save_weights: str | Path | None = None) -> dict:
     """The board top in Verilator, trained by the real host client (``sigprop-fpga run``) through a
     pseudo-terminal bridged to its UART pins; returns the client's report plus the link stats.
 
@@ -461,7 +462,9 @@ def simulate_board(network: str | Path, *, board: str | None = None, baud: int |
     ``stream_window`` samples in flight). ``garble_frames`` / ``garble_every`` corrupt the CRC of
     those / every so many request frames, ``junk_after`` puts junk on the line after those.
     ``runs`` runs the client that many times on the same simulated board (each restarts it; the
-    report is the last run's)."""
+    report is the last run's). ``init_weights`` / ``save_weights``: the client starts the board
+    from that checkpoint / saves the board's final state as one (``run --init-weights`` /
+    ``--save-weights``)."""
     spec, data, net = load_network(network)
     if board is not None:
         from .boards.flow import prepare_network
@@ -496,6 +499,9 @@ def simulate_board(network: str | Path, *, board: str | None = None, baud: int |
     if stream:
         client_args = (["--stream"] + (["--samples", str(stream_samples)] if stream_samples else [])
                        + (["--window", str(stream_window)] if stream_window else []))
+    for opt, path in (("--init-weights", init_weights), ("--save-weights", save_weights)):
+        if path is not None:
+            client_args += [opt, str(Path(path).resolve())]
     config = {"network": str(Path(network).resolve()), "epochs": epochs, "clock_hz": clock_hz, "baud": baud,
               "client_json": str(client_json), "garble_frames": list(garble_frames),
               "garble_every": int(garble_every), "junk_after": list(junk_after), "timeout_s": timeout_s,

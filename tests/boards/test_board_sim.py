@@ -102,3 +102,33 @@ def test_host_streams_wide_inputs_bit_exact(tmp_path_factory):
     assert r["client_returncode"] == 0 and r["bench_failed"] == 0
     assert r["mode"] == "stream" and r["bit_exact"] is True and r["first_mismatch"] is None
     assert r["bytes_per_sample"] == 9 and r["samples"] == 40 and r["predictions"] == 40 + 45
+
+
+def test_board_continues_from_a_checkpoint_and_saves_its_state(board, tmp_path):
+    """``run --init-weights``: the client writes a golden checkpoint into the board through the
+    restart, the board trains on from it bit exact, and ``--save-weights`` writes the board's
+    state read back, equal to the golden model continuing from the same checkpoint."""
+    import numpy as np
+
+    import sigprop_fpga as sf
+    from sigprop_fpga.sim import checkpoint
+    from sigprop_fpga.sim.compare import golden_feeder_run
+
+    f, cache = board
+    design = sf.load(f)
+    first, after = tmp_path / "first.npz", tmp_path / "after.npz"
+    design.train(model="golden", epochs=1, save_weights=first)
+    r = simulate_board(f, epochs=1, samples=CHIP_TRAIN, build_root=cache, progress=False,
+                       init_weights=first, save_weights=after)
+    assert r["client_returncode"] == 0 and r["bench_failed"] == 0
+    assert r["bit_exact"] is True and r["first_mismatch"] is None
+    assert r["saved_weights"] == str(after.resolve())
+    prior = checkpoint.load(first, design.net)
+    golden, _ = golden_feeder_run(design.net, design.data, CHIP_TRAIN, len(design.data.y_test), 1,
+                                  golden=checkpoint.golden_model(design.net, prior))
+    saved, want = checkpoint.load(after, design.net).raw, golden.state()
+    for key in ("W", "b", "T"):
+        for l, (got, exp) in enumerate(zip(saved[key], want[key])):
+            np.testing.assert_array_equal(got, exp, err_msg=f"{key}{l}")
+    # the board trained on from the checkpoint: its weights moved
+    assert any((np.asarray(a) != np.asarray(b)).any() for a, b in zip(saved["W"], prior.raw["W"]))
