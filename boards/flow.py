@@ -19,7 +19,8 @@ from . import get_target
 from .build import build
 from ..toolchain import apply_amaranth_tool_env
 from .fit import FitError, fit_check
-from .top import SigPropBoardTop
+from ..hdl.dataram import DATA_WORDS, SPRAM_BLOCKS
+from .top import SigPropBoardTop, choose_baud, feature_bytes, link_memories
 
 __all__ = ["estimate_resources", "build_network", "dataset_capacity", "board_memories", "bram_blocks",
            "engine_choices", "EnginePlan", "plan_engine", "BoardDesign", "prepare_network",
@@ -31,7 +32,6 @@ def engine_choices() -> tuple[str, ...]:
     ``auto``, the first registered engine that supports the network and fits the device."""
     return ("auto",) + tuple(ENGINES)
 
-LINK_PAYLOAD = 256          # SigPropBoardCore's host link frame buffer (bytes)
 MAX_EPOCHS = 255            # SigPropBoardCore's feeder: the learning-curve memory's depth
 
 # Block RAM configurations (depth, width) the synthesis maps a memory onto. Every memory of the
@@ -58,14 +58,26 @@ def _mem_blocks(depth: int, width: int, family: str, read_ports: int = 1) -> int
     return blocks * (read_ports if family == "ice40" else 1)
 
 
+def ram_memories(net) -> list[tuple[int, int, int]]:
+    """The memories of :class:`~sigprop_fpga.hdl.dataram.RamFeeder`: the learning curve (its label
+    queue is flip-flops; the dataset itself is in SPRAM)."""
+    return [(MAX_EPOCHS, 32, 1)]
+
+
+def ram_capacity(net) -> int:
+    """Samples the dataset RAM (four SPRAMs, 128 KiB) holds in the stream format."""
+    return 2 * DATA_WORDS // (net.n_inputs * feature_bytes(net.spec.precision.input.width) + 1)
+
+
 def board_memories(engine: Engine, net, lanes, n_samples: int) -> list[tuple[int, int, int]]:
     """(depth, width, read ports) of every memory of the board top: the engine's
     (:meth:`~sigprop_fpga.hdl.engines.Engine.memories`), the feeder's dataset (features; labels,
-    read by the sequencer and the scorer) and learning curve, and the host link's frame buffer."""
+    read by the sequencer and the scorer) and learning curve, and the host link's frame buffer and
+    sample and result FIFOs."""
     out = [(d, w, 1) for d, w in engine.memories(net, lanes)]
     if n_samples > 0:     # without a stored sample the feeder never runs: no memory of its own
         out += _dataset_memories(net, n_samples) + [(MAX_EPOCHS, 2 * curve_count_width(n_samples), 1)]
-    out.append((LINK_PAYLOAD, 8, 1))
+    out += link_memories()
     return out
 
 
@@ -229,14 +241,18 @@ def split_stored(samples: int, n_train: int, n_test: int) -> tuple[int, int]:
 class BoardDesign:
     """Everything :func:`build_network` decides before synthesis: ``spec``, ``data``, ``net``,
     ``target``, ``plan`` (:class:`EnginePlan`), ``n_train`` / ``n_test`` (stored on chip),
-    ``samples``, ``estimate`` (the fit-checked resources) and ``clock_mhz`` / ``achieved_mhz``;
+    ``samples``, ``estimate`` (the fit-checked resources), ``clock_mhz`` / ``achieved_mhz`` and
+    ``baud`` (the host link's rate, :func:`~.top.choose_baud`) and ``dataset`` (``"rom"``: the
+    stored samples in block RAM; ``"ram"``: the iCE40UP5K's SPRAMs, uploaded by ``run``, where the
+    block RAM left over holds fewer samples than the SPRAMs);
     :meth:`top` elaborates nothing yet and returns the board top."""
 
     def __init__(self, **kw):
         self.__dict__.update(kw)
 
     def top(self):
-        return SigPropBoardTop(self.net, self.data, self.target, self.achieved_mhz * 1e6, lanes=self.plan.lanes,
+        return SigPropBoardTop(self.net, self.data, self.target, self.achieved_mhz * 1e6, baud=self.baud,
+                               dataset=self.dataset, lanes=self.plan.lanes,
                                n_train=self.n_train, n_test=self.n_test, autostart_epochs=self.autostart_epochs,
                                engine_cls=self.plan.engine.component_cls)
 
@@ -253,16 +269,33 @@ def prepare_network(network, board: str | None = None, *, samples: int | None = 
         raise SpecError(spec.file, None, "board", str(e.args[0])) from None
     plan = plan_engine(net, target, engine)
     n_total = len(data.y_train) + len(data.y_test)
+    dataset = "rom"
     if samples is None:
         samples = min(n_total, dataset_capacity(plan.engine, net, target, plan.lanes))
+        # the SPRAMs hold more than the block RAM left over: the host uploads the dataset there
+        if (samples < n_total and not autostart_epochs and target.available("spram") >= SPRAM_BLOCKS
+                and net.spec.precision.input.width <= 16 and net.n_classes <= 256
+                and ram_capacity(net) > samples):
+            dataset, samples = "ram", min(n_total, ram_capacity(net))
     n_train, n_test = split_stored(samples, len(data.y_train), len(data.y_test))
-    est = estimate_resources(plan.engine, net, plan.lanes, n_train + n_test, target.family)
+    if dataset == "ram":
+        est = estimate_resources(plan.engine, net, plan.lanes, 0, target.family)
+        est["bram"] += sum(_mem_blocks(d, w, target.family, r) for d, w, r in ram_memories(net))
+        est["spram"] = SPRAM_BLOCKS
+    else:
+        est = estimate_resources(plan.engine, net, plan.lanes, n_train + n_test, target.family)
     problems = fit_check(est, target)
     if problems:
         raise FitError(problems)
     clock_mhz = spec.hardware.clock_for(target.name)
+    achieved = target.achieved_mhz(clock_mhz)
+    try:
+        baud = choose_baud(achieved * 1e6)
+    except ValueError as e:
+        raise SpecError(spec.file, None, "hardware.clock_mhz", f"the host link on {target.name}: {e}") from None
     return BoardDesign(spec=spec, data=data, net=net, target=target, plan=plan, n_train=n_train, n_test=n_test,
-                       samples=samples, estimate=est, clock_mhz=clock_mhz, achieved_mhz=target.achieved_mhz(clock_mhz),
+                       dataset=dataset,
+                       samples=samples, estimate=est, clock_mhz=clock_mhz, achieved_mhz=achieved, baud=baud,
                        autostart_epochs=autostart_epochs)
 
 
@@ -285,7 +318,7 @@ def build_network(network, board: str | None = None, out_dir=None, *, progress=N
     cps = c.per_sample
     fmax = report.get("fmax_mhz")
     report.update({
-        "network": str(network), "engine": plan.engine.name, "lanes": plan.lanes_json,
+        "network": str(network), "engine": plan.engine.name, "lanes": plan.lanes_json, "baud": d.baud,
         "dataset_on_chip": {"train": d.n_train, "test": d.n_test},
         "cycles_per_sample": cps,
         "train_samples_per_second": (fmax * 1e6 / cps) if fmax else None,

@@ -6,8 +6,9 @@ Host link registers (32 bit; see :mod:`sigprop_fpga.hdl.hostlink` for the frame 
 index  name             meaning
 =====  ===============  =================================================================
 0      CONTROL (w)      bit 0: start the feeder (a pulse), bit 1: evaluate the test split
-                        after each epoch, bit 2: hold (no new sample; needed for readback),
-                        bits 16-31: epochs
+                        after each epoch, bit 2: hold (no new sample; needed for readback
+                        and state writes), bit 3: host samples are inference (else
+                        training), bits 16-31: epochs
 1      STATUS           bit 0 feeder busy, bit 1 done, bit 2 engine idle, bits 16-31 epoch
 2      SENT             samples the feeder streamed since start
 3      RECEIVED         predictions the feeder scored since start
@@ -21,35 +22,117 @@ index  name             meaning
 11     CURVE_TEST       correct test predictions of that epoch
 12     N_TRAIN          training samples stored on chip
 13     N_TEST           test samples stored on chip
-14     ID               0x53500002 ("SP", layout version 2)
+14     ID               0x53500003 ("SP", layout version 3)
 15     ENGINE           the engine: 0 pipelined (the lanes per stage are the compiler's,
                         ``allocate_lanes``), else the serial engine's lane count
+16     CLOCK            free-running clock cycles / 256 since configuration (wraps after
+                        2**40 cycles: 4.4 hours at 70 MHz)
+17     RESTART (w)      any write: reset the engine (counters, pipeline), the feeder, the
+                        sample and result FIFOs and CONTROL, as after configuration; the
+                        memories keep their contents (the host writes the initial state)
+18     CLOCK_HZ         the ``sync`` clock the design was built for, in Hz
+19     LINK             bits 0-7 UART divisor, bits 8-15 bytes per feature in stream mode,
+                        bits 16-31 the sample FIFO's bytes
+20     RESULT_FIFO      the result FIFO's entries
+21     DATA_BYTES       bytes of the uploadable dataset RAM (0: the dataset is in block RAM)
+22     DATA_FILL        words of the dataset RAM written in order from 0 (a write: start the
+                        upload afresh, 0 words)
+23     DATA_CRC         CRC-16/CCITT-FALSE of those words' bytes (low byte first)
 =====  ===============  =================================================================
+
+With a dataset RAM (``dataset="ram"``: the iCEBreaker's SPRAMs) memory region 1 (``dataset``,
+64 Ki x 16) is the RAM, written by the host with the stream mode's sample bytes (training
+samples, then test samples), and N_TRAIN / N_TEST are written by the host too; the feeder
+trains from it. DATA_FILL and DATA_CRC make the upload resumable: the host checks the CRC of
+what it sent up to DATA_FILL and goes on from there.
 
 Memory region 0 (``state``) is the engine's state (set ``hold`` and wait for ``idle`` first):
 weights, biases, target table, caches and counters, laid out as in the manifest's ``readback``
 map. Reads return any entry; writes load weights, biases, the table and the caches (a checkpoint)
-and are ignored for counters and unused addresses. SEND_SAMPLE bytes go to the engine when the feeder is not busy: one
-byte per feature (two's complement), then one label byte whose bit 7 selects training; each
-sample's prediction comes back as one byte through READ_RESULTS.
+and are ignored for counters and unused addresses.
+
+Stream mode: SEND_SAMPLE bytes go through the sample FIFO (:data:`SAMPLE_FIFO` bytes, two frames
+of :data:`LINK_PAYLOAD`: while the engine drains one frame the next arrives) to the engine when
+the feeder is not busy: per feature ``ceil(input width / 8)`` bytes (two's complement, little
+endian; up to 16 bits), then one label byte (0..255). CONTROL bit 3 says whether the samples
+train or only infer. Each sample's prediction (one byte) waits in the result FIFO
+(:data:`RESULT_FIFO` entries) for READ_RESULTS, so the engine never waits for the host while the
+host keeps no more samples in flight than the FIFOs hold.
 
 The LEDs show: LED 0 training in progress, LED 1 done; with more LEDs, the last epoch's test
 accuracy as a bar (one LED per eighth).
 """
 
-from amaranth.hdl import Elaboratable, Module, Signal
+from amaranth.hdl import Cat, Elaboratable, Mux, Module, ResetInserter, Signal
 from amaranth.lib import io, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from ..hdl.engine import SigPropEngine
+from ..hdl.dataram import DATA_WORDS, DataRAM, RamFeeder
 from ..hdl.feeder import DatasetFeeder
-from ..hdl.hostlink import UARTHostLink
+from ..hdl.hostlink import UARTHostLink, crc16_byte
+from ..hdl.uart import uart_divisor
 
-__all__ = ["SigPropBoardCore", "SigPropBoardTop", "REGISTERS", "BOARD_ID"]
+__all__ = ["SigPropBoardCore", "SigPropBoardTop", "REGISTERS", "BOARD_ID", "LINK_PAYLOAD", "SAMPLE_FIFO",
+           "RESULT_FIFO", "link_memories", "feature_bytes", "DEFAULT_BAUD", "LINK_RATES", "choose_baud",
+           "baud_clock_mhz"]
 
 REGISTERS = ("CONTROL", "STATUS", "SENT", "RECEIVED", "TRAIN_CORRECT", "TEST_CORRECT", "CYCLES", "SAMPLES",
-             "INFERENCES", "CURVE_ADDR", "CURVE_TRAIN", "CURVE_TEST", "N_TRAIN", "N_TEST", "ID", "ENGINE")
-BOARD_ID = 0x53500002
+             "INFERENCES", "CURVE_ADDR", "CURVE_TRAIN", "CURVE_TEST", "N_TRAIN", "N_TEST", "ID", "ENGINE",
+             "CLOCK", "RESTART", "CLOCK_HZ", "LINK", "RESULT_FIFO", "DATA_BYTES", "DATA_FILL", "DATA_CRC")
+BOARD_ID = 0x53500003
+
+#: The host link's largest frame payload (bytes): its frame buffer, one iCE40 block RAM.
+LINK_PAYLOAD = 512
+#: The sample FIFO between the host link and the engine: two frames (double buffered).
+SAMPLE_FIFO = 2 * LINK_PAYLOAD
+#: The result FIFO: predictions waiting for READ_RESULTS.
+RESULT_FIFO = 512
+#: The link's default rate: 3 Mbaud (the ULX3S's FT231X's top rate; the iCEBreaker's FT2232H
+#: goes beyond). :func:`~sigprop_fpga.hdl.uart.uart_divisor` checks the clock's error budget.
+DEFAULT_BAUD = 3_000_000
+#: The rates the board tops try, fastest first: the FTDI chips' (FT231X, FT2232H) exact rates
+#: ``3 MHz / n`` down to 1 Mbaud, then the classic ones.
+LINK_RATES = (3_000_000, 2_000_000, 1_500_000, 1_000_000, 921_600, 500_000, 230_400, 115_200)
+
+
+def choose_baud(clock_hz: float, rates=LINK_RATES) -> int:
+    """The fastest of ``rates`` a ``clock_hz`` UART divisor reaches within the error budget
+    (:func:`~sigprop_fpga.hdl.uart.uart_divisor`): 3 Mbaud at 24 MHz (8 cycles a bit, exact) and
+    at 70 MHz (23, +1.4%); 1.5 Mbaud at 25 MHz (17, -2.0%). Raises ValueError when none does."""
+    for baud in rates:
+        try:
+            uart_divisor(clock_hz, baud)
+            return baud
+        except ValueError:
+            continue
+    raise ValueError(f"no UART rate of {', '.join(map(str, rates))} fits a {clock_hz / 1e6:g} MHz clock")
+
+
+def baud_clock_mhz(requested_mhz: float, baud: int = DEFAULT_BAUD) -> float:
+    """The clock nearest ``requested_mhz`` (not above it) that is a whole multiple of ``baud``:
+    what a baud-rate-aware PLL choice would ask for (e.g. 69 MHz for 70 at 3 Mbaud, divisor 23
+    exact). Not used by the build: the clock is the network file's."""
+    n = int(requested_mhz * 1e6 // baud)
+    if n < 4:
+        raise ValueError(f"{requested_mhz:g} MHz is below 4 clock cycles a bit at {baud} baud")
+    return n * baud / 1e6
+
+
+#: A CLOCK register tick: this many clock cycles.
+CLOCK_TICK = 256
+
+
+def link_memories() -> list[tuple[int, int, int]]:
+    """(depth, width, read ports) of the host link's memories: the frame buffer and the two FIFOs
+    (a :class:`~amaranth.lib.fifo.SyncFIFOBuffered` of depth ``d`` keeps ``d - 1`` in memory)."""
+    return [(LINK_PAYLOAD, 8, 1), (SAMPLE_FIFO - 1, 8, 1), (RESULT_FIFO - 1, 8, 1)]
+
+
+def feature_bytes(input_width: int) -> int:
+    """Bytes a feature of ``input_width`` bits takes in stream mode (1 or 2)."""
+    return (input_width + 7) // 8
 
 
 class SigPropBoardCore(wiring.Component):
@@ -65,11 +148,18 @@ class SigPropBoardCore(wiring.Component):
         The engine's lanes (per stage for :class:`~sigprop_fpga.hdl.engine.SigPropEngine`, one
         count for :class:`~sigprop_fpga.hdl.serial.SerialEngine`).
     autostart_epochs : int
+        Epochs the chip trains by itself after configuration (0: wait for the host).
     engine_cls : type
         The engine: :class:`~sigprop_fpga.hdl.engine.SigPropEngine` (a pipelined stage per
         layer, the default) or :class:`~sigprop_fpga.hdl.serial.SerialEngine` (one lane array
         for every layer, for small devices); both have the same ports and state map.
-        Epochs the chip trains by itself after configuration (0: wait for the host).
+    clock_hz : int
+        The clock the design is built for (the CLOCK_HZ register; 0: unknown).
+    dataset : str
+        ``"rom"``: the first ``n_train`` / ``n_test`` samples in block RAM, filled at build time;
+        ``"ram"``: a 64 Ki x 16 RAM the host uploads (:class:`~sigprop_fpga.hdl.dataram.DataRAM`).
+    ram_primitive : bool
+        With ``dataset="ram"``: the iCE40UP5K's SB_SPRAM256KA (a bitstream), else a memory model.
 
     Members
     -------
@@ -80,60 +170,126 @@ class SigPropBoardCore(wiring.Component):
 
     Latency and throughput
     ----------------------
-    The engine's; the host link is half duplex at ``clock / divisor`` baud.
+    The engine's. The host link is half duplex at ``clock / divisor`` baud; in stream mode the
+    sample and result FIFOs decouple the engine from it, so the engine trains at its own rate
+    or the link's (``baud / 10 / bytes per sample`` and frame overhead), whichever is lower.
+    A SEND_SAMPLE frame's bytes move from the frame buffer into the sample FIFO at one byte per
+    two cycles after its CRC checked out.
     """
 
     def __init__(self, net, data, *, divisor: int, lanes=None, n_train=None, n_test=None,
-                 autostart_epochs: int = 0, max_epochs: int = 255, engine_cls=SigPropEngine):
+                 autostart_epochs: int = 0, max_epochs: int = 255, engine_cls=SigPropEngine,
+                 clock_hz: int = 0, dataset: str = "rom", ram_primitive: bool = False):
+        if dataset not in ("rom", "ram"):
+            raise ValueError(f"dataset must be 'rom' or 'ram', not {dataset!r}")
+        if dataset == "ram" and autostart_epochs:
+            raise ValueError("a dataset RAM is empty after configuration: no autostart")
+        self.dataset = dataset
         self.net, self.data = net, data
         self.n_train = len(data.y_train) if n_train is None else n_train
         self.n_test = len(data.y_test) if n_test is None else n_test
         self.divisor = divisor
+        self.clock_hz = int(clock_hz)
         self.autostart_epochs = autostart_epochs
         self.engine = engine_cls(net, lanes)
-        self.feeder = DatasetFeeder(data.x_train[:self.n_train], data.y_train[:self.n_train],
-                                    data.x_test[:self.n_test], data.y_test[:self.n_test],
+        self.feature_bytes = feature_bytes(net.spec.precision.input.width)
+        regions = [("state", 1 << self.engine.map["addr_width"], 32)]
+        if dataset == "rom":
+            self.feeder = DatasetFeeder(data.x_train[:self.n_train], data.y_train[:self.n_train],
+                                        data.x_test[:self.n_test], data.y_test[:self.n_test],
+                                        in_width=self.engine.in_width, n_classes=net.n_classes,
+                                        max_epochs=max_epochs)
+        else:
+            self.feeder = RamFeeder(n_in=net.n_inputs, feature_bytes=self.feature_bytes,
                                     in_width=self.engine.in_width, n_classes=net.n_classes, max_epochs=max_epochs)
-        self.link = UARTHostLink(divisor, [("state", 1 << self.engine.map["addr_width"], 32)],
-                                 n_regs=len(REGISTERS), max_payload=256)
+            self.ram = DataRAM(ram_primitive)
+            regions.append(("dataset", DATA_WORDS, 16))
+        self.link = UARTHostLink(divisor, regions, n_regs=len(REGISTERS), max_payload=LINK_PAYLOAD)
         super().__init__({"uart_rx": In(1, init=1), "uart_tx": Out(1, init=1), "leds": Out(8)})
 
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.engine = e = self.engine
-        m.submodules.feeder = f = self.feeder
-        m.submodules.link = link = self.link
-
-        # engine input: the feeder while it runs, else the host's sample bytes
-        host = link.sample
+    def _host_samples(self, m, e, f, link, restart, infer):
+        """The stream mode's path: link -> sample FIFO -> bytes assembled into features and the
+        label -> engine; engine -> result FIFO -> link. The feeder has the engine while busy."""
+        m.submodules.sample_fifo = sfifo = ResetInserter(restart)(SyncFIFOBuffered(width=8, depth=SAMPLE_FIFO))
+        m.submodules.result_fifo = rfifo = ResetInserter(restart)(SyncFIFOBuffered(width=8, depth=RESULT_FIFO))
+        m.d.comb += [sfifo.w_data.eq(link.sample.payload), sfifo.w_en.eq(link.sample.valid),
+                     link.sample.ready.eq(sfifo.w_rdy),
+                     link.result.valid.eq(rfifo.r_rdy), link.result.payload.eq(rfifo.r_data),
+                     rfifo.r_en.eq(link.result.ready)]
+        fb = self.feature_bytes
         beat = Signal(range(self.net.n_inputs + 1))
+        sub = Signal(range(fb))                     # byte of the feature
+        acc = Signal(8 * (fb - 1) or 1)             # its earlier bytes
         with m.If(f.busy):
             m.d.comb += [e.i.payload.eq(f.o.payload), e.i.valid.eq(f.o.valid), f.o.ready.eq(e.i.ready),
                          f.pred.valid.eq(e.o.valid), f.pred.payload.eq(e.o.payload), e.o.ready.eq(1)]
         with m.Else():
             label_beat = beat == self.net.n_inputs
-            m.d.comb += [e.i.valid.eq(host.valid), host.ready.eq(e.i.ready),
-                         e.i.payload.data.eq(host.payload[:7]), e.i.payload.train.eq(0)]
-            with m.If(~label_beat):
-                m.d.comb += e.i.payload.data.eq(host.payload)
-            with m.Else():
-                m.d.comb += e.i.payload.train.eq(host.payload[7])
-            with m.If(host.valid & host.ready):
-                m.d.sync += beat.eq(0 if self.net.n_inputs == 0 else beat + 1)
-                with m.If(label_beat):
-                    m.d.sync += beat.eq(0)
-            m.d.comb += [link.result.valid.eq(e.o.valid), link.result.payload.eq(e.o.payload),
-                         e.o.ready.eq(link.result.ready)]
+            last_byte = label_beat | (sub == fb - 1)
+            taken = Signal()
+            m.d.comb += [e.i.payload.train.eq(~infer),
+                         e.i.payload.data.eq(Cat(acc, sfifo.r_data) if fb > 1 else sfifo.r_data),
+                         rfifo.w_data.eq(e.o.payload), rfifo.w_en.eq(e.o.valid), e.o.ready.eq(rfifo.w_rdy)]
+            with m.If(label_beat):
+                m.d.comb += e.i.payload.data.eq(sfifo.r_data)
+            with m.If(last_byte):
+                m.d.comb += [e.i.valid.eq(sfifo.r_rdy), sfifo.r_en.eq(e.i.ready),
+                             taken.eq(sfifo.r_rdy & e.i.ready)]
+            with m.Else():                          # a low byte of a wide feature: into acc
+                m.d.comb += [sfifo.r_en.eq(1), taken.eq(sfifo.r_rdy)]
+            with m.If(taken):
+                if fb > 1:
+                    m.d.sync += acc.eq(Cat(acc[8:], sfifo.r_data))
+                with m.If(last_byte):
+                    m.d.sync += [sub.eq(0), beat.eq(Mux(label_beat, 0, beat + 1))]
+                with m.Else():
+                    m.d.sync += sub.eq(sub + 1)
+        with m.If(restart):
+            m.d.sync += [beat.eq(0), sub.eq(0)]
+
+    def _dataset_ram(self, m, f, link, reg):
+        """Region 1: the dataset RAM, shared by the host's writes and reads (feeder idle) and the
+        feeder; the upload's bookkeeping (DATA_FILL, DATA_CRC). Returns (fill, crc); a region 1
+        read's data are valid (``self._ram_valid``) two cycles after ``r_en``."""
+        m.submodules.ram = ram = self.ram
+        bus = link.bus
+        data_region = bus.region == 1
+        m.d.comb += [ram.addr.eq(Mux(f.busy, f.mem_addr, bus.addr[:16])), ram.w_data.eq(bus.w_data[:16]),
+                     ram.w_en.eq(bus.w_en & data_region & ~f.busy), f.mem_data.eq(ram.r_data)]
+        pend = Signal(2)
+        m.d.sync += pend.eq(Cat(bus.r_en & data_region & ~f.busy, pend[0]))
+        fill, crc = Signal(17), Signal(16, init=0xFFFF)
+        with m.If(ram.w_en & (bus.addr == fill)):
+            m.d.sync += [fill.eq(fill + 1), crc.eq(crc16_byte(crc16_byte(crc, bus.w_data[:8]), bus.w_data[8:16]))]
+        with m.If(reg.w_en & (reg.index == REGISTERS.index("DATA_FILL"))):
+            m.d.sync += [fill.eq(0), crc.eq(0xFFFF)]
+        self._ram_valid = pend[1]
+        return fill, crc
+
+    def elaborate(self, platform):
+        m = Module()
+        restart = Signal()
+        m.submodules.engine = ResetInserter(restart)(self.engine)
+        m.submodules.feeder = ResetInserter(restart)(self.feeder)
+        m.submodules.link = link = self.link
+        e, f = self.engine, self.feeder
 
         # registers
-        ctrl_evaluate, ctrl_hold = Signal(), Signal()
+        ctrl_evaluate, ctrl_hold, ctrl_infer = Signal(), Signal(), Signal()
         epochs = Signal(16)
         start = Signal()
         curve_addr = Signal(16)
+        clock = Signal(40)
+        if self.dataset == "ram":
+            n_train, n_test = Signal(16), Signal(16)
+            m.d.comb += [f.n_train.eq(n_train), f.n_test.eq(n_test)]
+        else:
+            n_train, n_test = self.n_train, self.n_test
         auto = Signal(init=1 if self.autostart_epochs else 0)
         m.d.comb += [f.epochs.eq(epochs), f.evaluate.eq(ctrl_evaluate), f.hold.eq(ctrl_hold), f.start.eq(start),
                      f.curve_addr.eq(curve_addr)]
-        m.d.sync += start.eq(0)
+        m.d.sync += [start.eq(0), restart.eq(0), clock.eq(clock + 1)]
+        self._host_samples(m, e, f, link, restart, ctrl_infer)
         if self.autostart_epochs:
             with m.If(auto):
                 m.d.sync += [auto.eq(0), start.eq(1), epochs.eq(self.autostart_epochs), ctrl_evaluate.eq(1)]
@@ -142,17 +298,31 @@ class SigPropBoardCore(wiring.Component):
             with m.Switch(reg.index):
                 with m.Case(REGISTERS.index("CONTROL")):
                     m.d.sync += [start.eq(reg.w_data[0]), ctrl_evaluate.eq(reg.w_data[1]),
-                                 ctrl_hold.eq(reg.w_data[2]), epochs.eq(reg.w_data[16:32])]
+                                 ctrl_hold.eq(reg.w_data[2]), ctrl_infer.eq(reg.w_data[3]),
+                                 epochs.eq(reg.w_data[16:32])]
                 with m.Case(REGISTERS.index("CURVE_ADDR")):
                     m.d.sync += curve_addr.eq(reg.w_data)
+                with m.Case(REGISTERS.index("RESTART")):
+                    m.d.sync += [restart.eq(1), start.eq(0), ctrl_evaluate.eq(0), ctrl_hold.eq(0),
+                                 ctrl_infer.eq(0), epochs.eq(0), curve_addr.eq(0)]
+                if self.dataset == "ram":
+                    with m.Case(REGISTERS.index("N_TRAIN")):
+                        m.d.sync += n_train.eq(reg.w_data)
+                    with m.Case(REGISTERS.index("N_TEST")):
+                        m.d.sync += n_test.eq(reg.w_data)
+        link_info = self.divisor | (self.feature_bytes << 8) | (SAMPLE_FIFO << 16)
+        fill, fill_crc = self._dataset_ram(m, f, link, reg) if self.dataset == "ram" else (0, 0)
         values = {
-            "CONTROL": (epochs << 16) | (ctrl_hold << 2) | (ctrl_evaluate << 1),
+            "CONTROL": (epochs << 16) | (ctrl_infer << 3) | (ctrl_hold << 2) | (ctrl_evaluate << 1),
             "STATUS": (f.epoch << 16) | (e.idle << 2) | (f.done << 1) | f.busy,
             "SENT": f.sent, "RECEIVED": f.received, "TRAIN_CORRECT": f.train_correct,
             "TEST_CORRECT": f.test_correct, "CYCLES": e.cycles, "SAMPLES": e.samples, "INFERENCES": e.inferences,
             "CURVE_ADDR": curve_addr, "CURVE_TRAIN": f.curve_data[:32], "CURVE_TEST": f.curve_data[32:],
-            "N_TRAIN": self.n_train, "N_TEST": self.n_test, "ID": BOARD_ID,
+            "N_TRAIN": n_train, "N_TEST": n_test, "ID": BOARD_ID,
             "ENGINE": getattr(e, "P", 0) if not isinstance(e, SigPropEngine) else 0,
+            "CLOCK": clock[8:40], "RESTART": 0, "CLOCK_HZ": self.clock_hz, "LINK": link_info,
+            "RESULT_FIFO": RESULT_FIFO, "DATA_BYTES": 2 * DATA_WORDS if self.dataset == "ram" else 0,
+            "DATA_FILL": fill, "DATA_CRC": fill_crc,
         }
         r_data = Signal(32)
         with m.Switch(reg.index):
@@ -166,9 +336,12 @@ class SigPropBoardCore(wiring.Component):
         # output register; it is used as is (the link registers it again in `word`)
         bus = link.bus
         pend = Signal(e.rb_latency)
-        m.d.comb += [e.rb_en.eq(ctrl_hold), e.rb_addr.eq(bus.addr), bus.r_data.eq(e.rb_data),
-                     bus.r_valid.eq(pend[-1]), e.wb_en.eq(ctrl_hold & bus.w_en), e.wb_data.eq(bus.w_data)]
-        m.d.sync += pend.eq((pend << 1) | bus.r_en)
+        state = bus.region == 0
+        ram_valid = self._ram_valid if self.dataset == "ram" else 0
+        ram_data = self.ram.r_data if self.dataset == "ram" else 0
+        m.d.comb += [e.rb_en.eq(ctrl_hold), e.rb_addr.eq(bus.addr), bus.r_data.eq(Mux(ram_valid, ram_data, e.rb_data)),
+                     bus.r_valid.eq(pend[-1] | ram_valid), e.wb_en.eq(ctrl_hold & bus.w_en & state), e.wb_data.eq(bus.w_data)]
+        m.d.sync += pend.eq((pend << 1) | (bus.r_en & state))
 
         # pins and LEDs
         m.d.comb += [link.rx.eq(self.uart_rx), self.uart_tx.eq(link.tx),
@@ -189,18 +362,22 @@ class SigPropBoardTop(Elaboratable):
     clock_hz : float
         The ``sync`` frequency (sets the UART divisor).
     baud : int
-    lanes, n_train, n_test, autostart_epochs, engine_cls :
-        As :class:`SigPropBoardCore`.
+        The host's rate (default :func:`choose_baud`: 3 Mbaud where the clock allows); the
+        divisor's error budget is checked (:func:`~sigprop_fpga.hdl.uart.uart_divisor`, ValueError).
+    lanes, n_train, n_test, autostart_epochs, engine_cls, dataset :
+        As :class:`SigPropBoardCore` (a ``"ram"`` dataset in the SB_SPRAM256KA primitives).
     """
 
-    def __init__(self, net, data, target, clock_hz: float, *, baud: int = 115200, lanes=None,
-                 n_train=None, n_test=None, autostart_epochs: int = 0, engine_cls=SigPropEngine):
-        if baud <= 0 or clock_hz / baud < 4:
-            raise ValueError(f"the UART needs at least 4 clock cycles per bit, {clock_hz:.0f} Hz / {baud} baud")
+    def __init__(self, net, data, target, clock_hz: float, *, baud: int | None = None, lanes=None,
+                 n_train=None, n_test=None, autostart_epochs: int = 0, engine_cls=SigPropEngine,
+                 dataset: str = "rom"):
+        self.baud = choose_baud(clock_hz) if baud is None else baud
+        divisor, _ = uart_divisor(clock_hz, self.baud)
         self.target = target
-        self.core = SigPropBoardCore(net, data, divisor=round(clock_hz / baud), lanes=lanes, n_train=n_train,
+        self.core = SigPropBoardCore(net, data, divisor=divisor, lanes=lanes, n_train=n_train,
                                      n_test=n_test, autostart_epochs=autostart_epochs,
-                                     engine_cls=engine_cls)
+                                     engine_cls=engine_cls, clock_hz=round(clock_hz), dataset=dataset,
+                                     ram_primitive=dataset == "ram")
 
     def elaborate(self, platform):
         m = Module()

@@ -144,6 +144,19 @@ class Lfsr:
         self._buf = np.concatenate([rest, out.T.reshape(-1)])
         self._pos = 0
 
+    def peek(self) -> int:
+        """The state the next draw returns (the LFSR's position, for a checkpoint)."""
+        return int(self._buf[self._pos]) if self._pos < len(self._buf) else self.state
+
+    def restart(self, state: int) -> None:
+        """Continue from ``state`` (a :meth:`peek` value): the next draw returns it."""
+        state &= 0xFFFFFFFF
+        if state == 0:
+            raise ValueError("an LFSR state must be non-zero")
+        self.state = state
+        self._buf = np.zeros(0, dtype=np.int64)
+        self._pos = 0
+
     def take(self, n: int) -> np.ndarray:
         if len(self._buf) - self._pos < n:
             self._refill(n - (len(self._buf) - self._pos))

@@ -215,7 +215,9 @@ class LayerStage(wiring.Component):
     lanes : int
         Multipliers (lanes) of the stage, ``>= 1``; need not divide the widths.
     params : dict
-        Quantised initial parameters, :func:`sigprop_fpga.compiler.network.quantize_params`.
+        Quantised initial parameters, :func:`sigprop_fpga.compiler.network.quantize_params`;
+        an optional ``"lfsr"`` entry (one state per unit, layers then the head) starts the
+        stochastic-rounding LFSRs there instead of at their seeds (a checkpoint's positions).
 
     Members
     -------
@@ -693,11 +695,13 @@ class _Datapath:
         """The stage's LFSR (and the head's): lane ``p`` takes the ``p``-th next draw."""
         spec, P = self.net.spec.precision, self.P
         self.draws = self.head_draws = [Const(0, 32)] * P
+        # params["lfsr"] (a checkpoint's LFSR positions, one per unit) replaces the seeds
+        start = self.st.params.get("lfsr") or [lfsr_seed(spec.lfsr_seed, u) for u in range(self.net.depth + 1)]
         if self.stoch:
-            self.lfsr = m.submodules.lfsr = Lfsr(lfsr_seed(spec.lfsr_seed, self.l), P)
+            self.lfsr = m.submodules.lfsr = Lfsr(int(start[self.l]), P)
             self.draws = [self.lfsr.draws[pp] for pp in range(P)]
             if self.head:
-                self.lfsr_head = m.submodules.lfsr_head = Lfsr(lfsr_seed(spec.lfsr_seed, self.net.depth), P)
+                self.lfsr_head = m.submodules.lfsr_head = Lfsr(int(start[self.net.depth]), P)
                 self.head_draws = [self.lfsr_head.draws[pp] for pp in range(P)]
 
     def _registers(self):

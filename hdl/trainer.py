@@ -36,8 +36,10 @@ class Trainer(wiring.Component):
     -------
     The feeder's controls and status (``start``, ``epochs``, ``evaluate``, ``hold``, ``busy``,
     ``done``, ``epoch``, ``sent``, ``received``, ``train_correct``, ``test_correct``,
-    ``curve_addr``, ``curve_data``, ``tap_*``) and the engine's readback and counters
-    (``rb_en``, ``rb_addr``, ``rb_data``, ``idle``, ``cycles``, ``samples``, ``inferences``).
+    ``curve_addr``, ``curve_data``, ``tap_*``) and the engine's state port and counters
+    (``rb_en``, ``rb_addr``, ``rb_data``, ``wb_en``, ``wb_data``, ``idle``, ``cycles``, ``samples``,
+    ``inferences``): with ``rb_en`` and ``wb_en`` while idle, ``wb_data`` is written to the entry at
+    ``rb_addr`` (a checkpoint loaded before ``start``).
 
     Latency and throughput
     ----------------------
@@ -58,7 +60,7 @@ class Trainer(wiring.Component):
         for name, member in self.feeder.signature.members.items():
             if name not in ("o", "pred"):
                 members[name] = member
-        for name in ("rb_en", "rb_addr", "rb_data", "idle", "cycles", "samples", "inferences"):
+        for name in ("rb_en", "rb_addr", "rb_data", "wb_en", "wb_data", "idle", "cycles", "samples", "inferences"):
             members[name] = self.engine.signature.members[name]
         super().__init__(members)
 

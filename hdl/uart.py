@@ -14,7 +14,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["UARTRx", "UARTTx", "check_divisor", "MIN_DIVISOR"]
+__all__ = ["UARTRx", "UARTTx", "check_divisor", "uart_divisor", "MIN_DIVISOR", "MAX_BAUD_ERROR"]
 
 #: The smallest divisor accepted: the receiver needs a half-bit wait of at least two cycles.
 MIN_DIVISOR = 4
@@ -37,6 +37,58 @@ def check_divisor(divisor):
         raise ValueError(f"UART divisor must be at least {MIN_DIVISOR} clock cycles per bit, "
                          f"not {divisor}")
     return divisor
+
+
+#: The largest relative error between ``clock / divisor`` and the host's baud rate accepted.
+#: The receiver finds the start edge to within ``1 + 2`` cycles (synchroniser) and samples
+#: mid-bit, so the last (stop) bit is sampled ``9.5 * err`` bit periods off the middle plus the
+#: edge's uncertainty; at 2% and 8 cycles per bit that is ``0.19 + 3/8 = 0.57`` of a half bit,
+#: with margin for the host side's own error (FTDI chips: < 0.5% at 3 Mbaud).
+MAX_BAUD_ERROR = 0.02
+
+
+def uart_divisor(clock_hz, baud, max_error=MAX_BAUD_ERROR):
+    """The UART divisor (clock cycles per bit) for ``baud`` at ``clock_hz``, error budget checked.
+
+    Parameters
+    ----------
+    clock_hz : float
+        The ``sync`` clock the design is built for (the PLL's achieved frequency).
+    baud : int
+        The host's rate.
+    max_error : float
+        Largest accepted ``|clock_hz / divisor - baud| / baud``.
+
+    Returns
+    -------
+    (int, float)
+        ``divisor = round(clock_hz / baud)`` and its relative rate error. For example 24 MHz at
+        3 Mbaud: 8, exactly; 70 MHz at 3 Mbaud: 23, +1.4% (3.043 Mbaud).
+
+    Raises
+    ------
+    TypeError
+        If ``baud`` is not an ``int`` or ``clock_hz`` not a number.
+    ValueError
+        If the divisor is below :data:`MIN_DIVISOR` or the error exceeds ``max_error``.
+    """
+    if isinstance(baud, bool) or not isinstance(baud, int):
+        raise TypeError(f"baud must be an int, not {baud!r}")
+    if isinstance(clock_hz, bool) or not isinstance(clock_hz, (int, float)):
+        raise TypeError(f"clock_hz must be a number, not {clock_hz!r}")
+    if baud <= 0 or clock_hz <= 0:
+        raise ValueError(f"baud and clock must be positive, not {baud} baud at {clock_hz} Hz")
+    divisor = max(1, round(clock_hz / baud))
+    if divisor < MIN_DIVISOR:
+        raise ValueError(f"{baud} baud needs at least {MIN_DIVISOR} clock cycles per bit; "
+                         f"{clock_hz / 1e6:g} MHz gives {clock_hz / baud:.2f}")
+    error = clock_hz / divisor / baud - 1
+    if abs(error) > max_error:
+        raise ValueError(f"{baud} baud at {clock_hz / 1e6:g} MHz: divisor {divisor} gives "
+                         f"{clock_hz / divisor:.0f} baud, {100 * error:+.2f}% off (the budget is "
+                         f"{100 * max_error:g}%); choose a clock that is closer to a multiple of "
+                         f"the baud rate")
+    return divisor, error
 
 
 def _checked(component, divisor):

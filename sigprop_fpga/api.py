@@ -40,7 +40,8 @@ from amaranth.back import rtlil, verilog
 
 from .boards.fit import FitError
 from .boards.flow import build_network, prepare_network
-from .boards.run import SerialPort, run_on_board, stream_on_board
+from .boards import run as board_run
+from .boards.run import DEFAULT_BAUD, run_on_board, stream_on_board
 from .compile import choose_engine, compile_network
 from .compiler.estimate import estimate
 from .compiler.rule import RULE_NAMES
@@ -48,7 +49,7 @@ from .io import write_atomic, write_json
 from .sim.datasets import load_network
 from .report import make_report
 from .rtl import simulate_rtl
-from .sim import baselines
+from .sim import baselines, checkpoint
 from .sim.train import train_sigprop
 from .sim.tune import tune
 
@@ -185,19 +186,33 @@ class Design:
                             "board_plan": self._board_plan(board or spec.board)})
 
     def train(self, model: str = "golden", rule: str = "sigprop", epochs: int | None = None,
-              progress: bool = False) -> TrainResult:
+              progress: bool = False, init_weights: str | Path | None = None,
+              save_weights: str | Path | None = None) -> TrainResult:
         """Train in software: ``model`` ``float`` (the reference) or ``golden`` (the bit-exact
         integer model) of ``rule``: ``sigprop``, ``bp``, ``fa``, ``dfa`` (per-sample SGD, an output
-        layer for the last three); the batch baselines ``sigprop-batch`` and ``bp-adam`` run in float only."""
+        layer for the last three); the batch baselines ``sigprop-batch`` and ``bp-adam`` run in float only.
+        ``init_weights``: a checkpoint (:mod:`.sim.checkpoint`) to continue from (the golden model
+        takes its raw integers and LFSR positions, the float model its real values; SigProp only);
+        ``save_weights``: write the trained state there as a checkpoint."""
         if model not in MODELS:
             raise ValueError(f"model must be one of {', '.join(MODELS)}, not {model!r}")
         if rule not in RULES:
             raise ValueError(f"rule must be one of {', '.join(RULES)}, not {rule!r}")
         epochs = epochs or self.spec.learning.epochs
+        if rule != "sigprop" and (init_weights is not None or save_weights is not None):
+            raise ValueError(f"checkpoints (init_weights, save_weights) hold the SigProp datapath's state; "
+                             f"rule {rule} has none")
         if rule in RULE_NAMES:
-            report, _ = train_sigprop(model, self.net, self.data, epochs, progress=progress, rule=rule)
+            prior = checkpoint.load(init_weights, self.net) if init_weights is not None else None
+            report, eng = train_sigprop(model, self.net, self.data, epochs, progress=progress, init=prior, rule=rule)
             out = report.to_json()
             out["name"] = self.spec.name
+            out["init_weights"] = str(init_weights) if init_weights is not None else None
+            out["samples_seen"] = (prior.samples_seen if prior else 0) + report.samples
+            if save_weights is not None:
+                ck = checkpoint.from_model(self.net, eng, prior=prior, samples=report.samples, epochs=epochs,
+                                           command=f"train --model {model}")
+                out["saved_weights"] = str(checkpoint.save(save_weights, ck))
         else:
             if model != "float":
                 raise ValueError(f"rule {rule} runs on the float model only (got model {model})")
@@ -213,18 +228,22 @@ class Design:
 
     def simulate(self, engine: str = "pipelined", lanes: int | None = None, epochs: int | None = None,
                  samples: int | None = None, check_every: int = 0, waves: str | Path | None = None,
-                 progress: bool = False, netlist: str | None = None, rule: str = "sigprop") -> SimResult:
+                 progress: bool = False, netlist: str | None = None, init_weights: str | Path | None = None,
+                 save_weights: str | Path | None = None, rule: str = "sigprop") -> SimResult:
         """The generated design in Verilator, every prediction (and the full state every
         ``check_every`` samples and after each epoch) compared with the golden model.
         ``netlist="ecp5"`` or ``"ice40"``: the netlist that family's Yosys flow maps the design
         to, simulated with the family's cell models, instead of the generated Verilog.
-        ``rule``: ``sigprop`` or a rule with an engine (``dfa``): that rule's datapath against its
-        golden model (``engine`` stays at its default)."""
+        ``init_weights``: start the RTL (through its state port) and the golden model from a
+        checkpoint; ``save_weights``: write the RTL's final state, read back, as a checkpoint.
+        ``rule``: ``sigprop`` or a rule with an engine (``dfa``, ``bp``): that rule's datapath against
+        its golden model (``engine`` stays at its default)."""
         if samples is not None and epochs is None:
             epochs = 1
         return SimResult(simulate_rtl(self.path, epochs=epochs, samples=samples, check_every=check_every,
                                       waves=waves, progress=progress, engine=engine, lanes=lanes,
-                                      loaded=self._loaded, netlist=netlist, rule=rule))
+                                      loaded=self._loaded, netlist=netlist, init_weights=init_weights,
+                                      save_weights=save_weights, rule=rule))
 
     def build(self, board: str | None = None, out: str | Path | None = None, engine: str = "auto",
               samples: int | None = None, autostart_epochs: int = 0, seed: int = 1, progress=None) -> BuildResult:
@@ -232,18 +251,39 @@ class Design:
         return BuildResult(build_network(self.path, board, out, progress=progress, seed=seed, samples=samples,
                                          autostart_epochs=autostart_epochs, engine=engine, loaded=self._loaded))
 
-    def run(self, port: str, baud: int = 115200, epochs: int | None = None, stream: bool = False,
-            samples: int | None = None, window: int | None = None, timeout: float = 2.0,
-            progress: bool = False) -> RunResult:
-        """Train on the board at ``port`` (autonomous, or ``stream`` from the host) and compare its
-        whole state with the golden model."""
-        transport = SerialPort(port, baud, timeout=timeout)
+    def run(self, port: str | None = None, baud: int | None = None, epochs: int | None = None,
+            stream: bool = False, samples: int | None = None, window: int | None = None,
+            timeout: float = 2.0, progress: bool = False, poll: float = 0.05, sim: bool = False,
+            board: str | None = None, garble_every: int = 0, init_weights: str | Path | None = None,
+            save_weights: str | Path | None = None) -> RunResult:
+        """Train on the board at ``port`` (anything pyserial opens; autonomous, or ``stream`` from
+        the host) and compare its whole state with the golden model. With ``sim`` the board is the
+        top ``build`` makes for ``board`` simulated in Verilator, driven by the same client through
+        a pseudo-terminal at the board's clock and ``baud`` (``garble_every``: corrupt the CRC of
+        every so many request frames). ``init_weights``: the board starts from that checkpoint
+        (:mod:`.sim.checkpoint`; with stochastic rounding only one whose LFSRs are at their seeds);
+        ``save_weights``: after a bit-exact run, the board's state read back as a checkpoint."""
+        weights = {"init_weights": init_weights, "save_weights": save_weights}
+        if init_weights is not None:
+            checkpoint.load(init_weights, self.net)        # a wrong file is refused before any work
+        if sim:
+            from .rtl import simulate_board
+            if port is not None:
+                raise ValueError("a simulated board has no port; give either port or sim=True")
+            r = simulate_board(self.path, board=board or self.spec.board, baud=baud, epochs=epochs or
+                               self.spec.learning.epochs, stream=stream, stream_samples=samples,
+                               stream_window=window, garble_every=garble_every, progress=progress,
+                               timeout_s=7200, **weights)
+            return RunResult(r)
+        if port is None:
+            raise ValueError("run needs a port (or sim=True)")
+        transport = board_run.open_port(port, baud or DEFAULT_BAUD, timeout=timeout)   # (looked up at call time)
         try:
             if stream:
                 r = stream_on_board(self.path, transport, epochs=epochs, samples=samples, window=window,
-                                    progress=progress)
+                                    progress=progress, poll_s=poll, **weights)
             else:
-                r = run_on_board(self.path, transport, epochs=epochs, progress=progress)
+                r = run_on_board(self.path, transport, epochs=epochs, progress=progress, poll_s=poll, **weights)
         finally:
             transport.close()
         return RunResult(r)

@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 
 from .api import MODELS, RULES, load
 from .boards.build import BuildError, format_report
 from .boards.fit import FitError
+from .boards import board_names
 from .boards.flow import engine_choices
-from .boards.run import RunError, RunUsageError, SerialPort, run_on_board, stream_on_board
+from .boards.run import DEFAULT_BAUD, RunError, RunUsageError
 from .compiler.spec import SpecError
 from .hdl.engines import ENGINES, EngineUnsupported
 from .io import format_table, write_json
+from .program import ProgramError, ProgramUsageError, program
 from .report import load_builds, make_report, saturation_warnings
 from .rtl import NETLIST_FAMILIES, NetlistError
 from .sim.verilator import VerilatorError
@@ -70,6 +73,16 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
     if not 0 < v < float("inf"):
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return v
+
+
+def _nonnegative_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}") from None
+    if not 0 <= v < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text}")
     return v
 
 
@@ -139,7 +152,8 @@ def _board_plan_text(b: dict) -> str:
 def cmd_train(args) -> int:
     d = load(args.network)
     try:
-        out = d.train(model=args.model, rule=args.rule, epochs=args.epochs, progress=not args.quiet).to_json()
+        out = d.train(model=args.model, rule=args.rule, epochs=args.epochs, progress=not args.quiet,
+                      init_weights=args.init_weights, save_weights=args.save_weights).to_json()
     except ValueError as e:
         raise UsageError(str(e)) from None
     if out.get("counters"):
@@ -150,6 +164,9 @@ def cmd_train(args) -> int:
     print(format_table(["model", "rule", "epochs", "train acc", "test acc", "samples/s"],
                        [[out["model"], out["rule"], out["epochs"], out["train_accuracy"], out["test_accuracy"],
                          out["samples_per_second"]]]))
+    if out.get("saved_weights"):
+        print(f"saved weights: {out['saved_weights']} ({out['samples_seen']:,} training samples since the "
+              f"seeded initial weights)")
     if args.json:
         write_json(args.json, out)
     return 0
@@ -207,7 +224,8 @@ def cmd_sim(args) -> int:
     try:
         r = d.simulate(engine=args.engine, lanes=args.lanes, epochs=args.epochs, samples=args.samples,
                        check_every=args.check_every, waves=args.waves, progress=not args.quiet,
-                       netlist=args.netlist, rule=args.rule).to_json()
+                       netlist=args.netlist, init_weights=args.init_weights,
+                       save_weights=args.save_weights, rule=args.rule).to_json()
     except (VerilatorError, NetlistError) as e:
         raise UsageError(" ".join(str(e).split())[:400]) from None
     except EngineUnsupported as e:
@@ -226,12 +244,17 @@ def cmd_sim(args) -> int:
               + f"), synthesized in {r['synth_seconds']:.1f} s{' (cached)' if r['synth_cached'] else ''}")
     if mm:
         print("MISMATCH: " + ", ".join(f"{k} {v}" for k, v in mm.items()), file=sys.stderr)
+        if args.save_weights:
+            print(f"sigprop-fpga sim: {args.save_weights} not written: the run was not bit exact", file=sys.stderr)
     else:
         print(f"bit exact: {r['bit_exact']} ({r['samples']:,} training samples, {r['checks']} full-state checks, "
               f"every prediction compared); {r['cycles']:,} cycles simulated at "
               f"{r['sim_cycles_per_second']:,.0f} cycles/s; Verilator {r['verilator_version']}")
         if args.waves:
             print(f"waves: {args.waves}")
+        if r.get("saved_weights"):
+            print(f"saved weights: {r['saved_weights']} (the RTL's state read back; {r['samples_seen']:,} training "
+                  f"samples since the seeded initial weights)")
     if r.get("counters"):
         for w in saturation_warnings(r["counters"], r.get("updates_per_sample"), r.get("samples", 0)):
             print(f"sigprop-fpga sim: warning: {w}", file=sys.stderr)
@@ -268,23 +291,29 @@ def cmd_run(args) -> int:
     for opt, value in (("--samples", args.samples), ("--window", args.window)):
         if value is not None and not args.stream:
             raise UsageError(f"{opt} is an option of the stream mode; it needs --stream")
+    if args.sim == (args.port is not None):
+        raise UsageError("run needs --port PORT (a board) or --sim (the board simulated in Verilator), not "
+                         + ("both" if args.sim else "neither"))
+    if not args.sim and (args.board or args.garble_every):
+        raise UsageError("--board and --garble-every are options of --sim")
+    design = load(args.network)
     try:
-        port = SerialPort(args.port, args.baud, timeout=args.timeout)
-    except RunUsageError as e:
-        raise UsageError(str(e)) from None
-    try:
-        if args.stream:
-            r = stream_on_board(args.network, port, epochs=args.epochs, samples=args.samples,
-                                window=args.window, progress=not args.quiet)
-        else:
-            r = run_on_board(args.network, port, epochs=args.epochs, progress=not args.quiet)
-    except RunUsageError as e:
-        raise UsageError(str(e)) from None
+        r = design.run(port=args.port, baud=args.baud, epochs=args.epochs, stream=args.stream,
+                       samples=args.samples, window=args.window, timeout=args.timeout,
+                       progress=not args.quiet, poll=args.poll, sim=args.sim, board=args.board,
+                       garble_every=args.garble_every or 0, init_weights=args.init_weights,
+                       save_weights=args.save_weights).to_json()
+    except (RunUsageError, FitError, ValueError) as e:
+        raise UsageError(str(e).splitlines()[0]) from None
     except RunError as e:
         print(f"sigprop-fpga run: {e}", file=sys.stderr)
         return 1
-    finally:
-        port.close()
+    except VerilatorError as e:
+        print(f"sigprop-fpga run --sim: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 1
+    if args.sim and r.get("client_returncode") != 0:
+        print(f"sigprop-fpga run --sim: the client failed: {(r.get('link_stats') or {})}", file=sys.stderr)
+        return 1
     engine = "board (host-streamed)" if args.stream else "board"
     print(format_table(["engine", "test accuracy", "train accuracy (online)"],
                        [[engine, r["test_accuracy"], r["train_curve"][-1]],
@@ -297,9 +326,35 @@ def cmd_run(args) -> int:
     else:
         print(f"bit exact: True ({r['samples']:,} training samples on the board; weights, caches and counters "
               f"read back and compared)")
+    if r.get("samples_per_second"):
+        limit = r.get("link_samples_per_second")
+        print(f"{r['samples_per_second']:,.0f} training samples/s" + (" (training and test split)"
+              if r.get("samples_per_second_includes_test") else "")
+              + (f"; the link at {r['baud']:,.0f} baud carries {r['link_bytes_per_sample']:.1f} bytes a sample: "
+                 f"{limit:,.0f}/s at most" if limit else "")
+              + (f"; the engine {r['engine_samples_per_second']:,.0f}/s" if r.get("engine_samples_per_second") else ""))
     if args.json:
         write_json(args.json, r)
     return 0 if r["bit_exact"] else 1
+
+
+def cmd_program(args) -> int:
+    try:
+        r = program(args.bitstream, args.board, flash=args.flash, cable_index=args.cable_index, loader=args.loader,
+                    dry_run=args.dry_run)
+    except ProgramUsageError as e:
+        raise UsageError(str(e)) from None
+    except ProgramError as e:
+        print(f"sigprop-fpga program: {e}", file=sys.stderr)
+        return 1
+    if args.dry_run:
+        print(shlex.join(r["command"]))
+        return 0
+    if r["output"].strip() and not args.quiet:
+        print(r["output"].rstrip(), file=sys.stderr)
+    print(f"programmed {r['board']} ({r['memory']}) with {r['bitstream']} (sha256 {r['sha256'][:12]}) "
+          f"in {r['seconds']:.1f} s")
+    return 0
 
 
 def cmd_report(args) -> int:
@@ -344,6 +399,16 @@ def cmd_doctor(args) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
+def _weights_options(p) -> None:
+    """``--init-weights`` and ``--save-weights``: checkpoints (:mod:`.sim.checkpoint`)."""
+    p.add_argument("--init-weights", metavar="FILE.npz",
+                   help="start from this checkpoint (weights, biases, target table, class-target caches, LFSR "
+                        "positions) instead of the seeded initial weights; it must be of a network of the same "
+                        "shapes and formats")
+    p.add_argument("--save-weights", metavar="FILE.npz", type=_out_file,
+                   help="write the trained state as a checkpoint (real values and raw integers, plus metadata)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="sigprop-fpga", description="Compile networks into forward-only SigProp training hardware.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -362,6 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="learning rule: sigprop (default), bp, fa, dfa (per-sample SGD, float or golden); the batch "
                         "baselines sigprop-batch and bp-adam run in float")
     t.add_argument("--epochs", type=_positive_int, help="override learning.epochs")
+    _weights_options(t)
     t.add_argument("--json", metavar="OUT", type=_out_file, help="write the report as JSON")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
@@ -401,6 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="simulate the netlist this family's Yosys flow (as build runs it) maps the design to, "
                         "with the family's cell models, instead of the generated Verilog")
     s.add_argument("--waves", metavar="FILE.fst", type=_out_file, help="write an FST trace of the run")
+    _weights_options(s)
     s.add_argument("--json", metavar="OUT", type=_out_file, help="write the report as JSON")
     s.add_argument("-q", "--quiet", action="store_true")
     s.set_defaults(func=cmd_sim)
@@ -427,23 +494,53 @@ def build_parser() -> argparse.ArgumentParser:
                                     "sample (the whole dataset the network file names, not only what the chip "
                                     "stores) and compares every prediction too.")
     rn.add_argument("network", help="network file (YAML) the board was built from")
-    rn.add_argument("--port", required=True, help="serial port of the board (e.g. /dev/ttyUSB1)")
-    rn.add_argument("--baud", type=_positive_int, default=115200)
+    rn.add_argument("--port",
+                    help="the board's serial port: anything pyserial opens (/dev/ttyUSB1, COM3, a pty, "
+                         "loop://, socket://HOST:PORT, rfc2217://HOST:PORT)")
+    rn.add_argument("--baud", type=_positive_int,
+                    help=f"the link's rate, the one the bitstream was built for (build's report: baud; default "
+                         f"{DEFAULT_BAUD:,}; with --sim the board's)")
     rn.add_argument("--stream", action="store_true",
                     help="host-streamed mode: send each epoch's training samples, then the test split, over "
                          "the link (SEND_SAMPLE), read every prediction back (READ_RESULTS) and score train "
-                         "and test accuracy per epoch on the host; the board must be freshly configured. "
+                         "and test accuracy per epoch on the host (the board is restarted first: no reconfiguration needed). "
                          "Default: autonomous mode, the chip trains on the dataset it stores")
     rn.add_argument("--samples", type=_positive_int, metavar="N",
                     help="with --stream: stream only the first N training samples each epoch (default: all)")
     rn.add_argument("--window", type=_positive_int, metavar="N",
-                    help="with --stream: samples in flight before the host reads their predictions (default: "
-                         "hidden layers + 1; a BUSY reply shrinks it to what the engine holds)")
+                    help="with --stream: samples in flight before the host reads their predictions (default: what "
+                         "the board's sample and result FIFOs hold)")
     rn.add_argument("--epochs", type=_positive_int, help="default: the network file's")
     rn.add_argument("--timeout", type=_positive_float, default=2.0, help="seconds to wait for a reply")
+    rn.add_argument("--poll", type=_nonnegative_float, default=0.05, metavar="SECONDS",
+                    help="seconds between status polls while the chip trains by itself (default 0.05)")
+    rn.add_argument("--sim", action="store_true",
+                    help="no board: the top build makes for --board, simulated in Verilator at the board's clock "
+                         "and --baud, driven by this client through a pseudo-terminal")
+    rn.add_argument("--board", choices=board_names(), help="with --sim: the board (default: the network file's)")
+    rn.add_argument("--garble-every", type=_positive_int, metavar="N",
+                    help="with --sim: corrupt the CRC of every N-th request frame on the simulated line (the "
+                         "board answers BAD_CRC, the client resends; the run must stay bit exact)")
+    _weights_options(rn)
     rn.add_argument("--json", metavar="OUT", type=_out_file)
     rn.add_argument("-q", "--quiet", action="store_true")
     rn.set_defaults(func=cmd_run)
+
+    pg = sub.add_parser("program", help="load a bitstream onto a board with openFPGALoader",
+                        description="Load a bitstream (or the one a build folder holds) onto a board with the "
+                                    "openFPGALoader of the pinned openfpgaloader package. The iCEBreaker is written "
+                                    "through its SPI flash; the ULX3S is loaded into SRAM (--flash: its flash).")
+    pg.add_argument("bitstream", metavar="BITSTREAM_OR_BUILD_DIR",
+                    help="a .bin (iCEBreaker) or .bit (ULX3S) file, or a folder `sigprop-fpga build` wrote")
+    pg.add_argument("--board", choices=("icebreaker", "ulx3s-85f"),
+                    help="the board (default: the build folder's; needed with a bitstream file)")
+    pg.add_argument("--flash", action="store_true", help="ULX3S: write the SPI flash instead of the SRAM")
+    pg.add_argument("--cable-index", type=_nonnegative_int, metavar="N",
+                    help="which of several connected cables (openFPGALoader --cable-index)")
+    pg.add_argument("--loader", metavar="PATH", help="another openFPGALoader binary than the pinned package's")
+    pg.add_argument("--dry-run", action="store_true", help="print the openFPGALoader command and exit")
+    pg.add_argument("-q", "--quiet", action="store_true", help="do not echo openFPGALoader's output")
+    pg.set_defaults(func=cmd_program)
 
     r = sub.add_parser("report", help="turn a check/train/sim/build folder into one Markdown page with plots")
     r.add_argument("folder")

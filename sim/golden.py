@@ -237,3 +237,26 @@ class GoldenSigProp:
     def state(self) -> dict:
         return {"W": self.W, "b": self.b, "R": self.R, "T": self.T, "Tin": self.Tin, "head": self.head,
                 "counters": dict(self.counters)}
+
+    def lfsr_states(self) -> list[int]:
+        """Each unit's LFSR position (the state its next draw returns): layers, then the head."""
+        return [lf.peek() for lf in self.lfsr]
+
+    def load_state(self, state: dict, lfsr: list[int] | None = None) -> None:
+        """Continue from ``state`` (shaped as :meth:`state`: ``W``, ``b``, ``T``, ``Tin``, ``R``,
+        ``head``, raw integers) and, if given, the LFSR positions ``lfsr`` (:meth:`lfsr_states`);
+        otherwise the LFSRs stay where they are. Counters are left as they are (a fresh model's
+        are zero, as the hardware's are after configuration: they count this run)."""
+        net = self.net
+        self.W = [np.array(state["W"][l], dtype=np.int64) for l in range(net.depth)]
+        self.b = [np.array(state["b"][l], dtype=np.int64) for l in range(net.depth)]
+        self.T = [np.array(state["T"][l], dtype=np.int64) for l in range(net.depth)]
+        self.Tin = [None] + [np.array(state["Tin"][l], dtype=np.int64) for l in range(1, net.depth)]
+        self.R = np.array(state["R"], dtype=np.int64)
+        head = state.get("head")
+        self.head = None if head is None else {k: np.array(head[k], dtype=np.int64) for k in ("W", "b")}
+        if lfsr is not None:
+            if len(lfsr) != len(self.lfsr):
+                raise ValueError(f"lfsr: expected {len(self.lfsr)} LFSR states, got {len(lfsr)}")
+            for lf, s in zip(self.lfsr, lfsr):
+                lf.restart(int(s))

@@ -156,3 +156,15 @@ class FloatSigProp:
 
     def state(self) -> dict:
         return {"W": self.W, "b": self.b, "R": self.R, "T": self.T, "Tin": self.Tin, "head": self.head}
+
+    def load_state(self, state: dict) -> None:
+        """Continue from ``state`` (shaped as :meth:`state`, real-valued): weights, biases, the
+        target table, the head and the class-target caches."""
+        net = self.net
+        self.W = [np.array(state["W"][l], dtype=np.float64) for l in range(net.depth)]
+        self.b = [np.array(state["b"][l], dtype=np.float64) for l in range(net.depth)]
+        self.T = [np.array(state["T"][l], dtype=np.float64) for l in range(net.depth)]
+        self.Tin = [None] + [np.array(state["Tin"][l], dtype=np.float64) for l in range(1, net.depth)]
+        self.R = np.array(state["R"], dtype=np.float64)
+        head = state.get("head")
+        self.head = None if head is None else {k: np.array(head[k], dtype=np.float64) for k in ("W", "b")}

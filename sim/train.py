@@ -9,6 +9,7 @@ import numpy as np
 
 from tqdm import tqdm
 
+from .checkpoint import Checkpoint, float_model, golden_model
 from .collapse import collapse_check
 from .datasets import Dataset
 from .golden import GoldenSigProp
@@ -58,13 +59,23 @@ def make_model(kind: str, net: Network, params: dict | None = None, rule: Rule |
 
 def train_sigprop(kind: str, net: Network, data: Dataset, epochs: int | None = None,
                   progress: bool = False, params: dict | None = None, model=None,
-                  rule: Rule | str = Rule.SIGPROP) -> tuple[TrainReport, object]:
+                  init: Checkpoint | None = None, rule: Rule | str = Rule.SIGPROP) -> tuple[TrainReport, object]:
     """Train the ``float`` or ``golden`` model of ``rule`` (SigProp by default) for ``epochs``
-    passes over the training set in its fixed order (``model``: one already made, to continue);
-    returns the report and the trained model."""
+    passes over the training set in its fixed order (``model``: one already made, to continue;
+    ``init``: a checkpoint to start from, :mod:`.checkpoint`, SigProp only); returns the report and
+    the trained model."""
     rule = Rule(rule)
     epochs = net.spec.learning.epochs if epochs is None else epochs
-    eng = model if model is not None else make_model(kind, net, params, rule)
+    if init is not None and (model is not None or params is not None):
+        raise ValueError("give one of model, params and init")
+    if init is not None and rule != Rule.SIGPROP:
+        raise ValueError(f"checkpoints hold SigProp's state, not {rule}'s")
+    if init is not None:
+        eng = golden_model(net, init) if kind == "golden" else float_model(net, init) if kind == "float" else None
+        if eng is None:
+            raise ValueError(f"unknown model {kind!r}, expected float or golden")
+    else:
+        eng = model if model is not None else make_model(kind, net, params, rule)
     if kind == "float":
         xtr, xte = data.float_inputs()
     else:

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from sigprop_fpga.hostlink import (
-    Cmd, DeviceError, HostLinkClient, LinkTimeout, LoopbackTransport, ReplyError, Status, crc16,
+    Cmd, DeviceError, HostLinkClient, HostLinkError, LinkTimeout, LoopbackTransport, ReplyError, Status, crc16,
     decode_frame, decode_reply, encode_frame, encode_reply, ident_payload, parse_ident,
     read_reply)
 
@@ -242,3 +242,20 @@ def test_parse_ident_rejects_other_devices():
         parse_ident(b"HELLO WORLD")
     ok = ident_payload(REGIONS, 64, 4, 32)
     assert parse_ident(ok).regions == ((100, 16), (10, 12), (7, 3))
+
+
+def test_the_client_speaks_over_a_pyserial_url_port():
+    """``run --port`` opens anything pyserial opens: over ``loop://`` every request comes back as
+    the "reply", which starts with the request sync byte, so the client reports a missing reply."""
+    from sigprop_fpga.boards.run import PortError, open_port
+
+    port = open_port("loop://", 3_000_000, timeout=0.05)
+    try:
+        assert port.baudrate == 3_000_000
+        client = HostLinkClient(port, retries=0)
+        with pytest.raises(HostLinkError):
+            client.ping()
+    finally:
+        port.close()
+    with pytest.raises(PortError, match=r"^nosuch://x: cannot open the serial port"):
+        open_port("nosuch://x")

@@ -1,45 +1,67 @@
 """cocotb bench: the board top in Verilator, driven by the real host client over its UART pins.
 
-The DUT is :class:`sigprop_fpga.boards.top.SigPropBoardCore`. The bench opens a pseudo-terminal,
-starts ``sigprop-fpga run --port <pty>`` as a separate process, and plays the UART: bytes the
-client writes to the pty are shifted into ``uart_rx`` bit by bit, and bits sampled from
-``uart_tx`` go back to the pty. Between bytes Verilator runs free. To prove the link recovers,
-the bench can flip a bit in the CRC of chosen request frames (the device must answer BAD_CRC and
-the client resend) and insert junk bytes (without the sync byte) between frames.
+The DUT is :class:`sigprop_fpga.boards.top.SigPropBoardCore`, clocked at the board's frequency.
+The bench opens a pseudo-terminal, starts ``sigprop-fpga run --port <pty>`` as a separate process,
+and plays the UART line with cocotbext-uart (an independent model of the line): bytes the client
+writes to the pty go out on ``uart_rx`` through a ``UartSource`` at the host's baud rate, bytes a
+``UartSink`` samples from ``uart_tx`` go back to the pty.
 
-Configuration (``SIGPROP_TB_CONFIG``): ``network``, ``epochs``, ``divisor``, ``client_json``,
-``client_args`` (more arguments for ``run``, e.g. ``["--stream"]``), ``garble_frames`` (indices of
-request frames whose CRC is corrupted), ``junk_after`` (indices of frames after which junk is
-sent), ``timeout_s``. The stats name the command of each garbled frame (``garbled_cmds``).
+Simulated time stands still while the host has the turn (every request answered, nothing on the
+line, nothing from the client yet): the bench then waits for the client in wall time, so the
+simulated board sees a host that answers at once, and the board's CLOCK register (which the
+client reads to time the training phase) counts only what the line and the chip do. While a
+reply is due or bytes are on the line, Verilator runs on.
+
+To prove the link recovers, the bench can flip a bit in the CRC of chosen request frames (the
+device must answer BAD_CRC and the client resend) and insert junk bytes (without the sync byte)
+between frames.
+
+Configuration (``SIGPROP_TB_CONFIG``): ``network``, ``epochs``, ``clock_hz``, ``baud``,
+``client_json``, ``client_args`` (more arguments for ``run``, e.g. ``["--stream"]``),
+``garble_frames`` (indices of request frames whose CRC is corrupted), ``garble_every`` (corrupt
+every N-th request frame too), ``junk_after`` (indices of frames after which junk is sent),
+``runs`` (run the client that many times on the same board: each restarts it), ``timeout_s``. The stats name the command of each garbled frame (``garbled_cmds``) and the
+simulated seconds (``sim_seconds``).
 """
 
 import os
+import select
 import subprocess
 import sys
 import time
+import tty
 
 import cocotb
-from cocotb.triggers import FallingEdge, RisingEdge, Timer
+from cocotb.triggers import Timer
+from cocotb.utils import get_sim_steps, get_sim_time
+from cocotbext.uart import UartSink, UartSource
 
-from sigprop_fpga.sim.cocotb_util import load_config, read_int, reset, start_clock, write_results
+from sigprop_fpga.sim.cocotb_util import load_config, reset, start_clock, write_results
 
-PERIOD = 10
-SYNC = 0xA5
+SYNC_REQUEST, SYNC_REPLY = 0xA5, 0x5A
+JUNK = (0x00, 0x13, 0xFF, 0x5A, 0x42)
 
 
 class FrameTracker:
-    """Finds request frame boundaries in the host's byte stream (SYNC, CMD, LEN lo, LEN hi, ...)."""
+    """Finds frame boundaries in a byte stream (SYNC, CMD, LEN lo, LEN hi, payload, CRC)."""
 
-    def __init__(self):
+    def __init__(self, sync: int = SYNC_REQUEST):
+        self.sync = sync
         self.index = -1          # frame number of the current byte
         self.left = 0            # bytes left in the current frame
         self.header = []
         self.cmd = None          # command byte of the current frame
+        self.done = 0            # complete frames
+
+    @property
+    def between(self) -> bool:
+        """No frame is in progress."""
+        return self.left == 0 and not self.header
 
     def feed(self, b: int) -> tuple[int, bool]:
         """Returns (frame index, this byte is the frame's last)."""
-        if self.left == 0 and not self.header:
-            if b != SYNC:
+        if self.between:
+            if b != self.sync:
                 return (-1, False)
             self.index += 1
             self.header = [b]
@@ -53,6 +75,8 @@ class FrameTracker:
                 self.header = []
             return (self.index, False)
         self.left -= 1
+        if self.left == 0:
+            self.done += 1
         return (self.index, self.left == 0)
 
 
@@ -60,71 +84,87 @@ class FrameTracker:
 async def host_client_over_uart(dut):
     """The host client trains the board top over the UART; the result must be bit-exact."""
     cfg = load_config()
-    bit = cfg["divisor"] * PERIOD
+    clock_hz, baud = cfg["clock_hz"], cfg["baud"]
+    period = max(2, 2 * round(get_sim_steps(1e12 / clock_hz / 2, "ps", round_mode="round")))
     garble = set(cfg.get("garble_frames", []))
+    every = int(cfg.get("garble_every") or 0)
     junk_after = set(cfg.get("junk_after", []))
-    start_clock(dut.clk, PERIOD)
+    start_clock(dut.clk, period)
     dut.uart_rx.value = 1
     await reset(dut.clk, dut.rst, 3)
+    source = UartSource(dut.uart_rx, baud=baud, bits=8, stop_bits=1)
+    sink = UartSink(dut.uart_tx, baud=baud, bits=8, stop_bits=1)
+    step = max(1, round(10 * clock_hz / baud)) * period        # about a byte on the line
 
     master, slave = os.openpty()
+    tty.setraw(master)                                         # raw bytes, no echo, both ways
+    tty.setraw(slave)
     os.set_blocking(master, False)
     cmd = [sys.executable, "-m", "sigprop_fpga", "run", cfg["network"], "--port", os.ttyname(slave),
-           "--epochs", str(cfg["epochs"]), "--timeout", str(cfg.get("reply_timeout_s", 60)), "--json",
-           cfg["client_json"], "-q", *cfg.get("client_args", [])]
-    client = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    to_host = bytearray()
-    stats = {"host_bytes": 0, "device_bytes": 0, "garbled": 0, "garbled_cmds": [], "junk": 0}
-
-    async def device_to_host():
-        while True:
-            await FallingEdge(dut.uart_tx)          # start bit
-            await Timer(bit + bit // 2, unit="step")
-            v = 0
-            for k in range(8):
-                v |= read_int(dut.uart_tx) << k
-                await Timer(bit, unit="step")
-            to_host.append(v)
-            stats["device_bytes"] += 1
-
-    async def send_byte(v: int):
-        for level in [0] + [(v >> k) & 1 for k in range(8)] + [1]:
-            dut.uart_rx.value = level
-            await Timer(bit, unit="step")
-
-    cocotb.start_soon(device_to_host())
-    tracker = FrameTracker()
+           "--baud", str(baud), "--epochs", str(cfg["epochs"]), "--timeout", str(cfg.get("reply_timeout_s", 60)),
+           "--poll", "0", "--json", cfg["client_json"], "-q", *cfg.get("client_args", [])]
+    stats = {"host_bytes": 0, "device_bytes": 0, "garbled": 0, "garbled_cmds": [], "junk": 0,
+             "host_waits": 0, "runs": 0}
+    requests, replies = FrameTracker(SYNC_REQUEST), FrameTracker(SYNC_REPLY)
+    t_start = get_sim_time("ps")
     deadline = time.monotonic() + cfg.get("timeout_s", 600)
+    outs = []
+    for _ in range(int(cfg.get("runs", 1))):       # later runs: the same board, trained already
+        client = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        await _serve(client, master, source, sink, requests, replies, stats, garble, every, junk_after,
+                     step, deadline)
+        out, err = client.communicate()
+        outs.append((client.returncode, out, err))
+        stats["runs"] += 1
+        if client.returncode != 0:
+            break
+    returncode, out, err = outs[-1]
+    stats["returncodes"] = [o[0] for o in outs]
+    stats["sim_seconds"] = (get_sim_time("ps") - t_start) * 1e-12
+    os.close(master)
+    os.close(slave)
+    result = {"returncode": returncode, "stderr": err.decode(errors="replace")[-2000:],
+              "stdout": out.decode(errors="replace")[-2000:], "stats": stats}
+    write_results("board", result)
+    assert returncode == 0, result["stderr"] or result["stdout"]
+
+
+async def _serve(client, master, source, sink, requests, replies, stats, garble, every, junk_after, step,
+                 deadline):
+    """Carry bytes between the client's pty and the UART line until the client exits."""
     while client.poll() is None:
-        if to_host:
-            os.write(master, bytes(to_host))
-            to_host.clear()
+        if time.monotonic() > deadline:
+            client.kill()
+            raise AssertionError("the client did not finish in time")
+        if not sink.empty():
+            out = bytes(sink.read_nowait())
+            for v in out:
+                replies.feed(v)
+            stats["device_bytes"] += len(out)
+            os.write(master, out)
         try:
             data = os.read(master, 4096)
         except BlockingIOError:
             data = b""
-        if not data:
-            await Timer(500 * PERIOD, unit="step")      # let the design run; poll the pty again
-            if time.monotonic() > deadline:
-                client.kill()
-                raise AssertionError("the client did not finish in time")
-            continue
         for v in data:
-            frame, last = tracker.feed(v)
+            frame, last = requests.feed(v)
             stats["host_bytes"] += 1
-            if last and frame in garble:
+            if last and (frame in garble or (every and frame % every == every - 1)):
                 v ^= 0x01                            # corrupt the CRC's high byte
                 stats["garbled"] += 1
-                stats["garbled_cmds"].append(tracker.cmd)
-            await send_byte(v)
+                stats["garbled_cmds"].append(requests.cmd)
+            source.write_nowait([v])
             if last and frame in junk_after:
-                for j in (0x00, 0x13, 0xFF, 0x5A, 0x42):
-                    await send_byte(j)
+                source.write_nowait(JUNK)
                 stats["junk"] += 1
-    out, err = client.communicate()
-    os.close(master)
-    os.close(slave)
-    result = {"returncode": client.returncode, "stderr": err.decode(errors="replace")[-2000:],
-              "stdout": out.decode(errors="replace")[-2000:], "stats": stats}
-    write_results("board", result)
-    assert client.returncode == 0, result["stderr"] or result["stdout"]
+        if data:
+            continue
+        host_turn = (source.idle() and sink.empty() and sink.idle() and requests.between and replies.between
+                     and requests.done == replies.done)
+        if host_turn:
+            # the host has the turn: simulated time stands still until the client writes (a host
+            # that waits on a timer of its own, e.g. after a lost reply, gets time after 0.2 s)
+            stats["host_waits"] += 1
+            if select.select([master], [], [], 0.2)[0]:
+                continue
+        await Timer(step, unit="step")

@@ -10,7 +10,10 @@ stops the run and is reported with its sample, stage, signal, index, expected an
 
 Configuration (``SIGPROP_TB_CONFIG``): ``network`` (path), ``lanes``, ``epochs``, ``n_train``,
 ``n_test``, ``check_every`` (0: epoch ends only), ``plant`` (optional ``[stage, mem, index...]``
-altered by one LSB in the golden model after the first sample, to prove the checker catches it).
+altered by one LSB in the golden model after the first sample, to prove the checker catches it),
+``init_weights`` (optional checkpoint: written through the state port after reset, read back and
+compared, and the golden model starts from it), ``save_weights`` (optional path: the final
+read-back state is written there as a checkpoint, with ``engine``).
 """
 
 import time
@@ -21,6 +24,7 @@ from cocotb.triggers import First, ReadOnly, RisingEdge, Timer
 from cocotb.simtime import get_sim_time
 
 from sigprop_fpga.compiler.statemap import counter_names, readback_requests
+from sigprop_fpga.sim import checkpoint
 from sigprop_fpga.sim.compare import compare_state
 from sigprop_fpga.sim.cocotb_util import load_config, read_int, reset, start_clock, write_results
 from sigprop_fpga.sim.datasets import load_network
@@ -59,6 +63,29 @@ async def _readback(dut, reqs, latency: int) -> dict:
     return words
 
 
+async def _load_checkpoint(dut, net, lanes, prior, reqs, latency: int, golden) -> int:
+    """Write ``prior`` through the state port (one entry a cycle, the engine idle after reset),
+    read the whole state back and compare it with the golden model started from the same file;
+    returns the entries written."""
+    writes = checkpoint.state_writes(net, lanes, prior)
+    dut.rb_en.value = 1
+    dut.wb_en.value = 1
+    for a, v in writes:
+        dut.rb_addr.value = a
+        dut.wb_data.value = v
+        await RisingEdge(dut.clk)
+    dut.wb_en.value = 0
+    dut.rb_en.value = 0
+    await RisingEdge(dut.clk)
+    words = await _readback(dut, reqs, latency)
+    # the counters count this run (zero after reset), as the golden model's do
+    mismatch = compare_state(net, lanes, words, golden, 0)
+    if mismatch is not None:
+        mismatch["signal"] = f"checkpoint load: {mismatch['signal']}"
+        raise Mismatch(mismatch)
+    return len(writes)
+
+
 @cocotb.test()
 async def train_and_compare(dut):
     """Train in Verilator; every prediction and (every K samples) all state equal the golden model."""
@@ -68,7 +95,11 @@ async def train_and_compare(dut):
     epochs, n_train, n_test = cfg["epochs"], cfg["n_train"], cfg["n_test"]
     check_every = cfg.get("check_every", 0)
     rule = cfg.get("rule", "sigprop")
-    golden = GoldenSigProp(net) if rule == "sigprop" else GoldenRule(net, rule)
+    prior = checkpoint.load(cfg["init_weights"], net) if cfg.get("init_weights") else None
+    if rule != "sigprop":
+        golden = GoldenRule(net, rule)
+    else:
+        golden = checkpoint.golden_model(net, prior) if prior is not None else GoldenSigProp(net)
     reqs = readback_requests(net, lanes, rule)
     order = [(i, True) for i in range(n_train)] + [(n_train + i, False) for i in range(n_test)]
     X = np.concatenate([data.x_train[:n_train], data.x_test[:n_test]])
@@ -81,16 +112,25 @@ async def train_and_compare(dut):
     dut.hold.value = 0
     dut.rb_en.value = 0
     dut.rb_addr.value = 0
+    dut.wb_en.value = 0
+    dut.wb_data.value = 0
     dut.epochs.value = epochs
     dut.evaluate.value = 1
     await reset(dut.clk, dut.rst, 3)
+    loaded = None
+    if prior is not None:
+        try:
+            loaded = await _load_checkpoint(dut, net, lanes, prior, reqs, cfg["rb_latency"], golden)
+        except Mismatch as e:
+            write_results("trainer", {"first_mismatch": e.info, "bit_exact": False, "samples": 0})
+            raise
     dut.start.value = 1
     await RisingEdge(dut.clk)
     dut.start.value = 0
 
     t0_wall, t0_sim = time.perf_counter(), get_sim_time("step")
     result = {"samples": epochs * n_train, "epochs": epochs, "n_train": n_train, "n_test": n_test,
-              "first_mismatch": None, "checks": 0, "check_marks": []}
+              "first_mismatch": None, "checks": 0, "check_marks": [], "checkpoint_writes": loaded}
     train_times, curve, train_curve = [], [], []
     test_predictions = []             # the last epoch's, for the collapse check
     correct_test = correct_train = 0
@@ -179,6 +219,12 @@ async def train_and_compare(dut):
                 words = await check_state()
 
         result["rtl_counters"] = {name: int(words[("counter", name)]) for name in counter_names(net, rule)}
+        if cfg.get("save_weights"):
+            # the RTL's state as read back; the LFSR positions (not on the state port) are the
+            # golden twin's, equal to the RTL's as every draw so far gave equal weights
+            result["saved_weights"] = str(checkpoint.save_readback(
+                cfg["save_weights"], net, lanes, words, golden, prior=prior, samples=epochs * n_train,
+                epochs=epochs, model="rtl", command=f"sim --engine {cfg.get('engine', 'pipelined')}"))
     except Mismatch as e:
         result["first_mismatch"] = e.info
         result["bit_exact"] = False

@@ -153,3 +153,21 @@ def test_uart_divisor_checked(cls):
     dut = cls(4)
     assert dut.divisor == 4
     Fragment.get(dut, None)
+
+
+def test_uart_divisor_error_budget_and_the_board_rates():
+    from sigprop_fpga.boards.top import baud_clock_mhz, choose_baud
+    from sigprop_fpga.hdl.uart import uart_divisor
+
+    assert uart_divisor(24e6, 3_000_000) == (8, 0.0)                 # iCEBreaker: exact
+    d, err = uart_divisor(70e6, 3_000_000)                           # ULX3S at 70 MHz: +1.45%
+    assert d == 23 and abs(err - (70e6 / 23 / 3e6 - 1)) < 1e-12 and 0.014 < err < 0.015
+    with pytest.raises(ValueError, match=r"divisor 8 gives 3125000 baud, \+4.17% off"):
+        uart_divisor(25e6, 3_000_000)
+    with pytest.raises(ValueError, match="at least 4 clock cycles per bit"):
+        uart_divisor(10e6, 3_000_000)
+    with pytest.raises(TypeError):
+        uart_divisor(24e6, 3e6)
+    assert (choose_baud(24e6), choose_baud(70e6), choose_baud(25e6)) == (3_000_000, 3_000_000, 1_500_000)
+    assert choose_baud(33e6) == 3_000_000 and choose_baud(12.5e6) == 500_000
+    assert baud_clock_mhz(70) == 69 and baud_clock_mhz(24) == 24
