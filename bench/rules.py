@@ -1,11 +1,11 @@
 """Learning rules side by side on one network: SigProp, backprop (bp), feedback alignment (fa) and
 direct feedback alignment (dfa), each as golden model and float reference, and as a datapath where
-one exists (SigProp: the pipelined and the serial engine; dfa: the dfa engine).
+one exists (SigProp: the pipelined and the serial engine; dfa and bp: their engines).
 
 Per rule: test accuracy (golden, bit exact with the RTL where a datapath exists; float beside it;
 mean over seeds), cycles per training sample (the engines' exact cycle models, which the Verilator
-benches confirm sample by sample; for bp and fa, which have no datapath yet, the analytic model of
-compiler/rules.py, labelled so), memory bits by kind (weights, stored activations, feedback
+benches confirm sample by sample; fa, which has no datapath, is given the bp engine's, labelled
+so), memory bits by kind (weights, stored activations, feedback
 matrices, caches and buffers), and with ``--synth`` the engine alone synthesized by the family's
 Yosys flow (LUT, FF, DSP, BRAM cells; no placement, so no clock: ``built_clock_mhz`` is null and
 samples/s are given at the network file's clock for that board, labelled as such). Samples per
@@ -29,7 +29,6 @@ from amaranth.back import rtlil
 from sigprop_fpga.compiler.estimate import allocate_lanes
 from sigprop_fpga.compiler.network import Network
 from sigprop_fpga.compiler.rule import RULE_NAMES
-from sigprop_fpga.compiler.rules import rule_costs
 from sigprop_fpga.compiler.spec import load_spec
 from sigprop_fpga.compiler.statemap import stage_memories
 from sigprop_fpga.hdl.engines import get_engine
@@ -40,7 +39,7 @@ from sigprop_fpga.sim.train import train_sigprop
 
 #: (row label, rule, engine name or None)
 ROWS = [("sigprop, pipelined engine", "sigprop", "pipelined"), ("sigprop, serial engine", "sigprop", "serial"),
-        ("dfa, dfa engine", "dfa", "dfa"), ("bp, bp engine", "bp", "bp"), ("fa (no datapath)", "fa", None)]
+        ("dfa, dfa engine", "dfa", "dfa"), ("bp, bp engine", "bp", "bp"), ("fa (no datapath, bp's passes)", "fa", None)]
 
 #: Netlist cells counted per family: (LUTs, flip-flops, DSP, block RAM) cell-name prefixes.
 CELLS = {"ecp5": {"lut": ("LUT4",), "carry": ("CCU2C",), "ff": ("TRELLIS_FF",), "dsp": ("MULT18X18D",),
@@ -68,22 +67,18 @@ def memory_bits(net: Network, rule: str, engine: str | None, lanes) -> dict:
                     w += bits
         c += sum(2 * (1 if l == 0 else 2) * net.fan_in(l) * net.in_format(l).width for l in range(L))
         out = {"weights": w, "stored_activations": 0, "feedback": 0, "caches_buffers": c}
-    elif engine in ("dfa", "bp"):
+    elif rule in ("dfa", "bp", "fa"):
         w = sum(net.units(l) * (net.fan_in(l) * net.prec(l).weight.width + net.prec(l).bias.width) for l in range(L))
         last = net.prec(L - 1)
         w += C * (net.units(L - 1) * last.weight.width + last.bias.width)
         stored = sum(net.fan_in(l) * net.in_format(l).width for l in range(L)) + net.units(L - 1) * last.activation.width
-        fb = sum(C * net.units(l) for l in range(L)) if rule == "dfa" else 0
+        fb = {"dfa": sum(C * net.units(l) for l in range(L)), "bp": 0,
+              "fa": sum((C if l == L - 1 else net.units(l + 1)) * net.units(l) for l in range(L))}[rule]
         deltas = (2 if L > 1 else 1) * max(net.units(l) * net.prec(l).error.width for l in range(L))
         buf = net.n_inputs * net.spec.precision.input.width + deltas
         out = {"weights": w, "stored_activations": stored, "feedback": fb, "caches_buffers": buf}
     else:
-        cost = rule_costs(net, lanes if isinstance(lanes, tuple) else None)["backprop"]
-        w = sum(net.units(l) * (net.fan_in(l) * net.prec(l).weight.width + net.prec(l).bias.width) for l in range(L))
-        last = net.prec(L - 1)
-        w += C * (net.units(L - 1) * last.weight.width + last.bias.width)
-        fb = 0 if rule == "bp" else sum((C if l == L - 1 else net.units(l + 1)) * net.units(l) for l in range(L))
-        out = {"weights": w, "stored_activations": cost["stored_activation_bits"], "feedback": fb, "caches_buffers": 0}
+        raise ValueError(f"unknown rule {rule!r}")
     out["physical"] = sum(d * wd for d, wd in get_engine(engine).memories(net, lanes)) if engine else None
     return out
 
@@ -136,11 +131,11 @@ def main(argv=None):
             row.update(cycles_per_sample=cyc.per_sample, cycles_source="exact cycle model (Verilator-checked)",
                        multipliers=get_engine(engine).dsp(net, lanes))
         else:
-            # fa makes the same passes as bp (a sign matrix read where bp reads W transposed)
-            cost = rule_costs(net, pipe_lanes)["backprop"]
-            row.update(cycles_per_sample=cost["cycles_per_sample"],
-                       cycles_source="analytic (compiler/rules.py, backprop's passes), no datapath",
-                       multipliers=sum(pipe_lanes))
+            # fa would make the bp engine's passes (its sign matrix read where bp reads W), so the
+            # bp engine's exact cycle model on the same lanes is its estimate
+            row.update(cycles_per_sample=get_engine("bp").cycles(net, args.lanes).per_sample,
+                       cycles_source="estimate: the bp engine's cycle model (fa has no datapath)",
+                       multipliers=get_engine("bp").dsp(net, args.lanes))
         row["memory_bits"] = memory_bits(net, rule, engine, lanes)
         row["samples_per_joule"] = None
         row["synth"] = {}
@@ -184,7 +179,7 @@ def _plot(rows, path, name):
     ax[0].legend(loc="lower left")
     ax[1].barh(labels, [r["cycles_per_sample"] for r in rows],
                color=["tab:green" if r["engine"] else "tab:gray" for r in rows])
-    ax[1].set_title("cycles per training sample (gray: analytic)")
+    ax[1].set_title("cycles per training sample (gray: estimate, no datapath)")
     left = [0] * len(rows)
     for kind, col in (("weights", "tab:blue"), ("stored_activations", "tab:red"), ("feedback", "tab:orange"),
                       ("caches_buffers", "tab:purple")):
