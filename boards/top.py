@@ -45,7 +45,7 @@ from ..hdl.engine import SigPropEngine
 from ..hdl.feeder import DatasetFeeder
 from ..hdl.hostlink import UARTHostLink
 
-__all__ = ["SigPropBoardCore", "SigPropBoardTop", "REGISTERS", "BOARD_ID"]
+__all__ = ["SigPropBoardCore", "SigPropBoardTop", "REGISTERS", "BOARD_ID", "HOST_BAUD"]
 
 REGISTERS = ("CONTROL", "STATUS", "SENT", "RECEIVED", "TRAIN_CORRECT", "TEST_CORRECT", "CYCLES", "SAMPLES",
              "INFERENCES", "CURVE_ADDR", "CURVE_TRAIN", "CURVE_TEST", "N_TRAIN", "N_TEST", "ID", "ENGINE")
@@ -179,6 +179,10 @@ class SigPropBoardCore(wiring.Component):
         return m
 
 
+#: The host link's baud rate (the UART divisor is ``round(clock / HOST_BAUD)``).
+HOST_BAUD = 115200
+
+
 class SigPropBoardTop(Elaboratable):
     """:class:`SigPropBoardCore` on a board's UART and LEDs.
 
@@ -193,7 +197,7 @@ class SigPropBoardTop(Elaboratable):
         As :class:`SigPropBoardCore`.
     """
 
-    def __init__(self, net, data, target, clock_hz: float, *, baud: int = 115200, lanes=None,
+    def __init__(self, net, data, target, clock_hz: float, *, baud: int = HOST_BAUD, lanes=None,
                  n_train=None, n_test=None, autostart_epochs: int = 0, engine_cls=SigPropEngine):
         if baud <= 0 or clock_hz / baud < 4:
             raise ValueError(f"the UART needs at least 4 clock cycles per bit, {clock_hz:.0f} Hz / {baud} baud")
