@@ -87,13 +87,13 @@ def _search(monkeypatch, tmp_path, fmax, **kw):
 
 
 def test_search_probe_then_below_fmax(monkeypatch, tmp_path):
-    """Probe at 40 (fmax 31.3), rebuild at the highest clock <= 31.3: met, done."""
-    r, fake = _search(monkeypatch, tmp_path, lambda c: 31.3 if c > 35 else 31.2)
+    """Probe at 32 (31.875 from the PLL; fmax 31.3), rebuild at the highest clock <= 31.3: met, done."""
+    r, fake = _search(monkeypatch, tmp_path, lambda c: 31.3 if c > 31.5 else 31.2)
     assert len(fake.calls) == 2 and fake.calls[1] == 31.125
-    assert fake.calls[0] == choose_clock("icebreaker", 40.0, baud=115200)
+    assert fake.calls[0] == choose_clock("icebreaker", 32.0, baud=115200) == 31.875
     assert r["clock_mhz"] == {"requested": "max", "achieved": 31.125} and r["timing_met"]
     s = r["clock_search"]
-    assert s["chosen_mhz"] == 31.125 and s["probe_mhz"] == 40.0 and s["seed"] == 1
+    assert s["chosen_mhz"] == 31.125 and s["probe_mhz"] == 32.0 and s["seed"] == 1
     assert [a["fmax_mhz"] for a in s["attempts"]] == [31.3, 31.2]
     out = tmp_path / "out"
     assert r["out_dir"] == str(out) and r["bitstream"] == str(out / "top.bin")
@@ -103,7 +103,7 @@ def test_search_probe_then_below_fmax(monkeypatch, tmp_path):
 
 def test_search_iterates_down_until_met(monkeypatch, tmp_path):
     # the placement gets worse each time: 31.3 at the probe, then 0.5 MHz below each clock tried
-    r, fake = _search(monkeypatch, tmp_path, lambda c: 31.3 if c > 35 else c - 0.5 if c > 29.9 else 30.1)
+    r, fake = _search(monkeypatch, tmp_path, lambda c: 31.3 if c > 31.5 else c - 0.5 if c > 29.9 else 30.1)
     assert fake.calls[1:] == [31.125, 30.375, 29.625]
     assert r["clock_search"]["chosen_mhz"] == 29.625 and r["timing_met"]
 
@@ -124,7 +124,7 @@ def test_search_gives_up_after_max_attempts(monkeypatch, tmp_path):
 
 
 def test_search_is_deterministic(monkeypatch, tmp_path):
-    f = lambda c: 31.3 if c > 35 else c - 0.3 if c > 30.5 else 30.6
+    f = lambda c: 31.3 if c > 31.5 else c - 0.3 if c > 30.5 else 30.6
     r1, fake1 = _search(monkeypatch, tmp_path / "a", f)
     r2, fake2 = _search(monkeypatch, tmp_path / "b", f)
     assert fake1.calls == fake2.calls
