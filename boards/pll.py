@@ -77,6 +77,15 @@ class PllFamily:
     def search(self, f_in: float, f_out: float) -> PllSettings | None:   # pragma: no cover
         raise NotImplementedError
 
+    def outputs(self, f_in: float) -> list[float]:     # pragma: no cover
+        """Every output frequency (MHz) a legal setting makes from ``f_in``, ascending, each once.
+
+        Each value is computed with the same expression as :meth:`search`, so
+        ``plan(f_in, f).output_mhz`` equals ``f`` to within 1e-9 MHz for every ``f`` returned
+        (values that differ by rounding only, from different dividers, are listed once).
+        """
+        raise NotImplementedError
+
     def plan(self, f_in: float, f_out: float, *,
              tolerance: float | None = None) -> PllSettings:
         """Closest legal setting for ``f_out`` MHz from an ``f_in`` MHz reference.
@@ -162,6 +171,22 @@ class ICE40Pll(PllFamily):
                     "DIVR": divr, "DIVF": divf, "DIVQ": divq,
                     "FILTER_RANGE": self.filter_range(f_pfd)})
 
+    def outputs(self, f_in: float) -> list[float]:
+        out: dict[float, float] = {}
+        for divr in range(16):
+            f_pfd = f_in / (divr + 1)
+            if not (self.pfd_min <= f_pfd <= self.pfd_max):
+                continue
+            for divf in range(128):
+                f_vco = f_pfd * (divf + 1)
+                if not (self.vco_min <= f_vco <= self.vco_max):
+                    continue
+                for divq in range(1, 7):
+                    f = f_vco / 2 ** divq
+                    if self.out_min <= f <= self.out_max:
+                        out.setdefault(round(f, 9), f)
+        return sorted(out.values())
+
     def instantiate(self, m, settings, clk_pin, clk_in, clk_out, lock):
         p = settings.params
         m.submodules.pll = Instance(
@@ -217,6 +242,22 @@ class ECP5Pll(PllFamily):
             params={"CLKI_DIV": clki_div, "CLKFB_DIV": clkfb_div, "CLKOP_DIV": clkop_div,
                     "CLKOP_CPHASE": clkop_div - 1, "CLKOP_FPHASE": 0,
                     "FEEDBK_PATH": "CLKOP"})
+
+    def outputs(self, f_in: float) -> list[float]:
+        out: dict[float, float] = {}
+        for clki_div in range(1, 129):
+            f_pfd = f_in / clki_div
+            if not (self.pfd_min <= f_pfd <= self.pfd_max):
+                continue
+            for clkfb_div in range(1, 81):
+                f = f_pfd * clkfb_div
+                if not (self.out_min <= f <= self.out_max):
+                    continue
+                # some CLKOP_DIV in 1..128 puts the VCO (f * CLKOP_DIV) in range
+                lo = max(1, math.ceil(self.vco_min / f - 1e-9))
+                if lo <= 128 and f * lo <= self.vco_max:
+                    out.setdefault(round(f, 9), f)
+        return sorted(out.values())
 
     def instantiate(self, m, settings, clk_pin, clk_in, clk_out, lock):
         p = settings.params

@@ -71,6 +71,10 @@ class BoardTarget:
         whose synthesis otherwise builds every multiplier from logic cells).
         Suffix of the packed bitstream Amaranth writes (``"bin"`` for
         icepack, ``"bit"`` for ecppack).
+    probe_mhz : float
+        The first constraint of the ``clock_mhz: max`` search (:mod:`.clocksearch`): above what
+        designs reach on the device, so nextpnr's placer works for speed; the search then
+        settles below the fmax it reports.
     """
 
     name: str
@@ -91,6 +95,7 @@ class BoardTarget:
     bitstream_ext: str = "bin"
     nextpnr_opts: str = ""
     synth_opts: str = ""
+    probe_mhz: float = 100.0
 
     # ------------------------------------------------------------------
     def platform(self):

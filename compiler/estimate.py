@@ -72,11 +72,12 @@ class Estimate:
     sequential_cycles: int      # the sum of stages (no layer pipelining)
     ideal_cycles_per_sample: float   # MACs / total lanes
     memory_bits: int
-    clock_mhz: float
+    clock_mhz: float | None     # None: ``clock_mhz: max``, known only from the build
 
     @property
-    def train_samples_per_second(self) -> float:
-        return self.clock_mhz * 1e6 / self.cycles_per_sample
+    def train_samples_per_second(self) -> float | None:
+        """At the file's fixed clock; ``None`` for ``clock_mhz: max`` (the build's report has it)."""
+        return None if self.clock_mhz is None else self.clock_mhz * 1e6 / self.cycles_per_sample
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -215,7 +216,7 @@ def estimate(net: Network, lanes: tuple[int, ...] | None = None) -> Estimate:
         sequential_cycles=sum(s.cycles for s in stages),
         ideal_cycles_per_sample=macs / total_lanes,
         memory_bits=sum(s.weight_bits + s.cache_bits + s.table_bits for s in stages),
-        clock_mhz=net.spec.hardware.clock_for(net.spec.board),
+        clock_mhz=net.spec.hardware.fixed_clock_for(net.spec.board),
     )
 
 

@@ -23,7 +23,7 @@ import yaml
 __all__ = [
     "SpecError", "QFormat", "LayerPrecision", "LayerSpec", "DatasetSpec", "LearningSpec",
     "PrecisionSpec", "HardwareSpec", "NetworkSpec", "load_spec", "parse_spec", "parse_qformat",
-    "BUILTIN_DATASETS", "BOARDS",
+    "BUILTIN_DATASETS", "BOARDS", "MAX_CLOCK",
 ]
 
 BUILTIN_DATASETS = ("digits", "iris", "wine", "breast_cancer")
@@ -38,6 +38,9 @@ MAX_FILE_BYTES = 1 << 20
 MAX_UNITS = 4096
 MAX_LAYERS = 16
 MAX_DEPTH = 16
+#: ``hardware.clock_mhz: max``: the highest clock the board meets timing at, found by building.
+MAX_CLOCK = "max"
+CLOCK_EXPECTED = "a number of MHz in [1.0, 500.0] or max"
 
 
 class SpecError(ValueError):
@@ -171,12 +174,20 @@ class PrecisionSpec:
 class HardwareSpec:
     lanes: Any = "auto"         # "auto" | int | tuple of ints (one per layer)
     dsp_budget: int = 8
-    clock_mhz: float = 24.0     # the sync clock, on every board without an entry in board_clocks
-    board_clocks: tuple[tuple[str, float], ...] = ()    # (board, MHz): ``clock_mhz: {board: MHz}``
+    # the sync clock (MHz), on every board without an entry in board_clocks; "max": the highest
+    # the board's PLL makes at which timing is met (boards/clocksearch.py), found by building
+    clock_mhz: float | str = MAX_CLOCK
+    board_clocks: tuple[tuple[str, float | str], ...] = ()   # (board, MHz or "max"): ``clock_mhz: {board: MHz}``
 
-    def clock_for(self, board: str) -> float:
-        """The ``sync`` clock (MHz) the network runs at on ``board``."""
+    def clock_for(self, board: str) -> float | str:
+        """The ``sync`` clock (MHz) the network runs at on ``board``, or ``"max"``."""
         return dict(self.board_clocks).get(board, self.clock_mhz)
+
+    def fixed_clock_for(self, board: str) -> float | None:
+        """The ``sync`` clock (MHz) on ``board`` when the file fixes it; ``None`` for ``max``
+        (known only after the build, from its report)."""
+        clock = self.clock_for(board)
+        return None if clock == MAX_CLOCK else float(clock)
 
 
 @dataclass(frozen=True)
@@ -582,6 +593,16 @@ class _Validator:
                 out.append(LayerSpec(self.units(item, path), activation, base, None))
         return tuple(out)
 
+    def clock(self, node: _Node, path: str) -> float | str:
+        """A clock: a number of MHz in [1, 500], or ``max``."""
+        if node.value == MAX_CLOCK:
+            return MAX_CLOCK
+        v = node.value
+        ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) and 1.0 <= v <= 500.0
+        if not ok:
+            raise self.r.fail(node.line, path, f"expected {CLOCK_EXPECTED}, got {_type_name(v)}")
+        return float(v)
+
     def units(self, node: _Node, path: str) -> int:
         v = node.value
         if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_UNITS:
@@ -609,14 +630,13 @@ class _Validator:
             kw["dsp_budget"] = self.integer(d["dsp_budget"], "hardware.dsp_budget", 1, 4096)
         if "clock_mhz" in d:
             node = d["clock_mhz"]
-            if isinstance(node.value, dict):      # one clock per board: {icebreaker: 24, ulx3s-85f: 75}
+            if isinstance(node.value, dict):      # one clock per board: {icebreaker: 24, ulx3s-85f: max}
                 clocks = self.mapping(node, "hardware.clock_mhz", BOARDS)
                 if not clocks:
-                    raise self.r.fail(node.line, "hardware.clock_mhz", "expected a number or a mapping of board to MHz, got an empty mapping")
-                kw["board_clocks"] = tuple((b, self.number(v, f"hardware.clock_mhz.{b}", 1.0, 500.0))
-                                           for b, v in clocks.items())
+                    raise self.r.fail(node.line, "hardware.clock_mhz", f"expected {CLOCK_EXPECTED} or a mapping of board to either, got an empty mapping")
+                kw["board_clocks"] = tuple((b, self.clock(v, f"hardware.clock_mhz.{b}")) for b, v in clocks.items())
             else:
-                kw["clock_mhz"] = self.number(node, "hardware.clock_mhz", 1.0, 500.0)
+                kw["clock_mhz"] = self.clock(node, "hardware.clock_mhz")
         return HardwareSpec(**kw)
 
 

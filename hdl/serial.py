@@ -107,6 +107,20 @@ def _pow2(n: int) -> int:
     return 1 << max(0, (int(n) - 1).bit_length())
 
 
+#: Depth granularity of a block RAM at its deepest 16-bit-wide configuration (iCE40 SB_RAM40_4K
+#: 256 x 16; the ECP5's DP16KD, 1024 x 18, is a multiple of it).
+_BLOCK_DEPTH = 256
+
+
+def _pow2_if_free(depth: int) -> int:
+    """``depth`` rounded up to a power of two when that takes no more block RAM (the same number
+    of 256-word blocks): every address of the port's width is then inside the memory, so its read
+    enable needs no ``addr < depth`` comparison (:func:`.memports.read_in_range`), a carry chain
+    that was the iCEBreaker's critical path (into the read enable of every M block)."""
+    p = _pow2(depth)
+    return p if -(-p // _BLOCK_DEPTH) == -(-depth // _BLOCK_DEPTH) else depth
+
+
 def _place(regions: list) -> tuple[dict, int]:
     """Place ``(name, words)`` regions, each at a multiple of its size rounded up to a power of
     two, so that ``base + index`` is ``base | index`` (wiring, no adder)."""
@@ -139,23 +153,26 @@ class SerialLayout:
         for l in range(L):
             self.wbase.append(off)
             off += self.n[l] * self.ci[l]
-        self.wdepth = max(off, 2)
+        self.wdepth = _pow2_if_free(max(off, 2))
         cnm = max(self.cn)
         # M: biases (by chunks), the table R, the deltas of one layer, the counters
         regs = [(f"b{l}", self.cn[l]) for l in range(L)]
         regs += [("R", C * self.cn[0]), ("dh", cnm), ("dtc", cnm), ("dtm", cnm), ("cnt", _NKINDS * L),
                  ("tab", len(EXP2_TABLE))]
         mb, self.mdepth = _place(regs)
+        self.mdepth = _pow2_if_free(self.mdepth)
         self.bbase = [mb[f"b{l}"] for l in range(L)]
         self.rbase, self.dh, self.dtc, self.dtm, self.cbase = mb["R"], mb["dh"], mb["dtc"], mb["dtm"], mb["cnt"]
         self.tab = mb["tab"]
         # cache: T of every layer
         cb_, self.cdepth = _place([(f"T{l}", C * self.cn[l]) for l in range(L)])
+        self.cdepth = _pow2_if_free(self.cdepth)
         self.tbase = [cb_[f"T{l}"] for l in range(L)]
         # act: x (two halves), h_l and t_l, y/e (shared), s, p, the exponent table
         regs = [("x0", self.ci[0]), ("x1", self.ci[0]), ("s", C), ("e", C), ("p", C)]
         regs += [(f"h{l}", self.cn[l]) for l in range(L)] + [(f"t{l}", self.cn[l]) for l in range(L)]
         ab, self.adepth = _place(regs)
+        self.adepth = _pow2_if_free(self.adepth)
         self.xbase = [ab["x0"], ab["x1"]]
         self.hbase = [ab[f"h{l}"] for l in range(L)]
         self.ttbase = [ab[f"t{l}"] for l in range(L)]

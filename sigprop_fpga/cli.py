@@ -132,7 +132,8 @@ def cmd_check(args) -> int:
     print(f"MACs per training sample {e['macs_per_sample']:,} (inference {e['inference_macs_per_sample']:,}); "
           f"cycles per sample {e['cycles_per_sample']:,} pipelined, {e['sequential_cycles']:,} sequential; "
           f"ideal {e['ideal_cycles_per_sample']:,.0f} on {e['total_lanes']} lanes; "
-          f"{e['train_samples_per_second']:,.0f} samples/s at {e['clock_mhz']:g} MHz")
+          + (f"{e['train_samples_per_second']:,.0f} samples/s at {e['clock_mhz']:g} MHz" if e["clock_mhz"]
+             else "samples/s at the clock `build` finds (clock_mhz: max)"))
     print(_board_plan_text(r["board_plan"]))
     if args.json:
         write_json(args.json, r)
@@ -281,7 +282,8 @@ def cmd_build(args) -> int:
     print(format_report(r))
     sps = r.get("train_samples_per_second")
     print(f"engine {r['engine']}, lanes {r['lanes']}; cycles per sample {r['cycles_per_sample']:,}; "
-          + (f"{sps:,.0f} training samples/s at fmax" if sps else "fmax unknown"))
+          + (f"{sps:,.0f} training samples/s at the built clock {r['clock_mhz']['achieved']:g} MHz"
+             if sps else "clock unknown"))
     if args.json:
         write_json(args.json, r)
     return 0 if r.get("timing_met") else 1

@@ -127,7 +127,7 @@ def manifest(net, eng: Engine, lanes, component, files: dict, seconds: float, wh
                     "loss": spec.learning.loss, "readout": spec.readout, "push": spec.learning.push,
                     "lr_shift": spec.learning.lr_shift, "logit_shift": spec.learning.logit_shift,
                     "lr_shifts": [net.lr_shift(l) for l in range(net.depth)]},
-        "clock": {"domain": "sync", "mhz": spec.hardware.clock_for(spec.board)},
+        "clock": {"domain": "sync", "mhz": spec.hardware.clock_for(spec.board)},   # a number or "max"
         "ports": _ports(component),
         "stream_in": {"beats": net.n_inputs + 1,
                       "format": f"{net.n_inputs} feature beats (data = raw {spec.precision.input} bits), then one "

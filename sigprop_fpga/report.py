@@ -142,6 +142,17 @@ def _plot_stages(d: Path, stages: list, measured: list | None) -> str | None:
     return _save(fig, d / "stage_cycles.png")
 
 
+def _clock_search_lines(search) -> list[str]:
+    """The ``clock_mhz: max`` search of a build report, one sentence (none without a search)."""
+    if not search:
+        return []
+    tries = "; ".join(f"{a['clock_mhz']:.4f} MHz: fmax {a['fmax_mhz']:.2f}, "
+                      f"{'met' if a['timing_met'] else 'not met'}" for a in search["attempts"])
+    return [f"Clock `max`: built at {search['chosen_mhz']:.4f} MHz after {len(search['attempts'])} builds "
+            f"(seed {search['seed']}; probe {search['probe_mhz']:g} MHz; {tries}); host link "
+            f"{search['baud']} baud off by {search['baud_error']:.2%} (budget {search['baud_error_budget']:.0%}).", ""]
+
+
 def load_builds(d: str | Path) -> list[dict]:
     """The ``build.json`` and ``build-*.json`` reports in ``d`` (that order, then by name)."""
     d = Path(d)
@@ -249,9 +260,11 @@ def make_report(d: str | Path) -> Path:
         lines += [f"## Build: {build.get('board')}", "",
                   f"Board {build.get('board')} ({build.get('device')}), clock {clk} MHz, "
                   f"fmax {build.get('fmax_mhz') or 0:.1f} MHz, timing {'met' if build.get('timing_met') else 'NOT met'}.{how}", "",
+                  *_clock_search_lines(build.get("clock_search")),
                   _md_table(["resource", "estimated", "used", "available"], rows), "",
                   f"{build.get('cycles_per_sample', 0):,} cycles per training sample: "
-                  + (f"{sps:,.0f} training samples/s at fmax." if sps else "fmax unknown."), "",
+                  + (f"{sps:,.0f} training samples/s at the built clock ({clk:g} MHz)." if sps and clk
+                     else "clock unknown."), "",
                   f"Bitstream `{build.get('bitstream')}`, sha256 `{build.get('bitstream_sha256')}`.", ""]
     out = d / "report.md"
     write_atomic(out, "\n".join(lines))

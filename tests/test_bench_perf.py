@@ -46,7 +46,7 @@ def test_pipeline_figures():
 
 
 def test_board_figures_limits_and_ratios():
-    f = perf.board_figures(macs_per_sample=1000, cycles_per_sample=500, fmax_mhz=50, dsps_used=4,
+    f = perf.board_figures(macs_per_sample=1000, cycles_per_sample=500, clock_mhz=50, dsps_used=4,
                            device_dsps=100, cpu={"float_per_sample": 1000, "float_batched": 20000})
     assert f["samples_per_second"] == pytest.approx(1e5)          # 50e6 / 500
     assert f["device_limit"] == pytest.approx(5e6)                # 100 * 50e6 / 1000
@@ -59,7 +59,7 @@ def test_board_figures_limits_and_ratios():
 @pytest.mark.parametrize("macs,cycles,fmax,dsps,device", [(10624, 1553, 36.9, 8, 156), (1452, 293, 40.27, 8, 8),
                                                           (103936, 3539, 30.0, 32, 156)])
 def test_used_dsp_fraction_is_the_mac_utilization(macs, cycles, fmax, dsps, device):
-    f = perf.board_figures(macs_per_sample=macs, cycles_per_sample=cycles, fmax_mhz=fmax, dsps_used=dsps,
+    f = perf.board_figures(macs_per_sample=macs, cycles_per_sample=cycles, clock_mhz=fmax, dsps_used=dsps,
                            device_dsps=device)
     _, util = perf.mac_utilization(macs, dsps, cycles)
     assert f["fraction_of_used_dsp_limit"] == pytest.approx(util)
@@ -67,11 +67,21 @@ def test_used_dsp_fraction_is_the_mac_utilization(macs, cycles, fmax, dsps, devi
     assert f["samples_per_second"] == pytest.approx(fmax * 1e6 / cycles)
 
 
-def test_board_figures_without_fmax():
-    f = perf.board_figures(macs_per_sample=1000, cycles_per_sample=500, fmax_mhz=None, dsps_used=4,
+def test_board_figures_without_a_built_clock():
+    f = perf.board_figures(macs_per_sample=1000, cycles_per_sample=500, clock_mhz=None, dsps_used=4,
                            device_dsps=8, cpu={"float_per_sample": 1000})
     assert f["samples_per_second"] is None and f["device_limit"] is None and f["over_cpu"] == {}
     assert f["device_dsps"] == 8
+
+
+def test_worst_fmax_over_seeds():
+    w = perf.worst_fmax([{"seed": 1, "fmax_mhz": 31.4, "timing_met": True},
+                         {"seed": 2, "fmax_mhz": 30.2, "timing_met": True},
+                         {"seed": 3, "fmax_mhz": 30.9, "timing_met": False}])
+    assert (w["worst"], w["best"], w["seeds"], w["timing_met_all"]) == (30.2, 31.4, {1: 31.4, 2: 30.2, 3: 30.9}, False)
+    w = perf.worst_fmax([{"seed": 1, "fmax_mhz": None, "timing_met": True}])
+    assert w["worst"] is None and w["timing_met_all"]
+    assert perf.worst_fmax([])["worst"] is None and not perf.worst_fmax([])["timing_met_all"]
 
 
 def test_fit_numbers():
@@ -94,8 +104,9 @@ def _network():
     fit = perf.fit_numbers({"lut": 11108, "dsp": 8, "bram": 30}, {"lut": 5280, "dsp": 8, "bram": 30})
     perf.attach_boards(n, [
         {"board": "icebreaker", "status": "does not fit", "fit": fit, "device_dsps": 8},
-        {"board": "ulx3s-85f", "status": "built", "fmax_mhz": 50.0, "timing_met": True, "device_dsps": 156,
-         "dsp_used_pnr": 10}])
+        # built at 50 MHz; fmax 53.1 is the worst of 3 seeds: the samples/s are at 50
+        {"board": "ulx3s-85f", "status": "built", "built_mhz": 50.0, "fmax_mhz": 53.1,
+         "fmax_seeds": {1: 55.0, 2: 53.1, 3: 54.2}, "timing_met": True, "device_dsps": 156, "dsp_used_pnr": 10}])
     return n
 
 
@@ -130,7 +141,8 @@ def test_table_shows_the_figures():
     ice = next(line for line in lines if line.startswith("toy ") and "icebreaker" in line)
     assert "does not fit: lut 11,108/5,280 (210%)" in ice
     ecp = next(line for line in lines if line.startswith("toy ") and "ulx3s-85f" in line)
-    for want in ("built", "50", "met", "32,000", "10/156", "780,000", "0.04103", "0.64", "6.4", "0.8"):
+    for want in ("built", "50", "53.10", "(3", "seeds)", "met", "32,000", "10/156", "780,000", "0.04103", "0.64",
+                 "6.4", "0.8"):
         assert want in ecp.split(), (want, ecp)
     cpu = next(line for line in lines if line.startswith("toy ") and "40,000" in line)
     assert cpu.split()[1:] == ["5,000", "40,000", "8"]

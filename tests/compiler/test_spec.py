@@ -3,6 +3,8 @@ errors are the corpus in tests/corpus/ (tests/test_corpus.py)."""
 
 from pathlib import Path
 
+import re
+
 import pytest
 
 from sigprop_fpga.compiler.spec import QFormat, SpecError, load_spec, parse_qformat, parse_spec
@@ -27,7 +29,7 @@ def test_defaults():
     p = s.layers[0].precision
     assert (str(p.activation), str(p.weight), str(p.bias), str(p.error), p.accumulator) == ("Q1.7", "Q4.12", "Q4.12", "Q2.14", None)
     assert str(s.precision.input) == "Q1.7" and str(s.precision.table) == "Q4.12" and s.precision.rounding == "nearest"
-    assert (s.hardware.lanes, s.hardware.dsp_budget, s.hardware.clock_mhz) == ("auto", 8, 24.0)
+    assert (s.hardware.lanes, s.hardware.dsp_budget, s.hardware.clock_mhz) == ("auto", 8, "max")
     assert s.dataset.test_fraction == 0.3 and s.dataset.seed == 0 and s.dataset.scaling == "minmax"
 
 
@@ -94,13 +96,37 @@ def test_clock_per_board():
                    "hardware: {clock_mhz: {icebreaker: 24, ulx3s-85f: 75}}\nboard: ulx3s-85f\n")
     assert (s.hardware.clock_for("ulx3s-85f"), s.hardware.clock_for("icebreaker")) == (75.0, 24.0)
     s = parse_spec("dataset: {source: iris}\nnetwork: {layers: [8]}\nhardware: {clock_mhz: {ulx3s-85f: 50}}\n")
-    assert s.hardware.clock_for("icebreaker") == 24.0          # boards without an entry: the default
+    assert s.hardware.clock_for("icebreaker") == "max"         # boards without an entry: the default
     s = parse_spec("dataset: {source: iris}\nnetwork: {layers: [8]}\nhardware: {clock_mhz: 30}\n")
     assert s.hardware.clock_for("ulx3s-85f") == s.hardware.clock_for("icebreaker") == 30.0
     with pytest.raises(SpecError, match=r"<string>:3: hardware.clock_mhz.de10: unknown key, expected one of: icebreaker, ulx3s-85f"):
         parse_spec("dataset: {source: iris}\nnetwork: {layers: [8]}\nhardware: {clock_mhz: {de10: 50}}\n")
-    with pytest.raises(SpecError, match=r"hardware.clock_mhz.icebreaker: expected a number in \[1.0, 500.0\], got"):
+    with pytest.raises(SpecError, match=r"<string>:3: hardware.clock_mhz.icebreaker: expected a number of MHz in "
+                                        r"\[1.0, 500.0\] or max, got 'fast'$"):
         parse_spec("dataset: {source: iris}\nnetwork: {layers: [8]}\nhardware: {clock_mhz: {icebreaker: fast}}\n")
+
+
+def test_clock_max():
+    """``clock_mhz: max`` (the default), alone or per board, beside numbers; bad values named."""
+    base = "dataset: {source: iris}\nnetwork: {layers: [8]}\n"
+    s = parse_spec(base)
+    assert s.hardware.clock_for("icebreaker") == s.hardware.clock_for("ulx3s-85f") == "max"
+    assert s.hardware.fixed_clock_for("icebreaker") is None
+    s = parse_spec(base + "hardware: {clock_mhz: max}\n")
+    assert s.hardware.clock_mhz == "max" and s.hardware.fixed_clock_for("ulx3s-85f") is None
+    s = parse_spec(base + "hardware: {clock_mhz: {icebreaker: max, ulx3s-85f: 70}}\n")
+    assert (s.hardware.clock_for("icebreaker"), s.hardware.clock_for("ulx3s-85f")) == ("max", 70.0)
+    assert s.hardware.fixed_clock_for("ulx3s-85f") == 70.0
+    s = parse_spec(base + "hardware: {clock_mhz: 30}\n")
+    assert s.hardware.fixed_clock_for("icebreaker") == 30.0
+    for bad, shown in (("MAX", "'MAX'"), ("maximum", "'maximum'"), ("0.5", "0.5"), ("501", "501"),
+                       (".inf", "inf"), ("true", "true"), ("[max]", "a list"), ("null", "nothing")):
+        with pytest.raises(SpecError, match=r"^<string>:3: hardware.clock_mhz: expected a number of MHz in "
+                                            r"\[1.0, 500.0\] or max, got " + re.escape(shown) + "$"):
+            parse_spec(base + f"hardware: {{clock_mhz: {bad}}}\n")
+    with pytest.raises(SpecError, match=r"hardware.clock_mhz: expected a number of MHz in \[1.0, 500.0\] or max "
+                                        r"or a mapping of board to either, got an empty mapping"):
+        parse_spec(base + "hardware: {clock_mhz: {}}\n")
 
 
 @pytest.mark.parametrize("weight", ["Q3.9", "Q4.10", "Q5.11", "Q3.13"])
