@@ -38,6 +38,7 @@ from .sim.datasets import load_network
 from .boards import BOARDS, board_names
 from .boards.top import SigPropBoardCore
 from .hdl import relax_read_collisions
+from .hdl.mac import FamilyHint
 from .hdl.engines import Engine, get_engine
 from .hdl.trainer import Trainer
 from .sim import verilator as vl
@@ -63,11 +64,13 @@ def trainer_verilog(net, data, engine: Engine, lanes, n_train, n_test, max_epoch
     return verilog.convert(top, name=TOP, emit_src=False)
 
 
-def trainer_rtlil(net, data, engine: Engine, lanes, n_train, n_test, max_epochs) -> str:
-    """RTLIL of the same Trainer as :func:`trainer_verilog`, as synthesis receives it."""
+def trainer_rtlil(net, data, engine: Engine, lanes, n_train, n_test, max_epochs, family: str | None = None) -> str:
+    """RTLIL of the same Trainer as :func:`trainer_verilog`, as synthesis receives it; with
+    ``family``, elaborated as for that family's boards (its primitives instantiated, e.g. the
+    ECP5's registered MULT18X18D lanes, :class:`..hdl.mac.MacLanes`)."""
     top = Trainer(net, data, lanes, n_train=n_train, n_test=n_test, max_epochs=max_epochs,
                   engine_cls=engine.component_cls)
-    return rtlil.convert(top, name=TOP, emit_src=False)
+    return rtlil.convert(top, name=TOP, emit_src=False, platform=FamilyHint(family) if family else None)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -346,7 +349,7 @@ def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int
     if netlist is None:
         text = trainer_verilog(net, data, eng, hw_lanes, n_train, n_test, max(epochs, 1))
     else:
-        nl = synthesize_netlist(trainer_rtlil(net, data, eng, hw_lanes, n_train, n_test, max(epochs, 1)),
+        nl = synthesize_netlist(trainer_rtlil(net, data, eng, hw_lanes, n_train, n_test, max(epochs, 1), netlist),
                                 netlist, cache_root=netlist_root, progress=progress)
         text = nl.text if edit_netlist is None else edit_netlist(nl.text)
         _say(progress, f"netlist: {sum(nl.cells.values()):,} cells "
