@@ -212,15 +212,8 @@ class Softmax(wiring.Component):
         m.d.sync += [tval_r.eq(tval), ipr.eq(ip1), bigr.eq(big1), kre.eq(k1e), evr.eq(ev1)]
         ex, k2e, ev2 = Signal(range(emax + 1), reset_less=True), Signal(range(max(2, n))), Signal()
         m.d.sync += [ex.eq(Mux(bigr, 0, tval_r >> ipr)), k2e.eq(kre), ev2.eq(evr)]
-        # the sum is cleared the cycle after start from a registered flag (no FSM decoding in
-        # front of its register: the ECP5's critical path); no e lands before the first EXP
-        # request's has passed the multiplier and the table
-        clear_total = Signal()
-        m.d.sync += clear_total.eq(0)
-        with m.If(clear_total):
-            m.d.sync += total.eq(0)
-        with m.Elif(ev2):
-            m.d.sync += total.eq(total + ex)
+        clear_total = Signal()      # the sum cleared after start from a flag, not the FSM state
+        m.d.sync += [clear_total.eq(0), total.eq(Mux(clear_total, 0, Mux(ev2, total + ex, total)))]
         with m.If(ev2):
             m.d.sync += e[k2e].eq(ex)
 
