@@ -141,7 +141,7 @@ def test_a_failed_point_is_recorded_and_the_sweep_goes_on(tmp_path, capsys):
     sweep = _sweep_file(tmp_path, """\
 base: @IRIS@
 grid:
-  train.rule: [sigprop, bp]      # bp runs in float only: with the golden model it fails
+  train.rule: [sigprop, bp-adam]      # bp-adam runs in float only: with the golden model it fails
 steps: [train]
 options:
   train: {model: golden, epochs: 1}
@@ -151,10 +151,10 @@ options:
     ok, bad = r["points"]
     assert "error" not in ok and ok["train"]["test_accuracy"] > 0
     assert bad["error"] == {"step": "train", "type": "ValueError",
-                            "message": "rule bp runs on the float model only (got model golden)"}
+                            "message": "rule bp-adam runs on the float model only (got model golden)"}
     assert "train" not in bad
     assert "train failed: ValueError" in capsys.readouterr().out
-    assert json.loads((tmp_path / "out" / "001-rule=bp" / "error.json").read_text())["step"] == "train"
+    assert json.loads((tmp_path / "out" / "001-rule=bp-adam" / "error.json").read_text())["step"] == "train"
     # a failure is not cached: the next run tries it again
     rc, _ = _run(tmp_path, sweep, "-j", "1")
     assert rc == 1 and "1 steps run, 1 from the cache" in capsys.readouterr().out
