@@ -30,7 +30,7 @@ import numpy as np
 
 from sigprop_fpga.boards import get_target
 from sigprop_fpga.boards.build import BoardTop, STEP_NAMES
-from sigprop_fpga.boards.flow import dataset_capacity, estimate_resources, ram_capacity, split_stored
+from sigprop_fpga.boards.flow import DATASET_RAM_LUT, dataset_capacity, estimate_resources, ram_capacity, split_stored
 from sigprop_fpga.sim.datasets import load_network
 from sigprop_fpga.boards.top import SigPropBoardTop
 from sigprop_fpga.hdl import relax_read_collisions
@@ -158,7 +158,8 @@ def main(argv=None):
     print(format_table(["family", "network", "lanes", "packed", "estimate", "error", "refit", "refit error"], rows))
     print(f"\nleast-squares coefficients (features of the {engine.name} engine's lut_features):")
     for fam, c in out["fit"].items():
-        print(f"  {fam}: {c}   (current {model.get(fam)})")
+        current = DATASET_RAM_LUT.get(fam) if args.dataset == "ram" else model.get(fam)
+        print(f"  {fam}: {c}   (current {current})")
     out["failed"] = failed
     if failed:
         print(f"\nnot measured (the tool failed): {', '.join(failed)}")

@@ -129,7 +129,7 @@ def _dataset_blocks(net, n_samples: int, family: str) -> int:
 #: and DATA_CRC, the N_TRAIN / N_TEST registers and the link's second region. Measured with
 #: nextpnr --pack-only on examples/digits.yaml's iCEBreaker top (serial engine): packed logic cells
 #: minus the model's estimate (README, "Fitting the iCEBreaker").
-DATASET_RAM_LUT = {"ice40": 742}
+DATASET_RAM_LUT = {"ice40": 746}
 
 
 def estimate_resources(engine: Engine, net, lanes, n_samples: int, family: str, dataset: str = "rom") -> dict:

@@ -265,18 +265,18 @@ class RamFeeder(wiring.Component):
                          r_train.eq(Mux(r_last, n_train != 0, r_train & (rsample + 1 != n_train)))]
         curve_we, curve_at = Signal(), Signal.like(self.epoch)
         m.d.sync += curve_we.eq(0)
+        # the scores after this prediction: one incrementer each, shared by the epoch's last
+        # prediction (into the curve) and the others
+        tc_next, vc_next = tc + (p_correct & p_train), vc + (p_correct & ~p_train)
         with m.If(p_hit):
             m.d.sync += received.eq(received + 1)
             with m.If(p_last):
                 m.d.sync += [curve_we.eq(1), curve_at.eq(self.epoch), self.epoch.eq(self.epoch + 1),
-                             tc.eq(0), vc.eq(0), ltc.eq(tc + (p_correct & p_train)),
-                             lvc.eq(vc + (p_correct & ~p_train))]
+                             tc.eq(0), vc.eq(0), ltc.eq(tc_next), lvc.eq(vc_next)]
                 with m.If(p_final):
                     m.d.sync += [self.busy.eq(0), self.done.eq(1)]
-            with m.Elif(p_train):
-                m.d.sync += tc.eq(tc + p_correct)
             with m.Else():
-                m.d.sync += vc.eq(vc + p_correct)
+                m.d.sync += [tc.eq(tc_next), vc.eq(vc_next)]
         with m.If(self.start & ~self.busy):
             m.d.sync += [rsample.eq(0), r_train.eq(self.n_train != 0), received.eq(0), tc.eq(0), vc.eq(0)]
         m.d.comb += [c_wr.addr.eq(curve_at), c_wr.en.eq(curve_we), c_wr.data.eq(Cat(ltc, lvc))]
