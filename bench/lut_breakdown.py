@@ -124,18 +124,19 @@ def packed_ice40(il: str, pcf: str | None = None) -> dict:
             "bram": cells.get("ICESTORM_RAM", 0)}
 
 
-def breakdown(network: str, family: str, engine: str = "board", lanes: int = 4, packed: bool = False,
+def breakdown(network: str, family: str, engine: str = "board", lanes: int | None = None, packed: bool = False,
               ice40_cells: bool = False) -> dict:
     apply_amaranth_tool_env()
     pcf = None
     if engine == "serial":
-        spec, lanes_used, il = serial_rtlil(network, lanes)
+        spec, lanes_used, il = serial_rtlil(network, 4 if lanes is None else lanes)
         n_samples = 0
     else:
         from sigprop_fpga.boards.flow import prepare_network
         d = prepare_network(network, BOARDS[family])      # the engine, lanes and dataset build picks
-        spec, _net, n_samples, plan = board_plan(network, family, d.plan.engine, d.plan.lanes, dataset=d.dataset)
-        lanes_used = d.plan.lanes_json if isinstance(d.plan.lanes_json, (list, tuple)) else [d.plan.lanes_json]
+        use = d.plan.lanes if lanes is None else (lanes if isinstance(d.plan.lanes, int) else d.plan.lanes)
+        spec, _net, n_samples, plan = board_plan(network, family, d.plan.engine, use, dataset=d.dataset)
+        lanes_used = list(use) if isinstance(use, (list, tuple)) else [use]
         il = plan.files["top.il"]
         pcf = next((v for k, v in plan.files.items() if k.endswith(".pcf")), None)
     env = amaranth_tool_env()
@@ -165,7 +166,9 @@ def main(argv=None):
     ap.add_argument("--network", default="examples/digits.yaml")
     ap.add_argument("--engine", default="board", choices=["board", "serial"],
                     help="board: the whole board top (default); serial: the time-multiplexed engine alone")
-    ap.add_argument("--lanes", type=int, default=4, help="lanes of --engine serial (default 4)")
+    ap.add_argument("--lanes", type=int, default=None,
+                    help="lanes of --engine serial (default 4), or of a board top around the serial engine "
+                         "(default: build's choice)")
     ap.add_argument("--packed", action="store_true",
                     help="also synthesize for the iCE40 with DSPs and pack (nextpnr --pack-only)")
     ap.add_argument("--ice40-cells", action="store_true",
