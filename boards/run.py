@@ -63,7 +63,8 @@ def open_port(port: str, baud: int = DEFAULT_BAUD, timeout: float = 2.0):
     try:
         return serial.serial_for_url(port, baudrate=baud, timeout=timeout, write_timeout=max(timeout, 10.0))
     except (serial.SerialException, ValueError, OSError) as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        inner = e.__context__ if isinstance(e.__context__, OSError) else e    # pyserial wraps the OS's error
+        msg = (getattr(inner, "strerror", None) or str(e).splitlines()[0]) if str(e) else type(e).__name__
         raise PortError(f"{port}: cannot open the serial port ({msg})") from None
 
 

@@ -16,7 +16,7 @@ from .fixed import EXP2_TABLE, P_FRAC
 from .network import Network
 from .rule import uses_softmax
 
-__all__ = ["MEM_IDS", "stage_memories", "physical_memories", "counter_names", "readback_fields", "readback_address",
+__all__ = ["MEM_IDS", "stage_memories", "physical_memories", "pow2_depth", "counter_names", "readback_fields", "readback_address",
            "readback_map", "readback_requests", "state_writes", "unpack_state"]
 
 #: Memory ids of the readback address's ``mem`` field.
@@ -56,6 +56,15 @@ def stage_memories(net: Network, l: int, lanes: int, rule: str = "sigprop") -> d
     return mems
 
 
+def pow2_depth(depth: int) -> int:
+    """The depth a memory of ``depth`` words is instantiated with: the next power of two, so that
+    every address its read port can hold lies inside it (no range check sits between the address
+    logic and the block RAM). Below a block RAM's 512 to 2048 words this costs no block RAM."""
+    if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
+        raise ValueError(f"Memory depth must be a positive integer, not {depth!r}")
+    return 1 << (depth - 1).bit_length()
+
+
 def physical_memories(net: Network, l: int, lanes: int) -> list[tuple[int, int]]:
     """``(depth, width)`` of each memory stage ``l`` instantiates: one per bank of ``W``, ``R`` and
     the head's; the packed cache (``T``, ``Tin``, ``b`` and, with a softmax, its exp table) of
@@ -64,15 +73,15 @@ def physical_memories(net: Network, l: int, lanes: int) -> list[tuple[int, int]]
     out = []
     for name, (banks, depth, q, _, _) in mems.items():
         if name not in ("T", "Tin", "b"):
-            out += [(depth, q.width)] * banks
+            out += [(pow2_depth(depth), q.width)] * banks
     P, n_in = lanes, net.fan_in(l)
     ci = math.ceil(n_in / P)
     sm = uses_softmax(net, l)
     wl = max(mems[nm][2].width for nm in ("T", "Tin") if nm in mems)
     nl = max(P, -(-mems["b"][2].width // wl), -(-(P_FRAC + 1) // wl) if sm else 1)
     depth = sum(mems[nm][1] for nm in ("T", "Tin", "b") if nm in mems) + (len(EXP2_TABLE) if sm else 0)
-    out.append((depth, nl * wl))
-    out.append((2 * (2 if l > 0 else 1) * ci, P * net.in_format(l).width))
+    out.append((pow2_depth(depth), nl * wl))
+    out.append((pow2_depth(2 * (2 if l > 0 else 1) * ci), P * net.in_format(l).width))
     return out
 
 

@@ -2,13 +2,41 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal, signed
+from amaranth.hdl import ClockSignal, Const, Instance, Module, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..compiler.timing import MUL_LATENCY, STAGE_LATENCY
 
-__all__ = ["MacLanes", "MUL_LATENCY", "STAGE_LATENCY"]
+__all__ = ["FamilyHint", "MacLanes", "MUL_LATENCY", "STAGE_LATENCY", "family_of"]
+
+#: Operand width of the ECP5's MULT18X18D.
+ECP5_MULT_WIDTH = 18
+
+
+class FamilyHint:
+    """A stand-in platform for :func:`amaranth.back.rtlil.convert` that only names the FPGA
+    family (the attribute Amaranth's vendor platforms carry): components that instantiate family
+    primitives (:class:`MacLanes`) elaborate them exactly as for a board build, e.g. for the
+    netlist rung of the verification ladder.
+
+    Parameters
+    ----------
+    family : str
+        ``"ecp5"`` or ``"ice40"``.
+    """
+
+    def __init__(self, family: str):
+        if not isinstance(family, str):
+            raise TypeError(f"FPGA family must be a string, not {family!r}")
+        self.family = family
+
+
+def family_of(platform) -> str | None:
+    """The FPGA family of ``platform`` (an Amaranth vendor platform or :class:`FamilyHint`), or
+    ``None`` for simulation and generic synthesis."""
+    family = getattr(platform, "family", None)
+    return family if isinstance(family, str) else None
 
 
 class MacLanes(wiring.Component):
@@ -43,6 +71,17 @@ class MacLanes(wiring.Component):
     Latency and throughput
     ----------------------
     ``latency`` cycles to ``prod`` and ``total``; ``lanes`` products every cycle.
+
+    Notes
+    -----
+    Elaborated for an ECP5 platform (:func:`family_of` is ``"ecp5"``) with ``latency`` 3 and both
+    operands at most 18 bits wide, each lane is a ``MULT18X18D`` instance with its input registers
+    (the operand registers) and its output register (the product register) on: Yosys maps a ``*``
+    on this family onto a combinational ``MULT18X18D`` and leaves the registers in the fabric, so
+    the multiplier's 4 ns or so would share a cycle with the routes to and from it. Everywhere
+    else (Verilator, the golden comparison, the iCE40) the generic description above is
+    elaborated; the two are the same function cycle by cycle, which the netlist rung
+    (``sim --netlist ecp5``, ``sim/cells/ecp5_models.v``) checks.
     """
 
     def __init__(self, lanes: int, a_width: int, b_width: int, latency: int = MUL_LATENCY):
@@ -64,10 +103,42 @@ class MacLanes(wiring.Component):
         })
         self._MustUse__silence = False
 
+    def _mult18x18d(self, m, p):
+        """Lane ``p`` as a fully registered MULT18X18D; returns its product register's value."""
+        pw, W = self.a_width + self.b_width, ECP5_MULT_WIDTH
+        a = self.a[p].as_signed()
+        b = self.b[p].as_signed()
+        a18, b18 = Signal(signed(W), name=f"mul_a{p}"), Signal(signed(W), name=f"mul_b{p}")
+        prod36 = Signal(2 * W, name=f"mul_p{p}")
+        m.d.comb += [a18.eq(a), b18.eq(b)]
+        ports = {f"i_A{k}": a18[k] for k in range(W)}
+        ports.update({f"i_B{k}": b18[k] for k in range(W)})
+        ports.update({f"o_P{k}": prod36[k] for k in range(2 * W)})
+        # C, the shift-in operands (cascade pins, no route from the fabric) and CLK1..3 stay
+        # unconnected, as in Yosys's own MULT18X18D mapping
+        ports.update(i_CLK0=ClockSignal(), i_CE0=Const(1, 1), i_RST0=Const(0, 1))
+        m.submodules[f"mult{p}"] = Instance(
+            "MULT18X18D",
+            p_REG_INPUTA_CLK="CLK0", p_REG_INPUTB_CLK="CLK0", p_REG_OUTPUT_CLK="CLK0",
+            p_REG_INPUTA_CE="CE0", p_REG_INPUTB_CE="CE0", p_REG_OUTPUT_CE="CE0",
+            p_REG_INPUTA_RST="RST0", p_REG_INPUTB_RST="RST0", p_REG_OUTPUT_RST="RST0",
+            p_GSR="DISABLED", p_RESETMODE="SYNC", p_SOURCEB_MODE="B_SHIFT", p_MULT_BYPASS="DISABLED",
+            i_SIGNEDA=Const(1, 1), i_SIGNEDB=Const(1, 1), i_SOURCEA=Const(0, 1), i_SOURCEB=Const(0, 1),
+            **ports)
+        return prod36[:pw].as_signed()
+
     def elaborate(self, platform):
         m = Module()
         products = []
+        primitive = (family_of(platform) == "ecp5" and self.latency == 3
+                     and max(self.a_width, self.b_width) <= ECP5_MULT_WIDTH)
         for p in range(self.lanes):
+            if primitive:
+                p1 = Signal.like(self.prod[p], name=f"p_reg{p}")
+                m.d.comb += p1.eq(self._mult18x18d(m, p))
+                m.d.sync += self.prod[p].eq(p1)
+                products.append(p1)
+                continue
             a, b = self.a[p], self.b[p]
             if self.latency >= 2:
                 a, b = Signal.like(a, name=f"a_reg{p}", reset_less=True), Signal.like(b, name=f"b_reg{p}", reset_less=True)

@@ -212,8 +212,10 @@ class Softmax(wiring.Component):
         m.d.sync += [tval_r.eq(tval), ipr.eq(ip1), bigr.eq(big1), kre.eq(k1e), evr.eq(ev1)]
         ex, k2e, ev2 = Signal(range(emax + 1), reset_less=True), Signal(range(max(2, n))), Signal()
         m.d.sync += [ex.eq(Mux(bigr, 0, tval_r >> ipr)), k2e.eq(kre), ev2.eq(evr)]
+        clear_total = Signal()      # the sum cleared after start from a flag, not the FSM state
+        m.d.sync += [clear_total.eq(0), total.eq(Mux(clear_total, 0, Mux(ev2, total + ex, total)))]
         with m.If(ev2):
-            m.d.sync += [e[k2e].eq(ex), total.eq(total + ex)]
+            m.d.sync += e[k2e].eq(ex)
 
         # the logits in a rotating register (loaded at start; s is stable over the run): the next
         # difference's logit is always sv[0], so no logit multiplexer sits in front of the
@@ -227,7 +229,7 @@ class Softmax(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [k.eq(0), total.eq(0), g.eq(0)]
+                    m.d.sync += [k.eq(0), clear_total.eq(1), g.eq(0)]
                     m.d.sync += [sv[i].eq(self.s[i]) for i in range(n)]
                     m.next = "MAX" if max_levels(n) > 1 else "EXP0"
             with m.State("MAX"):          # the tree's last levels, then the first difference

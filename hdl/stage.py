@@ -53,12 +53,12 @@ from ..compiler.estimate import softmax_groups
 from ..compiler.fixed import EXP2_TABLE, P_FRAC
 from ..compiler.rule import E_BITS, activation_range, softmax_fracs, step_shifts, update_terms
 from ..compiler.network import Network, lfsr_seed
-from ..compiler.statemap import MEM_IDS, stage_memories
+from ..compiler.statemap import MEM_IDS, pow2_depth, stage_memories
 from .fixed import mul_const as _mulk, narrow, round_shift, saturate
 from .lfsr import Lfsr
 from . import BLOCK_RAM
 from .mac import STAGE_LATENCY, MacLanes
-from .memports import power_up_flag, read_in_range
+from .memports import read_whole
 from .softmax import Softmax
 
 __all__ = ["LayerStage", "StageLinkSignature", "StatePortSignature", "StageHandOver", "sample_layout", "ctrl_layout"]
@@ -545,7 +545,7 @@ class _Datapath:
                 continue
             img = st.initial_image(name)
             for bk in range(banks):
-                mem = Memory(shape=signed(q.width), depth=depth, init=img[bk], attrs=BLOCK_RAM)
+                mem = Memory(shape=signed(q.width), depth=pow2_depth(depth), init=img[bk], attrs=BLOCK_RAM)
                 m.submodules[f"{name}_{bk}"] = mem
                 rd[name].append(mem.read_port())
                 if name == "R" and self.cn < 2:
@@ -576,7 +576,7 @@ class _Datapath:
                 for wd in range(depth):
                     v = img[bk][wd] & ((1 << q.width) - 1)
                     pimg[pbase[nm] + wd] |= v << (bk * wl)
-        cmem = m.submodules.cache = Memory(shape=unsigned(nl * wl), depth=off, init=pimg, attrs=BLOCK_RAM)
+        cmem = m.submodules.cache = Memory(shape=unsigned(nl * wl), depth=pow2_depth(off), init=pimg, attrs=BLOCK_RAM)
         self.crd, self.cwr = cmem.read_port(), cmem.write_port(granularity=wl)
         for nm in packed:
             for bk, vp in enumerate(rd[nm]):
@@ -594,7 +594,7 @@ class _Datapath:
         # the input memory: [half][x | t_in][chunk] words of P lanes, double buffered
         self.Sx = Sx = 2 if l > 0 else 1
         wi = self.qin.width
-        imem = m.submodules.inmem = Memory(shape=unsigned(P * wi), depth=2 * Sx * ci, init=[], attrs=BLOCK_RAM)
+        imem = m.submodules.inmem = Memory(shape=unsigned(P * wi), depth=pow2_depth(2 * Sx * ci), init=[], attrs=BLOCK_RAM)
         self.ird, iwr = imem.read_port(), imem.write_port(granularity=wi)
         self.write_half = Signal(name="write_half")
         iq, ir = _divmod_const(st.i.idx, P, self.n_in)
@@ -754,7 +754,7 @@ class _Datapath:
         st, l, ci, cn, s0 = self.st, self.l, self.ci, self.cn, self.s0
         rd, wr, crd, cwr, pbase, wl = self.rd, self.wr, self.crd, self.cwr, self.pbase, self.wl
         ph0, row, col, term = s0.phase, s0.row, s0.col, s0.term
-        first = power_up_flag(m)        # every read port reads word 0 once, then only in range
+        # every memory is a power of two deep (pow2_depth): every address is inside it
         # TABLE updates R[c] (row 0), then R[m]
         table_row = Mux((ph0 == _TABLE) & (row == 1), self.m_class, self.c)
         # layer 0 reads its target row R[c] during FORWARD, one chunk per cycle (target_chunk),
@@ -764,6 +764,22 @@ class _Datapath:
         tq, tv = self.target_chunk, self.target_valid
         m.d.sync += [tq[1].eq(tq[0]), tv[1].eq(tv[0]), tq[2].eq(tq[1]), tv[2].eq(tv[1])]
         raddr = Mux(ph0 == _TABLE, _mulk(table_row, cn) + col, _mulk(self.c, cn) + tq[0])
+        # late reads: a read-modify-write phase that multiplies nothing from W (UPDATE), R
+        # (TABLE) or the head's W (HEAD_UPDATE) reads the old words at S2 - 1 from a delayed copy
+        # of the S0 address (one register of the read data per lane then holds them for S3,
+        # instead of a delay line of STAGE_LATENCY + 1 words per lane); nothing else reads those
+        # memories until the phase drained (no FORWARD or HEAD_LOGITS issue overlaps it)
+        late_code = {"W": _UPDATE, "R": _TABLE, "head_W": _HEAD_UPDATE}
+        self.late_read = {}
+        for name in rd:
+            if name in late_code:
+                a0 = raddr if name == "R" else _mulk(row, ci) + col if name == "W" else _mulk(row, cn) + col
+                a1, f1 = Signal(len(Value.cast(a0)), name=f"{name}_late1"), Signal(name=f"{name}_late_f1")
+                aL, fL = Signal.like(a1, name=f"{name}_late"), Signal(name=f"{name}_late_f")
+                m.d.sync += [a1.eq(a0), f1.eq(s0.at(late_code[name]))]
+                self._late(m, aL, a1, STAGE_LATENCY - 1)
+                self._late(m, fL, f1, STAGE_LATENCY - 1)
+                self.late_read[name] = (aL, fL)
         for name in rd:
             for bk, port in enumerate(rd[name]):
                 if name == "W":
@@ -780,16 +796,18 @@ class _Datapath:
                     a = _mulk(row, cn) + col
                 else:
                     a = row
+                if name in self.late_read:
+                    a = Mux(self.late_read[name][1], self.late_read[name][0], a)
                 a = Mux(self.rb_active, st.state.addr, a)
                 # the packed cache's logical ports (_VPort) carry only the address
-                m.d.comb += read_in_range(port, a, first=first) if isinstance(port, ReadPort) else port.addr.eq(a)
+                m.d.comb += read_whole(port, a) if isinstance(port, ReadPort) else port.addr.eq(a)
         # the packed cache memory: which logical memory its read port serves this cycle
         sel_b = Mux(self.rb_active, st.state.mem == MEM_IDS["b"], (ph0 == _FORWARD) | ((ph0 == _UPDATE) & (col == ci)))
         sel_tin = Mux(self.rb_active, st.state.mem == MEM_IDS["Tin"], (ph0 == _UPDATE) & (col != ci)) if l > 0 \
             else Const(0)
         caddr = Signal.like(crd.addr, name="caddr")
-        m.d.comb += read_in_range(crd, Mux(self.sm.tab_en, pbase["tab"] + self.sm.tab_addr, caddr) if self.need_sm
-                                  else caddr, first=first)
+        m.d.comb += read_whole(crd, Mux(self.sm.tab_en, pbase["tab"] + self.sm.tab_addr, caddr) if self.need_sm
+                               else caddr)
         m.d.comb += caddr.eq(Mux(sel_b, pbase["b"] + rd["b"][0].addr,
                                  Mux(sel_tin, pbase.get("Tin", 0) + rd["Tin"][0].addr if l > 0 else 0,
                                      rd["T"][0].addr)))
@@ -811,8 +829,7 @@ class _Datapath:
         self._late(m, self.raddr2, raddr1)
         # input memory reads: the x / t_in chunk of FORWARD (signal sig) and of UPDATE (term)
         region = Mux(ph0 == _UPDATE, term, s0.sig)[0] if l > 0 else 0
-        m.d.comb += read_in_range(self.ird, Mux(self.write_half, 0, self.Sx * ci) + _mulk(region, ci) + col,
-                                  first=first)
+        m.d.comb += read_whole(self.ird, Mux(self.write_half, 0, self.Sx * ci) + _mulk(region, ci) + col)
 
     def _chunks(self, m):
         """h and t are read a chunk at a time through one index mux each (chunk col1, or row1 in
@@ -822,12 +839,16 @@ class _Datapath:
         m.d.sync += hidx1.eq(Mux(self.s0.phase == _GRADIENT, self.s0.row, self.s0.col))
         self.h_chunk = [Signal(signed(qa.width), name=f"h_chunk{pp}") for pp in range(P)]
         self.t_chunk = [Signal(signed(qa.width), name=f"t_chunk{pp}") for pp in range(P)]
-        self.h_chunk2 = [Signal(signed(qa.width), name=f"h_chunk2_{pp}", reset_less=True) for pp in range(P)]
-        self.t_chunk2 = [Signal(signed(qa.width), name=f"t_chunk2_{pp}", reset_less=True) for pp in range(P)]
+        # GRADIENT needs only f'(h) and f'(t) of the chunk at S3: one register of the entry, then
+        # its hard-tanh derivative bit delayed (not the entry)
+        self.h_inside3 = [Signal(name=f"h_inside3_{pp}") for pp in range(P)]
+        self.t_inside3 = [Signal(name=f"t_inside3_{pp}") for pp in range(P)]
         for pp in range(P):
             m.d.comb += [self.h_chunk[pp].eq(self.h_l[pp][hidx1]), self.t_chunk[pp].eq(self.t_l[pp][hidx1])]
-            self._late(m, self.h_chunk2[pp], self.h_chunk[pp])
-            self._late(m, self.t_chunk2[pp], self.t_chunk[pp])
+            for v, out in ((self.h_chunk[pp], self.h_inside3[pp]), (self.t_chunk[pp], self.t_inside3[pp])):
+                r = Signal.like(v, name=f"{v.name}_r", reset_less=True)
+                m.d.sync += r.eq(v)
+                self._late(m, out, self._inside(r), STAGE_LATENCY)
 
     # ---- S1: operands and one multiplier per lane ----
     def _lanes(self, m):
@@ -842,6 +863,19 @@ class _Datapath:
             if name not in rd:
                 continue
             ports = rd[name]
+            if name in self.late_read or name == "T":
+                # read late (UPDATE, TABLE, HEAD_UPDATE): the read data at S2 registered for S3;
+                # T: GRADIENT's f'(T[m]) bit at S3 from the data registered at S2 (T is read at S0)
+                regs = [Signal(signed(len(port.data)), name=f"{name}_read_r{pp}", reset_less=True) for pp, port in enumerate(ports)]
+                m.d.sync += [r.eq(port.data) for r, port in zip(regs, ports)]
+                if name == "T":
+                    flags = [Signal(name=f"T_inside3_{pp}") for pp in range(P)]
+                    for f, r in zip(flags, regs):
+                        self._late(m, f, self._inside(r), STAGE_LATENCY)
+                    self.read3["T_inside"] = flags
+                else:
+                    self.read3[name] = regs
+                continue
             regs = [Signal(signed(len(port.data)), name=f"{name}_read2_{pp}", reset_less=True)
                     for pp, port in enumerate(ports)]
             for r, port in zip(regs, ports):
@@ -989,18 +1023,18 @@ class _Datapath:
         self._fifo_flag(m, "push_d_h3", s2.at(_GRADIENT) & (s2.col == C - 1), "d_h", push=True)
         self._fifo_flag(m, "push_g_t3", s2.at(_GRADIENT) & (s2.col == C), "g_t", push=True)
         mask_m = [Signal(name=f"mask_m{pp}") for pp in range(P)]        # f'(T[m]), lane pp
-        T3, h_chunk3, t_chunk3 = self.read3["T"], self._s3(m, self.h_chunk2), self._s3(m, self.t_chunk2)
+        T3_in, h_in3, t_in3 = self.read3["T_inside"], self.h_inside3, self.t_inside3
         with m.If(s3.at(_GRADIENT)):
             ovfs, d_h, g_t = [], [], []
             for pp in range(P):
                 with m.If(s3.col == self.m_class):
-                    m.d.sync += mask_m[pp].eq(self._inside(T3[pp]))
+                    m.d.sync += mask_m[pp].eq(T3_in[pp])
                 # one narrowing per lane: g_h at step C - 1, g_t at step C
                 g, g_ovf = narrow(self.lane_acc[pp], P_FRAC + self.fa, qe)
                 ovf = Signal(name=f"err_ovf{pp}")
-                d_h.append(Mux(self._inside(h_chunk3[pp]), g, 0))
+                d_h.append(Mux(h_in3[pp], g, 0))
                 mm = mask_m[pp] if self.push else Const(0, 1)
-                g_t.append(Cat(g, self._inside(t_chunk3[pp]), mm))
+                g_t.append(Cat(g, t_in3[pp], mm))
                 with m.If((s3.col == C - 1) | (s3.col == C)):
                     m.d.comb += ovf.eq(g_ovf & self._lane_valid(pp, s3.row, self.n))
                 ovfs.append(ovf)

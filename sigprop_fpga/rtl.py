@@ -40,6 +40,7 @@ from .boards import BOARDS, board_names
 from .boards.top import DEFAULT_BAUD, SigPropBoardCore
 from .hdl.uart import uart_divisor
 from .hdl import relax_read_collisions
+from .hdl.mac import FamilyHint
 from .hdl.engines import Engine, engine_for_rule, get_engine
 from .hdl.trainer import Trainer
 from .sim import checkpoint
@@ -67,11 +68,14 @@ def trainer_verilog(net, data, engine: Engine, lanes, n_train, n_test, max_epoch
     return verilog.convert(top, name=TOP, emit_src=False)
 
 
-def trainer_rtlil(net, data, engine: Engine, lanes, n_train, n_test, max_epochs, params=None) -> str:
-    """RTLIL of the same Trainer as :func:`trainer_verilog`, as synthesis receives it."""
+def trainer_rtlil(net, data, engine: Engine, lanes, n_train, n_test, max_epochs, params=None,
+                  family: str | None = None) -> str:
+    """RTLIL of the same Trainer as :func:`trainer_verilog`, as synthesis receives it; with
+    ``family``, elaborated as for that family's boards (its primitives instantiated, e.g. the
+    ECP5's registered MULT18X18D lanes, :class:`..hdl.mac.MacLanes`)."""
     top = Trainer(net, data, lanes, n_train=n_train, n_test=n_test, max_epochs=max_epochs,
                   engine_cls=engine.component_cls, params=params)
-    return rtlil.convert(top, name=TOP, emit_src=False)
+    return rtlil.convert(top, name=TOP, emit_src=False, platform=FamilyHint(family) if family else None)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -382,7 +386,8 @@ def simulate_rtl(network: str | Path, *, epochs: int | None = None, samples: int
     if netlist is None:
         text = trainer_verilog(net, data, eng, hw_lanes, n_train, n_test, max(epochs, 1), params)
     else:
-        nl = synthesize_netlist(trainer_rtlil(net, data, eng, hw_lanes, n_train, n_test, max(epochs, 1), params),
+        nl = synthesize_netlist(trainer_rtlil(net, data, eng, hw_lanes, n_train, n_test, max(epochs, 1), params,
+                                              netlist),
                                 netlist, cache_root=netlist_root, progress=progress)
         text = nl.text if edit_netlist is None else edit_netlist(nl.text)
         _say(progress, f"netlist: {sum(nl.cells.values()):,} cells "

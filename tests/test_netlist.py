@@ -73,6 +73,26 @@ def test_ecp5_pipelined_netlist_is_bit_exact(cache):
     assert r["netlist_cells"]["MULT18X18D"] > 0 and r["netlist_cells"]["DP16KD"] > 0
 
 
+@pytest.mark.slow
+def test_ecp5_lanes_are_registered_mult18x18d(cache):
+    """The ECP5 netlist (the one the bit-exact run above simulates) holds the lanes as
+    MULT18X18D with input and output registers (hdl.mac.MacLanes under the ecp5 family), not
+    Yosys's combinational mapping: every multiplier's A, B and output registers are clocked."""
+    from sigprop_fpga.rtl import trainer_rtlil
+    from sigprop_fpga.hdl.engines import get_engine
+    from sigprop_fpga.sim.datasets import load_network
+    spec, data, net = load_network(IRIS)
+    eng = get_engine("pipelined")
+    lanes = eng.lane_choices(net)[0]
+    text = trainer_rtlil(net, data, eng, lanes, SAMPLES, len(data.y_test), 1, family="ecp5")
+    generic = trainer_rtlil(net, data, eng, lanes, SAMPLES, len(data.y_test), 1)
+    assert "MULT18X18D" in text and "MULT18X18D" not in generic
+    nl = synthesize_netlist(text, "ecp5", cache_root=cache / "netlist")
+    assert nl.cells["MULT18X18D"] == sum(lanes)
+    for reg in ("REG_INPUTA_CLK", "REG_INPUTB_CLK", "REG_OUTPUT_CLK"):
+        assert nl.text.count(f'.{reg}("CLK0")') == sum(lanes), reg
+
+
 def test_family_options_are_the_boards():
     assert _family_synth_opts("ice40") == "-dsp"
     assert _family_synth_opts("ecp5") == ""

