@@ -11,7 +11,9 @@ ECP5) from its log -- ``--pack-only`` writes no JSON report. Prints, per family,
 count beside the current estimate, and the least-squares coefficients of the engine's LUT features
 (``Engine.lut_features``, :mod:`sigprop_fpga.hdl.engines`) to paste into its ``lut_model``. About
 1-2 minutes per design. ``--engine serial``: the board top around the serial engine (the
-iCE40's), for each network it supports and each of ``--lanes``.
+iCE40's), for each network it supports and each of ``--lanes``. ``--dataset ram``: the board
+tops with the uploadable dataset in the UP5K's SPRAMs; prints the logic cells they pack beyond
+the engine's model (the largest is ``DATASET_RAM_LUT`` in boards/flow.py).
 """
 
 import argparse
@@ -28,7 +30,7 @@ import numpy as np
 
 from sigprop_fpga.boards import get_target
 from sigprop_fpga.boards.build import BoardTop, STEP_NAMES
-from sigprop_fpga.boards.flow import dataset_capacity, estimate_resources, split_stored
+from sigprop_fpga.boards.flow import DATASET_RAM_LUT, dataset_capacity, estimate_resources, ram_capacity, split_stored
 from sigprop_fpga.sim.datasets import load_network
 from sigprop_fpga.boards.top import SigPropBoardTop
 from sigprop_fpga.hdl import relax_read_collisions
@@ -40,15 +42,16 @@ BOARDS = {"ice40": "icebreaker", "ecp5": "ulx3s-85f"}
 CELL = {"ice40": "ICESTORM_LC", "ecp5": "TRELLIS_COMB"}
 
 
-def board_plan(path: str, family: str, engine, lanes, nextpnr_opts: str = "--pack-only"):
+def board_plan(path: str, family: str, engine, lanes, nextpnr_opts: str = "--pack-only", dataset: str = "rom"):
     """The board top of ``path`` for ``family`` around ``engine`` (a registered engine) with
     ``lanes``, as ``build`` would elaborate it (engine, on-chip dataset, host link, clock):
     ``(spec, net, stored samples, build plan)``, the plan's RTLIL with read collisions relaxed as
-    for synthesis."""
+    for synthesis. ``dataset="ram"``: the uploadable dataset in the UP5K's SPRAMs instead of the
+    block RAM left over (what ``build`` picks when the SPRAMs hold more)."""
     spec, data, net = load_network(path)
     target = get_target(BOARDS[family])
     n_total = len(data.y_train) + len(data.y_test)
-    samples = min(n_total, dataset_capacity(engine, net, target, lanes))
+    samples = min(n_total, dataset_capacity(engine, net, target, lanes) if dataset == "rom" else ram_capacity(net))
     n_train, n_test = split_stored(samples, len(data.y_train), len(data.y_test))
     # clock_mhz: max is found by building; LUT counts hardly depend on the clock, so the
     # oscillator (no PLL) stands in for it here
@@ -56,15 +59,15 @@ def board_plan(path: str, family: str, engine, lanes, nextpnr_opts: str = "--pac
     settings = target.plan_clock(clock)
     achieved = target.achieved_mhz(clock)
     top = SigPropBoardTop(net, data, target, achieved * 1e6, lanes=lanes, n_train=n_train, n_test=n_test,
-                          engine_cls=engine.component_cls)
+                          engine_cls=engine.component_cls, dataset=dataset)
     plan = target.platform().prepare(BoardTop(top, target, settings), name="top", nextpnr_opts=nextpnr_opts,
                                      synth_opts=target.synth_opts)
     plan.files["top.il"] = relax_read_collisions(plan.files["top.il"])
     return spec, net, n_train + n_test, plan
 
 
-def packed_luts(path: str, family: str, engine, lanes) -> dict:
-    spec, net, n_samples, plan = board_plan(path, family, engine, lanes)
+def packed_luts(path: str, family: str, engine, lanes, dataset: str = "rom") -> dict:
+    spec, net, n_samples, plan = board_plan(path, family, engine, lanes, dataset=dataset)
     env = {**os.environ, **amaranth_tool_env()}
     with tempfile.TemporaryDirectory() as tmp:
         plan.extract(tmp)
@@ -84,9 +87,10 @@ def packed_luts(path: str, family: str, engine, lanes) -> dict:
     if not m:
         raise RuntimeError(f"{path} {family}: no {CELL[family]} count in nextpnr's log:\n{log[-2000:]}")
     used = int(m[-1][0])
-    est = estimate_resources(engine, net, lanes, n_samples, family)["lut"] if family in engine.lut_model else None
+    est = (estimate_resources(engine, net, lanes, 0 if dataset == "ram" else n_samples, family, dataset)["lut"]
+           if family in engine.lut_model else None)
     return {"network": spec.name, "family": family, "engine": engine.name, "lanes": engine.lanes_json(lanes),
-            "packed": used, "estimated": est, "features": engine.lut_features(net, lanes)}
+            "dataset": dataset, "packed": used, "estimated": est, "features": engine.lut_features(net, lanes)}
 
 
 def main(argv=None):
@@ -97,14 +101,18 @@ def main(argv=None):
                     help="the engine of the board tops (serial: iCE40 only, for each of --lanes)")
     ap.add_argument("--lanes", nargs="+", type=int, default=[1, 2, 4],
                     help="lanes, for an engine that takes one lane count (the serial engine)")
-    ap.add_argument("--json", default=None, help="default build/bench/calibrate_luts[_serial].json")
+    ap.add_argument("--dataset", choices=["rom", "ram"], default="rom",
+                    help="ram: board tops with the uploadable SPRAM dataset (iCE40); prints the logic they add "
+                         "beyond the engine's model, boards/flow.py DATASET_RAM_LUT")
+    ap.add_argument("--json", default=None, help="default build/bench/calibrate_luts[_serial][_ram].json")
     args = ap.parse_args(argv)
     engine = get_engine(args.engine)
     if args.engine == "serial":
         args.families = [f for f in args.families if f in engine.lut_model]
     if args.networks == ap.get_default("networks"):      # those the engine supports
         args.networks = [p for p in args.networks if engine.supports(load_network(p)[2])]
-    args.json = args.json or f"build/bench/calibrate_luts{'' if args.engine == 'pipelined' else '_' + args.engine}.json"
+    args.json = args.json or (f"build/bench/calibrate_luts{'' if args.engine == 'pipelined' else '_' + args.engine}"
+                              f"{'_ram' if args.dataset == 'ram' else ''}.json")
     apply_amaranth_tool_env()
     rows, out, failed = [], {"designs": [], "fit": {}}, []
     model = engine.lut_model
@@ -116,7 +124,7 @@ def main(argv=None):
             for P in (args.lanes if isinstance(choices[0], int) else choices):
                 t0 = time.monotonic()
                 try:
-                    d = packed_luts(path, fam, engine, P)
+                    d = packed_luts(path, fam, engine, P, args.dataset)
                 except RuntimeError as e:     # a tool failure (e.g. the yosys 0.70 assertion, README)
                     print(f"{fam} {path} lanes {P}: SKIPPED, {' '.join(str(e).split())[:300]}", file=sys.stderr)
                     failed.append(f"{fam} {path}")
@@ -125,6 +133,16 @@ def main(argv=None):
                       f"({time.monotonic() - t0:.0f} s)", file=sys.stderr)
                 designs.append(d)
         if not designs:
+            continue
+        if args.dataset == "ram":
+            # the engine's model stays the block RAM tops'; the RAM's logic is one constant on top
+            base = [sum(model[fam][k] * v for k, v in d["features"].items()) for d in designs]
+            extra = [d["packed"] - b for d, b in zip(designs, base)]
+            out["fit"][fam] = {"dataset_ram_lut": round(max(extra))}
+            for d, b, x in zip(designs, base, extra):
+                rows.append([fam, d["network"], str(d["lanes"]), d["packed"], d["estimated"],
+                             f"{d['estimated'] / d['packed'] - 1:+.1%}", round(b), f"RAM logic {x:.0f}"])
+            out["designs"] += designs
             continue
         X = np.array([list(d["features"].values()) for d in designs], dtype=float)
         y = np.array([d["packed"] for d in designs], dtype=float)
@@ -140,7 +158,8 @@ def main(argv=None):
     print(format_table(["family", "network", "lanes", "packed", "estimate", "error", "refit", "refit error"], rows))
     print(f"\nleast-squares coefficients (features of the {engine.name} engine's lut_features):")
     for fam, c in out["fit"].items():
-        print(f"  {fam}: {c}   (current {model.get(fam)})")
+        current = DATASET_RAM_LUT.get(fam) if args.dataset == "ram" else model.get(fam)
+        print(f"  {fam}: {c}   (current {current})")
     out["failed"] = failed
     if failed:
         print(f"\nnot measured (the tool failed): {', '.join(failed)}")

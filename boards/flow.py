@@ -123,7 +123,16 @@ def _dataset_blocks(net, n_samples: int, family: str) -> int:
     return _mem_blocks(MAX_EPOCHS, 2 * curve_count_width(n_samples), family) + sum(_mem_blocks(d, w, family, r) for d, w, r in _dataset_memories(net, n_samples))
 
 
-def estimate_resources(engine: Engine, net, lanes, n_samples: int, family: str) -> dict:
+#: Logic cells the uploadable dataset (``dataset="ram"``) adds to a board top, per family, beyond
+#: what the engine's ``lut_model`` (fitted on board tops with the dataset in block RAM) counts: the
+#: RAM feeder instead of the ROM one, the four SPRAMs' read multiplexer, the upload's DATA_FILL
+#: and DATA_CRC, the N_TRAIN / N_TEST registers and the link's second region. Measured with
+#: nextpnr --pack-only on examples/digits.yaml's iCEBreaker top (serial engine): packed logic cells
+#: minus the model's estimate (README, "Fitting the iCEBreaker").
+DATASET_RAM_LUT = {"ice40": 746}
+
+
+def estimate_resources(engine: Engine, net, lanes, n_samples: int, family: str, dataset: str = "rom") -> dict:
     """Pre-synthesis estimate of the board top around ``engine``: ``lut``, ``dsp``, ``bram``.
 
     DSP: one per lane (every multiplier is a lane; the softmax runs on its stage's lanes).
@@ -131,13 +140,23 @@ def estimate_resources(engine: Engine, net, lanes, n_samples: int, family: str) 
     of the family's block configurations (exact: the memories are forced to block RAM).
     LUT: the engine's linear model (:attr:`~sigprop_fpga.hdl.engines.Engine.lut_model` of
     :meth:`~sigprop_fpga.hdl.engines.Engine.lut_features`), calibrated per family on the example
-    networks' board tops by ``bench/calibrate_luts.py``.
+    networks' board tops by ``bench/calibrate_luts.py``; with ``dataset="ram"`` (the uploadable
+    dataset in SPRAM) plus :data:`DATASET_RAM_LUT` and the RAM feeder's block RAM, and ``spram``.
     """
+    if dataset not in ("rom", "ram"):
+        raise ValueError(f"dataset must be 'rom' or 'ram', not {dataset!r}")
     coef = engine.lut_model.get(family)
     if coef is None:
         raise FitError([f"the {engine.name} engine has no LUT model for the {family} family yet "
                         f"(bench/calibrate_luts.py --engine {engine.name} fits one)"])
     lut = sum(coef[k] * v for k, v in engine.lut_features(net, lanes).items())
+    if dataset == "ram":
+        if family not in DATASET_RAM_LUT:
+            raise FitError([f"no uploadable dataset RAM on the {family} family"])
+        return {"lut": int(round(lut + DATASET_RAM_LUT[family])), "dsp": int(engine.dsp(net, lanes)),
+                "bram": int(bram_blocks(engine, net, lanes, 0, family))
+                + sum(_mem_blocks(d, w, family, r) for d, w, r in ram_memories(net)),
+                "spram": SPRAM_BLOCKS}
     return {"lut": int(round(lut)), "dsp": int(engine.dsp(net, lanes)),
             "bram": int(bram_blocks(engine, net, lanes, n_samples, family))}
 
@@ -158,9 +177,10 @@ class EnginePlan:
         return self.engine.cycles(net, self.lanes)
 
 
-def _plan_one(engine: Engine, net, target) -> tuple[EnginePlan | None, list[str]]:
+def _plan_one(engine: Engine, net, target, dataset: str = "rom") -> tuple[EnginePlan | None, list[str]]:
     """The lanes ``engine`` takes on ``target``: the most whose logic stays under the engine's
-    headroom, else the fewest that fit; ``(None, problems)`` when nothing fits."""
+    headroom, else the fewest that fit; ``(None, problems)`` when nothing fits. ``dataset``: the
+    board top's (``"ram"`` costs logic, :data:`DATASET_RAM_LUT`)."""
     engine.check(net)
     if target.family not in engine.lut_model:
         return None, [f"the {engine.name} engine has no LUT model for the {target.family} family yet "
@@ -168,7 +188,7 @@ def _plan_one(engine: Engine, net, target) -> tuple[EnginePlan | None, list[str]
     fitting, last = [], []
     choices = engine.lane_choices(net, target.available("dsp"))
     for lanes in choices:
-        est = estimate_resources(engine, net, lanes, 0, target.family)
+        est = estimate_resources(engine, net, lanes, 0, target.family, dataset)
         last = fit_check(est, target)
         if not last:
             fitting.append((lanes, est))
@@ -182,12 +202,14 @@ def _plan_one(engine: Engine, net, target) -> tuple[EnginePlan | None, list[str]
     return EnginePlan(engine, lanes, est, engine.describe(net, lanes)), []
 
 
-def plan_engine(net, target, engine: str = "auto") -> EnginePlan:
+def plan_engine(net, target, engine: str = "auto", dataset: str = "rom") -> EnginePlan:
     """Choose the engine and its lanes for ``target``.
 
     A named engine: its lanes (:meth:`~sigprop_fpga.hdl.engines.Engine.lane_choices`; the most
     that fit with the engine's LUT headroom). ``auto``: the first registered engine that supports
-    the network and fits (logic, DSPs and block RAM without stored samples).
+    the network and fits (logic, DSPs and block RAM without stored samples). ``dataset``: the
+    board top's dataset, ``"rom"`` (block RAM) or ``"ram"`` (the uploadable SPRAM dataset, whose
+    logic counts too).
 
     Raises
     ------
@@ -200,7 +222,7 @@ def plan_engine(net, target, engine: str = "auto") -> EnginePlan:
     if engine != "auto":
         eng = get_engine(engine)
         try:
-            plan, problems = _plan_one(eng, net, target)
+            plan, problems = _plan_one(eng, net, target, dataset)
         except EngineUnsupported as e:
             raise FitError([f"the {eng.name} engine cannot build this network: {e}"]) from None
         if plan is None:
@@ -211,7 +233,7 @@ def plan_engine(net, target, engine: str = "auto") -> EnginePlan:
         if target.family not in eng.lut_model or eng.rule != net.spec.learning.rule:
             continue      # not a candidate on this family (no LUT model), or another learning rule
         try:
-            plan, bad = _plan_one(eng, net, target)
+            plan, bad = _plan_one(eng, net, target, dataset)
         except EngineUnsupported as e:
             problems.append(f"the {eng.name} engine cannot build this network: {e}")
             passed.append(f"the {eng.name} engine cannot build the network")
@@ -276,23 +298,35 @@ def prepare_network(network, board: str | None = None, *, samples: int | None = 
         target = get_target(board or spec.board)
     except KeyError as e:
         raise SpecError(spec.file, None, "board", str(e.args[0])) from None
-    plan = plan_engine(net, target, engine)
     n_total = len(data.y_train) + len(data.y_test)
-    dataset = "rom"
-    if samples is None:
-        samples = min(n_total, dataset_capacity(plan.engine, net, target, plan.lanes))
-        # the SPRAMs hold more than the block RAM left over: the host uploads the dataset there
-        if (samples < n_total and not autostart_epochs and target.available("spram") >= SPRAM_BLOCKS
+
+    def stored(plan):
+        """(dataset, samples) of the board top around ``plan``: the block RAM left over, or the
+        SPRAMs (the host uploads the dataset there) when they hold more."""
+        if samples is not None:
+            return "rom", samples
+        n = min(n_total, dataset_capacity(plan.engine, net, target, plan.lanes))
+        if (n < n_total and not autostart_epochs and target.available("spram") >= SPRAM_BLOCKS
+                and target.family in DATASET_RAM_LUT
                 and net.spec.precision.input.width <= 16 and net.n_classes <= 256
-                and ram_capacity(net) > samples):
-            dataset, samples = "ram", min(n_total, ram_capacity(net))
-    n_train, n_test = split_stored(samples, len(data.y_train), len(data.y_test))
+                and ram_capacity(net) > n):
+            return "ram", min(n_total, ram_capacity(net))
+        return "rom", n
+
+    plan = plan_engine(net, target, engine)
+    dataset, n_stored = stored(plan)
     if dataset == "ram":
-        est = estimate_resources(plan.engine, net, plan.lanes, 0, target.family)
-        est["bram"] += sum(_mem_blocks(d, w, target.family, r) for d, w, r in ram_memories(net))
-        est["spram"] = SPRAM_BLOCKS
-    else:
-        est = estimate_resources(plan.engine, net, plan.lanes, n_train + n_test, target.family)
+        # the uploadable dataset's logic counts too: plan again with it (fewer lanes if need be)
+        # (with fewer lanes the block RAM may hold the dataset after all); when even that does
+        # not fit, the dataset stays in the block RAM left over
+        try:
+            plan = plan_engine(net, target, engine, dataset="ram")
+            dataset, n_stored = stored(plan)
+        except FitError:
+            dataset, n_stored = "rom", min(n_total, dataset_capacity(plan.engine, net, target, plan.lanes))
+    n_train, n_test = split_stored(n_stored, len(data.y_train), len(data.y_test))
+    est = estimate_resources(plan.engine, net, plan.lanes, 0 if dataset == "ram" else n_train + n_test,
+                             target.family, dataset)
     problems = fit_check(est, target)
     if problems:
         raise FitError(problems)
@@ -308,7 +342,7 @@ def prepare_network(network, board: str | None = None, *, samples: int | None = 
         raise SpecError(spec.file, None, "hardware.clock_mhz", f"the host link on {target.name}: {e}") from None
     return BoardDesign(spec=spec, data=data, net=net, target=target, plan=plan, n_train=n_train, n_test=n_test,
                        dataset=dataset,
-                       samples=samples, estimate=est, clock_mhz=clock_mhz, achieved_mhz=achieved, baud=baud,
+                       samples=n_stored, estimate=est, clock_mhz=clock_mhz, achieved_mhz=achieved, baud=baud,
                        autostart_epochs=autostart_epochs)
 
 

@@ -10,11 +10,11 @@ index  name             meaning
                         and state writes), bit 3: host samples are inference (else
                         training), bits 16-31: epochs
 1      STATUS           bit 0 feeder busy, bit 1 done, bit 2 engine idle, bits 16-31 epoch
-2      SENT             samples the feeder streamed since start
-3      RECEIVED         predictions the feeder scored since start
-4      TRAIN_CORRECT    correct (pre-update) predictions of the epoch in progress
-5      TEST_CORRECT     correct test predictions of the epoch in progress
-6      CYCLES           engine busy cycles
+2      SENT             samples the feeder streamed since start (*)
+3      RECEIVED         predictions the feeder scored since start (*)
+4      TRAIN_CORRECT    correct (pre-update) predictions of the epoch in progress (*)
+5      TEST_CORRECT     correct test predictions of the epoch in progress (*)
+6      CYCLES           engine busy cycles (*)
 7      SAMPLES          trained samples
 8      INFERENCES       inference samples
 9      CURVE_ADDR (w)   epoch whose score CURVE_TRAIN / CURVE_TEST show
@@ -39,6 +39,11 @@ index  name             meaning
                         upload afresh, 0 words)
 23     DATA_CRC         CRC-16/CCITT-FALSE of those words' bytes (low byte first)
 =====  ===============  =================================================================
+
+(*) Diagnostic counters, read as 0 in a board top built without them (``counters=False``; by
+default a board top with the dataset RAM, the iCE40UP5K's, where they would cost about 150 of
+its 5,280 logic cells: the counters and their inputs of the register read multiplexer). The host
+client reads none of them.
 
 With a dataset RAM (``dataset="ram"``: the iCEBreaker's SPRAMs) memory region 1 (``dataset``,
 64 Ki x 16) is the RAM, written by the host with the stream mode's sample bytes (training
@@ -71,7 +76,7 @@ from amaranth.lib.wiring import In, Out
 from ..hdl.engine import SigPropEngine
 from ..hdl.dataram import DATA_WORDS, DataRAM, RamFeeder
 from ..hdl.feeder import DatasetFeeder
-from ..hdl.hostlink import UARTHostLink, crc16_byte
+from ..hdl.hostlink import UARTHostLink, crc16_byte, gt_const
 from ..hdl.uart import uart_divisor
 
 __all__ = ["SigPropBoardCore", "SigPropBoardTop", "REGISTERS", "BOARD_ID", "LINK_PAYLOAD", "SAMPLE_FIFO",
@@ -160,6 +165,9 @@ class SigPropBoardCore(wiring.Component):
         ``"ram"``: a 64 Ki x 16 RAM the host uploads (:class:`~sigprop_fpga.hdl.dataram.DataRAM`).
     ram_primitive : bool
         With ``dataset="ram"``: the iCE40UP5K's SB_SPRAM256KA (a bitstream), else a memory model.
+    counters : bool, optional
+        Whether SENT, RECEIVED, TRAIN_CORRECT, TEST_CORRECT and CYCLES are readable (else they
+        read 0 and synthesis drops the counters behind them). Default: without a dataset RAM.
 
     Members
     -------
@@ -179,9 +187,12 @@ class SigPropBoardCore(wiring.Component):
 
     def __init__(self, net, data, *, divisor: int, lanes=None, n_train=None, n_test=None,
                  autostart_epochs: int = 0, max_epochs: int = 255, engine_cls=SigPropEngine,
-                 clock_hz: int = 0, dataset: str = "rom", ram_primitive: bool = False):
+                 clock_hz: int = 0, dataset: str = "rom", ram_primitive: bool = False, counters=None):
         if dataset not in ("rom", "ram"):
             raise ValueError(f"dataset must be 'rom' or 'ram', not {dataset!r}")
+        if counters is not None and not isinstance(counters, bool):
+            raise TypeError(f"counters must be a bool or None, not {counters!r}")
+        self.counters = dataset == "rom" if counters is None else counters
         if dataset == "ram" and autostart_epochs:
             raise ValueError("a dataset RAM is empty after configuration: no autostart")
         self.dataset = dataset
@@ -324,6 +335,8 @@ class SigPropBoardCore(wiring.Component):
             "RESULT_FIFO": RESULT_FIFO, "DATA_BYTES": 2 * DATA_WORDS if self.dataset == "ram" else 0,
             "DATA_FILL": fill, "DATA_CRC": fill_crc,
         }
+        if not self.counters:
+            values.update(SENT=0, RECEIVED=0, TRAIN_CORRECT=0, TEST_CORRECT=0, CYCLES=0)
         r_data = Signal(32)
         with m.Switch(reg.index):
             for k, name in enumerate(REGISTERS):
@@ -346,9 +359,15 @@ class SigPropBoardCore(wiring.Component):
         # pins and LEDs
         m.d.comb += [link.rx.eq(self.uart_rx), self.uart_tx.eq(link.tx),
                      self.leds[0].eq(f.busy), self.leds[1].eq(f.done)]
-        for k in range(6):                 # the last epoch's test accuracy as a bar
+        # the last epoch's test accuracy as a bar: comparisons with constants as plain logic
+        # (``>=`` would be a carry chain each, ~100 logic cells for the six on the iCE40), on the
+        # score's bits that can be set (at most n_test)
+        score = f.last_test_correct[:max(1, (max(self.n_test, 1) + 1).bit_length())]
+        if self.dataset == "ram":          # the host sets N_TEST: the RAM feeder's 16-bit scores
+            score = f.last_test_correct[:16]
+        for k in range(6):
             thresh = (k + 1) * self.n_test // 7
-            m.d.comb += self.leds[2 + k].eq(f.done & (f.last_test_correct >= thresh))
+            m.d.comb += self.leds[2 + k].eq(f.done & gt_const(score, thresh - 1))
         return m
 
 

@@ -69,6 +69,13 @@ class DataRAM(wiring.Component):
         return m
 
 
+#: Labels in flight between the RAM feeder's sender and its scorer. The feeder sends a sample in
+#: ``(2 feature_bytes + 1) n_in`` cycles, slower than either engine takes one, so the engine
+#: holds a few samples at the most; a full queue only holds the sender back (8: ~70 logic cells
+#: fewer than 16 on the iCE40).
+LABEL_QUEUE = 8
+
+
 def _bits(n: int) -> int:
     return max(1, int(n).bit_length())
 
@@ -142,8 +149,8 @@ class RamFeeder(wiring.Component):
     ----------------------
     Two cycles a byte (address, data) and one to send a beat: ``(2 feature_bytes + 1) n_in + 3``
     cycles a sample, if the engine takes each beat at once. A prediction is scored two cycles
-    after it arrives. Labels travel to the scorer through a 16-entry :class:`LabelQueue` (the
-    engine holds fewer samples than that).
+    after it arrives. Labels travel to the scorer through a :data:`LABEL_QUEUE`-entry
+    :class:`LabelQueue` (the engine holds fewer samples than that; a full queue holds the sender).
     """
 
     def __init__(self, *, n_in: int, feature_bytes: int, in_width: int, n_classes: int, max_epochs: int = 255):
@@ -167,22 +174,26 @@ class RamFeeder(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cb = _bits(self.n_classes - 1)
-        m.submodules.labels = labels = LabelQueue(cb, 16)
+        m.submodules.labels = labels = LabelQueue(cb, LABEL_QUEUE)
         m.submodules.curve = curve = memory.Memory(shape=unsigned(32), depth=self.max_epochs, init=[])
         c_wr, c_rd = curve.write_port(), curve.read_port()
         m.d.comb += [c_rd.addr.eq(self.curve_addr),
                      self.curve_data.eq(Cat(c_rd.data[:16], Const(0, 16), c_rd.data[16:], Const(0, 16)))]
         n_train, per_epoch = Signal(16), Signal(17)
         epochs = Signal.like(self.epochs)
-        self._sender(m, labels, n_train, per_epoch, epochs)
-        self._receiver(m, labels, n_train, per_epoch, epochs, c_wr)
+        # samples streamed / scored since start: at most max_epochs * per_epoch (< 2**17)
+        sent, received = Signal(_bits(self.max_epochs * ((1 << 17) - 1))), Signal(_bits(self.max_epochs * ((1 << 17) - 1)))
+        m.d.comb += [self.sent.eq(sent), self.received.eq(received)]
+        self._sender(m, labels, n_train, per_epoch, epochs, sent)
+        self._receiver(m, labels, n_train, per_epoch, epochs, c_wr, received)
         return m
 
-    def _sender(self, m, labels, n_train, per_epoch, epochs):
+    def _sender(self, m, labels, n_train, per_epoch, epochs, sent):
         n_in, fb = self.n_in, self.fb
         ptr = Signal(17)                            # byte address
-        sample = Signal(16)
         sent_in_epoch = Signal(17)
+        # sent_in_epoch < n_train, kept as a flag (an equality per sample instead of a carry chain)
+        s_train = Signal()
         epochs_sent = Signal(range(self.max_epochs + 1))
         beat = Signal(range(n_in + 1))
         sub = Signal(range(fb))
@@ -193,14 +204,15 @@ class RamFeeder(wiring.Component):
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [epochs.eq(self.epochs), self.busy.eq(self.epochs != 0),
-                                 self.done.eq(self.epochs == 0), self.epoch.eq(0), self.sent.eq(0),
+                                 self.done.eq(self.epochs == 0), self.epoch.eq(0), sent.eq(0),
                                  n_train.eq(self.n_train), per_epoch.eq(self.n_train + Mux(self.evaluate, self.n_test, 0)),
-                                 sample.eq(0), ptr.eq(0), sent_in_epoch.eq(0), epochs_sent.eq(0)]
+                                 s_train.eq(self.n_train != 0), ptr.eq(0), sent_in_epoch.eq(0), epochs_sent.eq(0)]
                     with m.If(self.epochs != 0):
                         m.next = "NEXT"
             with m.State("NEXT"):
                 with m.If(sent_in_epoch == per_epoch):
-                    m.d.sync += [sent_in_epoch.eq(0), sample.eq(0), ptr.eq(0), epochs_sent.eq(epochs_sent + 1)]
+                    m.d.sync += [sent_in_epoch.eq(0), s_train.eq(n_train != 0), ptr.eq(0),
+                                 epochs_sent.eq(epochs_sent + 1)]
                     with m.If(epochs_sent + 1 == epochs):
                         m.next = "DRAIN"
                 with m.Elif(~self.hold):
@@ -219,13 +231,13 @@ class RamFeeder(wiring.Component):
             with m.State("SEND"):
                 is_label = beat == n_in
                 value = Mux(is_label, acc[8:], acc[16 - 8 * fb:])     # the newest byte is acc[8:]
-                m.d.comb += [self.o.payload.data.eq(value), self.o.payload.train.eq(sample < n_train),
+                m.d.comb += [self.o.payload.data.eq(value), self.o.payload.train.eq(s_train),
                              self.o.valid.eq(~is_label | labels.w_rdy)]
                 with m.If(self.o.valid & self.o.ready):
                     with m.If(is_label):
                         m.d.comb += [labels.w_en.eq(1), labels.w_data.eq(value)]
-                        m.d.sync += [sample.eq(sample + 1), sent_in_epoch.eq(sent_in_epoch + 1),
-                                     self.sent.eq(self.sent + 1)]
+                        m.d.sync += [sent_in_epoch.eq(sent_in_epoch + 1), sent.eq(sent + 1),
+                                     s_train.eq(s_train & (sent_in_epoch + 1 != n_train))]
                         m.next = "NEXT"
                     with m.Else():
                         m.d.sync += beat.eq(beat + 1)
@@ -234,8 +246,9 @@ class RamFeeder(wiring.Component):
                 with m.If(~self.busy):
                     m.next = "IDLE"
 
-    def _receiver(self, m, labels, n_train, per_epoch, epochs, c_wr):
+    def _receiver(self, m, labels, n_train, per_epoch, epochs, c_wr, received):
         rsample = Signal(17)
+        r_train = Signal()                          # rsample < n_train, as a flag (see _sender)
         tc, vc = Signal(16), Signal(16)
         ltc, lvc = Signal(16), Signal(16)
         m.d.comb += [self.train_correct.eq(tc), self.test_correct.eq(vc),
@@ -246,23 +259,24 @@ class RamFeeder(wiring.Component):
         p_hit, p_correct, p_train, p_last, p_final = Signal(), Signal(), Signal(), Signal(), Signal()
         r_last = rsample + 1 == per_epoch
         m.d.sync += [p_hit.eq(got), p_correct.eq(self.pred.payload == labels.r_data),
-                     p_train.eq(rsample < n_train), p_last.eq(r_last), p_final.eq(self.epoch + 1 == epochs)]
+                     p_train.eq(r_train), p_last.eq(r_last), p_final.eq(self.epoch + 1 == epochs)]
         with m.If(got):
-            m.d.sync += rsample.eq(Mux(r_last, 0, rsample + 1))
+            m.d.sync += [rsample.eq(Mux(r_last, 0, rsample + 1)),
+                         r_train.eq(Mux(r_last, n_train != 0, r_train & (rsample + 1 != n_train)))]
         curve_we, curve_at = Signal(), Signal.like(self.epoch)
         m.d.sync += curve_we.eq(0)
+        # the scores after this prediction: one incrementer each, shared by the epoch's last
+        # prediction (into the curve) and the others
+        tc_next, vc_next = tc + (p_correct & p_train), vc + (p_correct & ~p_train)
         with m.If(p_hit):
-            m.d.sync += self.received.eq(self.received + 1)
+            m.d.sync += received.eq(received + 1)
             with m.If(p_last):
                 m.d.sync += [curve_we.eq(1), curve_at.eq(self.epoch), self.epoch.eq(self.epoch + 1),
-                             tc.eq(0), vc.eq(0), ltc.eq(tc + (p_correct & p_train)),
-                             lvc.eq(vc + (p_correct & ~p_train))]
+                             tc.eq(0), vc.eq(0), ltc.eq(tc_next), lvc.eq(vc_next)]
                 with m.If(p_final):
                     m.d.sync += [self.busy.eq(0), self.done.eq(1)]
-            with m.Elif(p_train):
-                m.d.sync += tc.eq(tc + p_correct)
             with m.Else():
-                m.d.sync += vc.eq(vc + p_correct)
+                m.d.sync += [tc.eq(tc_next), vc.eq(vc_next)]
         with m.If(self.start & ~self.busy):
-            m.d.sync += [rsample.eq(0), self.received.eq(0), tc.eq(0), vc.eq(0)]
+            m.d.sync += [rsample.eq(0), r_train.eq(self.n_train != 0), received.eq(0), tc.eq(0), vc.eq(0)]
         m.d.comb += [c_wr.addr.eq(curve_at), c_wr.en.eq(curve_we), c_wr.data.eq(Cat(ltc, lvc))]

@@ -65,7 +65,7 @@ from .fixed import mul_const
 from .uart import UARTRx, UARTTx, check_divisor
 
 __all__ = ["HostLink", "UARTHostLink", "BusSignature", "RegSignature", "crc16_byte",
-           "check_regions"]
+           "check_regions", "gt_const"]
 
 
 def check_regions(regions):
@@ -184,6 +184,10 @@ def _gt_const(x, k):
         else:
             terms.append(Cat(x[i], *prefix).all())
     return Cat(*terms).any()
+
+
+#: ``x > k`` against a constant as plain logic (no carry chain), for other components.
+gt_const = _gt_const
 
 
 def crc16_byte(crc, byte):

@@ -20,7 +20,7 @@ from amaranth.lib import data, wiring
 
 from .boards import get_target
 from .boards.fit import FitError
-from .boards.flow import plan_engine
+from .boards.flow import plan_engine, prepare_network
 from .compiler.estimate import stage_macs
 from .compiler.spec import SpecError
 from .hdl.engines import Engine, EngineUnsupported, get_engine
@@ -44,14 +44,19 @@ def check_buildable(net) -> None:
                             f"(weight + input), got {p.bias}")
 
 
-def choose_engine(net, engine: str = "auto") -> tuple[Engine, object, str]:
+def choose_engine(net, engine: str = "auto", loaded: tuple | None = None) -> tuple[Engine, object, str]:
     """``(engine, lanes, why)``: what ``build`` makes for the network file's board (``auto``:
-    :func:`..boards.flow.plan_engine`), or the named engine with its preferred lanes."""
+    :func:`..boards.flow.plan_engine`; with ``loaded``, ``(spec, data, net)``, also the dataset's
+    place, :func:`..boards.flow.prepare_network`: a dataset RAM costs lanes), or the named engine
+    with its preferred lanes."""
     check_buildable(net)
     spec = net.spec
     if engine == "auto":
         try:
-            plan = plan_engine(net, get_target(spec.board), "auto")
+            if loaded is not None:
+                plan = prepare_network(None, spec.board, loaded=loaded).plan
+            else:
+                plan = plan_engine(net, get_target(spec.board), "auto")
         except FitError as e:
             raise SpecError(spec.file, None, "board", f"no engine fits {spec.board}: " + "; ".join(e.problems)) \
                 from None
@@ -194,7 +199,7 @@ def compile_network(spec_path, out_dir, measure_samples: int = 0, engine: str = 
     """
     t0 = time.monotonic()
     spec, data, net = loaded if loaded is not None else load_network(spec_path)
-    eng, lanes, why = choose_engine(net, engine)
+    eng, lanes, why = choose_engine(net, engine, (spec, data, net))
     component = eng.component(net, lanes)
     out = Path(out_dir)
     il = rtlil.convert(component, name="top")

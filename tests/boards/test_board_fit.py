@@ -263,3 +263,39 @@ def test_stored_calibration_features_match_todays_datapath(calibration, engine):
         # bench/calibrate_luts.py: the engine's preferred lanes, or each of --lanes (serial)
         lanes = d["lanes"] if "lanes" in d else eng.lane_choices(net)[0]
         assert eng.lut_features(net, lanes) == d["features"], (d["network"], d["family"], lanes)
+
+
+def test_dataset_ram_logic_counts_in_the_fit():
+    """The uploadable dataset's logic (RAM feeder, SPRAM multiplexer, upload CRC, the link's second
+    region) is in the estimate: a board top measured to pack into more logic cells than the UP5K
+    has is refused, and digits gets the lanes whose estimate keeps the serial engine's headroom
+    (measured: 4 lanes pack 5,516 of 5,280 cells and did not place; 2 lanes 4,818)."""
+    import json
+    from pathlib import Path
+
+    from sigprop_fpga.boards.fit import fit_check
+    from sigprop_fpga.boards.flow import DATASET_RAM_LUT, estimate_resources, prepare_network
+    from sigprop_fpga.hdl.engines import get_engine
+    from sigprop_fpga.sim.datasets import load_network
+
+    serial = get_engine("serial")
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    data = json.loads(Path(__file__).with_name("lut_calibration_ram.json").read_text())
+    assert data["designs"] and DATASET_RAM_LUT["ice40"] > 0
+    for d in data["designs"]:
+        net = load_network(examples / f"{d['network']}.yaml")[2]
+        assert serial.lut_features(net, d["lanes"]) == d["features"]
+        rom = estimate_resources(serial, net, d["lanes"], 0, "ice40")
+        est = estimate_resources(serial, net, d["lanes"], 0, "ice40", "ram")
+        assert est["lut"] == rom["lut"] + DATASET_RAM_LUT["ice40"] and est["spram"] == 4
+        # never below what packed (the fit check must not let a top through that cannot pack), and
+        # within 5% above it
+        assert d["packed"] <= est["lut"] <= 1.05 * d["packed"], (d["lanes"], est["lut"], d["packed"])
+        if d["packed"] > 5280:
+            assert any(p.startswith("LUT4: needs") for p in fit_check(est, get_target("icebreaker")))
+    design = prepare_network(examples / "digits.yaml", "icebreaker")
+    assert design.dataset == "ram" and design.estimate["spram"] == 4
+    assert design.estimate["lut"] <= serial.lut_headroom * 5280
+    assert design.estimate["lut"] == estimate_resources(serial, design.net, design.plan.lanes, 0, "ice40", "ram")["lut"]
+    with pytest.raises(ValueError, match="dataset must be 'rom' or 'ram'"):
+        estimate_resources(serial, design.net, 2, 0, "ice40", "spram")
