@@ -342,6 +342,7 @@ def _real_env():
     return amaranth_tool_env()
 
 
+@pytest.mark.slow      # another nextpnr run of the iCEBreaker top (minutes): make test-slow
 def test_seed_fmax_reroutes_the_netlist_with_other_seeds(builds):
     """fmax over seeds (the bench's): the build's seed from its report, another seed by nextpnr
     alone on the same netlist and constraint, cached; the bitstream is untouched."""
