@@ -46,23 +46,44 @@ _BRAM_CONFIGS = {
 }
 
 
-def _mem_blocks(depth: int, width: int, family: str, read_ports: int = 1) -> int:
+def _mem_blocks(depth: int, width: int, family: str, read_ports: int = 1, granule: int | None = None) -> int:
     """Block RAMs of a ``depth x width`` memory with ``read_ports`` read ports (and at most one
-    write port): the cheapest tiling over the family's configurations; an iCE40 block has one
-    read port, so each further read port costs a copy."""
+    write port) whose write enables each cover ``granule`` bits (default: written whole): the
+    cheapest tiling over the family's configurations; an iCE40 block has one read port, so each
+    further read port costs a copy, and a bit-wise write mask, so the granule costs nothing."""
     if depth <= 0 or width <= 0:
         return 0
     configs = _BRAM_CONFIGS[family]
     if family == "ecp5" and read_ports == 1:
         configs = configs + ((512, 36),)
-    blocks = min(math.ceil(width / w) * math.ceil(depth / d) for d, w in configs)
+    if family == "ecp5":
+        configs = tuple((d, _ecp5_data_bits(w, width if granule is None else granule, width)) for d, w in configs)
+    blocks = min(math.ceil(width / w) * math.ceil(depth / d) for d, w in configs if w > 0)
     return blocks * (read_ports if family == "ice40" else 1)
 
 
-def ram_memories(net) -> list[tuple[int, int, int]]:
-    """The memories of :class:`~sigprop_fpga.hdl.dataram.RamFeeder`: the learning curve (its label
-    queue is flip-flops; the dataset itself is in SPRAM)."""
-    return [(MAX_EPOCHS, 32, 1)]
+def _ecp5_data_bits(port: int, granule: int, width: int) -> int:
+    """Data bits a DP16KD port ``port`` bits wide holds of a memory ``width`` bits wide whose write
+    enables cover ``granule`` bits each. The 9-, 18- and 36-bit ports have one byte enable per 9
+    bits and yosys gives every write-enable group byte lanes of its own: 8-bit groups in a 36-bit
+    port hold 32 bits (measured: a 512 x 768 memory written 8 bits at a time takes 24 DP16KD, written
+    whole 22). The narrower ports have no byte enable: a group must cover the port."""
+    if granule >= width:
+        return port
+    if port < 9:
+        return port if granule >= port else 0
+    lanes = port // 9
+    if granule <= 9:
+        return lanes * (9 // granule) * granule
+    per_group = -(-granule // 9)
+    return (lanes // per_group) * granule if lanes >= per_group else port
+
+
+def ram_memories(net) -> list[tuple[int, int, int, int]]:
+    """The memories of :class:`~sigprop_fpga.hdl.dataram.RamFeeder` as
+    :func:`board_memories` lists them: the learning curve (its label queue is flip-flops; the
+    dataset itself is in SPRAM)."""
+    return [(MAX_EPOCHS, 32, 1, 32)]
 
 
 def ram_capacity(net) -> int:
@@ -70,16 +91,21 @@ def ram_capacity(net) -> int:
     return 2 * DATA_WORDS // (net.n_inputs * feature_bytes(net.spec.precision.input.width) + 1)
 
 
-def board_memories(engine: Engine, net, lanes, n_samples: int) -> list[tuple[int, int, int]]:
-    """(depth, width, read ports) of every memory of the board top: the engine's
-    (:meth:`~sigprop_fpga.hdl.engines.Engine.memories`), the feeder's dataset (features; labels,
-    read by the sequencer and the scorer) and learning curve, and the host link's frame buffer and
-    sample and result FIFOs."""
-    out = [(d, w, 1) for d, w in engine.memories(net, lanes)]
+def board_memories(engine: Engine, net, lanes, n_samples: int) -> list[tuple[int, int, int, int]]:
+    """(depth, width, read ports, write granule) of every memory of the board top: the engine's
+    (:meth:`~sigprop_fpga.hdl.engines.Engine.block_memories`), the feeder's dataset (features;
+    labels, read by the sequencer and the scorer) and learning curve, and the host link's frame
+    buffer and sample and result FIFOs (all written whole)."""
+    out = list(engine.block_memories(net, lanes))
     if n_samples > 0:     # without a stored sample the feeder never runs: no memory of its own
-        out += _dataset_memories(net, n_samples) + [(MAX_EPOCHS, 2 * curve_count_width(n_samples), 1)]
-    out += link_memories()
+        out += _whole(_dataset_memories(net, n_samples) + [(MAX_EPOCHS, 2 * curve_count_width(n_samples), 1)])
+    out += _whole(link_memories())
     return out
+
+
+def _whole(memories) -> list[tuple[int, int, int, int]]:
+    """(depth, width, read ports) memories written whole, with their write granule (the width)."""
+    return [(d, w, r, w) for d, w, r in memories]
 
 
 def _dataset_memories(net, n_samples: int) -> list[tuple[int, int, int]]:
@@ -93,7 +119,7 @@ def _dataset_memories(net, n_samples: int) -> list[tuple[int, int, int]]:
 
 def bram_blocks(engine: Engine, net, lanes, n_samples: int, family: str) -> int:
     """Block RAMs of the board top with ``n_samples`` stored samples."""
-    return sum(_mem_blocks(d, w, family, r) for d, w, r in board_memories(engine, net, lanes, n_samples))
+    return sum(_mem_blocks(d, w, family, r, g) for d, w, r, g in board_memories(engine, net, lanes, n_samples))
 
 
 def dataset_capacity(engine: Engine, net, target, lanes, bram_left: int | None = None) -> int:
@@ -155,7 +181,7 @@ def estimate_resources(engine: Engine, net, lanes, n_samples: int, family: str, 
             raise FitError([f"no uploadable dataset RAM on the {family} family"])
         return {"lut": int(round(lut + DATASET_RAM_LUT[family])), "dsp": int(engine.dsp(net, lanes)),
                 "bram": int(bram_blocks(engine, net, lanes, 0, family))
-                + sum(_mem_blocks(d, w, family, r) for d, w, r in ram_memories(net)),
+                + sum(_mem_blocks(d, w, family, r, g) for d, w, r, g in ram_memories(net)),
                 "spram": SPRAM_BLOCKS}
     return {"lut": int(round(lut)), "dsp": int(engine.dsp(net, lanes)),
             "bram": int(bram_blocks(engine, net, lanes, n_samples, family))}

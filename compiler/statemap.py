@@ -65,23 +65,25 @@ def pow2_depth(depth: int) -> int:
     return 1 << (depth - 1).bit_length()
 
 
-def physical_memories(net: Network, l: int, lanes: int) -> list[tuple[int, int]]:
-    """``(depth, width)`` of each memory stage ``l`` instantiates: one per bank of ``W``, ``R`` and
-    the head's; the packed cache (``T``, ``Tin``, ``b`` and, with a softmax, its exp table) of
-    ``P``-lane words; the double-buffered input memory (``x``, ``t_in``)."""
+def physical_memories(net: Network, l: int, lanes: int) -> list[tuple[int, int, int]]:
+    """``(depth, width, write granule)`` of each memory stage ``l`` instantiates: one per bank of
+    ``W``, ``R`` and the head's (written whole); the packed cache (``T``, ``Tin``, ``b`` and, with
+    a softmax, its exp table) of ``P``-lane words, written an entry at a time; the double-buffered
+    input memory (``x``, ``t_in``), written an input at a time."""
     mems = stage_memories(net, l, lanes)
     out = []
     for name, (banks, depth, q, _, _) in mems.items():
         if name not in ("T", "Tin", "b"):
-            out += [(pow2_depth(depth), q.width)] * banks
+            out += [(pow2_depth(depth), q.width, q.width)] * banks
     P, n_in = lanes, net.fan_in(l)
     ci = math.ceil(n_in / P)
     sm = uses_softmax(net, l)
     wl = max(mems[nm][2].width for nm in ("T", "Tin") if nm in mems)
     nl = max(P, -(-mems["b"][2].width // wl), -(-(P_FRAC + 1) // wl) if sm else 1)
     depth = sum(mems[nm][1] for nm in ("T", "Tin", "b") if nm in mems) + (len(EXP2_TABLE) if sm else 0)
-    out.append((pow2_depth(depth), nl * wl))
-    out.append((pow2_depth(2 * (2 if l > 0 else 1) * ci), P * net.in_format(l).width))
+    out.append((pow2_depth(depth), nl * wl, wl))
+    wi = net.in_format(l).width
+    out.append((pow2_depth(2 * (2 if l > 0 else 1) * ci), P * wi, wi))
     return out
 
 

