@@ -295,10 +295,14 @@ class DfaLaneEngine(Engine):
     name = "dfa"
     rule = "dfa"
     component_cls = DfaEngine
-    #: Fitted by ``bench/calibrate_luts.py --engine dfa --networks examples/digits.yaml
-    #: examples/iris.yaml --lanes 8 2`` (board tops packed by nextpnr; residuals within 2%); the bp
-    #: and fa engines share it (README, "Learning rules on the chip", measured against it).
-    lut_model = {"ecp5": {"const": 4058.6, "lanes": 535.25, "classes": 213.2}}
+    #: Fitted on board tops packed by nextpnr (``bench/calibrate_luts.py --engine dfa --networks
+    #: examples/digits.yaml examples/iris.yaml --lanes 8 2``): ECP5 digits 10,353 / 7,381 and iris
+    #: 9,100 / 5,649 TRELLIS_COMB at 8 / 2 lanes (residuals +-120); iCE40 digits 10,873 / 7,728
+    #: ICESTORM_LC at 8 / 2 lanes give its constant and lanes, its classes coefficient is the
+    #: ECP5 fit's (the iris iCE40 tops were not packed). The bp and fa engines share the model
+    #: (README, "Learning rules on the chip": their placed builds against it).
+    lut_model = {"ecp5": {"const": 4058.6, "lanes": 535.25, "classes": 213.2},
+                 "ice40": {"const": 4547.7, "lanes": 524.2, "classes": 213.2}}
     #: Lanes when neither the network file nor a board says.
     default_lanes = 4
 
@@ -344,7 +348,7 @@ class DfaLaneEngine(Engine):
         return {"const": 1, "lanes": int(lanes), "classes": net.n_classes}
 
     def describe(self, net, lanes):
-        return f"{self.name} engine, {int(lanes)} lanes"
+        return f"{self.name} engine, {int(lanes)} lane{'' if int(lanes) == 1 else 's'}"
 
 
 class BackpropLaneEngine(DfaLaneEngine):
