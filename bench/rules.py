@@ -127,6 +127,35 @@ def board_build(network: str, rule: str, engine: str, board: str) -> dict:
             "out_dir": r["out_dir"], "skipped": r.get("skipped")}
 
 
+def reference_build(network: str, rule: str, engine: str, board: str, folder: str) -> dict:
+    """A finished build of the same network file, engine and board made elsewhere (``folder``,
+    e.g. ``make demo``'s on a fresh clone): its report's clock, fmax and resources, the lanes and
+    cycles the build plan gives; refused unless its stamp names this network text and engine."""
+    import json
+
+    from sigprop_fpga.boards.flow import prepare_network
+
+    folder = Path(folder)
+    stamp = json.loads((folder / "build.json").read_text())
+    rep = json.loads((folder / "report.json").read_text())
+    extra = stamp["meta"]["extra"]
+    if extra.get("network") != Path(network).read_text() or extra.get("engine") != engine \
+            or stamp["meta"]["board"] != board:
+        raise SystemExit(f"{folder}: not a build of {network} on the {engine} engine for {board}")
+    d = prepare_network(network, board, rule=rule, engine=engine)
+    cyc = d.plan.cycles(d.net).per_sample
+    built = rep["clock_mhz"]["achieved"]
+    res = rep["resources"]
+    return {"built": True, "source": str(folder), "engine": engine, "lanes": d.plan.lanes_json,
+            "built_clock_mhz": built, "fmax_mhz": rep.get("fmax_mhz"), "timing_met": rep.get("timing_met"),
+            **{k: res.get(k, {}).get("used") for k in ("lut", "ff", "dsp", "bram")},
+            "lut_estimated": res.get("lut", {}).get("estimated"), "cycles_per_sample": cyc,
+            "samples_per_second": built * 1e6 / cyc, "bitstream_sha256": rep["bitstream_sha256"],
+            "clock_attempts": [(a["clock_mhz"], a["fmax_mhz"], a["timing_met"])
+                               for a in (rep.get("clock_search") or {}).get("attempts", [])],
+            "out_dir": str(folder), "tools": stamp["meta"]["tools"]}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("network", nargs="?", default="examples/digits.yaml")
@@ -135,9 +164,21 @@ def main(argv=None):
     ap.add_argument("--synth", nargs="*", default=[], choices=sorted(CELLS), help="families to synthesize for")
     ap.add_argument("--build", nargs="*", default=[], choices=sorted(BOARD_OF.values()),
                     help="boards to place and route every rule's board top for (minutes a build; cached)")
+    ap.add_argument("--reference", nargs="*", default=[], metavar="ENGINE:BOARD=DIR",
+                    help="take that row's placed build from a finished build folder of the same network "
+                         "file made elsewhere (e.g. make demo's), instead of building it here")
+    ap.add_argument("--skip", nargs="*", default=[], metavar="ENGINE:BOARD",
+                    help="leave that row's placed build out (recorded as not built, with the reason)")
     ap.add_argument("--json", default="build/bench/rules.json")
     ap.add_argument("--png", default="build/bench/rules.png")
     args = ap.parse_args(argv)
+    refs = {}
+    for item in args.reference:
+        key, sep, folder = item.partition("=")
+        engine, colon, board = key.partition(":")
+        if not sep or not colon or board not in args.build:
+            ap.error(f"--reference {item}: expected ENGINE:BOARD=DIR with BOARD one of --build")
+        refs[(engine, board)] = folder
     spec0 = load_spec(args.network)
     acc = {}
     for seed in args.seeds:
@@ -171,7 +212,14 @@ def main(argv=None):
                 row["synth"][fam] = synth_cells(net, engine, lanes, fam)
             except Exception as e:          # a failed synthesis is a result to report, not a crash
                 row["synth"][fam] = {"error": " ".join(str(e).split())[:300]}
-        row["builds"] = {board: board_build(args.network, rule, engine, board) for board in args.build}
+        row["builds"] = {}
+        for board in args.build:
+            if f"{engine}:{board}" in args.skip:
+                row["builds"][board] = {"built": False, "problems": ["not built in this run (--skip)"]}
+            elif (engine, board) in refs:
+                row["builds"][board] = reference_build(args.network, rule, engine, board, refs[(engine, board)])
+            else:
+                row["builds"][board] = board_build(args.network, rule, engine, board)
         rows.append(row)
     table = [[r["label"], r["test_accuracy_golden"], r["test_accuracy_float"], r["cycles_per_sample"],
               r["memory_bits"]["weights"], r["memory_bits"]["stored_activations"], r["memory_bits"]["feedback"],
