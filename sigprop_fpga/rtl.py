@@ -37,7 +37,7 @@ from amaranth.back import rtlil, verilog
 from .compiler.network import init_params, lfsr_seed, quantize_params
 from .sim.datasets import load_network
 from .boards import BOARDS, board_names
-from .boards.top import DEFAULT_BAUD, SigPropBoardCore
+from .boards.top import DEFAULT_BAUD, SigPropBoardCore, choose_baud
 from .hdl.uart import uart_divisor
 from .hdl import relax_read_collisions
 from .hdl.mac import FamilyHint
@@ -487,8 +487,10 @@ def simulate_board(network: str | Path, *, board: str | None = None, baud: int |
         from .boards.flow import prepare_network
         d = prepare_network(network, board, samples=samples, engine=engine, loaded=(spec, data, net), rule=rule)
         eng, lanes, n_train, n_test, dataset = d.plan.engine, d.plan.lanes, d.n_train, d.n_test, d.dataset
-        clock_hz = d.achieved_mhz * 1e6 if clock_hz is None else clock_hz
-        baud = d.baud if baud is None else baud
+        if clock_hz is None:        # clock_mhz: max is found by building: the board's oscillator
+            clock_hz = (d.achieved_mhz if d.achieved_mhz is not None else d.target.clock_in_mhz) * 1e6
+        if baud is None:
+            baud = d.baud if d.baud is not None else choose_baud(clock_hz)
     else:
         if rule not in (None, "sigprop"):
             raise ValueError(f"a board top for the {rule} rule: give the board (its build's engine and lanes)")

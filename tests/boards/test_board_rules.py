@@ -20,7 +20,7 @@ name: iris_rules_board
 dataset: {source: iris}
 network: {layers: [6, 5]}
 learning: {lr_shift: 5}
-hardware: {dsp_budget: 3, clock_mhz: 40}
+hardware: {dsp_budget: 3}          # clock_mhz: max (the default): the sim runs at the oscillator
 board: ulx3s-85f
 """
 
