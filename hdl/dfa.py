@@ -2,7 +2,7 @@
 the output layer's error goes straight back to every hidden layer through fixed random sign
 matrices, and each layer updates from the activations it stored on the way forward.
 
-It follows :class:`sigprop_fpga.sim.golden_rules.GoldenRule` (``rule="dfa"``) bit for bit and
+It (and :class:`FaEngine`, feedback alignment) follows ``GoldenRule`` (``rule="dfa"``) bit for bit and
 answers the same ports and readback map as the SigProp engines (:func:`..engine.engine_members`,
 :func:`sigprop_fpga.compiler.statemap.readback_map` with ``rule="dfa"``), so the feeder, the
 Verilator bench and the golden comparison work unchanged.
@@ -35,8 +35,8 @@ phase          does                                                            i
 ``forward``    per layer: ``h_j = f(W x + b)`` into ``x_{l+1}``                ``n ci``
 ``logits``     ``o_k = W_out h_L + b``; the prediction ``argmax o``            ``C cn_L``
 ``softmax``    :class:`.softmax.Softmax` on ``o``; then ``e = prob - y``       ``softmax_latency(C)``
-``gradient``   per hidden layer: ``g = S^T e`` on ``P`` units at a time,     ``C cn``
-               ``d = narrow(g) f'(h)`` into ``d[l % 2]``
+``gradient``   per hidden layer: ``g = S^T e`` on ``P`` units at a time,     ``C cn`` (fa:
+               ``d = narrow(g) f'(h)`` into ``d[l % 2]`` (fa: ``S^T d_{l+1}``)  ``rows_{l+1} cn``)
 ``update``     per layer: ``W -= round(d x^T >> s)``, ``b -= round(d >> s)``,  ``rows ci``
                lane-wise read-modify-write
 =============  ==============================================================  ==================
