@@ -262,15 +262,15 @@ def _plot(rows, path, name):
     import matplotlib.pyplot as plt
 
     labels = [r["label"] for r in rows]
-    fig, ax = plt.subplots(1, 3, figsize=(15, 4.5))
+    boards = sorted({b for r in rows for b in r.get("builds", {})})
+    fig, ax = plt.subplots(1, 3 + len(boards), figsize=(15 + 4 * len(boards), 4.5))
     ax[0].barh(labels, [r["test_accuracy_golden"] for r in rows], color="tab:blue", label="golden")
     ax[0].scatter([r["test_accuracy_float"] for r in rows], labels, color="k", zorder=3, label="float")
     ax[0].set_xlim(min(r["test_accuracy_float"] for r in rows) - 0.05, 1.0)
     ax[0].set_title("test accuracy")
     ax[0].legend(loc="lower left")
-    ax[1].barh(labels, [r["cycles_per_sample"] for r in rows],
-               color=["tab:green" if r["engine"] else "tab:gray" for r in rows])
-    ax[1].set_title("cycles per training sample (gray: estimate, no datapath)")
+    ax[1].barh(labels, [r["cycles_per_sample"] for r in rows], color="tab:green")
+    ax[1].set_title("cycles per training sample (bench lanes)")
     left = [0] * len(rows)
     for kind, col in (("weights", "tab:blue"), ("stored_activations", "tab:red"), ("feedback", "tab:orange"),
                       ("caches_buffers", "tab:purple")):
@@ -279,6 +279,15 @@ def _plot(rows, path, name):
         left = [a + b for a, b in zip(left, v)]
     ax[2].set_title("memory (kbit)")
     ax[2].legend(loc="lower right", fontsize=8)
+    for i, board in enumerate(boards):
+        b = [r["builds"][board] for r in rows]
+        v = [x["samples_per_second"] if x["built"] else 0 for x in b]
+        ax[3 + i].barh(labels, v, color="tab:cyan")
+        for y, x in enumerate(b):
+            ax[3 + i].text(v[y], y, f" {x['built_clock_mhz']:g} MHz" if x["built"] else " not built", va="center",
+                           fontsize=8)
+        ax[3 + i].set_xlim(0, max(v + [1]) * 1.4)
+        ax[3 + i].set_title(f"{board}: training samples/s at the built clock")
     for a in ax[1:]:
         a.set_yticklabels([])
     fig.suptitle(f"{name}: learning rules on the same network")
