@@ -48,7 +48,7 @@ bench-perf: $(STAMP)
 # engines' synthesized cells (minutes each)
 SYNTH  ?=
 bench-rules: $(STAMP)
-	$(BIN)/python bench/rules.py $(NET) $(if $(SYNTH),--synth $(SYNTH))
+	$(BIN)/python bench/rules.py $(NET) $(if $(SYNTH),--synth $(SYNTH)) $(if $(BUILD),--build $(BUILD))
 
 clean:
 	rm -rf build .pytest_cache

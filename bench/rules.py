@@ -1,18 +1,23 @@
 """Learning rules side by side on one network: SigProp, backprop (bp), feedback alignment (fa) and
-direct feedback alignment (dfa), each as golden model and float reference, and as a datapath where
-one exists (SigProp: the pipelined and the serial engine; dfa and bp: their engines).
+direct feedback alignment (dfa), each as golden model and float reference, and as a datapath
+(SigProp: the pipelined and the serial engine; dfa, bp and fa: their engines).
 
-Per rule: test accuracy (golden, bit exact with the RTL where a datapath exists; float beside it;
-mean over seeds), cycles per training sample (the engines' exact cycle models, which the Verilator
-benches confirm sample by sample; fa, which has no datapath, is given the bp engine's, labelled
-so), memory bits by kind (weights, stored activations, feedback
-matrices, caches and buffers), and with ``--synth`` the engine alone synthesized by the family's
-Yosys flow (LUT, FF, DSP, BRAM cells; no placement, so no clock: ``built_clock_mhz`` is null and
-samples/s are given at the network file's clock for that board, labelled as such). Samples per
-joule: no power model exists in this project, so none is given.
+Per rule: test accuracy (golden, bit exact with the RTL; float beside it; mean over seeds), cycles
+per training sample (the engines' exact cycle models, which the Verilator benches confirm sample
+by sample), memory bits by kind (weights, stored activations, feedback matrices, caches and
+buffers); with ``--synth`` the engine alone synthesized by the family's Yosys flow (LUT, FF, DSP,
+BRAM cells; no placement, no clock); with ``--build`` the whole board top (engine, on-chip
+dataset, host link) placed and routed for each board as ``sigprop-fpga build NET --board B
+--rule R --engine E`` makes it (``hardware.clock_mhz: max``: the clock search), cached per
+network, rule and board by the build's own stamp in ``build/<name>-<board>[-<rule>]`` (a re-run
+builds nothing): built clock, fmax, LUT/FF/DSP/BRAM as nextpnr reports them, the lanes the build
+chose and samples/s at the built clock; a rule that does not fit a board gets the fit check's
+numbers instead. Samples per joule: the open toolchain has no power model (nextpnr reports none,
+and neither board's documentation gives one for a design), so none is given.
 
     .venv/bin/python bench/rules.py [examples/digits.yaml] [--seeds 0 1 2] [--lanes 8] \
-        [--synth ecp5 ice40] [--json build/bench/rules.json] [--png build/bench/rules.png]
+        [--synth ecp5 ice40] [--build ulx3s-85f icebreaker] \
+        [--json build/bench/rules.json] [--png build/bench/rules.png]
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from sigprop_fpga.sim.train import train_sigprop
 
 #: (row label, rule, engine name or None)
 ROWS = [("sigprop, pipelined engine", "sigprop", "pipelined"), ("sigprop, serial engine", "sigprop", "serial"),
-        ("dfa, dfa engine", "dfa", "dfa"), ("bp, bp engine", "bp", "bp"), ("fa (no datapath, bp's passes)", "fa", None)]
+        ("dfa, dfa engine", "dfa", "dfa"), ("bp, bp engine", "bp", "bp"), ("fa, fa engine", "fa", "fa")]
 
 #: Netlist cells counted per family: (LUTs, flip-flops, DSP, block RAM) cell-name prefixes.
 CELLS = {"ecp5": {"lut": ("LUT4",), "carry": ("CCU2C",), "ff": ("TRELLIS_FF",), "dsp": ("MULT18X18D",),
@@ -95,15 +100,85 @@ def synth_cells(net: Network, engine: str, lanes, family: str) -> dict:
     return out
 
 
+def board_build(network: str, rule: str, engine: str, board: str) -> dict:
+    """The board top of ``rule`` on ``engine`` for ``board``, built (or found up to date) as
+    ``sigprop-fpga build`` builds it; a design that does not fit gives the fit check's problems."""
+    from sigprop_fpga.boards.build import BuildError
+    from sigprop_fpga.boards.fit import FitError
+    from sigprop_fpga.boards.flow import build_network
+
+    try:
+        r = build_network(network, board, rule=rule, engine=engine,
+                          progress=lambda line: print(f"build {board} {rule}/{engine}: {line}", file=sys.stderr,
+                                                      flush=True))
+    except FitError as e:
+        return {"built": False, "problems": e.problems}
+    except BuildError as e:
+        return {"built": False, "problems": [" ".join(str(e).split())[:300]]}
+    res = r["resources"]
+    search = r.get("clock_search") or {}
+    return {"built": True, "engine": r["engine"], "lanes": r["lanes"], "built_clock_mhz": r["clock_mhz"]["achieved"],
+            "fmax_mhz": r.get("fmax_mhz"), "timing_met": r.get("timing_met"),
+            **{k: res.get(k, {}).get("used") for k in ("lut", "ff", "dsp", "bram")},
+            "lut_estimated": res.get("lut", {}).get("estimated"),
+            "cycles_per_sample": r["cycles_per_sample"], "samples_per_second": r["train_samples_per_second"],
+            "dataset_on_chip": r["dataset_on_chip"], "bitstream_sha256": r["bitstream_sha256"],
+            "clock_attempts": [(a["clock_mhz"], a["fmax_mhz"], a["timing_met"]) for a in search.get("attempts", [])],
+            "out_dir": r["out_dir"], "skipped": r.get("skipped")}
+
+
+def reference_build(network: str, rule: str, engine: str, board: str, folder: str) -> dict:
+    """A finished build of the same network file, engine and board made elsewhere (``folder``,
+    e.g. ``make demo``'s on a fresh clone): its report's clock, fmax and resources, the lanes and
+    cycles the build plan gives; refused unless its stamp names this network text and engine."""
+    import json
+
+    from sigprop_fpga.boards.flow import prepare_network
+
+    folder = Path(folder)
+    stamp = json.loads((folder / "build.json").read_text())
+    rep = json.loads((folder / "report.json").read_text())
+    extra = stamp["meta"]["extra"]
+    if extra.get("network") != Path(network).read_text() or extra.get("engine") != engine \
+            or stamp["meta"]["board"] != board:
+        raise SystemExit(f"{folder}: not a build of {network} on the {engine} engine for {board}")
+    d = prepare_network(network, board, rule=rule, engine=engine)
+    cyc = d.plan.cycles(d.net).per_sample
+    built = rep["clock_mhz"]["achieved"]
+    res = rep["resources"]
+    return {"built": True, "source": str(folder), "engine": engine, "lanes": d.plan.lanes_json,
+            "built_clock_mhz": built, "fmax_mhz": rep.get("fmax_mhz"), "timing_met": rep.get("timing_met"),
+            **{k: res.get(k, {}).get("used") for k in ("lut", "ff", "dsp", "bram")},
+            "lut_estimated": res.get("lut", {}).get("estimated"), "cycles_per_sample": cyc,
+            "samples_per_second": built * 1e6 / cyc, "bitstream_sha256": rep["bitstream_sha256"],
+            "clock_attempts": [(a["clock_mhz"], a["fmax_mhz"], a["timing_met"])
+                               for a in (rep.get("clock_search") or {}).get("attempts", [])],
+            "out_dir": str(folder), "tools": stamp["meta"]["tools"]}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("network", nargs="?", default="examples/digits.yaml")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--lanes", type=int, default=8, help="lanes of the serial and dfa engines (default 8)")
     ap.add_argument("--synth", nargs="*", default=[], choices=sorted(CELLS), help="families to synthesize for")
+    ap.add_argument("--build", nargs="*", default=[], choices=sorted(BOARD_OF.values()),
+                    help="boards to place and route every rule's board top for (minutes a build; cached)")
+    ap.add_argument("--reference", nargs="*", default=[], metavar="ENGINE:BOARD=DIR",
+                    help="take that row's placed build from a finished build folder of the same network "
+                         "file made elsewhere (e.g. make demo's), instead of building it here")
+    ap.add_argument("--skip", nargs="*", default=[], metavar="ENGINE:BOARD",
+                    help="leave that row's placed build out (recorded as not built, with the reason)")
     ap.add_argument("--json", default="build/bench/rules.json")
     ap.add_argument("--png", default="build/bench/rules.png")
     args = ap.parse_args(argv)
+    refs = {}
+    for item in args.reference:
+        key, sep, folder = item.partition("=")
+        engine, colon, board = key.partition(":")
+        if not sep or not colon or board not in args.build:
+            ap.error(f"--reference {item}: expected ENGINE:BOARD=DIR with BOARD one of --build")
+        refs[(engine, board)] = folder
     spec0 = load_spec(args.network)
     acc = {}
     for seed in args.seeds:
@@ -126,29 +201,25 @@ def main(argv=None):
                "test_accuracy_golden": statistics.mean(acc[(rule, "golden")]),
                "test_accuracy_float": statistics.mean(acc[(rule, "float")]),
                "test_accuracy_golden_per_seed": acc[(rule, "golden")]}
-        if engine:
-            cyc = get_engine(engine).cycles(net, lanes)
-            row.update(cycles_per_sample=cyc.per_sample, cycles_source="exact cycle model (Verilator-checked)",
-                       multipliers=get_engine(engine).dsp(net, lanes))
-        else:
-            # fa would make the bp engine's passes (its sign matrix read where bp reads W), so the
-            # bp engine's exact cycle model on the same lanes is its estimate
-            row.update(cycles_per_sample=get_engine("bp").cycles(net, args.lanes).per_sample,
-                       cycles_source="estimate: the bp engine's cycle model (fa has no datapath)",
-                       multipliers=get_engine("bp").dsp(net, args.lanes))
+        cyc = get_engine(engine).cycles(net, lanes)
+        row.update(cycles_per_sample=cyc.per_sample, cycles_source="exact cycle model (Verilator-checked)",
+                   multipliers=get_engine(engine).dsp(net, lanes))
         row["memory_bits"] = memory_bits(net, rule, engine, lanes)
         row["samples_per_joule"] = None
         row["synth"] = {}
         for fam in args.synth:
-            if engine:
-                try:
-                    row["synth"][fam] = synth_cells(net, engine, lanes, fam)
-                except Exception as e:          # a failed synthesis is a result to report, not a crash
-                    row["synth"][fam] = {"error": " ".join(str(e).split())[:300]}
-            clock = spec0.hardware.clock_for(BOARD_OF[fam])
-            row["synth"].setdefault(fam, {})
-            row["synth"][fam].update(built_clock_mhz=None, file_clock_mhz=clock,
-                                     samples_per_second_at_file_clock=clock * 1e6 / row["cycles_per_sample"])
+            try:
+                row["synth"][fam] = synth_cells(net, engine, lanes, fam)
+            except Exception as e:          # a failed synthesis is a result to report, not a crash
+                row["synth"][fam] = {"error": " ".join(str(e).split())[:300]}
+        row["builds"] = {}
+        for board in args.build:
+            if f"{engine}:{board}" in args.skip:
+                row["builds"][board] = {"built": False, "problems": ["not built in this run (--skip)"]}
+            elif (engine, board) in refs:
+                row["builds"][board] = reference_build(args.network, rule, engine, board, refs[(engine, board)])
+            else:
+                row["builds"][board] = board_build(args.network, rule, engine, board)
         rows.append(row)
     table = [[r["label"], r["test_accuracy_golden"], r["test_accuracy_float"], r["cycles_per_sample"],
               r["memory_bits"]["weights"], r["memory_bits"]["stored_activations"], r["memory_bits"]["feedback"],
@@ -157,12 +228,32 @@ def main(argv=None):
     head = ["rule / datapath", "golden acc", "float acc", "cycles/sample", "weight bits", "stored act bits",
             "feedback bits", "cache+buffer bits"] + [f"{f} {k}" for f in args.synth for k in ("LUT", "FF", "DSP", "BRAM")]
     print(f"{spec0.name}: {spec0.widths}, {spec0.learning.epochs} epochs, seeds {args.seeds}, "
-          f"pipelined lanes {list(pipe_lanes)}, serial/dfa lanes {args.lanes}")
+          f"pipelined lanes {list(pipe_lanes)}, serial/dfa/bp/fa lanes {args.lanes}")
     print(format_table(head, table))
+    if args.build:
+        print(format_table(["rule / datapath", "board", "lanes", "built MHz", "fmax", "LUT", "FF", "DSP", "BRAM",
+                            "cycles/sample", "samples/s (built clock)"], build_table(rows, args.build)))
     write_json(args.json, {"network": spec0.name, "file": args.network, "seeds": args.seeds,
                            "widths": list(spec0.widths), "epochs": spec0.learning.epochs,
-                           "power_model": None, "rows": rows})
+                           "power_model": None,
+                           "power_model_note": "no power model in the open toolchain (nextpnr, icestorm, "
+                                               "trellis): samples per joule not given",
+                           "rows": rows})
     _plot(rows, args.png, spec0.name)
+
+
+def build_table(rows, boards) -> list[list]:
+    """One line per rule and board: the placed build's figures, or why there is none."""
+    out = []
+    for r in rows:
+        for board in boards:
+            b = r["builds"][board]
+            if b["built"]:
+                out.append([r["label"], board, b["lanes"], b["built_clock_mhz"], round(b["fmax_mhz"], 2), b["lut"],
+                            b["ff"], b["dsp"], b["bram"], b["cycles_per_sample"], round(b["samples_per_second"])])
+            else:
+                out.append([r["label"], board, "", "", "", "", "", "", "", "", "not built: " + "; ".join(b["problems"])])
+    return out
 
 
 def _plot(rows, path, name):
@@ -171,15 +262,15 @@ def _plot(rows, path, name):
     import matplotlib.pyplot as plt
 
     labels = [r["label"] for r in rows]
-    fig, ax = plt.subplots(1, 3, figsize=(15, 4.5))
+    boards = sorted({b for r in rows for b in r.get("builds", {})})
+    fig, ax = plt.subplots(1, 3 + len(boards), figsize=(15 + 4 * len(boards), 4.5))
     ax[0].barh(labels, [r["test_accuracy_golden"] for r in rows], color="tab:blue", label="golden")
     ax[0].scatter([r["test_accuracy_float"] for r in rows], labels, color="k", zorder=3, label="float")
     ax[0].set_xlim(min(r["test_accuracy_float"] for r in rows) - 0.05, 1.0)
     ax[0].set_title("test accuracy")
     ax[0].legend(loc="lower left")
-    ax[1].barh(labels, [r["cycles_per_sample"] for r in rows],
-               color=["tab:green" if r["engine"] else "tab:gray" for r in rows])
-    ax[1].set_title("cycles per training sample (gray: estimate, no datapath)")
+    ax[1].barh(labels, [r["cycles_per_sample"] for r in rows], color="tab:green")
+    ax[1].set_title("cycles per training sample (bench lanes)")
     left = [0] * len(rows)
     for kind, col in (("weights", "tab:blue"), ("stored_activations", "tab:red"), ("feedback", "tab:orange"),
                       ("caches_buffers", "tab:purple")):
@@ -188,6 +279,15 @@ def _plot(rows, path, name):
         left = [a + b for a, b in zip(left, v)]
     ax[2].set_title("memory (kbit)")
     ax[2].legend(loc="lower right", fontsize=8)
+    for i, board in enumerate(boards):
+        b = [r["builds"][board] for r in rows]
+        v = [x["samples_per_second"] if x["built"] else 0 for x in b]
+        ax[3 + i].barh(labels, v, color="tab:cyan")
+        for y, x in enumerate(b):
+            ax[3 + i].text(v[y], y, f" {x['built_clock_mhz']:g} MHz" if x["built"] else " not built", va="center",
+                           fontsize=8)
+        ax[3 + i].set_xlim(0, max(v + [1]) * 1.4)
+        ax[3 + i].set_title(f"{board}: training samples/s at the built clock")
     for a in ax[1:]:
         a.set_yticklabels([])
     fig.suptitle(f"{name}: learning rules on the same network")

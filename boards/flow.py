@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 
 from ..compiler.spec import SpecError
-from ..hdl.engines import ENGINES, Engine, EngineUnsupported, get_engine
+from ..hdl.engines import ENGINES, Engine, EngineUnsupported, engine_for_rule, get_engine
 from ..hdl.feeder import ROM_BANK_DEPTH, curve_count_width
 from ..sim.datasets import load_network
 from . import get_target
@@ -228,12 +228,13 @@ def _plan_one(engine: Engine, net, target, dataset: str = "rom") -> tuple[Engine
     return EnginePlan(engine, lanes, est, engine.describe(net, lanes)), []
 
 
-def plan_engine(net, target, engine: str = "auto", dataset: str = "rom") -> EnginePlan:
+def plan_engine(net, target, engine: str = "auto", dataset: str = "rom", rule: str | None = None) -> EnginePlan:
     """Choose the engine and its lanes for ``target``.
 
     A named engine: its lanes (:meth:`~sigprop_fpga.hdl.engines.Engine.lane_choices`; the most
-    that fit with the engine's LUT headroom). ``auto``: the first registered engine that supports
-    the network and fits (logic, DSPs and block RAM without stored samples). ``dataset``: the
+    that fit with the engine's LUT headroom). ``auto``: the first registered engine of the
+    learning rule (``rule``, default the network file's ``learning.rule``) that supports the
+    network and fits (logic, DSPs and block RAM without stored samples). ``dataset``: the
     board top's dataset, ``"rom"`` (block RAM) or ``"ram"`` (the uploadable SPRAM dataset, whose
     logic counts too).
 
@@ -243,10 +244,10 @@ def plan_engine(net, target, engine: str = "auto", dataset: str = "rom") -> Engi
         When the chosen (or, for ``auto``, every) engine cannot fit or does not support the
         network; the problems name the numbers and a hint.
     ValueError
-        For an unknown engine.
+        For an unknown engine, or a named engine that trains another rule than ``rule``.
     """
     if engine != "auto":
-        eng = get_engine(engine)
+        eng = get_engine(engine) if rule is None else engine_for_rule(rule, engine)
         try:
             plan, problems = _plan_one(eng, net, target, dataset)
         except EngineUnsupported as e:
@@ -254,9 +255,10 @@ def plan_engine(net, target, engine: str = "auto", dataset: str = "rom") -> Engi
         if plan is None:
             raise FitError(problems)
         return plan
+    rule = net.spec.learning.rule if rule is None else engine_for_rule(rule).rule     # (a known rule)
     problems, passed = [], []
     for eng in ENGINES.values():
-        if target.family not in eng.lut_model or eng.rule != net.spec.learning.rule:
+        if target.family not in eng.lut_model or eng.rule != rule:
             continue      # not a candidate on this family (no LUT model), or another learning rule
         try:
             plan, bad = _plan_one(eng, net, target, dataset)
@@ -270,6 +272,9 @@ def plan_engine(net, target, engine: str = "auto", dataset: str = "rom") -> Engi
             return plan
         problems += bad
         passed.append(f"the {eng.name} engine does not fit")
+    if not problems:
+        raise FitError([f"no engine of the {rule} rule has a LUT model for the {target.family} family yet "
+                        f"(bench/calibrate_luts.py fits one)"])
     raise FitError(problems)
 
 
@@ -315,10 +320,11 @@ class BoardDesign:
 
 
 def prepare_network(network, board: str | None = None, *, samples: int | None = None, autostart_epochs: int = 0,
-                    engine: str = "auto", loaded: tuple | None = None) -> BoardDesign:
+                    engine: str = "auto", loaded: tuple | None = None, rule: str | None = None) -> BoardDesign:
     """Load ``network`` (or take ``loaded``, :func:`load_network`'s result), choose the engine
-    (:func:`plan_engine`), size the on-chip dataset and run the fit check (raises
-    :class:`~sigprop_fpga.boards.fit.FitError` with the numbers)."""
+    of the learning rule ``rule`` (default the file's; :func:`plan_engine`), size the on-chip
+    dataset and run the fit check (raises :class:`~sigprop_fpga.boards.fit.FitError` with the
+    numbers)."""
     spec, data, net = loaded if loaded is not None else load_network(network)
     try:
         target = get_target(board or spec.board)
@@ -339,14 +345,14 @@ def prepare_network(network, board: str | None = None, *, samples: int | None = 
             return "ram", min(n_total, ram_capacity(net))
         return "rom", n
 
-    plan = plan_engine(net, target, engine)
+    plan = plan_engine(net, target, engine, rule=rule)
     dataset, n_stored = stored(plan)
     if dataset == "ram":
         # the uploadable dataset's logic counts too: plan again with it (fewer lanes if need be)
         # (with fewer lanes the block RAM may hold the dataset after all); when even that does
         # not fit, the dataset stays in the block RAM left over
         try:
-            plan = plan_engine(net, target, engine, dataset="ram")
+            plan = plan_engine(net, target, engine, dataset="ram", rule=rule)
             dataset, n_stored = stored(plan)
         except FitError:
             dataset, n_stored = "rom", min(n_total, dataset_capacity(plan.engine, net, target, plan.lanes))
@@ -374,16 +380,20 @@ def prepare_network(network, board: str | None = None, *, samples: int | None = 
 
 def build_network(network, board: str | None = None, out_dir=None, *, progress=None, seed: int = 1,
                   samples: int | None = None, autostart_epochs: int = 0, engine: str = "auto",
-                  loaded: tuple | None = None) -> dict:
+                  loaded: tuple | None = None, rule: str | None = None) -> dict:
     """Build the bitstream of ``network`` for ``board``; returns the report (see ``build --json``).
-    ``engine``: one of :func:`engine_choices` (:func:`plan_engine`)."""
+    ``engine``: one of :func:`engine_choices` (:func:`plan_engine`); ``rule``: the learning rule
+    (default the file's ``learning.rule``), whose engine ``auto`` picks. The default folder is
+    ``build/<name>-<board>``, ``build/<name>-<board>-<rule>`` for a rule other than SigProp."""
     d = prepare_network(network, board, samples=samples, autostart_epochs=autostart_epochs, engine=engine,
-                        loaded=loaded)
+                        loaded=loaded, rule=rule)
     plan, target = d.plan, d.target
     if progress:
         progress(f"engine: {plan.why}; {d.n_train} training and {d.n_test} test samples stored on chip")
     apply_amaranth_tool_env()
-    out_dir = Path(out_dir) if out_dir else Path("build") / f"{d.spec.name}-{target.name}"
+    trains = plan.engine.rule
+    out_dir = Path(out_dir) if out_dir else Path("build") / (f"{d.spec.name}-{target.name}"
+                                                             + ("" if trains == "sigprop" else f"-{trains}"))
     common = dict(name=d.spec.name, seed=seed, progress=progress, estimated=d.estimate,
                   stamp_extra={"network": Path(network).read_text(), "samples": d.samples,
                                "autostart": autostart_epochs, "engine": plan.engine.name})
@@ -396,7 +406,7 @@ def build_network(network, board: str | None = None, out_dir=None, *, progress=N
     fmax = report.get("fmax_mhz")
     built = report["clock_mhz"]["achieved"]
     report.update({
-        "network": str(network), "engine": plan.engine.name, "lanes": plan.lanes_json,
+        "network": str(network), "rule": plan.engine.rule, "engine": plan.engine.name, "lanes": plan.lanes_json,
         "baud": choose_baud(built * 1e6),
         "dataset_on_chip": {"train": d.n_train, "test": d.n_test},
         "cycles_per_sample": cps,

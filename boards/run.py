@@ -22,12 +22,14 @@ import time
 import numpy as np
 from tqdm import tqdm
 
+from ..compiler.rule import RULE_NAMES
 from ..compiler.statemap import readback_requests, state_writes
 from ..hdl.engines import get_engine
 from ..hostlink import HostLinkClient, HostLinkError, crc16
 from ..sim import checkpoint
 from ..sim.compare import compare_state, golden_feeder_run
 from ..sim.golden import GoldenSigProp
+from ..sim.golden_rules import GoldenRule
 from ..sim.datasets import load_network
 from .top import BOARD_ID, CLOCK_TICK, DEFAULT_BAUD, REGISTERS, feature_bytes
 
@@ -119,15 +121,20 @@ def _registers():
 
 def _identify(client, R, net, lanes):
     """PING, check the ID register (a SigProp board top of this layout), and return the engine's
-    lanes per stage: ``lanes`` (the compiler's) for the pipelined engine, ``(P,) * depth`` for a
-    serial engine of ``P`` lanes (the ENGINE register)."""
+    lanes per stage and the learning rule it trains (the ENGINE register): ``lanes`` (the
+    compiler's) for the pipelined engine, ``(P,) * depth`` for an engine of one lane array of ``P``
+    lanes (serial, dfa, bp)."""
     client.ping()
     ident = client.read_reg(R["ID"])
     if ident != BOARD_ID:
         raise RunError(f"the device is not a SigProp board top of this version (ID 0x{ident:08x}, expected "
                        f"0x{BOARD_ID:08x}); rebuild the bitstream with this sigprop-fpga")
-    P = client.read_reg(R["ENGINE"])
-    return tuple(lanes) if P == 0 else (P,) * net.depth
+    word = client.read_reg(R["ENGINE"])
+    P, code = word & 0xFFFFFF, word >> 24
+    if code >= len(RULE_NAMES):
+        raise RunError(f"the board trains learning rule number {code}, which this sigprop-fpga does not know "
+                       f"({', '.join(RULE_NAMES)}); rebuild the bitstream with this sigprop-fpga")
+    return (tuple(lanes) if P == 0 else (P,) * net.depth), RULE_NAMES[code]
 
 
 def link_info(client, R) -> dict:
@@ -159,26 +166,29 @@ def _hold_idle(client, R, control: int, poll_s: float, deadline: float) -> None:
         time.sleep(poll_s)
 
 
-def _read_state(client, R, net, lanes, control: int, poll_s: float, deadline: float) -> dict:
+def _read_state(client, R, net, lanes, control: int, poll_s: float, deadline: float, rule: str = "sigprop") -> dict:
     """Hold the feeder (``control`` plus the hold bit), wait for the engine to go idle, read every
-    readback entry (``{key: value}``, as :func:`..compiler.statemap.readback_requests`), release."""
+    readback entry of ``rule``'s map (``{key: value}``, as
+    :func:`..compiler.statemap.readback_requests`), release."""
 
     _hold_idle(client, R, control, poll_s, deadline)
     words = {}
-    for start, keys in _runs(readback_requests(net, lanes)):
+    for start, keys in _runs(readback_requests(net, lanes, rule)):
         values = client.read_mem(0, start, len(keys), signed=True)
         words.update(zip(keys, values))
     client.write_reg(R["CONTROL"], control)
     return words
 
 
-def restart_board(client, R, net, lanes, state: dict, poll_s: float = 0.0, deadline_s: float = 600.0) -> int:
+def restart_board(client, R, net, lanes, state: dict, poll_s: float = 0.0, deadline_s: float = 600.0,
+                  rule: str = "sigprop") -> int:
     """Restart the board without reconfiguring it: RESTART (engine, feeder, FIFOs and counters as
     after configuration), then ``state`` (the golden model's ``state()``: weights, biases,
-    table, caches) written through the state port. Returns the words written."""
+    table, caches; for another ``rule``, its weights and biases) written through the state port.
+    Returns the words written."""
     client.write_reg(R["RESTART"], 1)
     _hold_idle(client, R, 0, poll_s, time.perf_counter() + deadline_s)
-    writes = sorted(state_writes(net, lanes, state))
+    writes = sorted(state_writes(net, lanes, state, rule))
     n = 0
     for start, values in _runs([(v, a) for a, v in writes]):
         client.write_mem(0, start, values)
@@ -227,9 +237,15 @@ def upload_dataset(client, R, net, data, capacity_bytes: int, progress: bool = F
     return {"n_train": n_train, "n_test": n_test, "words": len(words), "resumed_at": resumed}
 
 
-def _start(net, init_weights):
-    """The golden model the board starts from (a checkpoint or the network's initial state) and
-    the checkpoint, refused when the board could not continue it (its LFSRs restart at seeds)."""
+def _start(net, init_weights, rule: str = "sigprop", save_weights=None):
+    """The golden model the board starts from (a checkpoint or the network's initial state; the
+    golden model of the ``rule`` the board trains) and the checkpoint, refused when the board could
+    not continue it (its LFSRs restart at seeds)."""
+    if rule != "sigprop":
+        if init_weights is not None or save_weights is not None:
+            raise RunUsageError(f"checkpoints hold SigProp's state; the board trains {rule}, which takes none "
+                                f"(--init-weights, --save-weights)")
+        return GoldenRule(net, rule), None
     if init_weights is None:
         return GoldenSigProp(net), None
     prior = checkpoint.load(init_weights, net)
@@ -259,13 +275,13 @@ def run_on_board(network, transport, *, epochs: int | None = None, progress: boo
     R = _registers()
     spec, data, net, lanes = _load(network)
     epochs = spec.learning.epochs if epochs is None else epochs
-    start, prior = _start(net, init_weights)
     client = HostLinkClient(transport, retries=3)
     t0 = time.perf_counter()
     try:
-        lanes = _identify(client, R, net, lanes)
+        lanes, rule = _identify(client, R, net, lanes)
+        start, prior = _start(net, init_weights, rule, save_weights)
         link = link_info(client, R)
-        restart_board(client, R, net, lanes, start.state(), poll_s, deadline_s)
+        restart_board(client, R, net, lanes, start.state(), poll_s, deadline_s, rule)
         upload = None
         capacity = client.read_reg(R["DATA_BYTES"])
         if capacity:                                  # a dataset RAM: upload the data set
@@ -297,7 +313,7 @@ def run_on_board(network, transport, *, epochs: int | None = None, progress: boo
         for e in range(epochs):
             client.write_reg(R["CURVE_ADDR"], e)
             curve.append((client.read_reg(R["CURVE_TRAIN"]), client.read_reg(R["CURVE_TEST"])))
-        words = _read_state(client, R, net, lanes, (epochs << 16) | 0b010, poll_s, t0 + deadline_s)
+        words = _read_state(client, R, net, lanes, (epochs << 16) | 0b010, poll_s, t0 + deadline_s, rule)
     except HostLinkError as e:
         raise RunError(f"host link: {e}") from None
     wall = time.perf_counter() - t0
@@ -312,7 +328,7 @@ def run_on_board(network, transport, *, epochs: int | None = None, progress: boo
         mismatch = compare_state(net, lanes, words, golden, epochs * n_train)
     seconds = cycles / link["clock_hz"] if link["clock_hz"] else None
     report = {
-        "name": spec.name, "engine": "board", "mode": "autonomous", "bit_exact": mismatch is None,
+        "name": spec.name, "engine": "board", "rule": rule, "mode": "autonomous", "bit_exact": mismatch is None,
         "first_mismatch": mismatch,
         "epochs": epochs, "n_train": n_train, "n_test": n_test, "samples": epochs * n_train,
         "on_chip_samples": n_train + n_test,
@@ -458,16 +474,16 @@ def stream_on_board(network, transport, *, epochs: int | None = None, samples: i
     wire = CountingTransport(transport)
     client = HostLinkClient(wire, retries=3)
     t0 = time.perf_counter()
-    golden, prior = _start(net, init_weights)
     try:
-        lanes = _identify(client, R, net, lanes)
+        lanes, rule = _identify(client, R, net, lanes)
+        golden, prior = _start(net, init_weights, rule, save_weights)
         link = link_info(client, R)
         if link["feature_bytes"] != feature_bytes(net.spec.precision.input.width):
             raise RunError(f"the board takes {link['feature_bytes']} bytes per feature, the network file's "
                            f"input format {net.spec.precision.input} needs "
                            f"{feature_bytes(net.spec.precision.input.width)}; was it built from this file?")
         chip_train, chip_test = client.read_reg(R["N_TRAIN"]), client.read_reg(R["N_TEST"])
-        restart_board(client, R, net, lanes, golden.state(), 0.0, deadline_s)
+        restart_board(client, R, net, lanes, golden.state(), 0.0, deadline_s, rule)
     except HostLinkError as e:
         raise RunError(f"host link: {e}") from None
     if window is None:             # what the FIFOs hold: the engine never waits for the host
@@ -525,7 +541,7 @@ def stream_on_board(network, transport, *, epochs: int | None = None, samples: i
         bar.close()
     stream_wall = time.perf_counter() - t0
     try:
-        words = _read_state(client, R, net, lanes, 0, poll_s, t0 + deadline_s)
+        words = _read_state(client, R, net, lanes, 0, poll_s, t0 + deadline_s, rule)
     except HostLinkError as e:
         raise RunError(f"host link: {e}") from None
     wall = time.perf_counter() - t0
@@ -536,7 +552,7 @@ def stream_on_board(network, transport, *, epochs: int | None = None, samples: i
     seconds = train_cycles / link["clock_hz"] if link["clock_hz"] else None
     lbps = train_bytes / trained if trained else None
     report = {
-        "name": spec.name, "engine": "board", "mode": "stream", "bit_exact": mismatch is None,
+        "name": spec.name, "engine": "board", "rule": rule, "mode": "stream", "bit_exact": mismatch is None,
         "first_mismatch": mismatch,
         "epochs": epochs, "n_train": n_train, "n_test": n_test, "samples": trained,
         "predictions": predictions, "chip_n_train": chip_train, "chip_n_test": chip_test,

@@ -23,8 +23,10 @@ index  name             meaning
 12     N_TRAIN          training samples stored on chip
 13     N_TEST           test samples stored on chip
 14     ID               0x53500003 ("SP", layout version 3)
-15     ENGINE           the engine: 0 pipelined (the lanes per stage are the compiler's,
-                        ``allocate_lanes``), else the serial engine's lane count
+15     ENGINE           bits 0-23 the engine: 0 pipelined (the lanes per stage are the
+                        compiler's, ``allocate_lanes``), else the lane count of the one
+                        lane array (serial, dfa, bp); bits 24-31 the learning rule it
+                        trains, its index in ``compiler.rule.RULE_NAMES`` (0 sigprop)
 16     CLOCK            free-running clock cycles / 256 since configuration (wraps after
                         2**40 cycles: 4.4 hours at 70 MHz)
 17     RESTART (w)      any write: reset the engine (counters, pipeline), the feeder, the
@@ -73,6 +75,7 @@ from amaranth.lib import io, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
+from ..compiler.rule import RULE_NAMES
 from ..hdl.engine import SigPropEngine
 from ..hdl.dataram import DATA_WORDS, DataRAM, RamFeeder
 from ..hdl.feeder import DatasetFeeder
@@ -156,8 +159,10 @@ class SigPropBoardCore(wiring.Component):
         Epochs the chip trains by itself after configuration (0: wait for the host).
     engine_cls : type
         The engine: :class:`~sigprop_fpga.hdl.engine.SigPropEngine` (a pipelined stage per
-        layer, the default) or :class:`~sigprop_fpga.hdl.serial.SerialEngine` (one lane array
-        for every layer, for small devices); both have the same ports and state map.
+        layer, the default), :class:`~sigprop_fpga.hdl.serial.SerialEngine` (one lane array
+        for every layer, for small devices), or the engine of another learning rule
+        (:class:`~sigprop_fpga.hdl.dfa.DfaEngine`, :class:`~sigprop_fpga.hdl.backprop.BackpropEngine`);
+        all have the same ports, and the readback map of the rule they train.
     clock_hz : int
         The clock the design is built for (the CLOCK_HZ register; 0: unknown).
     dataset : str
@@ -330,7 +335,8 @@ class SigPropBoardCore(wiring.Component):
             "TEST_CORRECT": f.test_correct, "CYCLES": e.cycles, "SAMPLES": e.samples, "INFERENCES": e.inferences,
             "CURVE_ADDR": curve_addr, "CURVE_TRAIN": f.curve_data[:32], "CURVE_TEST": f.curve_data[32:],
             "N_TRAIN": n_train, "N_TEST": n_test, "ID": BOARD_ID,
-            "ENGINE": getattr(e, "P", 0) if not isinstance(e, SigPropEngine) else 0,
+            "ENGINE": (0 if isinstance(e, SigPropEngine) else getattr(e, "P", 0))
+                      | (RULE_NAMES.index(str(getattr(e, "rule", "sigprop"))) << 24),
             "CLOCK": clock[8:40], "RESTART": 0, "CLOCK_HZ": self.clock_hz, "LINK": link_info,
             "RESULT_FIFO": RESULT_FIFO, "DATA_BYTES": 2 * DATA_WORDS if self.dataset == "ram" else 0,
             "DATA_FILL": fill, "DATA_CRC": fill_crc,

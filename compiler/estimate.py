@@ -321,7 +321,8 @@ def serial_cycles(net: Network, P: int = 4, corrections=0) -> dict:
 
 def dfa_cycles(net: Network, P: int = 4, rule: str = "dfa") -> dict:
     """Cycles of a sample of :class:`sigprop_fpga.hdl.dfa.DfaEngine` (``rule`` ``"bp"``:
-    :class:`sigprop_fpga.hdl.backprop.BackpropEngine`) with ``P`` lanes, phase by
+    :class:`sigprop_fpga.hdl.backprop.BackpropEngine`; ``"fa"``: :class:`sigprop_fpga.hdl.dfa.FaEngine`,
+    whose gradient takes ``rows_{l+1} cn + 3``) with ``P`` lanes, phase by
     phase, from the cycle it is taken to the cycle its prediction leaves (the FSM takes
     exactly these; the Verilator bench measures them).
 
@@ -344,8 +345,9 @@ def dfa_cycles(net: Network, P: int = 4, rule: str = "dfa") -> dict:
     if str(rule) == "bp":
         rows = [n[l + 1] if l + 1 < L else C for l in range(L)]
         gradient = sum(rows[l] * cn[l] + 6 for l in range(L))
-    else:
-        gradient = sum(C * cn[l] + 3 for l in range(L))
+    else:       # dfa: S^T e, C rows; fa: S^T d_{l+1}, the rows of the weights above
+        rows = [n[l + 1] if str(rule) == "fa" and l + 1 < L else C for l in range(L)]
+        gradient = sum(rows[l] * cn[l] + 3 for l in range(L))
     phases = {Phase.FORWARD: forward, Phase.LOGITS: logits, Phase.SOFTMAX: softmax, Phase.GRADIENT: gradient,
               Phase.UPDATE: update, Phase.OVERHEAD: 2}
     return {"train": sum(phases.values()), "inference": forward + logits + 2, "phases": phases}

@@ -174,14 +174,15 @@ def readback_requests(net: Network, lanes, rule: str = "sigprop") -> list[tuple[
     return reqs
 
 
-def state_writes(net: Network, lanes, state: dict) -> list[tuple[int, int]]:
+def state_writes(net: Network, lanes, state: dict, rule: str = "sigprop") -> list[tuple[int, int]]:
     """``[(address, value)]`` that load ``state`` (shaped as the golden model's ``state()``: ``W``,
     ``b``, ``T``, ``Tin``, ``R``, ``head``) into the engine's memories through its state port: a
-    checkpoint. Counters are not written. Values are the entries' two's complement integers."""
-    f = readback_fields(net, lanes)
+    checkpoint, or the initial state of an engine of another ``rule`` (its map, ``W``, ``b`` and
+    ``head``). Counters are not written. Values are the entries' two's complement integers."""
+    f = readback_fields(net, lanes, rule)
     out = []
     for l in range(net.depth):
-        for name, (_, _, _, where, shape) in stage_memories(net, l, lanes[l]).items():
+        for name, (_, _, _, where, shape) in stage_memories(net, l, lanes[l], rule).items():
             ref = np.asarray(_state_array(state, l, name), dtype=np.int64)
             for idx in np.ndindex(*shape):
                 bank, word = where(*idx)

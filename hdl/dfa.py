@@ -2,7 +2,7 @@
 the output layer's error goes straight back to every hidden layer through fixed random sign
 matrices, and each layer updates from the activations it stored on the way forward.
 
-It follows :class:`sigprop_fpga.sim.golden_rules.GoldenRule` (``rule="dfa"``) bit for bit and
+It (and :class:`FaEngine`, feedback alignment) follows ``GoldenRule`` (``rule="dfa"``) bit for bit and
 answers the same ports and readback map as the SigProp engines (:func:`..engine.engine_members`,
 :func:`sigprop_fpga.compiler.statemap.readback_map` with ``rule="dfa"``), so the feeder, the
 Verilator bench and the golden comparison work unchanged.
@@ -35,8 +35,8 @@ phase          does                                                            i
 ``forward``    per layer: ``h_j = f(W x + b)`` into ``x_{l+1}``                ``n ci``
 ``logits``     ``o_k = W_out h_L + b``; the prediction ``argmax o``            ``C cn_L``
 ``softmax``    :class:`.softmax.Softmax` on ``o``; then ``e = prob - y``       ``softmax_latency(C)``
-``gradient``   per hidden layer: ``g = S^T e`` on ``P`` units at a time,     ``C cn``
-               ``d = narrow(g) f'(h)`` into ``d[l % 2]``
+``gradient``   per hidden layer: ``g = S^T e`` on ``P`` units at a time,     ``C cn`` (fa:
+               ``d = narrow(g) f'(h)`` into ``d[l % 2]`` (fa: ``S^T d_{l+1}``)  ``rows_{l+1} cn``)
 ``update``     per layer: ``W -= round(d x^T >> s)``, ``b -= round(d >> s)``,  ``rows ci``
                lane-wise read-modify-write
 =============  ==============================================================  ==================
@@ -73,7 +73,7 @@ from .mac import MacLanes
 from .memports import power_up_flag, read_in_range
 from .softmax import Softmax
 
-__all__ = ["DfaEngine", "check_dfa_support"]
+__all__ = ["DfaEngine", "FaEngine", "check_dfa_support"]
 
 
 def check_dfa_support(net: Network) -> None:
@@ -154,9 +154,9 @@ class DfaEngine(wiring.Component):
         check_dfa_support(net)
         self.net, self.P = net, lanes
         self.lanes = (lanes,) * net.depth
-        self.params = quantize_rule_params(net, params if params is not None else init_rule_params(net, Rule.DFA))
-        self.map = readback_map(net, self.lanes, self.rb_latency, Rule.DFA)
-        self.counters = counter_names(net, Rule.DFA)
+        self.params = quantize_rule_params(net, params if params is not None else init_rule_params(net, self.rule))
+        self.map = readback_map(net, self.lanes, self.rb_latency, self.rule)
+        self.counters = counter_names(net, self.rule)
         self.layers = [_Layer(net, l, lanes) for l in range(net.depth + 1)]
         self.in_width, members = engine_members(net, self.map)
         super().__init__(members)
@@ -201,15 +201,24 @@ class DfaEngine(wiring.Component):
             c.d.append((dmem.read_port(), dmem.write_port()))
         self._feedback_memories(m, c)
 
+    def _feedback_rows(self, l: int) -> int:
+        """Rows ``K_l`` of layer ``l``'s sign matrix: the error it carries back (DFA: the ``C``
+        classes of the output error)."""
+        return self.net.n_classes
+
+    def _feedback_from_output(self, l: int) -> bool:
+        """Whether layer ``l``'s feedback carries the output error ``e`` (else ``d_{l+1}``)."""
+        return True
+
     def _feedback_memories(self, m, c):
-        """The sign matrices ``S_l``: word ``q C + k`` holds ``S_l[k][q P + p] < 0`` at bit ``p``."""
+        """The sign matrices ``S_l``: word ``q K_l + k`` holds ``S_l[k][q P + p] < 0`` at bit ``p``."""
         net, P, L = self.net, self.P, self.net.depth
         c.S = []
         for l in range(L):
             S = self.params["signs"][l]
-            n, C = net.units(l), net.n_classes
+            n, K = net.units(l), self._feedback_rows(l)
             img = [sum(1 << p for p in range(P) if q * P + p < n and S[k, q * P + p] < 0)
-                   for q in range(math.ceil(n / P)) for k in range(C)]
+                   for q in range(math.ceil(n / P)) for k in range(K)]
             mem = m.submodules[f"s{l}"] = Memory(shape=unsigned(P), depth=len(img), init=img, attrs=BLOCK_RAM)
             c.S.append(mem.read_port())
 
@@ -374,38 +383,53 @@ class DfaEngine(wiring.Component):
             with m.If((c.dot_row == 0) | (c.dot > c.best)):
                 m.d.sync += [c.best.eq(c.dot), c.pred.eq(c.dot_row)]
 
-    # -- gradient: g = S^T e, d = narrow(g) f'(h) ----------------------------------------------
+    # -- gradient: g = S^T e (fa: S^T d_{l+1}), d = narrow(g) f'(h) ---------------------------
     def _gradient(self, m, c):
-        net, P, L, C = self.net, self.P, self.net.depth, self.net.n_classes
+        """``d_l = narrow(S_l^T src) f'(h_l)`` for ``l = c.layer``, ``P`` units at a time: S0 the
+        sign word ``q K_l + k`` (and, when the source is ``d_{l+1}``, its word ``k // P``); S1
+        ``src_k`` added to or subtracted from each lane's sum (``src``: the output error ``e`` or
+        ``d_{l+1}``, :meth:`_feedback_from_output`); at a group's last ``k`` the sums are held with
+        ``h_l``; S2 narrowed, masked and written to ``d[l % 2]``. ``K_l cn_l + 3`` cycles."""
+        net, P, L = self.net, self.P, self.net.depth
+        K = [self._feedback_rows(l) for l in range(L)]
         c.grad_start, c.grading = Signal(), Signal()
         q = Signal(range(max(math.ceil(net.units(l) / P) for l in range(L)) + 1))
-        k = Signal(range(C + 1))
-        saddr = Signal(range(max(math.ceil(net.units(l) / P) * C for l in range(L)) + 1))
+        k = Signal(range(max(K) + 1))
+        kbank, kword = Signal(range(P)), Signal(range(max(K) // P + 2))
+        saddr = Signal(range(max(math.ceil(net.units(l) / P) * K[l] for l in range(L)) + 1))
         cn_n = Array(Const(math.ceil(net.units(min(l, L - 1)) / P) - 1) for l in range(L + 1))[c.layer]
+        k_n = Array(Const(K[min(l, L - 1)] - 1) for l in range(L + 1))[c.layer]
         with m.If(c.grad_start):
-            m.d.sync += [c.grading.eq(1), q.eq(0), k.eq(0), saddr.eq(0)]
+            m.d.sync += [c.grading.eq(1), q.eq(0), k.eq(0), kbank.eq(0), kword.eq(0), saddr.eq(0)]
         with m.Elif(c.grading):
-            m.d.sync += [saddr.eq(saddr + 1), k.eq(k + 1)]
-            with m.If(k == C - 1):
-                m.d.sync += [k.eq(0), q.eq(q + 1)]
+            m.d.sync += [saddr.eq(saddr + 1), k.eq(k + 1), kbank.eq(Mux(kbank == P - 1, 0, kbank + 1)),
+                         kword.eq(kword + (kbank == P - 1))]
+            with m.If(k == k_n):
+                m.d.sync += [k.eq(0), kbank.eq(0), kword.eq(0), q.eq(q + 1)]
                 with m.If(q == cn_n):
                     m.d.sync += c.grading.eq(0)
         for l in range(L):
             m.d.comb += read_in_range(c.S[l], saddr, 1, c.first)
+        c.grad_d_addr = kword
         # S1: accumulate per lane
-        v1, k1, q1, last1 = Signal(), Signal.like(k), Signal.like(q), Signal()
-        m.d.sync += [v1.eq(c.grading), k1.eq(k), q1.eq(q), last1.eq(k == C - 1)]
+        v1, k1, q1, last1, kbank1 = Signal(), Signal.like(k), Signal.like(q), Signal(), Signal.like(kbank)
+        m.d.sync += [v1.eq(c.grading), k1.eq(k), q1.eq(q), last1.eq(k == k_n), kbank1.eq(kbank)]
         s_bits = Array(c.S[l].data for l in range(L))[c.layer]
-        acc_w = c.we + max(1, C.bit_length()) + 1
+        acc_w = c.we + max(1, max(K).bit_length()) + 1
         acc = [Signal(signed(acc_w), name=f"g_acc{p}") for p in range(P)]
         gsum = [Signal(signed(acc_w), name=f"g_sum{p}") for p in range(P)]
         hreg = [Signal(signed(c.wa), name=f"g_h{p}") for p in range(P)]
         gv, gq = Signal(), Signal.like(q)
-        e_k = c.e[k1]
+        src = Signal(signed(c.we))
+        if all(self._feedback_from_output(l) for l in range(L)):
+            m.d.comb += src.eq(c.e[k1])
+        else:        # d_{l+1} from the delta memory the layer above wrote, d[(l + 1) % 2]
+            d_lanes = Array(self._d_data(c, ~c.layer[0])[p * c.we:(p + 1) * c.we].as_signed() for p in range(P))
+            m.d.comb += src.eq(Mux(c.layer == L - 1, c.e[k1], d_lanes[kbank1]))
         m.d.sync += gv.eq(0)
         with m.If(v1):
             for p in range(P):
-                nxt = Mux(k1 == 0, 0, acc[p]) + Mux(s_bits[p], -e_k, e_k)
+                nxt = Mux(k1 == 0, 0, acc[p]) + Mux(s_bits[p], -src, src)
                 m.d.sync += acc[p].eq(nxt)
                 with m.If(last1):
                     m.d.sync += [gsum[p].eq(nxt), hreg[p].eq(c.x_data[p][c.layer + 1])]
@@ -413,10 +437,10 @@ class DfaEngine(wiring.Component):
                 m.d.sync += [gv.eq(1), gq.eq(q1)]
         c.grad_busy = v1 | gv
         # S2: narrow, mask, write the deltas
-        fe_src = net.prec(L - 1).error.frac_bits
         c.grad_x_addr = q
         for l in range(L):
             qe, qa = net.prec(l).error, activation_range(net.prec(l).activation)
+            fe_src = net.prec(L - 1 if self._feedback_from_output(l) else l + 1).error.frac_bits
             flags, words = [], []
             for p in range(P):
                 g, ovf = narrow(gsum[p], fe_src + feedback_shift(net, l), qe)
@@ -587,3 +611,27 @@ class DfaEngine(wiring.Component):
     def _rb_word(self):
         f = self.map["fields"]["word"]
         return self.rb_addr[f["lsb"]:f["lsb"] + f["width"]]
+
+
+class FaEngine(DfaEngine):
+    """The feedback alignment (FA) training engine: the DFA engine with the error sent back layer
+    by layer, ``g_l = S_l^T d_{l+1}`` (``S_l`` a fixed random sign matrix the shape of
+    ``W_{l+1}``, entries ``±2^-k_l``; the output error ``e`` for the last hidden layer), as
+    :class:`sigprop_fpga.sim.golden_rules.GoldenRule` (``rule="fa"``) computes it bit for bit.
+
+    Backprop's backward pass with the sign matrices read where backprop reads ``W_{l+1}``, on
+    DFA's adders (no multiplier): ``d_{l+1}[k]`` comes from the delta memory the gradient above
+    wrote (word ``k // P``, lane ``k % P``), one ``k`` a cycle. The sign memory of layer ``l``
+    holds ``rows_{l+1} n_l`` bits (DFA's ``C n_l``); a gradient takes ``rows_{l+1} cn_l + 3``
+    cycles (:func:`sigprop_fpga.compiler.estimate.dfa_cycles` with ``rule="fa"``).
+
+    Parameters, members, latency and throughput: as :class:`DfaEngine`.
+    """
+
+    rule = Rule.FA
+
+    def _feedback_rows(self, l: int) -> int:
+        return self.net.n_classes if l == self.net.depth - 1 else self.net.units(l + 1)
+
+    def _feedback_from_output(self, l: int) -> bool:
+        return l == self.net.depth - 1

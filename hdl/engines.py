@@ -16,6 +16,9 @@ name           component                                     lanes
                alignment (``rule = "dfa"``), one lane array
 ``bp``         :class:`.backprop.BackpropEngine`: backprop   one count for every layer
                (``rule = "bp"``), the dfa engine's lanes
+``fa``         :class:`.dfa.FaEngine`: feedback alignment    one count for every layer
+               (``rule = "fa"``), the dfa engine's adders
+               carrying ``d_{l+1}`` back through signs
 =============  ============================================  =============================
 
 An engine names the learning rule it builds (:attr:`Engine.rule`); ``sim --rule`` picks the
@@ -39,12 +42,12 @@ from ..compiler.network import Network
 from ..compiler.rule import Phase
 from ..compiler.statemap import physical_memories
 from .backprop import BackpropEngine
-from .dfa import DfaEngine, check_dfa_support
+from .dfa import DfaEngine, FaEngine, check_dfa_support
 from .engine import SigPropEngine
 from .serial import SerialEngine, check_serial_support
 
 __all__ = ["Engine", "EngineCycles", "EngineUnsupported", "ENGINES", "register", "get_engine",
-           "PipelinedEngine", "SerialLaneEngine", "DfaLaneEngine", "BackpropLaneEngine", "design_memories", "engine_for_rule"]
+           "PipelinedEngine", "SerialLaneEngine", "DfaLaneEngine", "BackpropLaneEngine", "FaLaneEngine", "design_memories", "engine_for_rule"]
 
 
 def design_memories(design) -> list[tuple[int, int, int, int]]:
@@ -285,13 +288,25 @@ class SerialLaneEngine(Engine):
         return f"serial engine, {int(lanes)} lanes"
 
 
+#: DSP blocks of the dfa and bp engines' softmax, beside the lanes: its 17 x 18-bit product takes
+#: two (two MULT18X18D, two SB_MAC16 in the digits netlists, bench/rules.py).
+SOFTMAX_DSP = 2
+
+
 class DfaLaneEngine(Engine):
     """Direct feedback alignment on one lane array (:class:`~.dfa.DfaEngine`)."""
 
     name = "dfa"
     rule = "dfa"
     component_cls = DfaEngine
-    lut_model = {}
+    #: Fitted on board tops packed by nextpnr (``bench/calibrate_luts.py --engine dfa --networks
+    #: examples/digits.yaml examples/iris.yaml --lanes 8 2``): ECP5 digits 10,353 / 7,381 and iris
+    #: 9,100 / 5,649 TRELLIS_COMB at 8 / 2 lanes (residuals +-120); iCE40 digits 10,873 / 7,728
+    #: ICESTORM_LC at 8 / 2 lanes give its constant and lanes, its classes coefficient is the
+    #: ECP5 fit's (the iris iCE40 tops were not packed). The bp and fa engines share the model
+    #: (README, "Learning rules on the chip": their placed builds against it).
+    lut_model = {"ecp5": {"const": 4058.6, "lanes": 535.25, "classes": 213.2},
+                 "ice40": {"const": 4547.7, "lanes": 524.2, "classes": 213.2}}
     #: Lanes when neither the network file nor a board says.
     default_lanes = 4
 
@@ -302,12 +317,16 @@ class DfaLaneEngine(Engine):
             raise EngineUnsupported(str(e)) from None
 
     def lane_choices(self, net, dsp_available=None):
+        """The file's lane count if every layer names the same, else on a device as many lanes as
+        ``hardware.dsp_budget`` (what SigProp's engines get from the same budget: equal lanes for
+        the comparison), fewer where the device's multipliers run out beside the softmax's
+        (:data:`SOFTMAX_DSP`), down to 1."""
         fixed = [layer.lanes for layer in net.spec.layers]
         if fixed and all(f is not None and f == fixed[0] for f in fixed):
             return [fixed[0]]
         if dsp_available is None:
             return [self.default_lanes]
-        return list(range(max(1, min(net.spec.hardware.dsp_budget, dsp_available) - 1), 0, -1))
+        return list(range(max(1, min(net.spec.hardware.dsp_budget, dsp_available - SOFTMAX_DSP)), 0, -1))
 
     def stage_lanes(self, net, lanes):
         return (int(lanes),) * net.depth
@@ -321,15 +340,16 @@ class DfaLaneEngine(Engine):
         return EngineCycles(dc["train"], dc["train"], macs, macs / int(lanes), (dc["phases"],), (dc["inference"],))
 
     def dsp(self, net, lanes):
-        # the lanes and the softmax's own multiplier, whose 17 x 18-bit product takes two DSP
-        # blocks (two MULT18X18D, two SB_MAC16 in the digits netlists, bench/rules.py)
-        return int(lanes) + 2
+        return int(lanes) + SOFTMAX_DSP
 
     def lut_features(self, net, lanes):
-        return {"const": 1, "lanes": int(lanes)}
+        """A constant (host link, feeder, sequencer), the lanes (operand multiplexers, update
+        rounding and saturation per lane, the feedback adders) and the classes (the softmax's
+        logits and probabilities, the output error registers)."""
+        return {"const": 1, "lanes": int(lanes), "classes": net.n_classes}
 
     def describe(self, net, lanes):
-        return f"{self.name} engine, {int(lanes)} lanes"
+        return f"{self.name} engine, {int(lanes)} lane{'' if int(lanes) == 1 else 's'}"
 
 
 class BackpropLaneEngine(DfaLaneEngine):
@@ -338,6 +358,14 @@ class BackpropLaneEngine(DfaLaneEngine):
     name = "bp"
     rule = "bp"
     component_cls = BackpropEngine
+
+
+class FaLaneEngine(DfaLaneEngine):
+    """Feedback alignment on the dfa engine's lane array and adders (:class:`~.dfa.FaEngine`)."""
+
+    name = "fa"
+    rule = "fa"
+    component_cls = FaEngine
 
 
 def engine_for_rule(rule: str, engine: str | None = None) -> "Engine":
@@ -378,3 +406,4 @@ register(PipelinedEngine())
 register(SerialLaneEngine())
 register(DfaLaneEngine())
 register(BackpropLaneEngine())
+register(FaLaneEngine())

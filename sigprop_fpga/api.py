@@ -157,11 +157,11 @@ class Design:
                 f"-{self.data.n_classes}, board {self.spec.board})")
 
     # -- steps ----------------------------------------------------------------------------------
-    def plan(self, board: str | None = None, engine: str = "auto"):
-        """What ``build`` makes for ``board`` (default: the network file's): a
-        :class:`~sigprop_fpga.boards.flow.BoardDesign` (raises
+    def plan(self, board: str | None = None, engine: str = "auto", rule: str | None = None):
+        """What ``build`` makes for ``board`` (default: the network file's) and ``rule`` (default:
+        the file's ``learning.rule``): a :class:`~sigprop_fpga.boards.flow.BoardDesign` (raises
         :class:`~sigprop_fpga.boards.fit.FitError` when nothing fits)."""
-        return prepare_network(self.path, board, engine=engine, loaded=self._loaded)
+        return prepare_network(self.path, board, engine=engine, loaded=self._loaded, rule=rule)
 
     def _board_plan(self, board: str) -> dict:
         try:
@@ -246,23 +246,29 @@ class Design:
                                       save_weights=save_weights, rule=rule))
 
     def build(self, board: str | None = None, out: str | Path | None = None, engine: str = "auto",
-              samples: int | None = None, autostart_epochs: int = 0, seed: int = 1, progress=None) -> BuildResult:
-        """Fit check, synthesis, place and route: a bitstream for ``board``."""
+              samples: int | None = None, autostart_epochs: int = 0, seed: int = 1, progress=None,
+              rule: str | None = None) -> BuildResult:
+        """Fit check, synthesis, place and route: a bitstream for ``board`` training ``rule``
+        (default: the file's ``learning.rule``; ``bp``, ``dfa``: their engines)."""
         return BuildResult(build_network(self.path, board, out, progress=progress, seed=seed, samples=samples,
-                                         autostart_epochs=autostart_epochs, engine=engine, loaded=self._loaded))
+                                         autostart_epochs=autostart_epochs, engine=engine, loaded=self._loaded,
+                                         rule=rule))
 
     def run(self, port: str | None = None, baud: int | None = None, epochs: int | None = None,
             stream: bool = False, samples: int | None = None, window: int | None = None,
             timeout: float = 2.0, progress: bool = False, poll: float = 0.05, sim: bool = False,
             board: str | None = None, garble_every: int = 0, init_weights: str | Path | None = None,
-            save_weights: str | Path | None = None) -> RunResult:
+            save_weights: str | Path | None = None, rule: str | None = None) -> RunResult:
         """Train on the board at ``port`` (anything pyserial opens; autonomous, or ``stream`` from
         the host) and compare its whole state with the golden model. With ``sim`` the board is the
         top ``build`` makes for ``board`` simulated in Verilator, driven by the same client through
         a pseudo-terminal at the board's clock and ``baud`` (``garble_every``: corrupt the CRC of
         every so many request frames). ``init_weights``: the board starts from that checkpoint
         (:mod:`.sim.checkpoint`; with stochastic rounding only one whose LFSRs are at their seeds);
-        ``save_weights``: after a bit-exact run, the board's state read back as a checkpoint."""
+        ``save_weights``: after a bit-exact run, the board's state read back as a checkpoint.
+        ``rule``: with ``sim``, the learning rule of the simulated board top (default: the file's);
+        a real board says which rule it trains (its ENGINE register) and is compared with that
+        rule's golden model."""
         weights = {"init_weights": init_weights, "save_weights": save_weights}
         if init_weights is not None:
             checkpoint.load(init_weights, self.net)        # a wrong file is refused before any work
@@ -273,7 +279,7 @@ class Design:
             r = simulate_board(self.path, board=board or self.spec.board, baud=baud, epochs=epochs or
                                self.spec.learning.epochs, stream=stream, stream_samples=samples,
                                stream_window=window, garble_every=garble_every, progress=progress,
-                               timeout_s=7200, **weights)
+                               timeout_s=7200, rule=rule, **weights)
             return RunResult(r)
         if port is None:
             raise ValueError("run needs a port (or sim=True)")

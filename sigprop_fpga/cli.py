@@ -273,15 +273,19 @@ def cmd_build(args) -> int:
 
     try:
         r = load(args.network).build(args.board, args.out, engine=args.engine, samples=args.samples,
-                                     autostart_epochs=args.autostart, progress=progress).to_json()
+                                     autostart_epochs=args.autostart, progress=progress, rule=args.rule).to_json()
     except FitError as e:
         raise UsageError(f"{args.network}: does not fit: " + "; ".join(e.problems)) from None
+    except ValueError as e:         # an engine that trains another rule than --rule
+        if isinstance(e, SpecError):
+            raise
+        raise UsageError(f"{args.network}: {e}") from None
     except BuildError as e:
         print(f"sigprop-fpga build: {' '.join(str(e).split())[:600]}", file=sys.stderr)
         return 1
     print(format_report(r))
     sps = r.get("train_samples_per_second")
-    print(f"engine {r['engine']}, lanes {r['lanes']}; cycles per sample {r['cycles_per_sample']:,}; "
+    print(f"rule {r['rule']}, engine {r['engine']}, lanes {r['lanes']}; cycles per sample {r['cycles_per_sample']:,}; "
           + (f"{sps:,.0f} training samples/s at the built clock {r['clock_mhz']['achieved']:g} MHz"
              if sps else "clock unknown"))
     if args.json:
@@ -296,15 +300,16 @@ def cmd_run(args) -> int:
     if args.sim == (args.port is not None):
         raise UsageError("run needs --port PORT (a board) or --sim (the board simulated in Verilator), not "
                          + ("both" if args.sim else "neither"))
-    if not args.sim and (args.board or args.garble_every):
-        raise UsageError("--board and --garble-every are options of --sim")
+    if not args.sim and (args.board or args.garble_every or args.rule):
+        raise UsageError("--board, --garble-every and --rule are options of --sim (a real board says which rule "
+                         "it trains)")
     design = load(args.network)
     try:
         r = design.run(port=args.port, baud=args.baud, epochs=args.epochs, stream=args.stream,
                        samples=args.samples, window=args.window, timeout=args.timeout,
                        progress=not args.quiet, poll=args.poll, sim=args.sim, board=args.board,
                        garble_every=args.garble_every or 0, init_weights=args.init_weights,
-                       save_weights=args.save_weights).to_json()
+                       save_weights=args.save_weights, rule=args.rule).to_json()
     except (RunUsageError, FitError, ValueError) as e:
         raise UsageError(str(e).splitlines()[0]) from None
     except RunError as e:
@@ -484,7 +489,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train this many epochs by itself after configuration (autonomous mode)")
     b.add_argument("--engine", choices=engine_choices(), default="auto",
                    help="pipelined: a stage per layer; serial: one lane array walks the layers (small "
-                        "devices); auto (default): pipelined where it fits, else serial")
+                        "devices); auto (default): pipelined where it fits, else serial (for --rule bp or dfa: "
+                        "that rule's engine)")
+    b.add_argument("--rule", choices=SIM_RULES, default=None,
+                   help="the learning rule the bitstream trains: sigprop, or bp / dfa on their engines (default: "
+                        "the network file's learning.rule); built into build/<name>-<board>-<rule>")
     b.add_argument("--json", metavar="OUT", type=_out_file, help="write the report as JSON")
     b.add_argument("-q", "--quiet", action="store_true")
     b.set_defaults(func=cmd_build)
@@ -520,6 +529,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="no board: the top build makes for --board, simulated in Verilator at the board's clock "
                          "and --baud, driven by this client through a pseudo-terminal")
     rn.add_argument("--board", choices=board_names(), help="with --sim: the board (default: the network file's)")
+    rn.add_argument("--rule", choices=SIM_RULES, default=None,
+                    help="with --sim: the learning rule of the simulated board top (default: the file's "
+                         "learning.rule), compared with that rule's golden model")
     rn.add_argument("--garble-every", type=_positive_int, metavar="N",
                     help="with --sim: corrupt the CRC of every N-th request frame on the simulated line (the "
                          "board answers BAD_CRC, the client resends; the run must stay bit exact)")

@@ -37,7 +37,7 @@ from amaranth.back import rtlil, verilog
 from .compiler.network import init_params, lfsr_seed, quantize_params
 from .sim.datasets import load_network
 from .boards import BOARDS, board_names
-from .boards.top import DEFAULT_BAUD, SigPropBoardCore
+from .boards.top import DEFAULT_BAUD, SigPropBoardCore, choose_baud
 from .hdl.uart import uart_divisor
 from .hdl import relax_read_collisions
 from .hdl.mac import FamilyHint
@@ -462,13 +462,14 @@ def simulate_board(network: str | Path, *, board: str | None = None, baud: int |
                    build_root: str | Path | None = None, progress: bool = True, timeout_s: float = 1200,
                    stream: bool = False, stream_samples: int | None = None, stream_window: int | None = None,
                    serial_lanes: int | None = None, runs: int = 1, dataset: str = "rom",
-                   init_weights: str | Path | None = None, save_weights: str | Path | None = None) -> dict:
+                   init_weights: str | Path | None = None, save_weights: str | Path | None = None,
+                   rule: str | None = None) -> dict:
     """The board top in Verilator, trained by the real host client (``sigprop-fpga run``) through a
     pseudo-terminal bridged to its UART pins; returns the client's report plus the link stats.
 
     With ``board`` the top is the one ``build`` makes for it (:func:`~.boards.flow.prepare_network`:
-    its engine and lanes, the samples it stores, the clock its PLL achieves and the rate its link
-    runs at), or at ``baud`` (the divisor's error budget checked). Without, a test top: the pipelined engine (the serial one
+    its engine and lanes for ``rule`` (default: the file's ``learning.rule``), the samples it
+    stores, the clock its PLL achieves and the rate its link runs at), or at ``baud`` (the divisor's error budget checked). Without, a test top: the pipelined engine (the serial one
     with ``serial_lanes`` lanes), the first ``samples`` training samples (default all) and every
     test sample stored (``dataset="ram"``: an empty dataset RAM the client uploads), at ``clock_hz``
     (default 24 MHz). A dataset RAM is simulated as a memory of the SPRAMs' shape and timing.
@@ -484,11 +485,15 @@ def simulate_board(network: str | Path, *, board: str | None = None, baud: int |
     spec, data, net = load_network(network)
     if board is not None:
         from .boards.flow import prepare_network
-        d = prepare_network(network, board, samples=samples, engine=engine, loaded=(spec, data, net))
+        d = prepare_network(network, board, samples=samples, engine=engine, loaded=(spec, data, net), rule=rule)
         eng, lanes, n_train, n_test, dataset = d.plan.engine, d.plan.lanes, d.n_train, d.n_test, d.dataset
-        clock_hz = d.achieved_mhz * 1e6 if clock_hz is None else clock_hz
-        baud = d.baud if baud is None else baud
+        if clock_hz is None:        # clock_mhz: max is found by building: the board's oscillator
+            clock_hz = (d.achieved_mhz if d.achieved_mhz is not None else d.target.clock_in_mhz) * 1e6
+        if baud is None:
+            baud = d.baud if d.baud is not None else choose_baud(clock_hz)
     else:
+        if rule not in (None, "sigprop"):
+            raise ValueError(f"a board top for the {rule} rule: give the board (its build's engine and lanes)")
         eng = get_engine("pipelined" if serial_lanes is None else "serial")
         lanes = eng.lane_choices(net)[0] if serial_lanes is None else serial_lanes
         n_train = len(data.y_train) if samples is None else min(samples, len(data.y_train))

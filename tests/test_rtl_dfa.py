@@ -52,7 +52,7 @@ def _check(r, samples, epochs, every, rule="dfa"):
     assert r["sample_cycles"] == r["estimated_cycles_per_sample"]
 
 
-@pytest.mark.parametrize("rule", ["dfa", "bp"])
+@pytest.mark.parametrize("rule", ["dfa", "bp", "fa"])
 def test_bit_exact_iris(rule, tmp_path, cache):
     r = simulate_rtl(_file(tmp_path, "iris_dfa"), epochs=2, samples=60, check_every=15, build_root=cache,
                      progress=False, rule=rule)
@@ -72,7 +72,7 @@ def test_dfa_planted_difference_is_caught(tmp_path, cache):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("rule", ["dfa", "bp"])
+@pytest.mark.parametrize("rule", ["dfa", "bp", "fa"])
 def test_bit_exact_saturating(rule, tmp_path, cache):
     r = simulate_rtl(_file(tmp_path, "wine_dfa_saturating"), epochs=2, samples=80, check_every=20,
                      build_root=cache, progress=False, rule=rule)
