@@ -326,6 +326,7 @@ class _Engine:
         self.leave = {n: Signal(name=f"leave_{n}") for n in self.STATES}
         self.current = None                     # the state whose block is being described
         self.tx_terms = []                      # (state, value) of each `send`
+        self.reply_terms = []                   # (fires, status, data) of each `load_status`
 
     def state_flip_flops(self):
         """Each state's flip-flop: set by a ``goto`` into the state, cleared by one out of it."""
@@ -344,10 +345,16 @@ class _Engine:
         """Leave the current state for ``name`` (at most one ``goto`` per state and cycle)."""
         self.m.d.comb += [self.enter[name].eq(1), self.leave[self.current].eq(1)]
 
+    def load_status(self, status, data=False):
+        """Set the reply's status (and ``has_data``) in this cycle: one term of an AND-OR
+        (:meth:`HostLink._status_terms`), not a priority chain through the states."""
+        fires = Signal(name=f"status_{self.current}_{len(self.reply_terms)}")
+        self.m.d.comb += fires.eq(1)
+        self.reply_terms.append((fires, status, data))
+
     def reply(self, status, data=False):
         """Answer with ``status`` (and the ``ptr`` bytes in the buffer if ``data``)."""
-        self.m.d.comb += [self.status_load.eq(1), self.status_value.eq(status),
-                          self.has_data_value.eq(data)]
+        self.load_status(status, data)
         self.goto("REPLY")
 
     def receive(self, with_crc=True):
@@ -485,7 +492,18 @@ class HostLink(wiring.Component):
         self._read_results(m, e)
         self._transmit(m, e)
         self._reply_byte(m, e)
+        self._status_terms(m, e)
         return m
+
+    def _status_terms(self, m, e):
+        """The reply's status, an AND-OR of the :meth:`_Engine.load_status` terms (at most one
+        fires a cycle: the states are one-hot, a state replies once)."""
+        load, value, data = C(0, 1), C(0, 3), C(0, 1)
+        for fires, status, has_data in e.reply_terms:
+            load = load | fires
+            value = value | Mux(fires, status, 0)
+            data = data | (fires & has_data)
+        m.d.comb += [e.status_load.eq(load), e.status_value.eq(value), e.has_data_value.eq(data)]
 
     def _crc(self, m, e):
         """Byte handshakes and the bit-serial CRC (one bit per cycle, most significant first).
@@ -842,8 +860,8 @@ class HostLink(wiring.Component):
                     e.goto("SS_FETCH")
             with m.Elif(e.timer_end):
                 # bytes taken -> LEN (has_data is set: see REPLY), then into the buffer
-                m.d.comb += [e.ptr_clr.eq(1), e.status_load.eq(1),
-                             e.status_value.eq(Status.BUSY), e.has_data_value.eq(1)]
+                m.d.comb += e.ptr_clr.eq(1)
+                e.load_status(Status.BUSY, data=True)
                 m.d.sync += e.length.eq(e.ptr)
                 e.goto("SS_BUSY0")
         with e.in_state("SS_BUSY0"):
