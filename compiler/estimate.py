@@ -289,7 +289,7 @@ def serial_cycles(net: Network, P: int = 4, corrections=0) -> dict:
             elif ce:
                 ph[Phase.LOGITS] += 3                   # max(s) settles
             if ce:
-                ph[Phase.SOFTMAX] = (C * npc + 5) + (Q_BITS + 1) + (2 * C + 4)
+                ph[Phase.SOFTMAX] = (C * npc + 6) + (Q_BITS + 1) + (2 * C + 4)
                 ph[Phase.GRADIENT] = cn * (C + 1 + corr[l] + (3 if push else 2))
                 if l == 0:
                     ph[Phase.GRADIENT] += 3 + (1 if cn < 2 and not push else 0)

@@ -180,7 +180,7 @@ class RamFeeder(wiring.Component):
         m.d.comb += [c_rd.addr.eq(self.curve_addr),
                      self.curve_data.eq(Cat(c_rd.data[:16], Const(0, 16), c_rd.data[16:], Const(0, 16)))]
         n_train, per_epoch = Signal(16), Signal(17)
-        epochs = Signal.like(self.epochs)
+        epochs = Signal.like(self.epochs)         # the epochs asked for, minus one (the last epoch's number)
         # samples streamed / scored since start: at most max_epochs * per_epoch (< 2**17)
         sent, received = Signal(_bits(self.max_epochs * ((1 << 17) - 1))), Signal(_bits(self.max_epochs * ((1 << 17) - 1)))
         m.d.comb += [self.sent.eq(sent), self.received.eq(received)]
@@ -199,11 +199,15 @@ class RamFeeder(wiring.Component):
         sub = Signal(range(fb))
         acc = Signal(16)
         byte = Mux(ptr[0], self.mem_data[8:], self.mem_data[:8])
+        # sent_in_epoch + 1 == n_train registered from sent_in_epoch (a sample's label is sent
+        # 2 feature_bytes n_in + 2 cycles or more after the one before)
+        s_train_end = Signal()
+        m.d.sync += s_train_end.eq(sent_in_epoch + 1 == n_train)
         m.d.comb += self.mem_addr.eq(ptr[1:])
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [epochs.eq(self.epochs), self.busy.eq(self.epochs != 0),
+                    m.d.sync += [epochs.eq(self.epochs - 1), self.busy.eq(self.epochs != 0),
                                  self.done.eq(self.epochs == 0), self.epoch.eq(0), sent.eq(0),
                                  n_train.eq(self.n_train), per_epoch.eq(self.n_train + Mux(self.evaluate, self.n_test, 0)),
                                  s_train.eq(self.n_train != 0), ptr.eq(0), sent_in_epoch.eq(0), epochs_sent.eq(0)]
@@ -213,7 +217,7 @@ class RamFeeder(wiring.Component):
                 with m.If(sent_in_epoch == per_epoch):
                     m.d.sync += [sent_in_epoch.eq(0), s_train.eq(n_train != 0), ptr.eq(0),
                                  epochs_sent.eq(epochs_sent + 1)]
-                    with m.If(epochs_sent + 1 == epochs):
+                    with m.If(epochs_sent == epochs):
                         m.next = "DRAIN"
                 with m.Elif(~self.hold):
                     m.d.sync += [beat.eq(0), sub.eq(0)]
@@ -237,7 +241,7 @@ class RamFeeder(wiring.Component):
                     with m.If(is_label):
                         m.d.comb += [labels.w_en.eq(1), labels.w_data.eq(value)]
                         m.d.sync += [sent_in_epoch.eq(sent_in_epoch + 1), sent.eq(sent + 1),
-                                     s_train.eq(s_train & (sent_in_epoch + 1 != n_train))]
+                                     s_train.eq(s_train & ~s_train_end)]
                         m.next = "NEXT"
                     with m.Else():
                         m.d.sync += beat.eq(beat + 1)
@@ -257,12 +261,16 @@ class RamFeeder(wiring.Component):
         m.d.comb += [got.eq(self.pred.valid & self.busy), self.pred.ready.eq(1),
                      labels.r_en.eq(got)]
         p_hit, p_correct, p_train, p_last, p_final = Signal(), Signal(), Signal(), Signal(), Signal()
-        r_last = rsample + 1 == per_epoch
+        # rsample's compares registered from rsample itself (the carry chains do not sit in front
+        # of the scorer's registers): predictions come at least 3 n_in cycles apart (the sender's
+        # rate), so they have settled when the next one arrives
+        r_last, r_train_end, r_next = Signal(), Signal(), Signal.like(rsample)
+        m.d.sync += [r_next.eq(rsample + 1), r_last.eq(rsample + 1 == per_epoch), r_train_end.eq(rsample + 1 == n_train)]
         m.d.sync += [p_hit.eq(got), p_correct.eq(self.pred.payload == labels.r_data),
-                     p_train.eq(r_train), p_last.eq(r_last), p_final.eq(self.epoch + 1 == epochs)]
+                     p_train.eq(r_train), p_last.eq(r_last), p_final.eq(self.epoch == epochs)]
         with m.If(got):
-            m.d.sync += [rsample.eq(Mux(r_last, 0, rsample + 1)),
-                         r_train.eq(Mux(r_last, n_train != 0, r_train & (rsample + 1 != n_train)))]
+            m.d.sync += [rsample.eq(Mux(r_last, 0, r_next)),
+                         r_train.eq(Mux(r_last, n_train != 0, r_train & ~r_train_end))]
         curve_we, curve_at = Signal(), Signal.like(self.epoch)
         m.d.sync += curve_we.eq(0)
         # the scores after this prediction: one incrementer each, shared by the epoch's last

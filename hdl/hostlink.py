@@ -219,7 +219,7 @@ class _Engine:
     and cycle.
     """
 
-    STATES = ("HUNT", "CMD", "LEN0", "LEN1", "PAYLOAD", "CRC0", "CRC1", "EXEC", "WM_FETCH",
+    STATES = ("HUNT", "CMD", "LEN0", "LEN1", "LEN_CHECK", "PAYLOAD", "CRC0", "CRC1", "CRC_CHECK", "EXEC", "WM_FETCH",
               "WM_BYTE", "RM_REQ", "RM_WAIT", "RM_STORE", "WR_FETCH", "WR_BYTE", "REG_WAIT",
               "REG_CAPTURE", "REG_STORE", "SS_FETCH", "SS_DATA", "SS_BUSY0", "SS_BUSY1", "RR",
               "REPLY", "TX_SYNC", "TX_STATUS", "TX_LEN0", "TX_LEN1", "TX_FETCH", "TX_DATA",
@@ -259,6 +259,7 @@ class _Engine:
         self.count = Signal(16)
         self.crc = Signal(16, init=0xFFFF)
         self.crc_lo_ok = Signal()               # the request's CRC lo byte matched
+        self.crc_hi_ok = Signal()               # ... and its hi byte
         self.crc_bits = Signal(4)               # bits of the byte shifted into the CRC (8: done)
         self.timer = Signal(range(link.timeout + 1))
         self.timer_end = Signal()               # timer == timeout - 1, a register
@@ -325,6 +326,7 @@ class _Engine:
         self.leave = {n: Signal(name=f"leave_{n}") for n in self.STATES}
         self.current = None                     # the state whose block is being described
         self.tx_terms = []                      # (state, value) of each `send`
+        self.reply_terms = []                   # (fires, status, data) of each `load_status`
 
     def state_flip_flops(self):
         """Each state's flip-flop: set by a ``goto`` into the state, cleared by one out of it."""
@@ -343,10 +345,16 @@ class _Engine:
         """Leave the current state for ``name`` (at most one ``goto`` per state and cycle)."""
         self.m.d.comb += [self.enter[name].eq(1), self.leave[self.current].eq(1)]
 
+    def load_status(self, status, data=False):
+        """Set the reply's status (and ``has_data``) in this cycle: one term of an AND-OR
+        (:meth:`HostLink._status_terms`), not a priority chain through the states."""
+        fires = Signal(name=f"status_{self.current}_{len(self.reply_terms)}")
+        self.m.d.comb += fires.eq(1)
+        self.reply_terms.append((fires, status, data))
+
     def reply(self, status, data=False):
         """Answer with ``status`` (and the ``ptr`` bytes in the buffer if ``data``)."""
-        self.m.d.comb += [self.status_load.eq(1), self.status_value.eq(status),
-                          self.has_data_value.eq(data)]
+        self.load_status(status, data)
         self.goto("REPLY")
 
     def receive(self, with_crc=True):
@@ -484,7 +492,18 @@ class HostLink(wiring.Component):
         self._read_results(m, e)
         self._transmit(m, e)
         self._reply_byte(m, e)
+        self._status_terms(m, e)
         return m
+
+    def _status_terms(self, m, e):
+        """The reply's status, an AND-OR of the :meth:`_Engine.load_status` terms (at most one
+        fires a cycle: the states are one-hot, a state replies once)."""
+        load, value, data = C(0, 1), C(0, 3), C(0, 1)
+        for fires, status, has_data in e.reply_terms:
+            load = load | fires
+            value = value | Mux(fires, status, 0)
+            data = data | (fires & has_data)
+        m.d.comb += [e.status_load.eq(load), e.status_value.eq(value), e.has_data_value.eq(data)]
 
     def _crc(self, m, e):
         """Byte handshakes and the bit-serial CRC (one bit per cycle, most significant first).
@@ -612,33 +631,48 @@ class HostLink(wiring.Component):
             range_ok = ~e.addr_high & (addr[aw:] == 0) & ((addr[:aw] + count) <= depth_of)
         wm_len_ok = (nbytes + 7) == length     # WRITE_MEM: LEN == 7 + count * bytes_per_word
         reg_ok = ~_gt_const(region, self.n_regs - 1)
-        is_ = e.cmd_is
-        known = (cmd != 0) & ~_gt_const(cmd, max(Cmd))
+        # two register stages: the terms (carry chains, wide compares: each a few LUT levels) in
+        # the first, their priority combination in the second. The inputs (cmd, LEN and the
+        # payload fields) settle when the last payload byte is taken, two states (CRC0, CRC1)
+        # before EXEC: at one byte a cycle the second stage is registered in CRC1's cycle, in time
+        terms = {
+            "region_ok": region_ok, "range_ok": range_ok, "wm_len_ok": wm_len_ok, "reg_ok": reg_ok,
+            "known": (cmd != 0) & ~_gt_const(cmd, max(Cmd)),
+            "len_zero": length == 0, "len_gt6": _gt_const(length, 6), "len_7": length == 7,
+            "len_5": length == 5, "len_1": length == 1, "len_2": length == 2,
+            "nbytes_big": _gt_const(nbytes, self.max_payload), "count_zero": count == 0,
+            "results_big": _gt_const(e.n_results, self.max_payload), "results_zero": e.n_results == 0,
+        }
+        t = {}
+        for name, v in terms.items():
+            t[name] = Signal(name=f"chk_{name}")
+            m.d.sync += t[name].eq(v)
+        is_ = {}
+        for c_ in (Cmd.PING, Cmd.WRITE_MEM, Cmd.READ_MEM, Cmd.WRITE_REG, Cmd.READ_REG, Cmd.SEND_SAMPLE,
+                   Cmd.READ_RESULTS):
+            is_[c_] = Signal(name=f"chk_is_{c_.name.lower()}")
+            m.d.sync += is_[c_].eq(e.cmd_is[c_])
+        known, region_ok = t["known"], t["region_ok"]
         bad_length = Signal()
         out_of_range = Signal()
         empty = Signal()              # nothing to do: reply OK at once
         m.d.comb += [
             bad_length.eq(
-                is_[Cmd.PING] & (length != 0)
-                | is_[Cmd.WRITE_MEM] & (~_gt_const(length, 6) | region_ok & ~wm_len_ok)
-                | is_[Cmd.READ_MEM] & ((length != 7)
-                                       | region_ok & _gt_const(nbytes, self.max_payload))
-                | is_[Cmd.WRITE_REG] & (length != 5)
-                | is_[Cmd.READ_REG] & (length != 1)
-                | is_[Cmd.READ_RESULTS] & ((length != 2)
-                                           | _gt_const(e.n_results, self.max_payload))),
+                is_[Cmd.PING] & ~t["len_zero"]
+                | is_[Cmd.WRITE_MEM] & (~t["len_gt6"] | region_ok & ~t["wm_len_ok"])
+                | is_[Cmd.READ_MEM] & (~t["len_7"] | region_ok & t["nbytes_big"])
+                | is_[Cmd.WRITE_REG] & ~t["len_5"]
+                | is_[Cmd.READ_REG] & ~t["len_1"]
+                | is_[Cmd.READ_RESULTS] & (~t["len_2"] | t["results_big"])),
             out_of_range.eq(
-                (is_[Cmd.WRITE_MEM] | is_[Cmd.READ_MEM]) & ~(region_ok & range_ok)
-                | (is_[Cmd.WRITE_REG] | is_[Cmd.READ_REG]) & ~reg_ok),
+                (is_[Cmd.WRITE_MEM] | is_[Cmd.READ_MEM]) & ~(region_ok & t["range_ok"])
+                | (is_[Cmd.WRITE_REG] | is_[Cmd.READ_REG]) & ~t["reg_ok"]),
             empty.eq(
-                (is_[Cmd.WRITE_MEM] | is_[Cmd.READ_MEM]) & (count == 0)
+                (is_[Cmd.WRITE_MEM] | is_[Cmd.READ_MEM]) & t["count_zero"]
                 | is_[Cmd.PING]
-                | is_[Cmd.SEND_SAMPLE] & (length == 0)
-                | is_[Cmd.READ_RESULTS] & (e.n_results == 0)),
+                | is_[Cmd.SEND_SAMPLE] & t["len_zero"]
+                | is_[Cmd.READ_RESULTS] & t["results_zero"]),
         ]
-        # EXEC acts on the checks registered in the cycle before: their inputs (cmd, LEN and the
-        # payload fields) settle when the last payload byte is taken, two states (CRC0, CRC1)
-        # before EXEC, and the carry chains and priority terms do not fit EXEC's cycle at speed
         m.d.sync += [
             e.check_reply.eq(~known | bad_length | out_of_range | empty),
             e.check_status.eq(Mux(~known, Status.UNKNOWN_COMMAND,
@@ -671,13 +705,17 @@ class HostLink(wiring.Component):
             m.d.comb += [e.len_hi.eq(e.rx_take), e.ptr_clr.eq(1)]
             m.d.sync += e.addr_high.eq(0)
             with m.If(e.rx_take):
-                full = Cat(e.length[0:8], self.rx.payload)
-                with m.If(_gt_const(full, self.max_payload)):
-                    e.reply(Status.BAD_LENGTH)
-                with m.Elif(full == 0):
-                    e.goto("CRC0")
-                with m.Else():
-                    e.goto("PAYLOAD")
+                e.goto("LEN_CHECK")
+
+        # the length's checks from the LEN register, a cycle after its last byte (the UART's byte
+        # does not pass through a compare and the reply's priority logic in one cycle)
+        with e.in_state("LEN_CHECK"):
+            with m.If(_gt_const(e.length, self.max_payload)):
+                e.reply(Status.BAD_LENGTH)
+            with m.Elif(e.length == 0):
+                e.goto("CRC0")
+            with m.Else():
+                e.goto("PAYLOAD")
 
         with e.in_state("PAYLOAD"):
             e.receive()
@@ -697,10 +735,14 @@ class HostLink(wiring.Component):
         with e.in_state("CRC1"):
             e.receive(with_crc=False)
             with m.If(e.rx_take):
-                with m.If(e.crc_lo_ok & (self.rx.payload == e.crc[8:16])):
-                    e.goto("EXEC")
-                with m.Else():
-                    e.reply(Status.BAD_CRC)
+                m.d.sync += e.crc_hi_ok.eq(self.rx.payload == e.crc[8:16])
+                e.goto("CRC_CHECK")
+
+        with e.in_state("CRC_CHECK"):           # both CRC bytes compared in the cycles they came
+            with m.If(e.crc_lo_ok & e.crc_hi_ok):
+                e.goto("EXEC")
+            with m.Else():
+                e.reply(Status.BAD_CRC)
 
     def _decode_fields(self, m, e):
         """Payload bytes 0-6 into region, addr (or the flag that it is too big) and count."""
@@ -818,8 +860,8 @@ class HostLink(wiring.Component):
                     e.goto("SS_FETCH")
             with m.Elif(e.timer_end):
                 # bytes taken -> LEN (has_data is set: see REPLY), then into the buffer
-                m.d.comb += [e.ptr_clr.eq(1), e.status_load.eq(1),
-                             e.status_value.eq(Status.BUSY), e.has_data_value.eq(1)]
+                m.d.comb += e.ptr_clr.eq(1)
+                e.load_status(Status.BUSY, data=True)
                 m.d.sync += e.length.eq(e.ptr)
                 e.goto("SS_BUSY0")
         with e.in_state("SS_BUSY0"):

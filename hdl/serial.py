@@ -17,9 +17,11 @@ at a multiple of its size rounded to a power of two, so an address is ``base | i
                                                per-layer cycle counters (32 bits), the 64-entry
                                                exponent table
     cache  P activation lanes                  T_l[k][j] at lane j % P, word Tb_l + k cn + j // P
-    act    P activation lanes (>= 17 bits)     x (two halves: the next sample streams in), h_l, t_l,
-                                               the logits s, the exponentials e, the probabilities prob
-                                               (as -(prob mod 2^15), what GRADIENT multiplies by)
+    act    P activation lanes (>= 17 bits)     h_l, t_l, the logits s, the exponentials e, the
+                                               probabilities prob (as -(prob mod 2^15), what GRADIENT
+                                               multiplies by)
+    xmem   P activation lanes                  x, two halves: the next sample streams into the other
+                                               (its own write port: the features never wait)
 
 A W bank is written with M's write data (lane ``p`` for bank ``p``): the lanes' outputs or the state
 port's word, one multiplexer for both memories.
@@ -44,7 +46,7 @@ push and 2 without), named as :func:`serial_cycles` names them; each has one met
     cache     CACHE_COPY: T_L[c] <- t, then CACHE: s_c = t . h (the last layer only)  2 cn + 4
     softmax   prob = softmax(s) (:func:`sigprop_fpga.compiler.fixed.softmax_fixed`) on lane 0:
               SOFTMAX_Y: y_k from 8-bit pieces of d_k, e_k from the table; SOFTMAX_DIV: one
-              restoring division; SOFTMAX_P: prob_k                              (npc + 2) C + 27
+              restoring division; SOFTMAX_P: prob_k                              (npc + 2) C + 28
     gradient  GRADIENT, per chunk of P units: -sum_k err_k T[k] as 15-bit products plus one 2^15
               correction product per class with beta != 0 (c, and any k with prob_k >= 1/2),
               then g = (1 - prob_c) h (two products) held a cycle: d_h, d_tc = g f'(t),
@@ -89,7 +91,7 @@ from ..compiler.rule import step_shifts, Q_BITS as _Q_BITS, softmax_pieces, upda
 from ..compiler.statemap import counter_names, readback_map
 from .engine import engine_members
 from .fixed import mul_const, round_shift
-from .memports import power_up_flag, read_in_range
+from .memports import power_up_flag, read_in_range, read_whole
 from .fixed import fit_bits, inside, round_shift_halved, saturate_or_zero, uge_const
 
 __all__ = ["SerialEngine", "SerialLayout", "check_serial_support"]
@@ -168,12 +170,15 @@ class SerialLayout:
         cb_, self.cdepth = _place([(f"T{l}", C * self.cn[l]) for l in range(L)])
         self.cdepth = _pow2_if_free(self.cdepth)
         self.tbase = [cb_[f"T{l}"] for l in range(L)]
-        # act: x (two halves), h_l and t_l, y/e (shared), s, p, the exponent table
-        regs = [("x0", self.ci[0]), ("x1", self.ci[0]), ("s", C), ("e", C), ("p", C)]
+        # xmem: x, two halves (the next sample streams into the other half); its own memory, so
+        # the deserializer never waits for the datapath's act writes
+        self.x_bits = max(0, (self.ci[0] - 1).bit_length())
+        self.xdepth = 2 << self.x_bits
+        # act: h_l and t_l, y/e (shared), s, p
+        regs = [("s", C), ("e", C), ("p", C)]
         regs += [(f"h{l}", self.cn[l]) for l in range(L)] + [(f"t{l}", self.cn[l]) for l in range(L)]
         ab, self.adepth = _place(regs)
         self.adepth = _pow2_if_free(self.adepth)
-        self.xbase = [ab["x0"], ab["x1"]]
         self.hbase = [ab[f"h{l}"] for l in range(L)]
         self.ttbase = [ab[f"t{l}"] for l in range(L)]
         self.sbase, self.ebase, self.pbase = ab["s"], ab["e"], ab["p"]
@@ -236,10 +241,12 @@ class SerialEngine(wiring.Component):
         One prediction per sample, in sample order (for training samples, made before learning).
     rb_en, rb_addr, rb_data, wb_en, wb_data
         The state port, as :class:`.engine.SigPropEngine`'s: honour it only while ``idle``;
-        ``rb_data`` is the entry at ``rb_addr`` :attr:`rb_latency` (two) cycles later; with ``wb_en`` the entry is
-        written (counters are read only). ``Tin`` of layer ``l`` aliases ``T`` of layer ``l - 1``.
+        ``rb_data`` is the entry at ``rb_addr`` :attr:`rb_latency` (three) cycles later; with ``wb_en`` the entry is
+        written a cycle later (counters are read only); the request is registered
+        before it is decoded. ``Tin`` of layer ``l`` aliases ``T`` of layer ``l - 1``.
     idle : Out(1)
-        No sample in flight or waiting and no prediction waiting.
+        No sample in flight or waiting and no prediction waiting; registered (from the cycle
+        after the last busy one).
     cycles, samples, inferences : Out(32)
         Busy cycles, trained samples, inference samples.
 
@@ -253,13 +260,13 @@ class SerialEngine(wiring.Component):
 
         train = 2 + sum_l [ [l > 0] + n_l (t_l + ci_l) + 5 [cn_l < 5] + C cn_l
                             + (last: 2 cn_L + 4 + 2 [cn_L < 2];  else: 3)
-                            + (npc + 2) C + 27                                  softmax
+                            + (npc + 2) C + 28                                  softmax
                             + cn_l (C + 4 + n_x,l) + (l = 0: 4 cn_0 + 5;  else: 5 [cn_l < 2])
                             + n_l ci_l terms_l + 2 + cn_l per + 7 - per + s_last + 6 ]
         inference = 2 + sum_l [ n_l ci_l + [l > 0] + 5 [l < L - 1 or cn_l < 5] ] + C cn_L + 4
 
     ``n_x,l`` in {0, 1, 2} is the number of classes ``k != c`` with ``p_k >= 1/2`` at layer ``l``.
-    ``examples/digits.yaml`` with ``P = 4``: 3,019 cycles per training sample (3,051 at most),
+    ``examples/digits.yaml`` with ``P = 4``: 3,021 cycles per training sample (3,053 at most),
     860 per inference; the multiplications alone take 10,624 / 4 = 2,656 (MAC utilization 0.88).
 
     Not supported (``ValueError`` at construction): ``readout: head``, ``rounding: stochastic``,
@@ -273,7 +280,7 @@ class SerialEngine(wiring.Component):
     """
 
     #: Cycles from a readback request (``rb_addr``) to its ``rb_data``.
-    rb_latency = 2
+    rb_latency = 3
 
     def __init__(self, net: Network, lanes=None, params: dict | None = None):
         self._MustUse__silence = True      # no "never used" warning if an argument check fails
@@ -416,7 +423,15 @@ class SerialEngine(wiring.Component):
         c.W_data = [c.w_read[p].data for p in range(P)]
         c.M_data = [c.m_read.data[p * wm:(p + 1) * wm].as_signed() for p in range(c.m_word_lanes)]
         c.C_data = [c.c_read.data[p * wa:(p + 1) * wa].as_signed() for p in range(P)]
-        c.A_data = [c.a_read.data[p * wa:(p + 1) * wa].as_signed() for p in range(P)]
+        xmem = m.submodules.xmem = Memory(shape=unsigned(P * wa), depth=Y.xdepth, init=[], attrs=BLOCK_RAM)
+        c.x_read, c.x_write = xmem.read_port(), xmem.write_port(granularity=wa)
+        # act's lanes, or x's (layer 0's input: x_sel1, decoded at S0)
+        c.x_sel1 = Signal(name="x_sel1")
+        c.A_data = []
+        for p in range(P):
+            a = Signal(signed(wa), name=f"a_data{p}")
+            m.d.comb += a.eq(Mux(c.x_sel1, c.x_read.data[p * wa:(p + 1) * wa], c.a_read.data[p * wa:(p + 1) * wa]))
+            c.A_data.append(a)
 
     def _per_layer(self, vals, sel=None):
         """A constant per layer, selected by the current layer (or by ``sel``)."""
@@ -440,10 +455,10 @@ class SerialEngine(wiring.Component):
         c.L_wbase, c.L_bbase, c.L_tbase = lut(Y.wbase), lut(Y.bbase), lut(Y.tbase)
         c.L_hout, c.L_ttout = lut(Y.hbase), lut(Y.ttbase)
         c.L_tprev = lut([Y.tbase[l - 1] if l else 0 for l in range(L)])
-        c.x_in = Signal(range(Y.adepth), name="x_in")    # the layer input x: the sample's half, or h_(l-1)
+        # the layer input x: h_(l-1) in act, or (layer 0) the sample's half of xmem, read at the
+        # same chunk index (:meth:`_ports`) and chosen at S1 (``x_sel1``)
+        c.x_in = lut([Y.hbase[l - 1] if l else 0 for l in range(L)])
         c.t_in = lut([Y.ttbase[l - 1] if l else 0 for l in range(L)])
-        m.d.comb += c.x_in.eq(Mux(c.L_first, Mux(c.x_half, Y.xbase[1], Y.xbase[0]),
-                                  lut([Y.hbase[l - 1] if l else 0 for l in range(L)])))
         # rows: T_l[c] (cache, within T_l), T_(l-1)[m] (Tin_l[m]), R[c], R[m] (within R)
         c.row_c = Signal(range(C * c.cnmax + 1), name="row_c")
         c.row_m = Signal(range(C * c.cnmax + 1), name="row_m")
@@ -497,11 +512,17 @@ class SerialEngine(wiring.Component):
         c.c_ra, c.c_re = Signal.like(c.c_read.addr, name="c_ra"), Signal(name="c_re")
         c.a_ra, c.a_re = Signal.like(c.a_read.addr, name="a_ra"), Signal(name="a_re")
         c.m_ra, c.m_re = Signal.like(c.m_read.addr, name="m_ra"), Signal(name="m_re")
-        first = power_up_flag(m)        # every read register holds a word from the first edge on
+        # every read register holds a word from the first edge on: every port reads in the first
+        # cycle, at the address the idle engine presents after a reset (0: no phase and no request
+        # drives one), so no power-up multiplexer sits on the address paths
+        first = power_up_flag(m)
         for p in range(P):
-            m.d.comb += read_in_range(c.w_read[p], c.w_ra, c.w_re, first)
-        m.d.comb += [*read_in_range(c.c_read, c.c_ra, c.c_re, first), *read_in_range(c.a_read, c.a_ra, c.a_re, first),
-                     *read_in_range(c.m_read, c.m_ra, c.m_re, first)]
+            m.d.comb += read_in_range(c.w_read[p], c.w_ra, c.w_re | first)
+        m.d.comb += [*read_in_range(c.c_read, c.c_ra, c.c_re | first), *read_in_range(c.a_read, c.a_ra, c.a_re | first),
+                     *read_in_range(c.m_read, c.m_ra, c.m_re | first)]
+        # xmem: the chunk index of act's address, in the current sample's half; read every cycle
+        # (nothing waits on a held x word)
+        m.d.comb += read_whole(c.x_read, Cat(c.a_ra[:self.layout.x_bits], c.x_half))
         # write ports (the deserializer takes the act port in cycles the datapath leaves free)
         c.a_we = Signal(name="a_we")
         c.a_addr = Signal.like(c.a_write.addr, name="a_addr")
@@ -545,8 +566,11 @@ class SerialEngine(wiring.Component):
         c.corr_class = [Signal(range(max(2, C)), name=f"corr_class{n}") for n in range(2)]
         c.corr_beta = [Signal(name=f"corr_beta{n}") for n in range(2)]     # beta - 1 of the other classes
         c.n_corr = Signal(2, name="n_corr")
+        # the state port's request, registered (decoded) a cycle after the host presents it
         c.rb_active = Signal(name="rb_active")
+        m.d.sync += c.rb_active.eq(0)            # (IDLE sets it, :meth:`_idle`)
         c.rb_kind = Signal(3, name="rb_kind")    # 0 W, 1 M lane, 2 cache, 3 counter register, 4 M counter
+        c.rb_we, c.rb_wdata = Signal(name="rb_we"), Signal.like(self.wb_data, name="rb_wdata")
         c.rb_lane_s1 = Signal(range(max(4, c.m_word_lanes)), name="rb_lane_s1")
         # the sources (the multipliers' A at S1, the state port, the output unit's base at S3/S4):
         # 0 W, 1 cache, 2 M, 3 zero (GRADIENT's base)
@@ -562,6 +586,10 @@ class SerialEngine(wiring.Component):
         with m.Elif(i.valid & ((i.phase == _LOGITS) | (i.phase == _CACHE))):
             m.d.comb += src_next.eq(1)
         m.d.sync += src_sel.eq(src_next)
+        # the output unit's base, W (held, :meth:`_accumulate`), M or 0 (never the cache): its own
+        # select, a LUT per bit
+        c.base_w, c.base_m = Signal(name="base_w"), Signal(name="base_m")
+        m.d.sync += [c.base_w.eq(src_next == 0), c.base_m.eq(src_next == 2)]
         c.src = []
         for p in range(P):
             s = Signal(signed(c.a_w), name=f"src{p}")
@@ -601,6 +629,7 @@ class SerialEngine(wiring.Component):
                      c.b_const1.eq(i.phase == _BIAS_TABLE)]
         c.b_neg1 = Signal(name="b_neg1")         # the cache negated (UPDATE's d_tm term)
         m.d.sync += c.b_neg1.eq((i.phase == _UPDATE) & (i.term == 2))
+        m.d.sync += c.x_sel1.eq(c.L_first & (((i.phase == _FORWARD) & (i.sub == 0)) | ((i.phase == _UPDATE) & (i.term == 0))))
         c.b_const = Signal(signed(c.b_w), name="b_const")      # BIAS/TABLE's constant, +-2^kB (0 otherwise)
         kB = c.vec_scale
         m.d.comb += c.b_const.eq(Mux(c.b_const1 & ~c.b_zero1, Mux(s1.neg, -(1 << kB), 1 << kB), 0))
@@ -644,7 +673,7 @@ class SerialEngine(wiring.Component):
 
     def _accumulate(self, m):
         """S2: accumulate per lane (the start value carries the rounding half), the adder tree, and
-        the late reads: the W word of UPDATE, the M word of BIAS and TABLE (at S3)."""
+        the late reads: the W word of UPDATE (at S1, held at S2), the M word of BIAS and TABLE (at S3)."""
         c, P, Y = self._c, self.P, self.layout
         s1, s2 = c.s1, c.s2
         kG, fw = c.err_shift, c.fw
@@ -669,17 +698,26 @@ class SerialEngine(wiring.Component):
                 m.d.sync += c.acc[p].eq(Mux(s2.first, starts[p] if p < 2 else start, c.acc[p]) + c.prod[p])
         c.tree = Signal(signed(c.tree_w), name="tree")
         m.d.comb += c.tree.eq(sum(c.acc))
-        c.w_ptr = Signal(range(Y.wdepth + 1), name="w_ptr")     # UPDATE: the W word read at S2, written at S3
+        c.w_ptr = Signal(range(Y.wdepth + 1), name="w_ptr")     # UPDATE: the W word read at S1, written at S4
         c.w_addr3 = Signal.like(c.w_ptr, name="w_addr3")
         c.vec_addr4 = Signal.like(c.m_ra, name="vec_addr4")
         c.upd3, c.vec4 = Signal(name="upd3"), Signal(name="vec4")
         m.d.sync += [c.upd3.eq(0), c.vec4.eq(0)]
         late_m = Signal(name="late_m")
         late_m_addr = Signal.like(c.m_ra, name="late_m_addr")
+        # UPDATE reads the row's W word at S1 and holds its lanes in flip-flops at S2, so the output
+        # unit's base at S3 comes from registers, not through the W banks' block multiplexers
+        # (a W bank is several 256-word block RAMs deep)
         late_w = Signal(name="late_w")
-        m.d.comb += late_w.eq(s2.valid & s2.last & (s2.phase == _UPDATE))
+        m.d.comb += late_w.eq(s1.valid & s1.last & (s1.phase == _UPDATE))
+        w_addr2, upd2 = Signal.like(c.w_ptr, name="w_addr2"), Signal(name="upd2")
+        m.d.sync += upd2.eq(0)
         with m.If(late_w):
-            m.d.sync += [c.w_addr3.eq(c.w_ptr), c.w_ptr.eq(c.w_ptr + 1), c.upd3.eq(1)]
+            m.d.sync += [w_addr2.eq(c.w_ptr), c.w_ptr.eq(c.w_ptr + 1), upd2.eq(1)]
+        with m.If(upd2):
+            m.d.sync += [c.w_addr3.eq(w_addr2), c.upd3.eq(1)]
+        c.w_base = [Signal(signed(c.qw.width), name=f"w_base{p}") for p in range(P)]
+        m.d.sync += [c.w_base[p].eq(c.W_data[p]) for p in range(P)]
         # BIAS and TABLE: the target is read at S3 (the chunk's sums stay in acc a cycle longer), its
         # address decoded at S2 and registered
         late_m3, late_m_addr3 = Signal(name="late_m3"), Signal.like(c.m_ra, name="late_m_addr3")
@@ -753,25 +791,36 @@ class SerialEngine(wiring.Component):
         c, P = self._c, self.P
         s3 = c.s3
         kG = c.err_shift
-        is_grad = Signal(name="is_grad")
-        m.d.comb += is_grad.eq(s3.phase == _GRADIENT)
+        is_grad = Signal(name="is_grad")          # s3.phase == _GRADIENT, decoded at S2
+        m.d.sync += is_grad.eq(c.s2.phase == _GRADIENT)
         mask = Signal(P, name="mask")
         m.d.comb += mask.eq(Mux(s3.sub == 0, c.mask_h, Mux(s3.sub == 1, c.mask_t, c.mask_tm)))
         c.outs, c.overflows = [], []
         for p in range(P):
+            # round(acc >> k) is round_shift_halved: the floor, its low bit cleared on a tie (the
+            # k low bits zero); the shift is chosen by phase (and layer) for the floor and the tie
+            def floor_tie(k, acc=c.acc[p]):
+                if k <= 0:
+                    return (acc << (-k)).as_signed(), Const(0, 1)
+                return acc >> k, acc.as_unsigned()[:k] == 0
             shifts = sorted(set(c.step_shifts))
             if len(shifts) == 1:        # one step shift: the layer does not enter the rounding
-                q_step = round_shift_halved(c.acc[p], shifts[0])
+                q_step, tie_step = floor_tie(shifts[0])
             else:
-                q_step = Array(round_shift_halved(c.acc[p], k) for k in c.step_shifts)[c.layer]
+                q_step = Array(floor_tie(k)[0] for k in c.step_shifts)[c.layer]
+                tie_step = Array(floor_tie(k)[1] for k in c.step_shifts)[c.layer]
             if shifts == [kG]:
-                q = q_step
+                q, tie = q_step, tie_step
             else:
-                q = Mux(is_grad, round_shift_halved(c.acc[p], kG), q_step)
+                q = Mux(is_grad, floor_tie(kG)[0], q_step)
+                tie = Mux(is_grad, floor_tie(kG)[1], tie_step)
+            q_round = Cat(q[0] & ~tie, q[1:]).as_signed()
             # the base: the old weight (UPDATE, read at S2), the old bias or table word (BIAS, TABLE,
             # read at S3), or 0 (GRADIENT)
+            base = Signal(signed(c.a_w), name=f"out_base{p}")
+            m.d.comb += base.eq(Mux(c.base_m, c.M_data[p], Mux(c.base_w, c.w_base[p], 0)))
             diff = Signal(signed(max(c.a_w, len(q)) + 1), name=f"out_diff{p}")
-            m.d.comb += diff.eq(c.src[p] - q)
+            m.d.comb += diff.eq(base - q_round)
             zero = is_grad & ~mask[p]
             if c.same_width:
                 value, overflow = saturate_or_zero(diff, c.qw, zero)
@@ -806,9 +855,9 @@ class SerialEngine(wiring.Component):
         c.w_we, c.w_waddr = Signal(name="w_we"), Signal.like(c.w_addr3, name="w_waddr")
         c.w_wlane = Signal(P, name="w_wlane")
         m.d.comb += [c.w_we.eq(c.upd4), c.w_waddr.eq(w_addr4), c.w_wlane.eq((1 << P) - 1)]
-        for p in range(P):     # bank p takes M's lane p (the lane's output, or the state port's word)
-            wm = c.m_lane_w
-            m.d.comb += [c.w_write[p].addr.eq(c.w_waddr), c.w_write[p].data.eq(c.m_data[p * wm:p * wm + c.qw.width]),
+        for p in range(P):     # bank p takes lane p's output (UPDATE), else the state port's word
+            m.d.comb += [c.w_write[p].addr.eq(c.w_waddr),
+                         c.w_write[p].data.eq(Mux(c.upd4, c.outs[p], c.rb_wdata[:c.qw.width])),
                          c.w_write[p].en.eq(c.w_we & c.w_wlane[p])]
         with m.If(c.upd4):
             m.d.comb += c.m_isout.eq(1)
@@ -841,7 +890,7 @@ class SerialEngine(wiring.Component):
         npc, ysh, s_w = c.n_pieces, c.y_shift, c.logit_w
         all_lanes = (1 << c.act_word_lanes) - 1
         c.y_issue, c.p_issue = Signal(name="y_issue"), Signal(name="p_issue")
-        c.y_pipe = Signal(npc + 3, name="y_pipe")
+        c.y_pipe = Signal(npc + 4, name="y_pipe")
         c.p_pipe, c.e_one_pipe = Signal(4, name="p_pipe"), Signal(3, name="e_one_pipe")
         c.e_one_in = Signal(name="e_one_in")     # e = 1.0: p = r
         m.d.sync += [c.y_pipe.eq(Cat(c.y_issue, c.y_pipe[:-1])), c.p_pipe.eq(Cat(c.p_issue, c.p_pipe[:-1])),
@@ -864,6 +913,11 @@ class SerialEngine(wiring.Component):
         d = Signal(s_w + 1, name="d")
         m.d.comb += d.eq(c.s_max - c.a_read.data[:s_w].as_signed())
         d_clamped = Signal(8 * npc, name="d_clamped")
+        # (max(s) - s_k, clamped) registered as s_k arrives: the pieces start a cycle later, so no
+        # subtraction sits between act's data and lane 0's multiplier
+        d_held = Signal(8 * npc, name="d_held")
+        with m.If(c.y_pipe[0]):
+            m.d.sync += d_held.eq(d_clamped)
 
         def y_of(dv):                            # the pieces' arithmetic: (sm_acc, y) for a d
             acc = 0
@@ -879,19 +933,19 @@ class SerialEngine(wiring.Component):
         else:
             m.d.comb += d_clamped.eq(Mux(d >= c.d_clamp, c.d_clamp, d))
         for n in range(npc):
-            with m.If(c.y_pipe[n]):
+            with m.If(c.y_pipe[n + 1]):
                 m.d.comb += [c.sm_valid.eq(1), c.sm_first.eq(n == 0), c.sm_a.eq(LOG2E_Q16 // 4),
-                             c.sm_b.eq(d_clamped[8 * n:8 * n + 8])]
+                             c.sm_b.eq(d_held[8 * n:8 * n + 8])]
         # the table is in M, read while the next logits come from act
         y = Signal(16, name="y")
         m.d.comb += y.eq(c.sm_acc >> ysh)
-        with m.If(c.y_pipe[npc + 1]):
+        with m.If(c.y_pipe[npc + 2]):
             m.d.comb += [c.m_ra.eq(Y.tab | y[:EXP2_FRAC_BITS]), c.m_re.eq(1)]
             m.d.sync += e_shift.eq(Mux(uge_const(y[EXP2_FRAC_BITS:], P_FRAC + 1), P_FRAC + 1,
                                        y[EXP2_FRAC_BITS:EXP2_FRAC_BITS + 5]))
         e = Signal(P_FRAC + 1, name="e")
         m.d.comb += e.eq(Mux(uge_const(e_shift, P_FRAC + 1), 0, c.m_read.data[:P_FRAC + 1] >> e_shift))
-        with m.If(c.y_pipe[npc + 2]):
+        with m.If(c.y_pipe[npc + 3]):
             m.d.comb += [c.a_we.eq(1), c.a_addr.eq(Y.ebase | c.k_write), c.a_lanes.eq(all_lanes),
                          c.a_isword.eq(1), c.a_word.eq(e)]
             m.d.sync += [c.e_total.eq(c.e_total + e), c.k_write.eq(c.k_write + 1)]
@@ -922,7 +976,8 @@ class SerialEngine(wiring.Component):
 
     # ------------------------------------------------------------------ the deserializer
     def _deserializer(self, m):
-        """Fills the other x half while a sample runs; the act port's write data."""
+        """Fills the other x half of xmem while a sample runs (a feature a cycle, written a cycle
+        after it is taken); the write data of act, M and the cache."""
         c, P, Y = self._c, self.P, self.layout
         c.next_label, c.next_train = Signal(_bits(c.C - 1), name="next_label"), Signal(name="next_train")
         c.next_full = Signal(name="next_full")   # a whole sample waits
@@ -931,47 +986,36 @@ class SerialEngine(wiring.Component):
         x_word, x_lane = Signal(range(Y.ci[0] + 1), name="x_word"), Signal(range(max(2, P)), name="x_lane")
         c.next_half, c.take = Signal(name="next_half"), Signal(name="take")
         win = self.net.spec.precision.input.width
-        des_we = Signal(name="des_we")
-        # a feature is written at once when the datapath leaves the act port free, else held a
-        # cycle or more (ready then drops): ready comes from registers only
-        held, held_data = Signal(name="des_held"), Signal(win, name="des_held_data")
-        des_data = Signal(win, name="des_data")
-        m.d.comb += [self.i.ready.eq(~c.next_full & ~held),
-                     des_data.eq(Mux(held, held_data, self.i.payload.data[:win]))]
-        with m.If(held):
-            with m.If(~c.a_we):
-                m.d.comb += des_we.eq(1)
-                m.d.sync += held.eq(0)
-        with m.If(des_we):
-            with m.If(x_lane == P - 1):
-                m.d.sync += [x_lane.eq(0), x_word.eq(x_word + 1)]
-            with m.Else():
-                m.d.sync += x_lane.eq(x_lane + 1)
+        wa, wm = c.wa, c.m_lane_w
+        # the feature taken in the cycle before, and where it goes: xmem's inputs are registers
+        x_lanes = Signal(P, name="x_lanes")
+        x_addr = Signal.like(c.x_write.addr, name="x_addr")
+        x_data = Signal(win, name="x_data")
+        m.d.comb += self.i.ready.eq(~c.next_full)
+        m.d.sync += x_lanes.eq(0)
         with m.If(self.i.valid & self.i.ready):
-            with m.If(c.feature == n_in):        # every feature is written (none is held)
+            with m.If(c.feature == n_in):        # the label
                 m.d.sync += [c.next_label.eq(self.i.payload.data), c.next_train.eq(self.i.payload.train),
                              c.next_full.eq(1), c.feature.eq(0), x_word.eq(0), x_lane.eq(0)]
             with m.Else():
-                m.d.sync += c.feature.eq(c.feature + 1)
-                with m.If(c.a_we):
-                    m.d.sync += [held.eq(1), held_data.eq(self.i.payload.data[:win])]
+                m.d.sync += [c.feature.eq(c.feature + 1), x_lanes.eq(1 << x_lane), x_data.eq(self.i.payload.data[:win]),
+                             x_addr.eq(Cat(x_word[:Y.x_bits], c.next_half))]
+                with m.If(x_lane == P - 1):
+                    m.d.sync += [x_lane.eq(0), x_word.eq(x_word + 1)]
                 with m.Else():
-                    m.d.comb += des_we.eq(1)
+                    m.d.sync += x_lane.eq(x_lane + 1)
+        m.d.comb += [c.x_write.addr.eq(x_addr), c.x_write.data.eq(_replicate(x_data, wa, P)), c.x_write.en.eq(x_lanes)]
         with m.If(c.take):
             m.d.sync += [c.next_full.eq(0), c.x_half.eq(c.next_half), c.next_half.eq(~c.next_half),
                          c.own_class.eq(c.next_label), c.train.eq(c.next_train)]
-        wa, wm = c.wa, c.m_lane_w
-        lane_v = Signal(wa, name="lane_v")
-        m.d.comb += [lane_v.eq(Mux(des_we, des_data, c.a_lane)),
-                     c.a_data.eq(Mux(c.a_isword & ~des_we, fit_bits(c.a_word, c.act_word_w),
-                                     _replicate(lane_v, wa, c.act_word_lanes))),
+        m.d.comb += [c.a_data.eq(Mux(c.a_isword, fit_bits(c.a_word, c.act_word_w),
+                                     _replicate(c.a_lane, wa, c.act_word_lanes))),
                      c.m_data.eq(Mux(c.m_isout, Cat(*(fit_bits(o, wm) for o in c.outs)),
                                      Mux(c.m_iscnt, fit_bits(c.m_cnt, c.m_word_w),
                                          _replicate(c.m_lane, wm, c.m_word_lanes)))),
                      c.c_data.eq(Mux(c.c_iscopy, c.a_read.data[:P * wa], _replicate(c.c_lane, wa, P)))]
-        m.d.comb += [c.a_write.addr.eq(Mux(des_we, Mux(c.next_half, Y.xbase[1], Y.xbase[0]) | x_word, c.a_addr)),
-                     c.a_write.data.eq(c.a_data),
-                     c.a_write.en.eq(Mux(des_we, 1 << x_lane, Mux(c.a_we, c.a_lanes, 0)))]
+        m.d.comb += [c.a_write.addr.eq(c.a_addr), c.a_write.data.eq(c.a_data),
+                     c.a_write.en.eq(Mux(c.a_we, c.a_lanes, 0))]
 
     # ------------------------------------------------------------------ the sequencer
     def _sequencer(self, m):
@@ -1003,6 +1047,8 @@ class SerialEngine(wiring.Component):
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += c.pred_valid.eq(0)
         c.bias_slots = [_vec_slots(_terms(net, l)) for l in range(L)]
+        c.k_is_c, c.k_is_m = Signal(name="k_is_c"), Signal(name="k_is_m")       # GRADIENT's class k is c, m
+        c.k_is_corr = [Signal(name=f"k_is_corr{n}") for n in range(2)]          # ... a correction class
         c.forward_no_drain = self._per_layer([int(Y.cn[l] >= 5) for l in range(L)])
         with m.FSM() as fsm:
             self._idle(m)
@@ -1017,11 +1063,27 @@ class SerialEngine(wiring.Component):
             self._commit(m)
             self._finish(m)
         self._fsm = fsm                          # (tests and benches: the phase of each cycle)
+        # One-hot: Yosys re-encodes the state register (fsm pass), so a state's decode is one flip-flop
+        # and the read addresses, enables and counter updates each phase drives lose ~2 LUT levels
+        # (the iCEBreaker's critical paths, FSM -> act/M read addresses, were 10 levels binary).
+        # Amaranth gives no public handle on the state signal; its reset state stays IDLE (a
+        # synchronous reset follows power-up on every board, :mod:`~sigprop_fpga.boards.pll`).
+        state = getattr(fsm, "_data", {}).get("signal")
+        if state is not None:
+            state.attrs["fsm_encoding"] = "one-hot"
         busy = Signal(name="busy")
         m.d.comb += busy.eq(c.next_full | (c.feature != 0) | c.pred_valid | c.pipe_busy | ~fsm.ongoing("IDLE"))
-        m.d.comb += self.idle.eq(~busy)
+        # registered: idle a cycle after the last busy cycle (no FSM decode in front of the board's
+        # status register); a sample is never taken while the state port is used (:meth:`_idle`)
+        m.d.sync += self.idle.eq(~busy)
         with m.If(busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)
+
+    def _class_flags(self, k):
+        """The assignments (sync) of GRADIENT's class flags for the class index ``k`` it moves to."""
+        c = self._c
+        return [c.k_is_c.eq(k == c.own_class), c.k_is_m.eq(k == c.m_class),
+                *((c.k_is_corr[n].eq((c.n_corr > n) & (k == c.corr_class[n]))) for n in range(2))]
 
     def _wait_then(self, m, name, level, go):
         """State ``name`` waits, then ``go()``: until the last issue left S1 (1) or S2 (2), until
@@ -1057,7 +1119,7 @@ class SerialEngine(wiring.Component):
         """Overhead: take the waiting sample (the state port is served only here)."""
         c, Y = self._c, self.layout
         with m.State("IDLE"):
-            m.d.comb += c.rb_active.eq(self.rb_en)
+            m.d.sync += c.rb_active.eq(self.rb_en)     # IDLE holds while rb_en: served next cycle
             with m.If(c.next_full & ~self.rb_en):
                 m.d.comb += c.take.eq(1)
                 m.d.sync += [c.layer.eq(0), c.outer.eq(0), c.middle.eq(0), c.inner.eq(0), c.unit_chunk.eq(0),
@@ -1224,7 +1286,7 @@ class SerialEngine(wiring.Component):
                 m.d.sync += c.k_read.eq(c.k_read + 1)
             m.d.sync += c.slot.eq(~c.slot[0])
             with m.If(c.k_write == C):
-                m.d.sync += [c.outer.eq(0), c.inner.eq(0), c.t_word.eq(0)]
+                m.d.sync += [c.outer.eq(0), c.inner.eq(0), c.t_word.eq(0), *self._class_flags(0)]
                 m.next = "GRADIENT"
 
     def _gradient(self, m):
@@ -1234,37 +1296,43 @@ class SerialEngine(wiring.Component):
         c, Y, L, C, i = self._c, self.layout, self._c.L, self._c.C, self._c.issue
         chunk, k = c.outer, c.inner
         corr_next = Signal(name="corr_next")     # the correction product of class k is next
+        k_next = Signal.like(k, name="grad_k_next")
         with m.State("GRADIENT"):
-            is_c = k == c.own_class
-            is_corr = [(c.n_corr > n) & (k == c.corr_class[n]) for n in range(2)]
+            # whether class k is c, m or a correction: registered with k (no comparator in front
+            # of the decisions below)
+            is_c, is_corr = c.k_is_c, c.k_is_corr
             corr = is_c | is_corr[0] | is_corr[1]
+            m.d.comb += k_next.eq(k)
+            m.d.sync += [k.eq(k_next), *self._class_flags(k_next)]
             k_end = C + (2 if c.push else 1)     # g_main, g_corr (-> d_tc)[, g_zero (-> g m_m)]
             m.d.comb += [i.valid.eq(1), i.phase.eq(_GRADIENT), i.index.eq(chunk)]
             with m.If(~uge_const(k, C)):
                 with m.If(~corr_next):           # -(p_k mod 2^15) T[k]
                     m.d.comb += [i.sub.eq(0), i.a_kind.eq(0), i.b_cache.eq(1), i.first.eq(k == 0),
-                                 i.last.eq((k == C - 1) & ~corr), i.is_c.eq(is_c), i.is_m.eq(k == c.m_class),
+                                 i.last.eq((k == C - 1) & ~corr), i.is_c.eq(is_c), i.is_m.eq(c.k_is_m),
                                  c.a_ra.eq(Y.pbase | k), c.a_re.eq(1), c.c_ra.eq(c.L_tbase | c.t_word), c.c_re.eq(1)]
                     with m.If(corr):
                         m.d.sync += corr_next.eq(1)
                     with m.Else():
-                        m.d.sync += [k.eq(k + 1), c.t_word.eq(c.t_word + c.L_cn)]
+                        m.d.comb += k_next.eq(k + 1)
+                        m.d.sync += c.t_word.eq(c.t_word + c.L_cn)
                 with m.Else():                   # the correction, on the held T[k] chunk
                     m.d.comb += [i.sub.eq(0), i.a_kind.eq(Mux(is_c, 1, 2)), i.b_cache.eq(1), i.last.eq(k == C - 1),
                                  i.b_shift.eq(Mux(is_c, c.beta_c, Mux(is_corr[0], c.corr_beta[0], c.corr_beta[1]))),
                                  i.b_zero.eq(is_c & (c.beta_c == 0))]
-                    m.d.sync += [corr_next.eq(0), k.eq(k + 1), c.t_word.eq(c.t_word + c.L_cn)]
+                    m.d.comb += k_next.eq(k + 1)
+                    m.d.sync += [corr_next.eq(0), c.t_word.eq(c.t_word + c.L_cn)]
             with m.Elif(k == C):                 # g: -(p_c mod 2^15) h, then 2^14 (2 |beta_c|) h
-                m.d.comb += [i.sub.eq(1), i.a_kind.eq(3), i.first.eq(1), c.a_ra.eq(c.L_hout | chunk), c.a_re.eq(1)]
-                m.d.sync += k.eq(k + 1)
+                m.d.comb += [i.sub.eq(1), i.a_kind.eq(3), i.first.eq(1), c.a_ra.eq(c.L_hout | chunk), c.a_re.eq(1),
+                             k_next.eq(k + 1)]
             with m.Elif(k == C + 1):
                 m.d.comb += [i.sub.eq(1), i.a_kind.eq(1), i.b_shift.eq(c.beta_c), i.b_zero.eq(c.beta_c == 0),
-                             i.last.eq(1)]
-                m.d.sync += k.eq(k + 1)
+                             i.last.eq(1), k_next.eq(k + 1)]
             with m.Else():                       # the same sum once more (A = 0): g m_m
                 m.d.comb += [i.sub.eq(2), i.a_kind.eq(4), i.b_zero.eq(1), i.last.eq(1)]
             with m.If(k == k_end):
-                m.d.sync += [k.eq(0), c.t_word.eq(chunk + 1)]
+                m.d.comb += k_next.eq(0)
+                m.d.sync += c.t_word.eq(chunk + 1)
                 with m.If(chunk == c.L_cn - 1):
                     m.d.sync += chunk.eq(0)
                     with m.If(c.L_first):
@@ -1384,12 +1452,18 @@ class SerialEngine(wiring.Component):
             n_lanes32 = -(-32 // c.m_lane_w)
             with m.If(~uge_const(step, 4)):
                 m.d.comb += [c.m_ra.eq(word), c.m_re.eq(1)]
+            # step s writes word s - 1 (read in step s - 1) plus its pending count: both
+            # registered in step s - 1, so no selector sits in front of the 32-bit adder
+            prev_word = Signal.like(word, name="counter_prev_word")
+            pending = Signal(32, name="counter_pending")
+            last = Signal(name="counter_last")         # step 5: the layer's cycles
+            m.d.sync += [prev_word.eq(word), last.eq(step == 4),
+                         pending.eq(Array([c.pending_weight, c.pending_bias, c.pending_error, c.pending_table,
+                                           Const(0, 1), Const(0, 1), Const(0, 1), Const(0, 1)])[step[:3]])]
             with m.If(step != 0):
-                pending = Array([Const(0, 1), c.pending_weight, c.pending_bias, c.pending_error, c.pending_table,
-                                 Const(0, 1)])[step]
                 value = Signal(32, name="counter_value")
-                m.d.comb += value.eq(Mux(step == 5, c.layer_cycles, c.m_read.data[:32] + pending))
-                m.d.comb += [c.m_we.eq(1), c.m_addr.eq(word - 1), c.m_lanes.eq((1 << n_lanes32) - 1),
+                m.d.comb += value.eq(Mux(last, c.layer_cycles, c.m_read.data[:32] + pending))
+                m.d.comb += [c.m_we.eq(1), c.m_addr.eq(prev_word), c.m_lanes.eq((1 << n_lanes32) - 1),
                              c.m_iscnt.eq(1), c.m_cnt.eq(value)]
             m.d.sync += step.eq(step + 1)
             with m.If(step == 5):
@@ -1418,10 +1492,14 @@ class SerialEngine(wiring.Component):
 
         def field(name):
             return self.rb_addr[f[name]["lsb"]:f[name]["lsb"] + f[name]["width"]]
-        stage, mem, c.rb_bank, word = field("stage"), field("mem"), field("bank"), field("word")
-        bank = c.rb_bank
+        stage, mem, bank, word = field("stage"), field("mem"), field("bank"), field("word")
+        c.rb_bank = Signal.like(bank, name="rb_bank")
         c.rb_lane = Signal(range(max(4, c.m_word_lanes)), name="rb_lane")
         c.rb_word = Signal(range(max(Y.wdepth, Y.mdepth, Y.cdepth) + 1), name="rb_word")
+        kind_n, addr_n, lane_n = (Signal.like(c.rb_kind, name="rb_kind_next"), Signal.like(c.rb_word, name="rb_word_next"),
+                                  Signal.like(c.rb_lane, name="rb_lane_next"))
+        m.d.sync += [c.rb_kind.eq(kind_n), c.rb_word.eq(addr_n), c.rb_lane.eq(lane_n), c.rb_bank.eq(bank),
+                     c.rb_we.eq(self.wb_en), c.rb_wdata.eq(self.wb_data)]
         if P & (P - 1) == 0:             # a bias: unit ``word`` at lane word % P of chunk word // P
             bias_chunk = word >> (c.lane_bits if P > 1 else 0)
             bias_lane = word[:c.lane_bits] if P > 1 else Const(0, 1)
@@ -1438,7 +1516,7 @@ class SerialEngine(wiring.Component):
             base, l_ = name.rsplit("_", 1)
             kind = {"sat_weight": 0, "sat_bias": 1, "sat_error": 2, "sat_table": 3, "stage_cycles": 4}[base]
             counter_map.append((4, Y.cword(int(l_), kind)))
-        kind, addr, lane, lut = c.rb_kind, c.rb_word, c.rb_lane, self._per_layer
+        kind, addr, lane, lut = kind_n, addr_n, lane_n, self._per_layer
         with m.If(stage == L):
             with m.Switch(word):
                 for k, (kd, v) in enumerate(counter_map):
@@ -1469,8 +1547,8 @@ class SerialEngine(wiring.Component):
         with m.If(c.rb_active):
             m.d.comb += [c.w_ra.eq(addr), c.w_re.eq(1), c.c_ra.eq(addr), c.c_re.eq(1), c.m_ra.eq(addr),
                          c.m_re.eq(1)]
-            with m.If(self.wb_en):
-                m.d.comb += c.m_lane.eq(self.wb_data)      # the W banks' data too
+            with m.If(c.rb_we):
+                m.d.comb += c.m_lane.eq(c.rb_wdata)      # the W banks' data too
                 with m.Switch(kind):
                     with m.Case(0):
                         m.d.comb += [c.w_we.eq(1), c.w_waddr.eq(addr), c.w_wlane.eq(1 << bank)]
@@ -1478,7 +1556,7 @@ class SerialEngine(wiring.Component):
                         m.d.comb += [c.m_we.eq(1), c.m_addr.eq(addr), c.m_lanes.eq(1 << c.rb_lane)]
                     with m.Case(2):
                         m.d.comb += [c.c_we.eq(1), c.c_addr.eq(addr), c.c_lanes.eq(1 << bank),
-                                     c.c_lane.eq(self.wb_data)]
+                                     c.c_lane.eq(c.rb_wdata)]
         m.d.sync += c.rb_lane_s1.eq(c.rb_lane)
         # the result, an AND-OR of one-hot selects registered with the address (a cache lane is
         # already sign-extended in src)

@@ -585,7 +585,7 @@ def test_high_address_bits_are_out_of_range():
 
 def test_bit_serial_crc_timing():
     """A request byte is taken 8 cycles after it is offered (its CRC bits first; the sync byte
-    and the CRC bytes at once); reply bytes are offered 10 cycles apart (11 from the buffer),
+    and the CRC bytes at once; the first payload byte a cycle later, after the length's check); reply bytes are offered 10 cycles apart (11 from the buffer),
     so behind a UART (10 * divisor >= 40 cycles a byte) they go out back to back."""
     top = Top()
     dut = top.dut
@@ -617,7 +617,8 @@ def test_bit_serial_crc_timing():
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
-    assert taken == [1, 9, 9, 9, 9, 1, 1]                # sync, CMD, LEN lo/hi, index, CRC
+    # sync, CMD, LEN lo/hi, index (a cycle later: LEN_CHECK), CRC
+    assert taken == [1, 9, 9, 9, 10, 1, 1]
     reply = bytes(p for _, p in offered)
     assert decode_reply(reply) == (Status.OK, struct.pack("<I", 0))
     gaps = [b[0] - a[0] for a, b in zip(offered, offered[1:])]
