@@ -9,10 +9,15 @@ attempts and the same bitstream.
 2. Choose the highest frequency the board's PLL makes (or the oscillator itself) that is at most
    that fmax and whose host-link baud error (``round(clock / baud)`` as the UART divisor) is
    within :data:`BAUD_ERROR_BUDGET` (:func:`choose_clock`), rebuild at it and read fmax again.
-3. Timing met: done. Not met: choose again below the clock just tried (at most the new fmax) and
-   rebuild; a clock at or below an attempt that already met timing ends the search at that
-   attempt. At most :data:`MAX_ATTEMPTS` builds; if none meets timing, the last is returned with
-   ``timing_met`` false.
+3. Not met: choose again below the clock just tried (at most the new fmax) and rebuild, until
+   an attempt meets timing.
+4. The first attempt that meets timing gets one more try when its fmax leaves room: the highest
+   frequency at most that fmax not tried yet (placements differ from one constraint to the next:
+   on the ULX3S, 75 MHz failed at fmax 74.0 and 71.875 MHz then met with fmax 83.6). Whatever
+   that try gives, the search ends with the highest-clock attempt that met timing.
+
+At most :data:`MAX_ATTEMPTS` builds; if none meets timing, the last is returned with
+``timing_met`` false.
 
 Every attempt is an ordinary :func:`~sigprop_fpga.boards.build.build` (stamped and cached) in
 ``<out_dir>.clock-search/<MHz>``; the chosen one is copied to ``out_dir`` (atomically), so a
@@ -197,38 +202,38 @@ def search_clock(make_top: Callable[[float], Elaboratable], target: BoardTarget 
                          f"the {baud} baud link within {budget:.1%}")
     attempts: list[dict] = []
     reports: list[dict] = []
-    best: int | None = None          # index of the highest-clock attempt that met timing
-    chosen: int | None = None
+    chasing = False                  # this attempt is the one try above a clock that met timing
     while True:
-        say(f"clock_mhz: max: attempt {len(attempts) + 1} at {clock:.4f} MHz")
+        say(f"clock_mhz: max: attempt {len(attempts) + 1} at {clock:.4f} MHz"
+            + (" (above the first that met timing)" if chasing else ""))
         report = build(make_top(clock), target, _attempt_dir(out_dir, clock), clock_mhz=clock,
                        allow_timing_fail=True, progress=progress, **build_kw)
         fmax = report.get("fmax_mhz")
         if fmax is None:
             raise BuildError(f"clock_mhz: max: nextpnr reported no fmax for the sync clock at "
                              f"{clock:g} MHz ({report['nextpnr_report']})")
-        attempts.append({"clock_mhz": clock, "fmax_mhz": fmax, "timing_met": bool(report["timing_met"]),
+        met = bool(report["timing_met"])
+        attempts.append({"clock_mhz": clock, "fmax_mhz": fmax, "timing_met": met,
                          "bitstream_sha256": report["bitstream_sha256"], "out_dir": report["out_dir"]})
         reports.append(report)
-        k = len(reports) - 1
-        if report["timing_met"] and (best is None or clock > attempts[best]["clock_mhz"]):
-            best = k
-        first = k == 0
-        if report["timing_met"] and not first:
-            chosen = k                      # met after a move: accept (no chase upwards)
+        if chasing or len(attempts) >= max_attempts:
             break
-        nxt = choose_clock(target, fmax, baud=baud, budget=budget,
-                           below=None if (first and report["timing_met"]) else clock)
-        if report["timing_met"] and nxt is not None and abs(nxt - clock) <= 1e-9:
-            chosen = k                      # the probe itself is the highest clock below fmax
-            break
-        if nxt is None or (best is not None and nxt <= attempts[best]["clock_mhz"] + 1e-9):
-            chosen = best if best is not None else k
-            break
-        if len(attempts) >= max_attempts:
-            chosen = best if best is not None else k
-            break
+        if met:
+            # once more at the highest clock at most this fmax that was not tried yet (the same
+            # clock gives the same build again)
+            tried = [a["clock_mhz"] for a in attempts]
+            ok = [f for f in clock_candidates(target, baud=baud, budget=budget)
+                  if f <= fmax + 1e-9 and all(abs(f - t) > 1e-9 for t in tried)]
+            if not ok or ok[-1] <= clock + 1e-9:
+                break
+            nxt, chasing = ok[-1], True
+        else:
+            nxt = choose_clock(target, fmax, baud=baud, budget=budget, below=clock)
+            if nxt is None:
+                break
         clock = nxt
+    met_at = [k for k, a in enumerate(attempts) if a["timing_met"]]
+    chosen = max(met_at, key=lambda k: attempts[k]["clock_mhz"]) if met_at else len(attempts) - 1
     final = reports[chosen]
     search = {"requested": MAX_CLOCK, "probe_mhz": probe, "baud": baud, "baud_error_budget": budget,
               "baud_error": baud_error(attempts[chosen]["clock_mhz"], baud),

@@ -335,17 +335,45 @@ class _Slot:
     """
 
     def __init__(self, stage: int, counter_shape):
+        self.stage = stage
         self.valid = Signal(name=f"valid{stage}")
         self.phase = Signal(4, name=f"phase{stage}")
         self.sig, self.row, self.col, self.term = (Signal(counter_shape, name=f"{nm}{stage}")
                                                    for nm in ("sig", "row", "col", "term"))
+        self._src, self._flags = None, {}
 
     def fields(self):
         return (self.valid, self.phase, self.sig, self.row, self.col, self.term)
 
+    def follow(self, m, src: "_Slot", cycles: int):
+        """This slot's fields are ``src``'s ``cycles`` cycles later: its conditions
+        (:meth:`flag`) are decided at ``src`` and registered along, in module ``m`` (one outside
+        every ``m.If`` of the datapath: the flags are asked for inside them)."""
+        self._src = (m, src, cycles)
+
+    def flag(self, name: str, cond):
+        """``cond(slot)`` of this slot's issue; for a slot that follows an earlier one, decided
+        there and carried in registers (a flip-flop, not a compare, in front of the enables it
+        drives; the same value cycle for cycle)."""
+        if self._src is None:
+            return cond(self)
+        if name not in self._flags:
+            m, src, cycles = self._src
+            v = src.flag(name, cond)
+            for i in range(cycles):
+                r = Signal(name=f"{name}{self.stage}" + (f"_d{i}" if i < cycles - 1 else ""))
+                m.d.sync += r.eq(v)
+                v = r
+            self._flags[name] = v
+        return self._flags[name]
+
     def at(self, code):
         """This stage holds an issue of phase ``code``."""
-        return self.valid & (self.phase == code)
+        return self.flag(f"at{code}_", lambda s: s.valid & (s.phase == code))
+
+    def col_is(self, value: int):
+        """The issue's ``col`` counter is ``value`` (a constant)."""
+        return self.flag(f"col{value}_", lambda s: s.col == value)
 
 
 class _Datapath:
@@ -470,23 +498,27 @@ class _Datapath:
         self.operand_sel[code] = (a, b)
 
     def _logit(self, code, k, readout=False):
-        """Phase ``code``'s finished dot product (at S3) is the logit ``s[k]``; with ``readout``,
-        the prediction is the running ``argmax_k s_k``."""
+        """Phase ``code``'s finished dot product (at S3) is the logit ``s[k]`` (``k``: ``"row"``,
+        the issue's row, or a signal that holds over the sample); with ``readout``, the
+        prediction is the running ``argmax_k s_k``."""
         self.logit_index[code] = (k, readout)
 
     def _logit_registers(self, m):
         """``s[k] <- acc`` (and the prediction's running argmax) at S3 once a dot product is
         complete: one case per phase, so that each of these is a single enabled register."""
-        s3, acc = self.s3, self.acc
-        with m.If(s3.valid):
-            with m.Switch(s3.phase):
-                for code, (k, readout) in sorted(self.logit_index.items()):
-                    with m.Case(code):
-                        with m.If(s3.col == self.cn - 1):
-                            m.d.sync += self.s_a[k].eq(acc)
-                            if readout:
-                                with m.If((k == 0) | (acc > self.best_s)):
-                                    m.d.sync += [self.best_s.eq(acc), self.pred.eq(k)]
+        s3, acc, last = self.s3, self.acc, self.cn - 1
+        # s[k]'s write enable (each enables a logit register) decided at S2, registered
+        for k in range(self.C):
+            def wr_k(s, k=k):
+                return Cat(*(s.at(code) & s.col_is(last) & ((s.row if isinstance(kk, str) else kk) == k)
+                             for code, (kk, _) in self.logit_index.items())).any()
+            with m.If(s3.flag(f"logit_we{k}_", wr_k)):
+                m.d.sync += self.s[k].eq(acc)
+        for code, (k, readout) in sorted(self.logit_index.items()):
+            if readout:
+                k = s3.row if isinstance(k, str) else k
+                with m.If(s3.at(code) & s3.col_is(last) & ((k == 0) | (acc > self.best_s))):
+                    m.d.sync += [self.best_s.eq(acc), self.pred.eq(k)]
 
     def _fifo_flag(self, m, name, cond, *fifos, push=False):
         """A registered shift (or push) enable of the delta FIFOs ``fifos``, decided a cycle ahead."""
@@ -743,9 +775,14 @@ class _Datapath:
         self.v_inflight = v_inflight
         s3 = self.s3 = _Slot(3, range(cmax + 1))
         m.d.sync += [x3.eq(x2) for x3, x2 in zip(s3.fields(), s2.fields())]
+        # the slots' flags are made where they are first asked for, often inside an m.If: their
+        # registers go to a module of their own, so that they update every cycle
+        flags = m.submodules.slot_flags = Module()
+        s2.follow(flags, s1, STAGE_LATENCY)
+        s3.follow(flags, s2, 1)
         st = self.st
         self.rb_active = Signal(name="rb_active")
-        self.ck_go, self.ck_mem, self.ck_bank = Signal(name="ck_go"), Signal.like(st.state.mem), Signal.like(st.state.bank)
+        self.ck_go = Signal(name="ck_go")
         self.ck_addr, self.ck_data = Signal.like(st.state.addr), Signal.like(st.state.w_data)
 
     # ---- S0: addresses ----
@@ -896,20 +933,20 @@ class _Datapath:
         self.acc = acc = Signal(signed(self.acc_w), name="acc", reset_less=True)
         self.acc_n = Signal.like(acc, name="acc_n")
         self.lane_acc = [Signal(signed(self.lane_acc_w), name=f"lane_acc{pp}", reset_less=True) for pp in range(P)]
-        lane_start = Mux(s2.phase == _GRADIENT, (s2.col == 0) | (s2.col == C), s2.term == 0)
+        lane_start = s2.flag("lane_start", lambda s: Mux(s.phase == _GRADIENT, (s.col == 0) | (s.col == C), s.term == 0))
         lane_sum = [Signal(signed(self.lane_acc_w + 1), name=f"lane_sum{pp}") for pp in range(P)]
         for pp in range(P):
             m.d.comb += lane_sum[pp].eq(Mux(lane_start, 0, self.lane_acc[pp]) + self.prod[pp])
             m.d.sync += self.lane_acc[pp].eq(lane_sum[pp])
         self.acc_base = Signal.like(acc, name="acc_base")
-        m.d.comb += [self.acc_base.eq(Mux(s2.col == 0, 0, acc)), self.acc_n.eq(self.acc_base + self.mac.total)]
+        m.d.comb += [self.acc_base.eq(Mux(s2.col_is(0), 0, acc)), self.acc_n.eq(self.acc_base + self.mac.total)]
 
     def _accumulate(self, m, code, start=None):
         """At S2 of phase ``code``: ``acc`` takes the adder tree's sum (from ``start`` at the
         first chunk of a dot product, else 0)."""
         with m.If(self.s2.at(code)):
             if start is not None:
-                m.d.comb += self.acc_base.eq(Mux(self.s2.col == 0, start, self.acc))
+                m.d.comb += self.acc_base.eq(Mux(self.s2.col_is(0), start, self.acc))
             m.d.sync += self.acc.eq(self.acc_n)
 
     # ---- the phases ----
@@ -943,7 +980,7 @@ class _Datapath:
         # itself, and is placed for them)
         acc_fwd = Signal.like(self.acc, name="acc_fwd")
         with m.If(s2.at(_FORWARD)):
-            m.d.comb += self.acc_base.eq(Mux(s2.col == 0, self.read2["b"][0] << self.bsh, self.acc))
+            m.d.comb += self.acc_base.eq(Mux(s2.col_is(0), self.read2["b"][0] << self.bsh, self.acc))
             m.d.sync += [self.acc.eq(self.acc_n), acc_fwd.eq(self.acc_n)]
         # S3: narrowed; h[j] and t[j] land at S4 from registers (the narrowing is a carry chain
         # of its own)
@@ -956,7 +993,7 @@ class _Datapath:
         with m.If(twe4):
             m.d.sync += self.t_a[row4].eq(hv4)
         with m.If(s3.at(_FORWARD)):
-            with m.If(s3.col == ci - 1):
+            with m.If(s3.col_is(ci - 1)):
                 with m.If(s3.sig == 0):
                     m.d.sync += hwe4.eq(1)
                 with m.Else():
@@ -968,9 +1005,9 @@ class _Datapath:
         s3 = self.s3
         self._operands(_LOGITS, _A_T, _B_H_CHUNK)
         self._accumulate(m, _LOGITS)
-        self._logit(_LOGITS, s3.row, readout=True)
+        self._logit(_LOGITS, "row", readout=True)
         with m.If(s3.at(_LOGITS)):
-            with m.If(s3.col == self.cn - 1):
+            with m.If(s3.col_is(self.cn - 1)):
                 k, acc = s3.row, self.acc
                 with m.If((k != self.c) & (~self.have_m | (acc > self.best_wrong_s))):
                     m.d.sync += [self.best_wrong_s.eq(acc), self.m_class.eq(k), self.have_m.eq(1)]
@@ -1020,8 +1057,8 @@ class _Datapath:
         self.shared_a[_A_ERR] = self.err
         if not self.class_ce:
             return
-        self._fifo_flag(m, "push_d_h3", s2.at(_GRADIENT) & (s2.col == C - 1), "d_h", push=True)
-        self._fifo_flag(m, "push_g_t3", s2.at(_GRADIENT) & (s2.col == C), "g_t", push=True)
+        self._fifo_flag(m, "push_d_h3", s2.at(_GRADIENT) & s2.col_is(C - 1), "d_h", push=True)
+        self._fifo_flag(m, "push_g_t3", s2.at(_GRADIENT) & s2.col_is(C), "g_t", push=True)
         mask_m = [Signal(name=f"mask_m{pp}") for pp in range(P)]        # f'(T[m]), lane pp
         T3_in, h_in3, t_in3 = self.read3["T_inside"], self.h_inside3, self.t_inside3
         with m.If(s3.at(_GRADIENT)):
@@ -1035,12 +1072,12 @@ class _Datapath:
                 d_h.append(Mux(h_in3[pp], g, 0))
                 mm = mask_m[pp] if self.push else Const(0, 1)
                 g_t.append(Cat(g, t_in3[pp], mm))
-                with m.If((s3.col == C - 1) | (s3.col == C)):
+                with m.If(s3.col_is(C - 1) | s3.col_is(C)):
                     m.d.comb += ovf.eq(g_ovf & self._lane_valid(pp, s3.row, self.n))
                 ovfs.append(ovf)
-            with m.If(s3.col == C - 1):
+            with m.If(s3.col_is(C - 1)):
                 self._fifo_push(m, "d_h", d_h)
-            with m.If(s3.col == C):
+            with m.If(s3.col_is(C)):
                 self._fifo_push(m, "g_t", g_t)
             m.d.sync += eflags4.eq(Cat(*ovfs))
 
@@ -1095,7 +1132,7 @@ class _Datapath:
                              wb.old[pp].eq(self.read3["W"][pp])]
             m.d.sync += [wb.b_step.eq(self._step(self.bias_delta3, self.shB, self.draws[0])),
                          wb.b_old.eq(self.read3["b"][0]),
-                         wb.w_go.eq((s3.col < ci) & (s3.term == self.terms - 1)), wb.b_go.eq(s3.col == ci),
+                         wb.w_go.eq(~s3.col_is(ci) & (s3.term == self.terms - 1)), wb.b_go.eq(s3.col_is(ci)),
                          wb.w_addr.eq(_mulk(s3.row, ci) + s3.col), wb.b_addr.eq(s3.row)]
             if self.stoch:
                 m.d.comb += self.lfsr.advance.eq(Mux(s3.col == ci, 1, Mux(s3.term == self.terms - 1,
@@ -1139,10 +1176,11 @@ class _Datapath:
         P, s2, s3, wb = self.P, self.s2, self.s3, self.wb
         self._fifo_flag(m, "table_rot3", s2.at(_TABLE), "g_t")
         table_addr3 = self._s3(m, self.raddr2)
+        row_c = s3.flag("row0_", lambda s: s.row == 0)        # R[c] (else R[m])
         with m.If(s3.at(_TABLE)):
             for pp in range(P):
                 d_tc, d_tm = self._g_t_split(self.delta_fifo["g_t"][0][pp])
-                d = Mux(s3.row == 0, d_tc, d_tm)
+                d = Mux(row_c, d_tc, d_tm)
                 m.d.sync += [wb.step[pp].eq(self._step(d, self.shR, self.draws[pp])),
                              wb.old[pp].eq(self.read3["R"][pp]), wb.lane_valid[pp].eq(self._lane_valid(pp, s3.col, self.n))]
             m.d.sync += [wb.r_go.eq(1), wb.r_addr.eq(table_addr3)]
@@ -1165,7 +1203,7 @@ class _Datapath:
         self._operands(_HEAD_UPDATE, _A_D_HEAD, _B_H_CHUNK)
         self.shared_a[_A_D_HEAD] = self.d_head
         self._accumulate(m, _HEAD_LOGITS, start=self.read2["head_b"][0] << self.hbsh)
-        self._logit(_HEAD_LOGITS, s3.row, readout=True)
+        self._logit(_HEAD_LOGITS, "row", readout=True)
         with m.If(s3.at(_HEAD_UPDATE)):
             for pp in range(P):
                 # HEAD_UPDATE's lane sums are single products (lane_start at every term 0)
@@ -1173,7 +1211,7 @@ class _Datapath:
                              wb.old[pp].eq(self.read3["head_W"][pp])]
             m.d.sync += [wb.b_step.eq(self._step(self.d_head3, self.shB, self.head_draws[0])),
                          wb.b_old.eq(self.read3["head_b"][0]),
-                         wb.hw_go.eq(s3.col < cn), wb.hb_go.eq(s3.col == cn), wb.w_addr.eq(_mulk(s3.row, cn) + s3.col),
+                         wb.hw_go.eq(~s3.col_is(cn)), wb.hb_go.eq(s3.col_is(cn)), wb.w_addr.eq(_mulk(s3.row, cn) + s3.col),
                          wb.b_addr.eq(s3.row), wb.err_ovf.eq(self.d_head3_ovf)]
             if self.stoch:
                 m.d.comb += self.lfsr_head.advance.eq(Mux(s3.col == cn, 1, self._chunk_count(s3.col, cn, self.n)))
@@ -1280,7 +1318,7 @@ class _Datapath:
         t_done = Signal(name="t_done")
         m.d.comb += st.o.sample.valid.eq(self.out_pending & t_done)
         m.d.comb += [o.label.eq(self.c), o.train.eq(self.train)]
-        h_out = s3.at(_FORWARD) & (s3.col == self.ci - 1)
+        h_out = s3.at(_FORWARD) & s3.col_is(self.ci - 1)
         m.d.comb += [st.o.we.eq(h_out), st.o.sig.eq(s3.sig if l > 0 else 0), st.o.idx.eq(s3.row),
                      st.o.data.eq(self.h_new)]
         if l == 0:
@@ -1425,30 +1463,44 @@ class _Datapath:
         wins), decoded from registers: a write lands a cycle after the request, like every other
         write, and the host's request decoding stays off the memories' write paths."""
         st = self.st
-        m.d.sync += [self.ck_go.eq(self.rb_active & st.state.w_en), self.ck_mem.eq(st.state.mem),
-                     self.ck_bank.eq(st.state.bank), self.ck_addr.eq(st.state.addr), self.ck_data.eq(st.state.w_data)]
+        m.d.sync += [self.ck_go.eq(self.rb_active & st.state.w_en), self.ck_addr.eq(st.state.addr),
+                     self.ck_data.eq(st.state.w_data)]
         for name in self.wr:
+            # the memory and its bank decoded with the request, into one flag each
+            hit = Signal(name=f"ck_hit_{name}")
+            m.d.sync += hit.eq(self.rb_active & st.state.w_en & (st.state.mem == MEM_IDS[name]))
+            banks = Signal(len(self.wr[name]), name=f"ck_banks_{name}")
+            m.d.sync += banks.eq(Cat(*(st.state.bank == bk for bk in range(len(self.wr[name])))))
             for bk, port in enumerate(self.wr[name]):
                 # every bank takes the address (the packed cache reads bank 0's), one bank writes
-                with m.If(self.ck_go & (self.ck_mem == MEM_IDS[name])):
+                with m.If(hit):
                     m.d.comb += [port.addr.eq(self.ck_addr), port.data.eq(self.ck_data[:len(port.data)]),
-                                 port.en.eq(self.ck_bank == bk)]
+                                 port.en.eq(banks[bk])]
 
     def _readback(self, m):
         """The bank's word of every memory registered (a block RAM's clock-to-out without output
         register is most of a cycle at speed), then the memory's."""
         st = self.st
-        rb_mem1, rb_bank1, rb_mem2 = Signal(3, name="rb_mem1"), Signal.like(st.state.bank, name="rb_bank1"), \
-            Signal(3, name="rb_mem2")
-        m.d.sync += [rb_mem1.eq(st.state.mem), rb_bank1.eq(st.state.bank), rb_mem2.eq(rb_mem1)]
+        rb_mem1, rb_bank1 = Signal(3, name="rb_mem1"), Signal.like(st.state.bank, name="rb_bank1")
+        m.d.sync += [rb_mem1.eq(st.state.mem), rb_bank1.eq(st.state.bank)]
+        # the memory's word is picked by a flag per memory (decoded a cycle ahead) in an AND-OR
+        # tree, not a chain of compares; no memory of this stage: r_data holds
+        words, sels = [], []
         for name in self.rd:
             word = Signal(signed(32), name=f"rb_{name}", reset_less=True)
             with m.Switch(rb_bank1):
                 for bk, port in enumerate(self.rd[name]):
                     with m.Case(bk):
                         m.d.sync += word.eq(port.data)
-            with m.If(rb_mem2 == MEM_IDS[name]):
-                m.d.sync += st.state.r_data.eq(word)
+            sel = Signal(name=f"rb_sel_{name}")
+            m.d.sync += sel.eq(rb_mem1 == MEM_IDS[name])
+            words.append(word)
+            sels.append(sel)
+        picked = 0
+        for word, sel in zip(words, sels):
+            picked = picked | (word & sel.replicate(32))
+        with m.If(Cat(*sels).any()):
+            m.d.sync += st.state.r_data.eq(picked)
 
 
 class _WriteBack:

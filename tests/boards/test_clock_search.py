@@ -79,10 +79,10 @@ class FakeBuild:
         return report
 
 
-def _search(monkeypatch, tmp_path, fmax, **kw):
+def _search(monkeypatch, tmp_path, fmax, board="icebreaker", baud=115200, **kw):
     fake = FakeBuild(fmax)
     monkeypatch.setattr(clocksearch, "build", fake)
-    r = search_clock(lambda mhz: f"top{mhz}", "icebreaker", tmp_path / "out", baud=115200, **kw)
+    r = search_clock(lambda mhz: f"top{mhz}", board, tmp_path / "out", baud=baud, **kw)
     return r, fake
 
 
@@ -104,8 +104,10 @@ def test_search_probe_then_below_fmax(monkeypatch, tmp_path):
 def test_search_iterates_down_until_met(monkeypatch, tmp_path):
     # the placement gets worse each time: 31.3 at the probe, then 0.5 MHz below each clock tried
     r, fake = _search(monkeypatch, tmp_path, lambda c: 31.3 if c > 31.5 else c - 0.5 if c > 29.9 else 30.1)
-    assert fake.calls[1:] == [31.125, 30.375, 29.625]
+    # 29.625 meets with fmax 30.1: one try at 30.0 (fmax 29.5, not met) keeps 29.625
+    assert fake.calls[1:] == [31.125, 30.375, 29.625, 30.0]
     assert r["clock_search"]["chosen_mhz"] == 29.625 and r["timing_met"]
+    assert (tmp_path / "out" / "top.bin").read_bytes() == b"top29.625@29.625"
 
 
 def test_search_keeps_a_probe_that_met(monkeypatch, tmp_path):
@@ -141,3 +143,45 @@ def test_search_argument_checks(monkeypatch, tmp_path):
     from sigprop_fpga.boards.build import BuildError
     with pytest.raises(BuildError, match="no icebreaker clock at or below 5 MHz"):
         search_clock(lambda mhz: None, "icebreaker", tmp_path, baud=115200, probe_mhz=5)
+
+
+def _ulx3s_fmax(chase_fmax):
+    """The ULX3S search of main's digits build (150 -> 77.69, 75 -> 74.01, 71.875 -> 83.55), with
+    ``chase_fmax`` at any other clock."""
+    return lambda c: {150.0: 77.69, 75.0: 74.01, 71.875: 83.55}.get(c, chase_fmax)
+
+
+def test_search_tries_once_above_the_first_met(monkeypatch, tmp_path):
+    """71.875 MHz meets with fmax 83.55: one more build at the highest 3 Mbaud clock at most 83.55
+    (83.33), above the 75 MHz that failed; it meets too (fmax 88.0) and is kept; its fmax leaves
+    room again but the search tries only once."""
+    r, fake = _search(monkeypatch, tmp_path, _ulx3s_fmax(88.0), board="ulx3s-85f", baud=3_000_000)
+    chase = choose_clock("ulx3s-85f", 83.55, baud=3_000_000)
+    assert chase == pytest.approx(83.3333333, abs=1e-6) and baud_error(chase, 3_000_000) <= BAUD_ERROR_BUDGET
+    assert fake.calls == [150.0, 75.0, 71.875, chase]
+    s = r["clock_search"]
+    assert s["chosen_mhz"] == chase and r["timing_met"] and r["clock_mhz"]["achieved"] == chase
+    assert [a["timing_met"] for a in s["attempts"]] == [False, False, True, True]
+    assert (tmp_path / "out" / "top.bin").read_bytes() == f"top{chase}@{chase}".encode()
+
+
+def test_search_keeps_the_first_met_when_the_try_above_fails(monkeypatch, tmp_path):
+    r, fake = _search(monkeypatch, tmp_path, _ulx3s_fmax(80.0), board="ulx3s-85f", baud=3_000_000)
+    assert len(fake.calls) == 4 and fake.calls[-1] > 75.0
+    assert r["clock_search"]["chosen_mhz"] == 71.875 and r["timing_met"]
+    assert r["bitstream_sha256"] == "h71.875"
+    assert (tmp_path / "out" / "top.bin").read_bytes() == b"top71.875@71.875"
+
+
+def test_search_tries_no_clock_twice(monkeypatch, tmp_path):
+    """The first met attempt's fmax reaches only clocks already tried (75 failed): no more builds."""
+    r, fake = _search(monkeypatch, tmp_path, lambda c: {150.0: 77.69, 75.0: 74.01}.get(c, 75.2),
+                      board="ulx3s-85f", baud=3_000_000)
+    assert fake.calls == [150.0, 75.0, 71.875]
+    assert r["clock_search"]["chosen_mhz"] == 71.875
+
+
+def test_search_try_above_counts_against_max_attempts(monkeypatch, tmp_path):
+    r, fake = _search(monkeypatch, tmp_path, _ulx3s_fmax(88.0), board="ulx3s-85f", baud=3_000_000,
+                      max_attempts=3)
+    assert fake.calls == [150.0, 75.0, 71.875] and r["clock_search"]["chosen_mhz"] == 71.875
