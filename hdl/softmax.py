@@ -225,37 +225,59 @@ class Softmax(wiring.Component):
         with m.If(rotate):
             m.d.sync += [sv[i].eq(sv[(i + 1) % n]) for i in range(n)]
         sk = sv[0]
-        m.d.comb += self.busy.eq(0)
+        # the counters' last values as flags registered with them (k == n - 1, g == G - 1,
+        # bit == 1), and the states that rotate the logits as flags registered with the state:
+        # the rotation's enable (every logit bit) and the counters' enables start from
+        # flip-flops, not from compares and the state decode
+        k_last, g_last, bit_one = Signal(init=int(n == 1)), Signal(init=int(G == 1)), Signal()
+        in_exp0, in_exp = Signal(), Signal()
+
+        def set_k(v):                 # v: 0 or "+1"
+            m.d.sync += [k.eq(0 if v == 0 else k + 1), k_last.eq(int(n == 1) if v == 0 else k == n - 2)]
+
+        def set_g(v):                 # v: 0 or "next" (wraps at G)
+            if G > 1:
+                m.d.sync += [g.eq(0 if v == 0 else Mux(g_last, 0, g + 1)),
+                             g_last.eq(0 if v == 0 else Mux(g_last, 0, g == G - 2))]
+
+        def goto(name):
+            m.next = name
+            m.d.sync += [in_exp0.eq(int(name == "EXP0")), in_exp.eq(int(name == "EXP"))]
+
+        m.d.comb += [self.busy.eq(0), rotate.eq(in_exp0 | (in_exp & g_last))]
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [k.eq(0), clear_total.eq(1), g.eq(0)]
+                    set_k(0)
+                    set_g(0)
+                    m.d.sync += clear_total.eq(1)
                     m.d.sync += [sv[i].eq(self.s[i]) for i in range(n)]
-                    m.next = "MAX" if max_levels(n) > 1 else "EXP0"
+                    goto("MAX" if max_levels(n) > 1 else "EXP0")
             with m.State("MAX"):          # the tree's last levels, then the first difference
                 m.d.comb += self.busy.eq(1)
-                m.d.sync += k.eq(k + 1)
+                set_k("+1")
                 with m.If(k == max_levels(n) - 2):
-                    m.d.sync += k.eq(0)
-                    m.next = "EXP0"
+                    set_k(0)
+                    goto("EXP0")
             # the clamped difference d_k is registered a request ahead (the logit multiplexer and
             # the subtraction stay off the path into the lanes' operand registers)
             dreg = Signal(MB, reset_less=True)
             m.d.comb += d.eq(mx - sk)
             with m.State("EXP0"):
-                m.d.comb += [self.busy.eq(1), rotate.eq(1)]
+                m.d.comb += self.busy.eq(1)
                 m.d.sync += dreg.eq(Mux(d >= dc, dc, d))
-                m.next = "EXP"
+                goto("EXP")
             with m.State("EXP"):
-                m.d.comb += [self.busy.eq(1), men.eq(1), xexp.eq(1), ma.eq(LOG2E_Q16), mb.eq(dreg),
-                             rotate.eq(g == G - 1)]
-                if G > 1:
-                    m.d.sync += g.eq(Mux(g == G - 1, 0, g + 1))
-                with m.If(g == G - 1):
-                    m.d.sync += [k.eq(k + 1), dreg.eq(Mux(d >= dc, dc, d))]
-                    with m.If(k == n - 1):
-                        m.d.sync += [k.eq(0), rem.eq(1 << (RECIP_BITS - Q_BITS)), q.eq(0), bit.eq(Q_BITS)]
-                        m.next = "EXP_L1" if L > 1 else "EXP_W0"
+                m.d.comb += [self.busy.eq(1), men.eq(1), xexp.eq(1), ma.eq(LOG2E_Q16), mb.eq(dreg)]
+                set_g("next")
+                with m.If(g_last):
+                    set_k("+1")
+                    m.d.sync += dreg.eq(Mux(d >= dc, dc, d))
+                    with m.If(k_last):
+                        set_k(0)
+                        m.d.sync += [rem.eq(1 << (RECIP_BITS - Q_BITS)), q.eq(0), bit.eq(Q_BITS),
+                                     bit_one.eq(int(Q_BITS == 1))]
+                        goto("EXP_L1" if L > 1 else "EXP_W0")
             for i in range(1, L):         # the multiplier's pipeline registers
                 with m.State(f"EXP_L{i}"):
                     m.d.comb += self.busy.eq(1)
@@ -278,21 +300,21 @@ class Softmax(wiring.Component):
             with m.State("DIV"):          # Q_BITS steps, the last one straight into MUL
                 m.d.comb += self.busy.eq(1)
                 r2 = rem << 1
-                m.d.sync += bit.eq(bit - 1)
+                m.d.sync += [bit.eq(bit - 1), bit_one.eq(bit == 2)]
                 with m.If(r2 >= total):
                     m.d.sync += [rem.eq(r2 - total), q.eq((q << 1) | 1)]
                 with m.Else():
                     m.d.sync += [rem.eq(r2), q.eq(q << 1)]
-                with m.If(bit == 1):
-                    m.d.sync += [k.eq(0), g.eq(0)]
+                with m.If(bit_one):
+                    set_k(0)
+                    set_g(0)
                     m.next = "MUL"
             with m.State("MUL"):
                 m.d.comb += [self.busy.eq(1), ma.eq(e[k]), mb.eq(q), men.eq(1)]
-                if G > 1:
-                    m.d.sync += g.eq(Mux(g == G - 1, 0, g + 1))
-                with m.If(g == G - 1):
-                    m.d.sync += k.eq(k + 1)
-                    with m.If(k == n - 1):
+                set_g("next")
+                with m.If(g_last):
+                    set_k("+1")
+                    with m.If(k_last):
                         m.next = "MUL_LAST"
             with m.State("MUL_LAST"):
                 m.d.comb += self.busy.eq(1)

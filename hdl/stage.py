@@ -514,11 +514,18 @@ class _Datapath:
                              for code, (kk, _) in self.logit_index.items())).any()
             with m.If(s3.flag(f"logit_we{k}_", wr_k)):
                 m.d.sync += self.s[k].eq(acc)
+        # the argmaxes compare a copy of the finished sum (acc_cmp, loaded with acc in the
+        # readout phases) that drives nothing else: acc itself fans out to every logit
+        # register, the softmax and the adder; "row 0" and "row != c" are decided at S1
+        readouts = [code for code, (_, readout) in self.logit_index.items() if readout]
+        with m.If(Cat(*(self.s2.at(code) for code in readouts)).any() if readouts else 0):
+            m.d.sync += self.acc_cmp.eq(self.acc_n)
         for code, (k, readout) in sorted(self.logit_index.items()):
             if readout:
+                first = s3.flag("row0_", lambda s: s.row == 0) if isinstance(k, str) else (k == 0)
                 k = s3.row if isinstance(k, str) else k
-                with m.If(s3.at(code) & s3.col_is(last) & ((k == 0) | (acc > self.best_s))):
-                    m.d.sync += [self.best_s.eq(acc), self.pred.eq(k)]
+                with m.If(s3.at(code) & s3.col_is(last) & (first | (self.acc_cmp > self.best_s))):
+                    m.d.sync += [self.best_s.eq(self.acc_cmp), self.pred.eq(k)]
 
     def _fifo_flag(self, m, name, cond, *fifos, push=False):
         """A registered shift (or push) enable of the delta FIFOs ``fifos``, decided a cycle ahead."""
@@ -534,23 +541,48 @@ class _Datapath:
         """The entries pushed when ``nm``'s push flag is set (chosen where the flag's phase is)."""
         m.d.comb += [self.fifo_in[nm][pp].eq(vals[pp]) for pp in range(self.P)]
 
-    def _count(self, m, limits):
-        """Nested issue counters (outer first); returns the 'this is the last issue' condition."""
-        regs = list(self.s0.fields()[2:])
-        lasts = [r == (lim - 1) for r, lim in zip(regs, limits)]
-        for i in range(3, -1, -1):
-            cond = Const(1)
-            for c in lasts[i + 1:]:
-                cond = cond & c
-            with m.If(cond):
-                with m.If(lasts[i]):
-                    m.d.sync += regs[i].eq(0)
-                with m.Else():
-                    m.d.sync += regs[i].eq(regs[i] + 1)
+    def _count(self, m):
+        """Nested issue counters (outer first: ``sig``, ``row``, ``col``, ``term``) that count
+        while ``s0.valid``, each against a registered last value (``limit - 1``) that
+        :meth:`_goto` loads with the phase: no FSM state decode in front of their enables.
+        UPDATE's bias step (``col == ci``) has one term. Returns the 'this is the last issue'
+        condition."""
+        s0 = self.s0
+        regs = list(s0.fields()[2:])
+        self.lim = [Signal.like(r, name=f"lim_{r.name}") for r in regs]
+        self.upd_short = Signal(name="upd_short")
+        lasts = [r == lim for r, lim in zip(regs, self.lim)]
+        lasts[3] = lasts[3] | (self.upd_short & (s0.col == self.ci))
+        with m.If(s0.valid):
+            for i in range(3, -1, -1):
+                cond = Const(1)
+                for c in lasts[i + 1:]:
+                    cond = cond & c
+                with m.If(cond):
+                    with m.If(lasts[i]):
+                        m.d.sync += regs[i].eq(0)
+                    with m.Else():
+                        m.d.sync += regs[i].eq(regs[i] + 1)
         done = Const(1)
         for c in lasts:
             done = done & c
         return done
+
+    def _goto(self, m, name, train=None):
+        """``m.next = name``, with the issue slot's phase, valid bit and counter limits
+        registered alongside (S0 decoded from flip-flops, not from the FSM state): the same
+        values, cycle for cycle, as decoding the state. ``train``: the sample's mode as it will
+        be in ``name`` (IDLE loads it with the sample)."""
+        m.next = name
+        s0 = self.s0
+        code, limits = self.issue_of.get(name, (0, None))
+        m.d.sync += [s0.valid.eq(limits is not None), s0.phase.eq(code), self.idle.eq(int(name == "IDLE")),
+                     self.sm_start.eq(int(name in ("SOFTMAX", "HEAD_SOFTMAX"))),
+                     self.sm_frac.eq(int(name in ("HEAD_SOFTMAX", "W_HEAD_SOFTMAX")))]
+        if limits is not None:
+            lims = limits(self.train if train is None else train)
+            m.d.sync += [lim.eq(v - 1) for lim, v in zip(self.lim, lims)]
+            m.d.sync += self.upd_short.eq(int(name == "UPDATE"))
 
     # ---- memories ----
     def _memories(self, m):
@@ -782,6 +814,10 @@ class _Datapath:
         s3.follow(flags, s2, 1)
         st = self.st
         self.rb_active = Signal(name="rb_active")
+        # the FSM's state decodes that fan out (:meth:`_goto`): idle (st.busy, the host's port,
+        # the sample handshake), the softmax's start and its logit scale
+        self.idle = Signal(init=1, name="idle")
+        self.sm_start, self.sm_frac = Signal(name="sm_start"), Signal(name="sm_frac")
         self.ck_go = Signal(name="ck_go")
         self.ck_addr, self.ck_data = Signal.like(st.state.addr), Signal.like(st.state.w_data)
 
@@ -1006,11 +1042,14 @@ class _Datapath:
         self._operands(_LOGITS, _A_T, _B_H_CHUNK)
         self._accumulate(m, _LOGITS)
         self._logit(_LOGITS, "row", readout=True)
+        # m's compare on acc_cmp (the sum's copy, _logit_registers); k != c decided at S1 (c
+        # holds over the sample)
+        self.acc_cmp = Signal.like(self.acc, name="acc_cmp", reset_less=True)
+        not_c = s3.flag("not_c_", lambda s: s.row != self.c)
         with m.If(s3.at(_LOGITS)):
             with m.If(s3.col_is(self.cn - 1)):
-                k, acc = s3.row, self.acc
-                with m.If((k != self.c) & (~self.have_m | (acc > self.best_wrong_s))):
-                    m.d.sync += [self.best_wrong_s.eq(acc), self.m_class.eq(k), self.have_m.eq(1)]
+                with m.If(not_c & (~self.have_m | (self.acc_cmp > self.best_wrong_s))):
+                    m.d.sync += [self.best_wrong_s.eq(self.acc_cmp), self.m_class.eq(s3.row), self.have_m.eq(1)]
 
     def _cache(self, m):
         """CACHE: ``s_c = t . h`` and ``T[c] <- t``."""
@@ -1308,7 +1347,7 @@ class _Datapath:
         self.cycles = Signal(32, name="cycles")
         self.out_pending = Signal(name="out_pending")
         self.pred_valid = Signal(name="pred_valid")
-        m.d.comb += st.busy.eq(0)
+        m.d.comb += st.busy.eq(~self.idle)
         if self.last:
             m.d.comb += [st.pred.valid.eq(self.pred_valid)]
             with m.If(st.pred.valid & st.pred.ready):
@@ -1324,15 +1363,18 @@ class _Datapath:
         if l == 0:
             # layer 0's t = f(R[c]) lands a chunk a cycle at the start of FORWARD; its entries go
             # out one at a time in cycles without an h write (the hand-over waits for them)
+            # t_full (t_index == n) is registered: the next stage's sample handshake starts
+            # from flip-flops
             t_index = Signal(range(n + 1), name="t_out_index")
+            t_full = Signal(name="t_out_full")
             tq, tv = self.target_chunk, self.target_valid
-            m.d.comb += t_done.eq((t_index == n) | ~self.train)
-            with m.If(~h_out & self.train & (tq[0] == self.cn) & ~tv[1] & ~tv[2] & (t_index < n) & st.busy):
+            m.d.comb += t_done.eq(t_full | ~self.train)
+            with m.If(~h_out & self.train & (tq[0] == self.cn) & ~tv[1] & ~tv[2] & ~t_full & st.busy):
                 m.d.comb += [st.o.we.eq(1), st.o.sig.eq(1), st.o.idx.eq(t_index),
                              st.o.data.eq(self.t_a[t_index])]
-                m.d.sync += t_index.eq(t_index + 1)
+                m.d.sync += [t_index.eq(t_index + 1), t_full.eq(t_index == n - 1)]
             with m.If(st.i.sample.valid & st.i.sample.ready):
-                m.d.sync += t_index.eq(0)
+                m.d.sync += [t_index.eq(0), t_full.eq(0)]
         else:
             m.d.comb += t_done.eq(1)
         with m.If(st.o.sample.valid & st.o.sample.ready):
@@ -1347,24 +1389,24 @@ class _Datapath:
         train, last_nt = self.train, self.last and not self.head
         if state == "FORWARD":
             with m.If(train):
-                m.next = "LOGITS" if self.class_ce or last_nt else "CACHE"
+                self._goto(m, "LOGITS" if self.class_ce or last_nt else "CACHE")
             with m.Else():
-                m.next = "LOGITS" if last_nt else "HEAD_LOGITS" if self.head else "FIN"
+                self._goto(m, "LOGITS" if last_nt else "HEAD_LOGITS" if self.head else "FIN")
         elif state in ("LOGITS", "HEAD_LOGITS"):
             with m.If(train):
-                m.next = "CACHE" if state == "LOGITS" else "HEAD_SOFTMAX"
+                self._goto(m, "CACHE" if state == "LOGITS" else "HEAD_SOFTMAX")
             with m.Else():
-                m.next = "FIN"
+                self._goto(m, "FIN")
         elif state == "CACHE":
-            m.next = "SOFTMAX" if self.class_ce else "UPDATE"
+            self._goto(m, "SOFTMAX" if self.class_ce else "UPDATE")
         elif state == "GRADIENT":
-            m.next = "UPDATE"
+            self._goto(m, "UPDATE")
         elif state == "UPDATE" and self.table:
-            m.next = "TABLE"
+            self._goto(m, "TABLE")
         elif state in ("UPDATE", "TABLE"):
-            m.next = "HEAD_LOGITS" if self.head else "FIN"
+            self._goto(m, "HEAD_LOGITS" if self.head else "FIN")
         else:                               # HEAD_UPDATE
-            m.next = "FIN"
+            self._goto(m, "FIN")
 
     def _fsm(self, m):
         """Each issue phase counts its issues (``_Slot`` counters: sig, row, col, term), then
@@ -1375,16 +1417,20 @@ class _Datapath:
         last_nt = self.last and not self.head
         keep = {"FORWARD": True, "LOGITS": self.class_ce or last_nt, "CACHE": True, "GRADIENT": self.class_ce,
                 "UPDATE": True, "TABLE": self.table, "HEAD_LOGITS": self.head, "HEAD_UPDATE": self.head}
+        # each phase's counter limits (sig, row, col, term), as a function of the sample's mode;
+        # UPDATE's bias step (col == ci) has one term (_count)
         issues = [(name, code, limits) for name, code, limits in (
-            ("FORWARD", _FORWARD, (Mux(train, S, 1) if S > 1 else 1, n, ci, 1)),
-            ("LOGITS", _LOGITS, (1, C, cn, 1)),
-            ("CACHE", _CACHE, (1, 1, cn, 1)),
-            ("GRADIENT", _GRADIENT, (1, cn, C + 1, 1)),
-            ("UPDATE", _UPDATE, (1, n, ci + 1, Mux(s0.col == ci, 1, self.terms))),
-            ("TABLE", _TABLE, (1, 2 if self.push else 1, cn, 1)),
-            ("HEAD_LOGITS", _HEAD_LOGITS, (1, C, cn, 1)),
-            ("HEAD_UPDATE", _HEAD_UPDATE, (1, C, cn + 1, 1)),
+            ("FORWARD", _FORWARD, lambda tr: (Mux(tr, S, 1) if S > 1 else 1, n, ci, 1)),
+            ("LOGITS", _LOGITS, lambda tr: (1, C, cn, 1)),
+            ("CACHE", _CACHE, lambda tr: (1, 1, cn, 1)),
+            ("GRADIENT", _GRADIENT, lambda tr: (1, cn, C + 1, 1)),
+            ("UPDATE", _UPDATE, lambda tr: (1, n, ci + 1, self.terms)),
+            ("TABLE", _TABLE, lambda tr: (1, 2 if self.push else 1, cn, 1)),
+            ("HEAD_LOGITS", _HEAD_LOGITS, lambda tr: (1, C, cn, 1)),
+            ("HEAD_UPDATE", _HEAD_UPDATE, lambda tr: (1, C, cn + 1, 1)),
         ) if keep[name]]
+        self.issue_of = {name: (code, limits) for name, code, limits in issues}
+        last_issue = self._count(m)
         # Phases that need no drain before the next: nothing the next one reads at S0/S1 is
         # written later by this one, and S2/S3 stay in issue order. FORWARD -> LOGITS when the
         # last chunk of h is read at least DRAIN + 2 issues into LOGITS, after the last h entry
@@ -1402,58 +1448,57 @@ class _Datapath:
             no_drain["UPDATE"] = (Const(1), "TABLE")
 
         tq, tv = self.target_chunk, self.target_valid
+        m.d.comb += [self.rb_active.eq(self.idle & st.state.en),
+                     st.i.sample.ready.eq(self.idle & ~self.out_pending & ~st.state.en)]
+        if self.need_sm:
+            m.d.comb += [self.sm.start.eq(self.sm_start), self.sm.frac_sel.eq(self.sm_frac)]
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += [self.rb_active.eq(st.state.en), st.i.sample.ready.eq(~self.out_pending & ~st.state.en)]
                 with m.If(st.i.sample.valid & st.i.sample.ready):
                     ip = st.i.sample.payload
                     m.d.sync += self.write_half.eq(~self.write_half)
+                    # the issue counters are 0 here: every phase ends as they all wrap
                     m.d.sync += [self.c.eq(ip.label), train.eq(ip.train), self.have_m.eq(0), self.cycles.eq(1),
-                                 tq[0].eq(0), *(r.eq(0) for r in s0.fields()[2:])]
-                    m.next = "FORWARD"
+                                 tq[0].eq(0)]
+                    self._goto(m, "FORWARD", ip.train)
             for name, code, limits in issues:
                 with m.State(name):
-                    m.d.comb += [s0.valid.eq(1), s0.phase.eq(code), st.busy.eq(1)]
                     if name == "FORWARD" and l == 0:     # the target row R[c], a chunk a cycle
                         with m.If(tq[0] < cn):
                             m.d.comb += tv[0].eq(1)
                             m.d.sync += tq[0].eq(tq[0] + 1)
-                    with m.If(self._count(m, limits)):
+                    with m.If(last_issue):
                         if name in no_drain:
                             with m.If(no_drain[name][0]):
-                                m.next = no_drain[name][1]
+                                self._goto(m, no_drain[name][1])
                             with m.Else():
-                                m.next = f"W_{name}"
+                                self._goto(m, f"W_{name}")
                         else:
-                            m.next = f"W_{name}"
+                            self._goto(m, f"W_{name}")
                 with m.State(f"W_{name}"):
-                    m.d.comb += st.busy.eq(1)
                     # phases with S3 results (s, the argmax) wait for them too, FORWARD for its
                     # S4 writes of h and t
                     done = (~self.v_early if name == "GRADIENT" else ~self.v_inflight) & \
                         (~s2.valid if name in ("FORWARD", "LOGITS", "CACHE", "HEAD_LOGITS") else 1)
                     with m.If(done & (~s3.valid if name == "FORWARD" else 1)):
                         self._after(m, name)
-            for name, frac_sel, after, present in (("SOFTMAX", 0, "GRADIENT", self.class_ce),
-                                                   ("HEAD_SOFTMAX", 1, "HEAD_UPDATE", self.head)):
+            for name, after, present in (("SOFTMAX", "GRADIENT", self.class_ce),
+                                         ("HEAD_SOFTMAX", "HEAD_UPDATE", self.head)):
                 if not present:
                     continue
                 with m.State(name):
-                    m.d.comb += [self.sm.start.eq(1), self.sm.frac_sel.eq(frac_sel), st.busy.eq(1)]
-                    m.next = f"W_{name}"
+                    self._goto(m, f"W_{name}")
                 with m.State(f"W_{name}"):
-                    m.d.comb += [self.sm.frac_sel.eq(frac_sel), st.busy.eq(1)]
                     with m.If(self.sm.done):
-                        m.next = after
+                        self._goto(m, after)
             with m.State("FIN"):
-                m.d.comb += st.busy.eq(1)
                 ok = ~self.pred_valid if self.last else Const(1)
                 with m.If(ok):
                     if self.last:
                         m.d.sync += [self.pred_valid.eq(1), st.pred.payload.eq(self.pred)]
                     m.d.comb += [st.done.eq(1), st.done_train.eq(train)]
                     m.d.sync += st.last_cycles.eq(self.cycles + 1)
-                    m.next = "IDLE"
+                    self._goto(m, "IDLE")
         with m.If(st.busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)
 
