@@ -543,16 +543,21 @@ class _Datapath:
 
     def _count(self, m):
         """Nested issue counters (outer first: ``sig``, ``row``, ``col``, ``term``) that count
-        while ``s0.valid``, each against a registered last value (``limit - 1``) that
-        :meth:`_goto` loads with the phase: no FSM state decode in front of their enables.
-        UPDATE's bias step (``col == ci``) has one term. Returns the 'this is the last issue'
+        while ``s0.valid``. Whether each is at its last value is a flag registered with it
+        (``lim_last``): :meth:`_goto` loads, with the phase, each counter's flag for 0 and its
+        ``limit - 2`` (the value before the last), so no FSM state decode and no compare sits in
+        front of the counters' enables or the FSM's "last issue". UPDATE's bias step
+        (``col == ci``, the last ``col``) has one term. Returns the 'this is the last issue'
         condition."""
         s0 = self.s0
         regs = list(s0.fields()[2:])
-        self.lim = [Signal.like(r, name=f"lim_{r.name}") for r in regs]
+        # per counter: at its last value; that flag for value 0; limit - 2
+        self.lim_last = [Signal(name=f"last_{r.name}") for r in regs]
+        self.lim_first = [Signal(name=f"last0_{r.name}") for r in regs]
+        self.lim_pre = [Signal.like(r, name=f"pre_{r.name}") for r in regs]
         self.upd_short = Signal(name="upd_short")
-        lasts = [r == lim for r, lim in zip(regs, self.lim)]
-        lasts[3] = lasts[3] | (self.upd_short & (s0.col == self.ci))
+        lasts = list(self.lim_last)
+        lasts[3] = lasts[3] | (self.upd_short & lasts[2])
         with m.If(s0.valid):
             for i in range(3, -1, -1):
                 cond = Const(1)
@@ -560,28 +565,36 @@ class _Datapath:
                     cond = cond & c
                 with m.If(cond):
                     with m.If(lasts[i]):
-                        m.d.sync += regs[i].eq(0)
+                        m.d.sync += [regs[i].eq(0), self.lim_last[i].eq(self.lim_first[i])]
                     with m.Else():
-                        m.d.sync += regs[i].eq(regs[i] + 1)
+                        m.d.sync += [regs[i].eq(regs[i] + 1), self.lim_last[i].eq(regs[i] == self.lim_pre[i])]
         done = Const(1)
         for c in lasts:
             done = done & c
         return done
 
-    def _goto(self, m, name, train=None):
-        """``m.next = name``, with the issue slot's phase, valid bit and counter limits
-        registered alongside (S0 decoded from flip-flops, not from the FSM state): the same
-        values, cycle for cycle, as decoding the state. ``train``: the sample's mode as it will
-        be in ``name`` (IDLE loads it with the sample)."""
+    def _goto(self, m, name, load=True):
+        """``m.next = name``, with the issue slot's phase, valid bit and (``load``) counter
+        limits registered alongside (S0 decoded from flip-flops, not from the FSM state): the
+        same values, cycle for cycle, as decoding the state. Every counter is 0 here."""
         m.next = name
         s0 = self.s0
         code, limits = self.issue_of.get(name, (0, None))
         m.d.sync += [s0.valid.eq(limits is not None), s0.phase.eq(code), self.idle.eq(int(name == "IDLE")),
                      self.sm_start.eq(int(name in ("SOFTMAX", "HEAD_SOFTMAX"))),
                      self.sm_frac.eq(int(name in ("HEAD_SOFTMAX", "W_HEAD_SOFTMAX")))]
+        if load:
+            self._load_limits(m, name)
+
+    def _load_limits(self, m, name, train=None):
+        """Load the counters' flags (:meth:`_count`) for issue phase ``name`` (nothing for
+        another state); ``train``: the sample's mode in that phase (default: ``self.train``)."""
+        code, limits = self.issue_of.get(name, (0, None))
         if limits is not None:
-            lims = limits(self.train if train is None else train)
-            m.d.sync += [lim.eq(v - 1) for lim, v in zip(self.lim, lims)]
+            lims = [Value.cast(v) for v in limits(self.train if train is None else train)]
+            m.d.sync += [r.eq(v == 1) for r, v in zip(self.lim_last, lims)]
+            m.d.sync += [r.eq(v == 1) for r, v in zip(self.lim_first, lims)]
+            m.d.sync += [r.eq(v - 2) for r, v in zip(self.lim_pre, lims)]
             m.d.sync += self.upd_short.eq(int(name == "UPDATE"))
 
     # ---- memories ----
@@ -1454,13 +1467,16 @@ class _Datapath:
             m.d.comb += [self.sm.start.eq(self.sm_start), self.sm.frac_sel.eq(self.sm_frac)]
         with m.FSM():
             with m.State("IDLE"):
+                # FORWARD's counter flags loaded every idle cycle (for the sample on offer): the
+                # sample handshake stays out of their enables; they count only while s0.valid
+                self._load_limits(m, "FORWARD", st.i.sample.payload.train)
                 with m.If(st.i.sample.valid & st.i.sample.ready):
                     ip = st.i.sample.payload
                     m.d.sync += self.write_half.eq(~self.write_half)
                     # the issue counters are 0 here: every phase ends as they all wrap
                     m.d.sync += [self.c.eq(ip.label), train.eq(ip.train), self.have_m.eq(0), self.cycles.eq(1),
                                  tq[0].eq(0)]
-                    self._goto(m, "FORWARD", ip.train)
+                    self._goto(m, "FORWARD", load=False)
             for name, code, limits in issues:
                 with m.State(name):
                     if name == "FORWARD" and l == 0:     # the target row R[c], a chunk a cycle
