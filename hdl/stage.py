@@ -866,6 +866,7 @@ class _Datapath:
                 self._late(m, aL, a1, STAGE_LATENCY - 1)
                 self._late(m, fL, f1, STAGE_LATENCY - 1)
                 self.late_read[name] = (aL, fL)
+        a_issue = {}     # a memory's address for the issue (the host's port aside), bank 0
         for name in rd:
             for bk, port in enumerate(rd[name]):
                 if name == "W":
@@ -884,19 +885,27 @@ class _Datapath:
                     a = row
                 if name in self.late_read:
                     a = Mux(self.late_read[name][1], self.late_read[name][0], a)
+                if bk == 0:
+                    a_issue[name] = a
                 a = Mux(self.rb_active, st.state.addr, a)
                 # the packed cache's logical ports (_VPort) carry only the address
                 m.d.comb += read_whole(port, a) if isinstance(port, ReadPort) else port.addr.eq(a)
-        # the packed cache memory: which logical memory its read port serves this cycle
-        sel_b = Mux(self.rb_active, st.state.mem == MEM_IDS["b"], (ph0 == _FORWARD) | ((ph0 == _UPDATE) & (col == ci)))
-        sel_tin = Mux(self.rb_active, st.state.mem == MEM_IDS["Tin"], (ph0 == _UPDATE) & (col != ci)) if l > 0 \
-            else Const(0)
+        # the packed cache memory: which logical memory its read port serves this cycle. The
+        # region offsets are added to the issue's and to the host's address apart, before the
+        # choice between them (the adders start from registers, beside the selects)
+        sel_b = (ph0 == _FORWARD) | ((ph0 == _UPDATE) & (col == ci))
+        sel_tin = (ph0 == _UPDATE) & (col != ci) if l > 0 else Const(0)
+        rb_b, rb_tin = st.state.mem == MEM_IDS["b"], st.state.mem == MEM_IDS["Tin"] if l > 0 else Const(0)
+
+        def packed(a_b, a_tin, a_t, s_b, s_tin):
+            a_b, a_tin, a_t = (Value.cast(v)[:16] for v in (a_b, a_tin, a_t))
+            return Mux(s_b, pbase["b"] + a_b, Mux(s_tin, pbase.get("Tin", 0) + a_tin if l > 0 else 0, a_t))
         caddr = Signal.like(crd.addr, name="caddr")
         m.d.comb += read_whole(crd, Mux(self.sm.tab_en, pbase["tab"] + self.sm.tab_addr, caddr) if self.need_sm
                                else caddr)
-        m.d.comb += caddr.eq(Mux(sel_b, pbase["b"] + rd["b"][0].addr,
-                                 Mux(sel_tin, pbase.get("Tin", 0) + rd["Tin"][0].addr if l > 0 else 0,
-                                     rd["T"][0].addr)))
+        m.d.comb += caddr.eq(Mux(self.rb_active,
+                                 packed(st.state.addr, st.state.addr, st.state.addr, rb_b, rb_tin),
+                                 packed(a_issue["b"], a_issue.get("Tin", 0), a_issue["T"], sel_b, sel_tin)))
         wen_b = wr["b"][0].en
         wen_t = Cat(*(vp.en for vp in wr["T"])).any()     # any lane (a checkpoint writes one)
         m.d.sync += cwr.addr.eq(Mux(wen_b, pbase["b"] + wr["b"][0].addr,
