@@ -108,23 +108,40 @@ class Softmax(wiring.Component):
         super().__init__(sig)
         self._MustUse__silence = False
 
+    def _max_tree(self, m):
+        """The max: a tree of registered pairwise comparisons over the (stable) logits, valid
+        ``max_levels(n)`` cycles after they are."""
+        level = [self.s[i] for i in range(self.n)]
+        for lv in range(max_levels(self.n)):
+            nxt = []
+            for i in range(0, len(level), 2):
+                r = Signal(signed(self.width), name=f"max{lv}_{i // 2}", reset_less=True)
+                pair = level[i:i + 2]
+                m.d.sync += r.eq(pair[0] if len(pair) == 1 else Mux(pair[1] > pair[0], pair[1], pair[0]))
+                nxt.append(r)
+            level = nxt
+        return level[0]
+
+    def _multiplier(self, m, ma, mb, men, g, mp):
+        """``mp = ma * mb`` ``mul_latency`` cycles after the request: an internal multiplier
+        behind the lanes' pipeline registers, or the stage's lanes (``groups``)."""
+        if self.groups is None:
+            ma_r, mb_r = ma, mb
+            for _ in range(self.mul_latency - 1):   # the lanes' pipeline: registers ahead of the product
+                ma_n, mb_n = Signal.like(ma, reset_less=True), Signal.like(mb, reset_less=True)
+                m.d.sync += [ma_n.eq(ma_r), mb_n.eq(mb_r)]
+                ma_r, mb_r = ma_n, mb_n
+            m.d.sync += mp.eq(ma_r * mb_r)
+        else:
+            m.d.comb += [self.mul_en.eq(men), self.mul_a.eq(ma), self.mul_b.eq(mb), self.mul_g.eq(g),
+                         mp.eq(self.mul_p)]
+
     def elaborate(self, platform):
         m = Module()
         n, w = self.n, self.width
         s = Array(self.s[k] for k in range(n))
         k = Signal(range(n + 1))
-        # the max: a tree of registered pairwise comparisons over the (stable) logits, valid
-        # max_levels(n) cycles after they are
-        level = [self.s[i] for i in range(n)]
-        for lv in range(max_levels(n)):
-            nxt = []
-            for i in range(0, len(level), 2):
-                r = Signal(signed(w), name=f"max{lv}_{i // 2}", reset_less=True)
-                pair = level[i:i + 2]
-                m.d.sync += r.eq(pair[0] if len(pair) == 1 else Mux(pair[1] > pair[0], pair[1], pair[0]))
-                nxt.append(r)
-            level = nxt
-        mx = level[0]
+        mx = self._max_tree(m)
         d = Signal(unsigned(w + 1))
         emax = (1 << P_FRAC)
         e = Array(Signal(range(emax + 1), name=f"e{i}", reset_less=True) for i in range(n))
@@ -145,16 +162,7 @@ class Softmax(wiring.Component):
                              Signal(), Signal())
         mp = Signal(E_BITS + MB + 1)
         L = self.mul_latency
-        if self.groups is None:
-            ma_r, mb_r = ma, mb
-            for _ in range(L - 1):       # the lanes' pipeline: registers ahead of the product
-                ma_n, mb_n = Signal.like(ma, reset_less=True), Signal.like(mb, reset_less=True)
-                m.d.sync += [ma_n.eq(ma_r), mb_n.eq(mb_r)]
-                ma_r, mb_r = ma_n, mb_n
-            m.d.sync += mp.eq(ma_r * mb_r)
-        else:
-            m.d.comb += [self.mul_en.eq(men), self.mul_a.eq(ma), self.mul_b.eq(mb), self.mul_g.eq(g),
-                         mp.eq(self.mul_p)]
+        self._multiplier(m, ma, mb, men, g, mp)
         # the request's tags travel alongside the multiplier's pipeline
         tags = [men, k, g, xexp]
         for _ in range(L - 1):
