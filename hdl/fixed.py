@@ -167,6 +167,14 @@ def _fmt(q) -> _Q:
     raise TypeError(f"Expected an SQ, UQ or QFormat, not {q!r}")
 
 
+def _asr(v, k: int) -> Value:
+    """``v >> k`` of a signed ``v`` (``k >= 1``) in ``len(v) - k`` bits (at least the sign), not
+    in ``len(v)``: the bits above would be copies of the sign, and every adder or saturation
+    after it would carry them."""
+    v = Value.cast(v)
+    return v[k:].as_signed() if k < len(v) else v[-1:].as_signed()
+
+
 def round_shift(v, k: int, mode: str = "nearest", draw=None) -> Value:
     """``v / 2**k`` rounded to an integer (``k <= 0``: an exact left shift).
 
@@ -196,13 +204,13 @@ def round_shift(v, k: int, mode: str = "nearest", draw=None) -> Value:
     if k <= 0:
         return (v << (-k)).as_signed()
     if mode == "truncate":
-        return v >> k
+        return _asr(v, k)
     if mode == "stochastic":
         if draw is None:
             raise ValueError("Stochastic rounding needs an LFSR draw")
         r = Value.cast(draw)[:k]
-        return ((v + r) >> k).as_signed()
-    q = v >> k
+        return _asr(v + r, k)
+    q = _asr(v, k)
     rem = v.as_unsigned()[:k] if v.shape().width >= k else Cat(v.as_unsigned(), Const(0, k - v.shape().width))
     # up = rem > half | (rem == half & q odd), as bit tests (a LUT tree, not two comparators'
     # carry chains ahead of the increment's)

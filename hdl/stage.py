@@ -54,7 +54,7 @@ from ..compiler.fixed import EXP2_TABLE, P_FRAC
 from ..compiler.rule import E_BITS, activation_range, softmax_fracs, step_shifts, update_terms
 from ..compiler.network import Network, lfsr_seed
 from ..compiler.statemap import MEM_IDS, pow2_depth, stage_memories
-from .fixed import mul_const as _mulk, narrow, round_shift, saturate
+from .fixed import inside, mul_const as _mulk, narrow, round_shift, saturate
 from .lfsr import Lfsr
 from . import BLOCK_RAM
 from .mac import STAGE_LATENCY, MacLanes
@@ -470,11 +470,22 @@ class _Datapath:
         return r
 
     def _inside(self, v):
-        """``f'(v)`` of the hard-tanh: ``v`` strictly inside the activation's range."""
-        return (v > self.q_act.min_int) & (v < self.q_act.max_int)
+        """``f'(v)`` of the hard-tanh: ``v`` strictly inside the activation's range (two
+        equalities when the range is the format's own)."""
+        return inside(v, self.q_act)
 
     def _lane_valid(self, pp, idx, count):
-        return (_mulk(idx, self.P) + pp) < count
+        """Lane ``pp`` of chunk ``idx`` (``0 <= idx < ceil(count / P)``) holds one of ``count``
+        entries: only the last chunk may be short, so a lane's answer is a compare of ``idx``
+        with a constant (no ``idx * P + pp`` adder per lane)."""
+        chunks = -(-count // self.P)
+        if pp < count - (chunks - 1) * self.P:
+            return Const(1, 1)
+        return idx < chunks - 1
+
+    def _fit(self, v, width):
+        """A lane accumulator's value cut to ``width`` signed bits (a phase's sums fit them)."""
+        return v if len(v) <= width else v[:width].as_signed()
 
     def _chunk_count(self, idx, chunks, total):
         """Entries in chunk ``idx`` of ``chunks`` over ``total`` (the last may be short)."""
@@ -702,8 +713,17 @@ class _Datapath:
         self.err_w = P_FRAC + 2
         self.A = max(qw.width, qa.width, self.err_w, self.ew)
         self.B = max(qin.width, qa.width)
-        prod_w = self.A + self.B
-        self.lane_acc_w = max(prod_w + _bits(C + 1) + 1, prod_w + 3)
+        # the lane accumulators hold GRADIENT's sums over the classes (err_k T[k][j], then
+        # err_c h[j]), UPDATE's over its terms (d x) and HEAD_UPDATE's single products (d_k h[j]):
+        # each as wide as its bound from the operands' widths (a signed value of magnitude at
+        # most M takes M.bit_length() + 1 bits), not as the widest product of any phase
+        def sbits(bound):
+            return bound.bit_length() + 1
+
+        self.upd_w = sbits(self.terms << (self.ew - 1 + qin.width - 1))
+        self.head_w = sbits(1 << (self.qe.width - 1 + qa.width - 1))
+        grad_w = sbits(C << (self.err_w - 1 + qa.width - 1)) if self.class_ce else 1
+        self.lane_acc_w = max(grad_w, self.upd_w, self.head_w if self.head else 1)
 
     # ---- the softmax, the rounding draws, the sample's registers ----
     def _softmax_unit(self, m):
@@ -990,8 +1010,9 @@ class _Datapath:
         m.d.sync += [hv4.eq(hv3), row4.eq(s3.row), hwe4.eq(0), twe4.eq(0)]
         with m.If(hwe4):
             m.d.sync += self.h_a[row4].eq(hv4)
-        with m.If(twe4):
-            m.d.sync += self.t_a[row4].eq(hv4)
+        if l > 0:      # layer 0's t comes from R[c] only (its FORWARD has no t pass)
+            with m.If(twe4):
+                m.d.sync += self.t_a[row4].eq(hv4)
         with m.If(s3.at(_FORWARD)):
             with m.If(s3.col_is(ci - 1)):
                 with m.If(s3.sig == 0):
@@ -1128,7 +1149,8 @@ class _Datapath:
         wb = self.wb
         with m.If(s3.at(_UPDATE)):
             for pp in range(P):
-                m.d.sync += [wb.step[pp].eq(self._step(self.lane_acc[pp], self.shW, self.draws[pp])),
+                m.d.sync += [wb.step[pp].eq(self._step(self._fit(self.lane_acc[pp], self.upd_w), self.shW,
+                                                       self.draws[pp])),
                              wb.old[pp].eq(self.read3["W"][pp])]
             m.d.sync += [wb.b_step.eq(self._step(self.bias_delta3, self.shB, self.draws[0])),
                          wb.b_old.eq(self.read3["b"][0]),
@@ -1156,13 +1178,13 @@ class _Datapath:
         so nothing is cut before saturating)."""
         k = self.shifts
         self.shW, self.shB, self.shR, self.shHW = k.weight, k.bias, k.table, k.head_weight
-        lane_steps = [self._step(self.lane_acc[0], self.shW, self.draws[0])]
+        lane_steps = [self._step(self._fit(self.lane_acc[0], self.upd_w), self.shW, self.draws[0])]
         bias_steps = [self._step(self.bias_delta3, self.shB, self.draws[0])]
         if self.table:
             d_tc0, d_tm0 = self._g_t_split(self.delta_fifo["g_t"][0][0])
             lane_steps.append(self._step(Mux(self.s3.row == 0, d_tc0, d_tm0), self.shR, self.draws[0]))
         if self.head:
-            lane_steps.append(self._step(self.lane_acc[0], self.shHW, self.head_draws[0]))
+            lane_steps.append(self._step(self._fit(self.lane_acc[0], self.head_w), self.shHW, self.head_draws[0]))
             bias_steps.append(self._step(self.d_head3, self.shB, self.head_draws[0]))
         self.wb = wb = _WriteBack(self.P, max(len(v) for v in lane_steps), max(self.qw.width, self.qt.width),
                                   max(len(v) for v in bias_steps), self.qb.width, len(self.raddr2))
@@ -1207,7 +1229,8 @@ class _Datapath:
         with m.If(s3.at(_HEAD_UPDATE)):
             for pp in range(P):
                 # HEAD_UPDATE's lane sums are single products (lane_start at every term 0)
-                m.d.sync += [wb.step[pp].eq(self._step(self.lane_acc[pp], self.shHW, self.head_draws[pp])),
+                m.d.sync += [wb.step[pp].eq(self._step(self._fit(self.lane_acc[pp], self.head_w), self.shHW,
+                                                       self.head_draws[pp])),
                              wb.old[pp].eq(self.read3["head_W"][pp])]
             m.d.sync += [wb.b_step.eq(self._step(self.d_head3, self.shB, self.head_draws[0])),
                          wb.b_old.eq(self.read3["head_b"][0]),
@@ -1250,9 +1273,18 @@ class _Datapath:
         shared_a = {code: self._src(m, v, f"shared{code}_b") for code, v in self.shared_a.items()}
         if self.need_sm:
             shared_a[_A_SM] = self._src(m, self.sm.mul_a, "sm_a_b")
+        # the sources every lane shares (err, the deltas, e_k) are chosen once, so that a lane's
+        # multiplexer has one input for all of them: S1b is the shared choice, then the lanes'
+        shared = Signal(signed(self.A), name="shared_a")
+        with m.Switch(asel_b):
+            for code, v in shared_a.items():
+                with m.Case(code):
+                    m.d.comb += shared.eq(v)
         for pp in range(P):
             srcs_a = {_A_W: self._src(m, rd["W"][pp].data, f"w_b{pp}"), _A_T: self._src(m, rd["T"][pp].data, f"t_b{pp}"),
-                      _A_T_CHUNK: self._src(m, self.t_chunk[pp], f"t_chunk_b{pp}"), **shared_a}
+                      _A_T_CHUNK: self._src(m, self.t_chunk[pp], f"t_chunk_b{pp}")}
+            if shared_a:
+                srcs_a[tuple(shared_a)] = shared
             srcs_b = {_B_IN: self._src(m, self.x_lane[pp], f"in_b{pp}"),
                       _B_H_CHUNK: self._src(m, self.h_chunk[pp], f"h_chunk_b{pp}"), _B_T: srcs_a[_A_T]}
             if l > 0:
@@ -1272,7 +1304,7 @@ class _Datapath:
             for sel, srcs, operand in ((asel_b, srcs_a, mac.a[pp]), (bsel_b, srcs_b, mac.b[pp])):
                 with m.Switch(sel):
                     for code, v in srcs.items():
-                        with m.Case(code):
+                        with m.Case(*(code if isinstance(code, tuple) else (code,))):
                             m.d.comb += operand.eq(v)
 
     def _saturation_counters(self, m):
