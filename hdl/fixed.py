@@ -348,7 +348,7 @@ def round_shift_halved(v, k: int) -> Value:
     v = Value.cast(v)
     if k <= 0:
         return (v << (-k)).as_signed()
-    q = v >> k
+    q = _asr(v, k)
     tie = v.as_unsigned()[:k] == 0
     return Cat(q[0] & ~tie, q[1:]).as_signed()
 

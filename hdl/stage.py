@@ -54,8 +54,8 @@ from ..compiler.fixed import EXP2_TABLE, P_FRAC
 from ..compiler.rule import E_BITS, activation_range, softmax_fracs, step_shifts, update_terms
 from ..compiler.network import Network, lfsr_seed
 from ..compiler.statemap import MEM_IDS, pow2_depth, stage_memories
-from .fixed import (inside, mul_const as _mulk, narrow, round_nearest_parts, round_shift, rounded_step, saturate,
-                    sub_rounded)
+from .fixed import (inside, mul_const as _mulk, narrow, round_nearest_parts, round_shift, round_shift_halved,
+                    rounded_step, saturate, sub_rounded)
 from .lfsr import Lfsr
 from . import BLOCK_RAM
 from .mac import STAGE_LATENCY, MacLanes
@@ -725,7 +725,11 @@ class _Datapath:
 
         self.upd_w = sbits(self.terms << (self.ew - 1 + qin.width - 1))
         self.head_w = sbits(1 << (self.qe.width - 1 + qa.width - 1))
-        grad_w = sbits(C << (self.err_w - 1 + qa.width - 1)) if self.class_ce else 1
+        # GRADIENT's sums start from the rounding half of their narrowing (round_shift_halved:
+        # no incrementer after the lane accumulator)
+        self.g_shift = P_FRAC + self.fa - self.qe.frac_bits
+        self.g_half = 1 << (self.g_shift - 1) if self.g_shift > 0 else 0
+        grad_w = sbits((C << (self.err_w - 1 + qa.width - 1)) + self.g_half) if self.class_ce else 1
         self.lane_acc_w = max(grad_w, self.upd_w, self.head_w if self.head else 1)
 
     # ---- the softmax, the rounding draws, the sample's registers ----
@@ -916,7 +920,11 @@ class _Datapath:
         its old value at S3 (``read3[name]``, a lane's word of ``W``, ``T``, ``R``, ``head_W``;
         one word of ``b``, ``head_b``)."""
         P, rd = self.P, self.rd
-        self.mac = m.submodules.mac = MacLanes(P, self.A, self.B)
+        # the adder tree sums the dot products' products (W x, T h, t h, W_head h), narrower than
+        # the lanes' widest (err T in GRADIENT, which takes the per-lane products)
+        qw, qa, qin = self.qw, self.qa, self.qin
+        sum_w = max(qw.width + qin.width, 2 * qa.width, qw.width + qa.width if self.head else 0)
+        self.mac = m.submodules.mac = MacLanes(P, self.A, self.B, sum_width=min(sum_w, self.A + self.B))
         self.prod = [self.mac.prod[pp] for pp in range(P)]
         self.read2, self.read3 = {}, {}
         for name in ("W", "T", "R", "head_W", "b", "head_b"):
@@ -958,8 +966,11 @@ class _Datapath:
         self.lane_acc = [Signal(signed(self.lane_acc_w), name=f"lane_acc{pp}", reset_less=True) for pp in range(P)]
         lane_start = s2.flag("lane_start", lambda s: Mux(s.phase == _GRADIENT, (s.col == 0) | (s.col == C), s.term == 0))
         lane_sum = [Signal(signed(self.lane_acc_w + 1), name=f"lane_sum{pp}") for pp in range(P)]
+        start = Const(0)
+        if self.class_ce and self.g_half:        # GRADIENT's sums start from the rounding half
+            start = Mux(s2.flag("grad_start", lambda s: s.phase == _GRADIENT), self.g_half, 0)
         for pp in range(P):
-            m.d.comb += lane_sum[pp].eq(Mux(lane_start, 0, self.lane_acc[pp]) + self.prod[pp])
+            m.d.comb += lane_sum[pp].eq(Mux(lane_start, start, self.lane_acc[pp]) + self.prod[pp])
             m.d.sync += self.lane_acc[pp].eq(lane_sum[pp])
         self.acc_base = Signal.like(acc, name="acc_base")
         m.d.comb += [self.acc_base.eq(Mux(s2.col_is(0), 0, acc)), self.acc_n.eq(self.acc_base + self.mac.total)]
@@ -1090,8 +1101,12 @@ class _Datapath:
             for pp in range(P):
                 with m.If(s3.col == self.m_class):
                     m.d.sync += mask_m[pp].eq(T3_in[pp])
-                # one narrowing per lane: g_h at step C - 1, g_t at step C
-                g, g_ovf = narrow(self.lane_acc[pp], P_FRAC + self.fa, qe)
+                # one narrowing per lane: g_h at step C - 1, g_t at step C (the sums started from
+                # the rounding half: a floor, its low bit cleared on a tie, then saturated)
+                if self.g_half:
+                    g, g_ovf = saturate(round_shift_halved(self.lane_acc[pp], self.g_shift), qe)
+                else:
+                    g, g_ovf = narrow(self.lane_acc[pp], P_FRAC + self.fa, qe)
                 ovf = Signal(name=f"err_ovf{pp}")
                 d_h.append(Mux(h_in3[pp], g, 0))
                 mm = mask_m[pp] if self.push else Const(0, 1)
