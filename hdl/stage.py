@@ -699,8 +699,14 @@ class _Datapath:
                 with m.If(self.fifo_shift[nm]):
                     for q in range(cn - 1):
                         m.d.sync += [dq[nm][q][pp].eq(dq[nm][q + 1][pp]) for pp in range(P)]
-                    m.d.sync += [dq[nm][cn - 1][pp].eq(Mux(self.fifo_push[nm], self.fifo_in[nm][pp], dq[nm][0][pp]))
-                                 for pp in range(P)]
+                    # the head comes back to the tail only where it is read again after UPDATE
+                    # (g_t by TABLE): elsewhere the tail takes the push value, rotating or not
+                    # (the next sample's GRADIENT pushes every chunk anew), and no multiplexer
+                    if nm == "g_t" and self.table:
+                        m.d.sync += [dq[nm][cn - 1][pp].eq(Mux(self.fifo_push[nm], self.fifo_in[nm][pp], dq[nm][0][pp]))
+                                     for pp in range(P)]
+                    else:
+                        m.d.sync += [dq[nm][cn - 1][pp].eq(self.fifo_in[nm][pp]) for pp in range(P)]
 
     def _widths(self):
         """Accumulators wide enough that no dot product overflows; the lanes' operand widths."""
