@@ -651,6 +651,18 @@ class _Datapath:
         m.d.comb += [self.x_lane[k].eq(self.ird.data[k * wi:(k + 1) * wi]) for k in range(P)]
         self.h = h = vec("h", cn * P, qa.width)
         self.t = t = vec("t", cn * P, qa.width)
+        # h in a distributed memory of P-entry chunks (read a chunk a cycle, written an entry at a
+        # time) instead of flip-flops and a cn-way multiplexer per lane, where the chunks are
+        # many; the memory's read is synchronous (the address at S0), so a read must come a cycle
+        # after the write it needs, not in the cycle after it as from flip-flops: FORWARD's last
+        # h writes meet LOGITS' reads of the last chunk without a drain only when cn reaches
+        # STAGE_LATENCY + 3 (_fsm's no_drain), one cycle short there; class_ce only (the l2
+        # deltas read every entry of h at once)
+        self.h_mem = None
+        if self.class_ce and cn >= 4 and cn != STAGE_LATENCY + 3:
+            hm = m.submodules.hmem = Memory(shape=unsigned(P * qa.width), depth=pow2_depth(cn), init=[],
+                                            attrs={"ram_style": "distributed"})
+            self.h_mem = (hm.read_port(), hm.write_port(granularity=qa.width))
         ew = qe.width + 1
         self.delta_fifo = None
         if self.class_ce:
@@ -913,8 +925,13 @@ class _Datapath:
         # its hard-tanh derivative bit delayed (not the entry)
         self.h_inside3 = [Signal(name=f"h_inside3_{pp}") for pp in range(P)]
         self.t_inside3 = [Signal(name=f"t_inside3_{pp}") for pp in range(P)]
+        if self.h_mem is not None:       # the chunk's address at S0, its word at S1
+            hrd = self.h_mem[0]
+            m.d.comb += read_whole(hrd, Mux(self.s0.phase == _GRADIENT, self.s0.row, self.s0.col))
         for pp in range(P):
-            m.d.comb += [self.h_chunk[pp].eq(self.h_l[pp][hidx1]), self.t_chunk[pp].eq(self.t_l[pp][hidx1])]
+            h_pp = hrd.data[pp * qa.width:(pp + 1) * qa.width].as_signed() if self.h_mem is not None \
+                else self.h_l[pp][hidx1]
+            m.d.comb += [self.h_chunk[pp].eq(h_pp), self.t_chunk[pp].eq(self.t_l[pp][hidx1])]
             for v, out in ((self.h_chunk[pp], self.h_inside3[pp]), (self.t_chunk[pp], self.t_inside3[pp])):
                 r = Signal.like(v, name=f"{v.name}_r", reset_less=True)
                 m.d.sync += r.eq(v)
@@ -1028,8 +1045,14 @@ class _Datapath:
         hv4, hwe4, twe4, row4 = Signal.like(hv3, name="h_new4"), Signal(name="h_we4"), Signal(name="t_we4"), \
             Signal.like(s3.row, name="row4")
         m.d.sync += [hv4.eq(hv3), row4.eq(s3.row), hwe4.eq(0), twe4.eq(0)]
-        with m.If(hwe4):
-            m.d.sync += self.h_a[row4].eq(hv4)
+        if self.h_mem is not None:       # entry row4 of h: its chunk's word, its lane's granule
+            hwr = self.h_mem[1]
+            hq, hr = _divmod_const(row4, P, self.n)
+            m.d.comb += [hwr.addr.eq(hq), hwr.data.eq(Cat(*([hv4] * P)))]
+            m.d.comb += [hwr.en[k].eq(hwe4 & (hr == k)) for k in range(P)]
+        else:
+            with m.If(hwe4):
+                m.d.sync += self.h_a[row4].eq(hv4)
         if l > 0:      # layer 0's t comes from R[c] only (its FORWARD has no t pass)
             with m.If(twe4):
                 m.d.sync += self.t_a[row4].eq(hv4)
