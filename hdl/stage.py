@@ -494,12 +494,13 @@ class _Datapath:
 
     def _step(self, x, k, draw):
         """The rounded ``-x >> k``, or, when the step is subtracted, ``x >> k`` rounded to
-        nearest in :func:`.fixed.rounded_step`'s encoding (the floor and the increment apart:
-        the increment is the carry of the subtraction at S4, no incrementer at S3)."""
-        return rounded_step(x, k) if self.sub else round_shift(-x, k, self.mode, draw)
+        nearest as the complement of :func:`.fixed.rounded_step`'s encoding: ``Cat(up, q)``, the
+        floor and the increment apart (the increment is the carry of the subtraction at S4, no
+        incrementer at S3; the complement is taken in the adder's LUTs at S4, not at S3)."""
+        return ~rounded_step(x, k) if self.sub else round_shift(-x, k, self.mode, draw)
 
     def _apply_step(self, old, st):
-        return sub_rounded(old, st) if self.sub else old + st
+        return sub_rounded(old, ~st) if self.sub else old + st
 
     def _g_t_split(self, v):
         """``(d_tc, d_tm)`` of a packed ``g_t`` FIFO entry: ``g_t`` and its two masks."""
@@ -1269,8 +1270,10 @@ class _Datapath:
             return self._step(Mux(row_c, d_tc, d_tm), self.shR, draw)
         qe = self.qe
         q, up = round_nearest_parts(v[:qe.width].as_signed(), self.shR)
-        return Mux(row_c, Mux(v[qe.width], Cat(~up, ~q).as_signed(), 0),
-                   Mux(v[qe.width + 1], Cat(up, q).as_signed(), 0))
+        # complemented as _step's: old - round(g_t) from Cat(up, q), old + round(g_t) from its
+        # complement, old itself from ~0
+        return Mux(row_c, Mux(v[qe.width], Cat(up, q).as_signed(), -1),
+                   Mux(v[qe.width + 1], Cat(~up, ~q).as_signed(), -1))
 
     def _head(self, m):
         """The linear head (last stage, ``readout: head``): HEAD_LOGITS ``s_k = W_head[k] . h +
@@ -1345,7 +1348,11 @@ class _Datapath:
                 srcs_a[tuple(shared_a)] = shared
             srcs_b = {_B_IN: self._src(m, self.x_lane[pp], f"in_b{pp}"),
                       _B_H_CHUNK: self._src(m, self.h_chunk[pp], f"h_chunk_b{pp}"), _B_T: srcs_a[_A_T]}
-            if l > 0:
+            if l > 0 and len(rd["Tin"][pp].data) == len(rd["T"][pp].data):
+                # T and Tin are the same bits of the packed cache's read word: one input
+                del srcs_b[_B_T]
+                srcs_b[(_B_T, _B_TIN)] = srcs_a[_A_T]
+            elif l > 0:
                 srcs_b[_B_TIN] = self._src(m, rd["Tin"][pp].data, f"tin_b{pp}")
             if self.head:
                 srcs_a[_A_HEAD_W] = self._src(m, rd["head_W"][pp].data, f"hw_b{pp}")
