@@ -664,6 +664,14 @@ class _Datapath:
             hm = m.submodules.hmem = Memory(shape=unsigned(P * qa.width), depth=pow2_depth(cn), init=[],
                                             attrs={"ram_style": "distributed"})
             self.h_mem = (hm.read_port(), hm.write_port(granularity=qa.width))
+        # layer 0's t likewise (written a chunk at a time from R[c] early in FORWARD, read long
+        # after): a synchronous port for the chunks, an asynchronous one for the entries handed
+        # over one at a time (t_a[idx]: the word's lane, a P-way multiplexer, not a cn P-way one)
+        self.t_mem = None
+        if l == 0 and self.class_ce and cn >= 4:
+            tm = m.submodules.tmem = Memory(shape=unsigned(P * qa.width), depth=pow2_depth(cn), init=[],
+                                            attrs={"ram_style": "distributed"})
+            self.t_mem = (tm.read_port(), tm.write_port(), tm.read_port(domain="comb"))
         ew = qe.width + 1
         self.delta_fifo = None
         if self.class_ce:
@@ -697,6 +705,8 @@ class _Datapath:
 
         self.h_l, self.t_l = lanes_of(h, cn), lanes_of(t, cn)
         self.h_a, self.t_a = Array(h), Array(t)
+        if self.t_mem is not None:
+            self.t_a = _EntryReader(m, self.t_mem[2], P, self.n, qa.width)
         # one shift enable and one tail mux per FIFO (so every register is a plain enabled flop)
         self.fifo_shift, self.fifo_push, self.fifo_in = {}, {}, {}
         # the FIFOs' shift and push enables are registered flags, decided a cycle ahead
@@ -926,13 +936,17 @@ class _Datapath:
         # its hard-tanh derivative bit delayed (not the entry)
         self.h_inside3 = [Signal(name=f"h_inside3_{pp}") for pp in range(P)]
         self.t_inside3 = [Signal(name=f"t_inside3_{pp}") for pp in range(P)]
-        if self.h_mem is not None:       # the chunk's address at S0, its word at S1
-            hrd = self.h_mem[0]
-            m.d.comb += read_whole(hrd, Mux(self.s0.phase == _GRADIENT, self.s0.row, self.s0.col))
+        hidx0 = Mux(self.s0.phase == _GRADIENT, self.s0.row, self.s0.col)
+        for mem in (self.h_mem, self.t_mem):       # the chunk's address at S0, its word at S1
+            if mem is not None:
+                m.d.comb += read_whole(mem[0], hidx0)
+
+        def lane(mem, vec, pp):
+            return mem[0].data[pp * qa.width:(pp + 1) * qa.width].as_signed() if mem is not None else vec[pp][hidx1]
+
         for pp in range(P):
-            h_pp = hrd.data[pp * qa.width:(pp + 1) * qa.width].as_signed() if self.h_mem is not None \
-                else self.h_l[pp][hidx1]
-            m.d.comb += [self.h_chunk[pp].eq(h_pp), self.t_chunk[pp].eq(self.t_l[pp][hidx1])]
+            m.d.comb += [self.h_chunk[pp].eq(lane(self.h_mem, self.h_l, pp)),
+                         self.t_chunk[pp].eq(lane(self.t_mem, self.t_l, pp))]
             for v, out in ((self.h_chunk[pp], self.h_inside3[pp]), (self.t_chunk[pp], self.t_inside3[pp])):
                 r = Signal.like(v, name=f"{v.name}_r", reset_less=True)
                 m.d.sync += r.eq(v)
@@ -1028,11 +1042,17 @@ class _Datapath:
             # t = narrow(R[c]) from the read data registered first (the block RAM's clock-to-out
             # and a narrowing do not fit one cycle at speed)
             tq2, tv2 = self.target_chunk[2], self.target_valid[2]
+            t_new = []
             for pp in range(P):
                 r_row = Signal(signed(self.qt.width), name=f"rrow{pp}", reset_less=True)
                 m.d.sync += r_row.eq(self.rd["R"][pp].data)
-                with m.If(tv2):
-                    m.d.sync += self.t_l[pp][tq2].eq(narrow(r_row, self.ft, self.q_act)[0])
+                t_new.append(narrow(r_row, self.ft, self.q_act)[0])
+                if self.t_mem is None:
+                    with m.If(tv2):
+                        m.d.sync += self.t_l[pp][tq2].eq(t_new[pp])
+            if self.t_mem is not None:       # the chunk's word, written in the same cycle
+                twr = self.t_mem[1]
+                m.d.comb += [twr.addr.eq(tq2), twr.en.eq(tv2), twr.data.eq(Cat(*t_new))]
         # S2: the sum starts from the bias; FORWARD's sums are narrowed from a copy of the
         # accumulator that only FORWARD updates (acc also feeds the logits, the argmax and
         # itself, and is placed for them)
@@ -1598,6 +1618,24 @@ class _Datapath:
             picked = picked | (word & sel.replicate(32))
         with m.If(Cat(*sels).any()):
             m.d.sync += st.state.r_data.eq(picked)
+
+
+class _EntryReader:
+    """Entry ``idx`` of a vector kept in a memory of ``P``-entry words, read through an
+    asynchronous read port (``reader[idx]``, once: it drives the port's address)."""
+
+    def __init__(self, m, port, P: int, count: int, width: int):
+        self.m, self.port, self.P, self.count, self.width = m, port, P, count, width
+        self.used = False
+
+    def __getitem__(self, idx):
+        if self.used:
+            raise RuntimeError("One entry reader drives one read port's address")
+        self.used = True
+        q, r = _divmod_const(idx, self.P, self.count)
+        self.m.d.comb += self.port.addr.eq(q)
+        w = self.width
+        return Array(self.port.data[k * w:(k + 1) * w].as_signed() for k in range(self.P))[r]
 
 
 class _WriteBack:
