@@ -58,7 +58,7 @@ from .fixed import (inside, mul_const as _mulk, narrow, round_nearest_parts, rou
                     rounded_step, saturate, sub_rounded)
 from .lfsr import Lfsr
 from . import BLOCK_RAM
-from .mac import STAGE_LATENCY, MacLanes
+from .mac import STAGE_LATENCY, MacLanes, family_of
 from .memports import read_whole
 from .softmax import Softmax
 
@@ -320,6 +320,7 @@ class LayerStage(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        self.family = family_of(platform)      # the h / t chunk memories' kind (_vectors)
         _Datapath(self).elaborate(m)
         return m
 
@@ -659,18 +660,19 @@ class _Datapath:
         # h writes meet LOGITS' reads of the last chunk without a drain only when cn reaches
         # STAGE_LATENCY + 3 (_fsm's no_drain), one cycle short there; class_ce only (the l2
         # deltas read every entry of h at once)
+        # (the ECP5's LUT RAM; elsewhere flip-flops, "logic": the iCE40 has no distributed RAM,
+        # and a generic or simulated design names no family)
+        small = {"ram_style": "distributed" if getattr(st, "family", None) == "ecp5" else "logic"}
         self.h_mem = None
         if self.class_ce and cn >= 4 and cn != STAGE_LATENCY + 3:
-            hm = m.submodules.hmem = Memory(shape=unsigned(P * qa.width), depth=pow2_depth(cn), init=[],
-                                            attrs={"ram_style": "distributed"})
+            hm = m.submodules.hmem = Memory(shape=unsigned(P * qa.width), depth=pow2_depth(cn), init=[], attrs=small)
             self.h_mem = (hm.read_port(), hm.write_port(granularity=qa.width))
         # layer 0's t likewise (written a chunk at a time from R[c] early in FORWARD, read long
         # after): a synchronous port for the chunks, an asynchronous one for the entries handed
         # over one at a time (t_a[idx]: the word's lane, a P-way multiplexer, not a cn P-way one)
         self.t_mem = None
         if l == 0 and self.class_ce and cn >= 4:
-            tm = m.submodules.tmem = Memory(shape=unsigned(P * qa.width), depth=pow2_depth(cn), init=[],
-                                            attrs={"ram_style": "distributed"})
+            tm = m.submodules.tmem = Memory(shape=unsigned(P * qa.width), depth=pow2_depth(cn), init=[], attrs=small)
             self.t_mem = (tm.read_port(), tm.write_port(), tm.read_port(domain="comb"))
         ew = qe.width + 1
         self.delta_fifo = None
