@@ -22,5 +22,11 @@ def relax_read_collisions(rtlil_text: str) -> str:
     memory is double buffered, and the host reads nothing it writes in the same cycle. The
     simulated netlists (Amaranth, Verilator) keep the read-first semantics; synthesis gets this.
     """
-    return re.sub(r"(parameter \\COLLISION_X_MASK )(\d+)'[01]+",
-                  lambda mo: f"{mo.group(1)}{mo.group(2)}'{'1' * int(mo.group(2))}", rtlil_text)
+    def relax(cell):
+        # an asynchronous read port (CLK_ENABLE 0) has no cycle to collide in: left as it is
+        if re.search(r"parameter \\CLK_ENABLE 0\b", cell.group(0)):
+            return cell.group(0)
+        return re.sub(r"(parameter \\COLLISION_X_MASK )(\d+)'[01]+",
+                      lambda mo: f"{mo.group(1)}{mo.group(2)}'{'1' * int(mo.group(2))}", cell.group(0))
+
+    return re.sub(r"cell \$memrd_v2 .*?\n\s*end\b", relax, rtlil_text, flags=re.S)

@@ -51,11 +51,15 @@ __all__ = ["Engine", "EngineCycles", "EngineUnsupported", "ENGINES", "register",
 
 
 def design_memories(design) -> list[tuple[int, int, int, int]]:
-    """(depth, width, read ports, write granule) of every memory of ``design`` (an Elaboratable),
-    found by elaborating it: the memories exactly as the synthesis receives them. The write granule
-    is the bits one write enable covers (the width for a memory written whole or never)."""
+    """(depth, width, read ports, write granule) of every block memory of ``design`` (an
+    Elaboratable), found by elaborating it: the memories exactly as the synthesis receives them,
+    but for those marked ``ram_style`` ``distributed`` or ``logic`` (LUT RAM or flip-flops, no
+    block RAM: the stage's h and t chunks). The write granule is the bits one write enable covers (the width for
+    a memory written whole or never)."""
     def walk(frag):
         for sub, _name, _loc in frag.subfragments:
+            if isinstance(sub, MemoryInstance) and sub._attrs.get("ram_style") in ("distributed", "logic"):
+                continue
             if isinstance(sub, MemoryInstance):
                 width = Shape.cast(sub._data.shape).width
                 granule = min([p._granularity for p in sub._write_ports] + [width])

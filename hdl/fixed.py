@@ -167,6 +167,14 @@ def _fmt(q) -> _Q:
     raise TypeError(f"Expected an SQ, UQ or QFormat, not {q!r}")
 
 
+def _asr(v, k: int) -> Value:
+    """``v >> k`` of a signed ``v`` (``k >= 1``) in ``len(v) - k`` bits (at least the sign), not
+    in ``len(v)``: the bits above would be copies of the sign, and every adder or saturation
+    after it would carry them."""
+    v = Value.cast(v)
+    return v[k:].as_signed() if k < len(v) else v[-1:].as_signed()
+
+
 def round_shift(v, k: int, mode: str = "nearest", draw=None) -> Value:
     """``v / 2**k`` rounded to an integer (``k <= 0``: an exact left shift).
 
@@ -196,19 +204,52 @@ def round_shift(v, k: int, mode: str = "nearest", draw=None) -> Value:
     if k <= 0:
         return (v << (-k)).as_signed()
     if mode == "truncate":
-        return v >> k
+        return _asr(v, k)
     if mode == "stochastic":
         if draw is None:
             raise ValueError("Stochastic rounding needs an LFSR draw")
         r = Value.cast(draw)[:k]
-        return ((v + r) >> k).as_signed()
-    q = v >> k
-    rem = v.as_unsigned()[:k] if v.shape().width >= k else Cat(v.as_unsigned(), Const(0, k - v.shape().width))
+        return _asr(v + r, k)
+    q, up = round_nearest_parts(v, k)
+    return (q + up).as_signed()
+
+
+def round_nearest_parts(v, k: int) -> tuple[Value, Value]:
+    """``(q, up)`` with ``round_shift(v, k, "nearest") == q + up``: the floor ``v >> k`` and the
+    rounding increment (half to even), apart, so that a later adder can take the increment as
+    its carry (``sub_rounded``) instead of an incrementer of its own."""
+    v = Value.cast(v)
+    if not v.shape().signed:
+        v = Cat(v, Const(0, 1)).as_signed()
+    if k <= 0:
+        return (v << (-k)).as_signed(), Const(0, 1)
+    q = _asr(v, k)
+    # v mod 2**k (a k wider than v: v's bits, then copies of its sign)
+    rem = v.as_unsigned()[:k] if v.shape().width >= k else Cat(v.as_unsigned(), v[-1].replicate(k - v.shape().width))
     # up = rem > half | (rem == half & q odd), as bit tests (a LUT tree, not two comparators'
     # carry chains ahead of the increment's)
     below = rem[:k - 1].any() if k > 1 else Const(0, 1)
     up = rem[k - 1] & (below | q[0])
-    return (q + up).as_signed()
+    return q, up
+
+
+def rounded_step(v, k: int) -> Value:
+    """``round_shift(v, k, "nearest")`` encoded for :func:`sub_rounded`: ``Cat(~up, ~q)`` of
+    :func:`round_nearest_parts` (the value ``-2 * (q + up) - 1 + up``, signed), so that no
+    incrementer adds ``up`` before the subtraction."""
+    q, up = round_nearest_parts(v, k)
+    return Cat(~up, ~q).as_signed()
+
+
+def sub_rounded(old, step) -> Value:
+    """``old - round_shift(v, k, "nearest")`` from ``step = rounded_step(v, k)`` (sign-extended
+    or not): one adder, the rounding increment as its carry: ``(2 old + 1 + step) >> 1`` is
+    ``(2 (old - q) - up) >> 1 = old - q - up``. Signed, one bit wider than ``old`` or ``q``."""
+    old = Value.cast(old)
+    if not old.shape().signed:
+        old = Cat(old, Const(0, 1)).as_signed()
+    total = Cat(Const(1, 1), old).as_signed() + Value.cast(step).as_signed()
+    return total[1:].as_signed()
 
 
 def saturate(v, q) -> tuple[Value, Value]:
@@ -297,7 +338,7 @@ def mul_const(x, k: int) -> Value:
     return total
 
 
-__all__ += ["round_shift_halved", "uge_const", "saturate_or_zero", "inside", "fit_bits"]
+__all__ += ["round_nearest_parts", "rounded_step", "sub_rounded", "round_shift_halved", "uge_const", "saturate_or_zero", "inside", "fit_bits"]
 
 
 def round_shift_halved(v, k: int) -> Value:
@@ -307,7 +348,7 @@ def round_shift_halved(v, k: int) -> Value:
     v = Value.cast(v)
     if k <= 0:
         return (v << (-k)).as_signed()
-    q = v >> k
+    q = _asr(v, k)
     tie = v.as_unsigned()[:k] == 0
     return Cat(q[0] & ~tie, q[1:]).as_signed()
 

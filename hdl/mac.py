@@ -58,6 +58,11 @@ class MacLanes(wiring.Component):
         1: product register only; 2: operand registers as well, so the operand multiplexers and
         the multiplier do not share a cycle; 3 (:data:`MUL_LATENCY`): and ``total`` registered
         after the adder tree, ``prod`` delayed to match.
+    sum_width : int or None
+        The adder tree sums each product's low ``sum_width`` bits as a signed value (default
+        ``a_width + b_width``, the whole product): for a user whose sums (``total``) only ever
+        take narrower products than the widest operands make (dot products of 16 by 8 bits on
+        lanes whose per-lane products, ``prod``, go to 26 bits).
 
     Members
     -------
@@ -65,7 +70,7 @@ class MacLanes(wiring.Component):
     b : In(ArrayLayout(signed(b_width), lanes))
     prod : Out(ArrayLayout(signed(a_width + b_width), lanes))
         ``a[p] * b[p]`` of ``latency`` cycles before.
-    total : Out(signed(a_width + b_width + ceil(log2(lanes + 1))))
+    total : Out(signed(sum_width + ceil(log2(lanes + 1))))
         ``sum(prod)``: combinational from the product registers (``latency`` 1, 2) or registered (3).
 
     Latency and throughput
@@ -84,7 +89,8 @@ class MacLanes(wiring.Component):
     (``sim --netlist ecp5``, ``sim/cells/ecp5_models.v``) checks.
     """
 
-    def __init__(self, lanes: int, a_width: int, b_width: int, latency: int = MUL_LATENCY):
+    def __init__(self, lanes: int, a_width: int, b_width: int, latency: int = MUL_LATENCY,
+                 sum_width: int | None = None):
         self._MustUse__silence = True      # no "never used" warning if an argument check fails
         for name, v in (("Lanes", lanes), ("Operand width", a_width), ("Operand width", b_width)):
             if not isinstance(v, int) or isinstance(v, bool):
@@ -93,13 +99,20 @@ class MacLanes(wiring.Component):
                 raise ValueError(f"{name} must be at least 1, not {v}")
         if latency not in (1, 2, 3):
             raise ValueError(f"Latency must be 1, 2 or 3, not {latency!r}")
-        self.lanes, self.a_width, self.b_width, self.latency = lanes, a_width, b_width, latency
         pw = a_width + b_width
+        if sum_width is None:
+            sum_width = pw
+        if not isinstance(sum_width, int) or isinstance(sum_width, bool):
+            raise TypeError(f"Sum width must be an integer, not {sum_width!r}")
+        if not 1 <= sum_width <= pw:
+            raise ValueError(f"Sum width must be from 1 to {pw}, not {sum_width}")
+        self.lanes, self.a_width, self.b_width, self.latency = lanes, a_width, b_width, latency
+        self.sum_width = sum_width
         super().__init__({
             "a": In(data.ArrayLayout(signed(a_width), lanes)),
             "b": In(data.ArrayLayout(signed(b_width), lanes)),
             "prod": Out(data.ArrayLayout(signed(pw), lanes)),
-            "total": Out(signed(pw + max(1, lanes.bit_length()))),
+            "total": Out(signed(sum_width + max(1, lanes.bit_length()))),
         })
         self._MustUse__silence = False
 
@@ -149,8 +162,13 @@ class MacLanes(wiring.Component):
                 products.append(p1)
             else:
                 m.d.sync += self.prod[p].eq(a * b)
+        sw = self.sum_width
+
+        def cut(v):
+            return v if sw == len(v) else v[:sw].as_signed()
+
         if self.latency == 3:
-            m.d.sync += self.total.eq(sum(products))
+            m.d.sync += self.total.eq(sum(cut(p) for p in products))
         else:
-            m.d.comb += self.total.eq(sum(self.prod[p] for p in range(self.lanes)))
+            m.d.comb += self.total.eq(sum(cut(self.prod[p]) for p in range(self.lanes)))
         return m

@@ -54,10 +54,11 @@ from ..compiler.fixed import EXP2_TABLE, P_FRAC
 from ..compiler.rule import E_BITS, activation_range, softmax_fracs, step_shifts, update_terms
 from ..compiler.network import Network, lfsr_seed
 from ..compiler.statemap import MEM_IDS, pow2_depth, stage_memories
-from .fixed import mul_const as _mulk, narrow, round_shift, saturate
+from .fixed import (inside, mul_const as _mulk, narrow, round_nearest_parts, round_shift, round_shift_halved,
+                    rounded_step, saturate, sub_rounded)
 from .lfsr import Lfsr
 from . import BLOCK_RAM
-from .mac import STAGE_LATENCY, MacLanes
+from .mac import STAGE_LATENCY, MacLanes, family_of
 from .memports import read_whole
 from .softmax import Softmax
 
@@ -319,6 +320,7 @@ class LayerStage(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        self.family = family_of(platform)      # the h / t chunk memories' kind (_vectors)
         _Datapath(self).elaborate(m)
         return m
 
@@ -470,22 +472,36 @@ class _Datapath:
         return r
 
     def _inside(self, v):
-        """``f'(v)`` of the hard-tanh: ``v`` strictly inside the activation's range."""
-        return (v > self.q_act.min_int) & (v < self.q_act.max_int)
+        """``f'(v)`` of the hard-tanh: ``v`` strictly inside the activation's range (two
+        equalities when the range is the format's own)."""
+        return inside(v, self.q_act)
 
     def _lane_valid(self, pp, idx, count):
-        return (_mulk(idx, self.P) + pp) < count
+        """Lane ``pp`` of chunk ``idx`` (``0 <= idx < ceil(count / P)``) holds one of ``count``
+        entries: only the last chunk may be short, so a lane's answer is a compare of ``idx``
+        with a constant (no ``idx * P + pp`` adder per lane)."""
+        chunks = -(-count // self.P)
+        if pp < count - (chunks - 1) * self.P:
+            return Const(1, 1)
+        return idx < chunks - 1
+
+    def _fit(self, v, width):
+        """A lane accumulator's value cut to ``width`` signed bits (a phase's sums fit them)."""
+        return v if len(v) <= width else v[:width].as_signed()
 
     def _chunk_count(self, idx, chunks, total):
         """Entries in chunk ``idx`` of ``chunks`` over ``total`` (the last may be short)."""
         return Mux(idx == chunks - 1, total - (chunks - 1) * self.P, self.P)
 
     def _step(self, x, k, draw):
-        """The rounded ``-x >> k`` (or ``x >> k`` when the step is subtracted)."""
-        return round_shift(x, k) if self.sub else round_shift(-x, k, self.mode, draw)
+        """The rounded ``-x >> k``, or, when the step is subtracted, ``x >> k`` rounded to
+        nearest as the complement of :func:`.fixed.rounded_step`'s encoding: ``Cat(up, q)``, the
+        floor and the increment apart (the increment is the carry of the subtraction at S4, no
+        incrementer at S3; the complement is taken in the adder's LUTs at S4, not at S3)."""
+        return ~rounded_step(x, k) if self.sub else round_shift(-x, k, self.mode, draw)
 
     def _apply_step(self, old, st):
-        return old - st if self.sub else old + st
+        return sub_rounded(old, ~st) if self.sub else old + st
 
     def _g_t_split(self, v):
         """``(d_tc, d_tm)`` of a packed ``g_t`` FIFO entry: ``g_t`` and its two masks."""
@@ -682,6 +698,27 @@ class _Datapath:
         m.d.comb += [self.x_lane[k].eq(self.ird.data[k * wi:(k + 1) * wi]) for k in range(P)]
         self.h = h = vec("h", cn * P, qa.width)
         self.t = t = vec("t", cn * P, qa.width)
+        # h in a distributed memory of P-entry chunks (read a chunk a cycle, written an entry at a
+        # time) instead of flip-flops and a cn-way multiplexer per lane, where the chunks are
+        # many; the memory's read is synchronous (the address at S0), so a read must come a cycle
+        # after the write it needs, not in the cycle after it as from flip-flops: FORWARD's last
+        # h writes meet LOGITS' reads of the last chunk without a drain only when cn reaches
+        # STAGE_LATENCY + 3 (_fsm's no_drain), one cycle short there; class_ce only (the l2
+        # deltas read every entry of h at once)
+        # (the ECP5's LUT RAM; elsewhere flip-flops, "logic": the iCE40 has no distributed RAM,
+        # and a generic or simulated design names no family)
+        small = {"ram_style": "distributed" if getattr(st, "family", None) == "ecp5" else "logic"}
+        self.h_mem = None
+        if self.class_ce and cn >= 4 and cn != STAGE_LATENCY + 3:
+            hm = m.submodules.hmem = Memory(shape=unsigned(P * qa.width), depth=pow2_depth(cn), init=[], attrs=small)
+            self.h_mem = (hm.read_port(), hm.write_port(granularity=qa.width))
+        # layer 0's t likewise (written a chunk at a time from R[c] early in FORWARD, read long
+        # after): a synchronous port for the chunks, an asynchronous one for the entries handed
+        # over one at a time (t_a[idx]: the word's lane, a P-way multiplexer, not a cn P-way one)
+        self.t_mem = None
+        if l == 0 and self.class_ce and cn >= 4:
+            tm = m.submodules.tmem = Memory(shape=unsigned(P * qa.width), depth=pow2_depth(cn), init=[], attrs=small)
+            self.t_mem = (tm.read_port(), tm.write_port(), tm.read_port(domain="comb"))
         ew = qe.width + 1
         self.delta_fifo = None
         if self.class_ce:
@@ -715,6 +752,8 @@ class _Datapath:
 
         self.h_l, self.t_l = lanes_of(h, cn), lanes_of(t, cn)
         self.h_a, self.t_a = Array(h), Array(t)
+        if self.t_mem is not None:
+            self.t_a = _EntryReader(m, self.t_mem[2], P, self.n, qa.width)
         # one shift enable and one tail mux per FIFO (so every register is a plain enabled flop)
         self.fifo_shift, self.fifo_push, self.fifo_in = {}, {}, {}
         # the FIFOs' shift and push enables are registered flags, decided a cycle ahead
@@ -730,8 +769,14 @@ class _Datapath:
                 with m.If(self.fifo_shift[nm]):
                     for q in range(cn - 1):
                         m.d.sync += [dq[nm][q][pp].eq(dq[nm][q + 1][pp]) for pp in range(P)]
-                    m.d.sync += [dq[nm][cn - 1][pp].eq(Mux(self.fifo_push[nm], self.fifo_in[nm][pp], dq[nm][0][pp]))
-                                 for pp in range(P)]
+                    # the head comes back to the tail only where it is read again after UPDATE
+                    # (g_t by TABLE): elsewhere the tail takes the push value, rotating or not
+                    # (the next sample's GRADIENT pushes every chunk anew), and no multiplexer
+                    if nm == "g_t" and self.table:
+                        m.d.sync += [dq[nm][cn - 1][pp].eq(Mux(self.fifo_push[nm], self.fifo_in[nm][pp], dq[nm][0][pp]))
+                                     for pp in range(P)]
+                    else:
+                        m.d.sync += [dq[nm][cn - 1][pp].eq(self.fifo_in[nm][pp]) for pp in range(P)]
 
     def _widths(self):
         """Accumulators wide enough that no dot product overflows; the lanes' operand widths."""
@@ -747,8 +792,21 @@ class _Datapath:
         self.err_w = P_FRAC + 2
         self.A = max(qw.width, qa.width, self.err_w, self.ew)
         self.B = max(qin.width, qa.width)
-        prod_w = self.A + self.B
-        self.lane_acc_w = max(prod_w + _bits(C + 1) + 1, prod_w + 3)
+        # the lane accumulators hold GRADIENT's sums over the classes (err_k T[k][j], then
+        # err_c h[j]), UPDATE's over its terms (d x) and HEAD_UPDATE's single products (d_k h[j]):
+        # each as wide as its bound from the operands' widths (a signed value of magnitude at
+        # most M takes M.bit_length() + 1 bits), not as the widest product of any phase
+        def sbits(bound):
+            return bound.bit_length() + 1
+
+        self.upd_w = sbits(self.terms << (self.ew - 1 + qin.width - 1))
+        self.head_w = sbits(1 << (self.qe.width - 1 + qa.width - 1))
+        # GRADIENT's sums start from the rounding half of their narrowing (round_shift_halved:
+        # no incrementer after the lane accumulator)
+        self.g_shift = P_FRAC + self.fa - self.qe.frac_bits
+        self.g_half = 1 << (self.g_shift - 1) if self.g_shift > 0 else 0
+        grad_w = sbits((C << (self.err_w - 1 + qa.width - 1)) + self.g_half) if self.class_ce else 1
+        self.lane_acc_w = max(grad_w, self.upd_w, self.head_w if self.head else 1)
 
     # ---- the softmax, the rounding draws, the sample's registers ----
     def _softmax_unit(self, m):
@@ -938,8 +996,17 @@ class _Datapath:
         # its hard-tanh derivative bit delayed (not the entry)
         self.h_inside3 = [Signal(name=f"h_inside3_{pp}") for pp in range(P)]
         self.t_inside3 = [Signal(name=f"t_inside3_{pp}") for pp in range(P)]
+        hidx0 = Mux(self.s0.phase == _GRADIENT, self.s0.row, self.s0.col)
+        for mem in (self.h_mem, self.t_mem):       # the chunk's address at S0, its word at S1
+            if mem is not None:
+                m.d.comb += read_whole(mem[0], hidx0)
+
+        def lane(mem, vec, pp):
+            return mem[0].data[pp * qa.width:(pp + 1) * qa.width].as_signed() if mem is not None else vec[pp][hidx1]
+
         for pp in range(P):
-            m.d.comb += [self.h_chunk[pp].eq(self.h_l[pp][hidx1]), self.t_chunk[pp].eq(self.t_l[pp][hidx1])]
+            m.d.comb += [self.h_chunk[pp].eq(lane(self.h_mem, self.h_l, pp)),
+                         self.t_chunk[pp].eq(lane(self.t_mem, self.t_l, pp))]
             for v, out in ((self.h_chunk[pp], self.h_inside3[pp]), (self.t_chunk[pp], self.t_inside3[pp])):
                 r = Signal.like(v, name=f"{v.name}_r", reset_less=True)
                 m.d.sync += r.eq(v)
@@ -951,7 +1018,11 @@ class _Datapath:
         its old value at S3 (``read3[name]``, a lane's word of ``W``, ``T``, ``R``, ``head_W``;
         one word of ``b``, ``head_b``)."""
         P, rd = self.P, self.rd
-        self.mac = m.submodules.mac = MacLanes(P, self.A, self.B)
+        # the adder tree sums the dot products' products (W x, T h, t h, W_head h), narrower than
+        # the lanes' widest (err T in GRADIENT, which takes the per-lane products)
+        qw, qa, qin = self.qw, self.qa, self.qin
+        sum_w = max(qw.width + qin.width, 2 * qa.width, qw.width + qa.width if self.head else 0)
+        self.mac = m.submodules.mac = MacLanes(P, self.A, self.B, sum_width=min(sum_w, self.A + self.B))
         self.prod = [self.mac.prod[pp] for pp in range(P)]
         self.read2, self.read3 = {}, {}
         for name in ("W", "T", "R", "head_W", "b", "head_b"):
@@ -993,8 +1064,11 @@ class _Datapath:
         self.lane_acc = [Signal(signed(self.lane_acc_w), name=f"lane_acc{pp}", reset_less=True) for pp in range(P)]
         lane_start = s2.flag("lane_start", lambda s: Mux(s.phase == _GRADIENT, (s.col == 0) | (s.col == C), s.term == 0))
         lane_sum = [Signal(signed(self.lane_acc_w + 1), name=f"lane_sum{pp}") for pp in range(P)]
+        start = Const(0)
+        if self.class_ce and self.g_half:        # GRADIENT's sums start from the rounding half
+            start = Mux(s2.flag("grad_start", lambda s: s.phase == _GRADIENT), self.g_half, 0)
         for pp in range(P):
-            m.d.comb += lane_sum[pp].eq(Mux(lane_start, 0, self.lane_acc[pp]) + self.prod[pp])
+            m.d.comb += lane_sum[pp].eq(Mux(lane_start, start, self.lane_acc[pp]) + self.prod[pp])
             m.d.sync += self.lane_acc[pp].eq(lane_sum[pp])
         self.acc_base = Signal.like(acc, name="acc_base")
         m.d.comb += [self.acc_base.eq(Mux(s2.col_is(0), 0, acc)), self.acc_n.eq(self.acc_base + self.mac.total)]
@@ -1028,11 +1102,17 @@ class _Datapath:
             # t = narrow(R[c]) from the read data registered first (the block RAM's clock-to-out
             # and a narrowing do not fit one cycle at speed)
             tq2, tv2 = self.target_chunk[2], self.target_valid[2]
+            t_new = []
             for pp in range(P):
                 r_row = Signal(signed(self.qt.width), name=f"rrow{pp}", reset_less=True)
                 m.d.sync += r_row.eq(self.rd["R"][pp].data)
-                with m.If(tv2):
-                    m.d.sync += self.t_l[pp][tq2].eq(narrow(r_row, self.ft, self.q_act)[0])
+                t_new.append(narrow(r_row, self.ft, self.q_act)[0])
+                if self.t_mem is None:
+                    with m.If(tv2):
+                        m.d.sync += self.t_l[pp][tq2].eq(t_new[pp])
+            if self.t_mem is not None:       # the chunk's word, written in the same cycle
+                twr = self.t_mem[1]
+                m.d.comb += [twr.addr.eq(tq2), twr.en.eq(tv2), twr.data.eq(Cat(*t_new))]
         # S2: the sum starts from the bias; FORWARD's sums are narrowed from a copy of the
         # accumulator that only FORWARD updates (acc also feeds the logits, the argmax and
         # itself, and is placed for them)
@@ -1046,10 +1126,17 @@ class _Datapath:
         hv4, hwe4, twe4, row4 = Signal.like(hv3, name="h_new4"), Signal(name="h_we4"), Signal(name="t_we4"), \
             Signal.like(s3.row, name="row4")
         m.d.sync += [hv4.eq(hv3), row4.eq(s3.row), hwe4.eq(0), twe4.eq(0)]
-        with m.If(hwe4):
-            m.d.sync += self.h_a[row4].eq(hv4)
-        with m.If(twe4):
-            m.d.sync += self.t_a[row4].eq(hv4)
+        if self.h_mem is not None:       # entry row4 of h: its chunk's word, its lane's granule
+            hwr = self.h_mem[1]
+            hq, hr = _divmod_const(row4, P, self.n)
+            m.d.comb += [hwr.addr.eq(hq), hwr.data.eq(Cat(*([hv4] * P)))]
+            m.d.comb += [hwr.en[k].eq(hwe4 & (hr == k)) for k in range(P)]
+        else:
+            with m.If(hwe4):
+                m.d.sync += self.h_a[row4].eq(hv4)
+        if l > 0:      # layer 0's t comes from R[c] only (its FORWARD has no t pass)
+            with m.If(twe4):
+                m.d.sync += self.t_a[row4].eq(hv4)
         with m.If(s3.at(_FORWARD)):
             with m.If(s3.col_is(ci - 1)):
                 with m.If(s3.sig == 0):
@@ -1127,8 +1214,12 @@ class _Datapath:
             for pp in range(P):
                 with m.If(s3.col == self.m_class):
                     m.d.sync += mask_m[pp].eq(T3_in[pp])
-                # one narrowing per lane: g_h at step C - 1, g_t at step C
-                g, g_ovf = narrow(self.lane_acc[pp], P_FRAC + self.fa, qe)
+                # one narrowing per lane: g_h at step C - 1, g_t at step C (the sums started from
+                # the rounding half: a floor, its low bit cleared on a tie, then saturated)
+                if self.g_half:
+                    g, g_ovf = saturate(round_shift_halved(self.lane_acc[pp], self.g_shift), qe)
+                else:
+                    g, g_ovf = narrow(self.lane_acc[pp], P_FRAC + self.fa, qe)
                 ovf = Signal(name=f"err_ovf{pp}")
                 d_h.append(Mux(h_in3[pp], g, 0))
                 mm = mask_m[pp] if self.push else Const(0, 1)
@@ -1136,11 +1227,10 @@ class _Datapath:
                 with m.If(s3.col_is(C - 1) | s3.col_is(C)):
                     m.d.comb += ovf.eq(g_ovf & self._lane_valid(pp, s3.row, self.n))
                 ovfs.append(ovf)
-            with m.If(s3.col_is(C - 1)):
-                self._fifo_push(m, "d_h", d_h)
-            with m.If(s3.col_is(C)):
-                self._fifo_push(m, "g_t", g_t)
             m.d.sync += eflags4.eq(Cat(*ovfs))
+        # the entries offered every cycle: only the push flags (decided at S2) take them
+        self._fifo_push(m, "d_h", d_h)
+        self._fifo_push(m, "g_t", g_t)
 
     def _update(self, m):
         """UPDATE: ``W <- sat(W + round(-u >> s))`` a row ``j`` at a time, ``u`` summed over the
@@ -1189,7 +1279,8 @@ class _Datapath:
         wb = self.wb
         with m.If(s3.at(_UPDATE)):
             for pp in range(P):
-                m.d.sync += [wb.step[pp].eq(self._step(self.lane_acc[pp], self.shW, self.draws[pp])),
+                m.d.sync += [wb.step[pp].eq(self._step(self._fit(self.lane_acc[pp], self.upd_w), self.shW,
+                                                       self.draws[pp])),
                              wb.old[pp].eq(self.read3["W"][pp])]
             m.d.sync += [wb.b_step.eq(self._step(self.bias_delta3, self.shB, self.draws[0])),
                          wb.b_old.eq(self.read3["b"][0]),
@@ -1217,13 +1308,12 @@ class _Datapath:
         so nothing is cut before saturating)."""
         k = self.shifts
         self.shW, self.shB, self.shR, self.shHW = k.weight, k.bias, k.table, k.head_weight
-        lane_steps = [self._step(self.lane_acc[0], self.shW, self.draws[0])]
+        lane_steps = [self._step(self._fit(self.lane_acc[0], self.upd_w), self.shW, self.draws[0])]
         bias_steps = [self._step(self.bias_delta3, self.shB, self.draws[0])]
         if self.table:
-            d_tc0, d_tm0 = self._g_t_split(self.delta_fifo["g_t"][0][0])
-            lane_steps.append(self._step(Mux(self.s3.row == 0, d_tc0, d_tm0), self.shR, self.draws[0]))
+            lane_steps.append(self._table_step(self.delta_fifo["g_t"][0][0], self.s3.row == 0, self.draws[0]))
         if self.head:
-            lane_steps.append(self._step(self.lane_acc[0], self.shHW, self.head_draws[0]))
+            lane_steps.append(self._step(self._fit(self.lane_acc[0], self.head_w), self.shHW, self.head_draws[0]))
             bias_steps.append(self._step(self.d_head3, self.shB, self.head_draws[0]))
         self.wb = wb = _WriteBack(self.P, max(len(v) for v in lane_steps), max(self.qw.width, self.qt.width),
                                   max(len(v) for v in bias_steps), self.qb.width, len(self.raddr2))
@@ -1240,18 +1330,33 @@ class _Datapath:
         row_c = s3.flag("row0_", lambda s: s.row == 0)        # R[c] (else R[m])
         with m.If(s3.at(_TABLE)):
             for pp in range(P):
-                d_tc, d_tm = self._g_t_split(self.delta_fifo["g_t"][0][pp])
-                d = Mux(row_c, d_tc, d_tm)
-                m.d.sync += [wb.step[pp].eq(self._step(d, self.shR, self.draws[pp])),
+                m.d.sync += [wb.step[pp].eq(self._table_step(self.delta_fifo["g_t"][0][pp], row_c, self.draws[pp])),
                              wb.old[pp].eq(self.read3["R"][pp]), wb.lane_valid[pp].eq(self._lane_valid(pp, s3.col, self.n))]
             m.d.sync += [wb.r_go.eq(1), wb.r_addr.eq(table_addr3)]
             if self.stoch:
                 m.d.comb += self.lfsr.advance.eq(self._chunk_count(s3.col, self.cn, self.n))
+        same = (self.qt.width, self.qt.min_int, self.qt.max_int) == (self.qw.width, self.qw.min_int, self.qw.max_int)
         for pp in range(P):
-            rn, rovf = saturate(self._apply_step(wb.old[pp], wb.step[pp]), self.qt)
+            # R's words take UPDATE's saturating adders when the formats are the same
+            rn, rovf = self.w_new[pp] if same else saturate(self._apply_step(wb.old[pp], wb.step[pp]), self.qt)
             m.d.comb += [self.wr["R"][pp].addr.eq(wb.r_addr), self.wr["R"][pp].data.eq(rn),
                          self.wr["R"][pp].en.eq(wb.r_go)]
             m.d.sync += wb.r_flags[pp].eq(rovf & wb.lane_valid[pp] & wb.r_go)
+
+    def _table_step(self, v, row_c, draw):
+        """TABLE's step from a packed ``g_t`` entry ``v``: ``d_tc`` (``row_c``) or ``d_tm = -g_t``
+        (masked). Subtracted to nearest, ``old - round(-g_t >> s)`` is ``old + round(g_t >> s)``
+        (half to even is odd-symmetric): :func:`.fixed.rounded_step`'s encoding with the floor
+        and the increment not inverted, so no negation of ``g_t`` precedes the rounding."""
+        if not self.sub:
+            d_tc, d_tm = self._g_t_split(v)
+            return self._step(Mux(row_c, d_tc, d_tm), self.shR, draw)
+        qe = self.qe
+        q, up = round_nearest_parts(v[:qe.width].as_signed(), self.shR)
+        # complemented as _step's: old - round(g_t) from Cat(up, q), old + round(g_t) from its
+        # complement, old itself from ~0
+        return Mux(row_c, Mux(v[qe.width], Cat(up, q).as_signed(), -1),
+                   Mux(v[qe.width + 1], Cat(~up, ~q).as_signed(), -1))
 
     def _head(self, m):
         """The linear head (last stage, ``readout: head``): HEAD_LOGITS ``s_k = W_head[k] . h +
@@ -1268,7 +1373,8 @@ class _Datapath:
         with m.If(s3.at(_HEAD_UPDATE)):
             for pp in range(P):
                 # HEAD_UPDATE's lane sums are single products (lane_start at every term 0)
-                m.d.sync += [wb.step[pp].eq(self._step(self.lane_acc[pp], self.shHW, self.head_draws[pp])),
+                m.d.sync += [wb.step[pp].eq(self._step(self._fit(self.lane_acc[pp], self.head_w), self.shHW,
+                                                       self.head_draws[pp])),
                              wb.old[pp].eq(self.read3["head_W"][pp])]
             m.d.sync += [wb.b_step.eq(self._step(self.d_head3, self.shB, self.head_draws[0])),
                          wb.b_old.eq(self.read3["head_b"][0]),
@@ -1289,7 +1395,7 @@ class _Datapath:
 
     def _fifo_enables(self, m):
         """Each delta FIFO shifts when any of its flags is set, and pushes with its push flag."""
-        for nm in self.delta_fifo or ():
+        for nm in self.fifo_shift:
             m.d.comb += [self.fifo_shift[nm].eq(Cat(*self.fifo_flags[nm]).any()),
                          self.fifo_push[nm].eq(self.push_flag[nm])]
 
@@ -1311,12 +1417,25 @@ class _Datapath:
         shared_a = {code: self._src(m, v, f"shared{code}_b") for code, v in self.shared_a.items()}
         if self.need_sm:
             shared_a[_A_SM] = self._src(m, self.sm.mul_a, "sm_a_b")
+        # the sources every lane shares (err, the deltas, e_k) are chosen once, so that a lane's
+        # multiplexer has one input for all of them: S1b is the shared choice, then the lanes'
+        shared = Signal(signed(self.A), name="shared_a")
+        with m.Switch(asel_b):
+            for code, v in shared_a.items():
+                with m.Case(code):
+                    m.d.comb += shared.eq(v)
         for pp in range(P):
             srcs_a = {_A_W: self._src(m, rd["W"][pp].data, f"w_b{pp}"), _A_T: self._src(m, rd["T"][pp].data, f"t_b{pp}"),
-                      _A_T_CHUNK: self._src(m, self.t_chunk[pp], f"t_chunk_b{pp}"), **shared_a}
+                      _A_T_CHUNK: self._src(m, self.t_chunk[pp], f"t_chunk_b{pp}")}
+            if shared_a:
+                srcs_a[tuple(shared_a)] = shared
             srcs_b = {_B_IN: self._src(m, self.x_lane[pp], f"in_b{pp}"),
                       _B_H_CHUNK: self._src(m, self.h_chunk[pp], f"h_chunk_b{pp}"), _B_T: srcs_a[_A_T]}
-            if l > 0:
+            if l > 0 and len(rd["Tin"][pp].data) == len(rd["T"][pp].data):
+                # T and Tin are the same bits of the packed cache's read word: one input
+                del srcs_b[_B_T]
+                srcs_b[(_B_T, _B_TIN)] = srcs_a[_A_T]
+            elif l > 0:
                 srcs_b[_B_TIN] = self._src(m, rd["Tin"][pp].data, f"tin_b{pp}")
             if self.head:
                 srcs_a[_A_HEAD_W] = self._src(m, rd["head_W"][pp].data, f"hw_b{pp}")
@@ -1333,7 +1452,7 @@ class _Datapath:
             for sel, srcs, operand in ((asel_b, srcs_a, mac.a[pp]), (bsel_b, srcs_b, mac.b[pp])):
                 with m.Switch(sel):
                     for code, v in srcs.items():
-                        with m.Case(code):
+                        with m.Case(*(code if isinstance(code, tuple) else (code,))):
                             m.d.comb += operand.eq(v)
 
     def _saturation_counters(self, m):
@@ -1571,6 +1690,24 @@ class _Datapath:
             picked = picked | (word & sel.replicate(32))
         with m.If(Cat(*sels).any()):
             m.d.sync += st.state.r_data.eq(picked)
+
+
+class _EntryReader:
+    """Entry ``idx`` of a vector kept in a memory of ``P``-entry words, read through an
+    asynchronous read port (``reader[idx]``, once: it drives the port's address)."""
+
+    def __init__(self, m, port, P: int, count: int, width: int):
+        self.m, self.port, self.P, self.count, self.width = m, port, P, count, width
+        self.used = False
+
+    def __getitem__(self, idx):
+        if self.used:
+            raise RuntimeError("One entry reader drives one read port's address")
+        self.used = True
+        q, r = _divmod_const(idx, self.P, self.count)
+        self.m.d.comb += self.port.addr.eq(q)
+        w = self.width
+        return Array(self.port.data[k * w:(k + 1) * w].as_signed() for k in range(self.P))[r]
 
 
 class _WriteBack:

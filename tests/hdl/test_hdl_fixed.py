@@ -249,3 +249,18 @@ def test_fit_bits_extends_or_cuts(v_shape, w):
     vals = list(_every_value(v_shape))
     got = _run_comb([v], [fit_bits(v, w)], [(x,) for x in vals])
     assert [g[0] for g in got] == [x & ((1 << w) - 1) for x in vals]
+
+
+@pytest.mark.parametrize("width,k,old_width", [(9, 3, 6), (8, 1, 5), (7, 0, 6), (6, 6, 4), (5, 7, 4), (8, -1, 5)])
+def test_sub_rounded_is_old_minus_the_nearest_even_shift(width, k, old_width):
+    """Every value and old word: ``sub_rounded(old, rounded_step(v, k))`` is ``old`` minus the
+    golden nearest-even shift of ``v`` (ties both ways, the step sign-extended into a wider
+    register as the write-back's is)."""
+    from sigprop_fpga.hdl.fixed import rounded_step, sub_rounded
+    v, old = Signal(signed(width)), Signal(signed(old_width))
+    step = rounded_step(v, k)
+    wide = fit_bits(step, len(step) + 3).as_signed()
+    m_vals = [(x, o) for x in _every_value(v.shape()) for o in _every_value(old.shape())]
+    got = _run_comb([v, old], [sub_rounded(old, wide)], m_vals)
+    want = [o - int(gf.shift_round(np.array([x]), k, "nearest")[0]) for x, o in m_vals]
+    assert [g[0] for g in got] == want

@@ -45,3 +45,43 @@ def test_mac_arguments():
         MacLanes(0, 8, 8)
     with pytest.raises(ValueError, match="Latency must be 1, 2 or 3, not 4"):
         MacLanes(2, 8, 8, latency=4)
+    with pytest.raises(ValueError, match="Sum width must be from 1 to 16, not 17"):
+        MacLanes(2, 8, 8, sum_width=17)
+    with pytest.raises(TypeError):
+        MacLanes(2, 8, 8, sum_width=8.0)
+
+
+@pytest.mark.parametrize("latency", [1, 3])
+def test_mac_lanes_sum_of_narrow_products(latency):
+    """With ``sum_width``, ``total`` sums the products' low bits as signed values: the whole
+    products while they fit (operands of 16 by 8 bits on 18 by 8 lanes), and only their low bits
+    otherwise (the per-lane products stay whole)."""
+    lanes, sw = 3, 24
+    dut = MacLanes(lanes, 18, 8, latency=latency, sum_width=sw)
+    rng = np.random.default_rng(5)
+    vecs = [(np.full(lanes, -(1 << 15)), np.full(lanes, -128)), (np.full(lanes, (1 << 17) - 1), np.full(lanes, -128))]
+    vecs += [(rng.integers(-(1 << 15), 1 << 15, lanes), rng.integers(-128, 128, lanes)) for _ in range(30)]
+    got = []
+
+    async def bench(ctx):
+        for a, b in vecs + [vecs[-1]] * (latency - 1):
+            for p in range(lanes):
+                ctx.set(dut.a[p], int(a[p]))
+                ctx.set(dut.b[p], int(b[p]))
+            await ctx.tick()
+            got.append(([ctx.get(dut.prod[p]) for p in range(lanes)], ctx.get(dut.total)))
+        del got[:latency - 1]
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+
+    def low(v):
+        v &= (1 << sw) - 1
+        return v - (1 << sw) if v >> (sw - 1) else v
+
+    for (a, b), (prods, total) in zip(vecs, got):
+        want = [int(x) * int(y) for x, y in zip(a, b)]
+        assert prods == want and total == sum(low(w) for w in want)
+    assert len(dut.total) == sw + 2
