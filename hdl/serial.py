@@ -1027,6 +1027,7 @@ class SerialEngine(wiring.Component):
         c.inner = Signal(range(max(c.cimax, c.cnmax, C + 3, 4)), name="inner")   # chunks, GRADIENT steps, UPDATE terms
         c.unit_chunk = Signal(range(c.cnmax + 1), name="unit_chunk")      # unit j = unit_chunk P + lane_index
         c.lane_index = Signal(range(max(2, P)), name="lane_index")
+        self._counter_flags()
         c.w_row = Signal(range(Y.wdepth + 1), name="w_row")
         c.t_word = Signal(range(C * c.cnmax + 1), name="t_word")
         c.slot = Signal(range(8), name="slot")
@@ -1079,6 +1080,73 @@ class SerialEngine(wiring.Component):
         with m.If(busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)
 
+    # ------------------------------------------------------------------ counters and their flags
+    def _counter_flags(self):
+        """The registered compares of the phases' counters (:meth:`_flag`): each phase's decisions
+        (a counter at its last value, a class step) read one flip-flop, not a comparator against a
+        per-layer constant, so the counters' enables and the FSM's next state are a LUT level or two
+        (the iCEBreaker's critical paths were those compares in series, about 10 levels)."""
+        c, Y, net, L, C, P = self._c, self.layout, self.net, self._c.L, self._c.C, self.P
+        c.flags = {}
+        ci, cn, n = list(Y.ci), list(Y.cn), list(Y.n)
+        terms = [_terms(net, l) for l in range(L)]
+        k_end = C + (2 if c.push else 1)
+        f = self._flag
+        c.f_inner = dict(zero=f(c.inner, [0] * L, "inner_zero"), ci_last=f(c.inner, [v - 1 for v in ci], "inner_ci_last"),
+                         cn_last=f(c.inner, [v - 1 for v in cn], "inner_cn_last"),
+                         terms_last=f(c.inner, [v - 1 for v in terms], "inner_terms_last"),
+                         one=f(c.inner, [1] * L, "inner_one"), two=f(c.inner, [2] * L, "inner_two"),
+                         k_cls_last=f(c.inner, [C - 1] * L, "k_cls_last"), k_ge_c=f(c.inner, [C] * L, "k_ge_c", ge=True),
+                         k_c=f(c.inner, [C] * L, "k_c"), k_c1=f(c.inner, [C + 1] * L, "k_c1"),
+                         k_end=f(c.inner, [k_end] * L, "k_end"))
+        c.f_outer = dict(n_last=f(c.outer, [v - 1 for v in n], "outer_n_last"),
+                         cls_last=f(c.outer, [C - 1] * L, "outer_cls_last"),
+                         cn_last=f(c.outer, [v - 1 for v in cn], "outer_cn_last"))
+        c.f_middle = dict(zero=f(c.middle, [0] * L, "middle_zero"), ci_last=f(c.middle, [v - 1 for v in ci], "middle_ci_last"))
+        c.f_lane = dict(last=f(c.lane_index, [P - 1] * L, "lane_last"))
+
+    def _flag(self, counter, values, name, ge=False):
+        """A flip-flop that is ``counter == values[layer]`` (``>=`` if ``ge``) at all times.
+
+        It holds while every write of ``counter`` is :meth:`_inc`, :meth:`_zero` or :meth:`_load`
+        (which set it from the counter's current value, in parallel with the counter), and the
+        counters are zeroed after each change of the layer (FORWARD_INIT, IDLE) before a flag is read."""
+        c = self._c
+        flag = Signal(name=name)
+        c.flags.setdefault(id(counter), []).append((flag, list(values), ge))
+        return flag
+
+    def _flag_value(self, counter, values, ge, delta=0, const=None, layer=None):
+        """``counter + delta`` (or the constant ``const``) compared with ``values`` of the layer."""
+        def cmp(v):
+            if const is not None:
+                return Const(int(const >= v if ge else const == v), 1)
+            if ge:
+                return uge_const(counter, v - delta)
+            if v - delta < 0 or v - delta >= 1 << len(counter):
+                return Const(0, 1)
+            return counter == v - delta
+        if layer is not None:
+            return cmp(values[layer])
+        if all(v == values[0] for v in values):
+            return cmp(values[0])
+        return Array(cmp(v) for v in values)[self._c.layer]
+
+    def _inc(self, counter):
+        """``counter += 1`` with its flags (sync statements)."""
+        return [counter.eq(counter + 1), *(flag.eq(self._flag_value(counter, vals, ge, delta=1))
+                                           for flag, vals, ge in self._c.flags.get(id(counter), []))]
+
+    def _load(self, counter, value: int, layer=None):
+        """``counter = value`` (a constant) with its flags (sync statements); ``layer`` if the layer
+        changes to a known one with the same edge."""
+        return [counter.eq(value), *(flag.eq(self._flag_value(counter, vals, ge, const=value, layer=layer))
+                                     for flag, vals, ge in self._c.flags.get(id(counter), []))]
+
+    def _zero(self, *counters, layer=None):
+        """``counter = 0`` for each of ``counters``, with their flags (sync statements)."""
+        return [s for ctr in counters for s in self._load(ctr, 0, layer)]
+
     def _class_flags(self, k):
         """The assignments (sync) of GRADIENT's class flags for the class index ``k`` it moves to."""
         c = self._c
@@ -1106,8 +1174,7 @@ class SerialEngine(wiring.Component):
 
     def _go_update(self, m):
         c = self._c
-        m.d.sync += [c.outer.eq(0), c.middle.eq(0), c.inner.eq(0), c.unit_chunk.eq(0), c.lane_index.eq(0),
-                     c.w_ptr.eq(c.L_wbase)]
+        m.d.sync += [*self._zero(c.outer, c.middle, c.inner, c.unit_chunk, c.lane_index), c.w_ptr.eq(c.L_wbase)]
         m.next = "UPDATE"
 
     def _go_softmax(self, m):
@@ -1122,8 +1189,8 @@ class SerialEngine(wiring.Component):
             m.d.sync += c.rb_active.eq(self.rb_en)     # IDLE holds while rb_en: served next cycle
             with m.If(c.next_full & ~self.rb_en):
                 m.d.comb += c.take.eq(1)
-                m.d.sync += [c.layer.eq(0), c.outer.eq(0), c.middle.eq(0), c.inner.eq(0), c.unit_chunk.eq(0),
-                             c.lane_index.eq(0), c.w_row.eq(Y.wbase[0]), c.layer_cycles.eq(1), c.have_m.eq(0)]
+                m.d.sync += [c.layer.eq(0), *self._zero(c.outer, c.middle, c.inner, c.unit_chunk, c.lane_index, layer=0),
+                             c.w_row.eq(Y.wbase[0]), c.layer_cycles.eq(1), c.have_m.eq(0)]
                 m.next = "FORWARD"
 
     def _forward(self, m):
@@ -1133,50 +1200,51 @@ class SerialEngine(wiring.Component):
         row, t_pass, chunk = c.outer, c.middle, c.inner      # t_pass: 0 the t pass (training), 1 the h pass
         i = c.issue
         with m.State("FORWARD_INIT"):
-            m.d.sync += [row.eq(0), t_pass.eq(0), chunk.eq(0), c.unit_chunk.eq(0), c.lane_index.eq(0),
+            m.d.sync += [*self._zero(row, t_pass, chunk, c.unit_chunk, c.lane_index),
                          c.w_row.eq(c.L_wbase), c.layer_cycles.eq(1), c.have_m.eq(0)]
             m.next = "FORWARD"
         with m.State("FORWARD"):
-            is_t = c.train & (t_pass == 0)
+            fi, fo = c.f_inner, c.f_outer
+            is_t = c.train & c.f_middle["zero"]
             t0 = is_t & c.L_first
-            m.d.comb += [i.index.eq(c.unit_chunk), i.lane.eq(c.lane_index), i.first.eq(chunk == 0),
+            m.d.comb += [i.index.eq(c.unit_chunk), i.lane.eq(c.lane_index), i.first.eq(fi["zero"]),
                          i.phase.eq(_FORWARD)]
-            with m.If(chunk == 0):      # the bias, or (layer 0's target pass, no products) R[c][j]
+            with m.If(fi["zero"]):      # the bias, or (layer 0's target pass, no products) R[c][j]
                 r_c = Y.rbase | self._row_plus(c.row_c, c.unit_chunk)
                 m.d.comb += [c.m_ra.eq(Mux(t0, r_c, c.L_bbase | c.unit_chunk)), c.m_re.eq(1)]
             with m.If(t0):
                 m.d.comb += [i.valid.eq(1), i.sub.eq(2), i.last.eq(1)]
             with m.Else():
-                m.d.comb += [i.valid.eq(1), i.sub.eq(Mux(is_t, 1, 0)), i.last.eq(chunk == c.L_ci - 1),
+                m.d.comb += [i.valid.eq(1), i.sub.eq(Mux(is_t, 1, 0)), i.last.eq(fi["ci_last"]),
                              c.w_ra.eq(c.w_row + chunk), c.w_re.eq(1),
                              c.a_ra.eq(Mux(is_t, c.t_in, c.x_in) | chunk), c.a_re.eq(1)]
-            with m.If(t0 | (chunk == c.L_ci - 1)):
-                m.d.sync += chunk.eq(0)
+            with m.If(t0 | fi["ci_last"]):
+                m.d.sync += self._zero(chunk)
                 with m.If(is_t):
-                    m.d.sync += t_pass.eq(1)
+                    m.d.sync += self._load(t_pass, 1)
                 with m.Else():
-                    m.d.sync += [t_pass.eq(0), c.w_row.eq(c.w_row + c.L_ci)]
-                    with m.If(c.lane_index == self.P - 1):
-                        m.d.sync += [c.lane_index.eq(0), c.unit_chunk.eq(c.unit_chunk + 1)]
+                    m.d.sync += [*self._zero(t_pass), c.w_row.eq(c.w_row + c.L_ci)]
+                    with m.If(c.f_lane["last"]):
+                        m.d.sync += [*self._zero(c.lane_index), c.unit_chunk.eq(c.unit_chunk + 1)]
                     with m.Else():
-                        m.d.sync += c.lane_index.eq(c.lane_index + 1)
-                    with m.If(row == c.L_n - 1):
-                        m.d.sync += row.eq(0)
+                        m.d.sync += self._inc(c.lane_index)
+                    with m.If(fo["n_last"]):
+                        m.d.sync += self._zero(row)
                         with m.If(c.forward_no_drain):      # LOGITS reads the last h chunk 5 cycles on
                             self._after_forward(m, False)
                         with m.Else():
                             m.next = "FORWARD_DRAIN"
                     with m.Else():
-                        m.d.sync += row.eq(row + 1)
+                        m.d.sync += self._inc(row)
             with m.Else():
-                m.d.sync += chunk.eq(chunk + 1)
+                m.d.sync += self._inc(chunk)
         self._wait_then(m, "FORWARD_DRAIN", 3, lambda: self._after_forward(m, True))
 
     def _after_forward(self, m, drained):
         """Training: LOGITS (``l2``: UPDATE but in the last layer); inference: the next layer, or
         LOGITS of the last."""
         c = self._c
-        m.d.sync += [c.outer.eq(0), c.inner.eq(0), c.t_word.eq(0)]
+        m.d.sync += [*self._zero(c.outer, c.inner), c.t_word.eq(0)]
         with m.If(c.train):
             if c.ce:
                 m.next = "LOGITS"
@@ -1204,14 +1272,15 @@ class SerialEngine(wiring.Component):
         c, i = self._c, self._c.issue
         k, chunk = c.outer, c.inner
         with m.State("LOGITS"):
-            m.d.comb += [i.valid.eq(1), i.phase.eq(_LOGITS), i.first.eq(chunk == 0), i.last.eq(chunk == c.L_cn - 1),
+            last = c.f_inner["cn_last"]
+            m.d.comb += [i.valid.eq(1), i.phase.eq(_LOGITS), i.first.eq(c.f_inner["zero"]), i.last.eq(last),
                          i.index.eq(k), c.c_ra.eq(c.L_tbase | c.t_word), c.c_re.eq(1),
                          c.a_ra.eq(c.L_hout | chunk), c.a_re.eq(1)]
             m.d.sync += c.t_word.eq(c.t_word + 1)
-            with m.If(chunk == c.L_cn - 1):
-                m.d.sync += chunk.eq(0)
-                with m.If(k == c.C - 1):
-                    m.d.sync += k.eq(0)
+            with m.If(last):
+                m.d.sync += self._zero(chunk)
+                with m.If(c.f_outer["cls_last"]):
+                    m.d.sync += self._zero(k)
                     with m.If(c.train):
                         with m.If(c.L_last):
                             m.next = "CACHE_COPY"
@@ -1220,9 +1289,9 @@ class SerialEngine(wiring.Component):
                     with m.Else():
                         m.next = "LOGITS_DRAIN"
                 with m.Else():
-                    m.d.sync += k.eq(k + 1)
+                    m.d.sync += self._inc(k)
             with m.Else():
-                m.d.sync += chunk.eq(chunk + 1)
+                m.d.sync += self._inc(chunk)
         self._wait_then(m, "LOGITS_SETTLE", 2, lambda: self._go_softmax(m))     # max(s) settles at S4
         self._wait_then(m, "LOGITS_DRAIN", 4, lambda: setattr(m, "next", "FIN"))
 
@@ -1233,11 +1302,11 @@ class SerialEngine(wiring.Component):
         with m.State("CACHE_COPY"):
             m.d.comb += [c.a_ra.eq(c.L_ttout | chunk), c.a_re.eq(1)]
             m.d.sync += [c.copy_we.eq(1), c.copy_addr.eq(c.L_tbase | self._row_plus(c.row_c, chunk))]
-            with m.If(chunk == c.L_cn - 1):
-                m.d.sync += chunk.eq(0)
+            with m.If(c.f_inner["cn_last"]):
+                m.d.sync += self._zero(chunk)
                 m.next = "CACHE" if (c.ce and Y.cn[-1] >= 2) else "CACHE_COPY_WAIT"
             with m.Else():
-                m.d.sync += chunk.eq(chunk + 1)
+                m.d.sync += self._inc(chunk)
         with m.State("CACHE_COPY_WAIT"):
             with m.If(~c.copy_we):
                 if c.ce:
@@ -1245,14 +1314,15 @@ class SerialEngine(wiring.Component):
                 else:
                     self._go_update(m)
         with m.State("CACHE"):
-            m.d.comb += [i.valid.eq(1), i.phase.eq(_CACHE), i.first.eq(chunk == 0), i.last.eq(chunk == c.L_cn - 1),
+            last = c.f_inner["cn_last"]
+            m.d.comb += [i.valid.eq(1), i.phase.eq(_CACHE), i.first.eq(c.f_inner["zero"]), i.last.eq(last),
                          c.c_ra.eq(c.L_tbase | self._row_plus(c.row_c, chunk)), c.c_re.eq(1),
                          c.a_ra.eq(c.L_hout | chunk), c.a_re.eq(1)]
-            with m.If(chunk == c.L_cn - 1):
-                m.d.sync += chunk.eq(0)
+            with m.If(last):
+                m.d.sync += self._zero(chunk)
                 m.next = "CACHE_SETTLE"
             with m.Else():
-                m.d.sync += chunk.eq(chunk + 1)
+                m.d.sync += self._inc(chunk)
         self._wait_then(m, "CACHE_SETTLE", 4, lambda: self._go_softmax(m))     # s_c lands at S4
 
     def _softmax(self, m):
@@ -1286,7 +1356,7 @@ class SerialEngine(wiring.Component):
                 m.d.sync += c.k_read.eq(c.k_read + 1)
             m.d.sync += c.slot.eq(~c.slot[0])
             with m.If(c.k_write == C):
-                m.d.sync += [c.outer.eq(0), c.inner.eq(0), c.t_word.eq(0), *self._class_flags(0)]
+                m.d.sync += [*self._zero(c.outer, c.inner), c.t_word.eq(0), *self._class_flags(0)]
                 m.next = "GRADIENT"
 
     def _gradient(self, m):
@@ -1295,46 +1365,50 @@ class SerialEngine(wiring.Component):
         g = (1 - p_c) h (two products) held a cycle: d_h, d_tc = g f'(t), g f'(T[m]) -> M."""
         c, Y, L, C, i = self._c, self.layout, self._c.L, self._c.C, self._c.issue
         chunk, k = c.outer, c.inner
+        f = c.f_inner
         corr_next = Signal(name="corr_next")     # the correction product of class k is next
-        k_next = Signal.like(k, name="grad_k_next")
+        k_inc, k_zero = Signal(name="grad_k_inc"), Signal(name="grad_k_zero")
         with m.State("GRADIENT"):
             # whether class k is c, m or a correction: registered with k (no comparator in front
-            # of the decisions below)
+            # of the decisions below), as are k's own compares (:meth:`_counter_flags`)
             is_c, is_corr = c.k_is_c, c.k_is_corr
             corr = is_c | is_corr[0] | is_corr[1]
-            m.d.comb += k_next.eq(k)
-            m.d.sync += [k.eq(k_next), *self._class_flags(k_next)]
-            k_end = C + (2 if c.push else 1)     # g_main, g_corr (-> d_tc)[, g_zero (-> g m_m)]
+            with m.If(k_zero):
+                m.d.sync += [*self._zero(k), *self._class_flags(0)]
+            with m.Elif(k_inc):
+                m.d.sync += [*self._inc(k), *self._class_flags(k + 1)]
+            with m.Else():
+                m.d.sync += self._class_flags(k)
             m.d.comb += [i.valid.eq(1), i.phase.eq(_GRADIENT), i.index.eq(chunk)]
-            with m.If(~uge_const(k, C)):
+            with m.If(~f["k_ge_c"]):
                 with m.If(~corr_next):           # -(p_k mod 2^15) T[k]
-                    m.d.comb += [i.sub.eq(0), i.a_kind.eq(0), i.b_cache.eq(1), i.first.eq(k == 0),
-                                 i.last.eq((k == C - 1) & ~corr), i.is_c.eq(is_c), i.is_m.eq(c.k_is_m),
+                    m.d.comb += [i.sub.eq(0), i.a_kind.eq(0), i.b_cache.eq(1), i.first.eq(f["zero"]),
+                                 i.last.eq(f["k_cls_last"] & ~corr), i.is_c.eq(is_c), i.is_m.eq(c.k_is_m),
                                  c.a_ra.eq(Y.pbase | k), c.a_re.eq(1), c.c_ra.eq(c.L_tbase | c.t_word), c.c_re.eq(1)]
                     with m.If(corr):
                         m.d.sync += corr_next.eq(1)
                     with m.Else():
-                        m.d.comb += k_next.eq(k + 1)
+                        m.d.comb += k_inc.eq(1)
                         m.d.sync += c.t_word.eq(c.t_word + c.L_cn)
                 with m.Else():                   # the correction, on the held T[k] chunk
-                    m.d.comb += [i.sub.eq(0), i.a_kind.eq(Mux(is_c, 1, 2)), i.b_cache.eq(1), i.last.eq(k == C - 1),
+                    m.d.comb += [i.sub.eq(0), i.a_kind.eq(Mux(is_c, 1, 2)), i.b_cache.eq(1), i.last.eq(f["k_cls_last"]),
                                  i.b_shift.eq(Mux(is_c, c.beta_c, Mux(is_corr[0], c.corr_beta[0], c.corr_beta[1]))),
                                  i.b_zero.eq(is_c & (c.beta_c == 0))]
-                    m.d.comb += k_next.eq(k + 1)
+                    m.d.comb += k_inc.eq(1)
                     m.d.sync += [corr_next.eq(0), c.t_word.eq(c.t_word + c.L_cn)]
-            with m.Elif(k == C):                 # g: -(p_c mod 2^15) h, then 2^14 (2 |beta_c|) h
+            with m.Elif(f["k_c"]):               # g: -(p_c mod 2^15) h, then 2^14 (2 |beta_c|) h
                 m.d.comb += [i.sub.eq(1), i.a_kind.eq(3), i.first.eq(1), c.a_ra.eq(c.L_hout | chunk), c.a_re.eq(1),
-                             k_next.eq(k + 1)]
-            with m.Elif(k == C + 1):
+                             k_inc.eq(1)]
+            with m.Elif(f["k_c1"]):
                 m.d.comb += [i.sub.eq(1), i.a_kind.eq(1), i.b_shift.eq(c.beta_c), i.b_zero.eq(c.beta_c == 0),
-                             i.last.eq(1), k_next.eq(k + 1)]
+                             i.last.eq(1), k_inc.eq(1)]
             with m.Else():                       # the same sum once more (A = 0): g m_m
                 m.d.comb += [i.sub.eq(2), i.a_kind.eq(4), i.b_zero.eq(1), i.last.eq(1)]
-            with m.If(k == k_end):
-                m.d.comb += k_next.eq(0)
+            with m.If(f["k_end"]):               # g_main, g_corr (-> d_tc)[, g_zero (-> g m_m)]
+                m.d.comb += k_zero.eq(1)
                 m.d.sync += c.t_word.eq(chunk + 1)
-                with m.If(chunk == c.L_cn - 1):
-                    m.d.sync += chunk.eq(0)
+                with m.If(c.f_outer["cn_last"]):
+                    m.d.sync += self._zero(chunk)
                     with m.If(c.L_first):
                         m.next = "GRADIENT_TO_TABLE"
                     with m.Elif(self._per_layer([int(Y.cn[l] >= 2) for l in range(L)])):
@@ -1342,10 +1416,10 @@ class SerialEngine(wiring.Component):
                     with m.Else():
                         m.next = "GRADIENT_TO_UPDATE"
                 with m.Else():
-                    m.d.sync += chunk.eq(chunk + 1)
+                    m.d.sync += self._inc(chunk)
 
         def go_table():
-            m.d.sync += [c.outer.eq(0), c.middle.eq(0), c.inner.eq(0), c.slot.eq(0)]
+            m.d.sync += [*self._zero(c.outer, c.middle, c.inner), c.slot.eq(0)]
             m.next = "TABLE"
         # TABLE reads d_tc of chunk 0 (written a cycle after S3): without push, with one chunk, the
         # last issue writes it
@@ -1358,20 +1432,21 @@ class SerialEngine(wiring.Component):
         c, Y, i = self._c, self.layout, self._c.issue
         chunk, row_m = c.outer, c.middle         # row_m: 0 R[c], 1 R[m]
         with m.State("TABLE"):
+            r_c = c.f_middle["zero"]             # (TABLE runs in layer 0: its cn is L_cn)
             with m.If(c.slot == 0):
-                m.d.comb += [i.valid.eq(1), i.phase.eq(_BIAS_TABLE), i.sub.eq(Mux(row_m == 0, 1, 2)), i.first.eq(1),
-                             i.last.eq(1), i.index.eq(chunk), i.neg.eq(row_m == 1),
-                             c.m_ra.eq(Mux(row_m == 0, Y.dtc, Y.dtm) | chunk), c.m_re.eq(1)]
+                m.d.comb += [i.valid.eq(1), i.phase.eq(_BIAS_TABLE), i.sub.eq(Mux(r_c, 1, 2)), i.first.eq(1),
+                             i.last.eq(1), i.index.eq(chunk), i.neg.eq(~r_c),
+                             c.m_ra.eq(Mux(r_c, Y.dtc, Y.dtm) | chunk), c.m_re.eq(1)]
             m.d.sync += c.slot.eq(~c.slot[0])
             with m.If(c.slot == 1):
-                with m.If(chunk == Y.cn[0] - 1):
-                    m.d.sync += chunk.eq(0)
-                    with m.If((row_m == 1) if c.push else Const(1)):
+                with m.If(c.f_outer["cn_last"]):
+                    m.d.sync += self._zero(chunk)
+                    with m.If(~r_c if c.push else Const(1)):
                         m.next = "TABLE_DRAIN"
                     with m.Else():
-                        m.d.sync += row_m.eq(1)
+                        m.d.sync += self._load(row_m, 1)
                 with m.Else():
-                    m.d.sync += chunk.eq(chunk + 1)
+                    m.d.sync += self._inc(chunk)
         self._wait_then(m, "TABLE_DRAIN", 2, lambda: self._go_update(m))    # the last R word is read late, at S3
 
     def _update(self, m):
@@ -1380,33 +1455,34 @@ class SerialEngine(wiring.Component):
         c, Y, P, i = self._c, self.layout, self.P, self._c.issue
         row, chunk, term = c.outer, c.middle, c.inner
         with m.State("UPDATE"):
-            m.d.comb += [i.valid.eq(1), i.phase.eq(_UPDATE), i.first.eq(term == 0), i.last.eq(term == c.L_terms - 1),
+            t0, t1, t2 = c.f_inner["zero"], c.f_inner["one"], c.f_inner["two"]
+            m.d.comb += [i.valid.eq(1), i.phase.eq(_UPDATE), i.first.eq(t0), i.last.eq(c.f_inner["terms_last"]),
                          i.term.eq(term), i.lane.eq(c.lane_index),
-                         c.m_ra.eq(Mux(term == 0, Y.dh, Mux(term == 1, Y.dtc, Y.dtm)) | c.unit_chunk), c.m_re.eq(1)]
-            with m.If(term == 2):
+                         c.m_ra.eq(Mux(t0, Y.dh, Mux(t1, Y.dtc, Y.dtm)) | c.unit_chunk), c.m_re.eq(1)]
+            with m.If(t2):
                 m.d.comb += [c.c_ra.eq(c.L_tprev | self._row_plus(c.row_m, chunk)), c.c_re.eq(1)]
             with m.Else():
-                m.d.comb += [c.a_ra.eq(Mux(term == 0, c.x_in, c.t_in) | chunk), c.a_re.eq(1)]
-            with m.If(term == c.L_terms - 1):
-                m.d.sync += term.eq(0)
-                with m.If(chunk == c.L_ci - 1):
-                    m.d.sync += chunk.eq(0)
-                    with m.If(c.lane_index == P - 1):
-                        m.d.sync += [c.lane_index.eq(0), c.unit_chunk.eq(c.unit_chunk + 1)]
+                m.d.comb += [c.a_ra.eq(Mux(t0, c.x_in, c.t_in) | chunk), c.a_re.eq(1)]
+            with m.If(c.f_inner["terms_last"]):
+                m.d.sync += self._zero(term)
+                with m.If(c.f_middle["ci_last"]):
+                    m.d.sync += self._zero(chunk)
+                    with m.If(c.f_lane["last"]):
+                        m.d.sync += [*self._zero(c.lane_index), c.unit_chunk.eq(c.unit_chunk + 1)]
                     with m.Else():
-                        m.d.sync += c.lane_index.eq(c.lane_index + 1)
-                    with m.If(row == c.L_n - 1):
-                        m.d.sync += row.eq(0)
+                        m.d.sync += self._inc(c.lane_index)
+                    with m.If(c.f_outer["n_last"]):
+                        m.d.sync += self._zero(row)
                         m.next = "UPDATE_DRAIN"
                     with m.Else():
-                        m.d.sync += row.eq(row + 1)
+                        m.d.sync += self._inc(row)
                 with m.Else():
-                    m.d.sync += chunk.eq(chunk + 1)
+                    m.d.sync += self._inc(chunk)
             with m.Else():
-                m.d.sync += term.eq(term + 1)
+                m.d.sync += self._inc(term)
 
         def go_bias():
-            m.d.sync += [c.outer.eq(0), c.slot.eq(0)]
+            m.d.sync += [*self._zero(c.outer), c.slot.eq(0)]
             m.next = "BIAS"
         self._wait_then(m, "UPDATE_DRAIN", 1, go_bias)     # BIAS's operands come through the sources at S1
 
@@ -1429,11 +1505,11 @@ class SerialEngine(wiring.Component):
                                              c.m_ra.eq((Y.dh, Y.dtc, Y.dtm)[term] | chunk), c.m_re.eq(1)]
             with m.If(c.slot == period - 1):
                 m.d.sync += c.slot.eq(0)
-                with m.If(chunk == c.L_cn - 1):
-                    m.d.sync += chunk.eq(0)
+                with m.If(c.f_outer["cn_last"]):
+                    m.d.sync += self._zero(chunk)
                     m.next = "BIAS_DRAIN"
                 with m.Else():
-                    m.d.sync += chunk.eq(chunk + 1)
+                    m.d.sync += self._inc(chunk)
             with m.Else():
                 m.d.sync += c.slot.eq(c.slot + 1)
 
