@@ -1087,7 +1087,7 @@ class SerialEngine(wiring.Component):
         per-layer constant, so the counters' enables and the FSM's next state are a LUT level or two
         (the iCEBreaker's critical paths were those compares in series, about 10 levels)."""
         c, Y, net, L, C, P = self._c, self.layout, self.net, self._c.L, self._c.C, self.P
-        c.flags = {}
+        c.counter_flags = {}
         ci, cn, n = list(Y.ci), list(Y.cn), list(Y.n)
         terms = [_terms(net, l) for l in range(L)]
         k_end = C + (2 if c.push else 1)
@@ -1113,7 +1113,7 @@ class SerialEngine(wiring.Component):
         counters are zeroed after each change of the layer (FORWARD_INIT, IDLE) before a flag is read."""
         c = self._c
         flag = Signal(name=name)
-        c.flags.setdefault(id(counter), []).append((flag, list(values), ge))
+        c.counter_flags.setdefault(id(counter), []).append((flag, list(values), ge))
         return flag
 
     def _flag_value(self, counter, values, ge, delta=0, const=None, layer=None):
@@ -1135,13 +1135,13 @@ class SerialEngine(wiring.Component):
     def _inc(self, counter):
         """``counter += 1`` with its flags (sync statements)."""
         return [counter.eq(counter + 1), *(flag.eq(self._flag_value(counter, vals, ge, delta=1))
-                                           for flag, vals, ge in self._c.flags.get(id(counter), []))]
+                                           for flag, vals, ge in self._c.counter_flags.get(id(counter), []))]
 
     def _load(self, counter, value: int, layer=None):
         """``counter = value`` (a constant) with its flags (sync statements); ``layer`` if the layer
         changes to a known one with the same edge."""
         return [counter.eq(value), *(flag.eq(self._flag_value(counter, vals, ge, const=value, layer=layer))
-                                     for flag, vals, ge in self._c.flags.get(id(counter), []))]
+                                     for flag, vals, ge in self._c.counter_flags.get(id(counter), []))]
 
     def _zero(self, *counters, layer=None):
         """``counter = 0`` for each of ``counters``, with their flags (sync statements)."""
