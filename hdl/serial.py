@@ -1069,6 +1069,7 @@ class SerialEngine(wiring.Component):
             self._bias(m)
             self._commit(m)
             self._finish(m)
+        self._counter_updates(m)
         self._fsm = fsm                          # (tests and benches: the phase of each cycle)
         # One-hot: Yosys re-encodes the state register (fsm pass), so a state's decode is one flip-flop
         # and the read addresses, enables and counter updates each phase drives lose ~2 LUT levels
@@ -1093,7 +1094,7 @@ class SerialEngine(wiring.Component):
         per-layer constant, so the counters' enables and the FSM's next state are a LUT level or two
         (the iCEBreaker's critical paths were those compares in series, about 10 levels)."""
         c, Y, net, L, C, P = self._c, self.layout, self.net, self._c.L, self._c.C, self.P
-        c.counter_flags = {}
+        c.counter_flags, c.strobes = {}, {}
         ci, cn, n = list(Y.ci), list(Y.cn), list(Y.n)
         terms = [_terms(net, l) for l in range(L)]
         k_end = C + (2 if c.push else 1)
@@ -1115,8 +1116,9 @@ class SerialEngine(wiring.Component):
         """A flip-flop that is ``counter == values[layer]`` (``>=`` if ``ge``) at all times.
 
         It holds while every write of ``counter`` is :meth:`_inc`, :meth:`_zero` or :meth:`_load`
-        (which set it from the counter's current value, in parallel with the counter), and the
-        counters are zeroed after each change of the layer (FORWARD_INIT, IDLE) before a flag is read."""
+        (:meth:`_counter_updates` sets it from the counter's current value, in parallel with the
+        counter), and the counters are zeroed after each change of the layer (FORWARD_INIT, IDLE)
+        before a flag is read."""
         c = self._c
         flag = Signal(name=name)
         c.counter_flags.setdefault(id(counter), []).append((flag, list(values), ge))
@@ -1138,20 +1140,44 @@ class SerialEngine(wiring.Component):
             return cmp(values[0])
         return Array(cmp(v) for v in values)[self._c.layer]
 
-    def _inc(self, counter):
-        """``counter += 1`` with its flags (sync statements)."""
-        return [counter.eq(counter + 1), *(flag.eq(self._flag_value(counter, vals, ge, delta=1))
-                                           for flag, vals, ge in self._c.counter_flags.get(id(counter), []))]
+    def _strobes(self, counter):
+        """The counter's write strobes (comb): zero with layer 0 next, zero, one, increment."""
+        c = self._c
+        if id(counter) not in c.strobes:
+            c.strobes[id(counter)] = (counter, *(Signal(name=f"{counter.name}_{op}") for op in ("zero0", "zero", "one", "inc")))
+        return c.strobes[id(counter)][1:]
 
-    def _load(self, counter, value: int, layer=None):
-        """``counter = value`` (a constant) with its flags (sync statements); ``layer`` if the layer
-        changes to a known one with the same edge."""
-        return [counter.eq(value), *(flag.eq(self._flag_value(counter, vals, ge, const=value, layer=layer))
-                                     for flag, vals, ge in self._c.counter_flags.get(id(counter), []))]
+    def _inc(self, m, counter):
+        """``counter += 1`` this cycle, with its flags."""
+        m.d.comb += self._strobes(counter)[3].eq(1)
 
-    def _zero(self, *counters, layer=None):
-        """``counter = 0`` for each of ``counters``, with their flags (sync statements)."""
-        return [s for ctr in counters for s in self._load(ctr, 0, layer)]
+    def _load(self, m, counter, value: int, layer=None):
+        """``counter = value`` (0 or 1) this cycle, with its flags; ``layer=0``: the layer becomes 0
+        with the same edge."""
+        z0, z, one, _ = self._strobes(counter)
+        if value not in (0, 1) or (layer not in (None, 0)) or (value == 1 and layer is not None):
+            raise ValueError(f"a counter loads 0 or 1 (layer 0 or the current), not {value!r} at {layer!r}")
+        m.d.comb += (one if value else z0 if layer == 0 else z).eq(1)
+
+    def _zero(self, m, *counters, layer=None):
+        """``counter = 0`` this cycle for each of ``counters``, with their flags."""
+        for ctr in counters:
+            self._load(m, ctr, 0, layer)
+
+    def _counter_updates(self, m):
+        """Each counter and its flags from its strobes, in one place: a zero wins over a one and an
+        increment (a phase's last step and the next phase's start in one cycle zero the counter)."""
+        c = self._c
+        for ctr, z0, z, one, inc in c.strobes.values():
+            flags = c.counter_flags.get(id(ctr), [])
+            with m.If(z0):
+                m.d.sync += [ctr.eq(0), *(f.eq(self._flag_value(ctr, v, ge, const=0, layer=0)) for f, v, ge in flags)]
+            with m.Elif(z):
+                m.d.sync += [ctr.eq(0), *(f.eq(self._flag_value(ctr, v, ge, const=0)) for f, v, ge in flags)]
+            with m.Elif(one):
+                m.d.sync += [ctr.eq(1), *(f.eq(self._flag_value(ctr, v, ge, const=1)) for f, v, ge in flags)]
+            with m.Elif(inc):
+                m.d.sync += [ctr.eq(ctr + 1), *(f.eq(self._flag_value(ctr, v, ge, delta=1)) for f, v, ge in flags)]
 
     def _class_flags(self, k):
         """The assignments (sync) of GRADIENT's class flags for the class index ``k`` it moves to."""
@@ -1180,7 +1206,8 @@ class SerialEngine(wiring.Component):
 
     def _go_update(self, m):
         c = self._c
-        m.d.sync += [*self._zero(c.outer, c.middle, c.inner, c.unit_chunk, c.lane_index), c.w_ptr.eq(c.L_wbase)]
+        self._zero(m, c.outer, c.middle, c.inner, c.unit_chunk, c.lane_index)
+        m.d.sync += [c.w_ptr.eq(c.L_wbase)]
         m.next = "UPDATE"
 
     def _go_softmax(self, m):
@@ -1195,8 +1222,8 @@ class SerialEngine(wiring.Component):
             m.d.sync += c.rb_active.eq(self.rb_en)     # IDLE holds while rb_en: served next cycle
             with m.If(c.next_full & ~self.rb_en):
                 m.d.comb += c.take.eq(1)
-                m.d.sync += [c.layer.eq(0), *self._zero(c.outer, c.middle, c.inner, c.unit_chunk, c.lane_index, layer=0),
-                             c.w_row.eq(Y.wbase[0]), c.layer_cycles.eq(1), c.have_m.eq(0)]
+                self._zero(m, c.outer, c.middle, c.inner, c.unit_chunk, c.lane_index, layer=0)
+                m.d.sync += [c.layer.eq(0), c.w_row.eq(Y.wbase[0]), c.layer_cycles.eq(1), c.have_m.eq(0)]
                 m.next = "FORWARD"
 
     def _forward(self, m):
@@ -1206,8 +1233,8 @@ class SerialEngine(wiring.Component):
         row, t_pass, chunk = c.outer, c.middle, c.inner      # t_pass: 0 the t pass (training), 1 the h pass
         i = c.issue
         with m.State("FORWARD_INIT"):
-            m.d.sync += [*self._zero(row, t_pass, chunk, c.unit_chunk, c.lane_index),
-                         c.w_row.eq(c.L_wbase), c.layer_cycles.eq(1), c.have_m.eq(0)]
+            self._zero(m, row, t_pass, chunk, c.unit_chunk, c.lane_index)
+            m.d.sync += [c.w_row.eq(c.L_wbase), c.layer_cycles.eq(1), c.have_m.eq(0)]
             m.next = "FORWARD"
         with m.State("FORWARD"):
             fi, fo = c.f_inner, c.f_outer
@@ -1225,32 +1252,35 @@ class SerialEngine(wiring.Component):
                              c.w_ra.eq(c.w_row + chunk), c.w_re.eq(1),
                              c.a_ra.eq(Mux(is_t, c.t_in, c.x_in) | chunk), c.a_re.eq(1)]
             with m.If(t0 | fi["ci_last"]):
-                m.d.sync += self._zero(chunk)
+                self._zero(m, chunk)
                 with m.If(is_t):
-                    m.d.sync += self._load(t_pass, 1)
+                    self._load(m, t_pass, 1)
                 with m.Else():
-                    m.d.sync += [*self._zero(t_pass), c.w_row.eq(c.w_row + c.L_ci)]
+                    self._zero(m, t_pass)
+                    m.d.sync += [c.w_row.eq(c.w_row + c.L_ci)]
                     with m.If(c.f_lane["last"]):
-                        m.d.sync += [*self._zero(c.lane_index), c.unit_chunk.eq(c.unit_chunk + 1)]
+                        self._zero(m, c.lane_index)
+                        self._inc(m, c.unit_chunk)
                     with m.Else():
-                        m.d.sync += self._inc(c.lane_index)
+                        self._inc(m, c.lane_index)
                     with m.If(fo["n_last"]):
-                        m.d.sync += self._zero(row)
+                        self._zero(m, row)
                         with m.If(c.forward_no_drain):      # LOGITS reads the last h chunk 5 cycles on
                             self._after_forward(m, False)
                         with m.Else():
                             m.next = "FORWARD_DRAIN"
                     with m.Else():
-                        m.d.sync += self._inc(row)
+                        self._inc(m, row)
             with m.Else():
-                m.d.sync += self._inc(chunk)
+                self._inc(m, chunk)
         self._wait_then(m, "FORWARD_DRAIN", 3, lambda: self._after_forward(m, True))
 
     def _after_forward(self, m, drained):
         """Training: LOGITS (``l2``: UPDATE but in the last layer); inference: the next layer, or
         LOGITS of the last."""
         c = self._c
-        m.d.sync += [*self._zero(c.outer, c.inner), c.t_word.eq(0)]
+        self._zero(m, c.outer, c.inner)
+        m.d.sync += [c.t_word.eq(0)]
         with m.If(c.train):
             if c.ce:
                 m.next = "LOGITS"
@@ -1284,9 +1314,9 @@ class SerialEngine(wiring.Component):
                          c.a_ra.eq(c.L_hout | chunk), c.a_re.eq(1)]
             m.d.sync += c.t_word.eq(c.t_word + 1)
             with m.If(last):
-                m.d.sync += self._zero(chunk)
+                self._zero(m, chunk)
                 with m.If(c.f_outer["cls_last"]):
-                    m.d.sync += self._zero(k)
+                    self._zero(m, k)
                     with m.If(c.train):
                         with m.If(c.L_last):
                             m.next = "CACHE_COPY"
@@ -1295,9 +1325,9 @@ class SerialEngine(wiring.Component):
                     with m.Else():
                         m.next = "LOGITS_DRAIN"
                 with m.Else():
-                    m.d.sync += self._inc(k)
+                    self._inc(m, k)
             with m.Else():
-                m.d.sync += self._inc(chunk)
+                self._inc(m, chunk)
         self._wait_then(m, "LOGITS_SETTLE", 2, lambda: self._go_softmax(m))     # max(s) settles at S4
         self._wait_then(m, "LOGITS_DRAIN", 4, lambda: setattr(m, "next", "FIN"))
 
@@ -1309,10 +1339,10 @@ class SerialEngine(wiring.Component):
             m.d.comb += [c.a_ra.eq(c.L_ttout | chunk), c.a_re.eq(1)]
             m.d.sync += [c.copy_we.eq(1), c.copy_addr.eq(c.L_tbase | self._row_plus(c.row_c, chunk))]
             with m.If(c.f_inner["cn_last"]):
-                m.d.sync += self._zero(chunk)
+                self._zero(m, chunk)
                 m.next = "CACHE" if (c.ce and Y.cn[-1] >= 2) else "CACHE_COPY_WAIT"
             with m.Else():
-                m.d.sync += self._inc(chunk)
+                self._inc(m, chunk)
         with m.State("CACHE_COPY_WAIT"):
             with m.If(~c.copy_we):
                 if c.ce:
@@ -1325,10 +1355,10 @@ class SerialEngine(wiring.Component):
                          c.c_ra.eq(c.L_tbase | self._row_plus(c.row_c, chunk)), c.c_re.eq(1),
                          c.a_ra.eq(c.L_hout | chunk), c.a_re.eq(1)]
             with m.If(last):
-                m.d.sync += self._zero(chunk)
+                self._zero(m, chunk)
                 m.next = "CACHE_SETTLE"
             with m.Else():
-                m.d.sync += self._inc(chunk)
+                self._inc(m, chunk)
         self._wait_then(m, "CACHE_SETTLE", 4, lambda: self._go_softmax(m))     # s_c lands at S4
 
     def _softmax(self, m):
@@ -1362,7 +1392,8 @@ class SerialEngine(wiring.Component):
                 m.d.sync += c.k_read.eq(c.k_read + 1)
             m.d.sync += c.slot.eq(~c.slot[0])
             with m.If(c.k_write == C):
-                m.d.sync += [*self._zero(c.outer, c.inner), c.t_word.eq(0), *self._class_flags(0)]
+                self._zero(m, c.outer, c.inner)
+                m.d.sync += [c.t_word.eq(0), *self._class_flags(0)]
                 m.next = "GRADIENT"
 
     def _gradient(self, m):
@@ -1380,9 +1411,11 @@ class SerialEngine(wiring.Component):
             is_c, is_corr = c.k_is_c, c.k_is_corr
             corr = is_c | is_corr[0] | is_corr[1]
             with m.If(k_zero):
-                m.d.sync += [*self._zero(k), *self._class_flags(0)]
+                self._zero(m, k)
+                m.d.sync += [*self._class_flags(0)]
             with m.Elif(k_inc):
-                m.d.sync += [*self._inc(k), *self._class_flags(k + 1)]
+                self._inc(m, k)
+                m.d.sync += [*self._class_flags(k + 1)]
             with m.Else():
                 m.d.sync += self._class_flags(k)
             m.d.comb += [i.valid.eq(1), i.phase.eq(_GRADIENT), i.index.eq(chunk)]
@@ -1414,7 +1447,7 @@ class SerialEngine(wiring.Component):
                 m.d.comb += k_zero.eq(1)
                 m.d.sync += c.t_word.eq(chunk + 1)
                 with m.If(c.f_outer["cn_last"]):
-                    m.d.sync += self._zero(chunk)
+                    self._zero(m, chunk)
                     with m.If(c.L_first):
                         m.next = "GRADIENT_TO_TABLE"
                     with m.Elif(self._per_layer([int(Y.cn[l] >= 2) for l in range(L)])):
@@ -1422,10 +1455,11 @@ class SerialEngine(wiring.Component):
                     with m.Else():
                         m.next = "GRADIENT_TO_UPDATE"
                 with m.Else():
-                    m.d.sync += self._inc(chunk)
+                    self._inc(m, chunk)
 
         def go_table():
-            m.d.sync += [*self._zero(c.outer, c.middle, c.inner), c.slot.eq(0)]
+            self._zero(m, c.outer, c.middle, c.inner)
+            m.d.sync += [c.slot.eq(0)]
             m.next = "TABLE"
         # TABLE reads d_tc of chunk 0 (written a cycle after S3): without push, with one chunk, the
         # last issue writes it
@@ -1446,13 +1480,13 @@ class SerialEngine(wiring.Component):
             m.d.sync += c.slot.eq(~c.slot[0])
             with m.If(c.slot == 1):
                 with m.If(c.f_outer["cn_last"]):
-                    m.d.sync += self._zero(chunk)
+                    self._zero(m, chunk)
                     with m.If(~r_c if c.push else Const(1)):
                         m.next = "TABLE_DRAIN"
                     with m.Else():
-                        m.d.sync += self._load(row_m, 1)
+                        self._load(m, row_m, 1)
                 with m.Else():
-                    m.d.sync += self._inc(chunk)
+                    self._inc(m, chunk)
         self._wait_then(m, "TABLE_DRAIN", 2, lambda: self._go_update(m))    # the last R word is read late, at S3
 
     def _update(self, m):
@@ -1470,25 +1504,27 @@ class SerialEngine(wiring.Component):
             with m.Else():
                 m.d.comb += [c.a_ra.eq(Mux(t0, c.x_in, c.t_in) | chunk), c.a_re.eq(1)]
             with m.If(c.f_inner["terms_last"]):
-                m.d.sync += self._zero(term)
+                self._zero(m, term)
                 with m.If(c.f_middle["ci_last"]):
-                    m.d.sync += self._zero(chunk)
+                    self._zero(m, chunk)
                     with m.If(c.f_lane["last"]):
-                        m.d.sync += [*self._zero(c.lane_index), c.unit_chunk.eq(c.unit_chunk + 1)]
+                        self._zero(m, c.lane_index)
+                        self._inc(m, c.unit_chunk)
                     with m.Else():
-                        m.d.sync += self._inc(c.lane_index)
+                        self._inc(m, c.lane_index)
                     with m.If(c.f_outer["n_last"]):
-                        m.d.sync += self._zero(row)
+                        self._zero(m, row)
                         m.next = "UPDATE_DRAIN"
                     with m.Else():
-                        m.d.sync += self._inc(row)
+                        self._inc(m, row)
                 with m.Else():
-                    m.d.sync += self._inc(chunk)
+                    self._inc(m, chunk)
             with m.Else():
-                m.d.sync += self._inc(term)
+                self._inc(m, term)
 
         def go_bias():
-            m.d.sync += [*self._zero(c.outer), c.slot.eq(0)]
+            self._zero(m, c.outer)
+            m.d.sync += [c.slot.eq(0)]
             m.next = "BIAS"
         self._wait_then(m, "UPDATE_DRAIN", 1, go_bias)     # BIAS's operands come through the sources at S1
 
@@ -1512,10 +1548,10 @@ class SerialEngine(wiring.Component):
             with m.If(c.slot == period - 1):
                 m.d.sync += c.slot.eq(0)
                 with m.If(c.f_outer["cn_last"]):
-                    m.d.sync += self._zero(chunk)
+                    self._zero(m, chunk)
                     m.next = "BIAS_DRAIN"
                 with m.Else():
-                    m.d.sync += self._inc(chunk)
+                    self._inc(m, chunk)
             with m.Else():
                 m.d.sync += c.slot.eq(c.slot + 1)
 
