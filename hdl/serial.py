@@ -711,6 +711,7 @@ class SerialEngine(wiring.Component):
         late_w = Signal(name="late_w")
         m.d.comb += late_w.eq(s1.valid & s1.last & (s1.phase == _UPDATE))
         w_addr2, upd2 = Signal.like(c.w_ptr, name="w_addr2"), Signal(name="upd2")
+        c.upd2 = upd2
         m.d.sync += upd2.eq(0)
         with m.If(late_w):
             m.d.sync += [w_addr2.eq(c.w_ptr), c.w_ptr.eq(c.w_ptr + 1), upd2.eq(1)]
@@ -721,6 +722,7 @@ class SerialEngine(wiring.Component):
         # BIAS and TABLE: the target is read at S3 (the chunk's sums stay in acc a cycle longer), its
         # address decoded at S2 and registered
         late_m3, late_m_addr3 = Signal(name="late_m3"), Signal.like(c.m_ra, name="late_m_addr3")
+        c.late_m3 = late_m3
         m.d.sync += [late_m3.eq(s2.valid & s2.last & (s2.phase == _BIAS_TABLE)),
                      late_m_addr3.eq(Mux(s2.sub == 0, c.L_bbase | s2.index,
                                          Y.rbase | self._row_plus(Mux(s2.sub == 1, c.row_c, c.row_m), s2.index)))]
@@ -1043,8 +1045,14 @@ class SerialEngine(wiring.Component):
             m.d.comb += [c.c_we.eq(1), c.c_addr.eq(c.copy_addr), c.c_lanes.eq((1 << P) - 1), c.c_iscopy.eq(1)]
         c.pipe_busy = Signal(name="pipe_busy")
         s1, s2, s3, s4 = c.s1, c.s2, c.s3, c.s4
-        m.d.comb += c.pipe_busy.eq(s1.valid | s2.valid | s3.valid | s4.valid | c.upd3 | c.vec4 | c.grad4 | c.upd4
-                                   | c.vec5 | c.flags_pending | c.copy_we)
+        # pipe_busy = s1.valid | copy_we | (s2, s3, s4, upd3, vec4, grad4, upd4, vec5, flags_pending): the
+        # last nine in one flip-flop, registered from their own next values (each a register a stage
+        # earlier, or set by one: grad4 <- s3 in GRADIENT, flags_pending <- grad3, upd3 or vec4), so the
+        # waits' decisions read three flip-flops, not an 11-input OR (the iCEBreaker's engine path:
+        # s2.valid -> pipe_busy -> a wait's next state -> t_word's enable, 33.5 ns at seed 2)
+        c.pipe_rest = Signal(name="pipe_rest")
+        m.d.sync += c.pipe_rest.eq(s1.valid | s2.valid | s3.valid | c.upd2 | c.late_m3 | c.upd3 | c.vec4)
+        m.d.comb += c.pipe_busy.eq(s1.valid | c.copy_we | c.pipe_rest)
         lmax = max(sum(ph.values()) for ph in serial_cycles(net, P, 2)["layers"])
         c.layer_cycles = Signal(range(2 * lmax + 16), name="layer_cycles")     # the FSM never stalls in a layer
         m.d.sync += c.layer_cycles.eq(c.layer_cycles + 1)
