@@ -203,6 +203,11 @@ class RamFeeder(wiring.Component):
         # 2 feature_bytes n_in + 2 cycles or more after the one before)
         s_train_end = Signal()
         m.d.sync += s_train_end.eq(sent_in_epoch + 1 == n_train)
+        # sent_in_epoch == per_epoch (the epoch sent), a flag set beside each write of sent_in_epoch
+        # (the next sample's decision reads a flip-flop, not a 17-bit comparator: the iCEBreaker's
+        # critical path was that compare through NEXT into ptr's enable, 31.2 ns)
+        s_epoch_end, epoch_done = Signal(), Signal()
+        m.d.sync += s_epoch_end.eq(sent_in_epoch + 1 == per_epoch)
         m.d.comb += self.mem_addr.eq(ptr[1:])
         with m.FSM():
             with m.State("IDLE"):
@@ -210,13 +215,14 @@ class RamFeeder(wiring.Component):
                     m.d.sync += [epochs.eq(self.epochs - 1), self.busy.eq(self.epochs != 0),
                                  self.done.eq(self.epochs == 0), self.epoch.eq(0), sent.eq(0),
                                  n_train.eq(self.n_train), per_epoch.eq(self.n_train + Mux(self.evaluate, self.n_test, 0)),
-                                 s_train.eq(self.n_train != 0), ptr.eq(0), sent_in_epoch.eq(0), epochs_sent.eq(0)]
+                                 s_train.eq(self.n_train != 0), ptr.eq(0), sent_in_epoch.eq(0), epochs_sent.eq(0),
+                                 epoch_done.eq((self.n_train == 0) & (~self.evaluate | (self.n_test == 0)))]
                     with m.If(self.epochs != 0):
                         m.next = "NEXT"
             with m.State("NEXT"):
-                with m.If(sent_in_epoch == per_epoch):
-                    m.d.sync += [sent_in_epoch.eq(0), s_train.eq(n_train != 0), ptr.eq(0),
-                                 epochs_sent.eq(epochs_sent + 1)]
+                with m.If(epoch_done):
+                    m.d.sync += [sent_in_epoch.eq(0), epoch_done.eq(per_epoch == 0), s_train.eq(n_train != 0),
+                                 ptr.eq(0), epochs_sent.eq(epochs_sent + 1)]
                     with m.If(epochs_sent == epochs):
                         m.next = "DRAIN"
                 with m.Elif(~self.hold):
@@ -240,7 +246,7 @@ class RamFeeder(wiring.Component):
                 with m.If(self.o.valid & self.o.ready):
                     with m.If(is_label):
                         m.d.comb += [labels.w_en.eq(1), labels.w_data.eq(value)]
-                        m.d.sync += [sent_in_epoch.eq(sent_in_epoch + 1), sent.eq(sent + 1),
+                        m.d.sync += [sent_in_epoch.eq(sent_in_epoch + 1), epoch_done.eq(s_epoch_end), sent.eq(sent + 1),
                                      s_train.eq(s_train & ~s_train_end)]
                         m.next = "NEXT"
                     with m.Else():

@@ -711,6 +711,7 @@ class SerialEngine(wiring.Component):
         late_w = Signal(name="late_w")
         m.d.comb += late_w.eq(s1.valid & s1.last & (s1.phase == _UPDATE))
         w_addr2, upd2 = Signal.like(c.w_ptr, name="w_addr2"), Signal(name="upd2")
+        c.upd2 = upd2
         m.d.sync += upd2.eq(0)
         with m.If(late_w):
             m.d.sync += [w_addr2.eq(c.w_ptr), c.w_ptr.eq(c.w_ptr + 1), upd2.eq(1)]
@@ -721,6 +722,7 @@ class SerialEngine(wiring.Component):
         # BIAS and TABLE: the target is read at S3 (the chunk's sums stay in acc a cycle longer), its
         # address decoded at S2 and registered
         late_m3, late_m_addr3 = Signal(name="late_m3"), Signal.like(c.m_ra, name="late_m_addr3")
+        c.late_m3 = late_m3
         m.d.sync += [late_m3.eq(s2.valid & s2.last & (s2.phase == _BIAS_TABLE)),
                      late_m_addr3.eq(Mux(s2.sub == 0, c.L_bbase | s2.index,
                                          Y.rbase | self._row_plus(Mux(s2.sub == 1, c.row_c, c.row_m), s2.index)))]
@@ -798,7 +800,11 @@ class SerialEngine(wiring.Component):
         c.outs, c.overflows = [], []
         for p in range(P):
             # round(acc >> k) is round_shift_halved: the floor, its low bit cleared on a tie (the
-            # k low bits zero); the shift is chosen by phase (and layer) for the floor and the tie
+            # k low bits zero); the shift is chosen by phase (and layer) for the floor and the tie.
+            # Both differences are made, base - floor and base - (floor with its low bit cleared),
+            # and the tie chooses: the tie's zero detect runs beside the carry chains, not in front
+            # of them (a carry-select: +1 LUT level after the chains, -3 before them; ~37 LCs a
+            # lane; the iCEBreaker's critical path without it, acc -> out, 35.7 ns)
             def floor_tie(k, acc=c.acc[p]):
                 if k <= 0:
                     return (acc << (-k)).as_signed(), Const(0, 1)
@@ -814,13 +820,15 @@ class SerialEngine(wiring.Component):
             else:
                 q = Mux(is_grad, floor_tie(kG)[0], q_step)
                 tie = Mux(is_grad, floor_tie(kG)[1], tie_step)
-            q_round = Cat(q[0] & ~tie, q[1:]).as_signed()
+            q_even = Cat(Const(0, 1), q[1:]).as_signed()
             # the base: the old weight (UPDATE, read at S2), the old bias or table word (BIAS, TABLE,
             # read at S3), or 0 (GRADIENT)
             base = Signal(signed(c.a_w), name=f"out_base{p}")
             m.d.comb += base.eq(Mux(c.base_m, c.M_data[p], Mux(c.base_w, c.w_base[p], 0)))
-            diff = Signal(signed(max(c.a_w, len(q)) + 1), name=f"out_diff{p}")
-            m.d.comb += diff.eq(base - q_round)
+            dw = max(c.a_w, len(q)) + 1
+            diff_floor, diff_even = Signal(signed(dw), name=f"out_diff{p}"), Signal(signed(dw), name=f"out_diff_even{p}")
+            m.d.comb += [diff_floor.eq(base - q), diff_even.eq(base - q_even)]
+            diff = Mux(tie, diff_even, diff_floor)
             zero = is_grad & ~mask[p]
             if c.same_width:
                 value, overflow = saturate_or_zero(diff, c.qw, zero)
@@ -1027,6 +1035,7 @@ class SerialEngine(wiring.Component):
         c.inner = Signal(range(max(c.cimax, c.cnmax, C + 3, 4)), name="inner")   # chunks, GRADIENT steps, UPDATE terms
         c.unit_chunk = Signal(range(c.cnmax + 1), name="unit_chunk")      # unit j = unit_chunk P + lane_index
         c.lane_index = Signal(range(max(2, P)), name="lane_index")
+        self._counter_flags()
         c.w_row = Signal(range(Y.wdepth + 1), name="w_row")
         c.t_word = Signal(range(C * c.cnmax + 1), name="t_word")
         c.slot = Signal(range(8), name="slot")
@@ -1036,8 +1045,14 @@ class SerialEngine(wiring.Component):
             m.d.comb += [c.c_we.eq(1), c.c_addr.eq(c.copy_addr), c.c_lanes.eq((1 << P) - 1), c.c_iscopy.eq(1)]
         c.pipe_busy = Signal(name="pipe_busy")
         s1, s2, s3, s4 = c.s1, c.s2, c.s3, c.s4
-        m.d.comb += c.pipe_busy.eq(s1.valid | s2.valid | s3.valid | s4.valid | c.upd3 | c.vec4 | c.grad4 | c.upd4
-                                   | c.vec5 | c.flags_pending | c.copy_we)
+        # pipe_busy = s1.valid | copy_we | (s2, s3, s4, upd3, vec4, grad4, upd4, vec5, flags_pending): the
+        # last nine in one flip-flop, registered from their own next values (each a register a stage
+        # earlier, or set by one: grad4 <- s3 in GRADIENT, flags_pending <- grad3, upd3 or vec4), so the
+        # waits' decisions read three flip-flops, not an 11-input OR (the iCEBreaker's engine path:
+        # s2.valid -> pipe_busy -> a wait's next state -> t_word's enable, 33.5 ns at seed 2)
+        c.pipe_rest = Signal(name="pipe_rest")
+        m.d.sync += c.pipe_rest.eq(s1.valid | s2.valid | s3.valid | c.upd2 | c.late_m3 | c.upd3 | c.vec4)
+        m.d.comb += c.pipe_busy.eq(s1.valid | c.copy_we | c.pipe_rest)
         lmax = max(sum(ph.values()) for ph in serial_cycles(net, P, 2)["layers"])
         c.layer_cycles = Signal(range(2 * lmax + 16), name="layer_cycles")     # the FSM never stalls in a layer
         m.d.sync += c.layer_cycles.eq(c.layer_cycles + 1)
@@ -1062,6 +1077,7 @@ class SerialEngine(wiring.Component):
             self._bias(m)
             self._commit(m)
             self._finish(m)
+        self._counter_updates(m)
         self._fsm = fsm                          # (tests and benches: the phase of each cycle)
         # One-hot: Yosys re-encodes the state register (fsm pass), so a state's decode is one flip-flop
         # and the read addresses, enables and counter updates each phase drives lose ~2 LUT levels
@@ -1078,6 +1094,98 @@ class SerialEngine(wiring.Component):
         m.d.sync += self.idle.eq(~busy)
         with m.If(busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)
+
+    # ------------------------------------------------------------------ counters and their flags
+    def _counter_flags(self):
+        """The registered compares of the phases' counters (:meth:`_flag`): each phase's decisions
+        (a counter at its last value, a class step) read one flip-flop, not a comparator against a
+        per-layer constant, so the counters' enables and the FSM's next state are a LUT level or two
+        (the iCEBreaker's critical paths were those compares in series, about 10 levels)."""
+        c, Y, net, L, C, P = self._c, self.layout, self.net, self._c.L, self._c.C, self.P
+        c.counter_flags, c.strobes = {}, {}
+        ci, cn, n = list(Y.ci), list(Y.cn), list(Y.n)
+        terms = [_terms(net, l) for l in range(L)]
+        k_end = C + (2 if c.push else 1)
+        f = self._flag
+        c.f_inner = dict(zero=f(c.inner, [0] * L, "inner_zero"), ci_last=f(c.inner, [v - 1 for v in ci], "inner_ci_last"),
+                         cn_last=f(c.inner, [v - 1 for v in cn], "inner_cn_last"),
+                         terms_last=f(c.inner, [v - 1 for v in terms], "inner_terms_last"),
+                         one=f(c.inner, [1] * L, "inner_one"), two=f(c.inner, [2] * L, "inner_two"),
+                         k_cls_last=f(c.inner, [C - 1] * L, "k_cls_last"), k_ge_c=f(c.inner, [C] * L, "k_ge_c", ge=True),
+                         k_c=f(c.inner, [C] * L, "k_c"), k_c1=f(c.inner, [C + 1] * L, "k_c1"),
+                         k_end=f(c.inner, [k_end] * L, "k_end"))
+        c.f_outer = dict(n_last=f(c.outer, [v - 1 for v in n], "outer_n_last"),
+                         cls_last=f(c.outer, [C - 1] * L, "outer_cls_last"),
+                         cn_last=f(c.outer, [v - 1 for v in cn], "outer_cn_last"))
+        c.f_middle = dict(zero=f(c.middle, [0] * L, "middle_zero"), ci_last=f(c.middle, [v - 1 for v in ci], "middle_ci_last"))
+        c.f_lane = dict(last=f(c.lane_index, [P - 1] * L, "lane_last"))
+
+    def _flag(self, counter, values, name, ge=False):
+        """A flip-flop that is ``counter == values[layer]`` (``>=`` if ``ge``) at all times.
+
+        It holds while every write of ``counter`` is :meth:`_inc`, :meth:`_zero` or :meth:`_load`
+        (:meth:`_counter_updates` sets it from the counter's current value, in parallel with the
+        counter), and the counters are zeroed after each change of the layer (FORWARD_INIT, IDLE)
+        before a flag is read."""
+        c = self._c
+        flag = Signal(name=name)
+        c.counter_flags.setdefault(id(counter), []).append((flag, list(values), ge))
+        return flag
+
+    def _flag_value(self, counter, values, ge, delta=0, const=None, layer=None):
+        """``counter + delta`` (or the constant ``const``) compared with ``values`` of the layer."""
+        def cmp(v):
+            if const is not None:
+                return Const(int(const >= v if ge else const == v), 1)
+            if ge:
+                return uge_const(counter, v - delta)
+            if v - delta < 0 or v - delta >= 1 << len(counter):
+                return Const(0, 1)
+            return counter == v - delta
+        if layer is not None:
+            return cmp(values[layer])
+        if all(v == values[0] for v in values):
+            return cmp(values[0])
+        return Array(cmp(v) for v in values)[self._c.layer]
+
+    def _strobes(self, counter):
+        """The counter's write strobes (comb): zero with layer 0 next, zero, one, increment."""
+        c = self._c
+        if id(counter) not in c.strobes:
+            c.strobes[id(counter)] = (counter, *(Signal(name=f"{counter.name}_{op}") for op in ("zero0", "zero", "one", "inc")))
+        return c.strobes[id(counter)][1:]
+
+    def _inc(self, m, counter):
+        """``counter += 1`` this cycle, with its flags."""
+        m.d.comb += self._strobes(counter)[3].eq(1)
+
+    def _load(self, m, counter, value: int, layer=None):
+        """``counter = value`` (0 or 1) this cycle, with its flags; ``layer=0``: the layer becomes 0
+        with the same edge."""
+        z0, z, one, _ = self._strobes(counter)
+        if value not in (0, 1) or (layer not in (None, 0)) or (value == 1 and layer is not None):
+            raise ValueError(f"a counter loads 0 or 1 (layer 0 or the current), not {value!r} at {layer!r}")
+        m.d.comb += (one if value else z0 if layer == 0 else z).eq(1)
+
+    def _zero(self, m, *counters, layer=None):
+        """``counter = 0`` this cycle for each of ``counters``, with their flags."""
+        for ctr in counters:
+            self._load(m, ctr, 0, layer)
+
+    def _counter_updates(self, m):
+        """Each counter and its flags from its strobes, in one place: a zero wins over a one and an
+        increment (a phase's last step and the next phase's start in one cycle zero the counter)."""
+        c = self._c
+        for ctr, z0, z, one, inc in c.strobes.values():
+            flags = c.counter_flags.get(id(ctr), [])
+            with m.If(z0):
+                m.d.sync += [ctr.eq(0), *(f.eq(self._flag_value(ctr, v, ge, const=0, layer=0)) for f, v, ge in flags)]
+            with m.Elif(z):
+                m.d.sync += [ctr.eq(0), *(f.eq(self._flag_value(ctr, v, ge, const=0)) for f, v, ge in flags)]
+            with m.Elif(one):
+                m.d.sync += [ctr.eq(1), *(f.eq(self._flag_value(ctr, v, ge, const=1)) for f, v, ge in flags)]
+            with m.Elif(inc):
+                m.d.sync += [ctr.eq(ctr + 1), *(f.eq(self._flag_value(ctr, v, ge, delta=1)) for f, v, ge in flags)]
 
     def _class_flags(self, k):
         """The assignments (sync) of GRADIENT's class flags for the class index ``k`` it moves to."""
@@ -1106,8 +1214,8 @@ class SerialEngine(wiring.Component):
 
     def _go_update(self, m):
         c = self._c
-        m.d.sync += [c.outer.eq(0), c.middle.eq(0), c.inner.eq(0), c.unit_chunk.eq(0), c.lane_index.eq(0),
-                     c.w_ptr.eq(c.L_wbase)]
+        self._zero(m, c.outer, c.middle, c.inner, c.unit_chunk, c.lane_index)
+        m.d.sync += [c.w_ptr.eq(c.L_wbase)]
         m.next = "UPDATE"
 
     def _go_softmax(self, m):
@@ -1122,8 +1230,8 @@ class SerialEngine(wiring.Component):
             m.d.sync += c.rb_active.eq(self.rb_en)     # IDLE holds while rb_en: served next cycle
             with m.If(c.next_full & ~self.rb_en):
                 m.d.comb += c.take.eq(1)
-                m.d.sync += [c.layer.eq(0), c.outer.eq(0), c.middle.eq(0), c.inner.eq(0), c.unit_chunk.eq(0),
-                             c.lane_index.eq(0), c.w_row.eq(Y.wbase[0]), c.layer_cycles.eq(1), c.have_m.eq(0)]
+                self._zero(m, c.outer, c.middle, c.inner, c.unit_chunk, c.lane_index, layer=0)
+                m.d.sync += [c.layer.eq(0), c.w_row.eq(Y.wbase[0]), c.layer_cycles.eq(1), c.have_m.eq(0)]
                 m.next = "FORWARD"
 
     def _forward(self, m):
@@ -1133,50 +1241,54 @@ class SerialEngine(wiring.Component):
         row, t_pass, chunk = c.outer, c.middle, c.inner      # t_pass: 0 the t pass (training), 1 the h pass
         i = c.issue
         with m.State("FORWARD_INIT"):
-            m.d.sync += [row.eq(0), t_pass.eq(0), chunk.eq(0), c.unit_chunk.eq(0), c.lane_index.eq(0),
-                         c.w_row.eq(c.L_wbase), c.layer_cycles.eq(1), c.have_m.eq(0)]
+            self._zero(m, row, t_pass, chunk, c.unit_chunk, c.lane_index)
+            m.d.sync += [c.w_row.eq(c.L_wbase), c.layer_cycles.eq(1), c.have_m.eq(0)]
             m.next = "FORWARD"
         with m.State("FORWARD"):
-            is_t = c.train & (t_pass == 0)
+            fi, fo = c.f_inner, c.f_outer
+            is_t = c.train & c.f_middle["zero"]
             t0 = is_t & c.L_first
-            m.d.comb += [i.index.eq(c.unit_chunk), i.lane.eq(c.lane_index), i.first.eq(chunk == 0),
+            m.d.comb += [i.index.eq(c.unit_chunk), i.lane.eq(c.lane_index), i.first.eq(fi["zero"]),
                          i.phase.eq(_FORWARD)]
-            with m.If(chunk == 0):      # the bias, or (layer 0's target pass, no products) R[c][j]
+            with m.If(fi["zero"]):      # the bias, or (layer 0's target pass, no products) R[c][j]
                 r_c = Y.rbase | self._row_plus(c.row_c, c.unit_chunk)
                 m.d.comb += [c.m_ra.eq(Mux(t0, r_c, c.L_bbase | c.unit_chunk)), c.m_re.eq(1)]
             with m.If(t0):
                 m.d.comb += [i.valid.eq(1), i.sub.eq(2), i.last.eq(1)]
             with m.Else():
-                m.d.comb += [i.valid.eq(1), i.sub.eq(Mux(is_t, 1, 0)), i.last.eq(chunk == c.L_ci - 1),
+                m.d.comb += [i.valid.eq(1), i.sub.eq(Mux(is_t, 1, 0)), i.last.eq(fi["ci_last"]),
                              c.w_ra.eq(c.w_row + chunk), c.w_re.eq(1),
                              c.a_ra.eq(Mux(is_t, c.t_in, c.x_in) | chunk), c.a_re.eq(1)]
-            with m.If(t0 | (chunk == c.L_ci - 1)):
-                m.d.sync += chunk.eq(0)
+            with m.If(t0 | fi["ci_last"]):
+                self._zero(m, chunk)
                 with m.If(is_t):
-                    m.d.sync += t_pass.eq(1)
+                    self._load(m, t_pass, 1)
                 with m.Else():
-                    m.d.sync += [t_pass.eq(0), c.w_row.eq(c.w_row + c.L_ci)]
-                    with m.If(c.lane_index == self.P - 1):
-                        m.d.sync += [c.lane_index.eq(0), c.unit_chunk.eq(c.unit_chunk + 1)]
+                    self._zero(m, t_pass)
+                    m.d.sync += [c.w_row.eq(c.w_row + c.L_ci)]
+                    with m.If(c.f_lane["last"]):
+                        self._zero(m, c.lane_index)
+                        self._inc(m, c.unit_chunk)
                     with m.Else():
-                        m.d.sync += c.lane_index.eq(c.lane_index + 1)
-                    with m.If(row == c.L_n - 1):
-                        m.d.sync += row.eq(0)
+                        self._inc(m, c.lane_index)
+                    with m.If(fo["n_last"]):
+                        self._zero(m, row)
                         with m.If(c.forward_no_drain):      # LOGITS reads the last h chunk 5 cycles on
                             self._after_forward(m, False)
                         with m.Else():
                             m.next = "FORWARD_DRAIN"
                     with m.Else():
-                        m.d.sync += row.eq(row + 1)
+                        self._inc(m, row)
             with m.Else():
-                m.d.sync += chunk.eq(chunk + 1)
+                self._inc(m, chunk)
         self._wait_then(m, "FORWARD_DRAIN", 3, lambda: self._after_forward(m, True))
 
     def _after_forward(self, m, drained):
         """Training: LOGITS (``l2``: UPDATE but in the last layer); inference: the next layer, or
         LOGITS of the last."""
         c = self._c
-        m.d.sync += [c.outer.eq(0), c.inner.eq(0), c.t_word.eq(0)]
+        self._zero(m, c.outer, c.inner)
+        m.d.sync += [c.t_word.eq(0)]
         with m.If(c.train):
             if c.ce:
                 m.next = "LOGITS"
@@ -1204,14 +1316,15 @@ class SerialEngine(wiring.Component):
         c, i = self._c, self._c.issue
         k, chunk = c.outer, c.inner
         with m.State("LOGITS"):
-            m.d.comb += [i.valid.eq(1), i.phase.eq(_LOGITS), i.first.eq(chunk == 0), i.last.eq(chunk == c.L_cn - 1),
+            last = c.f_inner["cn_last"]
+            m.d.comb += [i.valid.eq(1), i.phase.eq(_LOGITS), i.first.eq(c.f_inner["zero"]), i.last.eq(last),
                          i.index.eq(k), c.c_ra.eq(c.L_tbase | c.t_word), c.c_re.eq(1),
                          c.a_ra.eq(c.L_hout | chunk), c.a_re.eq(1)]
             m.d.sync += c.t_word.eq(c.t_word + 1)
-            with m.If(chunk == c.L_cn - 1):
-                m.d.sync += chunk.eq(0)
-                with m.If(k == c.C - 1):
-                    m.d.sync += k.eq(0)
+            with m.If(last):
+                self._zero(m, chunk)
+                with m.If(c.f_outer["cls_last"]):
+                    self._zero(m, k)
                     with m.If(c.train):
                         with m.If(c.L_last):
                             m.next = "CACHE_COPY"
@@ -1220,9 +1333,9 @@ class SerialEngine(wiring.Component):
                     with m.Else():
                         m.next = "LOGITS_DRAIN"
                 with m.Else():
-                    m.d.sync += k.eq(k + 1)
+                    self._inc(m, k)
             with m.Else():
-                m.d.sync += chunk.eq(chunk + 1)
+                self._inc(m, chunk)
         self._wait_then(m, "LOGITS_SETTLE", 2, lambda: self._go_softmax(m))     # max(s) settles at S4
         self._wait_then(m, "LOGITS_DRAIN", 4, lambda: setattr(m, "next", "FIN"))
 
@@ -1233,11 +1346,11 @@ class SerialEngine(wiring.Component):
         with m.State("CACHE_COPY"):
             m.d.comb += [c.a_ra.eq(c.L_ttout | chunk), c.a_re.eq(1)]
             m.d.sync += [c.copy_we.eq(1), c.copy_addr.eq(c.L_tbase | self._row_plus(c.row_c, chunk))]
-            with m.If(chunk == c.L_cn - 1):
-                m.d.sync += chunk.eq(0)
+            with m.If(c.f_inner["cn_last"]):
+                self._zero(m, chunk)
                 m.next = "CACHE" if (c.ce and Y.cn[-1] >= 2) else "CACHE_COPY_WAIT"
             with m.Else():
-                m.d.sync += chunk.eq(chunk + 1)
+                self._inc(m, chunk)
         with m.State("CACHE_COPY_WAIT"):
             with m.If(~c.copy_we):
                 if c.ce:
@@ -1245,14 +1358,15 @@ class SerialEngine(wiring.Component):
                 else:
                     self._go_update(m)
         with m.State("CACHE"):
-            m.d.comb += [i.valid.eq(1), i.phase.eq(_CACHE), i.first.eq(chunk == 0), i.last.eq(chunk == c.L_cn - 1),
+            last = c.f_inner["cn_last"]
+            m.d.comb += [i.valid.eq(1), i.phase.eq(_CACHE), i.first.eq(c.f_inner["zero"]), i.last.eq(last),
                          c.c_ra.eq(c.L_tbase | self._row_plus(c.row_c, chunk)), c.c_re.eq(1),
                          c.a_ra.eq(c.L_hout | chunk), c.a_re.eq(1)]
-            with m.If(chunk == c.L_cn - 1):
-                m.d.sync += chunk.eq(0)
+            with m.If(last):
+                self._zero(m, chunk)
                 m.next = "CACHE_SETTLE"
             with m.Else():
-                m.d.sync += chunk.eq(chunk + 1)
+                self._inc(m, chunk)
         self._wait_then(m, "CACHE_SETTLE", 4, lambda: self._go_softmax(m))     # s_c lands at S4
 
     def _softmax(self, m):
@@ -1286,7 +1400,8 @@ class SerialEngine(wiring.Component):
                 m.d.sync += c.k_read.eq(c.k_read + 1)
             m.d.sync += c.slot.eq(~c.slot[0])
             with m.If(c.k_write == C):
-                m.d.sync += [c.outer.eq(0), c.inner.eq(0), c.t_word.eq(0), *self._class_flags(0)]
+                self._zero(m, c.outer, c.inner)
+                m.d.sync += [c.t_word.eq(0), *self._class_flags(0)]
                 m.next = "GRADIENT"
 
     def _gradient(self, m):
@@ -1295,46 +1410,52 @@ class SerialEngine(wiring.Component):
         g = (1 - p_c) h (two products) held a cycle: d_h, d_tc = g f'(t), g f'(T[m]) -> M."""
         c, Y, L, C, i = self._c, self.layout, self._c.L, self._c.C, self._c.issue
         chunk, k = c.outer, c.inner
+        f = c.f_inner
         corr_next = Signal(name="corr_next")     # the correction product of class k is next
-        k_next = Signal.like(k, name="grad_k_next")
+        k_inc, k_zero = Signal(name="grad_k_inc"), Signal(name="grad_k_zero")
         with m.State("GRADIENT"):
             # whether class k is c, m or a correction: registered with k (no comparator in front
-            # of the decisions below)
+            # of the decisions below), as are k's own compares (:meth:`_counter_flags`)
             is_c, is_corr = c.k_is_c, c.k_is_corr
             corr = is_c | is_corr[0] | is_corr[1]
-            m.d.comb += k_next.eq(k)
-            m.d.sync += [k.eq(k_next), *self._class_flags(k_next)]
-            k_end = C + (2 if c.push else 1)     # g_main, g_corr (-> d_tc)[, g_zero (-> g m_m)]
+            with m.If(k_zero):
+                self._zero(m, k)
+                m.d.sync += [*self._class_flags(0)]
+            with m.Elif(k_inc):
+                self._inc(m, k)
+                m.d.sync += [*self._class_flags(k + 1)]
+            with m.Else():
+                m.d.sync += self._class_flags(k)
             m.d.comb += [i.valid.eq(1), i.phase.eq(_GRADIENT), i.index.eq(chunk)]
-            with m.If(~uge_const(k, C)):
+            with m.If(~f["k_ge_c"]):
                 with m.If(~corr_next):           # -(p_k mod 2^15) T[k]
-                    m.d.comb += [i.sub.eq(0), i.a_kind.eq(0), i.b_cache.eq(1), i.first.eq(k == 0),
-                                 i.last.eq((k == C - 1) & ~corr), i.is_c.eq(is_c), i.is_m.eq(c.k_is_m),
+                    m.d.comb += [i.sub.eq(0), i.a_kind.eq(0), i.b_cache.eq(1), i.first.eq(f["zero"]),
+                                 i.last.eq(f["k_cls_last"] & ~corr), i.is_c.eq(is_c), i.is_m.eq(c.k_is_m),
                                  c.a_ra.eq(Y.pbase | k), c.a_re.eq(1), c.c_ra.eq(c.L_tbase | c.t_word), c.c_re.eq(1)]
                     with m.If(corr):
                         m.d.sync += corr_next.eq(1)
                     with m.Else():
-                        m.d.comb += k_next.eq(k + 1)
+                        m.d.comb += k_inc.eq(1)
                         m.d.sync += c.t_word.eq(c.t_word + c.L_cn)
                 with m.Else():                   # the correction, on the held T[k] chunk
-                    m.d.comb += [i.sub.eq(0), i.a_kind.eq(Mux(is_c, 1, 2)), i.b_cache.eq(1), i.last.eq(k == C - 1),
+                    m.d.comb += [i.sub.eq(0), i.a_kind.eq(Mux(is_c, 1, 2)), i.b_cache.eq(1), i.last.eq(f["k_cls_last"]),
                                  i.b_shift.eq(Mux(is_c, c.beta_c, Mux(is_corr[0], c.corr_beta[0], c.corr_beta[1]))),
                                  i.b_zero.eq(is_c & (c.beta_c == 0))]
-                    m.d.comb += k_next.eq(k + 1)
+                    m.d.comb += k_inc.eq(1)
                     m.d.sync += [corr_next.eq(0), c.t_word.eq(c.t_word + c.L_cn)]
-            with m.Elif(k == C):                 # g: -(p_c mod 2^15) h, then 2^14 (2 |beta_c|) h
+            with m.Elif(f["k_c"]):               # g: -(p_c mod 2^15) h, then 2^14 (2 |beta_c|) h
                 m.d.comb += [i.sub.eq(1), i.a_kind.eq(3), i.first.eq(1), c.a_ra.eq(c.L_hout | chunk), c.a_re.eq(1),
-                             k_next.eq(k + 1)]
-            with m.Elif(k == C + 1):
+                             k_inc.eq(1)]
+            with m.Elif(f["k_c1"]):
                 m.d.comb += [i.sub.eq(1), i.a_kind.eq(1), i.b_shift.eq(c.beta_c), i.b_zero.eq(c.beta_c == 0),
-                             i.last.eq(1), k_next.eq(k + 1)]
+                             i.last.eq(1), k_inc.eq(1)]
             with m.Else():                       # the same sum once more (A = 0): g m_m
                 m.d.comb += [i.sub.eq(2), i.a_kind.eq(4), i.b_zero.eq(1), i.last.eq(1)]
-            with m.If(k == k_end):
-                m.d.comb += k_next.eq(0)
+            with m.If(f["k_end"]):               # g_main, g_corr (-> d_tc)[, g_zero (-> g m_m)]
+                m.d.comb += k_zero.eq(1)
                 m.d.sync += c.t_word.eq(chunk + 1)
-                with m.If(chunk == c.L_cn - 1):
-                    m.d.sync += chunk.eq(0)
+                with m.If(c.f_outer["cn_last"]):
+                    self._zero(m, chunk)
                     with m.If(c.L_first):
                         m.next = "GRADIENT_TO_TABLE"
                     with m.Elif(self._per_layer([int(Y.cn[l] >= 2) for l in range(L)])):
@@ -1342,10 +1463,11 @@ class SerialEngine(wiring.Component):
                     with m.Else():
                         m.next = "GRADIENT_TO_UPDATE"
                 with m.Else():
-                    m.d.sync += chunk.eq(chunk + 1)
+                    self._inc(m, chunk)
 
         def go_table():
-            m.d.sync += [c.outer.eq(0), c.middle.eq(0), c.inner.eq(0), c.slot.eq(0)]
+            self._zero(m, c.outer, c.middle, c.inner)
+            m.d.sync += [c.slot.eq(0)]
             m.next = "TABLE"
         # TABLE reads d_tc of chunk 0 (written a cycle after S3): without push, with one chunk, the
         # last issue writes it
@@ -1358,20 +1480,21 @@ class SerialEngine(wiring.Component):
         c, Y, i = self._c, self.layout, self._c.issue
         chunk, row_m = c.outer, c.middle         # row_m: 0 R[c], 1 R[m]
         with m.State("TABLE"):
+            r_c = c.f_middle["zero"]             # (TABLE runs in layer 0: its cn is L_cn)
             with m.If(c.slot == 0):
-                m.d.comb += [i.valid.eq(1), i.phase.eq(_BIAS_TABLE), i.sub.eq(Mux(row_m == 0, 1, 2)), i.first.eq(1),
-                             i.last.eq(1), i.index.eq(chunk), i.neg.eq(row_m == 1),
-                             c.m_ra.eq(Mux(row_m == 0, Y.dtc, Y.dtm) | chunk), c.m_re.eq(1)]
+                m.d.comb += [i.valid.eq(1), i.phase.eq(_BIAS_TABLE), i.sub.eq(Mux(r_c, 1, 2)), i.first.eq(1),
+                             i.last.eq(1), i.index.eq(chunk), i.neg.eq(~r_c),
+                             c.m_ra.eq(Mux(r_c, Y.dtc, Y.dtm) | chunk), c.m_re.eq(1)]
             m.d.sync += c.slot.eq(~c.slot[0])
             with m.If(c.slot == 1):
-                with m.If(chunk == Y.cn[0] - 1):
-                    m.d.sync += chunk.eq(0)
-                    with m.If((row_m == 1) if c.push else Const(1)):
+                with m.If(c.f_outer["cn_last"]):
+                    self._zero(m, chunk)
+                    with m.If(~r_c if c.push else Const(1)):
                         m.next = "TABLE_DRAIN"
                     with m.Else():
-                        m.d.sync += row_m.eq(1)
+                        self._load(m, row_m, 1)
                 with m.Else():
-                    m.d.sync += chunk.eq(chunk + 1)
+                    self._inc(m, chunk)
         self._wait_then(m, "TABLE_DRAIN", 2, lambda: self._go_update(m))    # the last R word is read late, at S3
 
     def _update(self, m):
@@ -1380,33 +1503,36 @@ class SerialEngine(wiring.Component):
         c, Y, P, i = self._c, self.layout, self.P, self._c.issue
         row, chunk, term = c.outer, c.middle, c.inner
         with m.State("UPDATE"):
-            m.d.comb += [i.valid.eq(1), i.phase.eq(_UPDATE), i.first.eq(term == 0), i.last.eq(term == c.L_terms - 1),
+            t0, t1, t2 = c.f_inner["zero"], c.f_inner["one"], c.f_inner["two"]
+            m.d.comb += [i.valid.eq(1), i.phase.eq(_UPDATE), i.first.eq(t0), i.last.eq(c.f_inner["terms_last"]),
                          i.term.eq(term), i.lane.eq(c.lane_index),
-                         c.m_ra.eq(Mux(term == 0, Y.dh, Mux(term == 1, Y.dtc, Y.dtm)) | c.unit_chunk), c.m_re.eq(1)]
-            with m.If(term == 2):
+                         c.m_ra.eq(Mux(t0, Y.dh, Mux(t1, Y.dtc, Y.dtm)) | c.unit_chunk), c.m_re.eq(1)]
+            with m.If(t2):
                 m.d.comb += [c.c_ra.eq(c.L_tprev | self._row_plus(c.row_m, chunk)), c.c_re.eq(1)]
             with m.Else():
-                m.d.comb += [c.a_ra.eq(Mux(term == 0, c.x_in, c.t_in) | chunk), c.a_re.eq(1)]
-            with m.If(term == c.L_terms - 1):
-                m.d.sync += term.eq(0)
-                with m.If(chunk == c.L_ci - 1):
-                    m.d.sync += chunk.eq(0)
-                    with m.If(c.lane_index == P - 1):
-                        m.d.sync += [c.lane_index.eq(0), c.unit_chunk.eq(c.unit_chunk + 1)]
+                m.d.comb += [c.a_ra.eq(Mux(t0, c.x_in, c.t_in) | chunk), c.a_re.eq(1)]
+            with m.If(c.f_inner["terms_last"]):
+                self._zero(m, term)
+                with m.If(c.f_middle["ci_last"]):
+                    self._zero(m, chunk)
+                    with m.If(c.f_lane["last"]):
+                        self._zero(m, c.lane_index)
+                        self._inc(m, c.unit_chunk)
                     with m.Else():
-                        m.d.sync += c.lane_index.eq(c.lane_index + 1)
-                    with m.If(row == c.L_n - 1):
-                        m.d.sync += row.eq(0)
+                        self._inc(m, c.lane_index)
+                    with m.If(c.f_outer["n_last"]):
+                        self._zero(m, row)
                         m.next = "UPDATE_DRAIN"
                     with m.Else():
-                        m.d.sync += row.eq(row + 1)
+                        self._inc(m, row)
                 with m.Else():
-                    m.d.sync += chunk.eq(chunk + 1)
+                    self._inc(m, chunk)
             with m.Else():
-                m.d.sync += term.eq(term + 1)
+                self._inc(m, term)
 
         def go_bias():
-            m.d.sync += [c.outer.eq(0), c.slot.eq(0)]
+            self._zero(m, c.outer)
+            m.d.sync += [c.slot.eq(0)]
             m.next = "BIAS"
         self._wait_then(m, "UPDATE_DRAIN", 1, go_bias)     # BIAS's operands come through the sources at S1
 
@@ -1429,11 +1555,11 @@ class SerialEngine(wiring.Component):
                                              c.m_ra.eq((Y.dh, Y.dtc, Y.dtm)[term] | chunk), c.m_re.eq(1)]
             with m.If(c.slot == period - 1):
                 m.d.sync += c.slot.eq(0)
-                with m.If(chunk == c.L_cn - 1):
-                    m.d.sync += chunk.eq(0)
+                with m.If(c.f_outer["cn_last"]):
+                    self._zero(m, chunk)
                     m.next = "BIAS_DRAIN"
                 with m.Else():
-                    m.d.sync += chunk.eq(chunk + 1)
+                    self._inc(m, chunk)
             with m.Else():
                 m.d.sync += c.slot.eq(c.slot + 1)
 

@@ -312,3 +312,49 @@ def test_only_the_weight_format_written(weight):
     net, data = _net(f"dataset: {{source: iris}}\nnetwork: {{layers: [6, 5]}}\nprecision: {{weight: {weight}}}\n")
     assert net.prec(0).bias == net.prec(0).weight == net.spec.precision.table
     run_and_compare(net, data, 30)
+
+
+@pytest.mark.parametrize("which,lanes", [("iris", 2), ("NO_PUSH", 3), ("WINE_L2", 2)])
+def test_counter_flags_equal_their_compares_every_cycle(which, lanes):
+    """The sequencer's registered flags (:meth:`SerialEngine._counter_flags`: a counter at a
+    per-layer value, set beside each write of the counter) equal the compare they replace in
+    every cycle a phase can read them: all but IDLE and FORWARD_INIT, where the counters are
+    zeroed after a change of layer; and ``pipe_busy`` (most of it registered from next values)
+    equals the OR of the pipeline's valid bits in every cycle. Training and inference samples,
+    a gap and back-pressure."""
+    net, data = _net(example=which) if which == "iris" else _net(globals()[which])
+    seen, bad = {"cycles": 0, "flags": 0}, []
+
+    def monitor(dut):
+        c, fsm = dut._c, dut._fsm
+        skip = {fsm.encoding["IDLE"], fsm.encoding["FORWARD_INIT"]}
+        counters = {id(ctr): ctr for ctr, *_ in c.strobes.values()}
+        watched = [(counters[k], flag, vals, ge) for k, fl in c.counter_flags.items() for flag, vals, ge in fl]
+        seen["flags"] = len(watched)
+        s1, s2, s3, s4 = c.s1, c.s2, c.s3, c.s4
+        busy = (s1.valid | s2.valid | s3.valid | s4.valid | c.upd3 | c.vec4 | c.grad4 | c.upd4 | c.vec5
+                | c.flags_pending | c.copy_we)
+        exprs = [fsm.state, c.layer, busy, c.pipe_busy, *(x for ctr, flag, _, _ in watched for x in (ctr, flag))]
+
+        async def process(ctx):
+            started = False
+            async for _, _, state, layer, busy_or, pipe_busy, *vals in ctx.tick().sample(*exprs):
+                if busy_or != pipe_busy and len(bad) < 5:        # pipe_rest, registered, is exact
+                    bad.append(("pipe_busy", fsm.decoding[state], busy_or, pipe_busy))
+                started = started or state == fsm.encoding["FORWARD"]
+                if not started or state in skip:
+                    continue
+                seen["cycles"] += 1
+                for k, (ctr, flag, values, ge) in enumerate(watched):
+                    v, f = vals[2 * k], vals[2 * k + 1]
+                    want = int(v >= values[layer]) if ge else int(v == values[layer])
+                    if f != want and len(bad) < 5:
+                        bad.append((flag.name, fsm.decoding[state], layer, v, f))
+        return process
+
+    n = 6
+    train = np.arange(n) % 3 != 2
+    r = simulate(net, data.x_train[:n], data.y_train[:n], train=train, lanes=lanes, engine_cls=SerialEngine,
+                 gap=3, ready_every=4, monitors=[monitor])
+    assert len(r["pred"]) == n and seen["flags"] >= 10 and seen["cycles"] > 1000
+    assert not bad, bad
