@@ -13,8 +13,11 @@ attempts and the same bitstream.
    an attempt meets timing.
 4. The first attempt that meets timing gets one more try when its fmax leaves room: the highest
    frequency at most that fmax not tried yet (placements differ from one constraint to the next:
-   on the ULX3S, 75 MHz failed at fmax 74.0 and 71.875 MHz then met with fmax 83.6). Whatever
-   that try gives, the search ends with the highest-clock attempt that met timing.
+   on the ULX3S, 75 MHz failed at fmax 74.0 and 71.875 MHz then met with fmax 83.6). If that try
+   fails, one last try halfway between the two (the middle of the untried candidates strictly
+   between them, the lower of two middles): on the ULX3S, 75 MHz met at fmax 87.6 and 87.5 failed
+   at fmax 77.9, a placement's noise more than the design's limit. The search ends with the
+   highest-clock attempt that met timing.
 
 At most :data:`MAX_ATTEMPTS` builds; if none meets timing, the last is returned with
 ``timing_met`` false.
@@ -203,9 +206,11 @@ def search_clock(make_top: Callable[[float], Elaboratable], target: BoardTarget 
     attempts: list[dict] = []
     reports: list[dict] = []
     chasing = False                  # this attempt is the one try above a clock that met timing
+    halving = False                  # this attempt is the one try between that clock and a failed try above
     while True:
         say(f"clock_mhz: max: attempt {len(attempts) + 1} at {clock:.4f} MHz"
-            + (" (above the first that met timing)" if chasing else ""))
+            + (" (above the first that met timing)" if chasing else "")
+            + (" (between the clock that met timing and the try above it)" if halving else ""))
         report = build(make_top(clock), target, _attempt_dir(out_dir, clock), clock_mhz=clock,
                        allow_timing_fail=True, progress=progress, **build_kw)
         fmax = report.get("fmax_mhz")
@@ -216,9 +221,21 @@ def search_clock(make_top: Callable[[float], Elaboratable], target: BoardTarget 
         attempts.append({"clock_mhz": clock, "fmax_mhz": fmax, "timing_met": met,
                          "bitstream_sha256": report["bitstream_sha256"], "out_dir": report["out_dir"]})
         reports.append(report)
-        if chasing or len(attempts) >= max_attempts:
+        if halving or len(attempts) >= max_attempts:
             break
-        if met:
+        if chasing:
+            if met:
+                break
+            # the try above failed: once more, halfway (in candidates) between the highest clock
+            # that met timing and it; a failed placement says little about the clocks below it
+            best = max(a["clock_mhz"] for a in attempts if a["timing_met"])
+            tried = [a["clock_mhz"] for a in attempts]
+            between = [f for f in clock_candidates(target, baud=baud, budget=budget)
+                       if best + 1e-9 < f < clock - 1e-9 and all(abs(f - t) > 1e-9 for t in tried)]
+            if not between:
+                break
+            nxt, chasing, halving = between[(len(between) - 1) // 2], False, True
+        elif met:
             # once more at the highest clock at most this fmax that was not tried yet (the same
             # clock gives the same build again)
             tried = [a["clock_mhz"] for a in attempts]

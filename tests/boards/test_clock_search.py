@@ -165,12 +165,28 @@ def test_search_tries_once_above_the_first_met(monkeypatch, tmp_path):
     assert (tmp_path / "out" / "top.bin").read_bytes() == f"top{chase}@{chase}".encode()
 
 
-def test_search_keeps_the_first_met_when_the_try_above_fails(monkeypatch, tmp_path):
-    r, fake = _search(monkeypatch, tmp_path, _ulx3s_fmax(80.0), board="ulx3s-85f", baud=3_000_000)
-    assert len(fake.calls) == 4 and fake.calls[-1] > 75.0
+def test_search_keeps_the_first_met_when_the_tries_above_fail(monkeypatch, tmp_path):
+    """The try above (83.33) and the one halfway back (79.17) both fail: 71.875 stays."""
+    r, fake = _search(monkeypatch, tmp_path, _ulx3s_fmax(77.0), board="ulx3s-85f", baud=3_000_000)
+    assert fake.calls[:3] == [150.0, 75.0, 71.875] and len(fake.calls) == 5
+    assert fake.calls[3] == pytest.approx(83.3333333, abs=1e-6)
+    assert fake.calls[4] == pytest.approx(79.1666667, abs=1e-6)
     assert r["clock_search"]["chosen_mhz"] == 71.875 and r["timing_met"]
     assert r["bitstream_sha256"] == "h71.875"
     assert (tmp_path / "out" / "top.bin").read_bytes() == b"top71.875@71.875"
+
+
+def test_search_tries_halfway_when_the_try_above_fails(monkeypatch, tmp_path):
+    """Main's digits on the ULX3S: 150 -> 78.05, 75 -> 87.63 (met), 87.5 -> 77.93 (not met); then
+    once halfway in the 3 Mbaud candidates strictly between 75 and 87.5 (the lower middle of 78.125
+    ... 85.714: 81.25), which meets and is kept; the search ends there."""
+    fmax = {150.0: 78.05, 75.0: 87.63, 87.5: 77.93}
+    r, fake = _search(monkeypatch, tmp_path, lambda c: fmax.get(c, 84.0), board="ulx3s-85f", baud=3_000_000)
+    assert fake.calls == [150.0, 75.0, 87.5, 81.25]
+    s = r["clock_search"]
+    assert s["chosen_mhz"] == 81.25 and r["timing_met"]
+    assert [a["timing_met"] for a in s["attempts"]] == [False, True, False, True]
+    assert (tmp_path / "out" / "top.bin").read_bytes() == b"top81.25@81.25"
 
 
 def test_search_tries_no_clock_twice(monkeypatch, tmp_path):
