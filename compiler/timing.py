@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from .rule import Q_BITS
 
-__all__ = ["MUL_LATENCY", "STAGE_LATENCY", "DRAIN", "max_levels", "softmax_latency"]
+__all__ = ["MUL_LATENCY", "STAGE_LATENCY", "DRAIN", "TREE_LEVELS_PER_CYCLE", "tree_levels", "tree_latency",
+           "mul_latency", "stage_latency", "stage_drain", "max_levels", "softmax_latency"]
 
 #: Cycles from operands to product in the datapath: operand registers, the product register
 #: (absorbed by an ECP5 ``MULT18X18D`` / iCE40 ``SB_MAC16``) and a register after the adder tree
@@ -24,6 +25,45 @@ STAGE_LATENCY = MUL_LATENCY + 1
 #: Pipeline drain of the layer stage after each issuing phase: read, sources, operands, product,
 #: tree (+1 after the phases whose dot products are narrowed or compared a cycle later).
 DRAIN = STAGE_LATENCY + 1
+
+#: Adder levels of :class:`sigprop_fpga.hdl.mac.MacLanes`'s tree per cycle in the pipelined
+#: layer stage. Measured on the ECP5 (Yosys netlist, ``bench/ecp5_paths.py``, ~1.2x pessimistic
+#: against nextpnr): Yosys turns the sum of a cycle's levels into one multi-operand adder
+#: (carry-save LUT levels and a carry chain), 7.0 ns for two levels (4 products, from a
+#: flip-flop or from the ``MULT18X18D``'s output register) but 13.1 ns for three: two levels a
+#: cycle fit 8 ns. Up to 4 lanes (digits' stages) the tree stays one cycle, as always.
+TREE_LEVELS_PER_CYCLE = 2
+
+
+def tree_levels(lanes: int) -> int:
+    """Levels of the adder tree over ``lanes`` products (``ceil(log2 lanes)``, pairs summed at
+    each level, an odd one passed on)."""
+    return (lanes - 1).bit_length()
+
+
+def tree_latency(lanes: int) -> int:
+    """Cycles of the pipelined layer stage's adder tree over ``lanes`` products, from the
+    product registers to ``total``: one cycle per :data:`TREE_LEVELS_PER_CYCLE` levels, at
+    least one (1 for up to 4 lanes, 2 up to 16, 3 up to 64, 4 up to 256)."""
+    return max(1, -(-tree_levels(lanes) // TREE_LEVELS_PER_CYCLE))
+
+
+def mul_latency(lanes: int) -> int:
+    """Cycles from operands to ``total`` (and ``prod``) of the pipelined stage's lanes:
+    :data:`MUL_LATENCY` with the tree's extra registers (:func:`tree_latency`)."""
+    return MUL_LATENCY - 1 + tree_latency(lanes)
+
+
+def stage_latency(lanes: int) -> int:
+    """:data:`STAGE_LATENCY` of a pipelined layer stage with ``lanes`` lanes: cycles from an
+    issue's read data (S1) to its sums (S2), the adder tree's registers included
+    (:func:`mul_latency`)."""
+    return mul_latency(lanes) + 1
+
+
+def stage_drain(lanes: int) -> int:
+    """:data:`DRAIN` of a pipelined layer stage with ``lanes`` lanes (:func:`stage_latency` + 1)."""
+    return stage_latency(lanes) + 1
 
 
 def max_levels(n: int) -> int:

@@ -6,9 +6,9 @@ from amaranth.hdl import ClockSignal, Const, Instance, Module, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..compiler.timing import MUL_LATENCY, STAGE_LATENCY
+from ..compiler.timing import MUL_LATENCY, STAGE_LATENCY, tree_levels
 
-__all__ = ["FamilyHint", "MacLanes", "MUL_LATENCY", "STAGE_LATENCY", "family_of"]
+__all__ = ["FamilyHint", "MacLanes", "MUL_LATENCY", "STAGE_LATENCY", "family_of", "tree_registers"]
 
 #: Operand width of the ECP5's MULT18X18D.
 ECP5_MULT_WIDTH = 18
@@ -39,10 +39,20 @@ def family_of(platform) -> str | None:
     return family if isinstance(family, str) else None
 
 
+def tree_registers(levels: int, cycles: int) -> list[int]:
+    """After which levels of an adder tree of ``levels`` levels its ``cycles`` registers go
+    (the last after the last level, the levels spread as evenly as they go, the earlier
+    cycles taking the extra level; with more cycles than levels, the extra registers delay the
+    sum at the end, level ``levels`` repeated)."""
+    return [min(levels, -(-levels * i // cycles)) if cycles <= levels else max(0, levels - cycles + i)
+            for i in range(1, cycles + 1)]
+
+
 class MacLanes(wiring.Component):
     """``P`` signed multipliers, one per lane, with operand registers (``latency`` 2) and a product register (so that
     synthesis can map ``a * b`` plus its output register onto one DSP block, e.g. an iCE40
-    ``SB_MAC16`` or an ECP5 ``MULT18X18D``), and an adder tree over the registered products.
+    ``SB_MAC16`` or an ECP5 ``MULT18X18D``), and an adder tree over the registered products,
+    pipelined for ``latency`` above 3.
 
     The stage drives the operands of every lane each cycle from its memory banks (lanes across
     ``i`` for dot products, across ``j`` for the per-unit phases) and accumulates ``total`` or the
@@ -57,7 +67,11 @@ class MacLanes(wiring.Component):
     latency : int
         1: product register only; 2: operand registers as well, so the operand multiplexers and
         the multiplier do not share a cycle; 3 (:data:`MUL_LATENCY`): and ``total`` registered
-        after the adder tree, ``prod`` delayed to match.
+        after the adder tree, ``prod`` delayed to match; ``3 + k``: the tree (``ceil(log2
+        lanes)`` levels of pairwise adders, an odd operand passed on to the next level) takes
+        ``k + 1`` cycles, a register after every few levels (:func:`tree_registers`: e.g. 96
+        lanes, 7 levels, latency 5: after levels 3, 5 and 7), ``prod`` delayed to match. The
+        pipelined stage uses :func:`sigprop_fpga.compiler.timing.mul_latency` of its lanes.
     sum_width : int or None
         The adder tree sums each product's low ``sum_width`` bits as a signed value (default
         ``a_width + b_width``, the whole product): for a user whose sums (``total``) only ever
@@ -71,15 +85,18 @@ class MacLanes(wiring.Component):
     prod : Out(ArrayLayout(signed(a_width + b_width), lanes))
         ``a[p] * b[p]`` of ``latency`` cycles before.
     total : Out(signed(sum_width + ceil(log2(lanes + 1))))
-        ``sum(prod)``: combinational from the product registers (``latency`` 1, 2) or registered (3).
+        ``sum(prod)``: combinational from the product registers (``latency`` 1, 2) or registered
+        (3 and above).
 
     Latency and throughput
     ----------------------
-    ``latency`` cycles to ``prod`` and ``total``; ``lanes`` products every cycle.
+    ``latency`` cycles to ``prod`` and ``total``; ``lanes`` products every cycle. The adder
+    tree's critical path is the levels between two of its registers (3 for up to 8 lanes at
+    ``latency`` 3), not ``ceil(log2 lanes)``.
 
     Notes
     -----
-    Elaborated for an ECP5 platform (:func:`family_of` is ``"ecp5"``) with ``latency`` 3 and both
+    Elaborated for an ECP5 platform (:func:`family_of` is ``"ecp5"``) with ``latency`` 3 or more and both
     operands at most 18 bits wide, each lane is a ``MULT18X18D`` instance with its input registers
     (the operand registers) and its output register (the product register) on: Yosys maps a ``*``
     on this family onto a combinational ``MULT18X18D`` and leaves the registers in the fabric, so
@@ -97,8 +114,10 @@ class MacLanes(wiring.Component):
                 raise TypeError(f"{name} must be an integer, not {v!r}")
             if v < 1:
                 raise ValueError(f"{name} must be at least 1, not {v}")
-        if latency not in (1, 2, 3):
-            raise ValueError(f"Latency must be 1, 2 or 3, not {latency!r}")
+        if not isinstance(latency, int) or isinstance(latency, bool):
+            raise TypeError(f"Latency must be an integer, not {latency!r}")
+        if latency < 1:
+            raise ValueError(f"Latency must be at least 1, not {latency}")
         pw = a_width + b_width
         if sum_width is None:
             sum_width = pw
@@ -140,25 +159,71 @@ class MacLanes(wiring.Component):
             **ports)
         return prod36[:pw].as_signed()
 
+    @staticmethod
+    def _delayed(m, v, cycles, name):
+        """``v`` through ``cycles`` registers."""
+        for i in range(cycles):
+            r = Signal.like(v, name=f"{name}_{i}", reset_less=True)
+            m.d.sync += r.eq(v)
+            v = r
+        return v
+
+    def _tree(self, m, values, cycles):
+        """The sum of ``values`` over ``cycles`` cycles: pairwise levels, registered after the
+        levels :func:`tree_registers` names; the last register is the caller's (``total``)."""
+        levels = tree_levels(len(values))
+        regs = tree_registers(levels, cycles)[:-1]
+        count = [0]
+
+        def level(values):
+            # each sum a wire of its own that synthesis keeps: a chain of carry-chain adders,
+            # not one multi-operand sum turned into carry-save LUT levels (Yosys's alumacc)
+            out = []
+            for k in range(0, len(values), 2):
+                if k + 1 == len(values):
+                    out.append(values[k])
+                    continue
+                v = values[k] + values[k + 1]
+                w = Signal(signed(len(v)), name=f"tree_sum{count[0]}", attrs={"keep": 1})
+                count[0] += 1
+                m.d.comb += w.eq(v)
+                out.append(w)
+            return out
+
+        for i, after in enumerate(regs):
+            done = tree_registers(levels, cycles)[i - 1] if i else 0
+            for lv in range(done, after):
+                values = level(values)
+            stage = []
+            for k, v in enumerate(values):
+                r = Signal(signed(len(v)), name=f"tree{after}_{i}_{k}", reset_less=True)
+                m.d.sync += r.eq(v)
+                stage.append(r)
+            values = stage
+        while len(values) > 1:
+            values = level(values)
+        return values[0]
+
     def elaborate(self, platform):
         m = Module()
         products = []
-        primitive = (family_of(platform) == "ecp5" and self.latency == 3
+        primitive = (family_of(platform) == "ecp5" and self.latency >= 3
                      and max(self.a_width, self.b_width) <= ECP5_MULT_WIDTH)
+        tree = self.latency - 2         # the tree's cycles (latency >= 3)
         for p in range(self.lanes):
             if primitive:
                 p1 = Signal.like(self.prod[p], name=f"p_reg{p}")
                 m.d.comb += p1.eq(self._mult18x18d(m, p))
-                m.d.sync += self.prod[p].eq(p1)
+                m.d.sync += self.prod[p].eq(self._delayed(m, p1, tree - 1, f"p_d{p}"))
                 products.append(p1)
                 continue
             a, b = self.a[p], self.b[p]
             if self.latency >= 2:
                 a, b = Signal.like(a, name=f"a_reg{p}", reset_less=True), Signal.like(b, name=f"b_reg{p}", reset_less=True)
                 m.d.sync += [a.eq(self.a[p]), b.eq(self.b[p])]
-            if self.latency == 3:
+            if self.latency >= 3:
                 p1 = Signal.like(self.prod[p], name=f"p_reg{p}", reset_less=True)
-                m.d.sync += [p1.eq(a * b), self.prod[p].eq(p1)]
+                m.d.sync += [p1.eq(a * b), self.prod[p].eq(self._delayed(m, p1, tree - 1, f"p_d{p}"))]
                 products.append(p1)
             else:
                 m.d.sync += self.prod[p].eq(a * b)
@@ -167,8 +232,8 @@ class MacLanes(wiring.Component):
         def cut(v):
             return v if sw == len(v) else v[:sw].as_signed()
 
-        if self.latency == 3:
-            m.d.sync += self.total.eq(sum(cut(p) for p in products))
+        if self.latency >= 3:
+            m.d.sync += self.total.eq(self._tree(m, [cut(p) for p in products], tree))
         else:
             m.d.comb += self.total.eq(sum(cut(self.prod[p]) for p in range(self.lanes)))
         return m

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from sigprop_fpga.hdl.mac import MacLanes
+from sigprop_fpga.compiler.timing import mul_latency, stage_latency, tree_latency, tree_levels
+from sigprop_fpga.hdl.mac import MacLanes, tree_registers
 
 
 @pytest.mark.parametrize("latency", [1, 2, 3])
@@ -43,8 +44,10 @@ def test_mac_arguments():
         MacLanes(2.0, 8, 8)
     with pytest.raises(ValueError):
         MacLanes(0, 8, 8)
-    with pytest.raises(ValueError, match="Latency must be 1, 2 or 3, not 4"):
-        MacLanes(2, 8, 8, latency=4)
+    with pytest.raises(ValueError, match="Latency must be at least 1, not 0"):
+        MacLanes(2, 8, 8, latency=0)
+    with pytest.raises(TypeError, match="Latency must be an integer, not 4.0"):
+        MacLanes(2, 8, 8, latency=4.0)
     with pytest.raises(ValueError, match="Sum width must be from 1 to 16, not 17"):
         MacLanes(2, 8, 8, sum_width=17)
     with pytest.raises(TypeError):
@@ -85,3 +88,53 @@ def test_mac_lanes_sum_of_narrow_products(latency):
         want = [int(x) * int(y) for x, y in zip(a, b)]
         assert prods == want and total == sum(low(w) for w in want)
     assert len(dut.total) == sw + 2
+
+
+def _run_lanes(dut, vecs, latency):
+    """``(prod, total)`` of every operand pair in ``vecs``, read ``latency`` cycles after it was
+    driven (the operands change every cycle: a wrong latency reads a neighbour's sums)."""
+    lanes, got = dut.lanes, []
+
+    async def bench(ctx):
+        for a, b in vecs + [vecs[-1]] * (latency - 1):
+            for p in range(lanes):
+                ctx.set(dut.a[p], int(a[p]))
+                ctx.set(dut.b[p], int(b[p]))
+            await ctx.tick()
+            got.append(([ctx.get(dut.prod[p]) for p in range(lanes)], ctx.get(dut.total)))
+        del got[:latency - 1]
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    return got
+
+
+@pytest.mark.parametrize("lanes,latency", [(9, 4), (16, 4), (24, 5), (96, 6), (2, 5), (5, 6)])
+def test_mac_lanes_pipelined_tree(lanes, latency):
+    """A tree with registers between its levels: ``prod`` and ``total`` both ``latency`` cycles
+    after their operands, for power-of-two and other lane counts (an odd sum passed on at some
+    level), more tree cycles than levels included; extremes and random operands."""
+    aw, bw = 18, 8
+    dut = MacLanes(lanes, aw, bw, latency=latency)
+    rng = np.random.default_rng(lanes + 100 * latency)
+    alo, ahi, blo, bhi = -(1 << (aw - 1)), (1 << (aw - 1)) - 1, -(1 << (bw - 1)), (1 << (bw - 1)) - 1
+    vecs = [(np.full(lanes, alo), np.full(lanes, blo)), (np.full(lanes, ahi), np.full(lanes, blo)),
+            (np.full(lanes, alo), np.full(lanes, bhi))]
+    vecs += [(rng.integers(alo, ahi + 1, lanes), rng.integers(blo, bhi + 1, lanes)) for _ in range(40)]
+    got = _run_lanes(dut, vecs, latency)
+    assert len(got) == len(vecs)
+    for (a, b), (prods, total) in zip(vecs, got):
+        want = [int(x) * int(y) for x, y in zip(a, b)]
+        assert prods == want and total == sum(want)
+
+
+def test_tree_latency_by_lanes():
+    """The stage's lanes get a tree register per two levels: up to 4 lanes as always (latency
+    3, STAGE_LATENCY 4), 5-16 one more cycle, 17-64 two, 65-256 three."""
+    assert [tree_levels(n) for n in (1, 2, 3, 4, 5, 8, 9, 16, 96)] == [0, 1, 2, 2, 3, 3, 4, 4, 7]
+    assert [tree_latency(n) for n in (1, 4, 5, 16, 17, 64, 65, 96, 256, 257)] == [1, 1, 2, 2, 3, 3, 4, 4, 4, 5]
+    assert mul_latency(4) == 3 and stage_latency(4) == 4
+    assert mul_latency(16) == 4 and stage_latency(96) == 7
+    assert tree_registers(7, 3) == [3, 5, 7] and tree_registers(4, 2) == [2, 4] and tree_registers(1, 3) == [0, 0, 1]
