@@ -4,8 +4,9 @@ One stage per hidden layer (the head, when present, is folded into the last stag
 ``P`` lanes (one multiplier each; ``ci = ceil(n_in/P)``, ``cn = ceil(n/P)``) walks these phases
 for every training sample, exactly as :class:`sigprop_fpga.hdl.stage.LayerStage` does (the
 hardware tests measure the real counts and require equality). Every issuing phase has ``DRAIN``
-(``STAGE_LATENCY + 1`` = 5) more cycles to drain its pipeline (memory read, operand source,
-operand, product and adder-tree registers, accumulate), one more where a finished sum is compared (S3) and two more in
+(:func:`~.timing.stage_drain` of the lanes: ``STAGE_LATENCY + 1`` = 5 up to 4 lanes, one more per
+pair of adder-tree levels beyond two) more cycles to drain its pipeline (memory read, operand
+source, operand, product and adder-tree registers, accumulate), one more where a finished sum is compared (S3) and two more in
 ``forward`` (narrowed at S3, written at S4); a phase whose successor reads nothing it writes skips
 its drain:
 
@@ -39,7 +40,7 @@ from dataclasses import asdict, dataclass
 
 from .network import Network
 from .rule import Phase, forward_signals, mul_b_bits, softmax_fracs, softmax_pieces, update_terms, Q_BITS
-from .timing import DRAIN, STAGE_LATENCY, softmax_latency
+from .timing import DRAIN, STAGE_LATENCY, softmax_latency, stage_drain, stage_latency
 
 __all__ = ["StageEstimate", "Estimate", "estimate", "allocate_lanes", "stage_phases", "stage_cycles", "stage_macs",
            "stage_inference_cycles", "softmax_cycles", "softmax_groups", "softmax_fracs",
@@ -89,11 +90,12 @@ class Estimate:
 OVERHEAD = 2                    # the accept cycle and the finish cycle
 
 
-def softmax_cycles(C: int, groups: int = 1) -> int:
+def softmax_cycles(C: int, groups: int = 1, latency: int = STAGE_LATENCY) -> int:
     """The softmax phase: one start cycle plus the unit's latency
-    (:func:`sigprop_fpga.hdl.softmax.softmax_latency` on the lanes' multiplier latency), ``groups``
-    lane cycles per product (``d log2 e``, ``e_k q``; :func:`softmax_groups`)."""
-    return 1 + softmax_latency(C, groups, STAGE_LATENCY)
+    (:func:`sigprop_fpga.hdl.softmax.softmax_latency` on the lanes' multiplier latency, the
+    stage's ``latency``: :func:`~.timing.stage_latency` of its lanes), ``groups`` lane cycles per
+    product (``d log2 e``, ``e_k q``; :func:`softmax_groups`)."""
+    return 1 + softmax_latency(C, groups, latency)
 
 
 def softmax_groups(net: Network, l: int, lanes: int) -> int:
@@ -110,6 +112,7 @@ def stage_phases(net: Network, l: int, lanes: int) -> dict:
     """Cycles of each phase of stage ``l`` with ``lanes`` lanes, per training sample."""
     n_in, n, C = net.fan_in(l), net.units(l), net.n_classes
     P = lanes
+    DRAIN, lat = stage_drain(P), stage_latency(P)
     ci, cn = math.ceil(n_in / P), math.ceil(n / P)
     last = l == net.depth - 1
     learning = net.spec.learning
@@ -123,13 +126,13 @@ def stage_phases(net: Network, l: int, lanes: int) -> dict:
             ph["forward"] -= DRAIN + 2
     ph["cache"] = cn + DRAIN + 1
     if ce:
-        ph["softmax"] = softmax_cycles(C, softmax_groups(net, l, P))
+        ph["softmax"] = softmax_cycles(C, softmax_groups(net, l, P), lat)
         ph["gradient"] = (C + 1) * cn + DRAIN - 1     # update starts a cycle before the drain ends
     ph["update"] = n * (update_terms(net, l) * ci + 1) + (0 if (l == 0 and ce) else DRAIN)
     if l == 0 and ce:
         ph["table"] = (2 if learning.push else 1) * cn + DRAIN
     if last and net.spec.readout == "head":
-        ph["head"] = (C * cn + DRAIN + 1) + softmax_cycles(C, softmax_groups(net, l, P)) + (C * (cn + 1) + DRAIN)
+        ph["head"] = (C * cn + DRAIN + 1) + softmax_cycles(C, softmax_groups(net, l, P), lat) + (C * (cn + 1) + DRAIN)
     return ph
 
 
@@ -137,6 +140,7 @@ def stage_inference_cycles(net: Network, l: int, lanes: int) -> int:
     """Cycles of an inference sample in stage ``l``."""
     n_in, n, C = net.fan_in(l), net.units(l), net.n_classes
     ci, cn = math.ceil(n_in / lanes), math.ceil(n / lanes)
+    DRAIN = stage_drain(lanes)
     cyc = OVERHEAD + n * ci + DRAIN + 2      # h only: an inference needs no target
     if l == net.depth - 1:
         cyc += C * cn + DRAIN + 1

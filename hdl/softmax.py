@@ -86,8 +86,8 @@ class Softmax(wiring.Component):
             raise ValueError(f"Fraction bits must be a non-empty tuple of non-negative integers, not {fracs!r}")
         if groups is not None and (not isinstance(groups, int) or groups < 1 or group_shift < 1):
             raise ValueError(f"Groups must be a positive integer with a positive shift, not {groups!r}")
-        if not isinstance(mul_latency, int) or isinstance(mul_latency, bool) or not 1 <= mul_latency <= 4:
-            raise ValueError(f"Multiplier latency must be from 1 to 4, not {mul_latency!r}")
+        if not isinstance(mul_latency, int) or isinstance(mul_latency, bool) or mul_latency < 1:
+            raise ValueError(f"Multiplier latency must be an integer of at least 1, not {mul_latency!r}")
         self.n, self.width, self.fracs, self.mul_latency = n, width, fracs, mul_latency
         self.groups, self.group_shift, self.ext_table = groups, group_shift, ext_table
         sig = {

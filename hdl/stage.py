@@ -17,9 +17,10 @@ training sample, in order, named as :class:`sigprop_fpga.compiler.rule.Phase` an
     HEAD_LOGITS, HEAD_SOFTMAX, HEAD_UPDATE             the head (last stage)       C cn, -, C (cn + 1)
 
 ``IDLE`` (taking a sample) and ``FIN`` (finishing it) are the ``overhead``. Every issuing phase
-costs ``STAGE_LATENCY + 1`` (5) more cycles in its ``W_<PHASE>`` state to drain the pipeline (S0
+costs ``stage_drain(P)`` (:mod:`sigprop_fpga.compiler.timing`: 5 up to 4 lanes, one more per two
+adder-tree levels beyond two) more cycles in its ``W_<PHASE>`` state to drain the pipeline (S0
 issue -> S1 memory read and lane multiplexers -> registered operand sources -> operand
-multiplexers and registers -> product register -> adder tree register -> S2 accumulate), one more
+multiplexers and registers -> product register -> adder tree registers -> S2 accumulate), one more
 where the finished dot product is narrowed or compared at S3 (LOGITS, CACHE, HEAD_LOGITS), two in
 FORWARD (h and t are narrowed at S3 and written at S4), one less in GRADIENT (the update's first
 reads of the delta FIFOs come after their last pushes). The delta FIFOs are filled at S3 and W,
@@ -58,7 +59,8 @@ from .fixed import (inside, mul_const as _mulk, narrow, round_nearest_parts, rou
                     rounded_step, saturate, sub_rounded)
 from .lfsr import Lfsr
 from . import BLOCK_RAM
-from .mac import STAGE_LATENCY, MacLanes, family_of
+from ..compiler.timing import mul_latency, stage_latency
+from .mac import MacLanes, family_of
 from .memports import read_whole
 from .softmax import Softmax
 
@@ -393,6 +395,7 @@ class _Datapath:
         net, l = stage.net, stage.l
         self.net, self.l, self.P, self.C, self.n, self.n_in = net, l, stage.P, stage.C, stage.n, stage.n_in
         self.ci, self.cn = stage.ci, stage.cn
+        self.lat = stage_latency(self.P)       # S1 -> S2, the adder tree's registers included
         self.last, self.head, self.class_ce, self.push = stage.last, stage.head, stage.class_ce, stage.push
         self.table = l == 0 and self.class_ce          # layer 0 learns the target table R
         self.need_sm = self.class_ce or self.head
@@ -446,9 +449,11 @@ class _Datapath:
         self._readback(m)
 
     # ---- helpers ----
-    def _late(self, m, target, value, cycles=STAGE_LATENCY):
-        """``target`` <= ``value`` ``cycles`` (:data:`STAGE_LATENCY`) cycles later: S1 values
-        meet the products at S2."""
+    def _late(self, m, target, value, cycles=None):
+        """``target`` <= ``value`` ``cycles`` (default ``self.lat``, the stage's
+        :func:`~sigprop_fpga.compiler.timing.stage_latency`) cycles later: S1 values meet the
+        products at S2."""
+        cycles = self.lat if cycles is None else cycles
         for _ in range(cycles - 1):
             mid = Signal.like(target, name=f"{target.name}_d")
             m.d.sync += mid.eq(value)
@@ -703,13 +708,13 @@ class _Datapath:
         # many; the memory's read is synchronous (the address at S0), so a read must come a cycle
         # after the write it needs, not in the cycle after it as from flip-flops: FORWARD's last
         # h writes meet LOGITS' reads of the last chunk without a drain only when cn reaches
-        # STAGE_LATENCY + 3 (_fsm's no_drain), one cycle short there; class_ce only (the l2
+        # self.lat + 3 (_fsm's no_drain), one cycle short there; class_ce only (the l2
         # deltas read every entry of h at once)
         # (the ECP5's LUT RAM; elsewhere flip-flops, "logic": the iCE40 has no distributed RAM,
         # and a generic or simulated design names no family)
         small = {"ram_style": "distributed" if getattr(st, "family", None) == "ecp5" else "logic"}
         self.h_mem = None
-        if self.class_ce and cn >= 4 and cn != STAGE_LATENCY + 3:
+        if self.class_ce and cn >= 4 and cn != self.lat + 3:
             hm = m.submodules.hmem = Memory(shape=unsigned(P * qa.width), depth=pow2_depth(cn), init=[], attrs=small)
             self.h_mem = (hm.read_port(), hm.write_port(granularity=qa.width))
         # layer 0's t likewise (written a chunk at a time from R[c] early in FORWARD, read long
@@ -818,7 +823,7 @@ class _Datapath:
             self.G_sm, self.pb = softmax_groups(self.net, self.l, self.P), self.B - 1
             sm = self.sm = m.submodules.softmax = Softmax(C, s_w, fracs=softmax_fracs(self.net, self.l),
                                                           groups=self.G_sm, group_shift=self.P * self.pb,
-                                                          ext_table=True, mul_latency=STAGE_LATENCY)
+                                                          ext_table=True, mul_latency=self.lat)
             m.d.comb += sm.tab_data.eq(self.crd.data[:len(sm.tab_data)])
             for k in range(C):
                 m.d.comb += sm.s[k].eq(self.s[k])
@@ -866,7 +871,7 @@ class _Datapath:
             self._late(m, x2, x1)
         # an issue is in flight until its products reach S2
         v_inflight, vd = s1.valid, s1.valid
-        for k in range(STAGE_LATENCY - 1):
+        for k in range(self.lat - 1):
             nxt_v = Signal(name=f"valid1_d{k}")
             m.d.sync += nxt_v.eq(vd)
             # GRADIENT -> UPDATE: the next issue may start while the last one is a cycle short
@@ -881,7 +886,7 @@ class _Datapath:
         # the slots' flags are made where they are first asked for, often inside an m.If: their
         # registers go to a module of their own, so that they update every cycle
         flags = m.submodules.slot_flags = Module()
-        s2.follow(flags, s1, STAGE_LATENCY)
+        s2.follow(flags, s1, self.lat)
         s3.follow(flags, s2, 1)
         st = self.st
         self.rb_active = Signal(name="rb_active")
@@ -911,7 +916,7 @@ class _Datapath:
         # late reads: a read-modify-write phase that multiplies nothing from W (UPDATE), R
         # (TABLE) or the head's W (HEAD_UPDATE) reads the old words at S2 - 1 from a delayed copy
         # of the S0 address (one register of the read data per lane then holds them for S3,
-        # instead of a delay line of STAGE_LATENCY + 1 words per lane); nothing else reads those
+        # instead of a delay line of self.lat + 1 words per lane); nothing else reads those
         # memories until the phase drained (no FORWARD or HEAD_LOGITS issue overlaps it)
         late_code = {"W": _UPDATE, "R": _TABLE, "head_W": _HEAD_UPDATE}
         self.late_read = {}
@@ -921,8 +926,8 @@ class _Datapath:
                 a1, f1 = Signal(len(Value.cast(a0)), name=f"{name}_late1"), Signal(name=f"{name}_late_f1")
                 aL, fL = Signal.like(a1, name=f"{name}_late"), Signal(name=f"{name}_late_f")
                 m.d.sync += [a1.eq(a0), f1.eq(s0.at(late_code[name]))]
-                self._late(m, aL, a1, STAGE_LATENCY - 1)
-                self._late(m, fL, f1, STAGE_LATENCY - 1)
+                self._late(m, aL, a1, self.lat - 1)
+                self._late(m, fL, f1, self.lat - 1)
                 self.late_read[name] = (aL, fL)
         a_issue = {}     # a memory's address for the issue (the host's port aside), bank 0
         for name in rd:
@@ -1010,7 +1015,7 @@ class _Datapath:
             for v, out in ((self.h_chunk[pp], self.h_inside3[pp]), (self.t_chunk[pp], self.t_inside3[pp])):
                 r = Signal.like(v, name=f"{v.name}_r", reset_less=True)
                 m.d.sync += r.eq(v)
-                self._late(m, out, self._inside(r), STAGE_LATENCY)
+                self._late(m, out, self._inside(r))
 
     # ---- S1: operands and one multiplier per lane ----
     def _lanes(self, m):
@@ -1022,7 +1027,8 @@ class _Datapath:
         # the lanes' widest (err T in GRADIENT, which takes the per-lane products)
         qw, qa, qin = self.qw, self.qa, self.qin
         sum_w = max(qw.width + qin.width, 2 * qa.width, qw.width + qa.width if self.head else 0)
-        self.mac = m.submodules.mac = MacLanes(P, self.A, self.B, sum_width=min(sum_w, self.A + self.B))
+        self.mac = m.submodules.mac = MacLanes(P, self.A, self.B, latency=mul_latency(P),
+                                                     sum_width=min(sum_w, self.A + self.B))
         self.prod = [self.mac.prod[pp] for pp in range(P)]
         self.read2, self.read3 = {}, {}
         for name in ("W", "T", "R", "head_W", "b", "head_b"):
@@ -1037,7 +1043,7 @@ class _Datapath:
                 if name == "T":
                     flags = [Signal(name=f"T_inside3_{pp}") for pp in range(P)]
                     for f, r in zip(flags, regs):
-                        self._late(m, f, self._inside(r), STAGE_LATENCY)
+                        self._late(m, f, self._inside(r))
                     self.read3["T_inside"] = flags
                 else:
                     self.read3[name] = regs
@@ -1273,7 +1279,7 @@ class _Datapath:
             m.d.sync += r.eq(v)
             regs.append(r)
         bias_delta2 = Signal(signed(self.ew + 2), name="bias_delta2", reset_less=True)
-        self._late(m, bias_delta2, sum(regs[1:], regs[0]), STAGE_LATENCY - 1)           # from S1b
+        self._late(m, bias_delta2, sum(regs[1:], regs[0]), self.lat - 1)           # from S1b
         self.bias_delta3 = self._s3(m, bias_delta2)
         self._write_back_registers(m)
         wb = self.wb
@@ -1580,7 +1586,7 @@ class _Datapath:
         # (TABLE reads R and the FIFO head it rotates itself; UPDATE's rotations are at S1, its
         # writes go to W and b).
         no_drain = {}
-        if keep["LOGITS"] and cn >= STAGE_LATENCY + 3:
+        if keep["LOGITS"] and cn >= self.lat + 3:
             to_logits = (train & Const(int(self.class_ce or last_nt))) | (~train & Const(int(last_nt)))
             no_drain["FORWARD"] = (to_logits, "LOGITS")
         if keep["LOGITS"] and keep["CACHE"]:

@@ -62,7 +62,7 @@ def test_softmax_arguments():
         Softmax(2.0, 10)
     with pytest.raises(ValueError):
         Softmax(0, 10)
-    with pytest.raises(ValueError, match="Multiplier latency must be from 1 to 4, not 0"):
+    with pytest.raises(ValueError, match="Multiplier latency must be an integer of at least 1, not 0"):
         Softmax(3, 10, mul_latency=0)
     with pytest.raises(ValueError):
         Softmax(3, 10, fracs=(-1,))
