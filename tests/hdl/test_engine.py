@@ -342,3 +342,27 @@ def test_a_q2_activation_clamps_at_one_bit_exact():
     r, g = run_and_compare(net, data, 40, lanes=(2, 3))
     h = g.activate(0, g.forward_acc(0, data.x_train[0]))
     assert h.min() >= -64 and h.max() <= 64
+
+
+# stages whose adder tree gets registers (compiler.timing.tree_latency): 5 lanes (latency 5;
+# cn = 8 = latency + 3, FORWARD runs into LOGITS without a drain and h stays in flip-flops) and
+# 17 lanes (three tree cycles, latency 6)
+TREE_LANES = """
+name: tree_lanes
+dataset: {source: iris}
+network: {layers: [{units: 40, lanes: 5}, {units: 20, lanes: 17}]}
+learning: {lr_shift: 5}
+"""
+
+
+def test_pipelined_adder_tree_stages_bit_exact_and_cycles():
+    """Stages with a pipelined adder tree: bit exact, and every sample takes the estimate's
+    cycles (training and inference)."""
+    from sigprop_fpga.compiler.timing import stage_latency
+    net, data = _net(TREE_LANES)
+    lanes = (5, 17)
+    assert [stage_latency(p) for p in lanes] == [5, 6]
+    train = np.arange(10) % 5 != 4
+    r, _ = run_and_compare(net, data, 10, train=train, lanes=lanes)
+    for l in range(net.depth):
+        assert set(r["stage_cycles"][l]) == {stage_cycles(net, l, lanes[l]), stage_inference_cycles(net, l, lanes[l])}
