@@ -1466,17 +1466,44 @@ class _Datapath:
         counts still on their way (the engine is idle only without them)."""
         st, wb = self.st, self.wb
 
-        def popcount(flags):
-            return sum(f.as_unsigned() for f in flags) if flags else 0
+        busy = []
+
+        def popcount(flags, name=None):
+            # a wide set of flags (more than 8 lanes) is counted over cycles: registered counts
+            # of groups of 8 flags, then of 4 counts, and so on; ``busy`` says whether a count
+            # is still on its way (a level's registers hold a non-zero sum exactly when the level
+            # before did a cycle earlier)
+            if not flags:
+                return 0
+            vals = [f.as_unsigned() for f in flags]
+            if len(vals) <= 8:
+                return sum(vals)
+            any_in = Signal(name=f"{name}_busy0")
+            m.d.comb += any_in.eq(Cat(*flags).any())
+            group, lvl = 8, 0
+            while len(vals) > group:
+                nxt = []
+                for k in range(0, len(vals), group):
+                    part = vals[k:k + group]
+                    top = sum(2 ** len(v) - 1 for v in part)
+                    r = Signal(range(top + 1), name=f"{name}_cnt{lvl}_{k // group}")
+                    m.d.sync += r.eq(sum(part))
+                    nxt.append(r)
+                b = Signal(name=f"{name}_busy{lvl + 1}")
+                m.d.sync += b.eq(any_in)
+                busy.append(b)
+                vals, any_in, group, lvl = nxt, b, 4, lvl + 1
+            return sum(vals)
 
         sat_w, sat_b, sat_e, sat_t = (Signal(32, name=nm) for nm in ("sat_w", "sat_b", "sat_e", "sat_t"))
         sat_wh, sat_bh, sat_eh = (Signal(32, name=nm) for nm in ("sat_wh", "sat_bh", "sat_eh"))
         m.d.comb += [st.sat_weight.eq(sat_w), st.sat_bias.eq(sat_b), st.sat_error.eq(sat_e), st.sat_table.eq(sat_t)]
         if self.head:
             m.d.comb += [st.sat_weight_head.eq(sat_wh), st.sat_bias_head.eq(sat_bh), st.sat_error_head.eq(sat_eh)]
-        m.d.sync += [sat_w.eq(sat_w + popcount(list(wb.w_flags))), sat_b.eq(sat_b + wb.b_flag),
-                     sat_t.eq(sat_t + popcount(list(wb.r_flags))), sat_e.eq(sat_e + popcount(list(self.err_flags4))),
-                     sat_wh.eq(sat_wh + popcount(list(wb.hw_flags))), sat_bh.eq(sat_bh + wb.hb_flag),
+        m.d.sync += [sat_w.eq(sat_w + popcount(list(wb.w_flags), "sat_w")), sat_b.eq(sat_b + wb.b_flag),
+                     sat_t.eq(sat_t + popcount(list(wb.r_flags), "sat_t")),
+                     sat_e.eq(sat_e + popcount(list(self.err_flags4), "sat_e")),
+                     sat_wh.eq(sat_wh + popcount(list(wb.hw_flags), "sat_wh")), sat_bh.eq(sat_bh + wb.hb_flag),
                      sat_eh.eq(sat_eh + wb.he_flag)]
         for vp, port in self.write_ports:
             m.d.sync += [port.addr.eq(vp.addr), port.data.eq(vp.data), port.en.eq(vp.en)]
@@ -1484,7 +1511,7 @@ class _Datapath:
         m.d.comb += st.pipe_busy.eq(mem_writes | self.ck_go | self.v_inflight | self.s2.valid | self.s3.valid |
                                     wb.w_go | wb.b_go | wb.r_go | wb.hw_go | wb.hb_go |
                                     wb.w_flags.any() | wb.b_flag | wb.r_flags.any() | self.err_flags4.any() |
-                                    wb.hw_flags.any() | wb.hb_flag | wb.he_flag)
+                                    wb.hw_flags.any() | wb.hb_flag | wb.he_flag | Cat(*busy).any())
 
     # ---- the hand-over, the FSM ----
     def _hand_over(self, m):

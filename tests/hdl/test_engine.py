@@ -346,12 +346,14 @@ def test_a_q2_activation_clamps_at_one_bit_exact():
 
 # stages whose adder tree gets registers (compiler.timing.tree_latency): 5 lanes (latency 5;
 # cn = 8 = latency + 3, FORWARD runs into LOGITS without a drain and h stays in flip-flops) and
-# 17 lanes (three tree cycles, latency 6)
+# 17 lanes (three tree cycles, latency 6, its saturation flags counted over two cycles); narrow
+# formats and a big step so that the counters fire
 TREE_LANES = """
 name: tree_lanes
 dataset: {source: iris}
 network: {layers: [{units: 40, lanes: 5}, {units: 20, lanes: 17}]}
-learning: {lr_shift: 5}
+learning: {lr_shift: 0, logit_shift: 0}
+precision: {weight: Q1.8, bias: Q1.8, table: Q1.8, error: Q2.4, activation: Q1.5, input: Q1.5}
 """
 
 
@@ -366,3 +368,5 @@ def test_pipelined_adder_tree_stages_bit_exact_and_cycles():
     r, _ = run_and_compare(net, data, 10, train=train, lanes=lanes)
     for l in range(net.depth):
         assert set(r["stage_cycles"][l]) == {stage_cycles(net, l, lanes[l]), stage_inference_cycles(net, l, lanes[l])}
+    counters = r["state"]["counters"]
+    assert counters["sat_weight_1"] > 0, counters       # 17 flags a cycle, counted in two
