@@ -27,12 +27,12 @@ STAGE_LATENCY = MUL_LATENCY + 1
 DRAIN = STAGE_LATENCY + 1
 
 #: Adder levels of :class:`sigprop_fpga.hdl.mac.MacLanes`'s tree per cycle in the pipelined
-#: layer stage. Measured on the ECP5 (Yosys netlist, ``bench/ecp5_paths.py``, ~1.2x pessimistic
-#: against nextpnr): Yosys turns the sum of a cycle's levels into one multi-operand adder
-#: (carry-save LUT levels and a carry chain), 7.0 ns for two levels (4 products, from a
-#: flip-flop or from the ``MULT18X18D``'s output register) but 13.1 ns for three: two levels a
-#: cycle fit 8 ns. Up to 4 lanes (digits' stages) the tree stays one cycle, as always.
-TREE_LEVELS_PER_CYCLE = 2
+#: layer stage. Measured on the ECP5 (Yosys netlist of ``MacLanes(96, 18, 8)``,
+#: ``bench/ecp5_paths.py``, ~1.2x pessimistic against nextpnr): three levels of two-input
+#: carry-chain adders from the ``MULT18X18D``'s output register, 7.8 ns; the same three levels
+#: merged by Yosys into one multi-operand adder (carry-save LUT levels, then a carry chain: what
+#: it does to a plain sum), 13.1 ns. Up to 8 lanes the tree stays one cycle, as always.
+TREE_LEVELS_PER_CYCLE = 3
 
 
 def tree_levels(lanes: int) -> int:
@@ -44,7 +44,7 @@ def tree_levels(lanes: int) -> int:
 def tree_latency(lanes: int) -> int:
     """Cycles of the pipelined layer stage's adder tree over ``lanes`` products, from the
     product registers to ``total``: one cycle per :data:`TREE_LEVELS_PER_CYCLE` levels, at
-    least one (1 for up to 4 lanes, 2 up to 16, 3 up to 64, 4 up to 256)."""
+    least one (1 for up to 8 lanes, 2 up to 64, 3 up to 512)."""
     return max(1, -(-tree_levels(lanes) // TREE_LEVELS_PER_CYCLE))
 
 

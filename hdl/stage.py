@@ -17,8 +17,8 @@ training sample, in order, named as :class:`sigprop_fpga.compiler.rule.Phase` an
     HEAD_LOGITS, HEAD_SOFTMAX, HEAD_UPDATE             the head (last stage)       C cn, -, C (cn + 1)
 
 ``IDLE`` (taking a sample) and ``FIN`` (finishing it) are the ``overhead``. Every issuing phase
-costs ``stage_drain(P)`` (:mod:`sigprop_fpga.compiler.timing`: 5 up to 4 lanes, one more per two
-adder-tree levels beyond two) more cycles in its ``W_<PHASE>`` state to drain the pipeline (S0
+costs ``stage_drain(P)`` (:mod:`sigprop_fpga.compiler.timing`: 5 up to 8 lanes, one more per three
+adder-tree levels beyond three) more cycles in its ``W_<PHASE>`` state to drain the pipeline (S0
 issue -> S1 memory read and lane multiplexers -> registered operand sources -> operand
 multiplexers and registers -> product register -> adder tree registers -> S2 accumulate), one more
 where the finished dot product is narrowed or compared at S3 (LOGITS, CACHE, HEAD_LOGITS), two in

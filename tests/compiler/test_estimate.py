@@ -84,7 +84,7 @@ def test_phase_formulas_with_a_pipelined_adder_tree():
     requests: two cycles), and FORWARD runs into LOGITS without a drain from cn = drain + 2 = 8
     (5 + 3: hdl/stage.py's no_drain) on, not from 7 as with 4 lanes."""
     from sigprop_fpga.compiler.timing import stage_drain, stage_latency
-    assert (stage_latency(4), stage_latency(16), stage_drain(16), stage_drain(96)) == (4, 5, 6, 8)
+    assert (stage_latency(8), stage_latency(16), stage_drain(16), stage_drain(96)) == (4, 5, 6, 7)
     wide = _net("dataset: {source: digits}\nnetwork: {layers: [128, 128]}\n")
     p0 = stage_phases(wide, 0, 16)          # ci = 4, cn = 8 = drain + 2: no drain before LOGITS
     assert p0 == {"overhead": 2, "forward": 128 * 4, "logits": 10 * 8, "cache": 8 + 7,
@@ -92,5 +92,5 @@ def test_phase_formulas_with_a_pipelined_adder_tree():
                   "table": 2 * 8 + 6}
     assert softmax_cycles(10, 1, 5) == softmax_cycles(10) + 2
     assert stage_inference_cycles(wide, 1, 16) == 2 + 128 * 8 + 10 * 8 + 6 + 1     # forward -> logits, no drain
-    p1 = stage_phases(wide, 1, 18)          # 18 lanes (three tree cycles): cn = 8 < drain + 2
-    assert p1["forward"] == 2 * 128 * 8 + 7 + 2 and p1["update"] == 128 * (3 * 8 + 1) + 7
+    p1 = stage_phases(wide, 1, 96)          # 96 lanes (three tree cycles): cn = 2 < drain + 2
+    assert p1["forward"] == 2 * 128 * 2 + 7 + 2 and p1["update"] == 128 * (3 * 2 + 1) + 7

@@ -344,14 +344,14 @@ def test_a_q2_activation_clamps_at_one_bit_exact():
     assert h.min() >= -64 and h.max() <= 64
 
 
-# stages whose adder tree gets registers (compiler.timing.tree_latency): 5 lanes (latency 5;
-# cn = 8 = latency + 3, FORWARD runs into LOGITS without a drain and h stays in flip-flops) and
-# 17 lanes (three tree cycles, latency 6, its saturation flags counted over two cycles); narrow
+# stages whose adder tree gets a register (compiler.timing.tree_latency): 9 lanes (4 levels,
+# latency 5; cn = 8 = latency + 3, FORWARD runs into LOGITS without a drain and h stays in
+# flip-flops) and 17 lanes (5 levels, its saturation flags counted over two cycles); narrow
 # formats and a big step so that the counters fire
 TREE_LANES = """
 name: tree_lanes
 dataset: {source: iris}
-network: {layers: [{units: 40, lanes: 5}, {units: 20, lanes: 17}]}
+network: {layers: [{units: 72, lanes: 9}, {units: 20, lanes: 17}]}
 learning: {lr_shift: 0, logit_shift: 0}
 precision: {weight: Q1.8, bias: Q1.8, table: Q1.8, error: Q2.4, activation: Q1.5, input: Q1.5}
 """
@@ -362,8 +362,8 @@ def test_pipelined_adder_tree_stages_bit_exact_and_cycles():
     cycles (training and inference)."""
     from sigprop_fpga.compiler.timing import stage_latency
     net, data = _net(TREE_LANES)
-    lanes = (5, 17)
-    assert [stage_latency(p) for p in lanes] == [5, 6]
+    lanes = (9, 17)
+    assert [stage_latency(p) for p in lanes] == [5, 5]
     train = np.arange(10) % 5 != 4
     r, _ = run_and_compare(net, data, 10, train=train, lanes=lanes)
     for l in range(net.depth):

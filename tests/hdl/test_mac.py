@@ -131,10 +131,10 @@ def test_mac_lanes_pipelined_tree(lanes, latency):
 
 
 def test_tree_latency_by_lanes():
-    """The stage's lanes get a tree register per two levels: up to 4 lanes as always (latency
-    3, STAGE_LATENCY 4), 5-16 one more cycle, 17-64 two, 65-256 three."""
-    assert [tree_levels(n) for n in (1, 2, 3, 4, 5, 8, 9, 16, 96)] == [0, 1, 2, 2, 3, 3, 4, 4, 7]
-    assert [tree_latency(n) for n in (1, 4, 5, 16, 17, 64, 65, 96, 256, 257)] == [1, 1, 2, 2, 3, 3, 4, 4, 4, 5]
-    assert mul_latency(4) == 3 and stage_latency(4) == 4
-    assert mul_latency(16) == 4 and stage_latency(96) == 7
+    """The stage's lanes get a tree register per three levels: up to 8 lanes as always
+    (latency 3, STAGE_LATENCY 4), 9-64 one more cycle, 65-512 two."""
+    assert [tree_levels(n) for n in (1, 2, 3, 8, 9, 16, 96)] == [0, 1, 2, 3, 4, 4, 7]
+    assert [tree_latency(n) for n in (1, 4, 8, 9, 16, 64, 65, 96, 512, 513)] == [1, 1, 1, 2, 2, 2, 3, 3, 3, 4]
+    assert mul_latency(8) == 3 and stage_latency(8) == 4
+    assert mul_latency(16) == 4 and stage_latency(96) == 6
     assert tree_registers(7, 3) == [3, 5, 7] and tree_registers(4, 2) == [2, 4] and tree_registers(1, 3) == [0, 0, 1]
