@@ -188,7 +188,7 @@ class MacLanes(wiring.Component):
                     continue
                 v = values[k] + values[k + 1]
                 w = Signal(signed(len(v)), name=f"tree_sum{count[0]}")
-                tap = Signal(name=f"tree_tap{count[0]}", attrs={"keep": 1})
+                tap = Signal(name=f"tree_tap{count[0]}", attrs={"keep": 1}, reset_less=True)
                 count[0] += 1
                 m.d.comb += w.eq(v)
                 m.d.sync += tap.eq(w[0])
