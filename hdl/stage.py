@@ -560,11 +560,14 @@ class _Datapath:
     def _count(self, m):
         """Nested issue counters (outer first: ``sig``, ``row``, ``col``, ``term``) that count
         while ``s0.valid``. Whether each is at its last value is a flag registered with it
-        (``lim_last``): :meth:`_goto` loads, with the phase, each counter's flag for 0 and its
-        ``limit - 2`` (the value before the last), so no FSM state decode and no compare sits in
-        front of the counters' enables or the FSM's "last issue". UPDATE's bias step
-        (``col == ci``, the last ``col``) has one term. Returns the 'this is the last issue'
-        condition."""
+        (``lim_last``), loaded with each counter's flag for 0 and its ``limit - 2`` (the value
+        before the last), so no FSM state decode and no compare sits in front of the counters'
+        enables or the FSM's "last issue". UPDATE's bias step (``col == ci``, the last ``col``)
+        has one term. The limits are loaded from ``nxt_*``, the next issue phase's, which
+        :meth:`_goto` registers with each state (decided when the state is entered, not from
+        its decode): in every cycle without an issue and with the last issue of a phase (idle
+        loads FORWARD's for the sample on offer, :meth:`_fsm`). Returns the 'this is the last
+        issue' condition."""
         s0 = self.s0
         regs = list(s0.fields()[2:])
         # per counter: at its last value; that flag for value 0; limit - 2
@@ -572,6 +575,10 @@ class _Datapath:
         self.lim_first = [Signal(name=f"last0_{r.name}") for r in regs]
         self.lim_pre = [Signal.like(r, name=f"pre_{r.name}") for r in regs]
         self.upd_short = Signal(name="upd_short")
+        self.nxt_last = [Signal(name=f"nxt_last_{r.name}") for r in regs]
+        self.nxt_first = [Signal(name=f"nxt_last0_{r.name}") for r in regs]
+        self.nxt_pre = [Signal.like(r, name=f"nxt_pre_{r.name}") for r in regs]
+        self.nxt_short = Signal(name="nxt_upd_short")
         lasts = list(self.lim_last)
         lasts[3] = lasts[3] | (self.upd_short & lasts[2])
         with m.If(s0.valid):
@@ -587,31 +594,71 @@ class _Datapath:
         done = Const(1)
         for c in lasts:
             done = done & c
+        with m.If(~s0.valid | done):
+            m.d.sync += [r.eq(v) for r, v in zip(self.lim_last + self.lim_first + self.lim_pre + [self.upd_short],
+                                                  self.nxt_last + self.nxt_first + self.nxt_pre + [self.nxt_short])]
         return done
 
-    def _goto(self, m, name, load=True):
-        """``m.next = name``, with the issue slot's phase, valid bit and (``load``) counter
-        limits registered alongside (S0 decoded from flip-flops, not from the FSM state): the
-        same values, cycle for cycle, as decoding the state. Every counter is 0 here."""
-        m.next = name
-        s0 = self.s0
+    def _goto(self, m, name, train=None):
+        """Go to state ``name`` (its one-hot flag set, the current state's cleared), with the
+        issue slot's phase and valid bit registered alongside (S0 decoded from flip-flops, not
+        from the FSM state), and the counter limits of the issue phase that follows ``name``
+        (``nxt_*``, :meth:`_count`): the same values, cycle for cycle, as decoding the state.
+        ``train``: the sample's mode from then on (default: ``self.train``). Every counter is 0
+        here."""
+        cur, s0 = self._cur, self.s0
+        if name != cur:
+            m.d.sync += [self._state(cur).eq(0), self._state(name).eq(1)]
         code, limits = self.issue_of.get(name, (0, None))
-        m.d.sync += [s0.valid.eq(limits is not None), s0.phase.eq(code), self.idle.eq(int(name == "IDLE")),
+        m.d.sync += [s0.valid.eq(limits is not None), s0.phase.eq(code),
                      self.sm_start.eq(int(name in ("SOFTMAX", "HEAD_SOFTMAX"))),
                      self.sm_frac.eq(int(name in ("HEAD_SOFTMAX", "W_HEAD_SOFTMAX")))]
-        if load:
-            self._load_limits(m, name)
+        train = self.train if train is None else train
+        nxt = [self._next_issue(name, tr) for tr in (0, 1)]
+        if nxt[0] is None and nxt[1] is None:
+            return
+        vals = [None if y is None else self._limit_values(y, tr) for tr, y in enumerate(nxt)]
+        regs = self.nxt_last + self.nxt_first + self.nxt_pre + [self.nxt_short]
+        for i, r in enumerate(regs):
+            v0, v1 = (v[i] if v is not None else None for v in vals)
+            v0, v1 = (v1 if v0 is None else v0), (v0 if v1 is None else v1)
+            m.d.sync += r.eq(v0 if nxt[0] == nxt[1] else Mux(train, v1, v0))
+
+    def _state(self, name):
+        """The one-hot flag of FSM state ``name`` (``idle`` for IDLE)."""
+        if name not in self._states:
+            self._states[name] = Signal(name=f"st_{name}")
+        return self._states[name]
+
+    def _next_issue(self, name, tr):
+        """The issue phase that follows state ``name`` when the sample's mode is ``tr`` (``None``:
+        FIN or IDLE come first, and IDLE loads FORWARD's limits itself)."""
+        first = True
+        while first or name not in self.issue_of:
+            first = False
+            if name in ("IDLE", "FIN"):
+                return None
+            if name in ("SOFTMAX", "W_SOFTMAX"):
+                return "GRADIENT"
+            if name in ("HEAD_SOFTMAX", "W_HEAD_SOFTMAX"):
+                return "HEAD_UPDATE"
+            name = self._after_name(name[2:] if name.startswith("W_") else name, tr)
+        return name
+
+    def _limit_values(self, name, tr):
+        """The counters' flags for issue phase ``name``: at the last value, that flag for 0,
+        ``limit - 2``, UPDATE's short bias step (the order of ``nxt_*``)."""
+        lims = [Value.cast(v) for v in self.issue_of[name][1](tr)]
+        return [v == 1 for v in lims] + [v == 1 for v in lims] + [v - 2 for v in lims] + [int(name == "UPDATE")]
 
     def _load_limits(self, m, name, train=None):
-        """Load the counters' flags (:meth:`_count`) for issue phase ``name`` (nothing for
-        another state); ``train``: the sample's mode in that phase (default: ``self.train``)."""
+        """Load the counters' flags (:meth:`_count`) for issue phase ``name`` now; ``train``: the
+        sample's mode in that phase (default: ``self.train``)."""
         code, limits = self.issue_of.get(name, (0, None))
         if limits is not None:
-            lims = [Value.cast(v) for v in limits(self.train if train is None else train)]
-            m.d.sync += [r.eq(v == 1) for r, v in zip(self.lim_last, lims)]
-            m.d.sync += [r.eq(v == 1) for r, v in zip(self.lim_first, lims)]
-            m.d.sync += [r.eq(v - 2) for r, v in zip(self.lim_pre, lims)]
-            m.d.sync += self.upd_short.eq(int(name == "UPDATE"))
+            regs = self.lim_last + self.lim_first + self.lim_pre + [self.upd_short]
+            vals = self._limit_values(name, self.train if train is None else train)
+            m.d.sync += [r.eq(v) for r, v in zip(regs, vals)]
 
     # ---- memories ----
     def _memories(self, m):
@@ -1525,29 +1572,38 @@ class _Datapath:
         with m.If(s3.at(_FORWARD) & (s3.sig == last_pass) & (s3.row == n - 1) & (s3.col == self.ci - 1)):
             m.d.sync += self.out_pending.eq(1)
 
-    def _after(self, m, state):
-        """The state that follows issue phase ``state`` once it drained."""
-        train, last_nt = self.train, self.last and not self.head
+    def _after_name(self, state, train):
+        """The state that follows issue phase ``state`` once it drained, for the sample's mode
+        ``train`` (0 or 1)."""
+        last_nt = self.last and not self.head
         if state == "FORWARD":
-            with m.If(train):
-                self._goto(m, "LOGITS" if self.class_ce or last_nt else "CACHE")
-            with m.Else():
-                self._goto(m, "LOGITS" if last_nt else "HEAD_LOGITS" if self.head else "FIN")
-        elif state in ("LOGITS", "HEAD_LOGITS"):
-            with m.If(train):
-                self._goto(m, "CACHE" if state == "LOGITS" else "HEAD_SOFTMAX")
-            with m.Else():
-                self._goto(m, "FIN")
-        elif state == "CACHE":
-            self._goto(m, "SOFTMAX" if self.class_ce else "UPDATE")
-        elif state == "GRADIENT":
-            self._goto(m, "UPDATE")
-        elif state == "UPDATE" and self.table:
-            self._goto(m, "TABLE")
-        elif state in ("UPDATE", "TABLE"):
-            self._goto(m, "HEAD_LOGITS" if self.head else "FIN")
-        else:                               # HEAD_UPDATE
-            self._goto(m, "FIN")
+            if train:
+                return "LOGITS" if self.class_ce or last_nt else "CACHE"
+            return "LOGITS" if last_nt else "HEAD_LOGITS" if self.head else "FIN"
+        if state in ("LOGITS", "HEAD_LOGITS"):
+            if train:
+                return "CACHE" if state == "LOGITS" else "HEAD_SOFTMAX"
+            return "FIN"
+        if state == "CACHE":
+            return "SOFTMAX" if self.class_ce else "UPDATE"
+        if state == "GRADIENT":
+            return "UPDATE"
+        if state == "UPDATE" and self.table:
+            return "TABLE"
+        if state in ("UPDATE", "TABLE"):
+            return "HEAD_LOGITS" if self.head else "FIN"
+        return "FIN"                        # HEAD_UPDATE
+
+    def _after(self, m, state):
+        """Go to the state that follows issue phase ``state`` once it drained."""
+        names = [self._after_name(state, tr) for tr in (0, 1)]
+        if names[0] == names[1]:
+            self._goto(m, names[0])
+            return
+        with m.If(self.train):
+            self._goto(m, names[1])
+        with m.Else():
+            self._goto(m, names[0])
 
     def _fsm(self, m):
         """Each issue phase counts its issues (``_Slot`` counters: sig, row, col, term), then
@@ -1593,56 +1649,62 @@ class _Datapath:
                      st.i.sample.ready.eq(self.idle & ~self.out_pending & ~st.state.en)]
         if self.need_sm:
             m.d.comb += [self.sm.start.eq(self.sm_start), self.sm.frac_sel.eq(self.sm_frac)]
-        with m.FSM():
-            with m.State("IDLE"):
-                # FORWARD's counter flags loaded every idle cycle (for the sample on offer): the
-                # sample handshake stays out of their enables; they count only while s0.valid
-                self._load_limits(m, "FORWARD", st.i.sample.payload.train)
-                with m.If(st.i.sample.valid & st.i.sample.ready):
-                    ip = st.i.sample.payload
-                    m.d.sync += self.write_half.eq(~self.write_half)
-                    # the issue counters are 0 here: every phase ends as they all wrap
-                    m.d.sync += [self.c.eq(ip.label), train.eq(ip.train), self.have_m.eq(0), self.cycles.eq(1),
-                                 tq[0].eq(0)]
-                    self._goto(m, "FORWARD", load=False)
-            for name, code, limits in issues:
-                with m.State(name):
-                    if name == "FORWARD" and l == 0:     # the target row R[c], a chunk a cycle
-                        with m.If(tq[0] < cn):
-                            m.d.comb += tv[0].eq(1)
-                            m.d.sync += tq[0].eq(tq[0] + 1)
-                    with m.If(last_issue):
-                        if name in no_drain:
-                            with m.If(no_drain[name][0]):
-                                self._goto(m, no_drain[name][1])
-                            with m.Else():
-                                self._goto(m, f"W_{name}")
-                        else:
+        # one-hot: a flip-flop per state (self.idle for IDLE), set and cleared by _goto
+        self._states = {"IDLE": self.idle}
+
+        def state(name):
+            self._cur = name
+            return m.If(self._state(name))
+
+        with state("IDLE"):
+            # FORWARD's counter flags loaded every idle cycle (for the sample on offer): the
+            # sample handshake stays out of their enables; they count only while s0.valid
+            self._load_limits(m, "FORWARD", st.i.sample.payload.train)
+            with m.If(st.i.sample.valid & st.i.sample.ready):
+                ip = st.i.sample.payload
+                m.d.sync += self.write_half.eq(~self.write_half)
+                # the issue counters are 0 here: every phase ends as they all wrap
+                m.d.sync += [self.c.eq(ip.label), train.eq(ip.train), self.have_m.eq(0), self.cycles.eq(1),
+                             tq[0].eq(0)]
+                self._goto(m, "FORWARD", train=ip.train)
+        for name, code, limits in issues:
+            with state(name):
+                if name == "FORWARD" and l == 0:     # the target row R[c], a chunk a cycle
+                    with m.If(tq[0] < cn):
+                        m.d.comb += tv[0].eq(1)
+                        m.d.sync += tq[0].eq(tq[0] + 1)
+                with m.If(last_issue):
+                    if name in no_drain:
+                        with m.If(no_drain[name][0]):
+                            self._goto(m, no_drain[name][1])
+                        with m.Else():
                             self._goto(m, f"W_{name}")
-                with m.State(f"W_{name}"):
-                    # phases with S3 results (s, the argmax) wait for them too, FORWARD for its
-                    # S4 writes of h and t
-                    done = (~self.v_early if name == "GRADIENT" else ~self.v_inflight) & \
-                        (~s2.valid if name in ("FORWARD", "LOGITS", "CACHE", "HEAD_LOGITS") else 1)
-                    with m.If(done & (~s3.valid if name == "FORWARD" else 1)):
-                        self._after(m, name)
-            for name, after, present in (("SOFTMAX", "GRADIENT", self.class_ce),
-                                         ("HEAD_SOFTMAX", "HEAD_UPDATE", self.head)):
-                if not present:
-                    continue
-                with m.State(name):
-                    self._goto(m, f"W_{name}")
-                with m.State(f"W_{name}"):
-                    with m.If(self.sm.done):
-                        self._goto(m, after)
-            with m.State("FIN"):
-                ok = ~self.pred_valid if self.last else Const(1)
-                with m.If(ok):
-                    if self.last:
-                        m.d.sync += [self.pred_valid.eq(1), st.pred.payload.eq(self.pred)]
-                    m.d.comb += [st.done.eq(1), st.done_train.eq(train)]
-                    m.d.sync += st.last_cycles.eq(self.cycles + 1)
-                    self._goto(m, "IDLE")
+                    else:
+                        self._goto(m, f"W_{name}")
+            with state(f"W_{name}"):
+                # phases with S3 results (s, the argmax) wait for them too, FORWARD for its
+                # S4 writes of h and t
+                done = (~self.v_early if name == "GRADIENT" else ~self.v_inflight) & \
+                    (~s2.valid if name in ("FORWARD", "LOGITS", "CACHE", "HEAD_LOGITS") else 1)
+                with m.If(done & (~s3.valid if name == "FORWARD" else 1)):
+                    self._after(m, name)
+        for name, after, present in (("SOFTMAX", "GRADIENT", self.class_ce),
+                                     ("HEAD_SOFTMAX", "HEAD_UPDATE", self.head)):
+            if not present:
+                continue
+            with state(name):
+                self._goto(m, f"W_{name}")
+            with state(f"W_{name}"):
+                with m.If(self.sm.done):
+                    self._goto(m, after)
+        with state("FIN"):
+            ok = ~self.pred_valid if self.last else Const(1)
+            with m.If(ok):
+                if self.last:
+                    m.d.sync += [self.pred_valid.eq(1), st.pred.payload.eq(self.pred)]
+                m.d.comb += [st.done.eq(1), st.done_train.eq(train)]
+                m.d.sync += st.last_cycles.eq(self.cycles + 1)
+                self._goto(m, "IDLE")
         with m.If(st.busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)
 
