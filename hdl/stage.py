@@ -557,28 +557,31 @@ class _Datapath:
         """The entries pushed when ``nm``'s push flag is set (chosen where the flag's phase is)."""
         m.d.comb += [self.fifo_in[nm][pp].eq(vals[pp]) for pp in range(self.P)]
 
-    def _count(self, m):
+    def _count(self, m, fwd_train):
         """Nested issue counters (outer first: ``sig``, ``row``, ``col``, ``term``) that count
         while ``s0.valid``. Whether each is at its last value is a flag registered with it
-        (``lim_last``), loaded with each counter's flag for 0 and its ``limit - 2`` (the value
-        before the last), so no FSM state decode and no compare sits in front of the counters'
-        enables or the FSM's "last issue". UPDATE's bias step (``col == ci``, the last ``col``)
-        has one term. The limits are loaded from ``nxt_*``, the next issue phase's, which
-        :meth:`_goto` registers with each state (decided when the state is entered, not from
-        its decode): in every cycle without an issue and with the last issue of a phase (idle
-        loads FORWARD's for the sample on offer, :meth:`_fsm`). Returns the 'this is the last
-        issue' condition."""
+        (``lim_last``), beside that flag for 0 (``lim_first``) and its ``limit - 2`` (``lim_pre``,
+        the value before the last), so no FSM state decode and no compare sits in front of the
+        counters' enables or the FSM's "last issue". UPDATE's bias step (``col == ci``, the last
+        ``col``) has one term (``upd_short``).
+
+        The limits of a phase are loaded in every cycle without an issue and with the last
+        issue of a phase, from the next issue phase's (``nxt1_*``, registered from the one-hot
+        state: :meth:`_next_limits`), or the one after it (``nxt2_*``) in a phase's first issue
+        (a phase of one issue); idle loads FORWARD's, for the sample on offer (``fwd_train``
+        its mode). "Last issue" itself is a flip-flop (``last_issue``) registered from the flags'
+        next values. Returns it."""
         s0 = self.s0
         regs = list(s0.fields()[2:])
-        # per counter: at its last value; that flag for value 0; limit - 2
+        # per counter: at its last value; that flag for 0; limit - 2
         self.lim_last = [Signal(name=f"last_{r.name}") for r in regs]
         self.lim_first = [Signal(name=f"last0_{r.name}") for r in regs]
         self.lim_pre = [Signal.like(r, name=f"pre_{r.name}") for r in regs]
         self.upd_short = Signal(name="upd_short")
-        self.nxt_last = [Signal(name=f"nxt_last_{r.name}") for r in regs]
-        self.nxt_first = [Signal(name=f"nxt_last0_{r.name}") for r in regs]
-        self.nxt_pre = [Signal.like(r, name=f"nxt_pre_{r.name}") for r in regs]
-        self.nxt_short = Signal(name="nxt_upd_short")
+        cur = self.lim_last + self.lim_first + self.lim_pre + [self.upd_short]
+        self.nxt1 = [Signal.like(r, name=f"nxt1_{r.name}") for r in cur]
+        self.nxt2 = [Signal.like(r, name=f"nxt2_{r.name}") for r in cur]
+        done, first = Signal(name="last_issue"), Signal(name="phase_first")
         lasts = list(self.lim_last)
         lasts[3] = lasts[3] | (self.upd_short & lasts[2])
         with m.If(s0.valid):
@@ -588,24 +591,61 @@ class _Datapath:
                     cond = cond & c
                 with m.If(cond):
                     with m.If(lasts[i]):
-                        m.d.sync += [regs[i].eq(0), self.lim_last[i].eq(self.lim_first[i])]
+                        m.d.sync += regs[i].eq(0)
                     with m.Else():
-                        m.d.sync += [regs[i].eq(regs[i] + 1), self.lim_last[i].eq(regs[i] == self.lim_pre[i])]
-        done = Const(1)
-        for c in lasts:
-            done = done & c
-        with m.If(~s0.valid | done):
-            m.d.sync += [r.eq(v) for r, v in zip(self.lim_last + self.lim_first + self.lim_pre + [self.upd_short],
-                                                  self.nxt_last + self.nxt_first + self.nxt_pre + [self.nxt_short])]
+                        m.d.sync += regs[i].eq(regs[i] + 1)
+        # the flags' next values: FORWARD's when idle, the next phase's with a load, else the
+        # count's (a counter that steps: at its last value from 0, or from limit - 2)
+        load = ~s0.valid | done
+        nxt = [Mux(s0.valid & first, b, a) for a, b in zip(self.nxt1, self.nxt2)]
+        fwd = self._limit_values("FORWARD", fwd_train)
+        new = []
+        for j, r in enumerate(cur):
+            counted = r
+            if j < 4:
+                step = Const(1)
+                for c in lasts[j + 1:]:
+                    step = step & c
+                counted = Mux(step, Mux(lasts[j], self.lim_first[j], regs[j] == self.lim_pre[j]), r)
+            v = Signal.like(r, name=f"{r.name}_next")
+            m.d.comb += v.eq(Mux(self.idle, fwd[j], Mux(load, nxt[j], counted)))
+            new.append(v)
+        m.d.sync += [r.eq(v) for r, v in zip(cur, new)]
+        m.d.sync += [done.eq(new[0] & new[1] & new[2] & (new[3] | (new[12] & new[2]))), first.eq(load)]
+        self.last_issue = done
         return done
 
-    def _goto(self, m, name, train=None):
+    def _next_limits(self, m, fwd_train):
+        """``nxt1_*`` (the limits of the issue phase after the current state) and ``nxt2_*``
+        (of the one after that), registered from the one-hot state flags and the sample's mode
+        (``fwd_train``, the sample on offer, for IDLE)."""
+        vals = {1: [], 2: []}
+        for name, flag in self._states.items():
+            tr_sig = fwd_train if name == "IDLE" else self.train
+            for depth in (1, 2):
+                per_tr = []
+                for tr in (0, 1):
+                    y = "FORWARD" if name == "IDLE" else self._next_issue(name, tr)
+                    if depth == 2 and y is not None:
+                        y = self._next_issue(y, tr)
+                    per_tr.append(None if y is None else self._limit_values(y, tr))
+                if per_tr[0] is None and per_tr[1] is None:
+                    continue
+                per_tr = [v if v is not None else per_tr[1 - k] for k, v in enumerate(per_tr)]
+                vals[depth].append((flag, tr_sig, per_tr))
+        for depth, regs in ((1, self.nxt1), (2, self.nxt2)):
+            for j, r in enumerate(regs):
+                acc = Const(0, len(r))
+                for flag, tr_sig, (v0, v1) in vals[depth]:
+                    x = v0[j] if v0[j] == v1[j] else Mux(tr_sig, v1[j], v0[j])
+                    acc = acc | Mux(flag, x, 0)
+                m.d.sync += r.eq(acc)
+
+    def _goto(self, m, name):
         """Go to state ``name`` (its one-hot flag set, the current state's cleared), with the
         issue slot's phase and valid bit registered alongside (S0 decoded from flip-flops, not
-        from the FSM state), and the counter limits of the issue phase that follows ``name``
-        (``nxt_*``, :meth:`_count`): the same values, cycle for cycle, as decoding the state.
-        ``train``: the sample's mode from then on (default: ``self.train``). Every counter is 0
-        here."""
+        from the FSM state): the same values, cycle for cycle, as decoding the state. Every
+        counter is 0 here."""
         cur, s0 = self._cur, self.s0
         if name != cur:
             m.d.sync += [self._state(cur).eq(0), self._state(name).eq(1)]
@@ -613,16 +653,6 @@ class _Datapath:
         m.d.sync += [s0.valid.eq(limits is not None), s0.phase.eq(code),
                      self.sm_start.eq(int(name in ("SOFTMAX", "HEAD_SOFTMAX"))),
                      self.sm_frac.eq(int(name in ("HEAD_SOFTMAX", "W_HEAD_SOFTMAX")))]
-        train = self.train if train is None else train
-        nxt = [self._next_issue(name, tr) for tr in (0, 1)]
-        if nxt[0] is None and nxt[1] is None:
-            return
-        vals = [None if y is None else self._limit_values(y, tr) for tr, y in enumerate(nxt)]
-        regs = self.nxt_last + self.nxt_first + self.nxt_pre + [self.nxt_short]
-        for i, r in enumerate(regs):
-            v0, v1 = (v[i] if v is not None else None for v in vals)
-            v0, v1 = (v1 if v0 is None else v0), (v0 if v1 is None else v1)
-            m.d.sync += r.eq(v0 if nxt[0] == nxt[1] else Mux(train, v1, v0))
 
     def _state(self, name):
         """The one-hot flag of FSM state ``name`` (``idle`` for IDLE)."""
@@ -648,17 +678,13 @@ class _Datapath:
     def _limit_values(self, name, tr):
         """The counters' flags for issue phase ``name``: at the last value, that flag for 0,
         ``limit - 2``, UPDATE's short bias step (the order of ``nxt_*``)."""
-        lims = [Value.cast(v) for v in self.issue_of[name][1](tr)]
+        lims = self.issue_of[name][1](tr)
+        if isinstance(tr, int):
+            lims = [int(v) for v in lims]
+            return [int(v == 1) for v in lims] + [int(v == 1) for v in lims] + [v - 2 for v in lims] + \
+                [int(name == "UPDATE")]
+        lims = [Value.cast(v) for v in lims]
         return [v == 1 for v in lims] + [v == 1 for v in lims] + [v - 2 for v in lims] + [int(name == "UPDATE")]
-
-    def _load_limits(self, m, name, train=None):
-        """Load the counters' flags (:meth:`_count`) for issue phase ``name`` now; ``train``: the
-        sample's mode in that phase (default: ``self.train``)."""
-        code, limits = self.issue_of.get(name, (0, None))
-        if limits is not None:
-            regs = self.lim_last + self.lim_first + self.lim_pre + [self.upd_short]
-            vals = self._limit_values(name, self.train if train is None else train)
-            m.d.sync += [r.eq(v) for r, v in zip(regs, vals)]
 
     # ---- memories ----
     def _memories(self, m):
@@ -1617,7 +1643,8 @@ class _Datapath:
         # each phase's counter limits (sig, row, col, term), as a function of the sample's mode;
         # UPDATE's bias step (col == ci) has one term (_count)
         issues = [(name, code, limits) for name, code, limits in (
-            ("FORWARD", _FORWARD, lambda tr: (Mux(tr, S, 1) if S > 1 else 1, n, ci, 1)),
+            ("FORWARD", _FORWARD, lambda tr: (((S if tr else 1) if isinstance(tr, int) else Mux(tr, S, 1)) if S > 1 else 1,
+                                                n, ci, 1)),
             ("LOGITS", _LOGITS, lambda tr: (1, C, cn, 1)),
             ("CACHE", _CACHE, lambda tr: (1, 1, cn, 1)),
             ("GRADIENT", _GRADIENT, lambda tr: (1, cn, C + 1, 1)),
@@ -1627,7 +1654,7 @@ class _Datapath:
             ("HEAD_UPDATE", _HEAD_UPDATE, lambda tr: (1, C, cn + 1, 1)),
         ) if keep[name]]
         self.issue_of = {name: (code, limits) for name, code, limits in issues}
-        last_issue = self._count(m)
+        last_issue = self._count(m, st.i.sample.payload.train)
         # Phases that need no drain before the next: nothing the next one reads at S0/S1 is
         # written later by this one, and S2/S3 stay in issue order. FORWARD -> LOGITS when the
         # last chunk of h is read at least DRAIN + 2 issues into LOGITS, after the last h entry
@@ -1657,16 +1684,15 @@ class _Datapath:
             return m.If(self._state(name))
 
         with state("IDLE"):
-            # FORWARD's counter flags loaded every idle cycle (for the sample on offer): the
-            # sample handshake stays out of their enables; they count only while s0.valid
-            self._load_limits(m, "FORWARD", st.i.sample.payload.train)
+            # FORWARD's counter flags are loaded every idle cycle (for the sample on offer,
+            # _count): the sample handshake stays out of their enables
             with m.If(st.i.sample.valid & st.i.sample.ready):
                 ip = st.i.sample.payload
                 m.d.sync += self.write_half.eq(~self.write_half)
                 # the issue counters are 0 here: every phase ends as they all wrap
                 m.d.sync += [self.c.eq(ip.label), train.eq(ip.train), self.have_m.eq(0), self.cycles.eq(1),
                              tq[0].eq(0)]
-                self._goto(m, "FORWARD", train=ip.train)
+                self._goto(m, "FORWARD")
         for name, code, limits in issues:
             with state(name):
                 if name == "FORWARD" and l == 0:     # the target row R[c], a chunk a cycle
@@ -1705,6 +1731,7 @@ class _Datapath:
                 m.d.comb += [st.done.eq(1), st.done_train.eq(train)]
                 m.d.sync += st.last_cycles.eq(self.cycles + 1)
                 self._goto(m, "IDLE")
+        self._next_limits(m, st.i.sample.payload.train)
         with m.If(st.busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)
 
