@@ -144,10 +144,13 @@ class Softmax(wiring.Component):
         mx = self._max_tree(m)
         d = Signal(unsigned(w + 1))
         emax = (1 << P_FRAC)
-        e = Array(Signal(range(emax + 1), name=f"e{i}", reset_less=True) for i in range(n))
-        total = Signal(range(n * emax + 1))
-        rem = Signal(range(2 * n * emax + 1))
-        q = Signal(Q_BITS)
+        e_regs = [Signal(range(emax + 1), name=f"e{i}", reset_less=True) for i in range(n)]
+        e = Array(e_regs)
+        # the sum and the divider's registers are loaded before they are read (no reset: no
+        # reset net OR-ed into their clears)
+        total = Signal(range(n * emax + 1), reset_less=True)
+        rem = Signal(range(2 * n * emax + 1), reset_less=True)
+        q = Signal(Q_BITS, reset_less=True)
         bit = Signal(range(Q_BITS + 1))
         p = Array(self.p[i] for i in range(n))
         table = Array(int(x) for x in EXP2_TABLE)
@@ -315,8 +318,11 @@ class Softmax(wiring.Component):
                 set_k(0)
                 set_g(0)
         with m.If(st_mul):
-            m.d.comb += [ma.eq(e[k]), mb.eq(q), men.eq(1)]
+            # e rotates as k steps (e_k is always e0: no k-indexed multiplexer in front of the
+            # lanes' operand register); n steps bring it back, EXP writes it anew next run
+            m.d.comb += [ma.eq(e_regs[0]), mb.eq(q), men.eq(1)]
             set_g("next")
             with m.If(g_last):
                 set_k("+1")
+                m.d.sync += [e_regs[i].eq(e_regs[(i + 1) % n]) for i in range(n)]
         return m

@@ -523,12 +523,21 @@ class _Datapath:
         """``s[k] <- acc`` (and the prediction's running argmax) at S3 once a dot product is
         complete: one case per phase, so that each of these is a single enabled register."""
         s3, acc, last = self.s3, self.acc, self.cn - 1
-        # s[k]'s write enable (each enables a logit register) decided at S2, registered
+        # s[k]'s write enable: at S3, from flags that travel with the issue (a phase's last
+        # chunk, the row is k) and c == k (registered: c holds over the sample), so that the
+        # enable is one LUT of flip-flops, not the compares of the issue's counters
+        done = {code: s3.flag(f"lg_last{code}_", lambda s, code=code: s.at(code) & s.col_is(last))
+                for code in self.logit_index}
         for k in range(self.C):
-            def wr_k(s, k=k):
-                return Cat(*(s.at(code) & s.col_is(last) & ((s.row if isinstance(kk, str) else kk) == k)
-                             for code, (kk, _) in self.logit_index.items())).any()
-            with m.If(s3.flag(f"logit_we{k}_", wr_k)):
+            terms = []
+            for code, (kk, _) in self.logit_index.items():
+                if isinstance(kk, str):
+                    terms.append(done[code] & s3.flag(f"row{k}_", lambda s, k=k: s.row == k))
+                else:
+                    is_k = Signal(name=f"c_is{k}")
+                    m.d.sync += is_k.eq(kk == k)
+                    terms.append(done[code] & is_k)
+            with m.If(Cat(*terms).any()):
                 m.d.sync += self.s[k].eq(acc)
         # the argmaxes compare a copy of the finished sum (acc_cmp, loaded with acc in the
         # readout phases) that drives nothing else: acc itself fans out to every logit
