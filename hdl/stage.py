@@ -321,7 +321,8 @@ class LayerStage(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         self.family = family_of(platform)      # the h / t chunk memories' kind (_vectors)
-        _Datapath(self).elaborate(m)
+        self._dp = _Datapath(self)             # kept for the tests' flag checks
+        self._dp.elaborate(m)
         return m
 
 
@@ -528,6 +529,7 @@ class _Datapath:
         # enable is one LUT of flip-flops, not the compares of the issue's counters
         done = {code: s3.flag(f"lg_last{code}_", lambda s, code=code: s.at(code) & s.col_is(last))
                 for code in self.logit_index}
+        self.c_is = {}
         for k in range(self.C):
             terms = []
             for code, (kk, _) in self.logit_index.items():
@@ -536,6 +538,7 @@ class _Datapath:
                 else:
                     is_k = Signal(name=f"c_is{k}")
                     m.d.sync += is_k.eq(kk == k)
+                    self.c_is[k] = is_k
                     terms.append(done[code] & is_k)
             with m.If(Cat(*terms).any()):
                 m.d.sync += self.s[k].eq(acc)
@@ -575,11 +578,13 @@ class _Datapath:
         ``col``) has one term (``upd_short``).
 
         The limits of a phase are loaded in every cycle without an issue and with the last
-        issue of a phase, from the next issue phase's (``nxt1_*``, registered from the one-hot
-        state: :meth:`_next_limits`), or the one after it (``nxt2_*``) in a phase's first issue
-        (a phase of one issue); idle loads FORWARD's, for the sample on offer (``fwd_train``
-        its mode). "Last issue" itself is a flip-flop (``last_issue``) registered from the flags'
-        next values. Returns it."""
+        issue of a phase, from the next issue phase's (``nxt_*``, registered from the one-hot
+        state: :meth:`_next_limits`); idle loads FORWARD's, for the sample on offer
+        (``fwd_train`` its mode). A phase that goes on to the next without a drain has at
+        least two issues (FORWARD at least ``STAGE_LATENCY + 3`` chunks, LOGITS two classes,
+        UPDATE a bias step beside a chunk), so ``nxt_*`` is already the next phase's in its
+        last issue. "Last issue" itself is a flip-flop (``last_issue``) registered from the
+        flags' next values. Returns it."""
         s0 = self.s0
         regs = list(s0.fields()[2:])
         # per counter: at its last value; that flag for 0; limit - 2
@@ -588,9 +593,8 @@ class _Datapath:
         self.lim_pre = [Signal.like(r, name=f"pre_{r.name}") for r in regs]
         self.upd_short = Signal(name="upd_short")
         cur = self.lim_last + self.lim_first + self.lim_pre + [self.upd_short]
-        self.nxt1 = [Signal.like(r, name=f"nxt1_{r.name}") for r in cur]
-        self.nxt2 = [Signal.like(r, name=f"nxt2_{r.name}") for r in cur]
-        done, first = Signal(name="last_issue"), Signal(name="phase_first")
+        self.nxt = [Signal.like(r, name=f"nxt_{r.name}") for r in cur]
+        done = Signal(name="last_issue")
         lasts = list(self.lim_last)
         lasts[3] = lasts[3] | (self.upd_short & lasts[2])
         with m.If(s0.valid):
@@ -606,7 +610,7 @@ class _Datapath:
         # the flags' next values: FORWARD's when idle, the next phase's with a load, else the
         # count's (a counter that steps: at its last value from 0, or from limit - 2)
         load = ~s0.valid | done
-        nxt = [Mux(s0.valid & first, b, a) for a, b in zip(self.nxt1, self.nxt2)]
+        nxt = self.nxt
         fwd = self._limit_values("FORWARD", fwd_train)
         new = []
         for j, r in enumerate(cur):
@@ -620,35 +624,29 @@ class _Datapath:
             m.d.comb += v.eq(Mux(self.idle, fwd[j], Mux(load, nxt[j], counted)))
             new.append(v)
         m.d.sync += [r.eq(v) for r, v in zip(cur, new)]
-        m.d.sync += [done.eq(new[0] & new[1] & new[2] & (new[3] | (new[12] & new[2]))), first.eq(load)]
+        m.d.sync += done.eq(new[0] & new[1] & new[2] & (new[3] | (new[12] & new[2])))
         self.last_issue = done
         return done
 
     def _next_limits(self, m, fwd_train):
-        """``nxt1_*`` (the limits of the issue phase after the current state) and ``nxt2_*``
-        (of the one after that), registered from the one-hot state flags and the sample's mode
-        (``fwd_train``, the sample on offer, for IDLE)."""
-        vals = {1: [], 2: []}
+        """``nxt_*``: the limits of the issue phase after the current state, registered from the
+        one-hot state flags and the sample's mode (``fwd_train``, the sample on offer, for IDLE:
+        FORWARD's next)."""
+        vals = []
         for name, flag in self._states.items():
             tr_sig = fwd_train if name == "IDLE" else self.train
-            for depth in (1, 2):
-                per_tr = []
-                for tr in (0, 1):
-                    y = "FORWARD" if name == "IDLE" else self._next_issue(name, tr)
-                    if depth == 2 and y is not None:
-                        y = self._next_issue(y, tr)
-                    per_tr.append(None if y is None else self._limit_values(y, tr))
-                if per_tr[0] is None and per_tr[1] is None:
-                    continue
-                per_tr = [v if v is not None else per_tr[1 - k] for k, v in enumerate(per_tr)]
-                vals[depth].append((flag, tr_sig, per_tr))
-        for depth, regs in ((1, self.nxt1), (2, self.nxt2)):
-            for j, r in enumerate(regs):
-                acc = Const(0, len(r))
-                for flag, tr_sig, (v0, v1) in vals[depth]:
-                    x = v0[j] if v0[j] == v1[j] else Mux(tr_sig, v1[j], v0[j])
-                    acc = acc | Mux(flag, x, 0)
-                m.d.sync += r.eq(acc)
+            per_tr = [self._next_issue("FORWARD" if name == "IDLE" else name, tr) for tr in (0, 1)]
+            per_tr = [None if y is None else self._limit_values(y, tr) for tr, y in enumerate(per_tr)]
+            if per_tr[0] is None and per_tr[1] is None:
+                continue
+            per_tr = [v if v is not None else per_tr[1 - k] for k, v in enumerate(per_tr)]
+            vals.append((flag, tr_sig, per_tr))
+        for j, r in enumerate(self.nxt):
+            acc = Const(0, len(r))
+            for flag, tr_sig, (v0, v1) in vals:
+                x = v0[j] if v0[j] == v1[j] else Mux(tr_sig, v1[j], v0[j])
+                acc = acc | Mux(flag, x, 0)
+            m.d.sync += r.eq(acc)
 
     def _goto(self, m, name):
         """Go to state ``name`` (its one-hot flag set, the current state's cleared), with the
