@@ -657,9 +657,7 @@ class _Datapath:
         if name != cur:
             m.d.sync += [self._state(cur).eq(0), self._state(name).eq(1)]
         code, limits = self.issue_of.get(name, (0, None))
-        m.d.sync += [s0.valid.eq(limits is not None), s0.phase.eq(code),
-                     self.sm_start.eq(int(name in ("SOFTMAX", "HEAD_SOFTMAX"))),
-                     self.sm_frac.eq(int(name in ("HEAD_SOFTMAX", "W_HEAD_SOFTMAX")))]
+        m.d.sync += [s0.valid.eq(limits is not None), s0.phase.eq(code)]
 
     def _state(self, name):
         """The one-hot flag of FSM state ``name`` (``idle`` for IDLE)."""
@@ -966,9 +964,8 @@ class _Datapath:
         st = self.st
         self.rb_active = Signal(name="rb_active")
         # the FSM's state decodes that fan out (:meth:`_goto`): idle (st.busy, the host's port,
-        # the sample handshake), the softmax's start and its logit scale
+        # the sample handshake)
         self.idle = Signal(init=1, name="idle")
-        self.sm_start, self.sm_frac = Signal(name="sm_start"), Signal(name="sm_frac")
         self.ck_go = Signal(name="ck_go")
         self.ck_addr, self.ck_data = Signal.like(st.state.addr), Signal.like(st.state.w_data)
 
@@ -1638,6 +1635,27 @@ class _Datapath:
         with m.Else():
             self._goto(m, names[0])
 
+    def _drained(self, m, names):
+        """Per issue phase, its drain condition in ``W_<phase>`` (no issue left in the pipeline:
+        before S2, GRADIENT a cycle earlier; phases with S3 results not at S2 either, FORWARD not
+        at S3 either, for its S4 writes), each a flip-flop registered a cycle ahead (an issue's
+        valid bit moves one pipeline stage a cycle, so the stages are empty the next cycle when
+        S0 and every stage but the last are now). ``drain_exact`` pairs each flag with the
+        condition it replaces (the flag test compares them)."""
+        s0, s2, s3 = self.s0, self.s2, self.s3
+        exact = {"GRADIENT": ~self.v_early, "inflight": ~self.v_inflight,
+                 "s2": ~self.v_inflight & ~s2.valid, "s3": ~self.v_inflight & ~s2.valid & ~s3.valid}
+        ahead = {"inflight": ~s0.valid & ~self.v_early, "s2": ~s0.valid & ~self.v_inflight,
+                 "s3": ~s0.valid & ~self.v_inflight & ~s2.valid}
+        flags = {"GRADIENT": exact["GRADIENT"]}
+        for k, v in ahead.items():
+            flags[k] = Signal(name=f"drained_{k}", init=1)
+            m.d.sync += flags[k].eq(v)
+        self.drain_exact = {k: (flags[k], exact[k]) for k in ahead}
+        kind = {name: "GRADIENT" if name == "GRADIENT" else "s3" if name == "FORWARD" else
+                "s2" if name in ("LOGITS", "CACHE", "HEAD_LOGITS") else "inflight" for name in names}
+        return {name: flags[k] for name, k in kind.items()}
+
     def _fsm(self, m):
         """Each issue phase counts its issues (``_Slot`` counters: sig, row, col, term), then
         waits in ``W_<phase>`` for the pipeline to drain before ``_after`` picks the next."""
@@ -1681,8 +1699,7 @@ class _Datapath:
         tq, tv = self.target_chunk, self.target_valid
         m.d.comb += [self.rb_active.eq(self.idle & st.state.en),
                      st.i.sample.ready.eq(self.idle & ~self.out_pending & ~st.state.en)]
-        if self.need_sm:
-            m.d.comb += [self.sm.start.eq(self.sm_start), self.sm.frac_sel.eq(self.sm_frac)]
+        drained = self._drained(m, [name for name, _, _ in issues])
         # one-hot: a flip-flop per state (self.idle for IDLE), set and cleared by _goto
         self._states = {"IDLE": self.idle}
 
@@ -1717,9 +1734,7 @@ class _Datapath:
             with state(f"W_{name}"):
                 # phases with S3 results (s, the argmax) wait for them too, FORWARD for its
                 # S4 writes of h and t
-                done = (~self.v_early if name == "GRADIENT" else ~self.v_inflight) & \
-                    (~s2.valid if name in ("FORWARD", "LOGITS", "CACHE", "HEAD_LOGITS") else 1)
-                with m.If(done & (~s3.valid if name == "FORWARD" else 1)):
+                with m.If(drained[name]):
                     self._after(m, name)
         for name, after, present in (("SOFTMAX", "GRADIENT", self.class_ce),
                                      ("HEAD_SOFTMAX", "HEAD_UPDATE", self.head)):
@@ -1739,6 +1754,11 @@ class _Datapath:
                 m.d.sync += st.last_cycles.eq(self.cycles + 1)
                 self._goto(m, "IDLE")
         self._next_limits(m, st.i.sample.payload.train)
+        if self.need_sm:          # the softmax's start and its logit scale: one-hot flags
+            sm_start = Cat(*(self._state(nm) for nm in ("SOFTMAX", "HEAD_SOFTMAX") if nm in self._states)).any()
+            sm_frac = Cat(*(self._state(nm) for nm in ("HEAD_SOFTMAX", "W_HEAD_SOFTMAX")
+                            if nm in self._states)).any()
+            m.d.comb += [self.sm.start.eq(sm_start), self.sm.frac_sel.eq(sm_frac)]
         with m.If(st.busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)
 

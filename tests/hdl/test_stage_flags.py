@@ -39,9 +39,10 @@ def test_counter_flags_equal_their_compares_every_cycle(which):
     """With an issue at S0 (the cycles the FSM and the counters read them): ``last_issue`` is
     the compare of every counter with its phase's limit (UPDATE's bias step: one term), each
     ``lim_last`` its counter's compare with ``limit - 1``; ``c_is<k>`` (the CACHE logit's
-    enable) is ``c == k`` whenever an issue is at S3."""
+    enable) is ``c == k`` whenever an issue is at S3; the drain flags (registered a cycle ahead)
+    equal the pipeline's valid bits' conditions in every cycle."""
     net, data = _net(example="iris") if which == "iris" else _net(globals()[which])
-    seen, bad = {"valid": 0, "s3": 0}, []
+    seen, bad = {"valid": 0, "s3": 0, "drain": 0}, []
 
     def monitor(dut):
         dps = [st._dp for st in dut.stages]
@@ -50,8 +51,9 @@ def test_counter_flags_equal_their_compares_every_cycle(which):
             s0, s3 = dp.s0, dp.s3
             regs = list(s0.fields()[2:])
             c_is = dp.c_is
+            drains = [x for pair in dp.drain_exact.values() for x in pair]
             watch.append((dp, [s0.valid, s0.phase, dp.train, dp.c, s3.valid, dp.last_issue, *regs,
-                               *dp.lim_last, *c_is.values()], sorted(c_is)))
+                               *dp.lim_last, *c_is.values(), *drains], sorted(c_is)))
         exprs = [x for _, w, _ in watch for x in w]
 
         async def process(ctx):
@@ -61,7 +63,11 @@ def test_counter_flags_equal_their_compares_every_cycle(which):
                     v = vals[at:at + len(w)]
                     at += len(w)
                     valid, phase, train, c, v3, last_issue = v[:6]
-                    regs, lasts, cis = v[6:10], v[10:14], v[14:]
+                    regs, lasts = v[6:10], v[10:14]
+                    cis, drains = v[14:14 + len(ks)], v[14 + len(ks):]
+                    seen["drain"] += 1
+                    if any(f != e for f, e in zip(drains[0::2], drains[1::2])) and len(bad) < 5:
+                        bad.append(("drained", list(dp.drain_exact), drains))
                     if v3:
                         seen["s3"] += 1
                         for k, f in zip(ks, cis):
