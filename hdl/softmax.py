@@ -283,9 +283,9 @@ class Softmax(wiring.Component):
             done.eq(mul_wait[-1]),
         ]
         m.d.comb += [self.busy.eq(~idle & ~done), self.done.eq(done), rotate.eq(in_exp0 | (in_exp & g_last))]
+        # k and g are 0 at start: from reset, and from the last MUL request (k's and g's other
+        # clears are at the ends of MAX and EXP), so start loads only the logits and the sum
         with m.If(idle & self.start):
-            set_k(0)
-            set_g(0)
             m.d.sync += clear_total.eq(1)
             m.d.sync += [sv[i].eq(self.s[i]) for i in range(n)]
         with m.If(st_max):            # the tree's last levels, then the first difference
@@ -314,9 +314,6 @@ class Softmax(wiring.Component):
                 m.d.sync += [rem.eq(r2 - total), q.eq((q << 1) | 1)]
             with m.Else():
                 m.d.sync += [rem.eq(r2), q.eq(q << 1)]
-            with m.If(bit_one):
-                set_k(0)
-                set_g(0)
         with m.If(st_mul):
             # e rotates as k steps (e_k is always e0: no k-indexed multiplexer in front of the
             # lanes' operand register); n steps bring it back, EXP writes it anew next run
@@ -325,4 +322,6 @@ class Softmax(wiring.Component):
             with m.If(g_last):
                 set_k("+1")
                 m.d.sync += [e_regs[i].eq(e_regs[(i + 1) % n]) for i in range(n)]
+                with m.If(k_last):
+                    set_k(0)
         return m

@@ -1260,8 +1260,11 @@ class _Datapath:
         and registered, S1 only indexes ``prob``."""
         s0, C = self.s0, self.C
         self.err_class, self.err_is_c = Signal(range(max(2, C)), name="err_class"), Signal(name="err_is_c")
-        err_class0 = Mux(s0.phase == _GRADIENT, Mux(s0.col == C, self.c, s0.col), s0.row)
-        m.d.sync += [self.err_class.eq(err_class0), self.err_is_c.eq(err_class0 == self.c)]
+        grad, col_c = s0.phase == _GRADIENT, s0.col == C
+        err_class0 = Mux(grad, Mux(col_c, self.c, s0.col), s0.row)
+        # err_class0 == c, its compares side by side (not behind the class multiplexer)
+        m.d.sync += [self.err_class.eq(err_class0),
+                     self.err_is_c.eq(Mux(grad, col_c | (s0.col == self.c), s0.row == self.c))]
         m.d.comb += self.err.eq(Array(self.prob)[self.err_class] - Mux(self.err_is_c, 1 << P_FRAC, 0))
         if self.head:         # the head's delta d_k = narrow(err_k), with it at S2 and S3
             self.d_head, d_ovf = narrow(self.err, P_FRAC, self.qe)
