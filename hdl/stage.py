@@ -1590,9 +1590,12 @@ class _Datapath:
             t_full = Signal(name="t_out_full")
             tq, tv = self.target_chunk, self.target_valid
             m.d.comb += t_done.eq(t_full | ~self.train)
+            # the entry's read is addressed outside the send condition (the memory's address
+            # and read stay off the condition's path; only the data multiplexer is behind it)
+            t_word = Signal(signed(self.qa.width), name="t_out_word")
+            m.d.comb += t_word.eq(self.t_a[t_index])
             with m.If(~h_out & self.train & (tq[0] == self.cn) & ~tv[1] & ~tv[2] & ~t_full & st.busy):
-                m.d.comb += [st.o.we.eq(1), st.o.sig.eq(1), st.o.idx.eq(t_index),
-                             st.o.data.eq(self.t_a[t_index])]
+                m.d.comb += [st.o.we.eq(1), st.o.sig.eq(1), st.o.idx.eq(t_index), st.o.data.eq(t_word)]
                 m.d.sync += [t_index.eq(t_index + 1), t_full.eq(t_index == n - 1)]
             with m.If(st.i.sample.valid & st.i.sample.ready):
                 m.d.sync += [t_index.eq(0), t_full.eq(0)]
