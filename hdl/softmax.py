@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -144,10 +144,13 @@ class Softmax(wiring.Component):
         mx = self._max_tree(m)
         d = Signal(unsigned(w + 1))
         emax = (1 << P_FRAC)
-        e = Array(Signal(range(emax + 1), name=f"e{i}", reset_less=True) for i in range(n))
-        total = Signal(range(n * emax + 1))
-        rem = Signal(range(2 * n * emax + 1))
-        q = Signal(Q_BITS)
+        e_regs = [Signal(range(emax + 1), name=f"e{i}", reset_less=True) for i in range(n)]
+        e = Array(e_regs)
+        # the sum and the divider's registers are loaded before they are read (no reset: no
+        # reset net OR-ed into their clears)
+        total = Signal(range(n * emax + 1), reset_less=True)
+        rem = Signal(range(2 * n * emax + 1), reset_less=True)
+        q = Signal(Q_BITS, reset_less=True)
         bit = Signal(range(Q_BITS + 1))
         p = Array(self.p[i] for i in range(n))
         table = Array(int(x) for x in EXP2_TABLE)
@@ -248,90 +251,77 @@ class Softmax(wiring.Component):
                 m.d.sync += [g.eq(0 if v == 0 else Mux(g_last, 0, g + 1)),
                              g_last.eq(0 if v == 0 else Mux(g_last, 0, g == G - 2))]
 
-        def goto(name):
-            m.next = name
-            m.d.sync += [in_exp0.eq(int(name == "EXP0")), in_exp.eq(int(name == "EXP"))]
-
-        m.d.comb += [self.busy.eq(0), rotate.eq(in_exp0 | (in_exp & g_last))]
-        with m.FSM():
-            with m.State("IDLE"):
-                with m.If(self.start):
-                    set_k(0)
-                    set_g(0)
-                    m.d.sync += clear_total.eq(1)
-                    m.d.sync += [sv[i].eq(self.s[i]) for i in range(n)]
-                    goto("MAX" if max_levels(n) > 1 else "EXP0")
-            with m.State("MAX"):          # the tree's last levels, then the first difference
-                m.d.comb += self.busy.eq(1)
+        # the control is one-hot: a flip-flop per state (the chains of wait states are shift
+        # registers), each decided a cycle ahead, so no state decode sits in front of the
+        # counters' enables, the difference's register or the multiplier's request
+        ML = max_levels(n)
+        idle, st_max, st_div, st_mul, done = (Signal(init=1, name="st_idle"), Signal(name="st_max"),
+                                              Signal(name="st_div"), Signal(name="st_mul"),
+                                              Signal(name="st_done"))
+        # after the last EXP request: the multiplier's pipeline (L - 1), the last product's
+        # table index, its table read, its word, its shift and its landing (5), then DIV
+        exp_wait = [Signal(name=f"st_exp_w{i}") for i in range(L - 1 + 5)]
+        # after the last MUL request: MUL_LAST and the multiplier's pipeline (L), then DONE
+        mul_wait = [Signal(name=f"st_mul_w{i}") for i in range(L)]
+        # the states that load the difference register (and rotate the logits): EXP0, the last
+        # group of an EXP request
+        load_d = rotate
+        max_end = (k == ML - 2) if ML > 1 else Const(0)
+        exp_end = in_exp & g_last & k_last
+        mul_end = st_mul & g_last & k_last
+        m.d.sync += [
+            idle.eq((idle & ~self.start) | done),
+            st_max.eq((idle & self.start & (ML > 1)) | (st_max & ~max_end)),
+            in_exp0.eq((idle & self.start & (ML <= 1)) | (st_max & max_end)),
+            in_exp.eq(in_exp0 | (in_exp & ~(g_last & k_last))),
+            exp_wait[0].eq(exp_end),
+            *(exp_wait[i].eq(exp_wait[i - 1]) for i in range(1, len(exp_wait))),
+            st_div.eq(exp_wait[-1] | (st_div & ~bit_one)),
+            st_mul.eq((st_div & bit_one) | (st_mul & ~(g_last & k_last))),
+            mul_wait[0].eq(mul_end),
+            *(mul_wait[i].eq(mul_wait[i - 1]) for i in range(1, L)),
+            done.eq(mul_wait[-1]),
+        ]
+        m.d.comb += [self.busy.eq(~idle & ~done), self.done.eq(done), rotate.eq(in_exp0 | (in_exp & g_last))]
+        # k and g are 0 at start: from reset, and from the last MUL request (k's and g's other
+        # clears are at the ends of MAX and EXP), so start loads only the logits and the sum
+        with m.If(idle & self.start):
+            m.d.sync += clear_total.eq(1)
+            m.d.sync += [sv[i].eq(self.s[i]) for i in range(n)]
+        with m.If(st_max):            # the tree's last levels, then the first difference
+            set_k("+1")
+            with m.If(max_end):
+                set_k(0)
+        # the clamped difference d_k is registered a request ahead (the logit multiplexer and
+        # the subtraction stay off the path into the lanes' operand registers)
+        dreg = Signal(MB, reset_less=True)
+        m.d.comb += d.eq(mx - sk)
+        with m.If(load_d):
+            m.d.sync += dreg.eq(Mux(d >= dc, dc, d))
+        with m.If(in_exp):
+            m.d.comb += [men.eq(1), xexp.eq(1), ma.eq(LOG2E_Q16), mb.eq(dreg)]
+            set_g("next")
+            with m.If(g_last):
                 set_k("+1")
-                with m.If(k == max_levels(n) - 2):
+                with m.If(k_last):
                     set_k(0)
-                    goto("EXP0")
-            # the clamped difference d_k is registered a request ahead (the logit multiplexer and
-            # the subtraction stay off the path into the lanes' operand registers)
-            dreg = Signal(MB, reset_less=True)
-            m.d.comb += d.eq(mx - sk)
-            with m.State("EXP0"):
-                m.d.comb += self.busy.eq(1)
-                m.d.sync += dreg.eq(Mux(d >= dc, dc, d))
-                goto("EXP")
-            with m.State("EXP"):
-                m.d.comb += [self.busy.eq(1), men.eq(1), xexp.eq(1), ma.eq(LOG2E_Q16), mb.eq(dreg)]
-                set_g("next")
-                with m.If(g_last):
-                    set_k("+1")
-                    m.d.sync += dreg.eq(Mux(d >= dc, dc, d))
-                    with m.If(k_last):
-                        set_k(0)
-                        m.d.sync += [rem.eq(1 << (RECIP_BITS - Q_BITS)), q.eq(0), bit.eq(Q_BITS),
-                                     bit_one.eq(int(Q_BITS == 1))]
-                        goto("EXP_L1" if L > 1 else "EXP_W0")
-            for i in range(1, L):         # the multiplier's pipeline registers
-                with m.State(f"EXP_L{i}"):
-                    m.d.comb += self.busy.eq(1)
-                    m.next = f"EXP_L{i + 1}" if i + 1 < L else "EXP_W0"
-            with m.State("EXP_W0"):       # the last product; its table index registered
-                m.d.comb += self.busy.eq(1)
-                m.next = "EXP_W1"
-            with m.State("EXP_W1"):       # its table read
-                m.d.comb += self.busy.eq(1)
-                m.next = "EXP_W2"
-            with m.State("EXP_W2"):       # its table word registered
-                m.d.comb += self.busy.eq(1)
-                m.next = "EXP_W2S"
-            with m.State("EXP_W2S"):      # the last e is shifted
-                m.d.comb += self.busy.eq(1)
-                m.next = "EXP_W3"
-            with m.State("EXP_W3"):       # the last e lands
-                m.d.comb += self.busy.eq(1)
-                m.next = "DIV"
-            with m.State("DIV"):          # Q_BITS steps, the last one straight into MUL
-                m.d.comb += self.busy.eq(1)
-                r2 = rem << 1
-                m.d.sync += [bit.eq(bit - 1), bit_one.eq(bit == 2)]
-                with m.If(r2 >= total):
-                    m.d.sync += [rem.eq(r2 - total), q.eq((q << 1) | 1)]
-                with m.Else():
-                    m.d.sync += [rem.eq(r2), q.eq(q << 1)]
-                with m.If(bit_one):
+                    m.d.sync += [rem.eq(1 << (RECIP_BITS - Q_BITS)), q.eq(0), bit.eq(Q_BITS),
+                                 bit_one.eq(int(Q_BITS == 1))]
+        with m.If(st_div):            # Q_BITS steps, the last one straight into MUL
+            r2 = rem << 1
+            m.d.sync += [bit.eq(bit - 1), bit_one.eq(bit == 2)]
+            with m.If(r2 >= total):
+                m.d.sync += [rem.eq(r2 - total), q.eq((q << 1) | 1)]
+            with m.Else():
+                m.d.sync += [rem.eq(r2), q.eq(q << 1)]
+        with m.If(st_mul):
+            # e rotates as k steps (e_k is always e0: no k-indexed multiplexer in front of the
+            # lanes' operand register); n steps bring it back, EXP writes it anew next run
+            m.d.comb += [ma.eq(e_regs[0]), mb.eq(q), men.eq(1)]
+            set_g("next")
+            with m.If(g_last):
+                set_k("+1")
+                m.d.sync += [e_regs[i].eq(e_regs[(i + 1) % n]) for i in range(n)]
+                with m.If(k_last):
                     set_k(0)
-                    set_g(0)
-                    m.next = "MUL"
-            with m.State("MUL"):
-                m.d.comb += [self.busy.eq(1), ma.eq(e[k]), mb.eq(q), men.eq(1)]
-                set_g("next")
-                with m.If(g_last):
-                    set_k("+1")
-                    with m.If(k_last):
-                        m.next = "MUL_LAST"
-            with m.State("MUL_LAST"):
-                m.d.comb += self.busy.eq(1)
-                m.next = "MUL_L1" if L > 1 else "DONE"
-            for i in range(1, L):
-                with m.State(f"MUL_L{i}"):
-                    m.d.comb += self.busy.eq(1)
-                    m.next = f"MUL_L{i + 1}" if i + 1 < L else "DONE"
-            with m.State("DONE"):
-                m.d.comb += [self.done.eq(1)]
-                m.next = "IDLE"
         return m

@@ -323,7 +323,8 @@ class LayerStage(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         self.family = family_of(platform)      # the h / t chunk memories' kind (_vectors)
-        _Datapath(self).elaborate(m)
+        self._dp = _Datapath(self)             # kept for the tests' flag checks
+        self._dp.elaborate(m)
         return m
 
 
@@ -528,12 +529,23 @@ class _Datapath:
         """``s[k] <- acc`` (and the prediction's running argmax) at S3 once a dot product is
         complete: one case per phase, so that each of these is a single enabled register."""
         s3, acc, last = self.s3, self.acc, self.cn - 1
-        # s[k]'s write enable (each enables a logit register) decided at S2, registered
+        # s[k]'s write enable: at S3, from flags that travel with the issue (a phase's last
+        # chunk, the row is k) and c == k (registered: c holds over the sample), so that the
+        # enable is one LUT of flip-flops, not the compares of the issue's counters
+        done = {code: s3.flag(f"lg_last{code}_", lambda s, code=code: s.at(code) & s.col_is(last))
+                for code in self.logit_index}
+        self.c_is = {}
         for k in range(self.C):
-            def wr_k(s, k=k):
-                return Cat(*(s.at(code) & s.col_is(last) & ((s.row if isinstance(kk, str) else kk) == k)
-                             for code, (kk, _) in self.logit_index.items())).any()
-            with m.If(s3.flag(f"logit_we{k}_", wr_k)):
+            terms = []
+            for code, (kk, _) in self.logit_index.items():
+                if isinstance(kk, str):
+                    terms.append(done[code] & s3.flag(f"row{k}_", lambda s, k=k: s.row == k))
+                else:
+                    is_k = Signal(name=f"c_is{k}")
+                    m.d.sync += is_k.eq(kk == k)
+                    self.c_is[k] = is_k
+                    terms.append(done[code] & is_k)
+            with m.If(Cat(*terms).any()):
                 m.d.sync += self.s[k].eq(acc)
         # the argmaxes compare a copy of the finished sum (acc_cmp, loaded with acc in the
         # readout phases) that drives nothing else: acc itself fans out to every logit
@@ -562,21 +574,32 @@ class _Datapath:
         """The entries pushed when ``nm``'s push flag is set (chosen where the flag's phase is)."""
         m.d.comb += [self.fifo_in[nm][pp].eq(vals[pp]) for pp in range(self.P)]
 
-    def _count(self, m):
+    def _count(self, m, fwd_train):
         """Nested issue counters (outer first: ``sig``, ``row``, ``col``, ``term``) that count
         while ``s0.valid``. Whether each is at its last value is a flag registered with it
-        (``lim_last``): :meth:`_goto` loads, with the phase, each counter's flag for 0 and its
-        ``limit - 2`` (the value before the last), so no FSM state decode and no compare sits in
-        front of the counters' enables or the FSM's "last issue". UPDATE's bias step
-        (``col == ci``, the last ``col``) has one term. Returns the 'this is the last issue'
-        condition."""
+        (``lim_last``), beside that flag for 0 (``lim_first``) and its ``limit - 2`` (``lim_pre``,
+        the value before the last), so no FSM state decode and no compare sits in front of the
+        counters' enables or the FSM's "last issue". UPDATE's bias step (``col == ci``, the last
+        ``col``) has one term (``upd_short``).
+
+        The limits of a phase are loaded in every cycle without an issue and with the last
+        issue of a phase, from the next issue phase's (``nxt_*``, registered from the one-hot
+        state: :meth:`_next_limits`); idle loads FORWARD's, for the sample on offer
+        (``fwd_train`` its mode). A phase that goes on to the next without a drain has at
+        least two issues (FORWARD at least ``STAGE_LATENCY + 3`` chunks, LOGITS two classes,
+        UPDATE a bias step beside a chunk), so ``nxt_*`` is already the next phase's in its
+        last issue. "Last issue" itself is a flip-flop (``last_issue``) registered from the
+        flags' next values. Returns it."""
         s0 = self.s0
         regs = list(s0.fields()[2:])
-        # per counter: at its last value; that flag for value 0; limit - 2
+        # per counter: at its last value; that flag for 0; limit - 2
         self.lim_last = [Signal(name=f"last_{r.name}") for r in regs]
         self.lim_first = [Signal(name=f"last0_{r.name}") for r in regs]
         self.lim_pre = [Signal.like(r, name=f"pre_{r.name}") for r in regs]
         self.upd_short = Signal(name="upd_short")
+        cur = self.lim_last + self.lim_first + self.lim_pre + [self.upd_short]
+        self.nxt = [Signal.like(r, name=f"nxt_{r.name}") for r in cur]
+        done = Signal(name="last_issue")
         lasts = list(self.lim_last)
         lasts[3] = lasts[3] | (self.upd_short & lasts[2])
         with m.If(s0.valid):
@@ -586,37 +609,92 @@ class _Datapath:
                     cond = cond & c
                 with m.If(cond):
                     with m.If(lasts[i]):
-                        m.d.sync += [regs[i].eq(0), self.lim_last[i].eq(self.lim_first[i])]
+                        m.d.sync += regs[i].eq(0)
                     with m.Else():
-                        m.d.sync += [regs[i].eq(regs[i] + 1), self.lim_last[i].eq(regs[i] == self.lim_pre[i])]
-        done = Const(1)
-        for c in lasts:
-            done = done & c
+                        m.d.sync += regs[i].eq(regs[i] + 1)
+        # the flags' next values: FORWARD's when idle, the next phase's with a load, else the
+        # count's (a counter that steps: at its last value from 0, or from limit - 2)
+        load = ~s0.valid | done
+        nxt = self.nxt
+        fwd = self._limit_values("FORWARD", fwd_train)
+        new = []
+        for j, r in enumerate(cur):
+            counted = r
+            if j < 4:
+                step = Const(1)
+                for c in lasts[j + 1:]:
+                    step = step & c
+                counted = Mux(step, Mux(lasts[j], self.lim_first[j], regs[j] == self.lim_pre[j]), r)
+            v = Signal.like(r, name=f"{r.name}_next")
+            m.d.comb += v.eq(Mux(self.idle, fwd[j], Mux(load, nxt[j], counted)))
+            new.append(v)
+        m.d.sync += [r.eq(v) for r, v in zip(cur, new)]
+        m.d.sync += done.eq(new[0] & new[1] & new[2] & (new[3] | (new[12] & new[2])))
+        self.last_issue = done
         return done
 
-    def _goto(self, m, name, load=True):
-        """``m.next = name``, with the issue slot's phase, valid bit and (``load``) counter
-        limits registered alongside (S0 decoded from flip-flops, not from the FSM state): the
-        same values, cycle for cycle, as decoding the state. Every counter is 0 here."""
-        m.next = name
-        s0 = self.s0
-        code, limits = self.issue_of.get(name, (0, None))
-        m.d.sync += [s0.valid.eq(limits is not None), s0.phase.eq(code), self.idle.eq(int(name == "IDLE")),
-                     self.sm_start.eq(int(name in ("SOFTMAX", "HEAD_SOFTMAX"))),
-                     self.sm_frac.eq(int(name in ("HEAD_SOFTMAX", "W_HEAD_SOFTMAX")))]
-        if load:
-            self._load_limits(m, name)
+    def _next_limits(self, m, fwd_train):
+        """``nxt_*``: the limits of the issue phase after the current state, registered from the
+        one-hot state flags and the sample's mode (``fwd_train``, the sample on offer, for IDLE:
+        FORWARD's next)."""
+        vals = []
+        for name, flag in self._states.items():
+            tr_sig = fwd_train if name == "IDLE" else self.train
+            per_tr = [self._next_issue("FORWARD" if name == "IDLE" else name, tr) for tr in (0, 1)]
+            per_tr = [None if y is None else self._limit_values(y, tr) for tr, y in enumerate(per_tr)]
+            if per_tr[0] is None and per_tr[1] is None:
+                continue
+            per_tr = [v if v is not None else per_tr[1 - k] for k, v in enumerate(per_tr)]
+            vals.append((flag, tr_sig, per_tr))
+        for j, r in enumerate(self.nxt):
+            acc = Const(0, len(r))
+            for flag, tr_sig, (v0, v1) in vals:
+                x = v0[j] if v0[j] == v1[j] else Mux(tr_sig, v1[j], v0[j])
+                acc = acc | Mux(flag, x, 0)
+            m.d.sync += r.eq(acc)
 
-    def _load_limits(self, m, name, train=None):
-        """Load the counters' flags (:meth:`_count`) for issue phase ``name`` (nothing for
-        another state); ``train``: the sample's mode in that phase (default: ``self.train``)."""
+    def _goto(self, m, name):
+        """Go to state ``name`` (its one-hot flag set, the current state's cleared), with the
+        issue slot's phase and valid bit registered alongside (S0 decoded from flip-flops, not
+        from the FSM state): the same values, cycle for cycle, as decoding the state. Every
+        counter is 0 here."""
+        cur, s0 = self._cur, self.s0
+        if name != cur:
+            m.d.sync += [self._state(cur).eq(0), self._state(name).eq(1)]
         code, limits = self.issue_of.get(name, (0, None))
-        if limits is not None:
-            lims = [Value.cast(v) for v in limits(self.train if train is None else train)]
-            m.d.sync += [r.eq(v == 1) for r, v in zip(self.lim_last, lims)]
-            m.d.sync += [r.eq(v == 1) for r, v in zip(self.lim_first, lims)]
-            m.d.sync += [r.eq(v - 2) for r, v in zip(self.lim_pre, lims)]
-            m.d.sync += self.upd_short.eq(int(name == "UPDATE"))
+        m.d.sync += [s0.valid.eq(limits is not None), s0.phase.eq(code)]
+
+    def _state(self, name):
+        """The one-hot flag of FSM state ``name`` (``idle`` for IDLE)."""
+        if name not in self._states:
+            self._states[name] = Signal(name=f"st_{name}")
+        return self._states[name]
+
+    def _next_issue(self, name, tr):
+        """The issue phase that follows state ``name`` when the sample's mode is ``tr`` (``None``:
+        FIN or IDLE come first, and IDLE loads FORWARD's limits itself)."""
+        first = True
+        while first or name not in self.issue_of:
+            first = False
+            if name in ("IDLE", "FIN"):
+                return None
+            if name in ("SOFTMAX", "W_SOFTMAX"):
+                return "GRADIENT"
+            if name in ("HEAD_SOFTMAX", "W_HEAD_SOFTMAX"):
+                return "HEAD_UPDATE"
+            name = self._after_name(name[2:] if name.startswith("W_") else name, tr)
+        return name
+
+    def _limit_values(self, name, tr):
+        """The counters' flags for issue phase ``name``: at the last value, that flag for 0,
+        ``limit - 2``, UPDATE's short bias step (the order of ``nxt_*``)."""
+        lims = self.issue_of[name][1](tr)
+        if isinstance(tr, int):
+            lims = [int(v) for v in lims]
+            return [int(v == 1) for v in lims] + [int(v == 1) for v in lims] + [v - 2 for v in lims] + \
+                [int(name == "UPDATE")]
+        lims = [Value.cast(v) for v in lims]
+        return [v == 1 for v in lims] + [v == 1 for v in lims] + [v - 2 for v in lims] + [int(name == "UPDATE")]
 
     # ---- memories ----
     def _memories(self, m):
@@ -891,9 +969,8 @@ class _Datapath:
         st = self.st
         self.rb_active = Signal(name="rb_active")
         # the FSM's state decodes that fan out (:meth:`_goto`): idle (st.busy, the host's port,
-        # the sample handshake), the softmax's start and its logit scale
+        # the sample handshake)
         self.idle = Signal(init=1, name="idle")
-        self.sm_start, self.sm_frac = Signal(name="sm_start"), Signal(name="sm_frac")
         self.ck_go = Signal(name="ck_go")
         self.ck_addr, self.ck_data = Signal.like(st.state.addr), Signal.like(st.state.w_data)
 
@@ -1189,8 +1266,11 @@ class _Datapath:
         and registered, S1 only indexes ``prob``."""
         s0, C = self.s0, self.C
         self.err_class, self.err_is_c = Signal(range(max(2, C)), name="err_class"), Signal(name="err_is_c")
-        err_class0 = Mux(s0.phase == _GRADIENT, Mux(s0.col == C, self.c, s0.col), s0.row)
-        m.d.sync += [self.err_class.eq(err_class0), self.err_is_c.eq(err_class0 == self.c)]
+        grad, col_c = s0.phase == _GRADIENT, s0.col == C
+        err_class0 = Mux(grad, Mux(col_c, self.c, s0.col), s0.row)
+        # err_class0 == c, its compares side by side (not behind the class multiplexer)
+        m.d.sync += [self.err_class.eq(err_class0),
+                     self.err_is_c.eq(Mux(grad, col_c | (s0.col == self.c), s0.row == self.c))]
         m.d.comb += self.err.eq(Array(self.prob)[self.err_class] - Mux(self.err_is_c, 1 << P_FRAC, 0))
         if self.head:         # the head's delta d_k = narrow(err_k), with it at S2 and S3
             self.d_head, d_ovf = narrow(self.err, P_FRAC, self.qe)
@@ -1543,9 +1623,12 @@ class _Datapath:
             t_full = Signal(name="t_out_full")
             tq, tv = self.target_chunk, self.target_valid
             m.d.comb += t_done.eq(t_full | ~self.train)
+            # the entry's read is addressed outside the send condition (the memory's address
+            # and read stay off the condition's path; only the data multiplexer is behind it)
+            t_word = Signal(signed(self.qa.width), name="t_out_word")
+            m.d.comb += t_word.eq(self.t_a[t_index])
             with m.If(~h_out & self.train & (tq[0] == self.cn) & ~tv[1] & ~tv[2] & ~t_full & st.busy):
-                m.d.comb += [st.o.we.eq(1), st.o.sig.eq(1), st.o.idx.eq(t_index),
-                             st.o.data.eq(self.t_a[t_index])]
+                m.d.comb += [st.o.we.eq(1), st.o.sig.eq(1), st.o.idx.eq(t_index), st.o.data.eq(t_word)]
                 m.d.sync += [t_index.eq(t_index + 1), t_full.eq(t_index == n - 1)]
             with m.If(st.i.sample.valid & st.i.sample.ready):
                 m.d.sync += [t_index.eq(0), t_full.eq(0)]
@@ -1558,29 +1641,59 @@ class _Datapath:
         with m.If(s3.at(_FORWARD) & (s3.sig == last_pass) & (s3.row == n - 1) & (s3.col == self.ci - 1)):
             m.d.sync += self.out_pending.eq(1)
 
-    def _after(self, m, state):
-        """The state that follows issue phase ``state`` once it drained."""
-        train, last_nt = self.train, self.last and not self.head
+    def _after_name(self, state, train):
+        """The state that follows issue phase ``state`` once it drained, for the sample's mode
+        ``train`` (0 or 1)."""
+        last_nt = self.last and not self.head
         if state == "FORWARD":
-            with m.If(train):
-                self._goto(m, "LOGITS" if self.class_ce or last_nt else "CACHE")
-            with m.Else():
-                self._goto(m, "LOGITS" if last_nt else "HEAD_LOGITS" if self.head else "FIN")
-        elif state in ("LOGITS", "HEAD_LOGITS"):
-            with m.If(train):
-                self._goto(m, "CACHE" if state == "LOGITS" else "HEAD_SOFTMAX")
-            with m.Else():
-                self._goto(m, "FIN")
-        elif state == "CACHE":
-            self._goto(m, "SOFTMAX" if self.class_ce else "UPDATE")
-        elif state == "GRADIENT":
-            self._goto(m, "UPDATE")
-        elif state == "UPDATE" and self.table:
-            self._goto(m, "TABLE")
-        elif state in ("UPDATE", "TABLE"):
-            self._goto(m, "HEAD_LOGITS" if self.head else "FIN")
-        else:                               # HEAD_UPDATE
-            self._goto(m, "FIN")
+            if train:
+                return "LOGITS" if self.class_ce or last_nt else "CACHE"
+            return "LOGITS" if last_nt else "HEAD_LOGITS" if self.head else "FIN"
+        if state in ("LOGITS", "HEAD_LOGITS"):
+            if train:
+                return "CACHE" if state == "LOGITS" else "HEAD_SOFTMAX"
+            return "FIN"
+        if state == "CACHE":
+            return "SOFTMAX" if self.class_ce else "UPDATE"
+        if state == "GRADIENT":
+            return "UPDATE"
+        if state == "UPDATE" and self.table:
+            return "TABLE"
+        if state in ("UPDATE", "TABLE"):
+            return "HEAD_LOGITS" if self.head else "FIN"
+        return "FIN"                        # HEAD_UPDATE
+
+    def _after(self, m, state):
+        """Go to the state that follows issue phase ``state`` once it drained."""
+        names = [self._after_name(state, tr) for tr in (0, 1)]
+        if names[0] == names[1]:
+            self._goto(m, names[0])
+            return
+        with m.If(self.train):
+            self._goto(m, names[1])
+        with m.Else():
+            self._goto(m, names[0])
+
+    def _drained(self, m, names):
+        """Per issue phase, its drain condition in ``W_<phase>`` (no issue left in the pipeline:
+        before S2, GRADIENT a cycle earlier; phases with S3 results not at S2 either, FORWARD not
+        at S3 either, for its S4 writes), each a flip-flop registered a cycle ahead (an issue's
+        valid bit moves one pipeline stage a cycle, so the stages are empty the next cycle when
+        S0 and every stage but the last are now). ``drain_exact`` pairs each flag with the
+        condition it replaces (the flag test compares them)."""
+        s0, s2, s3 = self.s0, self.s2, self.s3
+        exact = {"GRADIENT": ~self.v_early, "inflight": ~self.v_inflight,
+                 "s2": ~self.v_inflight & ~s2.valid, "s3": ~self.v_inflight & ~s2.valid & ~s3.valid}
+        ahead = {"inflight": ~s0.valid & ~self.v_early, "s2": ~s0.valid & ~self.v_inflight,
+                 "s3": ~s0.valid & ~self.v_inflight & ~s2.valid}
+        flags = {"GRADIENT": exact["GRADIENT"]}
+        for k, v in ahead.items():
+            flags[k] = Signal(name=f"drained_{k}", init=1)
+            m.d.sync += flags[k].eq(v)
+        self.drain_exact = {k: (flags[k], exact[k]) for k in ahead}
+        kind = {name: "GRADIENT" if name == "GRADIENT" else "s3" if name == "FORWARD" else
+                "s2" if name in ("LOGITS", "CACHE", "HEAD_LOGITS") else "inflight" for name in names}
+        return {name: flags[k] for name, k in kind.items()}
 
     def _fsm(self, m):
         """Each issue phase counts its issues (``_Slot`` counters: sig, row, col, term), then
@@ -1594,7 +1707,8 @@ class _Datapath:
         # each phase's counter limits (sig, row, col, term), as a function of the sample's mode;
         # UPDATE's bias step (col == ci) has one term (_count)
         issues = [(name, code, limits) for name, code, limits in (
-            ("FORWARD", _FORWARD, lambda tr: (Mux(tr, S, 1) if S > 1 else 1, n, ci, 1)),
+            ("FORWARD", _FORWARD, lambda tr: (((S if tr else 1) if isinstance(tr, int) else Mux(tr, S, 1)) if S > 1 else 1,
+                                                n, ci, 1)),
             ("LOGITS", _LOGITS, lambda tr: (1, C, cn, 1)),
             ("CACHE", _CACHE, lambda tr: (1, 1, cn, 1)),
             ("GRADIENT", _GRADIENT, lambda tr: (1, cn, C + 1, 1)),
@@ -1604,7 +1718,7 @@ class _Datapath:
             ("HEAD_UPDATE", _HEAD_UPDATE, lambda tr: (1, C, cn + 1, 1)),
         ) if keep[name]]
         self.issue_of = {name: (code, limits) for name, code, limits in issues}
-        last_issue = self._count(m)
+        last_issue = self._count(m, st.i.sample.payload.train)
         # Phases that need no drain before the next: nothing the next one reads at S0/S1 is
         # written later by this one, and S2/S3 stay in issue order. FORWARD -> LOGITS when the
         # last chunk of h is read at least DRAIN + 2 issues into LOGITS, after the last h entry
@@ -1624,58 +1738,66 @@ class _Datapath:
         tq, tv = self.target_chunk, self.target_valid
         m.d.comb += [self.rb_active.eq(self.idle & st.state.en),
                      st.i.sample.ready.eq(self.idle & ~self.out_pending & ~st.state.en)]
-        if self.need_sm:
-            m.d.comb += [self.sm.start.eq(self.sm_start), self.sm.frac_sel.eq(self.sm_frac)]
-        with m.FSM():
-            with m.State("IDLE"):
-                # FORWARD's counter flags loaded every idle cycle (for the sample on offer): the
-                # sample handshake stays out of their enables; they count only while s0.valid
-                self._load_limits(m, "FORWARD", st.i.sample.payload.train)
-                with m.If(st.i.sample.valid & st.i.sample.ready):
-                    ip = st.i.sample.payload
-                    m.d.sync += self.write_half.eq(~self.write_half)
-                    # the issue counters are 0 here: every phase ends as they all wrap
-                    m.d.sync += [self.c.eq(ip.label), train.eq(ip.train), self.have_m.eq(0), self.cycles.eq(1),
-                                 tq[0].eq(0)]
-                    self._goto(m, "FORWARD", load=False)
-            for name, code, limits in issues:
-                with m.State(name):
-                    if name == "FORWARD" and l == 0:     # the target row R[c], a chunk a cycle
-                        with m.If(tq[0] < cn):
-                            m.d.comb += tv[0].eq(1)
-                            m.d.sync += tq[0].eq(tq[0] + 1)
-                    with m.If(last_issue):
-                        if name in no_drain:
-                            with m.If(no_drain[name][0]):
-                                self._goto(m, no_drain[name][1])
-                            with m.Else():
-                                self._goto(m, f"W_{name}")
-                        else:
+        drained = self._drained(m, [name for name, _, _ in issues])
+        # one-hot: a flip-flop per state (self.idle for IDLE), set and cleared by _goto
+        self._states = {"IDLE": self.idle}
+
+        def state(name):
+            self._cur = name
+            return m.If(self._state(name))
+
+        with state("IDLE"):
+            # FORWARD's counter flags are loaded every idle cycle (for the sample on offer,
+            # _count): the sample handshake stays out of their enables
+            with m.If(st.i.sample.valid & st.i.sample.ready):
+                ip = st.i.sample.payload
+                m.d.sync += self.write_half.eq(~self.write_half)
+                # the issue counters are 0 here: every phase ends as they all wrap
+                m.d.sync += [self.c.eq(ip.label), train.eq(ip.train), self.have_m.eq(0), self.cycles.eq(1),
+                             tq[0].eq(0)]
+                self._goto(m, "FORWARD")
+        for name, code, limits in issues:
+            with state(name):
+                if name == "FORWARD" and l == 0:     # the target row R[c], a chunk a cycle
+                    with m.If(tq[0] < cn):
+                        m.d.comb += tv[0].eq(1)
+                        m.d.sync += tq[0].eq(tq[0] + 1)
+                with m.If(last_issue):
+                    if name in no_drain:
+                        with m.If(no_drain[name][0]):
+                            self._goto(m, no_drain[name][1])
+                        with m.Else():
                             self._goto(m, f"W_{name}")
-                with m.State(f"W_{name}"):
-                    # phases with S3 results (s, the argmax) wait for them too, FORWARD for its
-                    # S4 writes of h and t
-                    done = (~self.v_early if name == "GRADIENT" else ~self.v_inflight) & \
-                        (~s2.valid if name in ("FORWARD", "LOGITS", "CACHE", "HEAD_LOGITS") else 1)
-                    with m.If(done & (~s3.valid if name == "FORWARD" else 1)):
-                        self._after(m, name)
-            for name, after, present in (("SOFTMAX", "GRADIENT", self.class_ce),
-                                         ("HEAD_SOFTMAX", "HEAD_UPDATE", self.head)):
-                if not present:
-                    continue
-                with m.State(name):
-                    self._goto(m, f"W_{name}")
-                with m.State(f"W_{name}"):
-                    with m.If(self.sm.done):
-                        self._goto(m, after)
-            with m.State("FIN"):
-                ok = ~self.pred_valid if self.last else Const(1)
-                with m.If(ok):
-                    if self.last:
-                        m.d.sync += [self.pred_valid.eq(1), st.pred.payload.eq(self.pred)]
-                    m.d.comb += [st.done.eq(1), st.done_train.eq(train)]
-                    m.d.sync += st.last_cycles.eq(self.cycles + 1)
-                    self._goto(m, "IDLE")
+                    else:
+                        self._goto(m, f"W_{name}")
+            with state(f"W_{name}"):
+                # phases with S3 results (s, the argmax) wait for them too, FORWARD for its
+                # S4 writes of h and t
+                with m.If(drained[name]):
+                    self._after(m, name)
+        for name, after, present in (("SOFTMAX", "GRADIENT", self.class_ce),
+                                     ("HEAD_SOFTMAX", "HEAD_UPDATE", self.head)):
+            if not present:
+                continue
+            with state(name):
+                self._goto(m, f"W_{name}")
+            with state(f"W_{name}"):
+                with m.If(self.sm.done):
+                    self._goto(m, after)
+        with state("FIN"):
+            ok = ~self.pred_valid if self.last else Const(1)
+            with m.If(ok):
+                if self.last:
+                    m.d.sync += [self.pred_valid.eq(1), st.pred.payload.eq(self.pred)]
+                m.d.comb += [st.done.eq(1), st.done_train.eq(train)]
+                m.d.sync += st.last_cycles.eq(self.cycles + 1)
+                self._goto(m, "IDLE")
+        self._next_limits(m, st.i.sample.payload.train)
+        if self.need_sm:          # the softmax's start and its logit scale: one-hot flags
+            sm_start = Cat(*(self._state(nm) for nm in ("SOFTMAX", "HEAD_SOFTMAX") if nm in self._states)).any()
+            sm_frac = Cat(*(self._state(nm) for nm in ("HEAD_SOFTMAX", "W_HEAD_SOFTMAX")
+                            if nm in self._states)).any()
+            m.d.comb += [self.sm.start.eq(sm_start), self.sm.frac_sel.eq(sm_frac)]
         with m.If(st.busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)
 

@@ -1,0 +1,96 @@
+"""The pipelined stage's registered control flags equal the compares they replace, in every
+cycle they are read (Amaranth simulation of whole engines: training and inference samples,
+gaps and back-pressure)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sigprop_fpga.compiler.network import Network
+from sigprop_fpga.compiler.spec import load_spec, parse_spec
+from sigprop_fpga.hdl.simulate import simulate
+from sigprop_fpga.sim.datasets import load_dataset
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+HEAD = """
+dataset: {source: breast_cancer}
+network: {layers: [{units: 5, lanes: 4}, {units: 3, lanes: 2}], readout: head}
+learning: {lr_shift: 2, push: false}
+precision: {error: Q2.10}
+"""
+
+ONE_CHUNK = """
+dataset: {source: iris}
+network: {layers: [4, 3]}
+hardware: {lanes: [4, 4]}
+"""
+
+
+def _net(text=None, example=None):
+    spec = load_spec(EXAMPLES / f"{example}.yaml") if example else parse_spec(text)
+    data = load_dataset(spec)
+    return Network(spec, data.n_inputs, data.n_classes), data
+
+
+@pytest.mark.parametrize("which", ["iris", "HEAD", "ONE_CHUNK"])
+def test_counter_flags_equal_their_compares_every_cycle(which):
+    """With an issue at S0 (the cycles the FSM and the counters read them): ``last_issue`` is
+    the compare of every counter with its phase's limit (UPDATE's bias step: one term), each
+    ``lim_last`` its counter's compare with ``limit - 1``; ``c_is<k>`` (the CACHE logit's
+    enable) is ``c == k`` whenever an issue is at S3; the drain flags (registered a cycle ahead)
+    equal the pipeline's valid bits' conditions in every cycle."""
+    net, data = _net(example="iris") if which == "iris" else _net(globals()[which])
+    seen, bad = {"valid": 0, "s3": 0, "drain": 0}, []
+
+    def monitor(dut):
+        dps = [st._dp for st in dut.stages]
+        watch = []
+        for dp in dps:
+            s0, s3 = dp.s0, dp.s3
+            regs = list(s0.fields()[2:])
+            c_is = dp.c_is
+            drains = [x for pair in dp.drain_exact.values() for x in pair]
+            watch.append((dp, [s0.valid, s0.phase, dp.train, dp.c, s3.valid, dp.last_issue, *regs,
+                               *dp.lim_last, *c_is.values(), *drains], sorted(c_is)))
+        exprs = [x for _, w, _ in watch for x in w]
+
+        async def process(ctx):
+            async for _, _, *vals in ctx.tick().sample(*exprs):
+                at = 0
+                for dp, w, ks in watch:
+                    v = vals[at:at + len(w)]
+                    at += len(w)
+                    valid, phase, train, c, v3, last_issue = v[:6]
+                    regs, lasts = v[6:10], v[10:14]
+                    cis, drains = v[14:14 + len(ks)], v[14 + len(ks):]
+                    seen["drain"] += 1
+                    if any(f != e for f, e in zip(drains[0::2], drains[1::2])) and len(bad) < 5:
+                        bad.append(("drained", list(dp.drain_exact), drains))
+                    if v3:
+                        seen["s3"] += 1
+                        for k, f in zip(ks, cis):
+                            if f != int(c == k) and len(bad) < 5:
+                                bad.append(("c_is", k, c, f))
+                    if not valid:
+                        continue
+                    seen["valid"] += 1
+                    name = next(nm for nm, (code, _) in dp.issue_of.items() if code == phase)
+                    lims = [int(x) for x in dp._limit_values(name, int(train))[8:12]]
+                    lims = [x + 2 for x in lims]
+                    want = [int(r == lim - 1) for r, lim in zip(regs, lims)]
+                    if want != list(lasts) and len(bad) < 5:
+                        bad.append(("lim_last", name, regs, lims, lasts))
+                    short = name == "UPDATE" and regs[2] == lims[2] - 1
+                    want_done = int(all(want[:3]) and (want[3] or short))
+                    if want_done != last_issue and len(bad) < 5:
+                        bad.append(("last_issue", name, regs, lims, last_issue))
+        return process
+
+    n = 6
+    train = np.arange(n) % 3 != 2
+    r = simulate(net, data.x_train[:n], data.y_train[:n], train=train, gap=3, ready_every=4, monitors=[monitor])
+    assert len(r["pred"]) == n and seen["valid"] > 200 and seen["s3"] > 200
+    assert not bad, bad
+
