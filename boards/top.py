@@ -70,7 +70,7 @@ The LEDs show: LED 0 training in progress, LED 1 done; with more LEDs, the last 
 accuracy as a bar (one LED per eighth).
 """
 
-from amaranth.hdl import Cat, Elaboratable, Mux, Module, ResetInserter, Signal
+from amaranth.hdl import Cat, Const, Elaboratable, Mux, Module, ResetInserter, Signal
 from amaranth.lib import io, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -228,8 +228,13 @@ class SigPropBoardCore(wiring.Component):
         label -> engine; engine -> result FIFO -> link. The feeder has the engine while busy."""
         m.submodules.sample_fifo = sfifo = ResetInserter(restart)(SyncFIFOBuffered(width=8, depth=SAMPLE_FIFO))
         m.submodules.result_fifo = rfifo = ResetInserter(restart)(SyncFIFOBuffered(width=8, depth=RESULT_FIFO))
-        m.d.comb += [sfifo.w_data.eq(link.sample.payload), sfifo.w_en.eq(link.sample.valid),
-                     link.sample.ready.eq(sfifo.w_rdy),
+        # the FIFO's room as a register beside its level (the level compare behind `w_rdy` fed
+        # the link's state machine, timer and pointer): it is conservative for a cycle after a
+        # read, never optimistic (a write this cycle needs two free entries for the next)
+        room = Signal()
+        m.d.sync += room.eq(Mux(sfifo.w_en, sfifo.level < SAMPLE_FIFO - 1, sfifo.level < SAMPLE_FIFO))
+        m.d.comb += [sfifo.w_data.eq(link.sample.payload), sfifo.w_en.eq(link.sample.valid & room),
+                     link.sample.ready.eq(room),
                      link.result.valid.eq(rfifo.r_rdy), link.result.payload.eq(rfifo.r_data),
                      rfifo.r_en.eq(link.result.ready)]
         fb = self.feature_bytes
@@ -343,11 +348,15 @@ class SigPropBoardCore(wiring.Component):
         }
         if not self.counters:
             values.update(SENT=0, RECEIVED=0, TRAIN_CORRECT=0, TEST_CORRECT=0, CYCLES=0)
+        # the register read: the index decoded one-hot into registers first, then an AND-OR of
+        # the values into r_data (the port samples r_data two cycles after the index settles)
         r_data = Signal(32)
-        with m.Switch(reg.index):
-            for k, name in enumerate(REGISTERS):
-                with m.Case(k):
-                    m.d.sync += r_data.eq(values[name])
+        pick = [Signal(name=f"reg_pick{k}") for k in range(len(REGISTERS))]
+        m.d.sync += [p.eq(reg.index == k) for k, p in enumerate(pick)]
+        read = Const(0, 32)
+        for k, name in enumerate(REGISTERS):
+            read = read | Mux(pick[k], values[name], 0)
+        m.d.sync += r_data.eq(read)
         m.d.comb += reg.r_data.eq(r_data)
 
         # memory region 0: the engine's state port, read data rb_latency cycles after r_en

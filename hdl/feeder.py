@@ -199,6 +199,13 @@ class DatasetFeeder(wiring.Component):
 
         train_phase = Signal()
         m.d.comb += train_phase.eq(sample < self.n_train)
+        # registered decisions beside the counters (NEXT and SEND decide from flip-flops, not
+        # from compares): `epoch_end` is sent_in_epoch == per_epoch, kept with the counter's
+        # writes; `sie_last` (sent_in_epoch == per_epoch - 1) is free running, current in SEND
+        # (the counter last moved at least three cycles before)
+        epoch_end, sie_last = Signal(), Signal()
+        per_epoch_m1 = Mux(evaluate, n_all - 1, self.n_train - 1)
+        m.d.sync += sie_last.eq(sent_in_epoch == per_epoch_m1)
 
         with m.FSM():
             with m.State("IDLE"):
@@ -209,15 +216,16 @@ class DatasetFeeder(wiring.Component):
                                  train_correct_q.eq(0), test_correct_q.eq(0),
                                  sample.eq(0), beat.eq(0), addr.eq(0), sent_in_epoch.eq(0), epochs_sent.eq(0)]
                     with m.If(self.evaluate):
-                        m.d.sync += per_epoch.eq(n_all)
+                        m.d.sync += [per_epoch.eq(n_all), epoch_end.eq(n_all == 0)]
                     with m.Else():
-                        m.d.sync += per_epoch.eq(self.n_train)
+                        m.d.sync += [per_epoch.eq(self.n_train), epoch_end.eq(self.n_train == 0)]
                     with m.If(self.epochs != 0):
                         m.next = "NEXT"
             with m.State("NEXT"):
                 # start a sample, or the next epoch, or finish sending
-                with m.If(sent_in_epoch == per_epoch):
-                    m.d.sync += [sent_in_epoch.eq(0), sample.eq(0), addr.eq(0), epochs_sent.eq(epochs_sent + 1)]
+                with m.If(epoch_end):
+                    m.d.sync += [sent_in_epoch.eq(0), sample.eq(0), addr.eq(0), epochs_sent.eq(epochs_sent + 1),
+                                 epoch_end.eq(per_epoch == 0)]
                     with m.If(epochs_sent + 1 == epochs):
                         m.next = "DRAIN"
                 with m.Elif(~self.hold):
@@ -234,9 +242,9 @@ class DatasetFeeder(wiring.Component):
                 m.d.comb += [self.o.payload.data.eq(beat_q), self.o.payload.train.eq(train_phase)]
                 m.d.comb += self.o.valid.eq(1)
                 with m.If(self.o.ready):
-                    with m.If(beat == n_in):
+                    with m.If(is_label):           # beat == n_in (registered in LOAD)
                         m.d.sync += [sample.eq(sample + 1), sent_in_epoch.eq(sent_in_epoch + 1),
-                                     self.sent.eq(self.sent + 1)]
+                                     self.sent.eq(self.sent + 1), epoch_end.eq(sie_last)]
                         m.next = "NEXT"
                     with m.Else():
                         m.d.sync += beat.eq(beat + 1)

@@ -227,6 +227,7 @@ class _Engine:
 
     def __init__(self, m, link, frame_buf):
         self.m = m
+        self.link_rx, self.link_tx = link.rx, link.tx
         self.n_ident = len(link.ident)
         self.region_bpw = [bytes_per_word(w) for _, _, w in link.regions]
         # bytes of `word` (a register is 4 bytes on the wire)
@@ -258,6 +259,13 @@ class _Engine:
         self.addr_high = Signal()
         self.count = Signal(16)
         self.crc = Signal(16, init=0xFFFF)
+        # registered compares of the pointer, free running: current wherever the pointer last
+        # moved at least two cycles before (a payload byte every 9 cycles at the most, a byte
+        # stepped out every two cycles, a reply byte every ~10): ptr_inc == LEN, ptr == LEN,
+        # and ptr == k for the payload's field bytes 0..6
+        self.inc_is_len = Signal()
+        self.ptr_is_len = Signal()
+        self.field_at = [Signal(name=f"field_at{k}") for k in range(7)]
         self.crc_lo_ok = Signal()               # the request's CRC lo byte matched
         self.crc_hi_ok = Signal()               # ... and its hi byte
         self.crc_bits = Signal(4)               # bits of the byte shifted into the CRC (8: done)
@@ -358,15 +366,31 @@ class _Engine:
         self.goto("REPLY")
 
     def receive(self, with_crc=True):
-        """Take a request byte (through the CRC first), or reply TIMEOUT after a gap."""
+        """Take a request byte (through the CRC first), or reply TIMEOUT after a gap.
+
+        Sets :attr:`took`: this state takes the byte this cycle (``rx_take`` in this state),
+        from flip-flops only (the state's, ``rx.valid`` and the CRC's bit count), not through
+        ``rx_take``'s OR of the receiving states.
+        """
         self.m.d.comb += [self.rx_on.eq(1), self.rx_crc.eq(with_crc)]
+        self.took = Signal(name=f"took_{self.current}")
+        self.m.d.comb += self.took.eq(self.state[self.current] & self.link_rx.valid
+                                      & (self.crc_done if with_crc else 1))
         with self.m.If(self.rx_timeout):
             self.reply(Status.TIMEOUT)
 
     def send(self, value, with_crc=True):
-        """Offer ``value`` (from a register: tx_byte is an AND-OR of the sending states)."""
+        """Offer ``value`` (from a register: tx_byte is an AND-OR of the sending states).
+
+        Sets :attr:`done_tx`: the byte is done with this cycle (``tx_next`` in this state), from
+        flip-flops only (the state's, ``tx_sent``, the CRC's bit count, the UART's ready).
+        """
         self.m.d.comb += [self.tx_on.eq(1), self.tx_crc.eq(with_crc)]
         self.tx_terms.append((self.state[self.current], value))
+        self.done_tx = Signal(name=f"done_tx_{self.current}")
+        st = self.state[self.current]
+        self.m.d.comb += self.done_tx.eq(st & self.tx_sent & self.crc_done if with_crc
+                                         else st & ~self.tx_sent & self.link_tx.ready)
 
 
 class HostLink(wiring.Component):
@@ -565,6 +589,8 @@ class HostLink(wiring.Component):
                 m.d.sync += e.length[8:].eq(self.rx.payload)
         with m.If(e.len_from_ptr):
             m.d.sync += e.length.eq(Mux(e.has_data, e.ptr, 0))
+        m.d.sync += [e.inc_is_len.eq(e.ptr_inc == e.length), e.ptr_is_len.eq(e.ptr == e.length)]
+        m.d.sync += [f.eq(e.ptr == k) for k, f in enumerate(e.field_at)]
 
     def _words(self, m, e):
         """Words between the buffer and the bus or the registers, a byte at a time.
@@ -690,21 +716,21 @@ class HostLink(wiring.Component):
 
         with e.in_state("CMD"):
             e.receive()
-            with m.If(e.rx_take):
+            with m.If(e.took):
                 m.d.sync += e.cmd.eq(self.rx.payload)
                 e.goto("LEN0")
 
         with e.in_state("LEN0"):
             e.receive()
-            m.d.comb += e.len_lo.eq(e.rx_take)
-            with m.If(e.rx_take):
+            m.d.comb += e.len_lo.eq(e.took)
+            with m.If(e.took):
                 e.goto("LEN1")
 
         with e.in_state("LEN1"):
             e.receive()
-            m.d.comb += [e.len_hi.eq(e.rx_take), e.ptr_clr.eq(1)]
+            m.d.comb += [e.len_hi.eq(e.took), e.ptr_clr.eq(1)]
             m.d.sync += e.addr_high.eq(0)
-            with m.If(e.rx_take):
+            with m.If(e.took):
                 e.goto("LEN_CHECK")
 
         # the length's checks from the LEN register, a cycle after its last byte (the UART's byte
@@ -719,22 +745,22 @@ class HostLink(wiring.Component):
 
         with e.in_state("PAYLOAD"):
             e.receive()
-            m.d.comb += [e.buf_w.data.eq(self.rx.payload), e.buf_w.en.eq(e.rx_take),
-                         e.ptr_step.eq(e.rx_take)]
-            with m.If(e.rx_take):
+            m.d.comb += [e.buf_w.data.eq(self.rx.payload), e.buf_w.en.eq(e.took),
+                         e.ptr_step.eq(e.took)]
+            with m.If(e.took):
                 self._decode_fields(m, e)
-                with m.If(e.ptr_inc == e.length):
+                with m.If(e.inc_is_len):       # ptr_inc == LEN
                     e.goto("CRC0")
 
         with e.in_state("CRC0"):
             e.receive(with_crc=False)
-            with m.If(e.rx_take):
+            with m.If(e.took):
                 m.d.sync += e.crc_lo_ok.eq(self.rx.payload == e.crc[0:8])
                 e.goto("CRC1")
 
         with e.in_state("CRC1"):
             e.receive(with_crc=False)
-            with m.If(e.rx_take):
+            with m.If(e.took):
                 m.d.sync += e.crc_hi_ok.eq(self.rx.payload == e.crc[8:16])
                 e.goto("CRC_CHECK")
 
@@ -747,20 +773,20 @@ class HostLink(wiring.Component):
     def _decode_fields(self, m, e):
         """Payload bytes 0-6 into region, addr (or the flag that it is too big) and count."""
         al = e.addr_bits
-        with m.Switch(e.ptr):
-            with m.Case(0):
-                m.d.sync += e.region.eq(self.rx.payload)
-            for i in range(4):
-                lo = 8 * i
-                with m.Case(1 + i):
-                    if lo < al:
-                        m.d.sync += e.addr[lo:lo + 8].eq(self.rx.payload)
-                    if lo + 8 > al:
-                        with m.If(self.rx.payload[max(0, al - lo):] != 0):
-                            m.d.sync += e.addr_high.eq(1)
-            for i in range(2):
-                with m.Case(5 + i):
-                    m.d.sync += e.count[8 * i:8 * i + 8].eq(self.rx.payload)
+        at = e.field_at                           # ptr == k, registered
+        with m.If(at[0]):
+            m.d.sync += e.region.eq(self.rx.payload)
+        for i in range(4):
+            lo = 8 * i
+            with m.If(at[1 + i]):
+                if lo < al:
+                    m.d.sync += e.addr[lo:lo + 8].eq(self.rx.payload)
+                if lo + 8 > al:
+                    with m.If(self.rx.payload[max(0, al - lo):] != 0):
+                        m.d.sync += e.addr_high.eq(1)
+        for i in range(2):
+            with m.If(at[5 + i]):
+                m.d.sync += e.count[8 * i:8 * i + 8].eq(self.rx.payload)
 
     def _execute(self, m, e):
         """EXEC: reply at once on a failed check or nothing to do, else start the command."""
@@ -795,7 +821,7 @@ class HostLink(wiring.Component):
         with e.in_state("WM_BYTE"):
             m.d.comb += [e.word_shift.eq(1), e.ptr_step.eq(1), e.word_byte_step.eq(1),
                          self.bus.w_en.eq(e.word_byte_last), e.addr_step.eq(e.word_byte_last)]
-            with m.If(e.word_byte_last & (e.ptr_inc == e.length)):
+            with m.If(e.word_byte_last & e.inc_is_len):
                 e.reply(Status.OK)
             with m.Else():
                 e.goto("WM_FETCH")
@@ -854,7 +880,7 @@ class HostLink(wiring.Component):
             m.d.comb += [self.sample.valid.eq(1), self.sample.payload.eq(e.buf_r.data)]
             with m.If(self.sample.ready):
                 m.d.comb += [e.ptr_step.eq(1), e.timer_clr.eq(1)]
-                with m.If(e.ptr_inc == e.length):
+                with m.If(e.inc_is_len):
                     e.reply(Status.OK)
                 with m.Else():
                     e.goto("SS_FETCH")
@@ -892,21 +918,21 @@ class HostLink(wiring.Component):
         with e.in_state("TX_SYNC"):
             e.send(SYNC_REPLY, with_crc=False)
             m.d.comb += e.crc_init.eq(1)
-            with m.If(e.tx_next):
+            with m.If(e.done_tx):
                 m.d.comb += [self.frame_ok.eq(e.status == Status.OK),
                              self.frame_error.eq(e.status != Status.OK)]
                 e.goto("TX_STATUS")
         with e.in_state("TX_STATUS"):
             e.send(e.status)
-            with m.If(e.tx_next):
+            with m.If(e.done_tx):
                 e.goto("TX_LEN0")
         with e.in_state("TX_LEN0"):
             e.send(e.length[0:8])
-            with m.If(e.tx_next):
+            with m.If(e.done_tx):
                 e.goto("TX_LEN1")
         with e.in_state("TX_LEN1"):
             e.send(e.length[8:16])
-            with m.If(e.tx_next):
+            with m.If(e.done_tx):
                 with m.If(e.length == 0):
                     e.goto("TX_CRC0")
                 with m.Else():
@@ -917,18 +943,18 @@ class HostLink(wiring.Component):
             e.send(e.tx_shift)
             # ptr moves on once the byte is sent (its buffer read has time until TX_FETCH)
             m.d.comb += e.ptr_step.eq(e.tx_sent & (e.crc_bits == 0))
-            with m.If(e.tx_next):
-                with m.If(e.ptr == e.length):
+            with m.If(e.done_tx):
+                with m.If(e.ptr_is_len):
                     e.goto("TX_CRC0")
                 with m.Else():
                     e.goto("TX_FETCH")
         with e.in_state("TX_CRC0"):
             e.send(e.crc[0:8], with_crc=False)
-            with m.If(e.tx_next):
+            with m.If(e.done_tx):
                 e.goto("TX_CRC1")
         with e.in_state("TX_CRC1"):
             e.send(e.crc[8:16], with_crc=False)
-            with m.If(e.tx_next):
+            with m.If(e.done_tx):
                 e.goto("HUNT")
 
     def _reply_byte(self, m, e):
