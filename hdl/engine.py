@@ -4,7 +4,7 @@ and a control/readback port."""
 from __future__ import annotations
 
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -192,17 +192,18 @@ class SigPropEngine(wiring.Component):
         # into their own register, and the stage select is one-hot by then: the last level is
         # a small AND-OR, not the counter multiplexer behind the stage multiplexer
         sel, word = stage_sel, field("word")
-        for _ in range(2):
+        for k in range(2):
             sel_d, word_d = Signal.like(stage_sel), Signal.like(field("word"))
             m.d.sync += [sel_d.eq(sel), word_d.eq(word)]
+            if k == 1:      # the counter's number, one-hot a cycle before the counter is picked
+                pick = [Signal(name=f"rb_counter{j}", reset_less=True) for j in range(len(self.counters))]
+                m.d.sync += [p.eq(word == j) for j, p in enumerate(pick)]
             sel, word = sel_d, word_d
-        counter = Signal(signed(32))
-        with m.Switch(word):
-            for k, name in enumerate(self.counters):
-                with m.Case(k):
-                    m.d.sync += counter.eq(values[name])
-            with m.Default():
-                m.d.sync += counter.eq(0)
+        counter = Signal(signed(32), reset_less=True)
+        acc = Const(0, signed(32))
+        for j, name in enumerate(self.counters):
+            acc = acc | Mux(pick[j], values[name], 0)
+        m.d.sync += counter.eq(acc)
         onehot = [Signal(name=f"rb_sel{l}") for l in range(net.depth + 1)]
         m.d.sync += [o.eq(sel == l) for l, o in enumerate(onehot)]
         out = Signal(signed(32))

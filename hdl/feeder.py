@@ -207,51 +207,58 @@ class DatasetFeeder(wiring.Component):
         per_epoch_m1 = Mux(evaluate, n_all - 1, self.n_train - 1)
         m.d.sync += sie_last.eq(sent_in_epoch == per_epoch_m1)
 
-        with m.FSM():
-            with m.State("IDLE"):
-                with m.If(self.start):
-                    m.d.sync += [epochs.eq(self.epochs), evaluate.eq(self.evaluate), self.done.eq(0),
-                                 self.busy.eq(self.epochs != 0), self.done.eq(self.epochs == 0),
-                                 self.epoch.eq(0), self.sent.eq(0), self.received.eq(0),
-                                 train_correct_q.eq(0), test_correct_q.eq(0),
-                                 sample.eq(0), beat.eq(0), addr.eq(0), sent_in_epoch.eq(0), epochs_sent.eq(0)]
-                    with m.If(self.evaluate):
-                        m.d.sync += [per_epoch.eq(n_all), epoch_end.eq(n_all == 0)]
-                    with m.Else():
-                        m.d.sync += [per_epoch.eq(self.n_train), epoch_end.eq(self.n_train == 0)]
-                    with m.If(self.epochs != 0):
-                        m.next = "NEXT"
-            with m.State("NEXT"):
-                # start a sample, or the next epoch, or finish sending
-                with m.If(epoch_end):
-                    m.d.sync += [sent_in_epoch.eq(0), sample.eq(0), addr.eq(0), epochs_sent.eq(epochs_sent + 1),
-                                 epoch_end.eq(per_epoch == 0)]
-                    with m.If(epochs_sent + 1 == epochs):
-                        m.next = "DRAIN"
-                with m.Elif(~self.hold):
-                    m.d.sync += beat.eq(0)
-                    m.next = "READ"
-            with m.State("READ"):         # the word (read from addr / sample) reaches x_grp, y_q
-                with m.If(beat != n_in):
-                    m.d.sync += addr.eq(addr + 1)
-                m.next = "LOAD"
-            with m.State("LOAD"):         # ... and beat_q (group select, register)
-                m.d.sync += beat_q.eq(Mux(is_label, y_q, x_word))
-                m.next = "SEND"
-            with m.State("SEND"):
-                m.d.comb += [self.o.payload.data.eq(beat_q), self.o.payload.train.eq(train_phase)]
-                m.d.comb += self.o.valid.eq(1)
-                with m.If(self.o.ready):
-                    with m.If(is_label):           # beat == n_in (registered in LOAD)
-                        m.d.sync += [sample.eq(sample + 1), sent_in_epoch.eq(sent_in_epoch + 1),
-                                     self.sent.eq(self.sent + 1), epoch_end.eq(sie_last)]
-                        m.next = "NEXT"
-                    with m.Else():
-                        m.d.sync += beat.eq(beat + 1)
-                        m.next = "READ"
-            with m.State("DRAIN"):
-                with m.If(~self.busy):
-                    m.next = "IDLE"
+        # one-hot states (a flip-flop each: the decisions below start from flip-flops, not from
+        # a decoded state number); `goto` clears the current state's and sets the next one's
+        st = {n: Signal(name=f"st_{n.lower()}", init=n == "IDLE") for n in ("IDLE", "NEXT", "READ", "LOAD", "SEND",
+                                                                          "DRAIN")}
+
+        def goto(cur, nxt):
+            m.d.sync += [st[cur].eq(0), st[nxt].eq(1)]
+
+        with m.If(st["IDLE"]):
+            with m.If(self.start):
+                m.d.sync += [epochs.eq(self.epochs), evaluate.eq(self.evaluate), self.done.eq(0),
+                             self.busy.eq(self.epochs != 0), self.done.eq(self.epochs == 0),
+                             self.epoch.eq(0), self.sent.eq(0), self.received.eq(0),
+                             train_correct_q.eq(0), test_correct_q.eq(0),
+                             sample.eq(0), beat.eq(0), addr.eq(0), sent_in_epoch.eq(0), epochs_sent.eq(0)]
+                with m.If(self.evaluate):
+                    m.d.sync += [per_epoch.eq(n_all), epoch_end.eq(n_all == 0)]
+                with m.Else():
+                    m.d.sync += [per_epoch.eq(self.n_train), epoch_end.eq(self.n_train == 0)]
+                with m.If(self.epochs != 0):
+                    goto("IDLE", "NEXT")
+        with m.If(st["NEXT"]):
+            # start a sample, or the next epoch, or finish sending
+            with m.If(epoch_end):
+                m.d.sync += [sent_in_epoch.eq(0), sample.eq(0), addr.eq(0), epochs_sent.eq(epochs_sent + 1),
+                             epoch_end.eq(per_epoch == 0)]
+                with m.If(epochs_sent + 1 == epochs):
+                    goto("NEXT", "DRAIN")
+            with m.Elif(~self.hold):
+                m.d.sync += beat.eq(0)
+                goto("NEXT", "READ")
+        with m.If(st["READ"]):         # the word (read from addr / sample) reaches x_grp, y_q
+            with m.If(beat != n_in):
+                m.d.sync += addr.eq(addr + 1)
+            goto("READ", "LOAD")
+        with m.If(st["LOAD"]):         # ... and beat_q (group select, register)
+            m.d.sync += beat_q.eq(Mux(is_label, y_q, x_word))
+            goto("LOAD", "SEND")
+        with m.If(st["SEND"]):
+            m.d.comb += [self.o.payload.data.eq(beat_q), self.o.payload.train.eq(train_phase)]
+            m.d.comb += self.o.valid.eq(1)
+            with m.If(self.o.ready):
+                with m.If(is_label):           # beat == n_in (registered in LOAD)
+                    m.d.sync += [sample.eq(sample + 1), sent_in_epoch.eq(sent_in_epoch + 1),
+                                 self.sent.eq(self.sent + 1), epoch_end.eq(sie_last)]
+                    goto("SEND", "NEXT")
+                with m.Else():
+                    m.d.sync += beat.eq(beat + 1)
+                    goto("SEND", "READ")
+        with m.If(st["DRAIN"]):
+            with m.If(~self.busy):
+                goto("DRAIN", "IDLE")
 
         # receiver: predictions arrive in sample order; rsample is the prediction's number in the
         # epoch (it starts at 0 with every epoch, like the sender's sample)
