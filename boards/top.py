@@ -70,7 +70,8 @@ The LEDs show: LED 0 training in progress, LED 1 done; with more LEDs, the last 
 accuracy as a bar (one LED per eighth).
 """
 
-from amaranth.hdl import Cat, Const, Elaboratable, Mux, Module, ResetInserter, Signal
+from amaranth.hdl import Cat, Const, Elaboratable, Mux, Module, ResetInserter, ResetSignal, Signal
+from amaranth.hdl._ast import Switch
 from amaranth.lib import io, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -130,6 +131,55 @@ def baud_clock_mhz(requested_mhz: float, baud: int = DEFAULT_BAUD) -> float:
 
 #: A CLOCK register tick: this many clock cycles.
 CLOCK_TICK = 256
+
+
+class _CopiedReset(ResetInserter):
+    """:class:`~amaranth.hdl.ResetInserter` whose control is registered again for every group of
+    at most ``group_bits`` flip-flops, so no one net (the OR of the domain reset and the control,
+    a LUT) fans out to the thousands of flip-flops of the engine: each copy's OR reaches a part.
+
+    Every flip-flop sees the control one cycle late, all of them in the same cycle. Yosys merges
+    identical flip-flops, so the copies are made different where it cannot look: eight variants
+    (active high or low, initial value 0 or 1, with or without the domain reset ORed in; each is
+    the control a cycle late once the domain reset has been released for a cycle, and a reset in
+    the first cycle after configuration or after the domain reset changes no flip-flop, which
+    hold their initial values then). One instance shares its copies between the fragments it
+    transforms (a copy per variant).
+    """
+
+    group_bits = 384
+    VARIANTS = [(inv, init, with_rst) for with_rst in (0, 1) for init in (0, 1) for inv in (0, 1)]
+
+    def __init__(self, controls):
+        super().__init__(controls)
+        self._next = 0
+
+    def _copy(self, fragment, domain):
+        inv, init, with_rst = self.VARIANTS[self._next % len(self.VARIANTS)]
+        self._next += 1
+        copy = Signal(name=f"restart_copy{inv}{init}{with_rst}", reset_less=True, init=init)
+        source = self.controls[domain] | ResetSignal(domain) if with_rst else self.controls[domain]
+        fragment.add_statements(domain, copy.eq(~source if inv else source))
+        return ~copy if inv else copy
+
+    def _insert_control(self, fragment, domain, lhs_masks):
+        groups, bits = [[]], 0
+        for signal, start, stop in lhs_masks.chunks():
+            if signal.reset_less:
+                continue
+            width = (len(signal) if stop is None else stop) - start
+            if bits and bits + width > self.group_bits:
+                groups.append([])
+                bits = 0
+            bits += width
+            if start == 0 and stop is None:
+                groups[-1].append(signal.eq(Const(signal.init, signal.shape())))
+            else:
+                groups[-1].append(signal[start:stop].eq(Const(signal.init, signal.shape())[start:stop]))
+        for stmts in groups:
+            if stmts:
+                fragment.add_statements(domain, Switch(self._copy(fragment, domain), [(1, stmts, None)],
+                                                       src_loc=self.src_loc))
 
 
 def link_memories() -> list[tuple[int, int, int]]:
@@ -226,8 +276,8 @@ class SigPropBoardCore(wiring.Component):
     def _host_samples(self, m, e, f, link, restart, infer):
         """The stream mode's path: link -> sample FIFO -> bytes assembled into features and the
         label -> engine; engine -> result FIFO -> link. The feeder has the engine while busy."""
-        m.submodules.sample_fifo = sfifo = ResetInserter(restart)(SyncFIFOBuffered(width=8, depth=SAMPLE_FIFO))
-        m.submodules.result_fifo = rfifo = ResetInserter(restart)(SyncFIFOBuffered(width=8, depth=RESULT_FIFO))
+        m.submodules.sample_fifo = sfifo = _CopiedReset(restart)(SyncFIFOBuffered(width=8, depth=SAMPLE_FIFO))
+        m.submodules.result_fifo = rfifo = _CopiedReset(restart)(SyncFIFOBuffered(width=8, depth=RESULT_FIFO))
         # the FIFO's room as a register beside its level (the level compare behind `w_rdy` fed
         # the link's state machine, timer and pointer): it is conservative for a cycle after a
         # read, never optimistic (a write this cycle needs two free entries for the next)
@@ -265,7 +315,10 @@ class SigPropBoardCore(wiring.Component):
                     m.d.sync += [sub.eq(0), beat.eq(Mux(label_beat, 0, beat + 1))]
                 with m.Else():
                     m.d.sync += sub.eq(sub + 1)
-        with m.If(restart):
+        # in the cycle the FIFOs and the engine restart (their restart is registered once more)
+        restart_d = Signal()
+        m.d.sync += restart_d.eq(restart)
+        with m.If(restart_d):
             m.d.sync += [beat.eq(0), sub.eq(0)]
 
     def _dataset_ram(self, m, f, link, reg):
@@ -290,8 +343,8 @@ class SigPropBoardCore(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         restart = Signal()
-        m.submodules.engine = ResetInserter(restart)(self.engine)
-        m.submodules.feeder = ResetInserter(restart)(self.feeder)
+        m.submodules.engine = _CopiedReset(restart)(self.engine)
+        m.submodules.feeder = _CopiedReset(restart)(self.feeder)
         m.submodules.link = link = self.link
         e, f = self.engine, self.feeder
 
@@ -315,21 +368,26 @@ class SigPropBoardCore(wiring.Component):
             with m.If(auto):
                 m.d.sync += [auto.eq(0), start.eq(1), epochs.eq(self.autostart_epochs), ctrl_evaluate.eq(1)]
         reg = link.reg
+        # the register index decoded one-hot into registers (the index is set long before a
+        # write or a read: the request's first payload byte): the writes' enables and the read's
+        # AND-OR start from flip-flops
+        pick = [Signal(name=f"reg_pick{k}") for k in range(len(REGISTERS))]
+        m.d.sync += [p.eq(reg.index == k) for k, p in enumerate(pick)]
         with m.If(reg.w_en):
-            with m.Switch(reg.index):
-                with m.Case(REGISTERS.index("CONTROL")):
+            if True:                                # one If per register: one-hot
+                with m.If(pick[REGISTERS.index("CONTROL")]):
                     m.d.sync += [start.eq(reg.w_data[0]), ctrl_evaluate.eq(reg.w_data[1]),
                                  ctrl_hold.eq(reg.w_data[2]), ctrl_infer.eq(reg.w_data[3]),
                                  epochs.eq(reg.w_data[16:32])]
-                with m.Case(REGISTERS.index("CURVE_ADDR")):
+                with m.If(pick[REGISTERS.index("CURVE_ADDR")]):
                     m.d.sync += curve_addr.eq(reg.w_data)
-                with m.Case(REGISTERS.index("RESTART")):
+                with m.If(pick[REGISTERS.index("RESTART")]):
                     m.d.sync += [restart.eq(1), start.eq(0), ctrl_evaluate.eq(0), ctrl_hold.eq(0),
                                  ctrl_infer.eq(0), epochs.eq(0), curve_addr.eq(0)]
                 if self.dataset == "ram":
-                    with m.Case(REGISTERS.index("N_TRAIN")):
+                    with m.If(pick[REGISTERS.index("N_TRAIN")]):
                         m.d.sync += n_train.eq(reg.w_data)
-                    with m.Case(REGISTERS.index("N_TEST")):
+                    with m.If(pick[REGISTERS.index("N_TEST")]):
                         m.d.sync += n_test.eq(reg.w_data)
         link_info = self.divisor | (self.feature_bytes << 8) | (SAMPLE_FIFO << 16)
         fill, fill_crc = self._dataset_ram(m, f, link, reg) if self.dataset == "ram" else (0, 0)
@@ -351,8 +409,6 @@ class SigPropBoardCore(wiring.Component):
         # the register read: the index decoded one-hot into registers first, then an AND-OR of
         # the values into r_data (the port samples r_data two cycles after the index settles)
         r_data = Signal(32)
-        pick = [Signal(name=f"reg_pick{k}") for k in range(len(REGISTERS))]
-        m.d.sync += [p.eq(reg.index == k) for k, p in enumerate(pick)]
         read = Const(0, 32)
         for k, name in enumerate(REGISTERS):
             read = read | Mux(pick[k], values[name], 0)

@@ -258,12 +258,18 @@ class _Engine:
         self.addr = Signal(self.addr_bits)
         self.addr_high = Signal()
         self.count = Signal(16)
+        # count == 1, a register kept with count's writes: READ_MEM counts the words down in
+        # count, READ_RESULTS its n (loaded in EXEC); the last word / byte is a flip-flop
+        self.count_one = Signal()
+        self.count_dec = Signal()
         self.crc = Signal(16, init=0xFFFF)
         # registered compares of the pointer, free running: current wherever the pointer last
         # moved at least two cycles before (a payload byte every 9 cycles at the most, a byte
         # stepped out every two cycles, a reply byte every ~10): ptr_inc == LEN, ptr == LEN,
         # and ptr == k for the payload's field bytes 0..6
         self.inc_is_len = Signal()
+        self.len_zero = Signal()                # LEN == 0, free running
+        self.len_over, self.len_zero_rx = Signal(), Signal()   # LEN's checks, set in LEN1
         self.ptr_is_len = Signal()
         self.field_at = [Signal(name=f"field_at{k}") for k in range(7)]
         self.crc_lo_ok = Signal()               # the request's CRC lo byte matched
@@ -589,7 +595,8 @@ class HostLink(wiring.Component):
                 m.d.sync += e.length[8:].eq(self.rx.payload)
         with m.If(e.len_from_ptr):
             m.d.sync += e.length.eq(Mux(e.has_data, e.ptr, 0))
-        m.d.sync += [e.inc_is_len.eq(e.ptr_inc == e.length), e.ptr_is_len.eq(e.ptr == e.length)]
+        m.d.sync += [e.inc_is_len.eq(e.ptr_inc == e.length), e.ptr_is_len.eq(e.ptr == e.length),
+                     e.len_zero.eq(e.length == 0)]
         m.d.sync += [f.eq(e.ptr == k) for k, f in enumerate(e.field_at)]
 
     def _words(self, m, e):
@@ -678,6 +685,14 @@ class HostLink(wiring.Component):
                    Cmd.READ_RESULTS):
             is_[c_] = Signal(name=f"chk_is_{c_.name.lower()}")
             m.d.sync += is_[c_].eq(e.cmd_is[c_])
+        e.chk_is = is_
+        # READ_MEM's words and READ_RESULTS' bytes counted down (see `count_one`)
+        with m.If(e.state["EXEC"] & e.chk_is[Cmd.READ_RESULTS]):
+            m.d.sync += [e.count.eq(e.n_results), e.count_one.eq(e.n_results == 1)]
+        with m.Elif(e.count_dec):
+            m.d.sync += [e.count.eq(e.count - 1), e.count_one.eq(e.count == 2)]
+        with m.Else():
+            m.d.sync += e.count_one.eq(e.count == 1)
         known, region_ok = t["known"], t["region_ok"]
         bad_length = Signal()
         out_of_range = Signal()
@@ -730,15 +745,22 @@ class HostLink(wiring.Component):
             e.receive()
             m.d.comb += [e.len_hi.eq(e.took), e.ptr_clr.eq(1)]
             m.d.sync += e.addr_high.eq(0)
+            # LEN's checks for LEN_CHECK, from the byte as it is taken (LEN itself is written now)
+            new_len = Cat(e.length[0:8], self.rx.payload)[:len(e.length)]
+            if len(e.length) < 16:
+                len_over = (self.rx.payload[len(e.length) - 8:] != 0) | _gt_const(new_len, self.max_payload)
+            else:
+                len_over = _gt_const(new_len, self.max_payload)
+            m.d.sync += [e.len_over.eq(len_over), e.len_zero_rx.eq(new_len == 0)]
             with m.If(e.took):
                 e.goto("LEN_CHECK")
 
         # the length's checks from the LEN register, a cycle after its last byte (the UART's byte
         # does not pass through a compare and the reply's priority logic in one cycle)
         with e.in_state("LEN_CHECK"):
-            with m.If(_gt_const(e.length, self.max_payload)):
+            with m.If(e.len_over):                      # LEN > max_payload
                 e.reply(Status.BAD_LENGTH)
-            with m.Elif(e.length == 0):
+            with m.Elif(e.len_zero_rx):
                 e.goto("CRC0")
             with m.Else():
                 e.goto("PAYLOAD")
@@ -841,8 +863,9 @@ class HostLink(wiring.Component):
             m.d.comb += [e.buf_w.data.eq(e.word[0:8]), e.buf_w.en.eq(1), e.ptr_step.eq(1),
                          e.word_shift.eq(1), e.word_byte_step.eq(1),
                          e.addr_step.eq(e.word_byte_last)]
+            m.d.comb += e.count_dec.eq(e.word_byte_last)
             with m.If(e.word_byte_last):
-                with m.If(e.ptr_inc == e.nbytes[:e.payload_bits]):
+                with m.If(e.count_one):               # the count-th word: ptr_inc == count * bpw
                     e.reply(Status.OK, data=True)
                 with m.Else():
                     e.goto("RM_REQ")
@@ -902,9 +925,8 @@ class HostLink(wiring.Component):
         with e.in_state("RR"):
             m.d.comb += [self.result.ready.eq(1), e.buf_w.data.eq(self.result.payload),
                          e.buf_w.en.eq(self.result.valid), e.ptr_step.eq(self.result.valid),
-                         e.timer_clr.eq(self.result.valid)]
-            with m.If(self.result.valid & (e.ptr_inc == e.n_results[:e.payload_bits])
-                      | e.timer_end):
+                         e.timer_clr.eq(self.result.valid), e.count_dec.eq(self.result.valid)]
+            with m.If(self.result.valid & e.count_one | e.timer_end):   # the n-th byte
                 e.reply(Status.OK, data=True)
 
     def _transmit(self, m, e):
@@ -933,7 +955,7 @@ class HostLink(wiring.Component):
         with e.in_state("TX_LEN1"):
             e.send(e.length[8:16])
             with m.If(e.done_tx):
-                with m.If(e.length == 0):
+                with m.If(e.len_zero):                   # LEN == 0 (set in REPLY)
                     e.goto("TX_CRC0")
                 with m.Else():
                     e.goto("TX_FETCH")
@@ -971,10 +993,12 @@ class HostLink(wiring.Component):
             m.d.sync += e.tx_shift.eq(Mux(e.cmd_is[Cmd.PING],
                                           Array(C(b, 8) for b in self.ident)[e.ptr],
                                           e.buf_r.data))
-        with m.Elif(e.tx_take):
-            m.d.sync += e.tx_shift.eq(e.tx_byte)
         with m.Elif(e.tx_sent):
             m.d.sync += e.tx_shift.eq(Cat(C(0, 1), e.tx_shift[:7]))
+        with m.Else():
+            # the byte offered, every cycle until it is taken (not only when taken: the UART's
+            # handshake stays out of this multiplexer); in TX_DATA it is tx_shift itself
+            m.d.sync += e.tx_shift.eq(e.tx_byte)
 
 
 class UARTHostLink(wiring.Component):
