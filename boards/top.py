@@ -139,26 +139,28 @@ class _CopiedReset(ResetInserter):
     a LUT) fans out to the thousands of flip-flops of the engine: each copy's OR reaches a part.
 
     Every flip-flop sees the control one cycle late, all of them in the same cycle. Yosys merges
-    identical flip-flops, so the copies are made different where it cannot look: eight variants
-    (active high or low, initial value 0 or 1, with or without the domain reset ORed in; each is
-    the control a cycle late once the domain reset has been released for a cycle, and a reset in
-    the first cycle after configuration or after the domain reset changes no flip-flop, which
-    hold their initial values then). One instance shares its copies between the fragments it
-    transforms (a copy per variant).
+    identical flip-flops, so the copies are made different where it cannot look: six variants,
+    active high (initial value 0) or low (initial value 1), taking the control, the control
+    while the domain reset is low (0 while it is high), or holding while the domain reset is
+    high. They differ only while the domain reset is high, when every flip-flop they reach is
+    reset anyway; the cycle after it they are all inactive (the control is a register the domain
+    reset clears). One instance hands the variants out in turn; instances share them.
     """
 
     group_bits = 384
-    VARIANTS = [(inv, init, with_rst) for with_rst in (0, 1) for init in (0, 1) for inv in (0, 1)]
+    VARIANTS = [(inv, kind) for kind in ("plain", "masked", "hold") for inv in (0, 1)]
 
     def __init__(self, controls):
         super().__init__(controls)
         self._next = 0
 
     def _copy(self, fragment, domain):
-        inv, init, with_rst = self.VARIANTS[self._next % len(self.VARIANTS)]
+        inv, kind = self.VARIANTS[self._next % len(self.VARIANTS)]
         self._next += 1
-        copy = Signal(name=f"restart_copy{inv}{init}{with_rst}", reset_less=True, init=init)
-        source = self.controls[domain] | ResetSignal(domain) if with_rst else self.controls[domain]
+        copy = Signal(name=f"restart_copy_{kind}{inv}", reset_less=True, init=inv)
+        ctl, rst = self.controls[domain], ResetSignal(domain)
+        active = copy ^ inv if inv else copy
+        source = {"plain": ctl, "masked": ctl & ~rst, "hold": Mux(rst, active, ctl)}[kind]
         fragment.add_statements(domain, copy.eq(~source if inv else source))
         return ~copy if inv else copy
 
