@@ -466,7 +466,16 @@ class HostLink(wiring.Component):
     ECP5 some logic was later traded for registers (not measured again here): the reply byte
     offered from registers through a one-hot AND-OR and shifted through the CRC from its own
     register, ``ptr + 1``, the timer's end and the command checks' outcome registered, and the
-    transmitter's ``count == 0``; 25 flip-flops more, no cycle of the protocol changed.
+    transmitter's ``count == 0``; 25 flip-flops more, no cycle of the protocol changed. For
+    125 MHz every decision starts from flip-flops: each state takes its byte (or is done with a
+    reply byte) from its own flip-flop, ``rx.valid`` / the UART's registered ``ready`` and the
+    CRC's bit count, not through the OR of the receiving (sending) states; ``ptr_inc == LEN``,
+    ``ptr == LEN``, ``LEN == 0`` and the payload field positions (``ptr == 0..6``) are
+    free-running registered compares (the pointer moves at most every second cycle where they
+    are used); LEN's checks are registered from the byte as it is taken; READ_MEM and
+    READ_RESULTS count their words / bytes down with a ``count == 1`` flag kept beside the
+    counter; the reply byte is registered every cycle until taken. No cycle of the protocol
+    changed.
     """
 
     def __init__(self, regions, *, max_payload=256, timeout=1 << 16, n_regs=16, reg_width=32):
