@@ -204,6 +204,7 @@ class DatasetFeeder(wiring.Component):
         # writes; `sie_last` (sent_in_epoch == per_epoch - 1) is free running, current in SEND
         # (the counter last moved at least three cycles before)
         epoch_end, sie_last = Signal(), Signal()
+        beat_last = Signal()            # beat == n_in, kept with beat's writes
         per_epoch_m1 = Mux(evaluate, n_all - 1, self.n_train - 1)
         m.d.sync += sie_last.eq(sent_in_epoch == per_epoch_m1)
 
@@ -236,10 +237,10 @@ class DatasetFeeder(wiring.Component):
                 with m.If(epochs_sent + 1 == epochs):
                     goto("NEXT", "DRAIN")
             with m.Elif(~self.hold):
-                m.d.sync += beat.eq(0)
+                m.d.sync += [beat.eq(0), beat_last.eq(n_in == 0)]
                 goto("NEXT", "READ")
         with m.If(st["READ"]):         # the word (read from addr / sample) reaches x_grp, y_q
-            with m.If(beat != n_in):
+            with m.If(~beat_last):
                 m.d.sync += addr.eq(addr + 1)
             goto("READ", "LOAD")
         with m.If(st["LOAD"]):         # ... and beat_q (group select, register)
@@ -254,7 +255,7 @@ class DatasetFeeder(wiring.Component):
                                  self.sent.eq(self.sent + 1), epoch_end.eq(sie_last)]
                     goto("SEND", "NEXT")
                 with m.Else():
-                    m.d.sync += beat.eq(beat + 1)
+                    m.d.sync += [beat.eq(beat + 1), beat_last.eq(beat == n_in - 1)]
                     goto("SEND", "READ")
         with m.If(st["DRAIN"]):
             with m.If(~self.busy):

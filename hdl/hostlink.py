@@ -696,8 +696,10 @@ class HostLink(wiring.Component):
             m.d.sync += is_[c_].eq(e.cmd_is[c_])
         e.chk_is = is_
         # READ_MEM's words and READ_RESULTS' bytes counted down (see `count_one`)
+        n_one = Signal()                # n == 1, registered (n is set long before EXEC)
+        m.d.sync += n_one.eq(e.n_results == 1)
         with m.If(e.state["EXEC"] & e.chk_is[Cmd.READ_RESULTS]):
-            m.d.sync += [e.count.eq(e.n_results), e.count_one.eq(e.n_results == 1)]
+            m.d.sync += [e.count.eq(e.n_results), e.count_one.eq(n_one)]
         with m.Elif(e.count_dec):
             m.d.sync += [e.count.eq(e.count - 1), e.count_one.eq(e.count == 2)]
         with m.Else():
@@ -821,7 +823,7 @@ class HostLink(wiring.Component):
 
     def _execute(self, m, e):
         """EXEC: reply at once on a failed check or nothing to do, else start the command."""
-        is_ = e.cmd_is
+        is_ = e.chk_is                  # cmd == c, registered (cmd is set long before EXEC)
 
         def by_cmd(k):
             return Mux(is_[Cmd.PING], e.n_ident + k,
@@ -833,13 +835,11 @@ class HostLink(wiring.Component):
             with m.If(e.check_reply):
                 e.reply(e.check_status, data=e.check_ident)
             with m.Else():
-                with m.Switch(e.cmd):
-                    for c, target in ((Cmd.WRITE_MEM, "WM_FETCH"), (Cmd.READ_MEM, "RM_REQ"),
-                                      (Cmd.WRITE_REG, "WR_FETCH"), (Cmd.READ_REG, "REG_WAIT"),
-                                      (Cmd.SEND_SAMPLE, "SS_FETCH"),
-                                      (Cmd.READ_RESULTS, "RR")):
-                        with m.Case(c):
-                            e.goto(target)
+                for c, target in ((Cmd.WRITE_MEM, "WM_FETCH"), (Cmd.READ_MEM, "RM_REQ"),
+                                  (Cmd.WRITE_REG, "WR_FETCH"), (Cmd.READ_REG, "REG_WAIT"),
+                                  (Cmd.SEND_SAMPLE, "SS_FETCH"), (Cmd.READ_RESULTS, "RR")):
+                    with m.If(is_[c]):
+                        e.goto(target)
 
     def _write_mem(self, m, e):
         """WRITE_MEM: bytes from the buffer (offset 7) shift into ``word``.
@@ -999,7 +999,7 @@ class HostLink(wiring.Component):
             tx_or = tx_or | Mux(st, value, 0)
         m.d.comb += e.tx_byte.eq(tx_or)
         with m.If(e.state["TX_FETCH"]):
-            m.d.sync += e.tx_shift.eq(Mux(e.cmd_is[Cmd.PING],
+            m.d.sync += e.tx_shift.eq(Mux(e.chk_is[Cmd.PING],
                                           Array(C(b, 8) for b in self.ident)[e.ptr],
                                           e.buf_r.data))
         with m.Elif(e.tx_sent):
