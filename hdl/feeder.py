@@ -135,15 +135,17 @@ class DatasetFeeder(wiring.Component):
         words = max(1, n_all * n_in)
         x_addr = Signal(range(max(2, words)))
         n_banks = -(-words // ROM_BANK_DEPTH)
-        bank1 = Signal(range(max(2, n_banks)))
+        # (the free-running registers here are reset_less: written every cycle before they are
+        # used, they need neither the domain reset nor the restart's fan-out)
+        bank1 = Signal(range(max(2, n_banks)), reset_less=True)
         m.d.sync += bank1.eq(x_addr >> ROM_BANK_BITS)
         # the bank multiplexer is split in two registered halves (a block RAM's clock-to-out and
         # the routing from banks spread over the device leave no time for more than a 4:1 mux):
         # x_grp[g] is bank 4g..4g+3's word, x_sel the group, both free running; the word is read
         # a cycle early (see `addr` below) so the second half fits the LOAD cycle as before
         n_groups = -(-n_banks // 4)
-        x_grp = [Signal(self.in_width, name=f"x_grp{g}") for g in range(n_groups)]
-        x_sel = Signal(range(max(2, n_groups)))
+        x_grp = [Signal(self.in_width, name=f"x_grp{g}", reset_less=True) for g in range(n_groups)]
+        x_sel = Signal(range(max(2, n_groups)), reset_less=True)
         m.d.sync += x_sel.eq(bank1 >> 2)
         x_bank = []
         for k in range(n_banks):
@@ -181,7 +183,7 @@ class DatasetFeeder(wiring.Component):
         # the engine's input memory do not share a cycle at speed. The label and "label beat"
         # are registered too (free running, like x_grp), so beat_q is a 5:1 mux of registers.
         beat_q = Signal(self.in_width)
-        y_q, is_label = Signal(cb), Signal()
+        y_q, is_label = Signal(cb, reset_less=True), Signal(reset_less=True)
         m.d.sync += [y_q.eq(y_rd.data), is_label.eq(beat == n_in)]
         x_word = x_grp[0] if n_groups == 1 else Array(x_grp)[x_sel]
         addr = Signal(range(max(2, n_all * n_in + 1)))
@@ -203,7 +205,7 @@ class DatasetFeeder(wiring.Component):
         # from compares): `epoch_end` is sent_in_epoch == per_epoch, kept with the counter's
         # writes; `sie_last` (sent_in_epoch == per_epoch - 1) is free running, current in SEND
         # (the counter last moved at least three cycles before)
-        epoch_end, sie_last = Signal(), Signal()
+        epoch_end, sie_last = Signal(), Signal(reset_less=True)
         beat_last = Signal()            # beat == n_in, kept with beat's writes
         per_epoch_m1 = Mux(evaluate, n_all - 1, self.n_train - 1)
         m.d.sync += sie_last.eq(sent_in_epoch == per_epoch_m1)

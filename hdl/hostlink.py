@@ -275,6 +275,7 @@ class _Engine:
         self.crc_lo_ok = Signal()               # the request's CRC lo byte matched
         self.crc_hi_ok = Signal()               # ... and its hi byte
         self.crc_bits = Signal(4)               # bits of the byte shifted into the CRC (8: done)
+        self.crc_zero = Signal(init=1)          # crc_bits == 0, kept with its writes
         self.timer = Signal(range(link.timeout + 1))
         self.timer_end = Signal()               # timer == timeout - 1, a register
         # the reply's status, and whether it carries the ptr bytes collected in the buffer
@@ -570,9 +571,9 @@ class HostLink(wiring.Component):
             feedback = e.crc[15] ^ crc_bit
             m.d.sync += e.crc.eq(Cat(C(0, 1), e.crc[:15]) ^ Mux(feedback, 0x1021, 0))
         with m.If(e.crc_run):
-            m.d.sync += e.crc_bits.eq(e.crc_bits + 1)
+            m.d.sync += [e.crc_bits.eq(e.crc_bits + 1), e.crc_zero.eq(0)]
         with m.Elif(e.crc_init | (e.rx_take & e.rx_crc) | e.tx_sent):
-            m.d.sync += e.crc_bits.eq(0)
+            m.d.sync += [e.crc_bits.eq(0), e.crc_zero.eq(1)]
         with m.If(e.tx_take & e.tx_crc):
             m.d.sync += e.tx_sent.eq(1)
         with m.Elif(e.crc_done):
@@ -973,7 +974,7 @@ class HostLink(wiring.Component):
         with e.in_state("TX_DATA"):
             e.send(e.tx_shift)
             # ptr moves on once the byte is sent (its buffer read has time until TX_FETCH)
-            m.d.comb += e.ptr_step.eq(e.tx_sent & (e.crc_bits == 0))
+            m.d.comb += e.ptr_step.eq(e.tx_sent & e.crc_zero)          # crc_bits == 0
             with m.If(e.done_tx):
                 with m.If(e.ptr_is_len):
                     e.goto("TX_CRC0")
