@@ -662,22 +662,26 @@ class HostLink(wiring.Component):
         """
         cmd, length, region, count = e.cmd, e.length, e.region, e.count
         n_regions = len(self.regions)
-        nbytes = e.nbytes
+        # count * bytes_per_word and addr + count registered first (a multiplier by a constant or
+        # an adder before the terms' compares): a third stage, still in time (see below)
+        nbytes = Signal.like(e.nbytes, name="chk_nbytes")
+        aw, addr = e.depth_bits, e.addr
+        span = Signal(max(aw, 16) + 1, name="chk_span")
+        m.d.sync += [nbytes.eq(e.nbytes), span.eq(addr[:aw] + count)]
         region_ok = ~_gt_const(region, n_regions - 1)
         # addr + count <= depth without wrap-around: addr must fit in depth_bits first
-        aw, addr = e.depth_bits, e.addr
         if n_regions == 1:
-            range_ok = ~e.addr_high & (addr[aw:] == 0) & ~_gt_const(addr[:aw] + count,
-                                                                     self.regions[0][1])
+            range_ok = ~e.addr_high & (addr[aw:] == 0) & ~_gt_const(span, self.regions[0][1])
         else:
             depth_of = Array(C(d, aw) for _, d, _ in self.regions)[region[:e.region_bits]]
-            range_ok = ~e.addr_high & (addr[aw:] == 0) & ((addr[:aw] + count) <= depth_of)
+            range_ok = ~e.addr_high & (addr[aw:] == 0) & (span <= depth_of)
         wm_len_ok = (nbytes + 7) == length     # WRITE_MEM: LEN == 7 + count * bytes_per_word
         reg_ok = ~_gt_const(region, self.n_regs - 1)
         # two register stages: the terms (carry chains, wide compares: each a few LUT levels) in
         # the first, their priority combination in the second. The inputs (cmd, LEN and the
-        # payload fields) settle when the last payload byte is taken, two states (CRC0, CRC1)
-        # before EXEC: at one byte a cycle the second stage is registered in CRC1's cycle, in time
+        # payload fields) settle when the last payload byte is taken, three states (CRC0, CRC1,
+        # CRC_CHECK) before EXEC: at one byte a cycle nbytes / span are registered in CRC0's
+        # cycle, the terms in CRC1's, their combination in CRC_CHECK's, in time for EXEC
         terms = {
             "region_ok": region_ok, "range_ok": range_ok, "wm_len_ok": wm_len_ok, "reg_ok": reg_ok,
             "known": (cmd != 0) & ~_gt_const(cmd, max(Cmd)),
