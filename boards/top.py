@@ -70,7 +70,8 @@ The LEDs show: LED 0 training in progress, LED 1 done; with more LEDs, the last 
 accuracy as a bar (one LED per eighth).
 """
 
-from amaranth.hdl import Cat, Elaboratable, Mux, Module, ResetInserter, Signal
+from amaranth.hdl import Cat, Const, Elaboratable, Mux, Module, ResetInserter, ResetSignal, Signal
+from amaranth.hdl._ast import Switch
 from amaranth.lib import io, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -130,6 +131,57 @@ def baud_clock_mhz(requested_mhz: float, baud: int = DEFAULT_BAUD) -> float:
 
 #: A CLOCK register tick: this many clock cycles.
 CLOCK_TICK = 256
+
+
+class _CopiedReset(ResetInserter):
+    """:class:`~amaranth.hdl.ResetInserter` whose control is registered again for every group of
+    at most ``group_bits`` flip-flops, so no one net (the OR of the domain reset and the control,
+    a LUT) fans out to the thousands of flip-flops of the engine: each copy's OR reaches a part.
+
+    Every flip-flop sees the control one cycle late, all of them in the same cycle. Yosys merges
+    identical flip-flops, so the copies are made different where it cannot look: six variants,
+    active high (initial value 0) or low (initial value 1), taking the control, the control
+    while the domain reset is low (0 while it is high), or holding while the domain reset is
+    high. They differ only while the domain reset is high, when every flip-flop they reach is
+    reset anyway; the cycle after it they are all inactive (the control is a register the domain
+    reset clears). One instance hands the variants out in turn; instances share them.
+    """
+
+    group_bits = 384
+    VARIANTS = [(inv, kind) for kind in ("plain", "masked", "hold") for inv in (0, 1)]
+
+    def __init__(self, controls):
+        super().__init__(controls)
+        self._next = 0
+
+    def _copy(self, fragment, domain):
+        inv, kind = self.VARIANTS[self._next % len(self.VARIANTS)]
+        self._next += 1
+        copy = Signal(name=f"restart_copy_{kind}{inv}", reset_less=True, init=inv)
+        ctl, rst = self.controls[domain], ResetSignal(domain)
+        active = copy ^ inv if inv else copy
+        source = {"plain": ctl, "masked": ctl & ~rst, "hold": Mux(rst, active, ctl)}[kind]
+        fragment.add_statements(domain, copy.eq(~source if inv else source))
+        return ~copy if inv else copy
+
+    def _insert_control(self, fragment, domain, lhs_masks):
+        groups, bits = [[]], 0
+        for signal, start, stop in lhs_masks.chunks():
+            if signal.reset_less:
+                continue
+            width = (len(signal) if stop is None else stop) - start
+            if bits and bits + width > self.group_bits:
+                groups.append([])
+                bits = 0
+            bits += width
+            if start == 0 and stop is None:
+                groups[-1].append(signal.eq(Const(signal.init, signal.shape())))
+            else:
+                groups[-1].append(signal[start:stop].eq(Const(signal.init, signal.shape())[start:stop]))
+        for stmts in groups:
+            if stmts:
+                fragment.add_statements(domain, Switch(self._copy(fragment, domain), [(1, stmts, None)],
+                                                       src_loc=self.src_loc))
 
 
 def link_memories() -> list[tuple[int, int, int]]:
@@ -226,10 +278,15 @@ class SigPropBoardCore(wiring.Component):
     def _host_samples(self, m, e, f, link, restart, infer):
         """The stream mode's path: link -> sample FIFO -> bytes assembled into features and the
         label -> engine; engine -> result FIFO -> link. The feeder has the engine while busy."""
-        m.submodules.sample_fifo = sfifo = ResetInserter(restart)(SyncFIFOBuffered(width=8, depth=SAMPLE_FIFO))
-        m.submodules.result_fifo = rfifo = ResetInserter(restart)(SyncFIFOBuffered(width=8, depth=RESULT_FIFO))
-        m.d.comb += [sfifo.w_data.eq(link.sample.payload), sfifo.w_en.eq(link.sample.valid),
-                     link.sample.ready.eq(sfifo.w_rdy),
+        m.submodules.sample_fifo = sfifo = _CopiedReset(restart)(SyncFIFOBuffered(width=8, depth=SAMPLE_FIFO))
+        m.submodules.result_fifo = rfifo = _CopiedReset(restart)(SyncFIFOBuffered(width=8, depth=RESULT_FIFO))
+        # the FIFO's room as a register beside its level (the level compare behind `w_rdy` fed
+        # the link's state machine, timer and pointer): it is conservative for a cycle after a
+        # read, never optimistic (a write this cycle needs two free entries for the next)
+        room = Signal()
+        m.d.sync += room.eq(Mux(sfifo.w_en, sfifo.level < SAMPLE_FIFO - 1, sfifo.level < SAMPLE_FIFO))
+        m.d.comb += [sfifo.w_data.eq(link.sample.payload), sfifo.w_en.eq(link.sample.valid & room),
+                     link.sample.ready.eq(room),
                      link.result.valid.eq(rfifo.r_rdy), link.result.payload.eq(rfifo.r_data),
                      rfifo.r_en.eq(link.result.ready)]
         fb = self.feature_bytes
@@ -260,7 +317,10 @@ class SigPropBoardCore(wiring.Component):
                     m.d.sync += [sub.eq(0), beat.eq(Mux(label_beat, 0, beat + 1))]
                 with m.Else():
                     m.d.sync += sub.eq(sub + 1)
-        with m.If(restart):
+        # in the cycle the FIFOs and the engine restart (their restart is registered once more)
+        restart_d = Signal()
+        m.d.sync += restart_d.eq(restart)
+        with m.If(restart_d):
             m.d.sync += [beat.eq(0), sub.eq(0)]
 
     def _dataset_ram(self, m, f, link, reg):
@@ -285,8 +345,8 @@ class SigPropBoardCore(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         restart = Signal()
-        m.submodules.engine = ResetInserter(restart)(self.engine)
-        m.submodules.feeder = ResetInserter(restart)(self.feeder)
+        m.submodules.engine = _CopiedReset(restart)(self.engine)
+        m.submodules.feeder = _CopiedReset(restart)(self.feeder)
         m.submodules.link = link = self.link
         e, f = self.engine, self.feeder
 
@@ -310,21 +370,26 @@ class SigPropBoardCore(wiring.Component):
             with m.If(auto):
                 m.d.sync += [auto.eq(0), start.eq(1), epochs.eq(self.autostart_epochs), ctrl_evaluate.eq(1)]
         reg = link.reg
+        # the register index decoded one-hot into registers (the index is set long before a
+        # write or a read: the request's first payload byte): the writes' enables and the read's
+        # AND-OR start from flip-flops
+        pick = [Signal(name=f"reg_pick{k}") for k in range(len(REGISTERS))]
+        m.d.sync += [p.eq(reg.index == k) for k, p in enumerate(pick)]
         with m.If(reg.w_en):
-            with m.Switch(reg.index):
-                with m.Case(REGISTERS.index("CONTROL")):
+            if True:                                # one If per register: one-hot
+                with m.If(pick[REGISTERS.index("CONTROL")]):
                     m.d.sync += [start.eq(reg.w_data[0]), ctrl_evaluate.eq(reg.w_data[1]),
                                  ctrl_hold.eq(reg.w_data[2]), ctrl_infer.eq(reg.w_data[3]),
                                  epochs.eq(reg.w_data[16:32])]
-                with m.Case(REGISTERS.index("CURVE_ADDR")):
+                with m.If(pick[REGISTERS.index("CURVE_ADDR")]):
                     m.d.sync += curve_addr.eq(reg.w_data)
-                with m.Case(REGISTERS.index("RESTART")):
+                with m.If(pick[REGISTERS.index("RESTART")]):
                     m.d.sync += [restart.eq(1), start.eq(0), ctrl_evaluate.eq(0), ctrl_hold.eq(0),
                                  ctrl_infer.eq(0), epochs.eq(0), curve_addr.eq(0)]
                 if self.dataset == "ram":
-                    with m.Case(REGISTERS.index("N_TRAIN")):
+                    with m.If(pick[REGISTERS.index("N_TRAIN")]):
                         m.d.sync += n_train.eq(reg.w_data)
-                    with m.Case(REGISTERS.index("N_TEST")):
+                    with m.If(pick[REGISTERS.index("N_TEST")]):
                         m.d.sync += n_test.eq(reg.w_data)
         link_info = self.divisor | (self.feature_bytes << 8) | (SAMPLE_FIFO << 16)
         fill, fill_crc = self._dataset_ram(m, f, link, reg) if self.dataset == "ram" else (0, 0)
@@ -343,11 +408,13 @@ class SigPropBoardCore(wiring.Component):
         }
         if not self.counters:
             values.update(SENT=0, RECEIVED=0, TRAIN_CORRECT=0, TEST_CORRECT=0, CYCLES=0)
+        # the register read: the index decoded one-hot into registers first, then an AND-OR of
+        # the values into r_data (the port samples r_data two cycles after the index settles)
         r_data = Signal(32)
-        with m.Switch(reg.index):
-            for k, name in enumerate(REGISTERS):
-                with m.Case(k):
-                    m.d.sync += r_data.eq(values[name])
+        read = Const(0, 32)
+        for k, name in enumerate(REGISTERS):
+            read = read | Mux(pick[k], values[name], 0)
+        m.d.sync += r_data.eq(read)
         m.d.comb += reg.r_data.eq(r_data)
 
         # memory region 0: the engine's state port, read data rb_latency cycles after r_en

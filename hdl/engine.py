@@ -4,7 +4,7 @@ and a control/readback port."""
 from __future__ import annotations
 
 
-from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -187,21 +187,34 @@ class SigPropEngine(wiring.Component):
                          host.w_data.eq(self.wb_data)]
             wiring.connect(m, host, st.state)
             hosts.append(host)
-        # the stages answer three cycles after the request (their read data is registered twice)
+        # the stages answer three cycles after the request (their read data is registered twice).
+        # The counters (stable while idle, when readback is honoured) are selected a cycle early
+        # into their own register, and the stage select is one-hot by then: the last level is
+        # a small AND-OR, not the counter multiplexer behind the stage multiplexer
         sel, word = stage_sel, field("word")
-        for _ in range(3):
+        for k in range(2):
             sel_d, word_d = Signal.like(stage_sel), Signal.like(field("word"))
             m.d.sync += [sel_d.eq(sel), word_d.eq(word)]
+            if k == 1:      # the counter's number, one-hot a cycle before the counter is picked
+                pick = [Signal(name=f"rb_counter{j}", reset_less=True) for j in range(len(self.counters))]
+                m.d.sync += [p.eq(word == j) for j, p in enumerate(pick)]
             sel, word = sel_d, word_d
+        counter = Signal(signed(32), reset_less=True)
+        acc = Const(0, signed(32))
+        for j, name in enumerate(self.counters):
+            acc = acc | Mux(pick[j], values[name], 0)
+        m.d.sync += counter.eq(acc)
+        onehot = [Signal(name=f"rb_sel{l}") for l in range(net.depth + 1)]
+        m.d.sync += [o.eq(sel == l) for l, o in enumerate(onehot)]
         out = Signal(signed(32))
-        with m.Switch(sel):
-            for l, host in enumerate(hosts):
-                with m.Case(l):
-                    m.d.comb += out.eq(host.r_data)
-            with m.Case(net.depth):
-                with m.Switch(word):
-                    for k, name in enumerate(self.counters):
-                        with m.Case(k):
-                            m.d.comb += out.eq(values[name])
-        m.d.sync += self.rb_data.eq(out)
+        terms = [Mux(onehot[l], host.r_data, 0) for l, host in enumerate(hosts)]
+        terms.append(Mux(onehot[net.depth], counter, 0))
+        acc = terms[0]
+        for t in terms[1:]:
+            acc = acc | t
+        m.d.comb += out.eq(acc)
+        # written every cycle: no reset (the engine's restart would otherwise fan out to it)
+        rb_data = Signal(signed(32), reset_less=True)
+        m.d.sync += rb_data.eq(out)
+        m.d.comb += self.rb_data.eq(rb_data)
         return m

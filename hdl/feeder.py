@@ -135,15 +135,17 @@ class DatasetFeeder(wiring.Component):
         words = max(1, n_all * n_in)
         x_addr = Signal(range(max(2, words)))
         n_banks = -(-words // ROM_BANK_DEPTH)
-        bank1 = Signal(range(max(2, n_banks)))
+        # (the free-running registers here are reset_less: written every cycle before they are
+        # used, they need neither the domain reset nor the restart's fan-out)
+        bank1 = Signal(range(max(2, n_banks)), reset_less=True)
         m.d.sync += bank1.eq(x_addr >> ROM_BANK_BITS)
         # the bank multiplexer is split in two registered halves (a block RAM's clock-to-out and
         # the routing from banks spread over the device leave no time for more than a 4:1 mux):
         # x_grp[g] is bank 4g..4g+3's word, x_sel the group, both free running; the word is read
         # a cycle early (see `addr` below) so the second half fits the LOAD cycle as before
         n_groups = -(-n_banks // 4)
-        x_grp = [Signal(self.in_width, name=f"x_grp{g}") for g in range(n_groups)]
-        x_sel = Signal(range(max(2, n_groups)))
+        x_grp = [Signal(self.in_width, name=f"x_grp{g}", reset_less=True) for g in range(n_groups)]
+        x_sel = Signal(range(max(2, n_groups)), reset_less=True)
         m.d.sync += x_sel.eq(bank1 >> 2)
         x_bank = []
         for k in range(n_banks):
@@ -181,7 +183,7 @@ class DatasetFeeder(wiring.Component):
         # the engine's input memory do not share a cycle at speed. The label and "label beat"
         # are registered too (free running, like x_grp), so beat_q is a 5:1 mux of registers.
         beat_q = Signal(self.in_width)
-        y_q, is_label = Signal(cb), Signal()
+        y_q, is_label = Signal(cb, reset_less=True), Signal(reset_less=True)
         m.d.sync += [y_q.eq(y_rd.data), is_label.eq(beat == n_in)]
         x_word = x_grp[0] if n_groups == 1 else Array(x_grp)[x_sel]
         addr = Signal(range(max(2, n_all * n_in + 1)))
@@ -199,51 +201,67 @@ class DatasetFeeder(wiring.Component):
 
         train_phase = Signal()
         m.d.comb += train_phase.eq(sample < self.n_train)
+        # registered decisions beside the counters (NEXT and SEND decide from flip-flops, not
+        # from compares): `epoch_end` is sent_in_epoch == per_epoch, kept with the counter's
+        # writes; `sie_last` (sent_in_epoch == per_epoch - 1) is free running, current in SEND
+        # (the counter last moved at least three cycles before)
+        epoch_end, sie_last = Signal(), Signal(reset_less=True)
+        beat_last = Signal()            # beat == n_in, kept with beat's writes
+        per_epoch_m1 = Mux(evaluate, n_all - 1, self.n_train - 1)
+        m.d.sync += sie_last.eq(sent_in_epoch == per_epoch_m1)
 
-        with m.FSM():
-            with m.State("IDLE"):
-                with m.If(self.start):
-                    m.d.sync += [epochs.eq(self.epochs), evaluate.eq(self.evaluate), self.done.eq(0),
-                                 self.busy.eq(self.epochs != 0), self.done.eq(self.epochs == 0),
-                                 self.epoch.eq(0), self.sent.eq(0), self.received.eq(0),
-                                 train_correct_q.eq(0), test_correct_q.eq(0),
-                                 sample.eq(0), beat.eq(0), addr.eq(0), sent_in_epoch.eq(0), epochs_sent.eq(0)]
-                    with m.If(self.evaluate):
-                        m.d.sync += per_epoch.eq(n_all)
-                    with m.Else():
-                        m.d.sync += per_epoch.eq(self.n_train)
-                    with m.If(self.epochs != 0):
-                        m.next = "NEXT"
-            with m.State("NEXT"):
-                # start a sample, or the next epoch, or finish sending
-                with m.If(sent_in_epoch == per_epoch):
-                    m.d.sync += [sent_in_epoch.eq(0), sample.eq(0), addr.eq(0), epochs_sent.eq(epochs_sent + 1)]
-                    with m.If(epochs_sent + 1 == epochs):
-                        m.next = "DRAIN"
-                with m.Elif(~self.hold):
-                    m.d.sync += beat.eq(0)
-                    m.next = "READ"
-            with m.State("READ"):         # the word (read from addr / sample) reaches x_grp, y_q
-                with m.If(beat != n_in):
-                    m.d.sync += addr.eq(addr + 1)
-                m.next = "LOAD"
-            with m.State("LOAD"):         # ... and beat_q (group select, register)
-                m.d.sync += beat_q.eq(Mux(is_label, y_q, x_word))
-                m.next = "SEND"
-            with m.State("SEND"):
-                m.d.comb += [self.o.payload.data.eq(beat_q), self.o.payload.train.eq(train_phase)]
-                m.d.comb += self.o.valid.eq(1)
-                with m.If(self.o.ready):
-                    with m.If(beat == n_in):
-                        m.d.sync += [sample.eq(sample + 1), sent_in_epoch.eq(sent_in_epoch + 1),
-                                     self.sent.eq(self.sent + 1)]
-                        m.next = "NEXT"
-                    with m.Else():
-                        m.d.sync += beat.eq(beat + 1)
-                        m.next = "READ"
-            with m.State("DRAIN"):
-                with m.If(~self.busy):
-                    m.next = "IDLE"
+        # one-hot states (a flip-flop each: the decisions below start from flip-flops, not from
+        # a decoded state number); `goto` clears the current state's and sets the next one's
+        st = {n: Signal(name=f"st_{n.lower()}", init=n == "IDLE") for n in ("IDLE", "NEXT", "READ", "LOAD", "SEND",
+                                                                          "DRAIN")}
+
+        def goto(cur, nxt):
+            m.d.sync += [st[cur].eq(0), st[nxt].eq(1)]
+
+        with m.If(st["IDLE"]):
+            with m.If(self.start):
+                m.d.sync += [epochs.eq(self.epochs), evaluate.eq(self.evaluate), self.done.eq(0),
+                             self.busy.eq(self.epochs != 0), self.done.eq(self.epochs == 0),
+                             self.epoch.eq(0), self.sent.eq(0), self.received.eq(0),
+                             train_correct_q.eq(0), test_correct_q.eq(0),
+                             sample.eq(0), beat.eq(0), addr.eq(0), sent_in_epoch.eq(0), epochs_sent.eq(0)]
+                with m.If(self.evaluate):
+                    m.d.sync += [per_epoch.eq(n_all), epoch_end.eq(n_all == 0)]
+                with m.Else():
+                    m.d.sync += [per_epoch.eq(self.n_train), epoch_end.eq(self.n_train == 0)]
+                with m.If(self.epochs != 0):
+                    goto("IDLE", "NEXT")
+        with m.If(st["NEXT"]):
+            # start a sample, or the next epoch, or finish sending
+            with m.If(epoch_end):
+                m.d.sync += [sent_in_epoch.eq(0), sample.eq(0), addr.eq(0), epochs_sent.eq(epochs_sent + 1),
+                             epoch_end.eq(per_epoch == 0)]
+                with m.If(epochs_sent + 1 == epochs):
+                    goto("NEXT", "DRAIN")
+            with m.Elif(~self.hold):
+                m.d.sync += [beat.eq(0), beat_last.eq(n_in == 0)]
+                goto("NEXT", "READ")
+        with m.If(st["READ"]):         # the word (read from addr / sample) reaches x_grp, y_q
+            with m.If(~beat_last):
+                m.d.sync += addr.eq(addr + 1)
+            goto("READ", "LOAD")
+        with m.If(st["LOAD"]):         # ... and beat_q (group select, register)
+            m.d.sync += beat_q.eq(Mux(is_label, y_q, x_word))
+            goto("LOAD", "SEND")
+        with m.If(st["SEND"]):
+            m.d.comb += [self.o.payload.data.eq(beat_q), self.o.payload.train.eq(train_phase)]
+            m.d.comb += self.o.valid.eq(1)
+            with m.If(self.o.ready):
+                with m.If(is_label):           # beat == n_in (registered in LOAD)
+                    m.d.sync += [sample.eq(sample + 1), sent_in_epoch.eq(sent_in_epoch + 1),
+                                 self.sent.eq(self.sent + 1), epoch_end.eq(sie_last)]
+                    goto("SEND", "NEXT")
+                with m.Else():
+                    m.d.sync += [beat.eq(beat + 1), beat_last.eq(beat == n_in - 1)]
+                    goto("SEND", "READ")
+        with m.If(st["DRAIN"]):
+            with m.If(~self.busy):
+                goto("DRAIN", "IDLE")
 
         # receiver: predictions arrive in sample order; rsample is the prediction's number in the
         # epoch (it starts at 0 with every epoch, like the sender's sample)

@@ -227,6 +227,7 @@ class _Engine:
 
     def __init__(self, m, link, frame_buf):
         self.m = m
+        self.link_rx, self.link_tx = link.rx, link.tx
         self.n_ident = len(link.ident)
         self.region_bpw = [bytes_per_word(w) for _, _, w in link.regions]
         # bytes of `word` (a register is 4 bytes on the wire)
@@ -257,10 +258,24 @@ class _Engine:
         self.addr = Signal(self.addr_bits)
         self.addr_high = Signal()
         self.count = Signal(16)
+        # count == 1, a register kept with count's writes: READ_MEM counts the words down in
+        # count, READ_RESULTS its n (loaded in EXEC); the last word / byte is a flip-flop
+        self.count_one = Signal()
+        self.count_dec = Signal()
         self.crc = Signal(16, init=0xFFFF)
+        # registered compares of the pointer, free running: current wherever the pointer last
+        # moved at least two cycles before (a payload byte every 9 cycles at the most, a byte
+        # stepped out every two cycles, a reply byte every ~10): ptr_inc == LEN, ptr == LEN,
+        # and ptr == k for the payload's field bytes 0..6
+        self.inc_is_len = Signal()
+        self.len_zero = Signal()                # LEN == 0, free running
+        self.len_over, self.len_zero_rx = Signal(), Signal()   # LEN's checks, set in LEN1
+        self.ptr_is_len = Signal()
+        self.field_at = [Signal(name=f"field_at{k}") for k in range(7)]
         self.crc_lo_ok = Signal()               # the request's CRC lo byte matched
         self.crc_hi_ok = Signal()               # ... and its hi byte
         self.crc_bits = Signal(4)               # bits of the byte shifted into the CRC (8: done)
+        self.crc_zero = Signal(init=1)          # crc_bits == 0, kept with its writes
         self.timer = Signal(range(link.timeout + 1))
         self.timer_end = Signal()               # timer == timeout - 1, a register
         # the reply's status, and whether it carries the ptr bytes collected in the buffer
@@ -358,15 +373,31 @@ class _Engine:
         self.goto("REPLY")
 
     def receive(self, with_crc=True):
-        """Take a request byte (through the CRC first), or reply TIMEOUT after a gap."""
+        """Take a request byte (through the CRC first), or reply TIMEOUT after a gap.
+
+        Sets :attr:`took`: this state takes the byte this cycle (``rx_take`` in this state),
+        from flip-flops only (the state's, ``rx.valid`` and the CRC's bit count), not through
+        ``rx_take``'s OR of the receiving states.
+        """
         self.m.d.comb += [self.rx_on.eq(1), self.rx_crc.eq(with_crc)]
+        self.took = Signal(name=f"took_{self.current}")
+        self.m.d.comb += self.took.eq(self.state[self.current] & self.link_rx.valid
+                                      & (self.crc_done if with_crc else 1))
         with self.m.If(self.rx_timeout):
             self.reply(Status.TIMEOUT)
 
     def send(self, value, with_crc=True):
-        """Offer ``value`` (from a register: tx_byte is an AND-OR of the sending states)."""
+        """Offer ``value`` (from a register: tx_byte is an AND-OR of the sending states).
+
+        Sets :attr:`done_tx`: the byte is done with this cycle (``tx_next`` in this state), from
+        flip-flops only (the state's, ``tx_sent``, the CRC's bit count, the UART's ready).
+        """
         self.m.d.comb += [self.tx_on.eq(1), self.tx_crc.eq(with_crc)]
         self.tx_terms.append((self.state[self.current], value))
+        self.done_tx = Signal(name=f"done_tx_{self.current}")
+        st = self.state[self.current]
+        self.m.d.comb += self.done_tx.eq(st & self.tx_sent & self.crc_done if with_crc
+                                         else st & ~self.tx_sent & self.link_tx.ready)
 
 
 class HostLink(wiring.Component):
@@ -436,7 +467,16 @@ class HostLink(wiring.Component):
     ECP5 some logic was later traded for registers (not measured again here): the reply byte
     offered from registers through a one-hot AND-OR and shifted through the CRC from its own
     register, ``ptr + 1``, the timer's end and the command checks' outcome registered, and the
-    transmitter's ``count == 0``; 25 flip-flops more, no cycle of the protocol changed.
+    transmitter's ``count == 0``; 25 flip-flops more, no cycle of the protocol changed. For
+    125 MHz every decision starts from flip-flops: each state takes its byte (or is done with a
+    reply byte) from its own flip-flop, ``rx.valid`` / the UART's registered ``ready`` and the
+    CRC's bit count, not through the OR of the receiving (sending) states; ``ptr_inc == LEN``,
+    ``ptr == LEN``, ``LEN == 0`` and the payload field positions (``ptr == 0..6``) are
+    free-running registered compares (the pointer moves at most every second cycle where they
+    are used); LEN's checks are registered from the byte as it is taken; READ_MEM and
+    READ_RESULTS count their words / bytes down with a ``count == 1`` flag kept beside the
+    counter; the reply byte is registered every cycle until taken. No cycle of the protocol
+    changed.
     """
 
     def __init__(self, regions, *, max_payload=256, timeout=1 << 16, n_regs=16, reg_width=32):
@@ -531,9 +571,9 @@ class HostLink(wiring.Component):
             feedback = e.crc[15] ^ crc_bit
             m.d.sync += e.crc.eq(Cat(C(0, 1), e.crc[:15]) ^ Mux(feedback, 0x1021, 0))
         with m.If(e.crc_run):
-            m.d.sync += e.crc_bits.eq(e.crc_bits + 1)
+            m.d.sync += [e.crc_bits.eq(e.crc_bits + 1), e.crc_zero.eq(0)]
         with m.Elif(e.crc_init | (e.rx_take & e.rx_crc) | e.tx_sent):
-            m.d.sync += e.crc_bits.eq(0)
+            m.d.sync += [e.crc_bits.eq(0), e.crc_zero.eq(1)]
         with m.If(e.tx_take & e.tx_crc):
             m.d.sync += e.tx_sent.eq(1)
         with m.Elif(e.crc_done):
@@ -565,6 +605,9 @@ class HostLink(wiring.Component):
                 m.d.sync += e.length[8:].eq(self.rx.payload)
         with m.If(e.len_from_ptr):
             m.d.sync += e.length.eq(Mux(e.has_data, e.ptr, 0))
+        m.d.sync += [e.inc_is_len.eq(e.ptr_inc == e.length), e.ptr_is_len.eq(e.ptr == e.length),
+                     e.len_zero.eq(e.length == 0)]
+        m.d.sync += [f.eq(e.ptr == k) for k, f in enumerate(e.field_at)]
 
     def _words(self, m, e):
         """Words between the buffer and the bus or the registers, a byte at a time.
@@ -619,22 +662,26 @@ class HostLink(wiring.Component):
         """
         cmd, length, region, count = e.cmd, e.length, e.region, e.count
         n_regions = len(self.regions)
-        nbytes = e.nbytes
+        # count * bytes_per_word and addr + count registered first (a multiplier by a constant or
+        # an adder before the terms' compares): a third stage, still in time (see below)
+        nbytes = Signal.like(e.nbytes, name="chk_nbytes")
+        aw, addr = e.depth_bits, e.addr
+        span = Signal(max(aw, 16) + 1, name="chk_span")
+        m.d.sync += [nbytes.eq(e.nbytes), span.eq(addr[:aw] + count)]
         region_ok = ~_gt_const(region, n_regions - 1)
         # addr + count <= depth without wrap-around: addr must fit in depth_bits first
-        aw, addr = e.depth_bits, e.addr
         if n_regions == 1:
-            range_ok = ~e.addr_high & (addr[aw:] == 0) & ~_gt_const(addr[:aw] + count,
-                                                                     self.regions[0][1])
+            range_ok = ~e.addr_high & (addr[aw:] == 0) & ~_gt_const(span, self.regions[0][1])
         else:
             depth_of = Array(C(d, aw) for _, d, _ in self.regions)[region[:e.region_bits]]
-            range_ok = ~e.addr_high & (addr[aw:] == 0) & ((addr[:aw] + count) <= depth_of)
+            range_ok = ~e.addr_high & (addr[aw:] == 0) & (span <= depth_of)
         wm_len_ok = (nbytes + 7) == length     # WRITE_MEM: LEN == 7 + count * bytes_per_word
         reg_ok = ~_gt_const(region, self.n_regs - 1)
         # two register stages: the terms (carry chains, wide compares: each a few LUT levels) in
         # the first, their priority combination in the second. The inputs (cmd, LEN and the
-        # payload fields) settle when the last payload byte is taken, two states (CRC0, CRC1)
-        # before EXEC: at one byte a cycle the second stage is registered in CRC1's cycle, in time
+        # payload fields) settle when the last payload byte is taken, three states (CRC0, CRC1,
+        # CRC_CHECK) before EXEC: at one byte a cycle nbytes / span are registered in CRC0's
+        # cycle, the terms in CRC1's, their combination in CRC_CHECK's, in time for EXEC
         terms = {
             "region_ok": region_ok, "range_ok": range_ok, "wm_len_ok": wm_len_ok, "reg_ok": reg_ok,
             "known": (cmd != 0) & ~_gt_const(cmd, max(Cmd)),
@@ -652,6 +699,16 @@ class HostLink(wiring.Component):
                    Cmd.READ_RESULTS):
             is_[c_] = Signal(name=f"chk_is_{c_.name.lower()}")
             m.d.sync += is_[c_].eq(e.cmd_is[c_])
+        e.chk_is = is_
+        # READ_MEM's words and READ_RESULTS' bytes counted down (see `count_one`)
+        n_one = Signal()                # n == 1, registered (n is set long before EXEC)
+        m.d.sync += n_one.eq(e.n_results == 1)
+        with m.If(e.state["EXEC"] & e.chk_is[Cmd.READ_RESULTS]):
+            m.d.sync += [e.count.eq(e.n_results), e.count_one.eq(n_one)]
+        with m.Elif(e.count_dec):
+            m.d.sync += [e.count.eq(e.count - 1), e.count_one.eq(e.count == 2)]
+        with m.Else():
+            m.d.sync += e.count_one.eq(e.count == 1)
         known, region_ok = t["known"], t["region_ok"]
         bad_length = Signal()
         out_of_range = Signal()
@@ -690,51 +747,58 @@ class HostLink(wiring.Component):
 
         with e.in_state("CMD"):
             e.receive()
-            with m.If(e.rx_take):
+            with m.If(e.took):
                 m.d.sync += e.cmd.eq(self.rx.payload)
                 e.goto("LEN0")
 
         with e.in_state("LEN0"):
             e.receive()
-            m.d.comb += e.len_lo.eq(e.rx_take)
-            with m.If(e.rx_take):
+            m.d.comb += e.len_lo.eq(e.took)
+            with m.If(e.took):
                 e.goto("LEN1")
 
         with e.in_state("LEN1"):
             e.receive()
-            m.d.comb += [e.len_hi.eq(e.rx_take), e.ptr_clr.eq(1)]
+            m.d.comb += [e.len_hi.eq(e.took), e.ptr_clr.eq(1)]
             m.d.sync += e.addr_high.eq(0)
-            with m.If(e.rx_take):
+            # LEN's checks for LEN_CHECK, from the byte as it is taken (LEN itself is written now)
+            new_len = Cat(e.length[0:8], self.rx.payload)[:len(e.length)]
+            if len(e.length) < 16:
+                len_over = (self.rx.payload[len(e.length) - 8:] != 0) | _gt_const(new_len, self.max_payload)
+            else:
+                len_over = _gt_const(new_len, self.max_payload)
+            m.d.sync += [e.len_over.eq(len_over), e.len_zero_rx.eq(new_len == 0)]
+            with m.If(e.took):
                 e.goto("LEN_CHECK")
 
         # the length's checks from the LEN register, a cycle after its last byte (the UART's byte
         # does not pass through a compare and the reply's priority logic in one cycle)
         with e.in_state("LEN_CHECK"):
-            with m.If(_gt_const(e.length, self.max_payload)):
+            with m.If(e.len_over):                      # LEN > max_payload
                 e.reply(Status.BAD_LENGTH)
-            with m.Elif(e.length == 0):
+            with m.Elif(e.len_zero_rx):
                 e.goto("CRC0")
             with m.Else():
                 e.goto("PAYLOAD")
 
         with e.in_state("PAYLOAD"):
             e.receive()
-            m.d.comb += [e.buf_w.data.eq(self.rx.payload), e.buf_w.en.eq(e.rx_take),
-                         e.ptr_step.eq(e.rx_take)]
-            with m.If(e.rx_take):
+            m.d.comb += [e.buf_w.data.eq(self.rx.payload), e.buf_w.en.eq(e.took),
+                         e.ptr_step.eq(e.took)]
+            with m.If(e.took):
                 self._decode_fields(m, e)
-                with m.If(e.ptr_inc == e.length):
+                with m.If(e.inc_is_len):       # ptr_inc == LEN
                     e.goto("CRC0")
 
         with e.in_state("CRC0"):
             e.receive(with_crc=False)
-            with m.If(e.rx_take):
+            with m.If(e.took):
                 m.d.sync += e.crc_lo_ok.eq(self.rx.payload == e.crc[0:8])
                 e.goto("CRC1")
 
         with e.in_state("CRC1"):
             e.receive(with_crc=False)
-            with m.If(e.rx_take):
+            with m.If(e.took):
                 m.d.sync += e.crc_hi_ok.eq(self.rx.payload == e.crc[8:16])
                 e.goto("CRC_CHECK")
 
@@ -747,24 +811,24 @@ class HostLink(wiring.Component):
     def _decode_fields(self, m, e):
         """Payload bytes 0-6 into region, addr (or the flag that it is too big) and count."""
         al = e.addr_bits
-        with m.Switch(e.ptr):
-            with m.Case(0):
-                m.d.sync += e.region.eq(self.rx.payload)
-            for i in range(4):
-                lo = 8 * i
-                with m.Case(1 + i):
-                    if lo < al:
-                        m.d.sync += e.addr[lo:lo + 8].eq(self.rx.payload)
-                    if lo + 8 > al:
-                        with m.If(self.rx.payload[max(0, al - lo):] != 0):
-                            m.d.sync += e.addr_high.eq(1)
-            for i in range(2):
-                with m.Case(5 + i):
-                    m.d.sync += e.count[8 * i:8 * i + 8].eq(self.rx.payload)
+        at = e.field_at                           # ptr == k, registered
+        with m.If(at[0]):
+            m.d.sync += e.region.eq(self.rx.payload)
+        for i in range(4):
+            lo = 8 * i
+            with m.If(at[1 + i]):
+                if lo < al:
+                    m.d.sync += e.addr[lo:lo + 8].eq(self.rx.payload)
+                if lo + 8 > al:
+                    with m.If(self.rx.payload[max(0, al - lo):] != 0):
+                        m.d.sync += e.addr_high.eq(1)
+        for i in range(2):
+            with m.If(at[5 + i]):
+                m.d.sync += e.count[8 * i:8 * i + 8].eq(self.rx.payload)
 
     def _execute(self, m, e):
         """EXEC: reply at once on a failed check or nothing to do, else start the command."""
-        is_ = e.cmd_is
+        is_ = e.chk_is                  # cmd == c, registered (cmd is set long before EXEC)
 
         def by_cmd(k):
             return Mux(is_[Cmd.PING], e.n_ident + k,
@@ -776,13 +840,11 @@ class HostLink(wiring.Component):
             with m.If(e.check_reply):
                 e.reply(e.check_status, data=e.check_ident)
             with m.Else():
-                with m.Switch(e.cmd):
-                    for c, target in ((Cmd.WRITE_MEM, "WM_FETCH"), (Cmd.READ_MEM, "RM_REQ"),
-                                      (Cmd.WRITE_REG, "WR_FETCH"), (Cmd.READ_REG, "REG_WAIT"),
-                                      (Cmd.SEND_SAMPLE, "SS_FETCH"),
-                                      (Cmd.READ_RESULTS, "RR")):
-                        with m.Case(c):
-                            e.goto(target)
+                for c, target in ((Cmd.WRITE_MEM, "WM_FETCH"), (Cmd.READ_MEM, "RM_REQ"),
+                                  (Cmd.WRITE_REG, "WR_FETCH"), (Cmd.READ_REG, "REG_WAIT"),
+                                  (Cmd.SEND_SAMPLE, "SS_FETCH"), (Cmd.READ_RESULTS, "RR")):
+                    with m.If(is_[c]):
+                        e.goto(target)
 
     def _write_mem(self, m, e):
         """WRITE_MEM: bytes from the buffer (offset 7) shift into ``word``.
@@ -795,7 +857,7 @@ class HostLink(wiring.Component):
         with e.in_state("WM_BYTE"):
             m.d.comb += [e.word_shift.eq(1), e.ptr_step.eq(1), e.word_byte_step.eq(1),
                          self.bus.w_en.eq(e.word_byte_last), e.addr_step.eq(e.word_byte_last)]
-            with m.If(e.word_byte_last & (e.ptr_inc == e.length)):
+            with m.If(e.word_byte_last & e.inc_is_len):
                 e.reply(Status.OK)
             with m.Else():
                 e.goto("WM_FETCH")
@@ -815,8 +877,9 @@ class HostLink(wiring.Component):
             m.d.comb += [e.buf_w.data.eq(e.word[0:8]), e.buf_w.en.eq(1), e.ptr_step.eq(1),
                          e.word_shift.eq(1), e.word_byte_step.eq(1),
                          e.addr_step.eq(e.word_byte_last)]
+            m.d.comb += e.count_dec.eq(e.word_byte_last)
             with m.If(e.word_byte_last):
-                with m.If(e.ptr_inc == e.nbytes[:e.payload_bits]):
+                with m.If(e.count_one):               # the count-th word: ptr_inc == count * bpw
                     e.reply(Status.OK, data=True)
                 with m.Else():
                     e.goto("RM_REQ")
@@ -854,7 +917,7 @@ class HostLink(wiring.Component):
             m.d.comb += [self.sample.valid.eq(1), self.sample.payload.eq(e.buf_r.data)]
             with m.If(self.sample.ready):
                 m.d.comb += [e.ptr_step.eq(1), e.timer_clr.eq(1)]
-                with m.If(e.ptr_inc == e.length):
+                with m.If(e.inc_is_len):
                     e.reply(Status.OK)
                 with m.Else():
                     e.goto("SS_FETCH")
@@ -876,9 +939,8 @@ class HostLink(wiring.Component):
         with e.in_state("RR"):
             m.d.comb += [self.result.ready.eq(1), e.buf_w.data.eq(self.result.payload),
                          e.buf_w.en.eq(self.result.valid), e.ptr_step.eq(self.result.valid),
-                         e.timer_clr.eq(self.result.valid)]
-            with m.If(self.result.valid & (e.ptr_inc == e.n_results[:e.payload_bits])
-                      | e.timer_end):
+                         e.timer_clr.eq(self.result.valid), e.count_dec.eq(self.result.valid)]
+            with m.If(self.result.valid & e.count_one | e.timer_end):   # the n-th byte
                 e.reply(Status.OK, data=True)
 
     def _transmit(self, m, e):
@@ -892,22 +954,22 @@ class HostLink(wiring.Component):
         with e.in_state("TX_SYNC"):
             e.send(SYNC_REPLY, with_crc=False)
             m.d.comb += e.crc_init.eq(1)
-            with m.If(e.tx_next):
+            with m.If(e.done_tx):
                 m.d.comb += [self.frame_ok.eq(e.status == Status.OK),
                              self.frame_error.eq(e.status != Status.OK)]
                 e.goto("TX_STATUS")
         with e.in_state("TX_STATUS"):
             e.send(e.status)
-            with m.If(e.tx_next):
+            with m.If(e.done_tx):
                 e.goto("TX_LEN0")
         with e.in_state("TX_LEN0"):
             e.send(e.length[0:8])
-            with m.If(e.tx_next):
+            with m.If(e.done_tx):
                 e.goto("TX_LEN1")
         with e.in_state("TX_LEN1"):
             e.send(e.length[8:16])
-            with m.If(e.tx_next):
-                with m.If(e.length == 0):
+            with m.If(e.done_tx):
+                with m.If(e.len_zero):                   # LEN == 0 (set in REPLY)
                     e.goto("TX_CRC0")
                 with m.Else():
                     e.goto("TX_FETCH")
@@ -916,19 +978,19 @@ class HostLink(wiring.Component):
         with e.in_state("TX_DATA"):
             e.send(e.tx_shift)
             # ptr moves on once the byte is sent (its buffer read has time until TX_FETCH)
-            m.d.comb += e.ptr_step.eq(e.tx_sent & (e.crc_bits == 0))
-            with m.If(e.tx_next):
-                with m.If(e.ptr == e.length):
+            m.d.comb += e.ptr_step.eq(e.tx_sent & e.crc_zero)          # crc_bits == 0
+            with m.If(e.done_tx):
+                with m.If(e.ptr_is_len):
                     e.goto("TX_CRC0")
                 with m.Else():
                     e.goto("TX_FETCH")
         with e.in_state("TX_CRC0"):
             e.send(e.crc[0:8], with_crc=False)
-            with m.If(e.tx_next):
+            with m.If(e.done_tx):
                 e.goto("TX_CRC1")
         with e.in_state("TX_CRC1"):
             e.send(e.crc[8:16], with_crc=False)
-            with m.If(e.tx_next):
+            with m.If(e.done_tx):
                 e.goto("HUNT")
 
     def _reply_byte(self, m, e):
@@ -942,13 +1004,15 @@ class HostLink(wiring.Component):
             tx_or = tx_or | Mux(st, value, 0)
         m.d.comb += e.tx_byte.eq(tx_or)
         with m.If(e.state["TX_FETCH"]):
-            m.d.sync += e.tx_shift.eq(Mux(e.cmd_is[Cmd.PING],
+            m.d.sync += e.tx_shift.eq(Mux(e.chk_is[Cmd.PING],
                                           Array(C(b, 8) for b in self.ident)[e.ptr],
                                           e.buf_r.data))
-        with m.Elif(e.tx_take):
-            m.d.sync += e.tx_shift.eq(e.tx_byte)
         with m.Elif(e.tx_sent):
             m.d.sync += e.tx_shift.eq(Cat(C(0, 1), e.tx_shift[:7]))
+        with m.Else():
+            # the byte offered, every cycle until it is taken (not only when taken: the UART's
+            # handshake stays out of this multiplexer); in TX_DATA it is tx_shift itself
+            m.d.sync += e.tx_shift.eq(e.tx_byte)
 
 
 class UARTHostLink(wiring.Component):

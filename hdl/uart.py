@@ -139,11 +139,13 @@ class UARTTx(wiring.Component):
         count = Signal(range(d))
         count_zero = Signal(init=1)         # count == 0, a register: `last` enables the whole
                                             # shift register and takes the byte (ready)
-        last = (left == 0) | ((left == 1) & count_zero)
+        # left == 0, left == 1 and `last` (ready) as registers beside the counters: the
+        # handshake leaves a flip-flop (it feeds the host link's state machine and CRC)
+        idle, left_one, last = Signal(init=1), Signal(), Signal(init=1)
         m.d.comb += [
             self.tx.eq(shreg[0]),
             self.data.ready.eq(last),
-            self.busy.eq(left != 0),
+            self.busy.eq(~idle),
         ]
         with m.If(self.data.valid & last):
             m.d.sync += [
@@ -151,17 +153,20 @@ class UARTTx(wiring.Component):
                 left.eq(10),
                 count.eq(d - 1),
                 count_zero.eq(0),           # d >= MIN_DIVISOR > 1
+                idle.eq(0), left_one.eq(0), last.eq(0),
             ]
-        with m.Elif(left != 0):
+        with m.Elif(~idle):
             with m.If(count_zero):
                 m.d.sync += [
                     shreg.eq(Cat(shreg[1:], C(1, 1))),
                     left.eq(left - 1),
                     count.eq(d - 1),
                     count_zero.eq(0),
+                    idle.eq(left_one), left_one.eq(left == 2), last.eq(left_one),
                 ]
             with m.Else():
-                m.d.sync += [count.eq(count - 1), count_zero.eq(count == 1)]
+                m.d.sync += [count.eq(count - 1), count_zero.eq(count == 1),
+                             last.eq(left_one & (count == 1))]
         return m
 
 
