@@ -661,6 +661,8 @@ class _Datapath:
         cur, s0 = self._cur, self.s0
         if name != cur:
             m.d.sync += [self._state(cur).eq(0), self._state(name).eq(1)]
+            if "IDLE" in (cur, name):
+                m.d.sync += self.idle_rb.eq(int(name == "IDLE"))
         code, limits = self.issue_of.get(name, (0, None))
         m.d.sync += [s0.valid.eq(limits is not None), s0.phase.eq(code)]
 
@@ -971,6 +973,9 @@ class _Datapath:
         # the FSM's state decodes that fan out (:meth:`_goto`): idle (st.busy, the host's port,
         # the sample handshake)
         self.idle = Signal(init=1, name="idle")
+        # a copy of idle for the host's port (its address multiplexers in front of the block
+        # RAMs): idle itself fans out to busy, the cycle counter and the sample handshake
+        self.idle_rb = Signal(init=1, name="idle_rb")
         self.ck_go = Signal(name="ck_go")
         self.ck_addr, self.ck_data = Signal.like(st.state.addr), Signal.like(st.state.w_data)
 
@@ -1736,7 +1741,7 @@ class _Datapath:
             no_drain["UPDATE"] = (Const(1), "TABLE")
 
         tq, tv = self.target_chunk, self.target_valid
-        m.d.comb += [self.rb_active.eq(self.idle & st.state.en),
+        m.d.comb += [self.rb_active.eq(self.idle_rb & st.state.en),
                      st.i.sample.ready.eq(self.idle & ~self.out_pending & ~st.state.en)]
         drained = self._drained(m, [name for name, _, _ in issues])
         # one-hot: a flip-flop per state (self.idle for IDLE), set and cleared by _goto
