@@ -144,7 +144,8 @@ class _CopiedReset(ResetInserter):
     while the domain reset is low (0 while it is high), or holding while the domain reset is
     high. They differ only while the domain reset is high, when every flip-flop they reach is
     reset anyway; the cycle after it they are all inactive (the control is a register the domain
-    reset clears). One instance hands the variants out in turn; instances share them.
+    reset clears). In a reset-less domain (the board's own clock, no PLL) the domain reset reads 0
+    and the variants are alike. One instance hands the variants out in turn; instances share them.
     """
 
     group_bits = 384
@@ -158,7 +159,7 @@ class _CopiedReset(ResetInserter):
         inv, kind = self.VARIANTS[self._next % len(self.VARIANTS)]
         self._next += 1
         copy = Signal(name=f"restart_copy_{kind}{inv}", reset_less=True, init=inv)
-        ctl, rst = self.controls[domain], ResetSignal(domain)
+        ctl, rst = self.controls[domain], ResetSignal(domain, allow_reset_less=True)
         active = copy ^ inv if inv else copy
         source = {"plain": ctl, "masked": ctl & ~rst, "hold": Mux(rst, active, ctl)}[kind]
         fragment.add_statements(domain, copy.eq(~source if inv else source))
