@@ -4,9 +4,9 @@ One stage per hidden layer (the head, when present, is folded into the last stag
 ``P`` lanes (one multiplier each; ``ci = ceil(n_in/P)``, ``cn = ceil(n/P)``) walks these phases
 for every training sample, exactly as :class:`sigprop_fpga.hdl.stage.LayerStage` does (the
 hardware tests measure the real counts and require equality). Every issuing phase has ``DRAIN``
-(:func:`~.timing.stage_drain` of the lanes: ``STAGE_LATENCY + 1`` = 5 up to 8 lanes, one more per
+(:func:`~.timing.stage_drain` of the lanes: ``STAGE_LATENCY + 1`` = 6 up to 8 lanes, one more per
 three adder-tree levels beyond three) more cycles to drain its pipeline (memory read, operand
-source, operand, product and adder-tree registers, accumulate), one more where a finished sum is compared (S3) and two more in
+source, fabric operand, operand, product and adder-tree registers, accumulate), one more where a finished sum is compared (S3) and two more in
 ``forward`` (narrowed at S3, written at S4); a phase whose successor reads nothing it writes skips
 its drain:
 

@@ -17,10 +17,13 @@ MUL_LATENCY = 3
 
 #: Cycles from an issue's memory read data (S1) to its products in the pipelined layer stage
 #: (:class:`sigprop_fpga.hdl.stage.LayerStage`): every operand source (block RAM read data, lane
-#: multiplexers, error terms) is registered first, then the operand multiplexer feeds the lanes
-#: (:data:`MUL_LATENCY`). The block RAMs have no output register and the ECP5 routes from a block
-#: RAM to a DSP column are long, so read and multiplexer get a cycle each.
-STAGE_LATENCY = MUL_LATENCY + 1
+#: multiplexers, error terms) is registered first, then the operand multiplexer ends in a fabric
+#: register (``MacLanes(fabric_operands=True)``), then :data:`MUL_LATENCY`. The block RAMs have
+#: no output register and the ECP5 routes from a block RAM or a multiplexer to a DSP column are
+#: long (nextpnr on the digits board at 85.7 MHz: 10.6 ns of routes in the 11.9 ns path from the
+#: multiplexer's select through its three LUT levels into a ``MULT18X18D``'s input register), so
+#: read, multiplexer and the route to the multiplier get a cycle each.
+STAGE_LATENCY = MUL_LATENCY + 2
 
 #: Pipeline drain of the layer stage after each issuing phase: read, sources, operands, product,
 #: tree (+1 after the phases whose dot products are narrowed or compared a cycle later).
@@ -50,12 +53,13 @@ def tree_latency(lanes: int) -> int:
 
 def mul_latency(lanes: int) -> int:
     """Cycles from operands to ``total`` (and ``prod``) of the pipelined stage's lanes:
-    :data:`MUL_LATENCY` with the tree's extra registers (:func:`tree_latency`)."""
-    return MUL_LATENCY - 1 + tree_latency(lanes)
+    :data:`MUL_LATENCY`, the fabric operand register and the tree's extra registers
+    (:func:`tree_latency`)."""
+    return MUL_LATENCY + tree_latency(lanes)
 
 
 def stage_latency(lanes: int) -> int:
-    """:data:`STAGE_LATENCY` of a pipelined layer stage with ``lanes`` lanes: cycles from an
+    """:data:`STAGE_LATENCY` (5 up to 8 lanes) of a pipelined layer stage with ``lanes`` lanes: cycles from an
     issue's read data (S1) to its sums (S2), the adder tree's registers included
     (:func:`mul_latency`)."""
     return mul_latency(lanes) + 1

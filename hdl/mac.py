@@ -70,8 +70,16 @@ class MacLanes(wiring.Component):
         after the adder tree, ``prod`` delayed to match; ``3 + k``: the tree (``ceil(log2
         lanes)`` levels of pairwise adders, an odd operand passed on to the next level) takes
         ``k + 1`` cycles, a register after every few levels (:func:`tree_registers`: e.g. 96
-        lanes, 7 levels, latency 5: after levels 3, 5 and 7), ``prod`` delayed to match. The
-        pipelined stage uses :func:`sigprop_fpga.compiler.timing.mul_latency` of its lanes.
+        lanes, 7 levels, latency 5: after levels 3, 5 and 7), ``prod`` delayed to match; with
+        ``fabric_operands``, one of the ``latency`` cycles is the fabric's operand register and
+        the tree gets one fewer. The pipelined stage uses
+        :func:`sigprop_fpga.compiler.timing.mul_latency` of its lanes (with fabric operands).
+    fabric_operands : bool
+        Register both operands once more in the fabric ahead of the operand registers (one more
+        cycle of ``latency``, at least 4): the operand multiplexers then end in a flip-flop that
+        placement keeps beside them, and the route to the multiplier column is a cycle of its
+        own (on the ECP5 the multiplexers' routes to a ``MULT18X18D``'s input registers were
+        10.6 of an 11.9 ns critical path, nextpnr on the digits board).
     sum_width : int or None
         The adder tree sums each product's low ``sum_width`` bits as a signed value (default
         ``a_width + b_width``, the whole product): for a user whose sums (``total``) only ever
@@ -107,7 +115,7 @@ class MacLanes(wiring.Component):
     """
 
     def __init__(self, lanes: int, a_width: int, b_width: int, latency: int = MUL_LATENCY,
-                 sum_width: int | None = None):
+                 sum_width: int | None = None, fabric_operands: bool = False):
         self._MustUse__silence = True      # no "never used" warning if an argument check fails
         for name, v in (("Lanes", lanes), ("Operand width", a_width), ("Operand width", b_width)):
             if not isinstance(v, int) or isinstance(v, bool):
@@ -118,6 +126,11 @@ class MacLanes(wiring.Component):
             raise TypeError(f"Latency must be an integer, not {latency!r}")
         if latency < 1:
             raise ValueError(f"Latency must be at least 1, not {latency}")
+        if not isinstance(fabric_operands, bool):
+            raise TypeError(f"Fabric operands must be a bool, not {fabric_operands!r}")
+        if fabric_operands and latency < MUL_LATENCY + 1:
+            raise ValueError(f"Latency with fabric operand registers must be at least {MUL_LATENCY + 1}, "
+                             f"not {latency}")
         pw = a_width + b_width
         if sum_width is None:
             sum_width = pw
@@ -126,7 +139,7 @@ class MacLanes(wiring.Component):
         if not 1 <= sum_width <= pw:
             raise ValueError(f"Sum width must be from 1 to {pw}, not {sum_width}")
         self.lanes, self.a_width, self.b_width, self.latency = lanes, a_width, b_width, latency
-        self.sum_width = sum_width
+        self.sum_width, self.fabric_operands = sum_width, fabric_operands
         super().__init__({
             "a": In(data.ArrayLayout(signed(a_width), lanes)),
             "b": In(data.ArrayLayout(signed(b_width), lanes)),
@@ -135,11 +148,18 @@ class MacLanes(wiring.Component):
         })
         self._MustUse__silence = False
 
+    def _operands(self, m, p):
+        """Lane ``p``'s operands, through the fabric registers if there are any."""
+        a, b = self.a[p].as_signed(), self.b[p].as_signed()
+        if self.fabric_operands:
+            a = self._delayed(m, a, 1, f"a_fab{p}")
+            b = self._delayed(m, b, 1, f"b_fab{p}")
+        return a, b
+
     def _mult18x18d(self, m, p):
         """Lane ``p`` as a fully registered MULT18X18D; returns its product register's value."""
         pw, W = self.a_width + self.b_width, ECP5_MULT_WIDTH
-        a = self.a[p].as_signed()
-        b = self.b[p].as_signed()
+        a, b = self._operands(m, p)
         a18, b18 = Signal(signed(W), name=f"mul_a{p}"), Signal(signed(W), name=f"mul_b{p}")
         prod36 = Signal(2 * W, name=f"mul_p{p}")
         m.d.comb += [a18.eq(a), b18.eq(b)]
@@ -214,7 +234,7 @@ class MacLanes(wiring.Component):
         products = []
         primitive = (family_of(platform) == "ecp5" and self.latency >= 3
                      and max(self.a_width, self.b_width) <= ECP5_MULT_WIDTH)
-        tree = self.latency - 2         # the tree's cycles (latency >= 3)
+        tree = self.latency - 2 - self.fabric_operands      # the tree's cycles (latency >= 3)
         for p in range(self.lanes):
             if primitive:
                 p1 = Signal.like(self.prod[p], name=f"p_reg{p}")
@@ -222,10 +242,11 @@ class MacLanes(wiring.Component):
                 m.d.sync += self.prod[p].eq(self._delayed(m, p1, tree - 1, f"p_d{p}"))
                 products.append(p1)
                 continue
-            a, b = self.a[p], self.b[p]
+            a, b = self._operands(m, p)
             if self.latency >= 2:
+                a_in, b_in = a, b
                 a, b = Signal.like(a, name=f"a_reg{p}", reset_less=True), Signal.like(b, name=f"b_reg{p}", reset_less=True)
-                m.d.sync += [a.eq(self.a[p]), b.eq(self.b[p])]
+                m.d.sync += [a.eq(a_in), b.eq(b_in)]
             if self.latency >= 3:
                 p1 = Signal.like(self.prod[p], name=f"p_reg{p}", reset_less=True)
                 m.d.sync += [p1.eq(a * b), self.prod[p].eq(self._delayed(m, p1, tree - 1, f"p_d{p}"))]

@@ -17,10 +17,10 @@ training sample, in order, named as :class:`sigprop_fpga.compiler.rule.Phase` an
     HEAD_LOGITS, HEAD_SOFTMAX, HEAD_UPDATE             the head (last stage)       C cn, -, C (cn + 1)
 
 ``IDLE`` (taking a sample) and ``FIN`` (finishing it) are the ``overhead``. Every issuing phase
-costs ``stage_drain(P)`` (:mod:`sigprop_fpga.compiler.timing`: 5 up to 8 lanes, one more per three
+costs ``stage_drain(P)`` (:mod:`sigprop_fpga.compiler.timing`: 6 up to 8 lanes, one more per three
 adder-tree levels beyond three) more cycles in its ``W_<PHASE>`` state to drain the pipeline (S0
 issue -> S1 memory read and lane multiplexers -> registered operand sources -> operand
-multiplexers and registers -> product register -> adder tree registers -> S2 accumulate), one more
+multiplexers -> fabric operand registers -> operand registers -> product register -> adder tree registers -> S2 accumulate), one more
 where the finished dot product is narrowed or compared at S3 (LOGITS, CACHE, HEAD_LOGITS), two in
 FORWARD (h and t are narrowed at S3 and written at S4), one less in GRADIENT (the update's first
 reads of the delta FIFOs come after their last pushes). The delta FIFOs are filled at S3 and W,
@@ -1109,7 +1109,7 @@ class _Datapath:
         # the lanes' widest (err T in GRADIENT, which takes the per-lane products)
         qw, qa, qin = self.qw, self.qa, self.qin
         sum_w = max(qw.width + qin.width, 2 * qa.width, qw.width + qa.width if self.head else 0)
-        self.mac = m.submodules.mac = MacLanes(P, self.A, self.B, latency=mul_latency(P),
+        self.mac = m.submodules.mac = MacLanes(P, self.A, self.B, latency=mul_latency(P), fabric_operands=True,
                                                      sum_width=min(sum_w, self.A + self.B))
         self.prod = [self.mac.prod[pp] for pp in range(P)]
         self.read2, self.read3 = {}, {}

@@ -206,7 +206,8 @@ def test_backpressure_and_gaps_change_nothing():
 
 def test_digits_default_network_cycles():
     """examples/digits.yaml (64-32-32-10, 4+4 lanes): bit exact on a few samples; each stage takes
-    exactly its estimate, within 10% of ceil(MACs / lanes); samples leave at the slowest stage's rate."""
+    exactly its estimate; samples leave at the slowest stage's rate, within 10% of its
+    ceil(MACs / lanes)."""
     from pathlib import Path
     from sigprop_fpga.compiler.spec import load_spec
     spec = load_spec(Path(__file__).resolve().parents[2] / "examples" / "digits.yaml")
@@ -216,7 +217,8 @@ def test_digits_default_network_cycles():
     est = estimate(net)
     for s in est.stages:
         assert set(r["stage_cycles"][s.index]) == {s.cycles}
-        assert s.cycles <= 1.10 * math.ceil(s.macs / s.lanes)
+    slowest = max(est.stages, key=lambda s: s.cycles)
+    assert slowest.cycles <= 1.10 * math.ceil(slowest.macs / slowest.lanes)
     assert set(np.diff(r["pred_cycle"]).tolist()) == {est.cycles_per_sample}
 
 

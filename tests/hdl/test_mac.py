@@ -52,6 +52,27 @@ def test_mac_arguments():
         MacLanes(2, 8, 8, sum_width=17)
     with pytest.raises(TypeError):
         MacLanes(2, 8, 8, sum_width=8.0)
+    with pytest.raises(ValueError, match="Latency with fabric operand registers must be at least 4, not 3"):
+        MacLanes(2, 8, 8, latency=3, fabric_operands=True)
+    with pytest.raises(TypeError, match="Fabric operands must be a bool, not 1"):
+        MacLanes(2, 8, 8, latency=4, fabric_operands=1)
+
+
+@pytest.mark.parametrize("lanes,latency", [(1, 4), (8, 4), (9, 5), (96, 6)])
+def test_mac_lanes_fabric_operands(lanes, latency):
+    """With fabric operand registers, ``prod`` and ``total`` come ``latency`` cycles after their
+    operands (one of them the fabric's, the tree one cycle shorter), extremes included."""
+    aw, bw = 18, 8
+    dut = MacLanes(lanes, aw, bw, latency=latency, fabric_operands=True)
+    rng = np.random.default_rng(lanes + 7 * latency)
+    alo, ahi, blo, bhi = -(1 << (aw - 1)), (1 << (aw - 1)) - 1, -(1 << (bw - 1)), (1 << (bw - 1)) - 1
+    vecs = [(np.full(lanes, alo), np.full(lanes, blo)), (np.full(lanes, ahi), np.full(lanes, blo))]
+    vecs += [(rng.integers(alo, ahi + 1, lanes), rng.integers(blo, bhi + 1, lanes)) for _ in range(30)]
+    got = _run_lanes(dut, vecs, latency)
+    assert len(got) == len(vecs)
+    for (a, b), (prods, total) in zip(vecs, got):
+        want = [int(x) * int(y) for x, y in zip(a, b)]
+        assert prods == want and total == sum(want)
 
 
 @pytest.mark.parametrize("latency", [1, 3])
@@ -131,10 +152,10 @@ def test_mac_lanes_pipelined_tree(lanes, latency):
 
 
 def test_tree_latency_by_lanes():
-    """The stage's lanes get a tree register per three levels: up to 8 lanes as always
-    (latency 3, STAGE_LATENCY 4), 9-64 one more cycle, 65-512 two."""
+    """The stage's lanes get a fabric operand register and a tree register per three levels:
+    up to 8 lanes latency 4 (STAGE_LATENCY 5), 9-64 one more cycle, 65-512 two."""
     assert [tree_levels(n) for n in (1, 2, 3, 8, 9, 16, 96)] == [0, 1, 2, 3, 4, 4, 7]
     assert [tree_latency(n) for n in (1, 4, 8, 9, 16, 64, 65, 96, 512, 513)] == [1, 1, 1, 2, 2, 2, 3, 3, 3, 4]
-    assert mul_latency(8) == 3 and stage_latency(8) == 4
-    assert mul_latency(16) == 4 and stage_latency(96) == 6
+    assert mul_latency(8) == 4 and stage_latency(8) == 5
+    assert mul_latency(16) == 5 and stage_latency(96) == 7
     assert tree_registers(7, 3) == [3, 5, 7] and tree_registers(4, 2) == [2, 4] and tree_registers(1, 3) == [0, 0, 1]
