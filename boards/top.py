@@ -287,9 +287,17 @@ class SigPropBoardCore(wiring.Component):
         room = Signal()
         m.d.sync += room.eq(Mux(sfifo.w_en, sfifo.level < SAMPLE_FIFO - 1, sfifo.level < SAMPLE_FIFO))
         m.d.comb += [sfifo.w_data.eq(link.sample.payload), sfifo.w_en.eq(link.sample.valid & room),
-                     link.sample.ready.eq(room),
-                     link.result.valid.eq(rfifo.r_rdy), link.result.payload.eq(rfifo.r_data),
-                     rfifo.r_en.eq(link.result.ready)]
+                     link.sample.ready.eq(room)]
+        # the result FIFO's block RAM read data go straight into a register (`res_q`, one more
+        # entry) ahead of the link, not through the link's frame-buffer write multiplexer: a
+        # DP16KD's clock-to-out (5.8 ns on the ECP5) leaves no time for logic at 125 MHz
+        res_q, res_v = Signal(8, reset_less=True), Signal()
+        res_fetch = ~res_v | link.result.ready
+        m.d.comb += [rfifo.r_en.eq(res_fetch), link.result.valid.eq(res_v), link.result.payload.eq(res_q)]
+        with m.If(rfifo.r_rdy & res_fetch):
+            m.d.sync += [res_q.eq(rfifo.r_data), res_v.eq(1)]
+        with m.Elif(link.result.ready):
+            m.d.sync += res_v.eq(0)
         fb = self.feature_bytes
         beat = Signal(range(self.net.n_inputs + 1))
         sub = Signal(range(fb))                     # byte of the feature
@@ -322,7 +330,7 @@ class SigPropBoardCore(wiring.Component):
         restart_d = Signal()
         m.d.sync += restart_d.eq(restart)
         with m.If(restart_d):
-            m.d.sync += [beat.eq(0), sub.eq(0)]
+            m.d.sync += [beat.eq(0), sub.eq(0), res_v.eq(0)]
 
     def _dataset_ram(self, m, f, link, reg):
         """Region 1: the dataset RAM, shared by the host's writes and reads (feeder idle) and the

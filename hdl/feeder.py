@@ -73,8 +73,9 @@ class DatasetFeeder(wiring.Component):
     last_train_correct, last_test_correct : Out(32)
         The same, of the last finished epoch.
     curve_addr : In(range(max_epochs)), curve_data : Out(2 x 32)
-        Per finished epoch ``(train_correct, test_correct)``, read one cycle after the address
-        (stored in ``2 curve_count_width(n_train + n_test)`` bits a word).
+        Per finished epoch ``(train_correct, test_correct)``, read two cycles after the address
+        (stored in ``2 curve_count_width(n_train + n_test)`` bits a word; the block RAM's read
+        data go straight into a register, not through the register file's read multiplexer).
     tap_valid : Out(1), tap_pred, tap_label : Out, tap_index : Out(32)
         A copy of every prediction with its label and sample number, for the testbench.
 
@@ -196,8 +197,10 @@ class DatasetFeeder(wiring.Component):
         sent_in_epoch = Signal(range(n_all + 1))
         epochs_sent = Signal(range(self.max_epochs + 1))
 
+        curve_q = Signal(2 * cw, reset_less=True)
+        m.d.sync += curve_q.eq(c_rd.data)
         m.d.comb += [c_rd.addr.eq(self.curve_addr),
-                     self.curve_data.eq(Cat(c_rd.data[:cw], Const(0, 32 - cw), c_rd.data[cw:]))]
+                     self.curve_data.eq(Cat(curve_q[:cw], Const(0, 32 - cw), curve_q[cw:]))]
 
         train_phase = Signal()
         m.d.comb += train_phase.eq(sample < self.n_train)

@@ -1003,10 +1003,15 @@ class HostLink(wiring.Component):
         for st, value in e.tx_terms:
             tx_or = tx_or | Mux(st, value, 0)
         m.d.comb += e.tx_byte.eq(tx_or)
+        # the buffer's read data go straight into a register (a block RAM's clock-to-out leaves
+        # no time for the multiplexer into tx_shift): in TX_FETCH the pointer has not moved for
+        # at least 8 cycles (it steps as the previous byte starts through the CRC, or in REPLY)
+        buf_q = Signal(8, reset_less=True)
+        m.d.sync += buf_q.eq(e.buf_r.data)
         with m.If(e.state["TX_FETCH"]):
             m.d.sync += e.tx_shift.eq(Mux(e.chk_is[Cmd.PING],
                                           Array(C(b, 8) for b in self.ident)[e.ptr],
-                                          e.buf_r.data))
+                                          buf_q))
         with m.Elif(e.tx_sent):
             m.d.sync += e.tx_shift.eq(Cat(C(0, 1), e.tx_shift[:7]))
         with m.Else():

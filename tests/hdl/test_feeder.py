@@ -84,7 +84,7 @@ def test_feeder_epochs_scores_and_taps(evaluate):
         assert ctx.get(f.epoch) == 3 and ctx.get(f.sent) == 3 * per and ctx.get(f.received) == 3 * per
         for e in range(3):
             ctx.set(f.curve_addr, e)
-            await ctx.tick()
+            await ctx.tick().repeat(2)
             word = ctx.get(f.curve_data)
             assert word & 0xFFFFFFFF == 7 and word >> 32 == 0
         assert ctx.get(f.last_train_correct) == 7 and ctx.get(f.last_test_correct) == 0
