@@ -302,9 +302,11 @@ class SigPropBoardCore(wiring.Component):
         beat = Signal(range(self.net.n_inputs + 1))
         sub = Signal(range(fb))                     # byte of the feature
         acc = Signal(8 * (fb - 1) or 1)             # its earlier bytes
+        # the feeder's ready and predictions need no multiplexer: it offers a sample (SEND) and
+        # scores a prediction (`pred.valid & busy`) only while busy
+        m.d.comb += [f.o.ready.eq(e.i.ready), f.pred.valid.eq(e.o.valid), f.pred.payload.eq(e.o.payload)]
         with m.If(f.busy):
-            m.d.comb += [e.i.payload.eq(f.o.payload), e.i.valid.eq(f.o.valid), f.o.ready.eq(e.i.ready),
-                         f.pred.valid.eq(e.o.valid), f.pred.payload.eq(e.o.payload), e.o.ready.eq(1)]
+            m.d.comb += [e.i.payload.eq(f.o.payload), e.i.valid.eq(f.o.valid), e.o.ready.eq(1)]
         with m.Else():
             label_beat = beat == self.net.n_inputs
             last_byte = label_beat | (sub == fb - 1)
