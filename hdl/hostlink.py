@@ -296,7 +296,10 @@ class _Engine:
         # ---- control signals (combinational, driven by the states)
         self.rx_on = Signal()                   # a request byte is expected ...
         self.rx_crc = Signal()                  # ... and goes through the CRC first
-        self.tx_on = Signal()                   # a reply byte is offered (tx_byte) ...
+        # a reply byte is offered (tx_byte) ...: a flip-flop, the OR of the sending states' next
+        # values (the UART's load enable is `tx_on & ~tx_sent & ready`, not an OR of 9 states)
+        self.tx_on = Signal()
+        self.tx_states = []
         self.tx_crc = Signal()                  # ... and goes through the CRC once taken
         self.tx_byte = Signal(8)
         self.timer_clr = Signal()
@@ -346,7 +349,20 @@ class _Engine:
     def state_flip_flops(self):
         """Each state's flip-flop: set by a ``goto`` into the state, cleared by one out of it."""
         for n in self.STATES:
-            self.m.d.sync += self.state[n].eq(self.enter[n] | self.state[n] & ~self.leave[n])
+            self.m.d.sync += self.state[n].eq(self.next_state(n))
+
+    def next_state(self, name):
+        """State ``name``'s flip-flop in the next cycle."""
+        return self.enter[name] | self.state[name] & ~self.leave[name]
+
+    def tx_on_flip_flop(self):
+        """``tx_on``: exactly the OR of the sending states' flip-flops (HUNT, the initial
+        state, sends nothing), from their next values."""
+        assert "HUNT" not in self.tx_states
+        nxt = C(0, 1)
+        for n in self.tx_states:
+            nxt = nxt | self.next_state(n)
+        self.m.d.sync += self.tx_on.eq(nxt)
 
     @contextmanager
     def in_state(self, name):
@@ -392,7 +408,8 @@ class _Engine:
         Sets :attr:`done_tx`: the byte is done with this cycle (``tx_next`` in this state), from
         flip-flops only (the state's, ``tx_sent``, the CRC's bit count, the UART's ready).
         """
-        self.m.d.comb += [self.tx_on.eq(1), self.tx_crc.eq(with_crc)]
+        self.m.d.comb += self.tx_crc.eq(with_crc)
+        self.tx_states.append(self.current)
         self.tx_terms.append((self.state[self.current], value))
         self.done_tx = Signal(name=f"done_tx_{self.current}")
         st = self.state[self.current]
@@ -533,6 +550,7 @@ class HostLink(wiring.Component):
         self._transmit(m, e)
         self._reply_byte(m, e)
         self._status_terms(m, e)
+        e.tx_on_flip_flop()
         return m
 
     def _status_terms(self, m, e):
