@@ -1024,12 +1024,11 @@ class HostLink(wiring.Component):
         # the buffer's read data go straight into a register (a block RAM's clock-to-out leaves
         # no time for the multiplexer into tx_shift): in TX_FETCH the pointer has not moved for
         # at least 8 cycles (it steps as the previous byte starts through the CRC, or in REPLY)
-        buf_q = Signal(8, reset_less=True)
-        m.d.sync += buf_q.eq(e.buf_r.data)
+        # (the PING reply's ident byte at ptr likewise, out of its multiplexer)
+        buf_q, ident_q = Signal(8, reset_less=True), Signal(8, reset_less=True)
+        m.d.sync += [buf_q.eq(e.buf_r.data), ident_q.eq(Array(C(b, 8) for b in self.ident)[e.ptr])]
         with m.If(e.state["TX_FETCH"]):
-            m.d.sync += e.tx_shift.eq(Mux(e.chk_is[Cmd.PING],
-                                          Array(C(b, 8) for b in self.ident)[e.ptr],
-                                          buf_q))
+            m.d.sync += e.tx_shift.eq(Mux(e.chk_is[Cmd.PING], ident_q, buf_q))
         with m.Elif(e.tx_sent):
             m.d.sync += e.tx_shift.eq(Cat(C(0, 1), e.tx_shift[:7]))
         with m.Else():
