@@ -404,9 +404,13 @@ class SigPropBoardCore(wiring.Component):
                         m.d.sync += n_test.eq(reg.w_data)
         link_info = self.divisor | (self.feature_bytes << 8) | (SAMPLE_FIFO << 16)
         fill, fill_crc = self._dataset_ram(m, f, link, reg) if self.dataset == "ram" else (0, 0)
+        # the engine's idle (an AND of the stages' conditions) and the feeder's status go through
+        # a register before the read's AND-OR: a host polls STATUS frames apart, a cycle is nothing
+        status = Signal(32)
+        m.d.sync += status.eq((f.epoch << 16) | (e.idle << 2) | (f.done << 1) | f.busy)
         values = {
             "CONTROL": (epochs << 16) | (ctrl_infer << 3) | (ctrl_hold << 2) | (ctrl_evaluate << 1),
-            "STATUS": (f.epoch << 16) | (e.idle << 2) | (f.done << 1) | f.busy,
+            "STATUS": status,
             "SENT": f.sent, "RECEIVED": f.received, "TRAIN_CORRECT": f.train_correct,
             "TEST_CORRECT": f.test_correct, "CYCLES": e.cycles, "SAMPLES": e.samples, "INFERENCES": e.inferences,
             "CURVE_ADDR": curve_addr, "CURVE_TRAIN": f.curve_data[:32], "CURVE_TEST": f.curve_data[32:],
