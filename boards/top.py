@@ -226,6 +226,12 @@ class SigPropBoardCore(wiring.Component):
     counters : bool, optional
         Whether SENT, RECEIVED, TRAIN_CORRECT, TEST_CORRECT and CYCLES are readable (else they
         read 0 and synthesis drops the counters behind them). Default: without a dataset RAM.
+    bram_regs : bool
+        Block RAM read data into flip-flops before any logic (the ECP5's DP16KD has a 5.8 ns
+        clock-to-out): an output register after the result FIFO (one entry more, a prediction
+        reaches READ_RESULTS a cycle later), the link's ``registered_reads``, and STATUS
+        registered before the register read. Default True; :class:`SigPropBoardTop` leaves them
+        out on the iCE40 (1.2 ns clock-to-out, and its logic cells are nearly all used).
 
     Members
     -------
@@ -245,7 +251,11 @@ class SigPropBoardCore(wiring.Component):
 
     def __init__(self, net, data, *, divisor: int, lanes=None, n_train=None, n_test=None,
                  autostart_epochs: int = 0, max_epochs: int = 255, engine_cls=SigPropEngine,
-                 clock_hz: int = 0, dataset: str = "rom", ram_primitive: bool = False, counters=None):
+                 clock_hz: int = 0, dataset: str = "rom", ram_primitive: bool = False, counters=None,
+                 bram_regs: bool = True):
+        if not isinstance(bram_regs, bool):
+            raise TypeError(f"bram_regs must be a bool, not {bram_regs!r}")
+        self.bram_regs = bram_regs
         if dataset not in ("rom", "ram"):
             raise ValueError(f"dataset must be 'rom' or 'ram', not {dataset!r}")
         if counters is not None and not isinstance(counters, bool):
@@ -273,7 +283,8 @@ class SigPropBoardCore(wiring.Component):
                                     in_width=self.engine.in_width, n_classes=net.n_classes, max_epochs=max_epochs)
             self.ram = DataRAM(ram_primitive)
             regions.append(("dataset", DATA_WORDS, 16))
-        self.link = UARTHostLink(divisor, regions, n_regs=len(REGISTERS), max_payload=LINK_PAYLOAD)
+        self.link = UARTHostLink(divisor, regions, n_regs=len(REGISTERS), max_payload=LINK_PAYLOAD,
+                                 registered_reads=bram_regs)
         super().__init__({"uart_rx": In(1, init=1), "uart_tx": Out(1, init=1), "leds": Out(8)})
 
     def _host_samples(self, m, e, f, link, restart, infer):
@@ -291,13 +302,18 @@ class SigPropBoardCore(wiring.Component):
         # the result FIFO's block RAM read data go straight into a register (`res_q`, one more
         # entry) ahead of the link, not through the link's frame-buffer write multiplexer: a
         # DP16KD's clock-to-out (5.8 ns on the ECP5) leaves no time for logic at 125 MHz
-        res_q, res_v = Signal(8, reset_less=True), Signal()
-        res_fetch = ~res_v | link.result.ready
-        m.d.comb += [rfifo.r_en.eq(res_fetch), link.result.valid.eq(res_v), link.result.payload.eq(res_q)]
-        with m.If(rfifo.r_rdy & res_fetch):
-            m.d.sync += [res_q.eq(rfifo.r_data), res_v.eq(1)]
-        with m.Elif(link.result.ready):
-            m.d.sync += res_v.eq(0)
+        res_v = Signal()
+        if self.bram_regs:
+            res_q = Signal(8, reset_less=True)
+            res_fetch = ~res_v | link.result.ready
+            m.d.comb += [rfifo.r_en.eq(res_fetch), link.result.valid.eq(res_v), link.result.payload.eq(res_q)]
+            with m.If(rfifo.r_rdy & res_fetch):
+                m.d.sync += [res_q.eq(rfifo.r_data), res_v.eq(1)]
+            with m.Elif(link.result.ready):
+                m.d.sync += res_v.eq(0)
+        else:
+            m.d.comb += [link.result.valid.eq(rfifo.r_rdy), link.result.payload.eq(rfifo.r_data),
+                         rfifo.r_en.eq(link.result.ready)]
         fb = self.feature_bytes
         beat = Signal(range(self.net.n_inputs + 1))
         sub = Signal(range(fb))                     # byte of the feature
@@ -406,8 +422,11 @@ class SigPropBoardCore(wiring.Component):
         fill, fill_crc = self._dataset_ram(m, f, link, reg) if self.dataset == "ram" else (0, 0)
         # the engine's idle (an AND of the stages' conditions) and the feeder's status go through
         # a register before the read's AND-OR: a host polls STATUS frames apart, a cycle is nothing
-        status = Signal(32)
-        m.d.sync += status.eq((f.epoch << 16) | (e.idle << 2) | (f.done << 1) | f.busy)
+        status = (f.epoch << 16) | (e.idle << 2) | (f.done << 1) | f.busy
+        if self.bram_regs:
+            status_q = Signal(32)
+            m.d.sync += status_q.eq(status)
+            status = status_q
         values = {
             "CONTROL": (epochs << 16) | (ctrl_infer << 3) | (ctrl_hold << 2) | (ctrl_evaluate << 1),
             "STATUS": status,
@@ -472,7 +491,8 @@ class SigPropBoardTop(Elaboratable):
         The host's rate (default :func:`choose_baud`: 3 Mbaud where the clock allows); the
         divisor's error budget is checked (:func:`~sigprop_fpga.hdl.uart.uart_divisor`, ValueError).
     lanes, n_train, n_test, autostart_epochs, engine_cls, dataset :
-        As :class:`SigPropBoardCore` (a ``"ram"`` dataset in the SB_SPRAM256KA primitives).
+        As :class:`SigPropBoardCore` (a ``"ram"`` dataset in the SB_SPRAM256KA primitives; the
+        block RAM registers, ``bram_regs``, on every family but the iCE40).
     """
 
     def __init__(self, net, data, target, clock_hz: float, *, baud: int | None = None, lanes=None,
@@ -484,7 +504,7 @@ class SigPropBoardTop(Elaboratable):
         self.core = SigPropBoardCore(net, data, divisor=divisor, lanes=lanes, n_train=n_train,
                                      n_test=n_test, autostart_epochs=autostart_epochs,
                                      engine_cls=engine_cls, clock_hz=round(clock_hz), dataset=dataset,
-                                     ram_primitive=dataset == "ram")
+                                     ram_primitive=dataset == "ram", bram_regs=target.family != "ice40")
 
     def elaborate(self, platform):
         m = Module()

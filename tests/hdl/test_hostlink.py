@@ -26,8 +26,9 @@ NREGS = 4
 class Top(Elaboratable):
     """HostLink (or UARTHostLink) + memories + register file."""
 
-    def __init__(self, pins=False, divisor=4, timeout=TIMEOUT):
-        kw = dict(max_payload=MAXP, timeout=timeout, n_regs=NREGS, reg_width=20)
+    def __init__(self, pins=False, divisor=4, timeout=TIMEOUT, registered_reads=True):
+        kw = dict(max_payload=MAXP, timeout=timeout, n_regs=NREGS, reg_width=20,
+                  registered_reads=registered_reads)
         self.dut = UARTHostLink(divisor, REGIONS, **kw) if pins else HostLink(REGIONS, **kw)
         self.mems = [Memory(shape=w, depth=d, init=[(7 * i + k) % (1 << w) for i in range(d)])
                      for k, (_, d, w) in enumerate(REGIONS)]
@@ -220,7 +221,8 @@ def test_crc16_hardware_matches_python():
     sim.run()
 
 
-def test_ping_write_read_registers_and_errors():
+@pytest.mark.parametrize("registered_reads", [True, False])
+def test_ping_write_read_registers_and_errors(registered_reads):
     new = [0xBEEF, 0x1234, 0xFFFF]
 
     async def script(ctx, io):
@@ -240,7 +242,7 @@ def test_ping_write_read_registers_and_errors():
         await io.send(ctx, b"\x00" * 3 + PING)
         await io.replies(ctx, 14)
 
-    replies, writes, _, mems = run(Top(), script)
+    replies, writes, _, mems = run(Top(registered_reads=registered_reads), script)
     exp = initial_mems()
     exp[0][29:32] = new
     exp[1][0:2] = [0xABC, 0x123]
@@ -308,7 +310,8 @@ def test_bad_crc_then_resync_and_truncated_frame_times_out():
     assert writes == [(0, 2, 0x1111), (0, 4, 0x3333), (0, 5, 0x4444)]
 
 
-def test_send_sample_and_read_results_with_flow_control():
+@pytest.mark.parametrize("registered_reads", [True, False])
+def test_send_sample_and_read_results_with_flow_control(registered_reads):
     data = bytes(range(1, 21))
 
     async def script(ctx, io):
@@ -318,7 +321,8 @@ def test_send_sample_and_read_results_with_flow_control():
         await io.send(ctx, encode_frame(Cmd.READ_RESULTS, struct.pack("<H", 33)))  # > max
         await io.replies(ctx, 4)
 
-    replies, _, samples, _ = run(Top(), script, sample_ready=lambda n, got: n % 3 == 0,
+    replies, _, samples, _ = run(Top(registered_reads=registered_reads), script,
+                                 sample_ready=lambda n, got: n % 3 == 0,
                                  results=b"\x10\x20\x30\x40\x50")
     assert [s for s, _ in replies] == [Status.OK, Status.OK, Status.OK, Status.BAD_LENGTH]
     assert bytes(samples) == data
@@ -363,6 +367,8 @@ def test_hostlink_parameters_checked():
         HostLink([])
     with pytest.raises(ValueError, match="unique"):
         HostLink([("a", 4, 8), ("a", 4, 8)])
+    with pytest.raises(TypeError, match="registered_reads must be a bool, not 1"):
+        HostLink(REGIONS, registered_reads=1)
 
 
 # --------------------------------------------------------------------------------------------
