@@ -570,6 +570,34 @@ class _Datapath:
                 self.push_flag[nm] = r
         return r
 
+    def _fifo_head_entry(self, m, nm, lane_index, lane_step):
+        """Entry ``lane_index`` of FIFO ``nm``'s head chunk. With two chunks or more it is a
+        register loaded a cycle ahead from the head the FIFO will have (the next chunk's entry
+        when it shifts) at the lane ``lane_index`` will hold, kept one-hot in a register of the
+        FIFO's own (``lane_step``: the statements that advance it; the FIFOs' copies differ
+        in polarity, so that Yosys keeps them apart): an AND-OR multiplexer from flip-flops,
+        each select bit reaching one FIFO's entries. A one-chunk FIFO's head takes its pushes,
+        which are not known a cycle ahead: the multiplexer of the head itself."""
+        dq, P = self.delta_fifo[nm], self.P
+        if self.cn < 2:
+            return Array(dq[0])[lane_index]
+        inv = len(self.head_entry) % 2
+        oh_r = Signal(P, name=f"{nm}_lane_oh", init=((1 << P) - 1) ^ 1 if inv else 1)
+        oh = ~oh_r if inv else oh_r
+        lane_step(lambda v: oh_r.eq(~v if inv else v), oh)
+        w = len(dq[0][0])
+
+        def pick(entries):
+            terms = [e.as_unsigned() & oh[k].replicate(w) for k, e in enumerate(entries)]
+            while len(terms) > 1:       # a balanced OR tree
+                terms = [terms[i] | terms[i + 1] if i + 1 < len(terms) else terms[i]
+                         for i in range(0, len(terms), 2)]
+            return terms[0]
+        r = Signal(self.fifo_w[nm], name=f"{nm}_head", reset_less=True)
+        m.d.sync += r.eq(Mux(self.fifo_shift[nm], pick(dq[1]), pick(dq[0])))
+        self.head_entry[nm] = r
+        return r
+
     def _fifo_push(self, m, nm, vals):
         """The entries pushed when ``nm``'s push flag is set (chosen where the flag's phase is)."""
         m.d.comb += [self.fifo_in[nm][pp].eq(vals[pp]) for pp in range(self.P)]
@@ -1332,25 +1360,39 @@ class _Datapath:
         if self.class_ce:
             # the row's lane in the head chunk; the FIFOs rotate after the last row of a chunk
             lane_index = Signal(range(P), name="lane_index")
-            heads = {nm: Array(self.delta_fifo[nm][0]) for nm in self.delta_fifo}
-            d_h = heads["d_h"][lane_index]
-            d_tc, d_tm = self._g_t_split(heads["g_t"][lane_index])
+            # lane_index a cycle ahead (the lane of the issue at S0), counted from S0's issue
+            # in a register of its own: the heads' lane multiplexers start from flip-flops
+            lane_nx = Signal(range(P), name="lane_nx")
+            upd0, row_end0 = s0.at(_UPDATE), s0.col == ci
+
+            def lane_step(assign, nx):
+                # lane_nx's next value (the lane of the next cycle's issue at S0) into a register:
+                # ``assign(v)`` the statement that loads ``v``, ``nx`` its value now (one-hot
+                # for the heads' copies, binary for lane_nx)
+                one_hot = nx is not lane_nx
+                first = Const(1, P) if one_hot else Const(0, len(lane_nx))
+                last = nx[P - 1] if one_hot else lane_nx == P - 1
+                step = Cat(nx[P - 1], nx[:P - 1]) if one_hot else (lane_nx + 1)[:len(lane_nx)]
+                with m.If(upd0):
+                    with m.If(row_end0):
+                        with m.If(last | (s0.row == n - 1)):
+                            m.d.sync += assign(first)
+                        with m.Else():
+                            m.d.sync += assign(step)
+                with m.Else():
+                    m.d.sync += assign(first)
+            lane_step(lane_nx.eq, lane_nx)
+            m.d.sync += lane_index.eq(lane_nx)
+            self.lane_index, self.lane_nx = lane_index, lane_nx
+            self.head_entry = {}
+            heads = {nm: self._fifo_head_entry(m, nm, lane_index, lane_step) for nm in self.delta_fifo}
+            d_h = heads["d_h"]
+            d_tc, d_tm = self._g_t_split(heads["g_t"])
             delta = Mux(s1.term == 0, d_h, Mux(s1.term == 1, d_tc, d_tm))
             bias_terms = [d_h, d_tc, d_tm] if self.terms > 1 else [d_h]
-            lane_index_next = Signal.like(lane_index, name="lane_index_next")   # at the S1 of the issue now at S0
-            m.d.comb += lane_index_next.eq(lane_index)
-            with m.If(s1.at(_UPDATE)):
-                with m.If(s1.col == ci):
-                    with m.If((lane_index == P - 1) | (s1.row == n - 1)):
-                        m.d.comb += lane_index_next.eq(0)
-                    with m.Else():
-                        m.d.comb += lane_index_next.eq(lane_index + 1)
-            with m.Else():
-                m.d.comb += lane_index_next.eq(0)
-            m.d.sync += lane_index.eq(lane_index_next)
             # both FIFOs rotate at the S1 of a row's bias step when the row ends a chunk
             self._fifo_flag(m, "fifo_rot1", s0.at(_UPDATE) & (s0.col == ci) &
-                            ((lane_index_next == P - 1) | (s0.row == n - 1)), "d_h", "g_t")
+                            ((lane_nx == P - 1) | (s0.row == n - 1)), "d_h", "g_t")
         else:
             j = s1.row
             delta = Mux(s1.term == 0, self.d_h_a[j], Mux(s1.term == 1, self.d_tc_a[j], self.d_tm_a[j]))
@@ -1814,17 +1856,54 @@ class _Datapath:
         st = self.st
         m.d.sync += [self.ck_go.eq(self.rb_active & st.state.w_en), self.ck_addr.eq(st.state.addr),
                      self.ck_data.eq(st.state.w_data)]
+        ck_cache = Signal(name="ck_cache")      # a checkpoint write into the packed cache
+        cache_names = [name for name in self.wr if name in self.pbase]
+        if cache_names:
+            m.d.sync += ck_cache.eq(self.rb_active & st.state.w_en &
+                                    Cat(*(st.state.mem == MEM_IDS[name] for name in cache_names)).any())
+        cache_ck = []
         for name in self.wr:
             # the memory and its bank decoded with the request, into one flag each
             hit = Signal(name=f"ck_hit_{name}")
             m.d.sync += hit.eq(self.rb_active & st.state.w_en & (st.state.mem == MEM_IDS[name]))
             banks = Signal(len(self.wr[name]), name=f"ck_banks_{name}")
             m.d.sync += banks.eq(Cat(*(st.state.bank == bk for bk in range(len(self.wr[name])))))
+            if name in self.pbase:
+                cache_ck.append((name, hit, banks))
+                continue
             for bk, port in enumerate(self.wr[name]):
                 # every bank takes the address (the packed cache reads bank 0's), one bank writes
                 with m.If(hit):
                     m.d.comb += [port.addr.eq(self.ck_addr), port.data.eq(self.ck_data[:len(port.data)]),
                                  port.en.eq(banks[bk])]
+        self._checkpoint_cache(m, ck_cache, cache_ck)
+
+    def _checkpoint_cache(self, m, ck_cache, cache_ck):
+        """A checkpoint write of T, Tin or b goes into the packed cache's write registers
+        directly, beside the phases' writes (one multiplexer, selected by the flag ``ck_cache``,
+        in front of them), not through the logical ports: the checkpoint's decoding stays off
+        the phases' enables and data. The same address, data and enables as the phases' glue
+        would make of it (:meth:`_addresses`); no phase writes while the host's port is."""
+        if not cache_ck:
+            return
+        cwr, pbase, wl, P = self.cwr, self.pbase, self.wl, self.P
+        addr = Signal.like(cwr.addr, name="ck_c_addr")
+        data = Signal.like(cwr.data, name="ck_c_data")
+        en = Signal.like(cwr.en, name="ck_c_en")
+        m.d.comb += data.eq(cwr.data)
+        for name, hit, banks in cache_ck:
+            width = len(self.wr[name][0].data)
+            word = self.ck_data[:width].as_signed()
+            with m.If(hit):
+                if name == "b":
+                    m.d.comb += [addr.eq(pbase["b"] + self.ck_addr[:16]), data.eq(word),
+                                 en.eq(banks[0].replicate(len(en)))]
+                else:
+                    m.d.comb += [addr.eq((pbase[name] if name != "T" else 0) + self.ck_addr[:16]),
+                                 en.eq(Cat(banks, Const(0, len(en) - len(banks))))]
+                    m.d.comb += [data[k * wl:(k + 1) * wl].eq(word) for k in range(min(P, len(banks)))]
+        with m.If(ck_cache):
+            m.d.sync += [cwr.addr.eq(addr), cwr.data.eq(data), cwr.en.eq(en)]
 
     def _readback(self, m):
         """The bank's word of every memory registered (a block RAM's clock-to-out without output

@@ -96,3 +96,53 @@ def test_counter_flags_equal_their_compares_every_cycle(which):
     assert len(r["pred"]) == n and seen["valid"] > 200 and seen["s3"] > 200
     assert not bad, bad
 
+
+
+@pytest.mark.parametrize("which", ["iris", "HEAD"])
+def test_delta_fifo_head_registers_equal_the_lane_multiplexer(which):
+    """UPDATE reads the delta FIFOs' head entry of its row's lane from registers loaded a cycle
+    ahead (one-hot lane copies, the FIFO's shift looked ahead): in every cycle with an UPDATE
+    issue at S1 each equals the head chunk's entry ``lane_index``, and ``lane_nx`` is the next
+    cycle's ``lane_index`` in every cycle."""
+    net, data = _net(example="iris") if which == "iris" else _net(globals()[which])
+    seen, bad = {"read": 0, "cycles": 0}, []
+
+    def monitor(dut):
+        watch = []
+        for dp in (st._dp for st in dut.stages):
+            if not getattr(dp, "head_entry", None):
+                continue
+            names = sorted(dp.head_entry)
+            heads = [x for nm in names for x in dp.delta_fifo[nm][0]]
+            watch.append((dp, names, [dp.s1.valid, dp.s1.phase, dp.lane_index, dp.lane_nx,
+                                      *(dp.head_entry[nm] for nm in names), *heads]))
+        assert watch, "no stage with registered FIFO heads"
+        exprs = [x for _, _, w in watch for x in w]
+        prev_nx = [None] * len(watch)
+
+        async def process(ctx):
+            async for _, _, *vals in ctx.tick().sample(*exprs):
+                at = 0
+                for wi, (dp, names, w) in enumerate(watch):
+                    v = vals[at:at + len(w)]
+                    at += len(w)
+                    valid, phase, lane, lane_nx = v[:4]
+                    regs, heads = v[4:4 + len(names)], v[4 + len(names):]
+                    seen["cycles"] += 1
+                    if prev_nx[wi] is not None and prev_nx[wi] != lane and len(bad) < 5:
+                        bad.append(("lane_nx", prev_nx[wi], lane))
+                    prev_nx[wi] = lane_nx
+                    if not (valid and phase == dp.issue_of["UPDATE"][0]):
+                        continue
+                    seen["read"] += 1
+                    for k, nm in enumerate(names):
+                        want = heads[k * dp.P + lane]
+                        if regs[k] != want and len(bad) < 5:
+                            bad.append((nm, lane, regs[k], want))
+        return process
+
+    n = 6
+    train = np.arange(n) % 3 != 2
+    simulate(net, data.x_train[:n], data.y_train[:n], train=train, gap=3, ready_every=4, monitors=[monitor])
+    assert seen["read"] > 50
+    assert not bad, bad
