@@ -1800,7 +1800,7 @@ class _Datapath:
                 ip = st.i.sample.payload
                 m.d.sync += self.write_half.eq(~self.write_half)
                 # the issue counters are 0 here: every phase ends as they all wrap
-                m.d.sync += [self.c.eq(ip.label), train.eq(ip.train), self.have_m.eq(0), self.cycles.eq(1),
+                m.d.sync += [self.c.eq(ip.label), train.eq(ip.train), self.have_m.eq(0),
                              tq[0].eq(0)]
                 self._goto(m, "FORWARD")
         for name, code, limits in issues:
@@ -1845,8 +1845,10 @@ class _Datapath:
             sm_frac = Cat(*(self._state(nm) for nm in ("HEAD_SOFTMAX", "W_HEAD_SOFTMAX")
                             if nm in self._states)).any()
             m.d.comb += [self.sm.start.eq(sm_start), self.sm.frac_sel.eq(sm_frac)]
-        with m.If(st.busy):
-            m.d.sync += self.cycles.eq(self.cycles + 1)
+        # the sample's cycle count: 1 in the cycle that takes the sample, counted while busy;
+        # loaded with 1 in every idle cycle (read only at FIN), so no handshake decides its
+        # enable
+        m.d.sync += self.cycles.eq(Mux(self.idle, 1, self.cycles + 1))
 
     # ---- the host's port: checkpoint writes and readback ----
     def _checkpoint(self, m):
