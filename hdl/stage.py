@@ -1116,8 +1116,30 @@ class _Datapath:
             if mem is not None:
                 m.d.comb += read_whole(mem[0], hidx0)
 
+        self.hidx1 = hidx1
+        # a vector kept in flip-flops is read through a one-hot copy of hidx1 per lane (an
+        # AND-OR multiplexer; no decoder of hidx1 reaching every lane): the copies differ in
+        # polarity and reset (four variants), so that Yosys keeps them apart. A reset-less copy
+        # differs from hidx1 only in the cycle after a reset, when no issue is at S1
+        oh_next = Cat(*(hidx0 == i for i in range(self.cn)))
+        oh_lane = []
+        if self.h_mem is None or self.t_mem is None:
+            for pp in range(P):
+                inv, rst = (pp // 2) % 2, pp % 2
+                r = Signal(self.cn, name=f"hidx_oh{pp}", init=((1 << self.cn) - 1) ^ 1 if inv else 1,
+                           reset_less=not rst)
+                m.d.sync += r.eq(~oh_next if inv else oh_next)
+                oh_lane.append(~r if inv else r)
+
         def lane(mem, vec, pp):
-            return mem[0].data[pp * qa.width:(pp + 1) * qa.width].as_signed() if mem is not None else vec[pp][hidx1]
+            if mem is not None:
+                return mem[0].data[pp * qa.width:(pp + 1) * qa.width].as_signed()
+            terms = [Value.cast(vec[pp][q]).as_unsigned() & oh_lane[pp][q].replicate(qa.width)
+                     for q in range(self.cn)]
+            while len(terms) > 1:       # a balanced OR tree
+                terms = [terms[i] | terms[i + 1] if i + 1 < len(terms) else terms[i]
+                         for i in range(0, len(terms), 2)]
+            return terms[0].as_signed()
 
         for pp in range(P):
             m.d.comb += [self.h_chunk[pp].eq(lane(self.h_mem, self.h_l, pp)),

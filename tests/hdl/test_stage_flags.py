@@ -146,3 +146,53 @@ def test_delta_fifo_head_registers_equal_the_lane_multiplexer(which):
     simulate(net, data.x_train[:n], data.y_train[:n], train=train, gap=3, ready_every=4, monitors=[monitor])
     assert seen["read"] > 50
     assert not bad, bad
+
+
+@pytest.mark.parametrize("which", ["iris", "HEAD"])
+def test_chunk_reads_through_one_hot_copies_equal_the_index_multiplexer(which):
+    """``h`` and ``t`` kept in flip-flops are read a chunk at a time through one-hot copies of
+    ``hidx1`` (one per lane, four variants): in every cycle with an issue at S1 each lane's
+    ``h_chunk`` / ``t_chunk`` equals entry ``hidx1`` of its lane's vector (0 beyond the last
+    chunk, as the index multiplexer gives)."""
+    net, data = _net(example="iris") if which == "iris" else _net(globals()[which])
+    seen, bad = {"read": 0}, []
+
+    def monitor(dut):
+        watch = []
+        for dp in (st._dp for st in dut.stages):
+            pairs = [(nm, dp.h_chunk if nm == "h" else dp.t_chunk, dp.h_l if nm == "h" else dp.t_l)
+                     for nm, mem in (("h", dp.h_mem), ("t", dp.t_mem)) if mem is None]
+            if not pairs:
+                continue
+            sigs = [dp.s1.valid, dp.hidx1]
+            for _, chunk, lanes in pairs:
+                for pp in range(dp.P):
+                    sigs += [chunk[pp], *(lanes[pp][q] for q in range(dp.cn))]
+            watch.append((dp, pairs, sigs))
+        assert watch, "no stage keeps h or t in flip-flops"
+        exprs = [x for _, _, w in watch for x in w]
+
+        async def process(ctx):
+            async for _, _, *vals in ctx.tick().sample(*exprs):
+                at = 0
+                for dp, pairs, w in watch:
+                    v = vals[at:at + len(w)]
+                    at += len(w)
+                    valid, idx, rest = v[0], v[1], v[2:]
+                    if not valid:
+                        continue
+                    seen["read"] += 1
+                    for k, (nm, _, _) in enumerate(pairs):
+                        for pp in range(dp.P):
+                            base = (k * dp.P + pp) * (dp.cn + 1)
+                            got, entries = rest[base], rest[base + 1:base + 1 + dp.cn]
+                            want = entries[idx] if idx < dp.cn else 0
+                            if got != want and len(bad) < 5:
+                                bad.append((nm, pp, idx, got, want))
+        return process
+
+    n = 6
+    train = np.arange(n) % 3 != 2
+    simulate(net, data.x_train[:n], data.y_train[:n], train=train, gap=3, ready_every=4, monitors=[monitor])
+    assert seen["read"] > 200
+    assert not bad, bad
