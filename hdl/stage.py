@@ -553,11 +553,14 @@ class _Datapath:
         readouts = [code for code, (_, readout) in self.logit_index.items() if readout]
         with m.If(Cat(*(self.s2.at(code) for code in readouts)).any() if readouts else 0):
             m.d.sync += self.acc_cmp.eq(self.acc_n)
+            if self.acc_cmp_m is not None:      # m's copy, stored complemented (kept apart)
+                m.d.sync += self.acc_cmp_m.eq(~self.acc_n)
         for code, (k, readout) in sorted(self.logit_index.items()):
             if readout:
                 first = s3.flag("row0_", lambda s: s.row == 0) if isinstance(k, str) else (k == 0)
                 k = s3.row if isinstance(k, str) else k
-                with m.If(s3.at(code) & s3.col_is(last) & (first | (self.acc_cmp > self.best_s))):
+                # the phase's last chunk at S3: one flip-flop beside the compare's carry
+                with m.If(done[code] & (first | (self.acc_cmp > self.best_s))):
                     m.d.sync += [self.best_s.eq(self.acc_cmp), self.pred.eq(k)]
 
     def _fifo_flag(self, m, name, cond, *fifos, push=False):
@@ -962,6 +965,7 @@ class _Datapath:
         self.best_s = Signal(signed(s_w), name="best_s")
         self.best_wrong_s = Signal(signed(s_w), name="best_wrong_s")
         self.have_m = Signal(name="have_m")
+        self.acc_cmp_m = None
         # err_k = prob_k - y_k for one class a cycle: k = col1 in GRADIENT (c at its last step),
         # row1 in HEAD_UPDATE
         self.err = Signal(signed(self.err_w), name="err")
@@ -1292,11 +1296,14 @@ class _Datapath:
         # m's compare on acc_cmp (the sum's copy, _logit_registers); k != c decided at S1 (c
         # holds over the sample)
         self.acc_cmp = Signal.like(self.acc, name="acc_cmp", reset_less=True)
-        not_c = s3.flag("not_c_", lambda s: s.row != self.c)
-        with m.If(s3.at(_LOGITS)):
-            with m.If(s3.col_is(self.cn - 1)):
-                with m.If(not_c & (~self.have_m | (self.acc_cmp > self.best_wrong_s))):
-                    m.d.sync += [self.best_wrong_s.eq(self.acc_cmp), self.m_class.eq(s3.row), self.have_m.eq(1)]
+        # m's compare has a copy of its own (acc_cmp's complement, so that Yosys keeps it
+        # apart): each copy drives one compare and one register, placed beside them
+        self.acc_cmp_m = Signal.like(self.acc, name="acc_cmp_m", reset_less=True)
+        cmp_m = (~self.acc_cmp_m).as_signed()
+        # LOGITS' last chunk of a row k != c at S3: one flag carried with the issue
+        m_try = s3.flag("m_try_", lambda s: s.at(_LOGITS) & s.col_is(self.cn - 1) & (s.row != self.c))
+        with m.If(m_try & (~self.have_m | (cmp_m > self.best_wrong_s))):
+            m.d.sync += [self.best_wrong_s.eq(cmp_m), self.m_class.eq(s3.row), self.have_m.eq(1)]
 
     def _cache(self, m):
         """CACHE: ``s_c = t . h`` and ``T[c] <- t``."""
