@@ -963,7 +963,8 @@ class _Datapath:
         self.m_class = Signal(range(C), name="m_class")      # m = argmax_{k != c} s_k
         self.pred = Signal(range(C), name="pred")
         self.best_s = Signal(signed(s_w), name="best_s")
-        self.best_wrong_s = Signal(signed(s_w), name="best_wrong_s")
+        # the best wrong class's logit, stored complemented like m's copy of the sum (below)
+        self.best_wrong_n = Signal(signed(s_w), name="best_wrong_n", init=-1)
         self.have_m = Signal(name="have_m")
         self.acc_cmp_m = None
         # err_k = prob_k - y_k for one class a cycle: k = col1 in GRADIENT (c at its last step),
@@ -1301,11 +1302,11 @@ class _Datapath:
         # m's compare has a copy of its own (acc_cmp's complement, so that Yosys keeps it
         # apart): each copy drives one compare and one register, placed beside them
         self.acc_cmp_m = Signal.like(self.acc, name="acc_cmp_m", reset_less=True)
-        cmp_m = (~self.acc_cmp_m).as_signed()
-        # LOGITS' last chunk of a row k != c at S3: one flag carried with the issue
+        # LOGITS' last chunk of a row k != c at S3: one flag carried with the issue. Both sides
+        # complemented: s > best is ~s < ~best, and the copy loads the best with no inverter
         m_try = s3.flag("m_try_", lambda s: s.at(_LOGITS) & s.col_is(self.cn - 1) & (s.row != self.c))
-        with m.If(m_try & (~self.have_m | (cmp_m > self.best_wrong_s))):
-            m.d.sync += [self.best_wrong_s.eq(cmp_m), self.m_class.eq(s3.row), self.have_m.eq(1)]
+        with m.If(m_try & (~self.have_m | (self.acc_cmp_m < self.best_wrong_n))):
+            m.d.sync += [self.best_wrong_n.eq(self.acc_cmp_m), self.m_class.eq(s3.row), self.have_m.eq(1)]
 
     def _cache(self, m):
         """CACHE: ``s_c = t . h`` and ``T[c] <- t``."""
