@@ -693,7 +693,7 @@ class _Datapath:
         if name != cur:
             m.d.sync += [self._state(cur).eq(0), self._state(name).eq(1)]
             if "IDLE" in (cur, name):
-                m.d.sync += self.idle_rb.eq(int(name == "IDLE"))
+                m.d.sync += [self.idle_rb.eq(int(name == "IDLE")), self.idle_rb_n.eq(int(name != "IDLE"))]
         code, limits = self.issue_of.get(name, (0, None))
         m.d.sync += [s0.valid.eq(limits is not None), s0.phase.eq(code)]
 
@@ -1009,6 +1009,10 @@ class _Datapath:
         # a copy of idle for the host's port (its address multiplexers in front of the block
         # RAMs): idle itself fans out to busy, the cycle counter and the sample handshake
         self.idle_rb = Signal(init=1, name="idle_rb")
+        # its complement, a second copy Yosys keeps apart: the banked memories' address
+        # multiplexers take idle_rb's, the packed cache's and R's this one's (rb_active_n)
+        self.idle_rb_n = Signal(init=0, name="idle_rb_n")
+        self.rb_active_n = Signal(name="rb_active_n")
         self.ck_go = Signal(name="ck_go")
         self.ck_addr, self.ck_data = Signal.like(st.state.addr), Signal.like(st.state.w_data)
 
@@ -1065,7 +1069,7 @@ class _Datapath:
                     a = Mux(self.late_read[name][1], self.late_read[name][0], a)
                 if bk == 0:
                     a_issue[name] = a
-                a = Mux(self.rb_active, st.state.addr, a)
+                a = Mux(self.rb_active if name == "W" else self.rb_active_n, st.state.addr, a)
                 # the packed cache's logical ports (_VPort) carry only the address
                 m.d.comb += read_whole(port, a) if isinstance(port, ReadPort) else port.addr.eq(a)
         # the packed cache memory: which logical memory its read port serves this cycle. The
@@ -1081,7 +1085,7 @@ class _Datapath:
         caddr = Signal.like(crd.addr, name="caddr")
         m.d.comb += read_whole(crd, Mux(self.sm.tab_en, pbase["tab"] + self.sm.tab_addr, caddr) if self.need_sm
                                else caddr)
-        m.d.comb += caddr.eq(Mux(self.rb_active,
+        m.d.comb += caddr.eq(Mux(self.rb_active_n,
                                  packed(st.state.addr, st.state.addr, st.state.addr, rb_b, rb_tin),
                                  packed(a_issue["b"], a_issue.get("Tin", 0), a_issue["T"], sel_b, sel_tin)))
         wen_b = wr["b"][0].en
@@ -1815,7 +1819,7 @@ class _Datapath:
             no_drain["UPDATE"] = (Const(1), "TABLE")
 
         tq, tv = self.target_chunk, self.target_valid
-        m.d.comb += [self.rb_active.eq(self.idle_rb & st.state.en),
+        m.d.comb += [self.rb_active.eq(self.idle_rb & st.state.en), self.rb_active_n.eq(~self.idle_rb_n & st.state.en),
                      st.i.sample.ready.eq(self.idle & ~self.out_pending & ~st.state.en)]
         drained = self._drained(m, [name for name, _, _ in issues])
         # one-hot: a flip-flop per state (self.idle for IDLE), set and cleared by _goto

@@ -40,8 +40,8 @@ def test_counter_flags_equal_their_compares_every_cycle(which):
     the compare of every counter with its phase's limit (UPDATE's bias step: one term), each
     ``lim_last`` its counter's compare with ``limit - 1``; ``c_is<k>`` (the CACHE logit's
     enable) is ``c == k`` whenever an issue is at S3; the drain flags (registered a cycle ahead)
-    equal the pipeline's valid bits' conditions in every cycle, and the host port's copy of
-    ``idle`` equals it."""
+    equal the pipeline's valid bits' conditions in every cycle, and the host port's copies of
+    ``idle`` (``idle_rb``, and ``idle_rb_n`` complemented) equal it."""
     net, data = _net(example="iris") if which == "iris" else _net(globals()[which])
     seen, bad = {"valid": 0, "s3": 0, "drain": 0}, []
 
@@ -53,7 +53,7 @@ def test_counter_flags_equal_their_compares_every_cycle(which):
             regs = list(s0.fields()[2:])
             c_is = dp.c_is
             drains = [x for pair in dp.drain_exact.values() for x in pair]
-            drains += [dp.idle, dp.idle_rb]
+            drains += [dp.idle, dp.idle_rb, dp.idle, ~dp.idle_rb_n]
             watch.append((dp, [s0.valid, s0.phase, dp.train, dp.c, s3.valid, dp.last_issue, *regs,
                                *dp.lim_last, *c_is.values(), *drains], sorted(c_is)))
         exprs = [x for _, w, _ in watch for x in w]
