@@ -75,6 +75,11 @@ _A_W, _A_T, _A_T_CHUNK, _A_ERR, _A_D, _A_HEAD_W, _A_D_HEAD, _A_SM = range(1, 9)
 _B_IN, _B_H_CHUNK, _B_T, _B_TIN, _B_SM = range(1, 6)
 
 
+#: The widest stage whose delta FIFO heads are registers loaded a cycle ahead
+#: (:meth:`_Datapath._fifo_head_entry`); wider stages read the head through its multiplexer.
+HEAD_REGISTER_LANES = 32
+
+
 class _VPort:
     """A logical memory bank's port (addr, data, en) kept apart until it is packed."""
 
@@ -580,9 +585,11 @@ class _Datapath:
         FIFO's own (``lane_step``: the statements that advance it; the FIFOs' copies differ
         in polarity, so that Yosys keeps them apart): an AND-OR multiplexer from flip-flops,
         each select bit reaching one FIFO's entries. A one-chunk FIFO's head takes its pushes,
-        which are not known a cycle ahead: the multiplexer of the head itself."""
+        which are not known a cycle ahead: the multiplexer of the head itself; so is a stage of
+        more than :data:`HEAD_REGISTER_LANES` lanes (the next chunk's multiplexer beside the
+        head's costs a LUT4 per lane and bit: about 1,600 more at 96 lanes)."""
         dq, P = self.delta_fifo[nm], self.P
-        if self.cn < 2:
+        if self.cn < 2 or P > HEAD_REGISTER_LANES:
             return Array(dq[0])[lane_index]
         inv = len(self.head_entry) % 2
         oh_r = Signal(P, name=f"{nm}_lane_oh", init=((1 << P) - 1) ^ 1 if inv else 1)
