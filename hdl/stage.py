@@ -1137,9 +1137,7 @@ class _Datapath:
         # AND-OR multiplexer; no decoder of hidx1 reaching every lane): the copies differ in
         # polarity and reset (four variants), so that Yosys keeps them apart. A reset-less copy
         # differs from hidx1 only in the cycle after a reset, when no issue is at S1
-        is_grad = Signal(name="hidx_grad")
-        m.d.comb += is_grad.eq(self.s0.phase == _GRADIENT)
-        oh_next = Cat(*(Mux(is_grad, self.s0.row == i, self.s0.col == i) for i in range(self.cn)))
+        oh_next = Cat(*(hidx0 == i for i in range(self.cn)))
         oh_lane = []
         if self.h_mem is None or self.t_mem is None:
             for pp in range(P):
