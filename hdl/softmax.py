@@ -308,10 +308,13 @@ class Softmax(wiring.Component):
                     m.d.sync += [rem.eq(1 << (RECIP_BITS - Q_BITS)), q.eq(0), bit.eq(Q_BITS),
                                  bit_one.eq(int(Q_BITS == 1))]
         with m.If(st_div):            # Q_BITS steps, the last one straight into MUL
+            # one subtraction: its sign is the compare (no second carry chain beside it)
             r2 = rem << 1
+            diff = Signal(signed(len(r2) + 1))
+            m.d.comb += diff.eq(r2 - total)
             m.d.sync += [bit.eq(bit - 1), bit_one.eq(bit == 2)]
-            with m.If(r2 >= total):
-                m.d.sync += [rem.eq(r2 - total), q.eq((q << 1) | 1)]
+            with m.If(~diff[-1]):
+                m.d.sync += [rem.eq(diff), q.eq((q << 1) | 1)]
             with m.Else():
                 m.d.sync += [rem.eq(r2), q.eq(q << 1)]
         with m.If(st_mul):

@@ -75,6 +75,11 @@ _A_W, _A_T, _A_T_CHUNK, _A_ERR, _A_D, _A_HEAD_W, _A_D_HEAD, _A_SM = range(1, 9)
 _B_IN, _B_H_CHUNK, _B_T, _B_TIN, _B_SM = range(1, 6)
 
 
+#: The widest stage whose delta FIFO heads are registers loaded a cycle ahead
+#: (:meth:`_Datapath._fifo_head_entry`); wider stages read the head through its multiplexer.
+HEAD_REGISTER_LANES = 32
+
+
 class _VPort:
     """A logical memory bank's port (addr, data, en) kept apart until it is packed."""
 
@@ -553,11 +558,14 @@ class _Datapath:
         readouts = [code for code, (_, readout) in self.logit_index.items() if readout]
         with m.If(Cat(*(self.s2.at(code) for code in readouts)).any() if readouts else 0):
             m.d.sync += self.acc_cmp.eq(self.acc_n)
+            if self.acc_cmp_m is not None:      # m's copy, stored complemented (kept apart)
+                m.d.sync += self.acc_cmp_m.eq(~self.acc_n)
         for code, (k, readout) in sorted(self.logit_index.items()):
             if readout:
                 first = s3.flag("row0_", lambda s: s.row == 0) if isinstance(k, str) else (k == 0)
                 k = s3.row if isinstance(k, str) else k
-                with m.If(s3.at(code) & s3.col_is(last) & (first | (self.acc_cmp > self.best_s))):
+                # the phase's last chunk at S3: one flip-flop beside the compare's carry
+                with m.If(done[code] & (first | (self.acc_cmp > self.best_s))):
                     m.d.sync += [self.best_s.eq(self.acc_cmp), self.pred.eq(k)]
 
     def _fifo_flag(self, m, name, cond, *fifos, push=False):
@@ -568,6 +576,36 @@ class _Datapath:
             self.fifo_flags[nm].append(r)
             if push:
                 self.push_flag[nm] = r
+        return r
+
+    def _fifo_head_entry(self, m, nm, lane_index, lane_step):
+        """Entry ``lane_index`` of FIFO ``nm``'s head chunk. With two chunks or more it is a
+        register loaded a cycle ahead from the head the FIFO will have (the next chunk's entry
+        when it shifts) at the lane ``lane_index`` will hold, kept one-hot in a register of the
+        FIFO's own (``lane_step``: the statements that advance it; the FIFOs' copies differ
+        in polarity, so that Yosys keeps them apart): an AND-OR multiplexer from flip-flops,
+        each select bit reaching one FIFO's entries. A one-chunk FIFO's head takes its pushes,
+        which are not known a cycle ahead: the multiplexer of the head itself; so is a stage of
+        more than :data:`HEAD_REGISTER_LANES` lanes (the next chunk's multiplexer beside the
+        head's costs a LUT4 per lane and bit: about 1,600 more at 96 lanes)."""
+        dq, P = self.delta_fifo[nm], self.P
+        if self.cn < 2 or P > HEAD_REGISTER_LANES:
+            return Array(dq[0])[lane_index]
+        inv = len(self.head_entry) % 2
+        oh_r = Signal(P, name=f"{nm}_lane_oh", init=((1 << P) - 1) ^ 1 if inv else 1)
+        oh = ~oh_r if inv else oh_r
+        lane_step(lambda v: oh_r.eq(~v if inv else v), oh)
+        w = len(dq[0][0])
+
+        def pick(entries):
+            terms = [e.as_unsigned() & oh[k].replicate(w) for k, e in enumerate(entries)]
+            while len(terms) > 1:       # a balanced OR tree
+                terms = [terms[i] | terms[i + 1] if i + 1 < len(terms) else terms[i]
+                         for i in range(0, len(terms), 2)]
+            return terms[0]
+        r = Signal(self.fifo_w[nm], name=f"{nm}_head", reset_less=True)
+        m.d.sync += r.eq(Mux(self.fifo_shift[nm], pick(dq[1]), pick(dq[0])))
+        self.head_entry[nm] = r
         return r
 
     def _fifo_push(self, m, nm, vals):
@@ -662,7 +700,7 @@ class _Datapath:
         if name != cur:
             m.d.sync += [self._state(cur).eq(0), self._state(name).eq(1)]
             if "IDLE" in (cur, name):
-                m.d.sync += self.idle_rb.eq(int(name == "IDLE"))
+                m.d.sync += [self.idle_rb.eq(int(name == "IDLE")), self.idle_rb_n.eq(int(name != "IDLE"))]
         code, limits = self.issue_of.get(name, (0, None))
         m.d.sync += [s0.valid.eq(limits is not None), s0.phase.eq(code)]
 
@@ -932,8 +970,10 @@ class _Datapath:
         self.m_class = Signal(range(C), name="m_class")      # m = argmax_{k != c} s_k
         self.pred = Signal(range(C), name="pred")
         self.best_s = Signal(signed(s_w), name="best_s")
-        self.best_wrong_s = Signal(signed(s_w), name="best_wrong_s")
+        # the best wrong class's logit, stored complemented like m's copy of the sum (below)
+        self.best_wrong_n = Signal(signed(s_w), name="best_wrong_n", init=-1)
         self.have_m = Signal(name="have_m")
+        self.acc_cmp_m = None
         # err_k = prob_k - y_k for one class a cycle: k = col1 in GRADIENT (c at its last step),
         # row1 in HEAD_UPDATE
         self.err = Signal(signed(self.err_w), name="err")
@@ -976,6 +1016,10 @@ class _Datapath:
         # a copy of idle for the host's port (its address multiplexers in front of the block
         # RAMs): idle itself fans out to busy, the cycle counter and the sample handshake
         self.idle_rb = Signal(init=1, name="idle_rb")
+        # its complement, a second copy Yosys keeps apart: the banked memories' address
+        # multiplexers take idle_rb's, the packed cache's and R's this one's (rb_active_n)
+        self.idle_rb_n = Signal(init=0, name="idle_rb_n")
+        self.rb_active_n = Signal(name="rb_active_n")
         self.ck_go = Signal(name="ck_go")
         self.ck_addr, self.ck_data = Signal.like(st.state.addr), Signal.like(st.state.w_data)
 
@@ -1032,7 +1076,7 @@ class _Datapath:
                     a = Mux(self.late_read[name][1], self.late_read[name][0], a)
                 if bk == 0:
                     a_issue[name] = a
-                a = Mux(self.rb_active, st.state.addr, a)
+                a = Mux(self.rb_active if name == "W" else self.rb_active_n, st.state.addr, a)
                 # the packed cache's logical ports (_VPort) carry only the address
                 m.d.comb += read_whole(port, a) if isinstance(port, ReadPort) else port.addr.eq(a)
         # the packed cache memory: which logical memory its read port serves this cycle. The
@@ -1048,7 +1092,7 @@ class _Datapath:
         caddr = Signal.like(crd.addr, name="caddr")
         m.d.comb += read_whole(crd, Mux(self.sm.tab_en, pbase["tab"] + self.sm.tab_addr, caddr) if self.need_sm
                                else caddr)
-        m.d.comb += caddr.eq(Mux(self.rb_active,
+        m.d.comb += caddr.eq(Mux(self.rb_active_n,
                                  packed(st.state.addr, st.state.addr, st.state.addr, rb_b, rb_tin),
                                  packed(a_issue["b"], a_issue.get("Tin", 0), a_issue["T"], sel_b, sel_tin)))
         wen_b = wr["b"][0].en
@@ -1088,8 +1132,30 @@ class _Datapath:
             if mem is not None:
                 m.d.comb += read_whole(mem[0], hidx0)
 
+        self.hidx1 = hidx1
+        # a vector kept in flip-flops is read through a one-hot copy of hidx1 per lane (an
+        # AND-OR multiplexer; no decoder of hidx1 reaching every lane): the copies differ in
+        # polarity and reset (four variants), so that Yosys keeps them apart. A reset-less copy
+        # differs from hidx1 only in the cycle after a reset, when no issue is at S1
+        oh_next = Cat(*(hidx0 == i for i in range(self.cn)))
+        oh_lane = []
+        if self.h_mem is None or self.t_mem is None:
+            for pp in range(P):
+                inv, rst = (pp // 2) % 2, pp % 2
+                r = Signal(self.cn, name=f"hidx_oh{pp}", init=((1 << self.cn) - 1) ^ 1 if inv else 1,
+                           reset_less=not rst)
+                m.d.sync += r.eq(~oh_next if inv else oh_next)
+                oh_lane.append(~r if inv else r)
+
         def lane(mem, vec, pp):
-            return mem[0].data[pp * qa.width:(pp + 1) * qa.width].as_signed() if mem is not None else vec[pp][hidx1]
+            if mem is not None:
+                return mem[0].data[pp * qa.width:(pp + 1) * qa.width].as_signed()
+            terms = [Value.cast(vec[pp][q]).as_unsigned() & oh_lane[pp][q].replicate(qa.width)
+                     for q in range(self.cn)]
+            while len(terms) > 1:       # a balanced OR tree
+                terms = [terms[i] | terms[i + 1] if i + 1 < len(terms) else terms[i]
+                         for i in range(0, len(terms), 2)]
+            return terms[0].as_signed()
 
         for pp in range(P):
             m.d.comb += [self.h_chunk[pp].eq(lane(self.h_mem, self.h_l, pp)),
@@ -1242,11 +1308,14 @@ class _Datapath:
         # m's compare on acc_cmp (the sum's copy, _logit_registers); k != c decided at S1 (c
         # holds over the sample)
         self.acc_cmp = Signal.like(self.acc, name="acc_cmp", reset_less=True)
-        not_c = s3.flag("not_c_", lambda s: s.row != self.c)
-        with m.If(s3.at(_LOGITS)):
-            with m.If(s3.col_is(self.cn - 1)):
-                with m.If(not_c & (~self.have_m | (self.acc_cmp > self.best_wrong_s))):
-                    m.d.sync += [self.best_wrong_s.eq(self.acc_cmp), self.m_class.eq(s3.row), self.have_m.eq(1)]
+        # m's compare has a copy of its own (acc_cmp's complement, so that Yosys keeps it
+        # apart): each copy drives one compare and one register, placed beside them
+        self.acc_cmp_m = Signal.like(self.acc, name="acc_cmp_m", reset_less=True)
+        # LOGITS' last chunk of a row k != c at S3: one flag carried with the issue. Both sides
+        # complemented: s > best is ~s < ~best, and the copy loads the best with no inverter
+        m_try = s3.flag("m_try_", lambda s: s.at(_LOGITS) & s.col_is(self.cn - 1) & (s.row != self.c))
+        with m.If(m_try & (~self.have_m | (self.acc_cmp_m < self.best_wrong_n))):
+            m.d.sync += [self.best_wrong_n.eq(self.acc_cmp_m), self.m_class.eq(s3.row), self.have_m.eq(1)]
 
     def _cache(self, m):
         """CACHE: ``s_c = t . h`` and ``T[c] <- t``."""
@@ -1332,25 +1401,39 @@ class _Datapath:
         if self.class_ce:
             # the row's lane in the head chunk; the FIFOs rotate after the last row of a chunk
             lane_index = Signal(range(P), name="lane_index")
-            heads = {nm: Array(self.delta_fifo[nm][0]) for nm in self.delta_fifo}
-            d_h = heads["d_h"][lane_index]
-            d_tc, d_tm = self._g_t_split(heads["g_t"][lane_index])
+            # lane_index a cycle ahead (the lane of the issue at S0), counted from S0's issue
+            # in a register of its own: the heads' lane multiplexers start from flip-flops
+            lane_nx = Signal(range(P), name="lane_nx")
+            upd0, row_end0 = s0.at(_UPDATE), s0.col == ci
+
+            def lane_step(assign, nx):
+                # lane_nx's next value (the lane of the next cycle's issue at S0) into a register:
+                # ``assign(v)`` the statement that loads ``v``, ``nx`` its value now (one-hot
+                # for the heads' copies, binary for lane_nx)
+                one_hot = nx is not lane_nx
+                first = Const(1, P) if one_hot else Const(0, len(lane_nx))
+                last = nx[P - 1] if one_hot else lane_nx == P - 1
+                step = Cat(nx[P - 1], nx[:P - 1]) if one_hot else (lane_nx + 1)[:len(lane_nx)]
+                with m.If(upd0):
+                    with m.If(row_end0):
+                        with m.If(last | (s0.row == n - 1)):
+                            m.d.sync += assign(first)
+                        with m.Else():
+                            m.d.sync += assign(step)
+                with m.Else():
+                    m.d.sync += assign(first)
+            lane_step(lane_nx.eq, lane_nx)
+            m.d.sync += lane_index.eq(lane_nx)
+            self.lane_index, self.lane_nx = lane_index, lane_nx
+            self.head_entry = {}
+            heads = {nm: self._fifo_head_entry(m, nm, lane_index, lane_step) for nm in self.delta_fifo}
+            d_h = heads["d_h"]
+            d_tc, d_tm = self._g_t_split(heads["g_t"])
             delta = Mux(s1.term == 0, d_h, Mux(s1.term == 1, d_tc, d_tm))
             bias_terms = [d_h, d_tc, d_tm] if self.terms > 1 else [d_h]
-            lane_index_next = Signal.like(lane_index, name="lane_index_next")   # at the S1 of the issue now at S0
-            m.d.comb += lane_index_next.eq(lane_index)
-            with m.If(s1.at(_UPDATE)):
-                with m.If(s1.col == ci):
-                    with m.If((lane_index == P - 1) | (s1.row == n - 1)):
-                        m.d.comb += lane_index_next.eq(0)
-                    with m.Else():
-                        m.d.comb += lane_index_next.eq(lane_index + 1)
-            with m.Else():
-                m.d.comb += lane_index_next.eq(0)
-            m.d.sync += lane_index.eq(lane_index_next)
             # both FIFOs rotate at the S1 of a row's bias step when the row ends a chunk
             self._fifo_flag(m, "fifo_rot1", s0.at(_UPDATE) & (s0.col == ci) &
-                            ((lane_index_next == P - 1) | (s0.row == n - 1)), "d_h", "g_t")
+                            ((lane_nx == P - 1) | (s0.row == n - 1)), "d_h", "g_t")
         else:
             j = s1.row
             delta = Mux(s1.term == 0, self.d_h_a[j], Mux(s1.term == 1, self.d_tc_a[j], self.d_tm_a[j]))
@@ -1741,7 +1824,7 @@ class _Datapath:
             no_drain["UPDATE"] = (Const(1), "TABLE")
 
         tq, tv = self.target_chunk, self.target_valid
-        m.d.comb += [self.rb_active.eq(self.idle_rb & st.state.en),
+        m.d.comb += [self.rb_active.eq(self.idle_rb & st.state.en), self.rb_active_n.eq(~self.idle_rb_n & st.state.en),
                      st.i.sample.ready.eq(self.idle & ~self.out_pending & ~st.state.en)]
         drained = self._drained(m, [name for name, _, _ in issues])
         # one-hot: a flip-flop per state (self.idle for IDLE), set and cleared by _goto
@@ -1758,7 +1841,7 @@ class _Datapath:
                 ip = st.i.sample.payload
                 m.d.sync += self.write_half.eq(~self.write_half)
                 # the issue counters are 0 here: every phase ends as they all wrap
-                m.d.sync += [self.c.eq(ip.label), train.eq(ip.train), self.have_m.eq(0), self.cycles.eq(1),
+                m.d.sync += [self.c.eq(ip.label), train.eq(ip.train), self.have_m.eq(0),
                              tq[0].eq(0)]
                 self._goto(m, "FORWARD")
         for name, code, limits in issues:
@@ -1803,8 +1886,10 @@ class _Datapath:
             sm_frac = Cat(*(self._state(nm) for nm in ("HEAD_SOFTMAX", "W_HEAD_SOFTMAX")
                             if nm in self._states)).any()
             m.d.comb += [self.sm.start.eq(sm_start), self.sm.frac_sel.eq(sm_frac)]
-        with m.If(st.busy):
-            m.d.sync += self.cycles.eq(self.cycles + 1)
+        # the sample's cycle count: 1 in the cycle that takes the sample, counted while busy;
+        # loaded with 1 in every idle cycle (read only at FIN), so no handshake decides its
+        # enable
+        m.d.sync += self.cycles.eq(Mux(self.idle, 1, self.cycles + 1))
 
     # ---- the host's port: checkpoint writes and readback ----
     def _checkpoint(self, m):
@@ -1814,17 +1899,54 @@ class _Datapath:
         st = self.st
         m.d.sync += [self.ck_go.eq(self.rb_active & st.state.w_en), self.ck_addr.eq(st.state.addr),
                      self.ck_data.eq(st.state.w_data)]
+        ck_cache = Signal(name="ck_cache")      # a checkpoint write into the packed cache
+        cache_names = [name for name in self.wr if name in self.pbase]
+        if cache_names:
+            m.d.sync += ck_cache.eq(self.rb_active & st.state.w_en &
+                                    Cat(*(st.state.mem == MEM_IDS[name] for name in cache_names)).any())
+        cache_ck = []
         for name in self.wr:
             # the memory and its bank decoded with the request, into one flag each
             hit = Signal(name=f"ck_hit_{name}")
             m.d.sync += hit.eq(self.rb_active & st.state.w_en & (st.state.mem == MEM_IDS[name]))
             banks = Signal(len(self.wr[name]), name=f"ck_banks_{name}")
             m.d.sync += banks.eq(Cat(*(st.state.bank == bk for bk in range(len(self.wr[name])))))
+            if name in self.pbase:
+                cache_ck.append((name, hit, banks))
+                continue
             for bk, port in enumerate(self.wr[name]):
                 # every bank takes the address (the packed cache reads bank 0's), one bank writes
                 with m.If(hit):
                     m.d.comb += [port.addr.eq(self.ck_addr), port.data.eq(self.ck_data[:len(port.data)]),
                                  port.en.eq(banks[bk])]
+        self._checkpoint_cache(m, ck_cache, cache_ck)
+
+    def _checkpoint_cache(self, m, ck_cache, cache_ck):
+        """A checkpoint write of T, Tin or b goes into the packed cache's write registers
+        directly, beside the phases' writes (one multiplexer, selected by the flag ``ck_cache``,
+        in front of them), not through the logical ports: the checkpoint's decoding stays off
+        the phases' enables and data. The same address, data and enables as the phases' glue
+        would make of it (:meth:`_addresses`); no phase writes while the host's port is."""
+        if not cache_ck:
+            return
+        cwr, pbase, wl, P = self.cwr, self.pbase, self.wl, self.P
+        addr = Signal.like(cwr.addr, name="ck_c_addr")
+        data = Signal.like(cwr.data, name="ck_c_data")
+        en = Signal.like(cwr.en, name="ck_c_en")
+        m.d.comb += data.eq(cwr.data)
+        for name, hit, banks in cache_ck:
+            width = len(self.wr[name][0].data)
+            word = self.ck_data[:width].as_signed()
+            with m.If(hit):
+                if name == "b":
+                    m.d.comb += [addr.eq(pbase["b"] + self.ck_addr[:16]), data.eq(word),
+                                 en.eq(banks[0].replicate(len(en)))]
+                else:
+                    m.d.comb += [addr.eq((pbase[name] if name != "T" else 0) + self.ck_addr[:16]),
+                                 en.eq(Cat(banks, Const(0, len(en) - len(banks))))]
+                    m.d.comb += [data[k * wl:(k + 1) * wl].eq(word) for k in range(min(P, len(banks)))]
+        with m.If(ck_cache):
+            m.d.sync += [cwr.addr.eq(addr), cwr.data.eq(data), cwr.en.eq(en)]
 
     def _readback(self, m):
         """The bank's word of every memory registered (a block RAM's clock-to-out without output

@@ -40,8 +40,8 @@ def test_counter_flags_equal_their_compares_every_cycle(which):
     the compare of every counter with its phase's limit (UPDATE's bias step: one term), each
     ``lim_last`` its counter's compare with ``limit - 1``; ``c_is<k>`` (the CACHE logit's
     enable) is ``c == k`` whenever an issue is at S3; the drain flags (registered a cycle ahead)
-    equal the pipeline's valid bits' conditions in every cycle, and the host port's copy of
-    ``idle`` equals it."""
+    equal the pipeline's valid bits' conditions in every cycle, and the host port's copies of
+    ``idle`` (``idle_rb``, and ``idle_rb_n`` complemented) equal it."""
     net, data = _net(example="iris") if which == "iris" else _net(globals()[which])
     seen, bad = {"valid": 0, "s3": 0, "drain": 0}, []
 
@@ -53,7 +53,7 @@ def test_counter_flags_equal_their_compares_every_cycle(which):
             regs = list(s0.fields()[2:])
             c_is = dp.c_is
             drains = [x for pair in dp.drain_exact.values() for x in pair]
-            drains += [dp.idle, dp.idle_rb]
+            drains += [dp.idle, dp.idle_rb, dp.idle, ~dp.idle_rb_n]
             watch.append((dp, [s0.valid, s0.phase, dp.train, dp.c, s3.valid, dp.last_issue, *regs,
                                *dp.lim_last, *c_is.values(), *drains], sorted(c_is)))
         exprs = [x for _, w, _ in watch for x in w]
@@ -96,3 +96,103 @@ def test_counter_flags_equal_their_compares_every_cycle(which):
     assert len(r["pred"]) == n and seen["valid"] > 200 and seen["s3"] > 200
     assert not bad, bad
 
+
+
+@pytest.mark.parametrize("which", ["iris", "HEAD"])
+def test_delta_fifo_head_registers_equal_the_lane_multiplexer(which):
+    """UPDATE reads the delta FIFOs' head entry of its row's lane from registers loaded a cycle
+    ahead (one-hot lane copies, the FIFO's shift looked ahead): in every cycle with an UPDATE
+    issue at S1 each equals the head chunk's entry ``lane_index``, and ``lane_nx`` is the next
+    cycle's ``lane_index`` in every cycle."""
+    net, data = _net(example="iris") if which == "iris" else _net(globals()[which])
+    seen, bad = {"read": 0, "cycles": 0}, []
+
+    def monitor(dut):
+        watch = []
+        for dp in (st._dp for st in dut.stages):
+            if not getattr(dp, "head_entry", None):
+                continue
+            names = sorted(dp.head_entry)
+            heads = [x for nm in names for x in dp.delta_fifo[nm][0]]
+            watch.append((dp, names, [dp.s1.valid, dp.s1.phase, dp.lane_index, dp.lane_nx,
+                                      *(dp.head_entry[nm] for nm in names), *heads]))
+        assert watch, "no stage with registered FIFO heads"
+        exprs = [x for _, _, w in watch for x in w]
+        prev_nx = [None] * len(watch)
+
+        async def process(ctx):
+            async for _, _, *vals in ctx.tick().sample(*exprs):
+                at = 0
+                for wi, (dp, names, w) in enumerate(watch):
+                    v = vals[at:at + len(w)]
+                    at += len(w)
+                    valid, phase, lane, lane_nx = v[:4]
+                    regs, heads = v[4:4 + len(names)], v[4 + len(names):]
+                    seen["cycles"] += 1
+                    if prev_nx[wi] is not None and prev_nx[wi] != lane and len(bad) < 5:
+                        bad.append(("lane_nx", prev_nx[wi], lane))
+                    prev_nx[wi] = lane_nx
+                    if not (valid and phase == dp.issue_of["UPDATE"][0]):
+                        continue
+                    seen["read"] += 1
+                    for k, nm in enumerate(names):
+                        want = heads[k * dp.P + lane]
+                        if regs[k] != want and len(bad) < 5:
+                            bad.append((nm, lane, regs[k], want))
+        return process
+
+    n = 6
+    train = np.arange(n) % 3 != 2
+    simulate(net, data.x_train[:n], data.y_train[:n], train=train, gap=3, ready_every=4, monitors=[monitor])
+    assert seen["read"] > 50
+    assert not bad, bad
+
+
+@pytest.mark.parametrize("which", ["iris", "HEAD"])
+def test_chunk_reads_through_one_hot_copies_equal_the_index_multiplexer(which):
+    """``h`` and ``t`` kept in flip-flops are read a chunk at a time through one-hot copies of
+    ``hidx1`` (one per lane, four variants): in every cycle with an issue at S1 each lane's
+    ``h_chunk`` / ``t_chunk`` equals entry ``hidx1`` of its lane's vector (0 beyond the last
+    chunk, as the index multiplexer gives)."""
+    net, data = _net(example="iris") if which == "iris" else _net(globals()[which])
+    seen, bad = {"read": 0}, []
+
+    def monitor(dut):
+        watch = []
+        for dp in (st._dp for st in dut.stages):
+            pairs = [(nm, dp.h_chunk if nm == "h" else dp.t_chunk, dp.h_l if nm == "h" else dp.t_l)
+                     for nm, mem in (("h", dp.h_mem), ("t", dp.t_mem)) if mem is None]
+            if not pairs:
+                continue
+            sigs = [dp.s1.valid, dp.hidx1]
+            for _, chunk, lanes in pairs:
+                for pp in range(dp.P):
+                    sigs += [chunk[pp], *(lanes[pp][q] for q in range(dp.cn))]
+            watch.append((dp, pairs, sigs))
+        assert watch, "no stage keeps h or t in flip-flops"
+        exprs = [x for _, _, w in watch for x in w]
+
+        async def process(ctx):
+            async for _, _, *vals in ctx.tick().sample(*exprs):
+                at = 0
+                for dp, pairs, w in watch:
+                    v = vals[at:at + len(w)]
+                    at += len(w)
+                    valid, idx, rest = v[0], v[1], v[2:]
+                    if not valid:
+                        continue
+                    seen["read"] += 1
+                    for k, (nm, _, _) in enumerate(pairs):
+                        for pp in range(dp.P):
+                            base = (k * dp.P + pp) * (dp.cn + 1)
+                            got, entries = rest[base], rest[base + 1:base + 1 + dp.cn]
+                            want = entries[idx] if idx < dp.cn else 0
+                            if got != want and len(bad) < 5:
+                                bad.append((nm, pp, idx, got, want))
+        return process
+
+    n = 6
+    train = np.arange(n) % 3 != 2
+    simulate(net, data.x_train[:n], data.y_train[:n], train=train, gap=3, ready_every=4, monitors=[monitor])
+    assert seen["read"] > 200
+    assert not bad, bad
