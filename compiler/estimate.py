@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass
 
 from .network import Network
 from .rule import Phase, forward_signals, mul_b_bits, softmax_fracs, softmax_pieces, update_terms, Q_BITS
-from .timing import DRAIN, STAGE_LATENCY, softmax_latency, stage_drain, stage_latency
+from .timing import SERIAL_DRAIN, STAGE_LATENCY, softmax_latency, stage_drain, stage_latency
 
 __all__ = ["StageEstimate", "Estimate", "estimate", "allocate_lanes", "stage_phases", "stage_cycles", "stage_macs",
            "stage_inference_cycles", "softmax_cycles", "softmax_groups", "softmax_fracs",
@@ -282,10 +282,10 @@ def serial_cycles(net: Network, P: int = 4, corrections=0) -> dict:
             ph[Phase.FORWARD] = n * ((1 if l == 0 else ci) + ci)
             if ce or last:
                 if cn < 5:
-                    ph[Phase.FORWARD] += DRAIN
+                    ph[Phase.FORWARD] += SERIAL_DRAIN
                 ph[Phase.LOGITS] = C * cn
             elif not ce:
-                ph[Phase.FORWARD] += DRAIN
+                ph[Phase.FORWARD] += SERIAL_DRAIN
             if last:
                 ph[Phase.CACHE] = cn + (2 if (cn < 2 or not ce) else 0)
                 if ce:
@@ -299,7 +299,7 @@ def serial_cycles(net: Network, P: int = 4, corrections=0) -> dict:
                     ph[Phase.GRADIENT] += 3 + (1 if cn < 2 and not push else 0)
                     ph[Phase.TABLE] = 2 * cn * (2 if push else 1) + 2
                 elif cn < 2:
-                    ph[Phase.GRADIENT] += DRAIN
+                    ph[Phase.GRADIENT] += SERIAL_DRAIN
             terms = update_terms(net, l)
             ph[Phase.UPDATE] = n * ci * terms + 2
             per, slots = vec_slots(terms)
@@ -317,7 +317,7 @@ def serial_cycles(net: Network, P: int = 4, corrections=0) -> dict:
         ci, cn, n = cis[l], cns[l], units[l]
         inf += n * ci + (1 if l else 0)
         if l < L - 1 or cn < 5:
-            inf += DRAIN
+            inf += SERIAL_DRAIN
     inf += C * cns[-1] + 4
     out["inference"] = inf
     return out

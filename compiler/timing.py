@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .rule import Q_BITS
 
-__all__ = ["MUL_LATENCY", "STAGE_LATENCY", "DRAIN", "TREE_LEVELS_PER_CYCLE", "tree_levels", "tree_latency",
+__all__ = ["MUL_LATENCY", "STAGE_LATENCY", "DRAIN", "SERIAL_DRAIN", "TREE_LEVELS_PER_CYCLE", "tree_levels", "tree_latency",
            "mul_latency", "stage_latency", "stage_drain", "max_levels", "softmax_latency"]
 
 #: Cycles from operands to product in the datapath: operand registers, the product register
@@ -28,6 +28,12 @@ STAGE_LATENCY = MUL_LATENCY + 2
 #: Pipeline drain of the layer stage after each issuing phase: read, sources, operands, product,
 #: tree (+1 after the phases whose dot products are narrowed or compared a cycle later).
 DRAIN = STAGE_LATENCY + 1
+
+#: Pipeline drain of the serial engine (:class:`sigprop_fpga.hdl.serial.SerialEngine`, the
+#: iCEBreaker's) after a phase whose successor reads what it writes: read, operand sources,
+#: operand registers, product, sum. It has no fabric operand register (the pipelined stage's
+#: :data:`DRAIN` is one cycle longer); :func:`~.estimate.serial_cycles` counts with it.
+SERIAL_DRAIN = MUL_LATENCY + 2
 
 #: Adder levels of :class:`sigprop_fpga.hdl.mac.MacLanes`'s tree per cycle in the pipelined
 #: layer stage. Measured on the ECP5 (Yosys netlist of ``MacLanes(96, 18, 8)``,
