@@ -116,7 +116,7 @@ def _out_dir(text: str) -> str:
 
 def cmd_check(args) -> int:
     d = load(args.network)
-    r = d.check().to_json()
+    r = d.check(board=args.board).to_json()
     spec, net, e = d.spec, d.net, r["estimate"]
     rows = []
     for s in e["stages"]:
@@ -126,7 +126,7 @@ def cmd_check(args) -> int:
                      s["weight_bits"] + s["cache_bits"] + s["table_bits"], s["cycles"]])
     print(f"{spec.name}: {r['dataset']}, {r['n_inputs']} inputs, {r['n_classes']} classes, "
           f"{r['n_train']} train / {r['n_test']} test samples; loss {spec.learning.loss}, "
-          f"readout {spec.readout}, rounding {spec.precision.rounding}, board {spec.board}")
+          f"readout {spec.readout}, rounding {spec.precision.rounding}, board {r['board_plan']['board']}")
     print(format_table(["stage", "widths", "input", "weight", "act", "lr_shift", "acc bits", "lanes", "MACs/sample",
                         "memory bits", "cycles/sample"], rows))
     print(f"MACs per training sample {e['macs_per_sample']:,} (inference {e['inference_macs_per_sample']:,}); "
@@ -422,6 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("check", help="validate a network file and print its per-layer estimate")
     c.add_argument("network", help="network file (YAML)")
+    c.add_argument("--board", choices=board_names(), help="the board to plan for (default: the network file's)")
     c.add_argument("--json", metavar="OUT", type=_out_file, help="also write the spec and estimate as JSON")
     c.set_defaults(func=cmd_check)
 

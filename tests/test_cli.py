@@ -28,6 +28,20 @@ def test_check_json(tmp_path, capsys):
     assert f"board icebreaker: the pipelined engine does not fit: serial engine, {plan['lanes']} lanes" in text
 
 
+def test_check_for_another_board(tmp_path, capsys):
+    """``check --board`` plans for that board instead of the network file's; an unknown board
+    is a one-line usage error (exit code 2)."""
+    out = tmp_path / "check.json"
+    assert main(["check", str(EXAMPLES / "digits.yaml"), "--board", "ulx3s-85f", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    plan = json.loads(out.read_text())["board_plan"]
+    assert plan["board"] == "ulx3s-85f" and plan["fits"] and plan["engine"] == "pipelined"
+    assert "board ulx3s-85f: " in text and "board icebreaker" not in text
+    with pytest.raises(SystemExit) as e:
+        main(["check", str(EXAMPLES / "digits.yaml"), "--board", "nexys"])
+    assert e.value.code == 2 and "--board: expected one of icebreaker, ulx3s-85f, got 'nexys'" in capsys.readouterr().err
+
+
 def test_serial_engine_refusals_are_one_line(capsys):
     """The serial engine refuses what it does not support with one line and exit code 2."""
     assert main(["sim", str(EXAMPLES / "breast-cancer-head.yaml"), "--engine", "serial", "-q"]) == 2
