@@ -78,6 +78,9 @@ _B_IN, _B_H_CHUNK, _B_T, _B_TIN, _B_SM = range(1, 6)
 #: The widest stage whose delta FIFO heads are registers loaded a cycle ahead
 #: (:meth:`_Datapath._fifo_head_entry`); wider stages read the head through its multiplexer.
 HEAD_REGISTER_LANES = 32
+#: Delta FIFOs of at least this many chunks are rings in a memory (:meth:`_Datapath._delta_ring`)
+#: rather than chunks of flip-flops, except on the iCE40 (no distributed RAM).
+FIFO_RING_CHUNKS = 4
 
 
 class _VPort:
@@ -588,14 +591,15 @@ class _Datapath:
         which are not known a cycle ahead: the multiplexer of the head itself; so is a stage of
         more than :data:`HEAD_REGISTER_LANES` lanes (the next chunk's multiplexer beside the
         head's costs a LUT4 per lane and bit: about 1,600 more at 96 lanes)."""
-        dq, P = self.delta_fifo[nm], self.P
+        P = self.P
         if self.cn < 2 or P > HEAD_REGISTER_LANES:
-            return Array(dq[0])[lane_index]
+            return Array(self.fifo_head[nm])[lane_index]
+        now, after = self.fifo_next[nm]
         inv = len(self.head_entry) % 2
         oh_r = Signal(P, name=f"{nm}_lane_oh", init=((1 << P) - 1) ^ 1 if inv else 1)
         oh = ~oh_r if inv else oh_r
         lane_step(lambda v: oh_r.eq(~v if inv else v), oh)
-        w = len(dq[0][0])
+        w = self.fifo_w[nm].width
 
         def pick(entries):
             terms = [e.as_unsigned() & oh[k].replicate(w) for k, e in enumerate(entries)]
@@ -604,7 +608,7 @@ class _Datapath:
                          for i in range(0, len(terms), 2)]
             return terms[0]
         r = Signal(self.fifo_w[nm], name=f"{nm}_head", reset_less=True)
-        m.d.sync += r.eq(Mux(self.fifo_shift[nm], pick(dq[1]), pick(dq[0])))
+        m.d.sync += r.eq(Mux(self.fifo_shift[nm], pick(after), pick(now)))
         self.head_entry[nm] = r
         return r
 
@@ -851,8 +855,11 @@ class _Datapath:
             # head, lane pp). "d_h": d_h (the error format); "g_t": g_t with its two masks,
             # d_tc = mask_t ? g_t : 0 and d_tm = mask_m ? -g_t : 0 (one stored g_t for two deltas)
             self.fifo_w = {"d_h": signed(qe.width), "g_t": unsigned(qe.width + 2)}
+            # a ring in a memory where the chunks are many (not on the iCE40: no LUT RAM there)
+            self.fifo_ring = cn >= FIFO_RING_CHUNKS and getattr(st, "family", None) != "ice40"
             self.delta_fifo = {nm: [[Signal(w, name=f"{nm}{q}_{pp}", reset_less=True) for pp in range(P)]
-                                    for q in range(cn)] for nm, w in self.fifo_w.items()}
+                                    for q in range(cn)] for nm, w in self.fifo_w.items()} if not self.fifo_ring else {}
+            self.fifo_head, self.fifo_next = {}, {}
         else:          # l2: d_h = (h - t) << (fe - fa), masked
             fe, fa = self.fe, self.fa
             d_h = []
@@ -877,29 +884,71 @@ class _Datapath:
         self.h_a, self.t_a = Array(h), Array(t)
         if self.t_mem is not None:
             self.t_a = _EntryReader(m, self.t_mem[2], P, self.n, qa.width)
-        # one shift enable and one tail mux per FIFO (so every register is a plain enabled flop)
-        self.fifo_shift, self.fifo_push, self.fifo_in = {}, {}, {}
         # the FIFOs' shift and push enables are registered flags, decided a cycle ahead
         # (GRADIENT's pushes and TABLE's rotations at S3 from S2, UPDATE's rotations at S1 from
-        # S0): each enables some 400 flip-flops, so no decoding may sit in front of it
-        self.fifo_flags = {nm: [] for nm in self.delta_fifo} if self.class_ce else {}
+        # S0): no decoding may sit in front of them
+        self.fifo_shift, self.fifo_push, self.fifo_in = {}, {}, {}
+        self.fifo_flags = {nm: [] for nm in self.fifo_w} if self.class_ce else {}
         self.push_flag = {}
         if self.class_ce:
-            dq = self.delta_fifo
-            for nm in dq:
+            for nm in self.fifo_w:
                 self.fifo_shift[nm], self.fifo_push[nm] = Signal(name=f"{nm}_shift"), Signal(name=f"{nm}_push")
                 self.fifo_in[nm] = [Signal(self.fifo_w[nm], name=f"{nm}_in{pp}") for pp in range(P)]
-                with m.If(self.fifo_shift[nm]):
-                    for q in range(cn - 1):
-                        m.d.sync += [dq[nm][q][pp].eq(dq[nm][q + 1][pp]) for pp in range(P)]
-                    # the head comes back to the tail only where it is read again after UPDATE
-                    # (g_t by TABLE): elsewhere the tail takes the push value, rotating or not
-                    # (the next sample's GRADIENT pushes every chunk anew), and no multiplexer
-                    if nm == "g_t" and self.table:
-                        m.d.sync += [dq[nm][cn - 1][pp].eq(Mux(self.fifo_push[nm], self.fifo_in[nm][pp], dq[nm][0][pp]))
-                                     for pp in range(P)]
-                    else:
-                        m.d.sync += [dq[nm][cn - 1][pp].eq(self.fifo_in[nm][pp]) for pp in range(P)]
+                if self.fifo_ring:
+                    self._delta_ring(m, nm, small)
+                else:
+                    self._delta_shift_register(m, nm)
+
+    def _delta_shift_register(self, m, nm):
+        """Delta FIFO ``nm`` as ``cn`` chunks of flip-flops that shift towards the head (one
+        shift enable and one tail multiplexer: every register a plain enabled flip-flop).
+        The head comes back to the tail only where it is read again after UPDATE (``g_t`` by
+        TABLE): elsewhere the tail takes the push value, rotating or not (the next sample's
+        GRADIENT pushes every chunk anew), and no multiplexer."""
+        P, cn, dq = self.P, self.cn, self.delta_fifo[nm]
+        with m.If(self.fifo_shift[nm]):
+            for q in range(cn - 1):
+                m.d.sync += [dq[q][pp].eq(dq[q + 1][pp]) for pp in range(P)]
+            if nm == "g_t" and self.table:
+                m.d.sync += [dq[cn - 1][pp].eq(Mux(self.fifo_push[nm], self.fifo_in[nm][pp], dq[0][pp]))
+                             for pp in range(P)]
+            else:
+                m.d.sync += [dq[cn - 1][pp].eq(self.fifo_in[nm][pp]) for pp in range(P)]
+        self.fifo_head[nm] = dq[0]
+        self.fifo_next[nm] = (dq[0], dq[1]) if cn > 1 else None
+
+    def _delta_ring(self, m, nm, attrs):
+        """Delta FIFO ``nm`` as a ring of ``cn`` chunks in a memory (the ECP5's LUT RAM: one
+        chunk of flip-flops, the head, instead of ``cn``). ``ptr`` is the head's slot: a shift
+        advances it (the old head's slot becomes the tail's: a rotation needs no write), a push
+        writes its chunk there as it advances. Unlike the shift register, a rotation without a
+        push keeps the old head as the tail for every FIFO, which is the same wherever the
+        tail is read (``g_t`` by TABLE) and unread elsewhere (GRADIENT pushes every chunk
+        anew before UPDATE reads it). The head is read synchronously at the slot the head
+        will have (``ptr`` after this cycle's shift, never the slot written this cycle when
+        ``cn >= 2``), into flip-flops; the head lanes' preloaded copies read the head's and
+        the next slot asynchronously."""
+        P, cn, w = self.P, self.cn, self.fifo_w[nm].width
+        mem = Memory(shape=unsigned(P * w), depth=pow2_depth(cn), init=[], attrs=attrs)
+        m.submodules[f"{nm}_ring"] = mem
+        ptr = Signal(range(cn), name=f"{nm}_ptr")
+        ptr1 = Signal(range(cn), name=f"{nm}_ptr1", init=1)          # ptr + 1 (mod cn)
+        ptr1_last = Signal(name=f"{nm}_ptr1_last", init=cn == 2)     # ptr1 == cn - 1
+        shift = self.fifo_shift[nm]
+        with m.If(shift):
+            m.d.sync += [ptr.eq(ptr1), ptr1.eq(Mux(ptr1_last, 0, ptr1 + 1)), ptr1_last.eq(ptr1 == cn - 2)]
+        wr = mem.write_port()
+        m.d.comb += [wr.addr.eq(ptr), wr.data.eq(Cat(*self.fifo_in[nm])), wr.en.eq(self.fifo_push[nm])]
+        head = mem.read_port(transparent_for=())
+        m.d.comb += head.addr.eq(Mux(shift, ptr1, ptr))
+
+        def entries(port):
+            return [port.data[pp * w:(pp + 1) * w].as_signed() if self.fifo_w[nm].signed
+                    else port.data[pp * w:(pp + 1) * w] for pp in range(P)]
+        self.fifo_head[nm] = entries(head)
+        now, after = mem.read_port(domain="comb"), mem.read_port(domain="comb")
+        m.d.comb += [now.addr.eq(ptr), after.addr.eq(ptr1)]
+        self.fifo_next[nm] = (entries(now), entries(after))
 
     def _widths(self):
         """Accumulators wide enough that no dot product overflows; the lanes' operand widths."""
@@ -1426,7 +1475,7 @@ class _Datapath:
             m.d.sync += lane_index.eq(lane_nx)
             self.lane_index, self.lane_nx = lane_index, lane_nx
             self.head_entry = {}
-            heads = {nm: self._fifo_head_entry(m, nm, lane_index, lane_step) for nm in self.delta_fifo}
+            heads = {nm: self._fifo_head_entry(m, nm, lane_index, lane_step) for nm in self.fifo_w}
             d_h = heads["d_h"]
             d_tc, d_tm = self._g_t_split(heads["g_t"])
             delta = Mux(s1.term == 0, d_h, Mux(s1.term == 1, d_tc, d_tm))
@@ -1485,7 +1534,7 @@ class _Datapath:
         lane_steps = [self._step(self._fit(self.lane_acc[0], self.upd_w), self.shW, self.draws[0])]
         bias_steps = [self._step(self.bias_delta3, self.shB, self.draws[0])]
         if self.table:
-            lane_steps.append(self._table_step(self.delta_fifo["g_t"][0][0], self.s3.row == 0, self.draws[0]))
+            lane_steps.append(self._table_step(self.fifo_head["g_t"][0], self.s3.row == 0, self.draws[0]))
         if self.head:
             lane_steps.append(self._step(self._fit(self.lane_acc[0], self.head_w), self.shHW, self.head_draws[0]))
             bias_steps.append(self._step(self.d_head3, self.shB, self.head_draws[0]))
@@ -1504,7 +1553,7 @@ class _Datapath:
         row_c = s3.flag("row0_", lambda s: s.row == 0)        # R[c] (else R[m])
         with m.If(s3.at(_TABLE)):
             for pp in range(P):
-                m.d.sync += [wb.step[pp].eq(self._table_step(self.delta_fifo["g_t"][0][pp], row_c, self.draws[pp])),
+                m.d.sync += [wb.step[pp].eq(self._table_step(self.fifo_head["g_t"][pp], row_c, self.draws[pp])),
                              wb.old[pp].eq(self.read3["R"][pp]), wb.lane_valid[pp].eq(self._lane_valid(pp, s3.col, self.n))]
             m.d.sync += [wb.r_go.eq(1), wb.r_addr.eq(table_addr3)]
             if self.stoch:
