@@ -577,6 +577,7 @@ class _Datapath:
         m.d.sync += r.eq(cond)
         for nm in fifos:
             self.fifo_flags[nm].append(r)
+            self.fifo_conds[nm].append(cond)
             if push:
                 self.push_flag[nm] = r
         return r
@@ -889,7 +890,8 @@ class _Datapath:
         # S0): no decoding may sit in front of them
         self.fifo_shift, self.fifo_push, self.fifo_in = {}, {}, {}
         self.fifo_flags = {nm: [] for nm in self.fifo_w} if self.class_ce else {}
-        self.push_flag = {}
+        self.fifo_conds = {nm: [] for nm in self.fifo_flags}     # the flags' conditions, a cycle ahead
+        self.ring_addr, self.push_flag = {}, {}
         if self.class_ce:
             for nm in self.fifo_w:
                 self.fifo_shift[nm], self.fifo_push[nm] = Signal(name=f"{nm}_shift"), Signal(name=f"{nm}_push")
@@ -919,36 +921,48 @@ class _Datapath:
 
     def _delta_ring(self, m, nm, attrs):
         """Delta FIFO ``nm`` as a ring of ``cn`` chunks in a memory (the ECP5's LUT RAM: one
-        chunk of flip-flops, the head, instead of ``cn``). ``ptr`` is the head's slot: a shift
-        advances it (the old head's slot becomes the tail's: a rotation needs no write), a push
-        writes its chunk there as it advances. Unlike the shift register, a rotation without a
-        push keeps the old head as the tail for every FIFO, which is the same wherever the
-        tail is read (``g_t`` by TABLE) and unread elsewhere (GRADIENT pushes every chunk
-        anew before UPDATE reads it). The head is read synchronously at the slot the head
-        will have (``ptr`` after this cycle's shift, never the slot written this cycle when
-        ``cn >= 2``), into flip-flops; the head lanes' preloaded copies read the head's and
-        the next slot asynchronously."""
+        chunk of flip-flops, the head, instead of ``cn``; two where the head lanes are
+        preloaded). ``ptr`` is the head's slot: a shift advances it (the old head's slot
+        becomes the tail's: a rotation needs no write), a push writes its chunk there as it
+        advances. Unlike the shift register, a rotation without a push keeps the old head as
+        the tail for every FIFO, which is the same wherever the tail is read (``g_t`` by
+        TABLE) and unread elsewhere (GRADIENT pushes every chunk anew before UPDATE reads it).
+
+        The head (and the chunk after it) are read synchronously into flip-flops at
+        registered addresses: ``ring_addr`` is ``ptr`` one cycle on, counted from the shift
+        flags' conditions a cycle before the flags (:meth:`_ring_addresses`), so the address
+        pins see a route from a flip-flop and no decision. With ``cn`` at least 3 neither read
+        is of the slot written in its cycle (that is ``ptr``; the reads are of ``ptr`` and
+        ``ptr + 1`` one cycle on, and ``ptr`` moves on whenever a chunk is written)."""
         P, cn, w = self.P, self.cn, self.fifo_w[nm].width
+        assert cn >= 3
         mem = Memory(shape=unsigned(P * w), depth=pow2_depth(cn), init=[], attrs=attrs)
         m.submodules[f"{nm}_ring"] = mem
+        # ptr, and the read addresses: ptr (and ptr + 1) of the next cycle, registered
         ptr = Signal(range(cn), name=f"{nm}_ptr")
-        ptr1 = Signal(range(cn), name=f"{nm}_ptr1", init=1)          # ptr + 1 (mod cn)
-        ptr1_last = Signal(name=f"{nm}_ptr1_last", init=cn == 2)     # ptr1 == cn - 1
-        shift = self.fifo_shift[nm]
-        with m.If(shift):
-            m.d.sync += [ptr.eq(ptr1), ptr1.eq(Mux(ptr1_last, 0, ptr1 + 1)), ptr1_last.eq(ptr1 == cn - 2)]
+        addr = [Signal(range(cn), name=f"{nm}_ring_addr{k}", init=k) for k in range(2)]
         wr = mem.write_port()
         m.d.comb += [wr.addr.eq(ptr), wr.data.eq(Cat(*self.fifo_in[nm])), wr.en.eq(self.fifo_push[nm])]
-        head = mem.read_port(transparent_for=())
-        m.d.comb += head.addr.eq(Mux(shift, ptr1, ptr))
+        m.d.sync += ptr.eq(addr[0])
+        two = P <= HEAD_REGISTER_LANES          # the preloaded head lanes read the next chunk too
+        chunks = []
+        for k in range(2 if two else 1):
+            port = mem.read_port(transparent_for=())
+            m.d.comb += port.addr.eq(addr[k])
+            chunks.append([port.data[pp * w:(pp + 1) * w].as_signed() if self.fifo_w[nm].signed
+                           else port.data[pp * w:(pp + 1) * w] for pp in range(P)])
+        self.ring_addr[nm] = addr[:len(chunks)]
+        self.fifo_head[nm] = chunks[0]
+        self.fifo_next[nm] = tuple(chunks) if two else None
 
-        def entries(port):
-            return [port.data[pp * w:(pp + 1) * w].as_signed() if self.fifo_w[nm].signed
-                    else port.data[pp * w:(pp + 1) * w] for pp in range(P)]
-        self.fifo_head[nm] = entries(head)
-        now, after = mem.read_port(domain="comb"), mem.read_port(domain="comb")
-        m.d.comb += [now.addr.eq(ptr), after.addr.eq(ptr1)]
-        self.fifo_next[nm] = (entries(now), entries(after))
+    def _ring_addresses(self, m):
+        """Each ring's read addresses advance (mod ``cn``) in the cycle its shift flag is set
+        from its condition: they lead ``ptr`` by a cycle."""
+        cn = self.cn
+        for nm, addr in self.ring_addr.items():
+            step = Cat(*self.fifo_conds[nm]).any()
+            for a in addr:
+                m.d.sync += a.eq(Mux(step, Mux(a == cn - 1, 0, a + 1), a))
 
     def _widths(self):
         """Accumulators wide enough that no dot product overflows; the lanes' operand widths."""
@@ -1621,6 +1635,7 @@ class _Datapath:
         for nm in self.fifo_shift:
             m.d.comb += [self.fifo_shift[nm].eq(Cat(*self.fifo_flags[nm]).any()),
                          self.fifo_push[nm].eq(self.push_flag[nm])]
+        self._ring_addresses(m)
 
     def _operand_mux(self, m):
         """S1 picks each operand's source by phase (the same for every lane); the sources are
