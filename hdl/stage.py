@@ -75,9 +75,6 @@ _A_W, _A_T, _A_T_CHUNK, _A_ERR, _A_D, _A_HEAD_W, _A_D_HEAD, _A_SM = range(1, 9)
 _B_IN, _B_H_CHUNK, _B_T, _B_TIN, _B_SM = range(1, 6)
 
 
-#: The widest stage whose delta FIFO heads are registers loaded a cycle ahead
-#: (:meth:`_Datapath._fifo_head_entry`); wider stages read the head through its multiplexer.
-HEAD_REGISTER_LANES = 32
 #: Delta FIFOs of at least this many chunks are rings in a memory (:meth:`_Datapath._delta_ring`)
 #: rather than chunks of flip-flops, except on the iCE40 (no distributed RAM).
 FIFO_RING_CHUNKS = 4
@@ -589,11 +586,12 @@ class _Datapath:
         FIFO's own (``lane_step``: the statements that advance it; the FIFOs' copies differ
         in polarity, so that Yosys keeps them apart): an AND-OR multiplexer from flip-flops,
         each select bit reaching one FIFO's entries. A one-chunk FIFO's head takes its pushes,
-        which are not known a cycle ahead: the multiplexer of the head itself; so is a stage of
-        more than :data:`HEAD_REGISTER_LANES` lanes (the next chunk's multiplexer beside the
-        head's costs a LUT4 per lane and bit: about 1,600 more at 96 lanes)."""
+        which are not known a cycle ahead: the multiplexer of the head itself. (The next
+        chunk's multiplexer beside the head's costs about a LUT4 per lane and bit, 1,600 at 96
+        lanes; the head's ``P``-way multiplexer behind ``lane_index`` instead was the fill
+        example's worst path, 22 ns estimated at 96 lanes.)"""
         P = self.P
-        if self.cn < 2 or P > HEAD_REGISTER_LANES:
+        if self.cn < 2:
             return Array(self.fifo_head[nm])[lane_index]
         now, after = self.fifo_next[nm]
         inv = len(self.head_entry) % 2
@@ -921,8 +919,8 @@ class _Datapath:
 
     def _delta_ring(self, m, nm, attrs):
         """Delta FIFO ``nm`` as a ring of ``cn`` chunks in a memory (the ECP5's LUT RAM: one
-        chunk of flip-flops, the head, instead of ``cn``; two where the head lanes are
-        preloaded). ``ptr`` is the head's slot: a shift advances it (the old head's slot
+        chunk of flip-flops, the head, instead of ``cn``; two with the chunk after it, which
+        the preloaded head lanes read). ``ptr`` is the head's slot: a shift advances it (the old head's slot
         becomes the tail's: a rotation needs no write), a push writes its chunk there as it
         advances. Unlike the shift register, a rotation without a push keeps the old head as
         the tail for every FIFO, which is the same wherever the tail is read (``g_t`` by
@@ -944,16 +942,15 @@ class _Datapath:
         wr = mem.write_port()
         m.d.comb += [wr.addr.eq(ptr), wr.data.eq(Cat(*self.fifo_in[nm])), wr.en.eq(self.fifo_push[nm])]
         m.d.sync += ptr.eq(addr[0])
-        two = P <= HEAD_REGISTER_LANES          # the preloaded head lanes read the next chunk too
         chunks = []
-        for k in range(2 if two else 1):
+        for k in range(2):              # the head, and the next chunk for the preloaded head lanes
             port = mem.read_port(transparent_for=())
             m.d.comb += port.addr.eq(addr[k])
             chunks.append([port.data[pp * w:(pp + 1) * w].as_signed() if self.fifo_w[nm].signed
                            else port.data[pp * w:(pp + 1) * w] for pp in range(P)])
-        self.ring_addr[nm] = addr[:len(chunks)]
+        self.ring_addr[nm] = addr
         self.fifo_head[nm] = chunks[0]
-        self.fifo_next[nm] = tuple(chunks) if two else None
+        self.fifo_next[nm] = tuple(chunks)
 
     def _ring_addresses(self, m):
         """Each ring's read addresses advance (mod ``cn``) in the cycle its shift flag is set
