@@ -75,9 +75,9 @@ _A_W, _A_T, _A_T_CHUNK, _A_ERR, _A_D, _A_HEAD_W, _A_D_HEAD, _A_SM = range(1, 9)
 _B_IN, _B_H_CHUNK, _B_T, _B_TIN, _B_SM = range(1, 6)
 
 
-#: The widest stage whose delta FIFO heads are registers loaded a cycle ahead
-#: (:meth:`_Datapath._fifo_head_entry`); wider stages read the head through its multiplexer.
-HEAD_REGISTER_LANES = 32
+#: Delta FIFOs of at least this many chunks are rings in a memory (:meth:`_Datapath._delta_ring`)
+#: rather than chunks of flip-flops, except on the iCE40 (no distributed RAM).
+FIFO_RING_CHUNKS = 4
 
 
 class _VPort:
@@ -574,6 +574,7 @@ class _Datapath:
         m.d.sync += r.eq(cond)
         for nm in fifos:
             self.fifo_flags[nm].append(r)
+            self.fifo_conds[nm].append(cond)
             if push:
                 self.push_flag[nm] = r
         return r
@@ -585,17 +586,19 @@ class _Datapath:
         FIFO's own (``lane_step``: the statements that advance it; the FIFOs' copies differ
         in polarity, so that Yosys keeps them apart): an AND-OR multiplexer from flip-flops,
         each select bit reaching one FIFO's entries. A one-chunk FIFO's head takes its pushes,
-        which are not known a cycle ahead: the multiplexer of the head itself; so is a stage of
-        more than :data:`HEAD_REGISTER_LANES` lanes (the next chunk's multiplexer beside the
-        head's costs a LUT4 per lane and bit: about 1,600 more at 96 lanes)."""
-        dq, P = self.delta_fifo[nm], self.P
-        if self.cn < 2 or P > HEAD_REGISTER_LANES:
-            return Array(dq[0])[lane_index]
+        which are not known a cycle ahead: the multiplexer of the head itself. (The next
+        chunk's multiplexer beside the head's costs about a LUT4 per lane and bit, 1,600 at 96
+        lanes; the head's ``P``-way multiplexer behind ``lane_index`` instead was the fill
+        example's worst path, 22 ns estimated at 96 lanes.)"""
+        P = self.P
+        if self.cn < 2:
+            return Array(self.fifo_head[nm])[lane_index]
+        now, after = self.fifo_next[nm]
         inv = len(self.head_entry) % 2
         oh_r = Signal(P, name=f"{nm}_lane_oh", init=((1 << P) - 1) ^ 1 if inv else 1)
         oh = ~oh_r if inv else oh_r
         lane_step(lambda v: oh_r.eq(~v if inv else v), oh)
-        w = len(dq[0][0])
+        w = self.fifo_w[nm].width
 
         def pick(entries):
             terms = [e.as_unsigned() & oh[k].replicate(w) for k, e in enumerate(entries)]
@@ -604,7 +607,7 @@ class _Datapath:
                          for i in range(0, len(terms), 2)]
             return terms[0]
         r = Signal(self.fifo_w[nm], name=f"{nm}_head", reset_less=True)
-        m.d.sync += r.eq(Mux(self.fifo_shift[nm], pick(dq[1]), pick(dq[0])))
+        m.d.sync += r.eq(Mux(self.fifo_shift[nm], pick(after), pick(now)))
         self.head_entry[nm] = r
         return r
 
@@ -851,8 +854,11 @@ class _Datapath:
             # head, lane pp). "d_h": d_h (the error format); "g_t": g_t with its two masks,
             # d_tc = mask_t ? g_t : 0 and d_tm = mask_m ? -g_t : 0 (one stored g_t for two deltas)
             self.fifo_w = {"d_h": signed(qe.width), "g_t": unsigned(qe.width + 2)}
+            # a ring in a memory where the chunks are many (not on the iCE40: no LUT RAM there)
+            self.fifo_ring = cn >= FIFO_RING_CHUNKS and getattr(st, "family", None) != "ice40"
             self.delta_fifo = {nm: [[Signal(w, name=f"{nm}{q}_{pp}", reset_less=True) for pp in range(P)]
-                                    for q in range(cn)] for nm, w in self.fifo_w.items()}
+                                    for q in range(cn)] for nm, w in self.fifo_w.items()} if not self.fifo_ring else {}
+            self.fifo_head, self.fifo_next = {}, {}
         else:          # l2: d_h = (h - t) << (fe - fa), masked
             fe, fa = self.fe, self.fa
             d_h = []
@@ -877,29 +883,83 @@ class _Datapath:
         self.h_a, self.t_a = Array(h), Array(t)
         if self.t_mem is not None:
             self.t_a = _EntryReader(m, self.t_mem[2], P, self.n, qa.width)
-        # one shift enable and one tail mux per FIFO (so every register is a plain enabled flop)
-        self.fifo_shift, self.fifo_push, self.fifo_in = {}, {}, {}
         # the FIFOs' shift and push enables are registered flags, decided a cycle ahead
         # (GRADIENT's pushes and TABLE's rotations at S3 from S2, UPDATE's rotations at S1 from
-        # S0): each enables some 400 flip-flops, so no decoding may sit in front of it
-        self.fifo_flags = {nm: [] for nm in self.delta_fifo} if self.class_ce else {}
-        self.push_flag = {}
+        # S0): no decoding may sit in front of them
+        self.fifo_shift, self.fifo_push, self.fifo_in = {}, {}, {}
+        self.fifo_flags = {nm: [] for nm in self.fifo_w} if self.class_ce else {}
+        self.fifo_conds = {nm: [] for nm in self.fifo_flags}     # the flags' conditions, a cycle ahead
+        self.ring_addr, self.push_flag = {}, {}
         if self.class_ce:
-            dq = self.delta_fifo
-            for nm in dq:
+            for nm in self.fifo_w:
                 self.fifo_shift[nm], self.fifo_push[nm] = Signal(name=f"{nm}_shift"), Signal(name=f"{nm}_push")
                 self.fifo_in[nm] = [Signal(self.fifo_w[nm], name=f"{nm}_in{pp}") for pp in range(P)]
-                with m.If(self.fifo_shift[nm]):
-                    for q in range(cn - 1):
-                        m.d.sync += [dq[nm][q][pp].eq(dq[nm][q + 1][pp]) for pp in range(P)]
-                    # the head comes back to the tail only where it is read again after UPDATE
-                    # (g_t by TABLE): elsewhere the tail takes the push value, rotating or not
-                    # (the next sample's GRADIENT pushes every chunk anew), and no multiplexer
-                    if nm == "g_t" and self.table:
-                        m.d.sync += [dq[nm][cn - 1][pp].eq(Mux(self.fifo_push[nm], self.fifo_in[nm][pp], dq[nm][0][pp]))
-                                     for pp in range(P)]
-                    else:
-                        m.d.sync += [dq[nm][cn - 1][pp].eq(self.fifo_in[nm][pp]) for pp in range(P)]
+                if self.fifo_ring:
+                    self._delta_ring(m, nm, small)
+                else:
+                    self._delta_shift_register(m, nm)
+
+    def _delta_shift_register(self, m, nm):
+        """Delta FIFO ``nm`` as ``cn`` chunks of flip-flops that shift towards the head (one
+        shift enable and one tail multiplexer: every register a plain enabled flip-flop).
+        The head comes back to the tail only where it is read again after UPDATE (``g_t`` by
+        TABLE): elsewhere the tail takes the push value, rotating or not (the next sample's
+        GRADIENT pushes every chunk anew), and no multiplexer."""
+        P, cn, dq = self.P, self.cn, self.delta_fifo[nm]
+        with m.If(self.fifo_shift[nm]):
+            for q in range(cn - 1):
+                m.d.sync += [dq[q][pp].eq(dq[q + 1][pp]) for pp in range(P)]
+            if nm == "g_t" and self.table:
+                m.d.sync += [dq[cn - 1][pp].eq(Mux(self.fifo_push[nm], self.fifo_in[nm][pp], dq[0][pp]))
+                             for pp in range(P)]
+            else:
+                m.d.sync += [dq[cn - 1][pp].eq(self.fifo_in[nm][pp]) for pp in range(P)]
+        self.fifo_head[nm] = dq[0]
+        self.fifo_next[nm] = (dq[0], dq[1]) if cn > 1 else None
+
+    def _delta_ring(self, m, nm, attrs):
+        """Delta FIFO ``nm`` as a ring of ``cn`` chunks in a memory (the ECP5's LUT RAM: one
+        chunk of flip-flops, the head, instead of ``cn``; two with the chunk after it, which
+        the preloaded head lanes read). ``ptr`` is the head's slot: a shift advances it (the old head's slot
+        becomes the tail's: a rotation needs no write), a push writes its chunk there as it
+        advances. Unlike the shift register, a rotation without a push keeps the old head as
+        the tail for every FIFO, which is the same wherever the tail is read (``g_t`` by
+        TABLE) and unread elsewhere (GRADIENT pushes every chunk anew before UPDATE reads it).
+
+        The head (and the chunk after it) are read synchronously into flip-flops at
+        registered addresses: ``ring_addr`` is ``ptr`` one cycle on, counted from the shift
+        flags' conditions a cycle before the flags (:meth:`_ring_addresses`), so the address
+        pins see a route from a flip-flop and no decision. With ``cn`` at least 3 neither read
+        is of the slot written in its cycle (that is ``ptr``; the reads are of ``ptr`` and
+        ``ptr + 1`` one cycle on, and ``ptr`` moves on whenever a chunk is written)."""
+        P, cn, w = self.P, self.cn, self.fifo_w[nm].width
+        assert cn >= 3
+        mem = Memory(shape=unsigned(P * w), depth=pow2_depth(cn), init=[], attrs=attrs)
+        m.submodules[f"{nm}_ring"] = mem
+        # ptr, and the read addresses: ptr (and ptr + 1) of the next cycle, registered
+        ptr = Signal(range(cn), name=f"{nm}_ptr")
+        addr = [Signal(range(cn), name=f"{nm}_ring_addr{k}", init=k) for k in range(2)]
+        wr = mem.write_port()
+        m.d.comb += [wr.addr.eq(ptr), wr.data.eq(Cat(*self.fifo_in[nm])), wr.en.eq(self.fifo_push[nm])]
+        m.d.sync += ptr.eq(addr[0])
+        chunks = []
+        for k in range(2):              # the head, and the next chunk for the preloaded head lanes
+            port = mem.read_port(transparent_for=())
+            m.d.comb += port.addr.eq(addr[k])
+            chunks.append([port.data[pp * w:(pp + 1) * w].as_signed() if self.fifo_w[nm].signed
+                           else port.data[pp * w:(pp + 1) * w] for pp in range(P)])
+        self.ring_addr[nm] = addr
+        self.fifo_head[nm] = chunks[0]
+        self.fifo_next[nm] = tuple(chunks)
+
+    def _ring_addresses(self, m):
+        """Each ring's read addresses advance (mod ``cn``) in the cycle its shift flag is set
+        from its condition: they lead ``ptr`` by a cycle."""
+        cn = self.cn
+        for nm, addr in self.ring_addr.items():
+            step = Cat(*self.fifo_conds[nm]).any()
+            for a in addr:
+                m.d.sync += a.eq(Mux(step, Mux(a == cn - 1, 0, a + 1), a))
 
     def _widths(self):
         """Accumulators wide enough that no dot product overflows; the lanes' operand widths."""
@@ -1426,7 +1486,7 @@ class _Datapath:
             m.d.sync += lane_index.eq(lane_nx)
             self.lane_index, self.lane_nx = lane_index, lane_nx
             self.head_entry = {}
-            heads = {nm: self._fifo_head_entry(m, nm, lane_index, lane_step) for nm in self.delta_fifo}
+            heads = {nm: self._fifo_head_entry(m, nm, lane_index, lane_step) for nm in self.fifo_w}
             d_h = heads["d_h"]
             d_tc, d_tm = self._g_t_split(heads["g_t"])
             delta = Mux(s1.term == 0, d_h, Mux(s1.term == 1, d_tc, d_tm))
@@ -1485,7 +1545,7 @@ class _Datapath:
         lane_steps = [self._step(self._fit(self.lane_acc[0], self.upd_w), self.shW, self.draws[0])]
         bias_steps = [self._step(self.bias_delta3, self.shB, self.draws[0])]
         if self.table:
-            lane_steps.append(self._table_step(self.delta_fifo["g_t"][0][0], self.s3.row == 0, self.draws[0]))
+            lane_steps.append(self._table_step(self.fifo_head["g_t"][0], self.s3.row == 0, self.draws[0]))
         if self.head:
             lane_steps.append(self._step(self._fit(self.lane_acc[0], self.head_w), self.shHW, self.head_draws[0]))
             bias_steps.append(self._step(self.d_head3, self.shB, self.head_draws[0]))
@@ -1504,7 +1564,7 @@ class _Datapath:
         row_c = s3.flag("row0_", lambda s: s.row == 0)        # R[c] (else R[m])
         with m.If(s3.at(_TABLE)):
             for pp in range(P):
-                m.d.sync += [wb.step[pp].eq(self._table_step(self.delta_fifo["g_t"][0][pp], row_c, self.draws[pp])),
+                m.d.sync += [wb.step[pp].eq(self._table_step(self.fifo_head["g_t"][pp], row_c, self.draws[pp])),
                              wb.old[pp].eq(self.read3["R"][pp]), wb.lane_valid[pp].eq(self._lane_valid(pp, s3.col, self.n))]
             m.d.sync += [wb.r_go.eq(1), wb.r_addr.eq(table_addr3)]
             if self.stoch:
@@ -1572,6 +1632,7 @@ class _Datapath:
         for nm in self.fifo_shift:
             m.d.comb += [self.fifo_shift[nm].eq(Cat(*self.fifo_flags[nm]).any()),
                          self.fifo_push[nm].eq(self.push_flag[nm])]
+        self._ring_addresses(m)
 
     def _operand_mux(self, m):
         """S1 picks each operand's source by phase (the same for every lane); the sources are

@@ -21,6 +21,12 @@ learning: {lr_shift: 2, push: false}
 precision: {error: Q2.10}
 """
 
+RING = """
+dataset: {source: iris}
+network: {layers: [8, 12]}
+hardware: {lanes: [2, 3]}
+"""
+
 ONE_CHUNK = """
 dataset: {source: iris}
 network: {layers: [4, 3]}
@@ -98,7 +104,7 @@ def test_counter_flags_equal_their_compares_every_cycle(which):
 
 
 
-@pytest.mark.parametrize("which", ["iris", "HEAD"])
+@pytest.mark.parametrize("which", ["iris", "HEAD", "RING"])
 def test_delta_fifo_head_registers_equal_the_lane_multiplexer(which):
     """UPDATE reads the delta FIFOs' head entry of its row's lane from registers loaded a cycle
     ahead (one-hot lane copies, the FIFO's shift looked ahead): in every cycle with an UPDATE
@@ -113,10 +119,13 @@ def test_delta_fifo_head_registers_equal_the_lane_multiplexer(which):
             if not getattr(dp, "head_entry", None):
                 continue
             names = sorted(dp.head_entry)
-            heads = [x for nm in names for x in dp.delta_fifo[nm][0]]
+            heads = [x for nm in names for x in dp.fifo_head[nm]]
             watch.append((dp, names, [dp.s1.valid, dp.s1.phase, dp.lane_index, dp.lane_nx,
                                       *(dp.head_entry[nm] for nm in names), *heads]))
         assert watch, "no stage with registered FIFO heads"
+        # the FIFOs as rings in a memory (iris: 6, 4 and 4 chunks; RING: 4 and 4) and as chunks
+        # of flip-flops (HEAD: 2 chunks)
+        assert all(dp.fifo_ring == (which != "HEAD") for dp, _, _ in watch)
         exprs = [x for _, _, w in watch for x in w]
         prev_nx = [None] * len(watch)
 
