@@ -368,7 +368,8 @@ class SigPropBoardCore(wiring.Component):
         Block RAM read data into flip-flops before any logic (the ECP5's DP16KD has a 5.8 ns
         clock-to-out): an output register after the result FIFO (one entry more, a prediction
         reaches READ_RESULTS a cycle later), the link's ``registered_reads``, and STATUS
-        registered before the register read. Default True; :class:`SigPropBoardTop` leaves them
+        registered before the register read, and the feeder's per-bank-group address copies
+        (``addr_copies``). Default True; :class:`SigPropBoardTop` leaves them
         out on the iCE40 (1.2 ns clock-to-out, and its logic cells are nearly all used).
     reset_tree : bool
         Every flip-flop resets from a registered copy of the domain reset, one per group of at most
@@ -424,7 +425,7 @@ class SigPropBoardCore(wiring.Component):
             self.feeder = DatasetFeeder(data.x_train[:self.n_train], data.y_train[:self.n_train],
                                         data.x_test[:self.n_test], data.y_test[:self.n_test],
                                         in_width=self.engine.in_width, n_classes=net.n_classes,
-                                        max_epochs=max_epochs)
+                                        max_epochs=max_epochs, addr_copies=bram_regs)
         else:
             self.feeder = RamFeeder(n_in=net.n_inputs, feature_bytes=self.feature_bytes,
                                     in_width=self.engine.in_width, n_classes=net.n_classes, max_epochs=max_epochs)
