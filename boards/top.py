@@ -74,7 +74,8 @@ from amaranth.hdl import (Cat, ClockDomain, ClockSignal, Const, DomainRenamer, E
                           ResetInserter, ResetSignal, Signal)
 from amaranth.hdl._ast import Switch
 from amaranth.lib import io, wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib import memory
+from amaranth.lib.fifo import FIFOInterface, SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from ..compiler.rule import RULE_NAMES
@@ -323,6 +324,74 @@ class _TreeReset(ResetInserter):
             fragment.add_statements(domain, Switch(leaf, [(1, stmts, None)], src_loc=self.src_loc))
 
 
+class _FlagFIFO(Elaboratable, FIFOInterface):
+    """:class:`~amaranth.lib.fifo.SyncFIFOBuffered` cycle for cycle (the same ports, ``level``,
+    block RAM and output register), with its inner level's compares as registered flags kept
+    with the level's writes, and the level's ``+ 1`` / ``- 1`` computed from the register beside
+    the decision: a write or read decision reaches the level's flip-flops through one
+    multiplexer, not through ``level != 0`` and a carry chain (the link's state machine drives
+    the sample FIFO's write, the link's reply the result FIFO's read).
+
+    Parameters
+    ----------
+    width : int
+        Bits an entry.
+    depth : int
+        Entries (at least 3): ``depth - 1`` in a memory, one in the output register.
+
+    Members
+    -------
+    w_data, w_en, w_rdy, r_data, r_en, r_rdy, level, w_level, r_level
+        As :class:`~amaranth.lib.fifo.SyncFIFOBuffered`.
+
+    Latency and throughput
+    ----------------------
+    An entry written in cycle ``t`` is readable (``r_rdy``) in cycle ``t + 2`` (empty FIFO), as
+    :class:`~amaranth.lib.fifo.SyncFIFOBuffered`; one write and one read a cycle.
+    """
+
+    def __init__(self, *, width: int, depth: int):
+        if not isinstance(depth, int) or depth < 3:
+            raise ValueError(f"depth must be an integer of at least 3, not {depth!r}")
+        super().__init__(width=width, depth=depth)
+        self.level = Signal(range(depth + 1))
+        self.inner_level = Signal(range(depth), name="inner_level")
+        self.inner_empty = Signal(init=1)          # inner_level == 0
+        self.inner_full = Signal()                  # inner_level == depth - 1
+
+    def elaborate(self, platform):
+        m = Module()
+        inner_depth = self.depth - 1
+        lvl, empty, full = self.inner_level, self.inner_empty, self.inner_full
+        m.d.comb += [self.w_rdy.eq(~full), self.w_level.eq(self.level), self.r_level.eq(self.level),
+                     self.level.eq(lvl + self.r_rdy)]
+        do_write = self.w_rdy & self.w_en
+        do_inner_read = ~empty & (~self.r_rdy | self.r_en)
+        m.submodules.storage = storage = memory.Memory(shape=self.width, depth=inner_depth, init=[])
+        w_port, r_port = storage.write_port(), storage.read_port(domain="sync")
+        produce, consume = Signal(range(inner_depth)), Signal(range(inner_depth))
+
+        def incr(v):                                # amaranth.lib.fifo's
+            return v + 1 if inner_depth == 1 << len(v) else Mux(v == inner_depth - 1, 0, v + 1)
+        m.d.comb += [w_port.addr.eq(produce), w_port.data.eq(self.w_data), w_port.en.eq(do_write),
+                     r_port.addr.eq(consume), self.r_data.eq(r_port.data), r_port.en.eq(do_inner_read)]
+        with m.If(do_write):
+            m.d.sync += produce.eq(incr(produce))
+        with m.If(do_inner_read):
+            m.d.sync += consume.eq(incr(consume))
+        up, down = Signal.like(lvl, name="inner_up"), Signal.like(lvl, name="inner_down")
+        m.d.comb += [up.eq(lvl + 1), down.eq(lvl - 1)]
+        with m.If(do_write & ~do_inner_read):
+            m.d.sync += [lvl.eq(up), empty.eq(0), full.eq(lvl == inner_depth - 1)]
+        with m.If(do_inner_read & ~do_write):
+            m.d.sync += [lvl.eq(down), empty.eq(lvl == 1), full.eq(0)]
+        with m.If(do_inner_read):
+            m.d.sync += self.r_rdy.eq(1)
+        with m.Elif(self.r_en):
+            m.d.sync += self.r_rdy.eq(0)
+        return m
+
+
 def link_memories() -> list[tuple[int, int, int]]:
     """(depth, width, read ports) of the host link's memories: the frame buffer and the two FIFOs
     (a :class:`~amaranth.lib.fifo.SyncFIFOBuffered` of depth ``d`` keeps ``d - 1`` in memory)."""
@@ -368,8 +437,9 @@ class SigPropBoardCore(wiring.Component):
         Block RAM read data into flip-flops before any logic (the ECP5's DP16KD has a 5.8 ns
         clock-to-out): an output register after the result FIFO (one entry more, a prediction
         reaches READ_RESULTS a cycle later), the link's ``registered_reads``, and STATUS
-        registered before the register read, and the feeder's per-bank-group address copies
-        (``addr_copies``). Default True; :class:`SigPropBoardTop` leaves them
+        registered before the register read, the feeder's per-bank-group address copies
+        (``addr_copies``), and the sample and result FIFOs with registered level flags
+        (:class:`_FlagFIFO`, cycle for cycle a :class:`~amaranth.lib.fifo.SyncFIFOBuffered`). Default True; :class:`SigPropBoardTop` leaves them
         out on the iCE40 (1.2 ns clock-to-out, and its logic cells are nearly all used).
     reset_tree : bool
         Every flip-flop resets from a registered copy of the domain reset, one per group of at most
@@ -438,8 +508,9 @@ class SigPropBoardCore(wiring.Component):
     def _host_samples(self, m, e, f, link, restart, infer):
         """The stream mode's path: link -> sample FIFO -> bytes assembled into features and the
         label -> engine; engine -> result FIFO -> link. The feeder has the engine while busy."""
-        m.submodules.sample_fifo = sfifo = self._restart_ins(restart)(SyncFIFOBuffered(width=8, depth=SAMPLE_FIFO))
-        m.submodules.result_fifo = rfifo = self._restart_ins(restart)(SyncFIFOBuffered(width=8, depth=RESULT_FIFO))
+        fifo = _FlagFIFO if self.bram_regs else SyncFIFOBuffered
+        m.submodules.sample_fifo = sfifo = self._restart_ins(restart)(fifo(width=8, depth=SAMPLE_FIFO))
+        m.submodules.result_fifo = rfifo = self._restart_ins(restart)(fifo(width=8, depth=RESULT_FIFO))
         # the FIFO's room as a register beside its level (the level compare behind `w_rdy` fed
         # the link's state machine, timer and pointer): it is conservative for a cycle after a
         # read, never optimistic (a write this cycle needs two free entries for the next)
