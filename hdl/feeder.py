@@ -158,12 +158,9 @@ class DatasetFeeder(wiring.Component):
         x_grp = [Signal(self.in_width, name=f"x_grp{g}", reset_less=True) for g in range(n_groups)]
         x_sel = Signal(range(max(2, n_groups)), reset_less=True)
         m.d.sync += x_sel.eq(bank1 >> 2)
-        # with addr_copies, each group of four banks reads from its own copy of the address's low
-        # bits (``x_addr_g<g>``, a counter written like ``addr``, so the copies equal addr[:BITS]
-        # in every cycle; their own feedback keeps Yosys from merging them): no one register fans
-        # out to every bank's address pins across the device
-        copies = [Signal(ROM_BANK_BITS, name=f"x_addr_g{g}") for g in range(n_groups)] \
-            if self.addr_copies and n_banks > 1 else []
+        # addr_copies: a copy of addr[:BITS] per group of four banks (a counter written like addr,
+        # equal in every cycle; its own feedback keeps Yosys from merging the copies)
+        copies = [Signal(ROM_BANK_BITS, name=f"x_addr_g{g}") for g in range(n_groups * (self.addr_copies and n_banks > 1))]
         self._x_addr, self._x_addr_copies = x_addr, copies
         x_bank = []
         for k in range(n_banks):
