@@ -439,8 +439,9 @@ class SigPropBoardCore(wiring.Component):
         reaches READ_RESULTS a cycle later), the link's ``registered_reads``, and STATUS
         registered before the register read, the feeder's per-bank-group address copies
         (``addr_copies``), and the sample and result FIFOs with registered level flags
-        (:class:`_FlagFIFO`, cycle for cycle a :class:`~amaranth.lib.fifo.SyncFIFOBuffered`). Default True; :class:`SigPropBoardTop` leaves them
-        out on the iCE40 (1.2 ns clock-to-out, and its logic cells are nearly all used).
+        (:class:`_FlagFIFO`, cycle for cycle a :class:`~amaranth.lib.fifo.SyncFIFOBuffered`).
+        Default True; :class:`SigPropBoardTop` leaves them out on the iCE40 (1.2 ns clock-to-out,
+        and its logic cells are nearly all used).
     reset_tree : bool
         Every flip-flop resets from a registered copy of the domain reset, one per group of at most
         384 (:class:`_ResetTree`), not from the domain reset itself (one net to every flip-flop's

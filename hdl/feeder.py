@@ -160,7 +160,8 @@ class DatasetFeeder(wiring.Component):
         m.d.sync += x_sel.eq(bank1 >> 2)
         # addr_copies: a copy of addr[:BITS] per group of four banks (a counter written like addr,
         # equal in every cycle; its own feedback keeps Yosys from merging the copies)
-        copies = [Signal(ROM_BANK_BITS, name=f"x_addr_g{g}") for g in range(n_groups * (self.addr_copies and n_banks > 1))]
+        copies = [Signal(ROM_BANK_BITS, name=f"x_addr_g{g}")
+                  for g in range(n_groups * (self.addr_copies and n_banks > 1))]
         self._x_addr, self._x_addr_copies = x_addr, copies
         x_bank = []
         for k in range(n_banks):
