@@ -70,10 +70,12 @@ The LEDs show: LED 0 training in progress, LED 1 done; with more LEDs, the last 
 accuracy as a bar (one LED per eighth).
 """
 
-from amaranth.hdl import Cat, Const, Elaboratable, Mux, Module, ResetInserter, ResetSignal, Signal
+from amaranth.hdl import (Cat, ClockDomain, ClockSignal, Const, DomainRenamer, Elaboratable, Mux, Module,
+                          ResetInserter, ResetSignal, Signal)
 from amaranth.hdl._ast import Switch
 from amaranth.lib import io, wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib import memory
+from amaranth.lib.fifo import FIFOInterface, SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from ..compiler.rule import RULE_NAMES
@@ -185,6 +187,211 @@ class _CopiedReset(ResetInserter):
                                                        src_loc=self.src_loc))
 
 
+class _ResetTree:
+    """The domain reset as a registered, replicated tree: every flip-flop of the board core resets
+    from a *leaf*, a register of its own group of at most :attr:`group_bits` flip-flops, instead
+    of one synchronizer output (and one OR with the restart) fanned out to all of them.
+
+    The domain reset ``rst_in`` goes through a chain of three reset-less registers, ``r0 <=
+    rst_in``, ``r1 <= r0``, ``r2 <= r1`` (initial value 1: asserted from configuration); a leaf
+    is ``r2 | g(r1, r0, rst_in)`` registered once more (or, for a restart group,
+    ``restart | r2 | g(r1, r0)``), so every flip-flop sees the domain reset four cycles after
+    ``rst_in``, for as many cycles as ``rst_in`` is high, and all of them leave it in the same
+    cycle; the restart reaches its flip-flops one cycle after the control, as with
+    :class:`_CopiedReset`. ``g`` is a different function for every leaf (a truth table with
+    ``g(0, ...) = 0``), alone or inverted (an active-low leaf, initial value 0): Yosys merges
+    identical flip-flops, and it cannot see that ``g`` only adds cycles *before* ``r2`` rises
+    (the chain's taps are the reset's later values), so a leaf may assert up to three cycles
+    early but never releases early or late. 2 x 128 plain and 2 x 8 restart variants; further
+    leaves reuse them (and Yosys merges them).
+
+    Parameters
+    ----------
+    rst_in : Signal
+        The domain reset, from outside the renamed core (:class:`SigPropBoardCore` reads its
+        ``sync`` domain's reset).
+
+    Members
+    -------
+    chain : list of Signal
+        ``r0``, ``r1``, ``r2``; :meth:`chain_statements` drives them.
+    leaves : list of (Signal, Value, bool)
+        Every leaf made: the register, the value it is registered from, whether it is inverted.
+
+    Latency and throughput
+    ----------------------
+    Domain reset to flip-flop: 4 cycles (today's 0 plus the chain and the leaf); restart: 1 cycle.
+    Costs per leaf one flip-flop and one LUT (four or five inputs); three flip-flops for the chain.
+    """
+
+    group_bits = 384
+
+    def __init__(self, rst_in):
+        if not isinstance(rst_in, Signal):
+            raise TypeError(f"rst_in must be a Signal, not {rst_in!r}")
+        self.rst_in = rst_in
+        self.chain = [Signal(name=f"reset_tree_r{k}", init=1, reset_less=True) for k in range(3)]
+        self.leaves = []
+        self.claimed = {}
+        self._made = {}                 # control key -> leaves made
+        self._open = {}                 # control key -> (leaf value, bits)
+
+    def chain_statements(self):
+        r0, r1, r2 = self.chain
+        return [r0.eq(self.rst_in), r1.eq(r0), r2.eq(r1)]
+
+    @staticmethod
+    def _table(inputs, code):
+        """The OR of the minterms ``1 .. 2**len(inputs) - 1`` whose bit is set in ``code``."""
+        value = Const(0, 1)
+        for minterm in range(1, 1 << len(inputs)):
+            if code >> (minterm - 1) & 1:
+                term = Const(1, 1)
+                for k, x in enumerate(inputs):
+                    term = term & (x if minterm >> k & 1 else ~x)
+                value = value | term
+        return value
+
+    def _new_leaf(self, fragment, domain, ctl):
+        key = None if ctl is None else id(ctl)
+        n = self._made.get(key, 0)
+        self._made[key] = n + 1
+        r0, r1, r2 = self.chain
+        inputs = (r1, r0, self.rst_in) if ctl is None else (r1, r0)
+        n_funcs = 1 << ((1 << len(inputs)) - 1)
+        inv, code = n & 1, (n >> 1) % n_funcs
+        source = r2 | self._table(inputs, code)
+        if ctl is not None:
+            source = ctl | source
+        name = f"reset_leaf{'_restart' if ctl is not None else ''}{n}{'_n' if inv else ''}"
+        leaf = Signal(name=name, reset_less=True, init=1 - inv)
+        fragment.add_statements(domain, leaf.eq(~source if inv else source))
+        self.leaves.append((leaf, source, bool(inv)))
+        return ~leaf if inv else leaf
+
+    def leaf(self, fragment, domain, ctl, width):
+        """The leaf for ``width`` more flip-flops (a new one when the open one is full)."""
+        key = None if ctl is None else id(ctl)
+        value, bits = self._open.get(key, (None, 0))
+        if value is None or (bits and bits + width > self.group_bits):
+            value, bits = self._new_leaf(fragment, domain, ctl), 0
+        self._open[key] = (value, bits + width)
+        return value
+
+
+class _TreeReset(ResetInserter):
+    """Resets every resettable flip-flop of what it wraps from a :class:`_ResetTree` leaf: with a
+    ``restart`` control, the leaf also carries the restart (one cycle late, like
+    :class:`_CopiedReset`). A ``restart`` instance claims the fragments it transforms; a plain
+    instance around them leaves those alone, so no flip-flop gets two leaves.
+
+    Parameters
+    ----------
+    tree : _ResetTree
+    restart : Signal or None
+        The restart control (a register), or None for the domain reset alone.
+    domain : str
+        The domain of the flip-flops (before any renaming).
+    """
+
+    def __init__(self, tree, restart=None, domain="sync"):
+        if not isinstance(tree, _ResetTree):
+            raise TypeError(f"tree must be a _ResetTree, not {tree!r}")
+        super().__init__({domain: Const(0, 1) if restart is None else restart})
+        self.tree, self.restart = tree, restart
+
+    def on_fragment(self, fragment):
+        if id(fragment) in self.tree.claimed:
+            return fragment
+        new = super().on_fragment(fragment)
+        if self.restart is not None:
+            self.tree.claimed[id(new)] = new
+        return new
+
+    def _insert_control(self, fragment, domain, lhs_masks):
+        groups = {}
+        for signal, start, stop in lhs_masks.chunks():
+            if signal.reset_less:
+                continue
+            width = (len(signal) if stop is None else stop) - start
+            leaf = self.tree.leaf(fragment, domain, self.restart, width)
+            if start == 0 and stop is None:
+                stmt = signal.eq(Const(signal.init, signal.shape()))
+            else:
+                stmt = signal[start:stop].eq(Const(signal.init, signal.shape())[start:stop])
+            groups.setdefault(id(leaf), (leaf, []))[1].append(stmt)
+        for leaf, stmts in groups.values():
+            fragment.add_statements(domain, Switch(leaf, [(1, stmts, None)], src_loc=self.src_loc))
+
+
+class _FlagFIFO(Elaboratable, FIFOInterface):
+    """:class:`~amaranth.lib.fifo.SyncFIFOBuffered` cycle for cycle (the same ports, ``level``,
+    block RAM and output register), with its inner level's compares as registered flags kept
+    with the level's writes, and the level's ``+ 1`` / ``- 1`` computed from the register beside
+    the decision: a write or read decision reaches the level's flip-flops through one
+    multiplexer, not through ``level != 0`` and a carry chain (the link's state machine drives
+    the sample FIFO's write, the link's reply the result FIFO's read).
+
+    Parameters
+    ----------
+    width : int
+        Bits an entry.
+    depth : int
+        Entries (at least 3): ``depth - 1`` in a memory, one in the output register.
+
+    Members
+    -------
+    w_data, w_en, w_rdy, r_data, r_en, r_rdy, level, w_level, r_level
+        As :class:`~amaranth.lib.fifo.SyncFIFOBuffered`.
+
+    Latency and throughput
+    ----------------------
+    An entry written in cycle ``t`` is readable (``r_rdy``) in cycle ``t + 2`` (empty FIFO), as
+    :class:`~amaranth.lib.fifo.SyncFIFOBuffered`; one write and one read a cycle.
+    """
+
+    def __init__(self, *, width: int, depth: int):
+        if not isinstance(depth, int) or depth < 3:
+            raise ValueError(f"depth must be an integer of at least 3, not {depth!r}")
+        super().__init__(width=width, depth=depth)
+        self.level = Signal(range(depth + 1))
+        self.inner_level = Signal(range(depth), name="inner_level")
+        self.inner_empty = Signal(init=1)          # inner_level == 0
+        self.inner_full = Signal()                  # inner_level == depth - 1
+
+    def elaborate(self, platform):
+        m = Module()
+        inner_depth = self.depth - 1
+        lvl, empty, full = self.inner_level, self.inner_empty, self.inner_full
+        m.d.comb += [self.w_rdy.eq(~full), self.w_level.eq(self.level), self.r_level.eq(self.level),
+                     self.level.eq(lvl + self.r_rdy)]
+        do_write = self.w_rdy & self.w_en
+        do_inner_read = ~empty & (~self.r_rdy | self.r_en)
+        m.submodules.storage = storage = memory.Memory(shape=self.width, depth=inner_depth, init=[])
+        w_port, r_port = storage.write_port(), storage.read_port(domain="sync")
+        produce, consume = Signal(range(inner_depth)), Signal(range(inner_depth))
+
+        def incr(v):                                # amaranth.lib.fifo's
+            return v + 1 if inner_depth == 1 << len(v) else Mux(v == inner_depth - 1, 0, v + 1)
+        m.d.comb += [w_port.addr.eq(produce), w_port.data.eq(self.w_data), w_port.en.eq(do_write),
+                     r_port.addr.eq(consume), self.r_data.eq(r_port.data), r_port.en.eq(do_inner_read)]
+        with m.If(do_write):
+            m.d.sync += produce.eq(incr(produce))
+        with m.If(do_inner_read):
+            m.d.sync += consume.eq(incr(consume))
+        up, down = Signal.like(lvl, name="inner_up"), Signal.like(lvl, name="inner_down")
+        m.d.comb += [up.eq(lvl + 1), down.eq(lvl - 1)]
+        with m.If(do_write & ~do_inner_read):
+            m.d.sync += [lvl.eq(up), empty.eq(0), full.eq(lvl == inner_depth - 1)]
+        with m.If(do_inner_read & ~do_write):
+            m.d.sync += [lvl.eq(down), empty.eq(lvl == 1), full.eq(0)]
+        with m.If(do_inner_read):
+            m.d.sync += self.r_rdy.eq(1)
+        with m.Elif(self.r_en):
+            m.d.sync += self.r_rdy.eq(0)
+        return m
+
+
 def link_memories() -> list[tuple[int, int, int]]:
     """(depth, width, read ports) of the host link's memories: the frame buffer and the two FIFOs
     (a :class:`~amaranth.lib.fifo.SyncFIFOBuffered` of depth ``d`` keeps ``d - 1`` in memory)."""
@@ -230,8 +437,17 @@ class SigPropBoardCore(wiring.Component):
         Block RAM read data into flip-flops before any logic (the ECP5's DP16KD has a 5.8 ns
         clock-to-out): an output register after the result FIFO (one entry more, a prediction
         reaches READ_RESULTS a cycle later), the link's ``registered_reads``, and STATUS
-        registered before the register read. Default True; :class:`SigPropBoardTop` leaves them
-        out on the iCE40 (1.2 ns clock-to-out, and its logic cells are nearly all used).
+        registered before the register read, the feeder's per-bank-group address copies
+        (``addr_copies``), and the sample and result FIFOs with registered level flags
+        (:class:`_FlagFIFO`, cycle for cycle a :class:`~amaranth.lib.fifo.SyncFIFOBuffered`).
+        Default True; :class:`SigPropBoardTop` leaves them out on the iCE40 (1.2 ns clock-to-out,
+        and its logic cells are nearly all used).
+    reset_tree : bool
+        Every flip-flop resets from a registered copy of the domain reset, one per group of at most
+        384 (:class:`_ResetTree`), not from the domain reset itself (one net to every flip-flop's
+        reset pin): the core leaves reset 4 cycles after the domain reset is released, all in the
+        same cycle, after as many cycles in reset. Default True; :class:`SigPropBoardTop` leaves it
+        out on the iCE40 (a flip-flop and a LUT a leaf, 30 MHz there).
 
     Members
     -------
@@ -252,10 +468,13 @@ class SigPropBoardCore(wiring.Component):
     def __init__(self, net, data, *, divisor: int, lanes=None, n_train=None, n_test=None,
                  autostart_epochs: int = 0, max_epochs: int = 255, engine_cls=SigPropEngine,
                  clock_hz: int = 0, dataset: str = "rom", ram_primitive: bool = False, counters=None,
-                 bram_regs: bool = True):
+                 bram_regs: bool = True, reset_tree: bool = True):
         if not isinstance(bram_regs, bool):
             raise TypeError(f"bram_regs must be a bool, not {bram_regs!r}")
+        if not isinstance(reset_tree, bool):
+            raise TypeError(f"reset_tree must be a bool, not {reset_tree!r}")
         self.bram_regs = bram_regs
+        self.reset_tree = reset_tree
         if dataset not in ("rom", "ram"):
             raise ValueError(f"dataset must be 'rom' or 'ram', not {dataset!r}")
         if counters is not None and not isinstance(counters, bool):
@@ -277,7 +496,7 @@ class SigPropBoardCore(wiring.Component):
             self.feeder = DatasetFeeder(data.x_train[:self.n_train], data.y_train[:self.n_train],
                                         data.x_test[:self.n_test], data.y_test[:self.n_test],
                                         in_width=self.engine.in_width, n_classes=net.n_classes,
-                                        max_epochs=max_epochs)
+                                        max_epochs=max_epochs, addr_copies=bram_regs)
         else:
             self.feeder = RamFeeder(n_in=net.n_inputs, feature_bytes=self.feature_bytes,
                                     in_width=self.engine.in_width, n_classes=net.n_classes, max_epochs=max_epochs)
@@ -290,8 +509,9 @@ class SigPropBoardCore(wiring.Component):
     def _host_samples(self, m, e, f, link, restart, infer):
         """The stream mode's path: link -> sample FIFO -> bytes assembled into features and the
         label -> engine; engine -> result FIFO -> link. The feeder has the engine while busy."""
-        m.submodules.sample_fifo = sfifo = _CopiedReset(restart)(SyncFIFOBuffered(width=8, depth=SAMPLE_FIFO))
-        m.submodules.result_fifo = rfifo = _CopiedReset(restart)(SyncFIFOBuffered(width=8, depth=RESULT_FIFO))
+        fifo = _FlagFIFO if self.bram_regs else SyncFIFOBuffered
+        m.submodules.sample_fifo = sfifo = self._restart_ins(restart)(fifo(width=8, depth=SAMPLE_FIFO))
+        m.submodules.result_fifo = rfifo = self._restart_ins(restart)(fifo(width=8, depth=RESULT_FIFO))
         # the FIFO's room as a register beside its level (the level compare behind `w_rdy` fed
         # the link's state machine, timer and pointer): it is conservative for a cycle after a
         # read, never optimistic (a write this cycle needs two free entries for the next)
@@ -370,10 +590,27 @@ class SigPropBoardCore(wiring.Component):
         return fill, crc
 
     def elaborate(self, platform):
+        if not self.reset_tree:
+            self._restart_ins = _CopiedReset
+            return self._elaborate_core()
+        # the core in a reset-less domain on the same clock: its flip-flops reset from the leaves
+        # of a replicated tree (_ResetTree), not from the domain reset
+        m = Module()
+        m.domains.core = ClockDomain("core", reset_less=True, local=True)
+        rst_in = Signal(name="reset_in")
+        m.d.comb += [ClockSignal("core").eq(ClockSignal("sync")),
+                     rst_in.eq(ResetSignal("sync", allow_reset_less=True))]
+        self._tree = tree = _ResetTree(rst_in)
+        m.d.core += tree.chain_statements()
+        self._restart_ins = lambda restart: _TreeReset(tree, restart)
+        m.submodules.glue = DomainRenamer({"sync": "core"})(_TreeReset(tree)(self._elaborate_core()))
+        return m
+
+    def _elaborate_core(self):
         m = Module()
         restart = Signal()
-        m.submodules.engine = _CopiedReset(restart)(self.engine)
-        m.submodules.feeder = _CopiedReset(restart)(self.feeder)
+        m.submodules.engine = self._restart_ins(restart)(self.engine)
+        m.submodules.feeder = self._restart_ins(restart)(self.feeder)
         m.submodules.link = link = self.link
         e, f = self.engine, self.feeder
 
@@ -504,7 +741,8 @@ class SigPropBoardTop(Elaboratable):
         self.core = SigPropBoardCore(net, data, divisor=divisor, lanes=lanes, n_train=n_train,
                                      n_test=n_test, autostart_epochs=autostart_epochs,
                                      engine_cls=engine_cls, clock_hz=round(clock_hz), dataset=dataset,
-                                     ram_primitive=dataset == "ram", bram_regs=target.family != "ice40")
+                                     ram_primitive=dataset == "ram", bram_regs=target.family != "ice40",
+                                     reset_tree=target.family != "ice40")
 
     def elaborate(self, platform):
         m = Module()

@@ -125,6 +125,10 @@ class SigPropEngine(wiring.Component):
         # deserializer: n_in feature beats straight into stage 0's input memory, then the label beat
         label, train, full = Signal(last.pred.payload.shape()), Signal(), Signal()
         idx = Signal(range(n_in + 1))
+        # idx == n_in and idx != 0 as flags kept with idx's writes (the beat's handshake and the
+        # engine's idle, read by the board's STATUS and CYCLES, start from flip-flops)
+        idx_last, idx_nz = Signal(init=n_in == 0), Signal()
+        self._idx, self._idx_last, self._idx_nz = idx, idx_last, idx_nz
         s0 = self.stages[0]
         m.d.comb += [self.i.ready.eq(~full), s0.i.sample.valid.eq(full), s0.i.sample.payload.label.eq(label),
                      s0.i.sample.payload.train.eq(train)]
@@ -138,15 +142,16 @@ class SigPropEngine(wiring.Component):
         m.d.sync += f_we.eq(0)
         m.d.comb += [s0.i.we.eq(f_we), s0.i.sig.eq(0)]
         with m.If(self.i.valid & self.i.ready):
-            with m.If(idx == n_in):
-                m.d.sync += [label.eq(self.i.payload.data), train.eq(self.i.payload.train), full.eq(1), idx.eq(0)]
+            with m.If(idx_last):
+                m.d.sync += [label.eq(self.i.payload.data), train.eq(self.i.payload.train), full.eq(1), idx.eq(0),
+                             idx_last.eq(n_in == 0), idx_nz.eq(0)]
             with m.Else():
                 m.d.sync += [f_we.eq(1), s0.i.idx.eq(idx), s0.i.data.eq(self.i.payload.data[:win])]
-                m.d.sync += idx.eq(idx + 1)
+                m.d.sync += [idx.eq(idx + 1), idx_last.eq(idx == n_in - 1), idx_nz.eq(1)]
 
         # counters
         busy = Signal()
-        m.d.comb += busy.eq(full | (idx != 0) | self.o.valid)
+        m.d.comb += busy.eq(full | idx_nz | self.o.valid)
         for st in self.stages:
             busy = busy | st.busy
             if hasattr(st, "o"):

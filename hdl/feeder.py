@@ -48,6 +48,12 @@ class DatasetFeeder(wiring.Component):
     n_classes : int
     max_epochs : int
         Depth of the per-epoch score memory (``curve``) and the width of ``epochs``.
+    addr_copies : bool
+        With more than one feature ROM bank: each group of four banks takes its address from a
+        register of its own (a 13-bit counter beside the address, equal to its low bits in every
+        cycle) instead of one register fanned out to every bank's address pins across the device
+        (the ECP5's 125 MHz critical path). ``ceil(banks / 4)`` x 13 flip-flops and their
+        incrementers; default False (the iCE40's logic cells are nearly all used).
 
     Members
     -------
@@ -90,7 +96,11 @@ class DatasetFeeder(wiring.Component):
     two cycles after the last one (the engine never sends predictions in consecutive cycles).
     """
 
-    def __init__(self, x_train, y_train, x_test, y_test, *, in_width: int, n_classes: int, max_epochs: int = 64):
+    def __init__(self, x_train, y_train, x_test, y_test, *, in_width: int, n_classes: int, max_epochs: int = 64,
+                 addr_copies: bool = False):
+        if not isinstance(addr_copies, bool):
+            raise TypeError(f"addr_copies must be a bool, not {addr_copies!r}")
+        self.addr_copies = addr_copies
         x_train, x_test = np.asarray(x_train), np.asarray(x_test)
         y_train, y_test = np.asarray(y_train), np.asarray(y_test)
         if x_train.ndim != 2 or x_test.ndim != 2 or x_train.shape[1] != x_test.shape[1]:
@@ -148,6 +158,11 @@ class DatasetFeeder(wiring.Component):
         x_grp = [Signal(self.in_width, name=f"x_grp{g}", reset_less=True) for g in range(n_groups)]
         x_sel = Signal(range(max(2, n_groups)), reset_less=True)
         m.d.sync += x_sel.eq(bank1 >> 2)
+        # addr_copies: a copy of addr[:BITS] per group of four banks (a counter written like addr,
+        # equal in every cycle; its own feedback keeps Yosys from merging the copies)
+        copies = [Signal(ROM_BANK_BITS, name=f"x_addr_g{g}")
+                  for g in range(n_groups * (self.addr_copies and n_banks > 1))]
+        self._x_addr, self._x_addr_copies = x_addr, copies
         x_bank = []
         for k in range(n_banks):
             lo, hi = k * ROM_BANK_DEPTH, min(words, (k + 1) * ROM_BANK_DEPTH)
@@ -155,7 +170,8 @@ class DatasetFeeder(wiring.Component):
                                  attrs=BLOCK_RAM)
             m.submodules[f"xmem{k}"] = bank
             rp = bank.read_port()
-            m.d.comb += read_in_range(rp, x_addr[:ROM_BANK_BITS] if n_banks > 1 else x_addr)
+            m.d.comb += read_in_range(rp, (copies[k // 4] if copies else x_addr[:ROM_BANK_BITS])
+                                      if n_banks > 1 else x_addr)
             x_bank.append(rp.data)
         for g in range(n_groups):
             group = x_bank[4 * g:4 * g + 4]
@@ -227,7 +243,8 @@ class DatasetFeeder(wiring.Component):
                              self.busy.eq(self.epochs != 0), self.done.eq(self.epochs == 0),
                              self.epoch.eq(0), self.sent.eq(0), self.received.eq(0),
                              train_correct_q.eq(0), test_correct_q.eq(0),
-                             sample.eq(0), beat.eq(0), addr.eq(0), sent_in_epoch.eq(0), epochs_sent.eq(0)]
+                             sample.eq(0), beat.eq(0), addr.eq(0), sent_in_epoch.eq(0), epochs_sent.eq(0),
+                             *(c.eq(0) for c in copies)]
                 with m.If(self.evaluate):
                     m.d.sync += [per_epoch.eq(n_all), epoch_end.eq(n_all == 0)]
                 with m.Else():
@@ -238,7 +255,7 @@ class DatasetFeeder(wiring.Component):
             # start a sample, or the next epoch, or finish sending
             with m.If(epoch_end):
                 m.d.sync += [sent_in_epoch.eq(0), sample.eq(0), addr.eq(0), epochs_sent.eq(epochs_sent + 1),
-                             epoch_end.eq(per_epoch == 0)]
+                             epoch_end.eq(per_epoch == 0), *(c.eq(0) for c in copies)]
                 with m.If(epochs_sent + 1 == epochs):
                     goto("NEXT", "DRAIN")
             with m.Elif(~self.hold):
@@ -246,7 +263,7 @@ class DatasetFeeder(wiring.Component):
                 goto("NEXT", "READ")
         with m.If(st["READ"]):         # the word (read from addr / sample) reaches x_grp, y_q
             with m.If(~beat_last):
-                m.d.sync += addr.eq(addr + 1)
+                m.d.sync += [addr.eq(addr + 1), *(c.eq(c + 1) for c in copies)]
             goto("READ", "LOAD")
         with m.If(st["LOAD"]):         # ... and beat_q (group select, register)
             m.d.sync += beat_q.eq(Mux(is_label, y_q, x_word))

@@ -134,29 +134,40 @@ def test_feeder_argument_checks():
         DatasetFeeder(x, y[:1], x, y, in_width=8, n_classes=2)
 
 
-@pytest.mark.parametrize("bank_bits", [4, 2])
-def test_feature_rom_banks_stream_every_word_in_order(monkeypatch, bank_bits):
+@pytest.mark.parametrize("bank_bits, addr_copies", [(4, False), (2, False), (4, True), (2, True)])
+def test_feature_rom_banks_stream_every_word_in_order(monkeypatch, bank_bits, addr_copies):
     """The feature ROM is split in banks (so its block RAM count is predictable); with 16-word
     banks, 7 samples of 5 features span 3 banks (one group of the registered bank multiplexer),
-    with 4-word banks 9 banks (three groups), and the beats must be the words in order."""
+    with 4-word banks 9 banks (three groups), and the beats must be the words in order. With
+    ``addr_copies`` every group's address copy equals the address's low bits in every cycle
+    (two epochs: the copies return to 0 with the address)."""
     import sigprop_fpga.hdl.feeder as feeder
     monkeypatch.setattr(feeder, "ROM_BANK_BITS", bank_bits)
     monkeypatch.setattr(feeder, "ROM_BANK_DEPTH", 1 << bank_bits)
     rng = np.random.default_rng(3)
     x = rng.integers(0, 256, size=(7, 5))
     y = rng.integers(0, C, size=7)
-    dut = DatasetFeeder(x, y, x[:0], y[:0], in_width=8, n_classes=C, max_epochs=2)
-    beats = []
+    dut = DatasetFeeder(x, y, x[:0], y[:0], in_width=8, n_classes=C, max_epochs=2, addr_copies=addr_copies)
+    beats, copies_seen, copies_bad = [], [0], []
+
+    async def watch(ctx):
+        while True:
+            await ctx.tick()
+            addr = ctx.get(dut._x_addr) & ((1 << bank_bits) - 1)
+            for k, c in enumerate(dut._x_addr_copies):
+                copies_seen[0] += 1
+                if ctx.get(c) != addr:
+                    copies_bad.append((k, ctx.get(c), addr))
 
     async def bench(ctx):
-        ctx.set(dut.epochs, 1)
+        ctx.set(dut.epochs, 2)
         ctx.set(dut.start, 1)
         await ctx.tick()
         ctx.set(dut.start, 0)
         ctx.set(dut.o.ready, 1)
         ctx.set(dut.pred.valid, 0)
         k = 0
-        for _ in range(400):
+        for _ in range(800):
             if ctx.get(dut.o.valid):
                 beats.append(ctx.get(dut.o.payload.data))
                 k += 1
@@ -170,12 +181,17 @@ def test_feature_rom_banks_stream_every_word_in_order(monkeypatch, bank_bits):
                     ctx.set(dut.pred.valid, 0)
                     continue
             await ctx.tick()
-            if len(beats) == 7 * 6:
+            if len(beats) == 2 * 7 * 6:
                 break
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
+    sim.add_testbench(watch, background=True)
     sim.run()
     want = [int(v) for row, lab in zip(x, y) for v in list(row) + [lab]]
-    assert beats == want
+    assert beats == want + want
+    assert not copies_bad
+    groups = -(-(-(-7 * 5 // (1 << bank_bits))) // 4)
+    assert len(dut._x_addr_copies) == (groups if addr_copies else 0)
+    assert copies_seen[0] >= 250 * len(dut._x_addr_copies)
