@@ -351,6 +351,8 @@ class _Slot:
         self.sig, self.row, self.col, self.term = (Signal(counter_shape, name=f"{nm}{stage}")
                                                    for nm in ("sig", "row", "col", "term"))
         self._src, self._flags = None, {}
+        # S0 only: one registered flag per phase code, set with ``phase`` (``_Datapath._goto``)
+        self.phase_flags = {}
 
     def fields(self):
         return (self.valid, self.phase, self.sig, self.row, self.col, self.term)
@@ -379,6 +381,8 @@ class _Slot:
 
     def at(self, code):
         """This stage holds an issue of phase ``code``."""
+        if code in self.phase_flags:     # S0: a flip-flop, not a compare of phase
+            return self.phase_flags[code]
         return self.flag(f"at{code}_", lambda s: s.valid & (s.phase == code))
 
     def col_is(self, value: int):
@@ -640,6 +644,7 @@ class _Datapath:
         done = Signal(name="last_issue")
         lasts = list(self.lim_last)
         lasts[3] = lasts[3] | (self.upd_short & lasts[2])
+        self.cnt_lasts = lasts        # the trackers (_track) step with the counters
         with m.If(s0.valid):
             for i in range(3, -1, -1):
                 cond = Const(1)
@@ -670,6 +675,60 @@ class _Datapath:
         m.d.sync += done.eq(new[0] & new[1] & new[2] & (new[3] | (new[12] & new[2])))
         self.last_issue = done
         return done
+
+    def _tracker(self, name, width, coeffs, starts):
+        """A register that holds ``sum_i coeffs[phase][i] * counter_i`` (mod ``2 ** width``;
+        counters ``sig, row, col, term``) of the issue at S0 plus the phase's start value, in
+        every cycle with an issue: a read address from a flip-flop, not from a multiplier and an
+        adder after the counters. ``coeffs`` and ``starts`` by issue phase name (``starts``: its
+        value at the phase's first issue, every counter 0; loaded by :meth:`_goto`); the steps
+        between issues are added by :meth:`_track`."""
+        reg = Signal(width, name=name, reset_less=True)
+        self.trackers.append((reg, starts, []))     # [(step register, {phase: its value})]
+        self.tracker_coeffs.append(coeffs)
+        return reg
+
+    def _track(self, m):
+        """The trackers' steps (:meth:`_tracker`). With an issue at S0 the counters move as
+        :meth:`_count` moves them: the innermost counter not at its last value steps, the ones
+        inside it wrap to 0. A tracker adds that step's change of its sum, a constant of the
+        phase per moving counter, kept in registers loaded with the phase (``<name>_d<i>``; by
+        :meth:`_goto`): the adder's operand is a multiplexer of flip-flops selected by the
+        ``lim_last`` flags. Without an issue its value is of no use (the next phase loads its
+        start)."""
+        lasts = self.cnt_lasts
+        for f in self.after_count:
+            f()
+        lims = {}
+        for name, (_, limits) in self.issue_of.items():
+            per_tr = [[int(v) for v in limits(tr)] for tr in (0, 1)]
+            lims[name] = per_tr
+        for (reg, starts, step_regs), coeffs in zip(self.trackers, self.tracker_coeffs):
+            w = len(reg)
+            steps = {}         # name -> [change when counter j moves (inner ones wrap)]
+            for name, per_tr in lims.items():
+                cf = coeffs.get(name, (0, 0, 0, 0))
+                if cf[3] != 0:
+                    raise ValueError("A tracker's term coefficient must be 0 (UPDATE's bias step "
+                                     "ends the term early)")
+                if any(cf[i] and per_tr[0][i] != per_tr[1][i] for i in range(1, 4)):
+                    raise ValueError(f"{name}: a tracked counter's limit depends on the mode")
+                lim = per_tr[1]
+                steps[name] = [(cf[j] - sum(cf[i] * (lim[i] - 1) for i in range(j + 1, 4))) % (1 << w)
+                               for j in range(4)]
+            dvals = []
+            for j in range(4):
+                vals = {v[j] for v in steps.values()}
+                if len(vals) == 1:
+                    dvals.append(Const(vals.pop(), w))
+                    continue
+                d = Signal(w, name=f"{reg.name}_d{j}", reset_less=True)
+                step_regs.append((d, {name: v[j] for name, v in steps.items()}))   # by _goto
+                dvals.append(d)
+            delta = dvals[0]
+            for j in range(1, 4):
+                delta = Mux(lasts[j], delta, dvals[j])
+            m.d.sync += reg.eq(reg + delta)
 
     def _next_limits(self, m, fwd_train):
         """``nxt_*``: the limits of the issue phase after the current state, registered from the
@@ -703,6 +762,12 @@ class _Datapath:
                 m.d.sync += [self.idle_rb.eq(int(name == "IDLE")), self.idle_rb_n.eq(int(name != "IDLE"))]
         code, limits = self.issue_of.get(name, (0, None))
         m.d.sync += [s0.valid.eq(limits is not None), s0.phase.eq(code)]
+        m.d.sync += [f.eq(int(c == code)) for c, f in s0.phase_flags.items()]
+        if limits is not None:      # the trackers' first values (every counter 0), their steps
+            for reg, starts, step_regs in self.trackers:
+                if name in starts:
+                    m.d.sync += reg.eq(starts[name])
+                m.d.sync += [d.eq(per[name]) for d, per in step_regs if name in per]
 
     def _state(self, name):
         """The one-hot flag of FSM state ``name`` (``idle`` for IDLE)."""
@@ -984,6 +1049,10 @@ class _Datapath:
         n, C, ci, cn, terms = self.n, self.C, self.ci, self.cn, self.terms
         cmax = max(n, C + 1, ci + 1, cn + 1, 3, terms + 1)
         s0 = self.s0 = _Slot(0, range(cmax + 1))
+        # valid & (phase == code) at S0, one flip-flop per phase code registered with phase
+        # (_goto): the address and index multiplexers start from it, not from a compare
+        s0.phase_flags = {code: Signal(name=f"s0_at{code}") for code in
+                          (_FORWARD, _LOGITS, _CACHE, _GRADIENT, _UPDATE, _TABLE, _HEAD_LOGITS, _HEAD_UPDATE)}
         s1 = self.s1 = _Slot(1, range(cmax + 1))
         s2 = self.s2 = _Slot(2, range(cmax + 1))
         m.d.sync += [x1.eq(x0) for x1, x0 in zip(s1.fields(), s0.fields())]
@@ -1021,6 +1090,7 @@ class _Datapath:
         self.idle_rb_n = Signal(init=0, name="idle_rb_n")
         self.rb_active_n = Signal(name="rb_active_n")
         self.ck_go = Signal(name="ck_go")
+        self.trackers, self.tracker_coeffs, self.after_count = [], [], []
         self.ck_addr, self.ck_data = Signal.like(st.state.addr), Signal.like(st.state.w_data)
 
     # ---- S0: addresses ----
@@ -1031,14 +1101,14 @@ class _Datapath:
         ph0, row, col, term = s0.phase, s0.row, s0.col, s0.term
         # every memory is a power of two deep (pow2_depth): every address is inside it
         # TABLE updates R[c] (row 0), then R[m]
-        table_row = Mux((ph0 == _TABLE) & (row == 1), self.m_class, self.c)
+        table_row = Mux(s0.at(_TABLE) & (row == 1), self.m_class, self.c)
         # layer 0 reads its target row R[c] during FORWARD, one chunk per cycle (target_chunk),
         # into t at S1
         self.target_chunk = [Signal(range(cn + 1), name=f"target_chunk{k}") for k in range(3)]
         self.target_valid = [Signal(name=f"target_valid{k}") for k in range(3)]
         tq, tv = self.target_chunk, self.target_valid
         m.d.sync += [tq[1].eq(tq[0]), tv[1].eq(tv[0]), tq[2].eq(tq[1]), tv[2].eq(tv[1])]
-        raddr = Mux(ph0 == _TABLE, _mulk(table_row, cn) + col, _mulk(self.c, cn) + tq[0])
+        raddr = Mux(s0.at(_TABLE), _mulk(table_row, cn) + col, _mulk(self.c, cn) + tq[0])
         # late reads: a read-modify-write phase that multiplies nothing from W (UPDATE), R
         # (TABLE) or the head's W (HEAD_UPDATE) reads the old words at S2 - 1 from a delayed copy
         # of the S0 address (one register of the read data per lane then holds them for S3,
@@ -1063,7 +1133,7 @@ class _Datapath:
                 elif name == "b":
                     a = row
                 elif name == "T":          # GRADIENT reads T[k] across j, the others along j
-                    a = Mux(ph0 == _GRADIENT, _mulk(col, cn) + row, _mulk(row, cn) + col)
+                    a = Mux(s0.at(_GRADIENT), _mulk(col, cn) + row, _mulk(row, cn) + col)
                 elif name == "Tin":        # UPDATE's third term: Tin[m]
                     a = _mulk(self.m_class, ci) + col
                 elif name == "R":
@@ -1082,8 +1152,27 @@ class _Datapath:
         # the packed cache memory: which logical memory its read port serves this cycle. The
         # region offsets are added to the issue's and to the host's address apart, before the
         # choice between them (the adders start from registers, beside the selects)
-        sel_b = (ph0 == _FORWARD) | ((ph0 == _UPDATE) & (col == ci))
-        sel_tin = (ph0 == _UPDATE) & (col != ci) if l > 0 else Const(0)
+        # the issue's address in the packed cache from two trackers (_tracker), one flip-flop
+        # each per bit: b's (its offset + row: FORWARD, UPDATE's bias step) and the caches'
+        # (T along j or, GRADIENT, across the classes; UPDATE: Tin[m]). Which one: a LUT of the
+        # phase flags and "col == ci" (lim_last, UPDATE's bias step)
+        aw = len(crd.addr)
+        names = ("FORWARD", "LOGITS", "CACHE", "GRADIENT", "UPDATE", "TABLE", "HEAD_LOGITS", "HEAD_UPDATE")
+        cf_tt = {nm: (0, 1, cn, 0) if nm == "GRADIENT" else (0, 0, 1, 0) if nm == "UPDATE" and l > 0
+                 else (0, cn, 1, 0) for nm in names}
+        st_tt = {nm: Const(0, aw) for nm in names}
+        if l > 0:
+            st_tt["UPDATE"] = (pbase["Tin"] + _mulk(self.m_class, ci))[:aw]
+        self.c_trk_tt = self._tracker("c_trk_tt", aw, cf_tt, st_tt)
+        self.c_trk_b = self._tracker("c_trk_b", aw, {nm: (0, 1, 0, 0) for nm in names},
+                                     {nm: Const(pbase["b"] % (1 << aw), aw) for nm in names})
+        self.c_sel_b = Signal(name="c_sel_b")
+
+        def sel_b():         # after _count: lim_last
+            m.d.comb += self.c_sel_b.eq(s0.at(_FORWARD) | (s0.at(_UPDATE) & self.lim_last[2]))
+        self.after_count.append(sel_b)
+        self.c_issue = Signal(aw, name="c_issue")
+        m.d.comb += self.c_issue.eq(Mux(self.c_sel_b, self.c_trk_b, self.c_trk_tt))
         rb_b, rb_tin = st.state.mem == MEM_IDS["b"], st.state.mem == MEM_IDS["Tin"] if l > 0 else Const(0)
 
         def packed(a_b, a_tin, a_t, s_b, s_tin):
@@ -1094,7 +1183,7 @@ class _Datapath:
                                else caddr)
         m.d.comb += caddr.eq(Mux(self.rb_active_n,
                                  packed(st.state.addr, st.state.addr, st.state.addr, rb_b, rb_tin),
-                                 packed(a_issue["b"], a_issue.get("Tin", 0), a_issue["T"], sel_b, sel_tin)))
+                                 self.c_issue))
         wen_b = wr["b"][0].en
         wen_t = Cat(*(vp.en for vp in wr["T"])).any()     # any lane (a checkpoint writes one)
         m.d.sync += cwr.addr.eq(Mux(wen_b, pbase["b"] + wr["b"][0].addr,
@@ -1112,7 +1201,7 @@ class _Datapath:
         m.d.sync += raddr1.eq(raddr)
         self._late(m, self.raddr2, raddr1)
         # input memory reads: the x / t_in chunk of FORWARD (signal sig) and of UPDATE (term)
-        region = Mux(ph0 == _UPDATE, term, s0.sig)[0] if l > 0 else 0
+        region = Mux(s0.at(_UPDATE), term, s0.sig)[0] if l > 0 else 0
         m.d.comb += read_whole(self.ird, Mux(self.write_half, 0, self.Sx * ci) + _mulk(region, ci) + col)
 
     def _chunks(self, m):
@@ -1120,14 +1209,19 @@ class _Datapath:
         GRADIENT), registered for S2."""
         P, qa = self.P, self.qa
         hidx1 = Signal.like(self.s1.col, name="hidx1")           # chosen at S0: one multiplexer less at S1
-        m.d.sync += hidx1.eq(Mux(self.s0.phase == _GRADIENT, self.s0.row, self.s0.col))
+        # the chunk at S0 (GRADIENT: row, else col) in a register of its own (_tracker): the
+        # memories' address and the one-hot copies' decoders start from flip-flops
+        names = ("FORWARD", "LOGITS", "CACHE", "GRADIENT", "UPDATE", "TABLE", "HEAD_LOGITS", "HEAD_UPDATE")
+        hidx0 = self.hidx0 = self._tracker("hidx0", len(self.s0.col),
+                                           {nm: (0, 1, 0, 0) if nm == "GRADIENT" else (0, 0, 1, 0) for nm in names},
+                                           {nm: Const(0, len(self.s0.col)) for nm in names})
+        m.d.sync += hidx1.eq(hidx0)
         self.h_chunk = [Signal(signed(qa.width), name=f"h_chunk{pp}") for pp in range(P)]
         self.t_chunk = [Signal(signed(qa.width), name=f"t_chunk{pp}") for pp in range(P)]
         # GRADIENT needs only f'(h) and f'(t) of the chunk at S3: one register of the entry, then
         # its hard-tanh derivative bit delayed (not the entry)
         self.h_inside3 = [Signal(name=f"h_inside3_{pp}") for pp in range(P)]
         self.t_inside3 = [Signal(name=f"t_inside3_{pp}") for pp in range(P)]
-        hidx0 = Mux(self.s0.phase == _GRADIENT, self.s0.row, self.s0.col)
         for mem in (self.h_mem, self.t_mem):       # the chunk's address at S0, its word at S1
             if mem is not None:
                 m.d.comb += read_whole(mem[0], hidx0)
@@ -1340,12 +1434,17 @@ class _Datapath:
         and registered, S1 only indexes ``prob``."""
         s0, C = self.s0, self.C
         self.err_class, self.err_is_c = Signal(range(max(2, C)), name="err_class"), Signal(name="err_is_c")
-        grad, col_c = s0.phase == _GRADIENT, s0.col == C
+        grad, col_c = s0.at(_GRADIENT), s0.col == C
         err_class0 = Mux(grad, Mux(col_c, self.c, s0.col), s0.row)
         # err_class0 == c, its compares side by side (not behind the class multiplexer)
         m.d.sync += [self.err_class.eq(err_class0),
                      self.err_is_c.eq(Mux(grad, col_c | (s0.col == self.c), s0.row == self.c))]
-        m.d.comb += self.err.eq(Array(self.prob)[self.err_class] - Mux(self.err_is_c, 1 << P_FRAC, 0))
+        # prob_c - 1 registered (c holds over the sample, prob from the softmax's done on, a
+        # cycle before the first issue's S0): err is a multiplexer of registers, no subtraction
+        # in front of the lanes' shared operand register
+        self.prob_c_m = Signal(signed(self.err_w), name="prob_c_m", reset_less=True)
+        m.d.sync += self.prob_c_m.eq(Array(self.prob)[self.c] - (1 << P_FRAC))
+        m.d.comb += self.err.eq(Mux(self.err_is_c, self.prob_c_m, Array(self.prob)[self.err_class]))
         if self.head:         # the head's delta d_k = narrow(err_k), with it at S2 and S3
             self.d_head, d_ovf = narrow(self.err, P_FRAC, self.qe)
             d2, d2_ovf = Signal(signed(self.qe.width), name="d_head2"), Signal(name="d_head2_ovf")
@@ -1807,6 +1906,7 @@ class _Datapath:
         ) if keep[name]]
         self.issue_of = {name: (code, limits) for name, code, limits in issues}
         last_issue = self._count(m, st.i.sample.payload.train)
+        self._track(m)            # before the states: their _goto loads win
         # Phases that need no drain before the next: nothing the next one reads at S0/S1 is
         # written later by this one, and S2/S3 stay in issue order. FORWARD -> LOGITS when the
         # last chunk of h is read at least DRAIN + 2 issues into LOGITS, after the last h entry
