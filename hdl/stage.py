@@ -657,7 +657,7 @@ class _Datapath:
                         m.d.sync += regs[i].eq(regs[i] + 1)
         # the flags' next values: FORWARD's when idle, the next phase's with a load, else the
         # count's (a counter that steps: at its last value from 0, or from limit - 2)
-        load = ~s0.valid | done
+        load = self.cnt_load = ~s0.valid | done
         nxt = self.nxt
         fwd = self._limit_values("FORWARD", fwd_train)
         new = []
@@ -681,29 +681,44 @@ class _Datapath:
         counters ``sig, row, col, term``) of the issue at S0 plus the phase's start value, in
         every cycle with an issue: a read address from a flip-flop, not from a multiplier and an
         adder after the counters. ``coeffs`` and ``starts`` by issue phase name (``starts``: its
-        value at the phase's first issue, every counter 0; loaded by :meth:`_goto`); the steps
-        between issues are added by :meth:`_track`."""
+        value at the phase's first issue, every counter 0, the same in either mode); the steps
+        are made by :meth:`_track`."""
         reg = Signal(width, name=name, reset_less=True)
-        self.trackers.append((reg, starts, []))     # [(step register, {phase: its value})]
-        self.tracker_coeffs.append(coeffs)
+        self.trackers.append((reg, coeffs, starts))
         return reg
 
     def _track(self, m):
-        """The trackers' steps (:meth:`_tracker`). With an issue at S0 the counters move as
-        :meth:`_count` moves them: the innermost counter not at its last value steps, the ones
-        inside it wrap to 0. A tracker adds that step's change of its sum, a constant of the
-        phase per moving counter, kept in registers loaded with the phase (``<name>_d<i>``; by
-        :meth:`_goto`): the adder's operand is a multiplexer of flip-flops selected by the
-        ``lim_last`` flags. Without an issue its value is of no use (the next phase loads its
-        start)."""
-        lasts = self.cnt_lasts
+        """The trackers' values (:meth:`_tracker`), loaded and stepped as :meth:`_count` loads
+        and steps the counters' flags. With an issue at S0 the innermost counter not at its last
+        value steps, the ones inside it wrap to 0: a tracker adds that move's change of its
+        sum, a constant of the phase per moving counter, from registers (``<name>_d<j>``)
+        selected by the ``lim_last`` flags. In every cycle without an issue and with a phase's
+        last issue it loads the next issue phase's start, and its step registers that phase's
+        steps, from registers of the next phase's values (``<name>_nx``, from the one-hot state
+        as ``nxt_*``; IDLE and FIN: FORWARD's): no FSM decision sits in front of a tracker."""
+        lasts, load = self.cnt_lasts, self.cnt_load
         for f in self.after_count:
             f()
-        lims = {}
-        for name, (_, limits) in self.issue_of.items():
-            per_tr = [[int(v) for v in limits(tr)] for tr in (0, 1)]
-            lims[name] = per_tr
-        for (reg, starts, step_regs), coeffs in zip(self.trackers, self.tracker_coeffs):
+        lims = {name: [[int(v) for v in limits(tr)] for tr in (0, 1)]
+                for name, (_, limits) in self.issue_of.items()}
+
+        def next_reg(name, w, per_phase):
+            """A register of ``per_phase[the issue phase after the current state]``."""
+            fwd = per_phase["FORWARD"]
+            init = fwd if isinstance(fwd, int) else fwd.value if isinstance(fwd, Const) else 0
+            r = Signal(w, name=f"{name}_nx", init=init % (1 << w), reset_less=False)
+            acc = Const(0, w)
+            for state, flag in self._states.items():
+                nx = ["FORWARD" if state in ("IDLE", "FIN") else self._next_issue(state, tr) for tr in (0, 1)]
+                if nx[0] is None and nx[1] is None:
+                    continue
+                nx = [v if v is not None else nx[1 - k] for k, v in enumerate(nx)]
+                x = per_phase[nx[0]] if nx[0] == nx[1] else Mux(self.train, per_phase[nx[1]], per_phase[nx[0]])
+                acc = acc | Mux(flag, x, 0)
+            m.d.sync += r.eq(acc)
+            return r
+
+        for reg, coeffs, starts in self.trackers:
             w = len(reg)
             steps = {}         # name -> [change when counter j moves (inner ones wrap)]
             for name, per_tr in lims.items():
@@ -723,12 +738,15 @@ class _Datapath:
                     dvals.append(Const(vals.pop(), w))
                     continue
                 d = Signal(w, name=f"{reg.name}_d{j}", reset_less=True)
-                step_regs.append((d, {name: v[j] for name, v in steps.items()}))   # by _goto
+                d_nx = next_reg(d.name, w, {name: v[j] for name, v in steps.items()})
+                with m.If(load):
+                    m.d.sync += d.eq(d_nx)
                 dvals.append(d)
             delta = dvals[0]
             for j in range(1, 4):
                 delta = Mux(lasts[j], delta, dvals[j])
-            m.d.sync += reg.eq(reg + delta)
+            start = next_reg(reg.name, w, {name: starts[name] for name in lims})
+            m.d.sync += reg.eq(Mux(load, start, reg + delta))
 
     def _next_limits(self, m, fwd_train):
         """``nxt_*``: the limits of the issue phase after the current state, registered from the
@@ -763,11 +781,6 @@ class _Datapath:
         code, limits = self.issue_of.get(name, (0, None))
         m.d.sync += [s0.valid.eq(limits is not None), s0.phase.eq(code)]
         m.d.sync += [f.eq(int(c == code)) for c, f in s0.phase_flags.items()]
-        if limits is not None:      # the trackers' first values (every counter 0), their steps
-            for reg, starts, step_regs in self.trackers:
-                if name in starts:
-                    m.d.sync += reg.eq(starts[name])
-                m.d.sync += [d.eq(per[name]) for d, per in step_regs if name in per]
 
     def _state(self, name):
         """The one-hot flag of FSM state ``name`` (``idle`` for IDLE)."""
@@ -1090,7 +1103,7 @@ class _Datapath:
         self.idle_rb_n = Signal(init=0, name="idle_rb_n")
         self.rb_active_n = Signal(name="rb_active_n")
         self.ck_go = Signal(name="ck_go")
-        self.trackers, self.tracker_coeffs, self.after_count = [], [], []
+        self.trackers, self.after_count = [], []
         self.ck_addr, self.ck_data = Signal.like(st.state.addr), Signal.like(st.state.w_data)
 
     # ---- S0: addresses ----
@@ -1906,7 +1919,6 @@ class _Datapath:
         ) if keep[name]]
         self.issue_of = {name: (code, limits) for name, code, limits in issues}
         last_issue = self._count(m, st.i.sample.payload.train)
-        self._track(m)            # before the states: their _goto loads win
         # Phases that need no drain before the next: nothing the next one reads at S0/S1 is
         # written later by this one, and S2/S3 stay in issue order. FORWARD -> LOGITS when the
         # last chunk of h is read at least DRAIN + 2 issues into LOGITS, after the last h entry
@@ -1981,6 +1993,7 @@ class _Datapath:
                 m.d.sync += st.last_cycles.eq(self.cycles + 1)
                 self._goto(m, "IDLE")
         self._next_limits(m, st.i.sample.payload.train)
+        self._track(m)
         if self.need_sm:          # the softmax's start and its logit scale: one-hot flags
             sm_start = Cat(*(self._state(nm) for nm in ("SOFTMAX", "HEAD_SOFTMAX") if nm in self._states)).any()
             sm_frac = Cat(*(self._state(nm) for nm in ("HEAD_SOFTMAX", "W_HEAD_SOFTMAX")
