@@ -1114,14 +1114,21 @@ class _Datapath:
         ph0, row, col, term = s0.phase, s0.row, s0.col, s0.term
         # every memory is a power of two deep (pow2_depth): every address is inside it
         # TABLE updates R[c] (row 0), then R[m]
-        table_row = Mux(s0.at(_TABLE) & (row == 1), self.m_class, self.c)
         # layer 0 reads its target row R[c] during FORWARD, one chunk per cycle (target_chunk),
         # into t at S1
         self.target_chunk = [Signal(range(cn + 1), name=f"target_chunk{k}") for k in range(3)]
         self.target_valid = [Signal(name=f"target_valid{k}") for k in range(3)]
         tq, tv = self.target_chunk, self.target_valid
         m.d.sync += [tq[1].eq(tq[0]), tv[1].eq(tv[0]), tq[2].eq(tq[1]), tv[2].eq(tv[1])]
-        raddr = Mux(s0.at(_TABLE), _mulk(table_row, cn) + col, _mulk(self.c, cn) + tq[0])
+        # the target row's address c * cn + tq0 in a register of its own, loaded with c and
+        # stepped with tq0 (:meth:`_fsm`): R's read address from a flip-flop in FORWARD. TABLE
+        # reads R late (below), from a copy of c * cn or m * cn (registered: c and m hold long
+        # before TABLE) plus col
+        self.raddr_f = Signal(range(self.C * cn + 1), name="raddr_f")
+        base_c, base_m = (Signal(range(self.C * cn + 1), name=nm) for nm in ("raddr_base_c", "raddr_base_m"))
+        m.d.sync += [base_c.eq(_mulk(self.c, cn)), base_m.eq(_mulk(self.m_class, cn))]
+        self.raddr_t = Signal(range(self.C * cn + 1), name="raddr_t")
+        m.d.comb += self.raddr_t.eq(Mux(row == 1, base_m, base_c) + col)
         # late reads: a read-modify-write phase that multiplies nothing from W (UPDATE), R
         # (TABLE) or the head's W (HEAD_UPDATE) reads the old words at S2 - 1 from a delayed copy
         # of the S0 address (one register of the read data per lane then holds them for S3,
@@ -1131,7 +1138,7 @@ class _Datapath:
         self.late_read = {}
         for name in rd:
             if name in late_code:
-                a0 = raddr if name == "R" else _mulk(row, ci) + col if name == "W" else _mulk(row, cn) + col
+                a0 = self.raddr_t if name == "R" else _mulk(row, ci) + col if name == "W" else _mulk(row, cn) + col
                 a1, f1 = Signal(len(Value.cast(a0)), name=f"{name}_late1"), Signal(name=f"{name}_late_f1")
                 aL, fL = Signal.like(a1, name=f"{name}_late"), Signal(name=f"{name}_late_f")
                 m.d.sync += [a1.eq(a0), f1.eq(s0.at(late_code[name]))]
@@ -1150,7 +1157,7 @@ class _Datapath:
                 elif name == "Tin":        # UPDATE's third term: Tin[m]
                     a = _mulk(self.m_class, ci) + col
                 elif name == "R":
-                    a = raddr
+                    a = self.raddr_f
                 elif name == "head_W":
                     a = _mulk(row, cn) + col
                 else:
@@ -1211,7 +1218,7 @@ class _Datapath:
         with m.If(wen_b):
             m.d.sync += cwr.data.eq(wr["b"][0].data)
         raddr1, self.raddr2 = Signal(range(self.C * cn + 1), name="raddr1"), Signal(range(self.C * cn + 1), name="raddr2")
-        m.d.sync += raddr1.eq(raddr)
+        m.d.sync += raddr1.eq(self.raddr_t)        # TABLE's write address (S4)
         self._late(m, self.raddr2, raddr1)
         # input memory reads: the x / t_in chunk of FORWARD (signal sig) and of UPDATE (term)
         region = Mux(s0.at(_UPDATE), term, s0.sig)[0] if l > 0 else 0
@@ -1954,14 +1961,14 @@ class _Datapath:
                 m.d.sync += self.write_half.eq(~self.write_half)
                 # the issue counters are 0 here: every phase ends as they all wrap
                 m.d.sync += [self.c.eq(ip.label), train.eq(ip.train), self.have_m.eq(0),
-                             tq[0].eq(0)]
+                             tq[0].eq(0), self.raddr_f.eq(_mulk(ip.label, cn))]
                 self._goto(m, "FORWARD")
         for name, code, limits in issues:
             with state(name):
                 if name == "FORWARD" and l == 0:     # the target row R[c], a chunk a cycle
                     with m.If(tq[0] < cn):
                         m.d.comb += tv[0].eq(1)
-                        m.d.sync += tq[0].eq(tq[0] + 1)
+                        m.d.sync += [tq[0].eq(tq[0] + 1), self.raddr_f.eq(self.raddr_f + 1)]
                 with m.If(last_issue):
                     if name in no_drain:
                         with m.If(no_drain[name][0]):
@@ -2042,8 +2049,15 @@ class _Datapath:
         would make of it (:meth:`_addresses`); no phase writes while the host's port is."""
         if not cache_ck:
             return
-        cwr, pbase, wl, P = self.cwr, self.pbase, self.wl, self.P
+        cwr, pbase, wl, P, st = self.cwr, self.pbase, self.wl, self.P, self.st
+        # the write's address registered with the request (its region's offset added to the
+        # host's address there): the hit flags select nothing in front of the write address
         addr = Signal.like(cwr.addr, name="ck_c_addr")
+        base = Const(0, 16)
+        for name, _, _ in cache_ck:
+            if name != "T":
+                base = Mux(st.state.mem == MEM_IDS[name], pbase[name], base)
+        m.d.sync += addr.eq(base + st.state.addr[:16])
         data = Signal.like(cwr.data, name="ck_c_data")
         en = Signal.like(cwr.en, name="ck_c_en")
         m.d.comb += data.eq(cwr.data)
@@ -2052,11 +2066,9 @@ class _Datapath:
             word = self.ck_data[:width].as_signed()
             with m.If(hit):
                 if name == "b":
-                    m.d.comb += [addr.eq(pbase["b"] + self.ck_addr[:16]), data.eq(word),
-                                 en.eq(banks[0].replicate(len(en)))]
+                    m.d.comb += [data.eq(word), en.eq(banks[0].replicate(len(en)))]
                 else:
-                    m.d.comb += [addr.eq((pbase[name] if name != "T" else 0) + self.ck_addr[:16]),
-                                 en.eq(Cat(banks, Const(0, len(en) - len(banks))))]
+                    m.d.comb += en.eq(Cat(banks, Const(0, len(en) - len(banks))))
                     m.d.comb += [data[k * wl:(k + 1) * wl].eq(word) for k in range(min(P, len(banks)))]
         with m.If(ck_cache):
             m.d.sync += [cwr.addr.eq(addr), cwr.data.eq(data), cwr.en.eq(en)]

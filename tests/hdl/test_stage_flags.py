@@ -221,11 +221,13 @@ def test_s0_trackers_and_phase_flags_equal_their_formulas(which):
     the packed cache's issue address (two trackers and their select) equals the multiply-add
     formula of the counters, and ``hidx0`` (the chunk index tracker) the chunk (GRADIENT: row,
     else col); with an issue at S1 in GRADIENT or HEAD_UPDATE, ``err`` (from the registered
-    ``prob_c - 1``) equals ``prob[err_class] - (err_is_c << P_FRAC)``."""
+    ``prob_c - 1``) equals ``prob[err_class] - (err_is_c << P_FRAC)``; layer 0's target row
+    address register ``raddr_f`` equals ``c * cn + tq0`` in every cycle, and TABLE's late read
+    address ``raddr_t`` its row's (``c``, then ``m``) ``* cn + col``."""
     from sigprop_fpga.compiler.fixed import P_FRAC
     from sigprop_fpga.hdl import stage as hs
     net, data = _net(example="iris") if which == "iris" else _net(globals()[which])
-    seen, bad = {"s0": 0, "err": 0}, []
+    seen, bad = {"s0": 0, "err": 0, "R": 0}, []
 
     def monitor(dut):
         watch = []
@@ -234,7 +236,7 @@ def test_s0_trackers_and_phase_flags_equal_their_formulas(which):
             codes = sorted(s0.phase_flags)
             sigs = [s0.valid, s0.phase, s0.row, s0.col, dp.m_class, dp.c_issue, dp.hidx0,
                     *(s0.phase_flags[c] for c in codes), s1.valid, s1.phase, dp.err_class, dp.err_is_c,
-                    dp.err, *dp.prob]
+                    dp.err, *dp.prob, dp.c, dp.target_chunk[0], dp.raddr_f, dp.raddr_t]
             watch.append((dp, codes, sigs))
         exprs = [x for _, _, w in watch for x in w]
 
@@ -247,7 +249,16 @@ def test_s0_trackers_and_phase_flags_equal_their_formulas(which):
                     valid, phase, row, col, m_class, c_issue, hidx0 = v[:7]
                     flags = v[7:7 + len(codes)]
                     v1, ph1, ecls, eis_c, err = v[7 + len(codes):12 + len(codes)]
-                    prob = v[12 + len(codes):]
+                    prob = v[12 + len(codes):12 + len(codes) + dp.C]
+                    c, tq0, raddr_f, raddr_t = v[12 + len(codes) + dp.C:]
+                    if dp.table:
+                        seen["R"] += 1
+                        if raddr_f != c * dp.cn + tq0 and len(bad) < 5:
+                            bad.append(("raddr_f", c, tq0, raddr_f))
+                        if valid and phase == hs._TABLE:
+                            want = (m_class if row == 1 else c) * dp.cn + col
+                            if raddr_t != want and len(bad) < 5:
+                                bad.append(("raddr_t", row, col, c, m_class, raddr_t))
                     for c, f in zip(codes, flags):
                         if f != int(valid and phase == c) and len(bad) < 5:
                             bad.append(("phase flag", c, valid, phase, f))
@@ -271,5 +282,5 @@ def test_s0_trackers_and_phase_flags_equal_their_formulas(which):
     n = 6
     train = np.arange(n) % 3 != 2
     simulate(net, data.x_train[:n], data.y_train[:n], train=train, gap=3, ready_every=4, monitors=[monitor])
-    assert seen["s0"] > 200 and seen["err"] > 20, seen
+    assert seen["s0"] > 200 and seen["err"] > 20 and seen["R"] > 200, seen
     assert not bad, bad
