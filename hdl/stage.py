@@ -643,7 +643,9 @@ class _Datapath:
         self.nxt = [Signal.like(r, name=f"nxt_{r.name}") for r in cur]
         done = Signal(name="last_issue")
         lasts = list(self.lim_last)
-        lasts[3] = lasts[3] | (self.upd_short & lasts[2])
+        # the term at its last value or UPDATE's bias step, in one flip-flop registered beside
+        # the flags it combines (they are registered from their next values in every cycle)
+        self.last_term_eff = lasts[3] = Signal(name="last_term_eff")
         self.cnt_lasts = lasts        # the trackers (_track) step with the counters
         with m.If(s0.valid):
             for i in range(3, -1, -1):
@@ -672,6 +674,7 @@ class _Datapath:
             m.d.comb += v.eq(Mux(self.idle, fwd[j], Mux(load, nxt[j], counted)))
             new.append(v)
         m.d.sync += [r.eq(v) for r, v in zip(cur, new)]
+        m.d.sync += self.last_term_eff.eq(new[3] | (new[12] & new[2]))
         m.d.sync += done.eq(new[0] & new[1] & new[2] & (new[3] | (new[12] & new[2])))
         self.last_issue = done
         return done
