@@ -772,18 +772,32 @@ class _Datapath:
             m.d.sync += r.eq(acc)
 
     def _goto(self, m, name):
-        """Go to state ``name`` (its one-hot flag set, the current state's cleared), with the
-        issue slot's phase and valid bit registered alongside (S0 decoded from flip-flops, not
-        from the FSM state): the same values, cycle for cycle, as decoding the state. Every
-        counter is 0 here."""
-        cur, s0 = self._cur, self.s0
+        """Go to state ``name`` (its one-hot flag set, the current state's cleared); the issue
+        slot's phase and valid bit follow in :meth:`_issue_slot`. Every counter is 0 here."""
+        cur = self._cur
         if name != cur:
             m.d.sync += [self._state(cur).eq(0), self._state(name).eq(1)]
             if "IDLE" in (cur, name):
                 m.d.sync += [self.idle_rb.eq(int(name == "IDLE")), self.idle_rb_n.eq(int(name != "IDLE"))]
-        code, limits = self.issue_of.get(name, (0, None))
-        m.d.sync += [s0.valid.eq(limits is not None), s0.phase.eq(code)]
-        m.d.sync += [f.eq(int(c == code)) for c, f in s0.phase_flags.items()]
+
+    def _issue_slot(self, m, enter, last_issue):
+        """S0's valid bit, phase and phase flags, registered from the FSM's transitions into the
+        issue phases (``enter``: phase name -> conditions, each a state flag and its decision:
+        a sum of products, not the FSM's chain of state blocks) and from ``last_issue`` (an
+        issue phase ends with its last issue): the same values, cycle for cycle, as decoding the
+        state (S0 is decoded from flip-flops, not from the FSM state)."""
+        s0 = self.s0
+        into = {name: Cat(*conds).any() for name, conds in enter.items() if conds}
+        stay = ~last_issue
+        m.d.sync += s0.valid.eq(Cat(*into.values()).any() | (s0.valid & stay))
+        bits = []
+        for b in range(len(s0.phase)):
+            terms = [cond for name, cond in into.items() if (self.issue_of[name][0] >> b) & 1]
+            bits.append(Cat(*terms).any() | (s0.phase[b] & stay) if terms else s0.phase[b] & stay)
+        m.d.sync += s0.phase.eq(Cat(*bits))
+        for name, (code, _) in self.issue_of.items():
+            flag = s0.phase_flags[code]
+            m.d.sync += flag.eq(into.get(name, Const(0)) | (flag & stay))
 
     def _state(self, name):
         """The one-hot flag of FSM state ``name`` (``idle`` for IDLE)."""
@@ -1956,10 +1970,28 @@ class _Datapath:
             self._cur = name
             return m.If(self._state(name))
 
+        # the transitions into each issue phase, for the issue slot's registers (_issue_slot)
+        enter = {name: [] for name, _, _ in issues}
+        accept = st.i.sample.valid & st.i.sample.ready
+        enter["FORWARD"].append(accept)
+        for name, _, _ in issues:
+            if name in no_drain:
+                enter[no_drain[name][1]].append(self._state(name) & last_issue & no_drain[name][0])
+            nxt = [self._after_name(name, tr) for tr in (0, 1)]
+            for tr, y in enumerate(nxt):
+                if y in enter:
+                    mode = Const(1) if nxt[0] == nxt[1] else train if tr else ~train
+                    if nxt[0] != nxt[1] or tr == 0:
+                        enter[y].append(self._state(f"W_{name}") & drained[name] & mode)
+        for name, after, present in (("SOFTMAX", "GRADIENT", self.class_ce),
+                                     ("HEAD_SOFTMAX", "HEAD_UPDATE", self.head)):
+            if present:
+                enter[after].append(self._state(f"W_{name}") & self.sm.done)
+        self._issue_slot(m, enter, last_issue)
         with state("IDLE"):
             # FORWARD's counter flags are loaded every idle cycle (for the sample on offer,
             # _count): the sample handshake stays out of their enables
-            with m.If(st.i.sample.valid & st.i.sample.ready):
+            with m.If(accept):
                 ip = st.i.sample.payload
                 m.d.sync += self.write_half.eq(~self.write_half)
                 # the issue counters are 0 here: every phase ends as they all wrap
