@@ -1481,7 +1481,16 @@ class _Datapath:
         # in front of the lanes' shared operand register
         self.prob_c_m = Signal(signed(self.err_w), name="prob_c_m", reset_less=True)
         m.d.sync += self.prob_c_m.eq(Array(self.prob)[self.c] - (1 << P_FRAC))
-        m.d.comb += self.err.eq(Mux(self.err_is_c, self.prob_c_m, Array(self.prob)[self.err_class]))
+        # prob_k itself is picked at S0 from a tracker of the class (GRADIENT: col, else row;
+        # GRADIENT's g_t step, col == C, takes prob_c - 1 whatever it picks) and registered: no
+        # class multiplexer between err_class and the lanes' shared operand register either
+        names = ("FORWARD", "LOGITS", "CACHE", "GRADIENT", "UPDATE", "TABLE", "HEAD_LOGITS", "HEAD_UPDATE")
+        w = len(s0.col)
+        self.ecls0 = self._tracker("ecls0", w, {nm: (0, 0, 1, 0) if nm == "GRADIENT" else (0, 1, 0, 0) for nm in names},
+                                   {nm: Const(0, w) for nm in names})
+        self.prob_sel = Signal(signed(self.err_w), name="prob_sel", reset_less=True)
+        m.d.sync += self.prob_sel.eq(Array(self.prob + [0] * ((1 << w) - C))[self.ecls0])
+        m.d.comb += self.err.eq(Mux(self.err_is_c, self.prob_c_m, self.prob_sel))
         if self.head:         # the head's delta d_k = narrow(err_k), with it at S2 and S3
             self.d_head, d_ovf = narrow(self.err, P_FRAC, self.qe)
             d2, d2_ovf = Signal(signed(self.qe.width), name="d_head2"), Signal(name="d_head2_ovf")
