@@ -675,7 +675,12 @@ class _Datapath:
             new.append(v)
         m.d.sync += [r.eq(v) for r, v in zip(cur, new)]
         m.d.sync += self.last_term_eff.eq(new[3] | (new[12] & new[2]))
-        m.d.sync += done.eq(new[0] & new[1] & new[2] & (new[3] | (new[12] & new[2])))
+        done_next = new[0] & new[1] & new[2] & (new[3] | (new[12] & new[2]))
+        m.d.sync += done.eq(done_next)
+        # the trackers' copy (_track), complemented so that Yosys keeps it apart: their loads
+        # do not share last_issue's fan-out
+        self.last_issue_n = Signal(init=1, name="last_issue_n")
+        m.d.sync += self.last_issue_n.eq(~done_next)
         self.last_issue = done
         return done
 
@@ -699,7 +704,7 @@ class _Datapath:
         last issue it loads the next issue phase's start, and its step registers that phase's
         steps, from registers of the next phase's values (``<name>_nx``, from the one-hot state
         as ``nxt_*``; IDLE and FIN: FORWARD's): no FSM decision sits in front of a tracker."""
-        lasts, load = self.cnt_lasts, self.cnt_load
+        lasts, load = self.cnt_lasts, ~self.s0.valid | ~self.last_issue_n
         for f in self.after_count:
             f()
         lims = {name: [[int(v) for v in limits(tr)] for tr in (0, 1)]
