@@ -677,10 +677,11 @@ class _Datapath:
         m.d.sync += self.last_term_eff.eq(new[3] | (new[12] & new[2]))
         done_next = new[0] & new[1] & new[2] & (new[3] | (new[12] & new[2]))
         m.d.sync += done.eq(done_next)
-        # the trackers' copy (_track), complemented so that Yosys keeps it apart: their loads
-        # do not share last_issue's fan-out
-        self.last_issue_n = Signal(init=1, name="last_issue_n")
-        m.d.sync += self.last_issue_n.eq(~done_next)
+        # the trackers' copy (_track), reset-less so that Yosys keeps it apart (it differs from
+        # last_issue only in the cycle after a reset, when no issue is at S0 and the trackers
+        # load anyway): their loads do not share last_issue's fan-out
+        self.last_issue_t = Signal(name="last_issue_t", reset_less=True)
+        m.d.sync += self.last_issue_t.eq(done_next)
         self.last_issue = done
         return done
 
@@ -704,7 +705,7 @@ class _Datapath:
         last issue it loads the next issue phase's start, and its step registers that phase's
         steps, from registers of the next phase's values (``<name>_nx``, from the one-hot state
         as ``nxt_*``; IDLE and FIN: FORWARD's): no FSM decision sits in front of a tracker."""
-        lasts, load = self.cnt_lasts, ~self.s0.valid | ~self.last_issue_n
+        lasts, load = self.cnt_lasts, ~self.s0.valid | self.last_issue_t
         for f in self.after_count:
             f()
         lims = {name: [[int(v) for v in limits(tr)] for tr in (0, 1)]

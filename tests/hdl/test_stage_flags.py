@@ -224,8 +224,8 @@ def test_s0_trackers_and_phase_flags_equal_their_formulas(which):
     ``prob_c - 1``) equals ``prob[err_class] - (err_is_c << P_FRAC)``; layer 0's target row
     address register ``raddr_f`` equals ``c * cn + tq0`` in every cycle, and TABLE's late read
     address ``raddr_t`` its row's (``c``, then ``m``) ``* cn + col``; ``last_term_eff`` is
-    ``last_term | (upd_short & last_col)`` and ``last_issue_n`` (the trackers' copy) is
-    ``~last_issue`` in every cycle."""
+    ``last_term | (upd_short & last_col)`` and ``last_issue_t`` (the trackers' copy) is
+    ``last_issue`` in every cycle."""
     from sigprop_fpga.compiler.fixed import P_FRAC
     from sigprop_fpga.hdl import stage as hs
     net, data = _net(example="iris") if which == "iris" else _net(globals()[which])
@@ -240,7 +240,7 @@ def test_s0_trackers_and_phase_flags_equal_their_formulas(which):
                     *(s0.phase_flags[c] for c in codes), s1.valid, s1.phase, dp.err_class, dp.err_is_c,
                     dp.err, *dp.prob, dp.c, dp.target_chunk[0], dp.raddr_f, dp.raddr_t,
                     dp.last_term_eff, dp.lim_last[3] | (dp.upd_short & dp.lim_last[2]),
-                    dp.last_issue_n, dp.last_issue]
+                    dp.last_issue_t, dp.last_issue]
             watch.append((dp, codes, sigs))
         exprs = [x for _, _, w in watch for x in w]
 
@@ -254,9 +254,9 @@ def test_s0_trackers_and_phase_flags_equal_their_formulas(which):
                     flags = v[7:7 + len(codes)]
                     v1, ph1, ecls, eis_c, err = v[7 + len(codes):12 + len(codes)]
                     prob = v[12 + len(codes):12 + len(codes) + dp.C]
-                    c, tq0, raddr_f, raddr_t, eff, eff_want, li_n, li = v[12 + len(codes) + dp.C:]
-                    if li_n != 1 - li and len(bad) < 5:
-                        bad.append(("last_issue_n", li_n, li))
+                    c, tq0, raddr_f, raddr_t, eff, eff_want, li_t, li = v[12 + len(codes) + dp.C:]
+                    if li_t != li and len(bad) < 5:
+                        bad.append(("last_issue_t", li_t, li))
                     if eff != eff_want and len(bad) < 5:
                         bad.append(("last_term_eff", eff, eff_want))
                     if dp.table:
