@@ -75,6 +75,10 @@ _A_W, _A_T, _A_T_CHUNK, _A_ERR, _A_D, _A_HEAD_W, _A_D_HEAD, _A_SM = range(1, 9)
 _B_IN, _B_H_CHUNK, _B_T, _B_TIN, _B_SM = range(1, 6)
 
 
+# the issue phases (the FSM's states that issue; the trackers' coefficients are given per phase)
+_ISSUE_PHASES = ("FORWARD", "LOGITS", "CACHE", "GRADIENT", "UPDATE", "TABLE", "HEAD_LOGITS", "HEAD_UPDATE")
+
+
 #: The widest stage whose delta FIFO heads are registers loaded a cycle ahead
 #: (:meth:`_Datapath._fifo_head_entry`); wider stages read the head through its multiplexer.
 HEAD_REGISTER_LANES = 32
@@ -1200,7 +1204,7 @@ class _Datapath:
         # (T along j or, GRADIENT, across the classes; UPDATE: Tin[m]). Which one: a LUT of the
         # phase flags and "col == ci" (lim_last, UPDATE's bias step)
         aw = len(crd.addr)
-        names = ("FORWARD", "LOGITS", "CACHE", "GRADIENT", "UPDATE", "TABLE", "HEAD_LOGITS", "HEAD_UPDATE")
+        names = _ISSUE_PHASES
         cf_tt = {nm: (0, 1, cn, 0) if nm == "GRADIENT" else (0, 0, 1, 0) if nm == "UPDATE" and l > 0
                  else (0, cn, 1, 0) for nm in names}
         st_tt = {nm: Const(0, aw) for nm in names}
@@ -1254,7 +1258,7 @@ class _Datapath:
         hidx1 = Signal.like(self.s1.col, name="hidx1")           # chosen at S0: one multiplexer less at S1
         # the chunk at S0 (GRADIENT: row, else col) in a register of its own (_tracker): the
         # memories' address and the one-hot copies' decoders start from flip-flops
-        names = ("FORWARD", "LOGITS", "CACHE", "GRADIENT", "UPDATE", "TABLE", "HEAD_LOGITS", "HEAD_UPDATE")
+        names = _ISSUE_PHASES
         hidx0 = self.hidx0 = self._tracker("hidx0", len(self.s0.col),
                                            {nm: (0, 1, 0, 0) if nm == "GRADIENT" else (0, 0, 1, 0) for nm in names},
                                            {nm: Const(0, len(self.s0.col)) for nm in names})
@@ -1490,7 +1494,7 @@ class _Datapath:
         # prob_k itself is picked at S0 from a tracker of the class (GRADIENT: col, else row;
         # GRADIENT's g_t step, col == C, takes prob_c - 1 whatever it picks) and registered: no
         # class multiplexer between err_class and the lanes' shared operand register either
-        names = ("FORWARD", "LOGITS", "CACHE", "GRADIENT", "UPDATE", "TABLE", "HEAD_LOGITS", "HEAD_UPDATE")
+        names = _ISSUE_PHASES
         w = len(s0.col)
         self.ecls0 = self._tracker("ecls0", w, {nm: (0, 0, 1, 0) if nm == "GRADIENT" else (0, 1, 0, 0) for nm in names},
                                    {nm: Const(0, w) for nm in names})
