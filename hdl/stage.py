@@ -666,7 +666,7 @@ class _Datapath:
         load = self.cnt_load = ~s0.valid | done
         nxt = self.nxt
         fwd = self._limit_values("FORWARD", fwd_train)
-        new = []
+        new, counted_all = [], []
         for j, r in enumerate(cur):
             counted = r
             if j < 4:
@@ -674,12 +674,19 @@ class _Datapath:
                 for c in lasts[j + 1:]:
                     step = step & c
                 counted = Mux(step, Mux(lasts[j], self.lim_first[j], regs[j] == self.lim_pre[j]), r)
+            counted_all.append(counted)
             v = Signal.like(r, name=f"{r.name}_next")
             m.d.comb += v.eq(Mux(self.idle, fwd[j], Mux(load, nxt[j], counted)))
             new.append(v)
         m.d.sync += [r.eq(v) for r, v in zip(cur, new)]
         m.d.sync += self.last_term_eff.eq(new[3] | (new[12] & new[2]))
-        done_next = new[0] & new[1] & new[2] & (new[3] | (new[12] & new[2]))
+        # last_issue's next value: the choice of new's, made of whole flags (the AND of the
+        # counters' choices is the choice of their ANDs: every counter's flag takes the same
+        # branch); the next phase's from a register of its own (_next_limits)
+        self.nxt_done = Signal(name="nxt_last_issue")
+        counted_done = Signal(name="counted_last_issue")
+        m.d.comb += counted_done.eq(self._one_issue(counted_all))
+        done_next = Mux(self.idle, self._one_issue(fwd), Mux(load, self.nxt_done, counted_done))
         m.d.sync += done.eq(done_next)
         # the trackers' copy (_track), reset-less so that Yosys keeps it apart (it differs from
         # last_issue only in the cycle after a reset, when no issue is at S0 and the trackers
@@ -780,6 +787,17 @@ class _Datapath:
                 x = v0[j] if v0[j] == v1[j] else Mux(tr_sig, v1[j], v0[j])
                 acc = acc | Mux(flag, x, 0)
             m.d.sync += r.eq(acc)
+        # "the next phase has one issue" (last_issue of its flags), per state a constant
+        acc = Const(0, 1)
+        for flag, tr_sig, (v0, v1) in vals:
+            d0, d1 = (self._one_issue(v) for v in (v0, v1))
+            acc = acc | (flag & (d0 if d0 == d1 else Mux(tr_sig, d1, d0)))
+        m.d.sync += self.nxt_done.eq(acc)
+
+    @staticmethod
+    def _one_issue(v):
+        """``last_issue`` of the counters' flags ``v`` (the order of ``nxt_*``)."""
+        return v[0] & v[1] & v[2] & (v[3] | (v[12] & v[2]))
 
     def _goto(self, m, name):
         """Go to state ``name`` (its one-hot flag set, the current state's cleared); the issue
