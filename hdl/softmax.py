@@ -287,6 +287,10 @@ class Softmax(wiring.Component):
         # clears are at the ends of MAX and EXP), so start loads only the logits and the sum
         with m.If(idle & self.start):
             m.d.sync += clear_total.eq(1)
+        # the logits are loaded in every idle cycle (sv is read only over a run, and the cycle of
+        # start is idle): the 230-odd enables of a wide softmax start from the state flip-flop,
+        # not from start
+        with m.If(idle):
             m.d.sync += [sv[i].eq(self.s[i]) for i in range(n)]
         with m.If(st_max):            # the tree's last levels, then the first difference
             set_k("+1")

@@ -75,6 +75,10 @@ _A_W, _A_T, _A_T_CHUNK, _A_ERR, _A_D, _A_HEAD_W, _A_D_HEAD, _A_SM = range(1, 9)
 _B_IN, _B_H_CHUNK, _B_T, _B_TIN, _B_SM = range(1, 6)
 
 
+# the issue phases (the FSM's states that issue; the trackers' coefficients are given per phase)
+_ISSUE_PHASES = ("FORWARD", "LOGITS", "CACHE", "GRADIENT", "UPDATE", "TABLE", "HEAD_LOGITS", "HEAD_UPDATE")
+
+
 #: Delta FIFOs of at least this many chunks are rings in a memory (:meth:`_Datapath._delta_ring`)
 #: rather than chunks of flip-flops, except on the iCE40 (no distributed RAM).
 FIFO_RING_CHUNKS = 4
@@ -351,6 +355,8 @@ class _Slot:
         self.sig, self.row, self.col, self.term = (Signal(counter_shape, name=f"{nm}{stage}")
                                                    for nm in ("sig", "row", "col", "term"))
         self._src, self._flags = None, {}
+        # S0 only: one registered flag per phase code, set with ``phase`` (``_Datapath._goto``)
+        self.phase_flags = {}
 
     def fields(self):
         return (self.valid, self.phase, self.sig, self.row, self.col, self.term)
@@ -379,6 +385,8 @@ class _Slot:
 
     def at(self, code):
         """This stage holds an issue of phase ``code``."""
+        if code in self.phase_flags:     # S0: a flip-flop, not a compare of phase
+            return self.phase_flags[code]
         return self.flag(f"at{code}_", lambda s: s.valid & (s.phase == code))
 
     def col_is(self, value: int):
@@ -642,7 +650,10 @@ class _Datapath:
         self.nxt = [Signal.like(r, name=f"nxt_{r.name}") for r in cur]
         done = Signal(name="last_issue")
         lasts = list(self.lim_last)
-        lasts[3] = lasts[3] | (self.upd_short & lasts[2])
+        # the term at its last value or UPDATE's bias step, in one flip-flop registered beside
+        # the flags it combines (they are registered from their next values in every cycle)
+        self.last_term_eff = lasts[3] = Signal(name="last_term_eff")
+        self.cnt_lasts = lasts        # the trackers (_track) step with the counters
         with m.If(s0.valid):
             for i in range(3, -1, -1):
                 cond = Const(1)
@@ -655,10 +666,10 @@ class _Datapath:
                         m.d.sync += regs[i].eq(regs[i] + 1)
         # the flags' next values: FORWARD's when idle, the next phase's with a load, else the
         # count's (a counter that steps: at its last value from 0, or from limit - 2)
-        load = ~s0.valid | done
+        load = self.cnt_load = ~s0.valid | done
         nxt = self.nxt
         fwd = self._limit_values("FORWARD", fwd_train)
-        new = []
+        new, counted_all = [], []
         for j, r in enumerate(cur):
             counted = r
             if j < 4:
@@ -666,13 +677,99 @@ class _Datapath:
                 for c in lasts[j + 1:]:
                     step = step & c
                 counted = Mux(step, Mux(lasts[j], self.lim_first[j], regs[j] == self.lim_pre[j]), r)
+            counted_all.append(counted)
             v = Signal.like(r, name=f"{r.name}_next")
             m.d.comb += v.eq(Mux(self.idle, fwd[j], Mux(load, nxt[j], counted)))
             new.append(v)
         m.d.sync += [r.eq(v) for r, v in zip(cur, new)]
-        m.d.sync += done.eq(new[0] & new[1] & new[2] & (new[3] | (new[12] & new[2])))
+        m.d.sync += self.last_term_eff.eq(new[3] | (new[12] & new[2]))
+        # last_issue's next value: the choice of new's, made of whole flags (the AND of the
+        # counters' choices is the choice of their ANDs: every counter's flag takes the same
+        # branch); the next phase's from a register of its own (_next_limits)
+        self.nxt_done = Signal(name="nxt_last_issue")
+        counted_done = Signal(name="counted_last_issue")
+        m.d.comb += counted_done.eq(self._one_issue(counted_all))
+        done_next = Mux(self.idle, self._one_issue(fwd), Mux(load, self.nxt_done, counted_done))
+        m.d.sync += done.eq(done_next)
+        # the trackers' copy (_track), reset-less so that Yosys keeps it apart (it differs from
+        # last_issue only in the cycle after a reset, when no issue is at S0 and the trackers
+        # load anyway): their loads do not share last_issue's fan-out
+        self.last_issue_t = Signal(name="last_issue_t", reset_less=True)
+        m.d.sync += self.last_issue_t.eq(done_next)
         self.last_issue = done
         return done
+
+    def _tracker(self, name, width, coeffs, starts):
+        """A register that holds ``sum_i coeffs[phase][i] * counter_i`` (mod ``2 ** width``;
+        counters ``sig, row, col, term``) of the issue at S0 plus the phase's start value, in
+        every cycle with an issue: a read address from a flip-flop, not from a multiplier and an
+        adder after the counters. ``coeffs`` and ``starts`` by issue phase name (``starts``: its
+        value at the phase's first issue, every counter 0, the same in either mode); the steps
+        are made by :meth:`_track`."""
+        reg = Signal(width, name=name, reset_less=True)
+        self.trackers.append((reg, coeffs, starts))
+        return reg
+
+    def _track(self, m):
+        """The trackers' values (:meth:`_tracker`), loaded and stepped as :meth:`_count` loads
+        and steps the counters' flags. With an issue at S0 the innermost counter not at its last
+        value steps, the ones inside it wrap to 0: a tracker adds that move's change of its
+        sum, a constant of the phase per moving counter, from registers (``<name>_d<j>``)
+        selected by the ``lim_last`` flags. In every cycle without an issue and with a phase's
+        last issue it loads the next issue phase's start, and its step registers that phase's
+        steps, from registers of the next phase's values (``<name>_nx``, from the one-hot state
+        as ``nxt_*``; IDLE and FIN: FORWARD's): no FSM decision sits in front of a tracker."""
+        lasts, load = self.cnt_lasts, ~self.s0.valid | self.last_issue_t
+        for f in self.after_count:
+            f()
+        lims = {name: [[int(v) for v in limits(tr)] for tr in (0, 1)]
+                for name, (_, limits) in self.issue_of.items()}
+
+        def next_reg(name, w, per_phase):
+            """A register of ``per_phase[the issue phase after the current state]``."""
+            fwd = per_phase["FORWARD"]
+            init = fwd if isinstance(fwd, int) else fwd.value if isinstance(fwd, Const) else 0
+            r = Signal(w, name=f"{name}_nx", init=init % (1 << w), reset_less=False)
+            acc = Const(0, w)
+            for state, flag in self._states.items():
+                nx = ["FORWARD" if state in ("IDLE", "FIN") else self._next_issue(state, tr) for tr in (0, 1)]
+                if nx[0] is None and nx[1] is None:
+                    continue
+                nx = [v if v is not None else nx[1 - k] for k, v in enumerate(nx)]
+                x = per_phase[nx[0]] if nx[0] == nx[1] else Mux(self.train, per_phase[nx[1]], per_phase[nx[0]])
+                acc = acc | Mux(flag, x, 0)
+            m.d.sync += r.eq(acc)
+            return r
+
+        for reg, coeffs, starts in self.trackers:
+            w = len(reg)
+            steps = {}         # name -> [change when counter j moves (inner ones wrap)]
+            for name, per_tr in lims.items():
+                cf = coeffs.get(name, (0, 0, 0, 0))
+                if cf[3] != 0:
+                    raise ValueError("A tracker's term coefficient must be 0 (UPDATE's bias step "
+                                     "ends the term early)")
+                if any(cf[i] and per_tr[0][i] != per_tr[1][i] for i in range(1, 4)):
+                    raise ValueError(f"{name}: a tracked counter's limit depends on the mode")
+                lim = per_tr[1]
+                steps[name] = [(cf[j] - sum(cf[i] * (lim[i] - 1) for i in range(j + 1, 4))) % (1 << w)
+                               for j in range(4)]
+            dvals = []
+            for j in range(4):
+                vals = {v[j] for v in steps.values()}
+                if len(vals) == 1:
+                    dvals.append(Const(vals.pop(), w))
+                    continue
+                d = Signal(w, name=f"{reg.name}_d{j}", reset_less=True)
+                d_nx = next_reg(d.name, w, {name: v[j] for name, v in steps.items()})
+                with m.If(load):
+                    m.d.sync += d.eq(d_nx)
+                dvals.append(d)
+            delta = dvals[0]
+            for j in range(1, 4):
+                delta = Mux(lasts[j], delta, dvals[j])
+            start = next_reg(reg.name, w, {name: starts[name] for name in lims})
+            m.d.sync += reg.eq(Mux(load, start, reg + delta))
 
     def _next_limits(self, m, fwd_train):
         """``nxt_*``: the limits of the issue phase after the current state, registered from the
@@ -693,19 +790,45 @@ class _Datapath:
                 x = v0[j] if v0[j] == v1[j] else Mux(tr_sig, v1[j], v0[j])
                 acc = acc | Mux(flag, x, 0)
             m.d.sync += r.eq(acc)
+        # "the next phase has one issue" (last_issue of its flags), per state a constant
+        acc = Const(0, 1)
+        for flag, tr_sig, (v0, v1) in vals:
+            d0, d1 = (self._one_issue(v) for v in (v0, v1))
+            acc = acc | (flag & (d0 if d0 == d1 else Mux(tr_sig, d1, d0)))
+        m.d.sync += self.nxt_done.eq(acc)
+
+    @staticmethod
+    def _one_issue(v):
+        """``last_issue`` of the counters' flags ``v`` (the order of ``nxt_*``)."""
+        return v[0] & v[1] & v[2] & (v[3] | (v[12] & v[2]))
 
     def _goto(self, m, name):
-        """Go to state ``name`` (its one-hot flag set, the current state's cleared), with the
-        issue slot's phase and valid bit registered alongside (S0 decoded from flip-flops, not
-        from the FSM state): the same values, cycle for cycle, as decoding the state. Every
-        counter is 0 here."""
-        cur, s0 = self._cur, self.s0
+        """Go to state ``name`` (its one-hot flag set, the current state's cleared); the issue
+        slot's phase and valid bit follow in :meth:`_issue_slot`. Every counter is 0 here."""
+        cur = self._cur
         if name != cur:
             m.d.sync += [self._state(cur).eq(0), self._state(name).eq(1)]
             if "IDLE" in (cur, name):
                 m.d.sync += [self.idle_rb.eq(int(name == "IDLE")), self.idle_rb_n.eq(int(name != "IDLE"))]
-        code, limits = self.issue_of.get(name, (0, None))
-        m.d.sync += [s0.valid.eq(limits is not None), s0.phase.eq(code)]
+
+    def _issue_slot(self, m, enter, last_issue):
+        """S0's valid bit, phase and phase flags, registered from the FSM's transitions into the
+        issue phases (``enter``: phase name -> conditions, each a state flag and its decision:
+        a sum of products, not the FSM's chain of state blocks) and from ``last_issue`` (an
+        issue phase ends with its last issue): the same values, cycle for cycle, as decoding the
+        state (S0 is decoded from flip-flops, not from the FSM state)."""
+        s0 = self.s0
+        into = {name: Cat(*conds).any() for name, conds in enter.items() if conds}
+        stay = ~last_issue
+        m.d.sync += s0.valid.eq(Cat(*into.values()).any() | (s0.valid & stay))
+        bits = []
+        for b in range(len(s0.phase)):
+            terms = [cond for name, cond in into.items() if (self.issue_of[name][0] >> b) & 1]
+            bits.append(Cat(*terms).any() | (s0.phase[b] & stay) if terms else s0.phase[b] & stay)
+        m.d.sync += s0.phase.eq(Cat(*bits))
+        for name, (code, _) in self.issue_of.items():
+            flag = s0.phase_flags[code]
+            m.d.sync += flag.eq(into.get(name, Const(0)) | (flag & stay))
 
     def _state(self, name):
         """The one-hot flag of FSM state ``name`` (``idle`` for IDLE)."""
@@ -1044,6 +1167,10 @@ class _Datapath:
         n, C, ci, cn, terms = self.n, self.C, self.ci, self.cn, self.terms
         cmax = max(n, C + 1, ci + 1, cn + 1, 3, terms + 1)
         s0 = self.s0 = _Slot(0, range(cmax + 1))
+        # valid & (phase == code) at S0, one flip-flop per phase code registered with phase
+        # (_goto): the address and index multiplexers start from it, not from a compare
+        s0.phase_flags = {code: Signal(name=f"s0_at{code}") for code in
+                          (_FORWARD, _LOGITS, _CACHE, _GRADIENT, _UPDATE, _TABLE, _HEAD_LOGITS, _HEAD_UPDATE)}
         s1 = self.s1 = _Slot(1, range(cmax + 1))
         s2 = self.s2 = _Slot(2, range(cmax + 1))
         m.d.sync += [x1.eq(x0) for x1, x0 in zip(s1.fields(), s0.fields())]
@@ -1081,6 +1208,7 @@ class _Datapath:
         self.idle_rb_n = Signal(init=0, name="idle_rb_n")
         self.rb_active_n = Signal(name="rb_active_n")
         self.ck_go = Signal(name="ck_go")
+        self.trackers, self.after_count = [], []
         self.ck_addr, self.ck_data = Signal.like(st.state.addr), Signal.like(st.state.w_data)
 
     # ---- S0: addresses ----
@@ -1091,14 +1219,21 @@ class _Datapath:
         ph0, row, col, term = s0.phase, s0.row, s0.col, s0.term
         # every memory is a power of two deep (pow2_depth): every address is inside it
         # TABLE updates R[c] (row 0), then R[m]
-        table_row = Mux((ph0 == _TABLE) & (row == 1), self.m_class, self.c)
         # layer 0 reads its target row R[c] during FORWARD, one chunk per cycle (target_chunk),
         # into t at S1
         self.target_chunk = [Signal(range(cn + 1), name=f"target_chunk{k}") for k in range(3)]
         self.target_valid = [Signal(name=f"target_valid{k}") for k in range(3)]
         tq, tv = self.target_chunk, self.target_valid
         m.d.sync += [tq[1].eq(tq[0]), tv[1].eq(tv[0]), tq[2].eq(tq[1]), tv[2].eq(tv[1])]
-        raddr = Mux(ph0 == _TABLE, _mulk(table_row, cn) + col, _mulk(self.c, cn) + tq[0])
+        # the target row's address c * cn + tq0 in a register of its own, loaded with c and
+        # stepped with tq0 (:meth:`_fsm`): R's read address from a flip-flop in FORWARD. TABLE
+        # reads R late (below), from a copy of c * cn or m * cn (registered: c and m hold long
+        # before TABLE) plus col
+        self.raddr_f = Signal(range(self.C * cn + 1), name="raddr_f")
+        base_c, base_m = (Signal(range(self.C * cn + 1), name=nm) for nm in ("raddr_base_c", "raddr_base_m"))
+        m.d.sync += [base_c.eq(_mulk(self.c, cn)), base_m.eq(_mulk(self.m_class, cn))]
+        self.raddr_t = Signal(range(self.C * cn + 1), name="raddr_t")
+        m.d.comb += self.raddr_t.eq(Mux(row == 1, base_m, base_c) + col)
         # late reads: a read-modify-write phase that multiplies nothing from W (UPDATE), R
         # (TABLE) or the head's W (HEAD_UPDATE) reads the old words at S2 - 1 from a delayed copy
         # of the S0 address (one register of the read data per lane then holds them for S3,
@@ -1108,7 +1243,7 @@ class _Datapath:
         self.late_read = {}
         for name in rd:
             if name in late_code:
-                a0 = raddr if name == "R" else _mulk(row, ci) + col if name == "W" else _mulk(row, cn) + col
+                a0 = self.raddr_t if name == "R" else _mulk(row, ci) + col if name == "W" else _mulk(row, cn) + col
                 a1, f1 = Signal(len(Value.cast(a0)), name=f"{name}_late1"), Signal(name=f"{name}_late_f1")
                 aL, fL = Signal.like(a1, name=f"{name}_late"), Signal(name=f"{name}_late_f")
                 m.d.sync += [a1.eq(a0), f1.eq(s0.at(late_code[name]))]
@@ -1123,11 +1258,11 @@ class _Datapath:
                 elif name == "b":
                     a = row
                 elif name == "T":          # GRADIENT reads T[k] across j, the others along j
-                    a = Mux(ph0 == _GRADIENT, _mulk(col, cn) + row, _mulk(row, cn) + col)
+                    a = Mux(s0.at(_GRADIENT), _mulk(col, cn) + row, _mulk(row, cn) + col)
                 elif name == "Tin":        # UPDATE's third term: Tin[m]
                     a = _mulk(self.m_class, ci) + col
                 elif name == "R":
-                    a = raddr
+                    a = self.raddr_f
                 elif name == "head_W":
                     a = _mulk(row, cn) + col
                 else:
@@ -1142,8 +1277,27 @@ class _Datapath:
         # the packed cache memory: which logical memory its read port serves this cycle. The
         # region offsets are added to the issue's and to the host's address apart, before the
         # choice between them (the adders start from registers, beside the selects)
-        sel_b = (ph0 == _FORWARD) | ((ph0 == _UPDATE) & (col == ci))
-        sel_tin = (ph0 == _UPDATE) & (col != ci) if l > 0 else Const(0)
+        # the issue's address in the packed cache from two trackers (_tracker), one flip-flop
+        # each per bit: b's (its offset + row: FORWARD, UPDATE's bias step) and the caches'
+        # (T along j or, GRADIENT, across the classes; UPDATE: Tin[m]). Which one: a LUT of the
+        # phase flags and "col == ci" (lim_last, UPDATE's bias step)
+        aw = len(crd.addr)
+        names = _ISSUE_PHASES
+        cf_tt = {nm: (0, 1, cn, 0) if nm == "GRADIENT" else (0, 0, 1, 0) if nm == "UPDATE" and l > 0
+                 else (0, cn, 1, 0) for nm in names}
+        st_tt = {nm: Const(0, aw) for nm in names}
+        if l > 0:
+            st_tt["UPDATE"] = (pbase["Tin"] + _mulk(self.m_class, ci))[:aw]
+        self.c_trk_tt = self._tracker("c_trk_tt", aw, cf_tt, st_tt)
+        self.c_trk_b = self._tracker("c_trk_b", aw, {nm: (0, 1, 0, 0) for nm in names},
+                                     {nm: Const(pbase["b"] % (1 << aw), aw) for nm in names})
+        self.c_sel_b = Signal(name="c_sel_b")
+
+        def sel_b():         # after _count: lim_last
+            m.d.comb += self.c_sel_b.eq(s0.at(_FORWARD) | (s0.at(_UPDATE) & self.lim_last[2]))
+        self.after_count.append(sel_b)
+        self.c_issue = Signal(aw, name="c_issue")
+        m.d.comb += self.c_issue.eq(Mux(self.c_sel_b, self.c_trk_b, self.c_trk_tt))
         rb_b, rb_tin = st.state.mem == MEM_IDS["b"], st.state.mem == MEM_IDS["Tin"] if l > 0 else Const(0)
 
         def packed(a_b, a_tin, a_t, s_b, s_tin):
@@ -1154,7 +1308,7 @@ class _Datapath:
                                else caddr)
         m.d.comb += caddr.eq(Mux(self.rb_active_n,
                                  packed(st.state.addr, st.state.addr, st.state.addr, rb_b, rb_tin),
-                                 packed(a_issue["b"], a_issue.get("Tin", 0), a_issue["T"], sel_b, sel_tin)))
+                                 self.c_issue))
         wen_b = wr["b"][0].en
         wen_t = Cat(*(vp.en for vp in wr["T"])).any()     # any lane (a checkpoint writes one)
         m.d.sync += cwr.addr.eq(Mux(wen_b, pbase["b"] + wr["b"][0].addr,
@@ -1169,10 +1323,10 @@ class _Datapath:
         with m.If(wen_b):
             m.d.sync += cwr.data.eq(wr["b"][0].data)
         raddr1, self.raddr2 = Signal(range(self.C * cn + 1), name="raddr1"), Signal(range(self.C * cn + 1), name="raddr2")
-        m.d.sync += raddr1.eq(raddr)
+        m.d.sync += raddr1.eq(self.raddr_t)        # TABLE's write address (S4)
         self._late(m, self.raddr2, raddr1)
         # input memory reads: the x / t_in chunk of FORWARD (signal sig) and of UPDATE (term)
-        region = Mux(ph0 == _UPDATE, term, s0.sig)[0] if l > 0 else 0
+        region = Mux(s0.at(_UPDATE), term, s0.sig)[0] if l > 0 else 0
         m.d.comb += read_whole(self.ird, Mux(self.write_half, 0, self.Sx * ci) + _mulk(region, ci) + col)
 
     def _chunks(self, m):
@@ -1180,14 +1334,19 @@ class _Datapath:
         GRADIENT), registered for S2."""
         P, qa = self.P, self.qa
         hidx1 = Signal.like(self.s1.col, name="hidx1")           # chosen at S0: one multiplexer less at S1
-        m.d.sync += hidx1.eq(Mux(self.s0.phase == _GRADIENT, self.s0.row, self.s0.col))
+        # the chunk at S0 (GRADIENT: row, else col) in a register of its own (_tracker): the
+        # memories' address and the one-hot copies' decoders start from flip-flops
+        names = _ISSUE_PHASES
+        hidx0 = self.hidx0 = self._tracker("hidx0", len(self.s0.col),
+                                           {nm: (0, 1, 0, 0) if nm == "GRADIENT" else (0, 0, 1, 0) for nm in names},
+                                           {nm: Const(0, len(self.s0.col)) for nm in names})
+        m.d.sync += hidx1.eq(hidx0)
         self.h_chunk = [Signal(signed(qa.width), name=f"h_chunk{pp}") for pp in range(P)]
         self.t_chunk = [Signal(signed(qa.width), name=f"t_chunk{pp}") for pp in range(P)]
         # GRADIENT needs only f'(h) and f'(t) of the chunk at S3: one register of the entry, then
         # its hard-tanh derivative bit delayed (not the entry)
         self.h_inside3 = [Signal(name=f"h_inside3_{pp}") for pp in range(P)]
         self.t_inside3 = [Signal(name=f"t_inside3_{pp}") for pp in range(P)]
-        hidx0 = Mux(self.s0.phase == _GRADIENT, self.s0.row, self.s0.col)
         for mem in (self.h_mem, self.t_mem):       # the chunk's address at S0, its word at S1
             if mem is not None:
                 m.d.comb += read_whole(mem[0], hidx0)
@@ -1400,12 +1559,26 @@ class _Datapath:
         and registered, S1 only indexes ``prob``."""
         s0, C = self.s0, self.C
         self.err_class, self.err_is_c = Signal(range(max(2, C)), name="err_class"), Signal(name="err_is_c")
-        grad, col_c = s0.phase == _GRADIENT, s0.col == C
+        grad, col_c = s0.at(_GRADIENT), s0.col == C
         err_class0 = Mux(grad, Mux(col_c, self.c, s0.col), s0.row)
         # err_class0 == c, its compares side by side (not behind the class multiplexer)
         m.d.sync += [self.err_class.eq(err_class0),
                      self.err_is_c.eq(Mux(grad, col_c | (s0.col == self.c), s0.row == self.c))]
-        m.d.comb += self.err.eq(Array(self.prob)[self.err_class] - Mux(self.err_is_c, 1 << P_FRAC, 0))
+        # prob_c - 1 registered (c holds over the sample, prob from the softmax's done on, a
+        # cycle before the first issue's S0): err is a multiplexer of registers, no subtraction
+        # in front of the lanes' shared operand register
+        self.prob_c_m = Signal(signed(self.err_w), name="prob_c_m", reset_less=True)
+        m.d.sync += self.prob_c_m.eq(Array(self.prob)[self.c] - (1 << P_FRAC))
+        # prob_k itself is picked at S0 from a tracker of the class (GRADIENT: col, else row;
+        # GRADIENT's g_t step, col == C, takes prob_c - 1 whatever it picks) and registered: no
+        # class multiplexer between err_class and the lanes' shared operand register either
+        names = _ISSUE_PHASES
+        w = len(s0.col)
+        self.ecls0 = self._tracker("ecls0", w, {nm: (0, 0, 1, 0) if nm == "GRADIENT" else (0, 1, 0, 0) for nm in names},
+                                   {nm: Const(0, w) for nm in names})
+        self.prob_sel = Signal(signed(self.err_w), name="prob_sel", reset_less=True)
+        m.d.sync += self.prob_sel.eq(Array(self.prob + [0] * ((1 << w) - C))[self.ecls0])
+        m.d.comb += self.err.eq(Mux(self.err_is_c, self.prob_c_m, self.prob_sel))
         if self.head:         # the head's delta d_k = narrow(err_k), with it at S2 and S3
             self.d_head, d_ovf = narrow(self.err, P_FRAC, self.qe)
             d2, d2_ovf = Signal(signed(self.qe.width), name="d_head2"), Signal(name="d_head2_ovf")
@@ -1895,22 +2068,40 @@ class _Datapath:
             self._cur = name
             return m.If(self._state(name))
 
+        # the transitions into each issue phase, for the issue slot's registers (_issue_slot)
+        enter = {name: [] for name, _, _ in issues}
+        accept = st.i.sample.valid & st.i.sample.ready
+        enter["FORWARD"].append(accept)
+        for name, _, _ in issues:
+            if name in no_drain:
+                enter[no_drain[name][1]].append(self._state(name) & last_issue & no_drain[name][0])
+            nxt = [self._after_name(name, tr) for tr in (0, 1)]
+            for tr, y in enumerate(nxt):
+                if y in enter:
+                    mode = Const(1) if nxt[0] == nxt[1] else train if tr else ~train
+                    if nxt[0] != nxt[1] or tr == 0:
+                        enter[y].append(self._state(f"W_{name}") & drained[name] & mode)
+        for name, after, present in (("SOFTMAX", "GRADIENT", self.class_ce),
+                                     ("HEAD_SOFTMAX", "HEAD_UPDATE", self.head)):
+            if present:
+                enter[after].append(self._state(f"W_{name}") & self.sm.done)
+        self._issue_slot(m, enter, last_issue)
         with state("IDLE"):
             # FORWARD's counter flags are loaded every idle cycle (for the sample on offer,
             # _count): the sample handshake stays out of their enables
-            with m.If(st.i.sample.valid & st.i.sample.ready):
+            with m.If(accept):
                 ip = st.i.sample.payload
                 m.d.sync += self.write_half.eq(~self.write_half)
                 # the issue counters are 0 here: every phase ends as they all wrap
                 m.d.sync += [self.c.eq(ip.label), train.eq(ip.train), self.have_m.eq(0),
-                             tq[0].eq(0)]
+                             tq[0].eq(0), self.raddr_f.eq(_mulk(ip.label, cn))]
                 self._goto(m, "FORWARD")
         for name, code, limits in issues:
             with state(name):
                 if name == "FORWARD" and l == 0:     # the target row R[c], a chunk a cycle
                     with m.If(tq[0] < cn):
                         m.d.comb += tv[0].eq(1)
-                        m.d.sync += tq[0].eq(tq[0] + 1)
+                        m.d.sync += [tq[0].eq(tq[0] + 1), self.raddr_f.eq(self.raddr_f + 1)]
                 with m.If(last_issue):
                     if name in no_drain:
                         with m.If(no_drain[name][0]):
@@ -1942,6 +2133,7 @@ class _Datapath:
                 m.d.sync += st.last_cycles.eq(self.cycles + 1)
                 self._goto(m, "IDLE")
         self._next_limits(m, st.i.sample.payload.train)
+        self._track(m)
         if self.need_sm:          # the softmax's start and its logit scale: one-hot flags
             sm_start = Cat(*(self._state(nm) for nm in ("SOFTMAX", "HEAD_SOFTMAX") if nm in self._states)).any()
             sm_frac = Cat(*(self._state(nm) for nm in ("HEAD_SOFTMAX", "W_HEAD_SOFTMAX")
@@ -1990,8 +2182,15 @@ class _Datapath:
         would make of it (:meth:`_addresses`); no phase writes while the host's port is."""
         if not cache_ck:
             return
-        cwr, pbase, wl, P = self.cwr, self.pbase, self.wl, self.P
+        cwr, pbase, wl, P, st = self.cwr, self.pbase, self.wl, self.P, self.st
+        # the write's address registered with the request (its region's offset added to the
+        # host's address there): the hit flags select nothing in front of the write address
         addr = Signal.like(cwr.addr, name="ck_c_addr")
+        base = Const(0, 16)
+        for name, _, _ in cache_ck:
+            if name != "T":
+                base = Mux(st.state.mem == MEM_IDS[name], pbase[name], base)
+        m.d.sync += addr.eq(base + st.state.addr[:16])
         data = Signal.like(cwr.data, name="ck_c_data")
         en = Signal.like(cwr.en, name="ck_c_en")
         m.d.comb += data.eq(cwr.data)
@@ -2000,11 +2199,9 @@ class _Datapath:
             word = self.ck_data[:width].as_signed()
             with m.If(hit):
                 if name == "b":
-                    m.d.comb += [addr.eq(pbase["b"] + self.ck_addr[:16]), data.eq(word),
-                                 en.eq(banks[0].replicate(len(en)))]
+                    m.d.comb += [data.eq(word), en.eq(banks[0].replicate(len(en)))]
                 else:
-                    m.d.comb += [addr.eq((pbase[name] if name != "T" else 0) + self.ck_addr[:16]),
-                                 en.eq(Cat(banks, Const(0, len(en) - len(banks))))]
+                    m.d.comb += en.eq(Cat(banks, Const(0, len(en) - len(banks))))
                     m.d.comb += [data[k * wl:(k + 1) * wl].eq(word) for k in range(min(P, len(banks)))]
         with m.If(ck_cache):
             m.d.sync += [cwr.addr.eq(addr), cwr.data.eq(data), cwr.en.eq(en)]

@@ -205,3 +205,99 @@ def test_chunk_reads_through_one_hot_copies_equal_the_index_multiplexer(which):
     simulate(net, data.x_train[:n], data.y_train[:n], train=train, gap=3, ready_every=4, monitors=[monitor])
     assert seen["read"] > 200
     assert not bad, bad
+
+
+def _cache_address(dp, phase, row, col, m_class):
+    """The packed cache's issue address as the multiply-add formula gives it (before the
+    trackers): b's region at FORWARD and UPDATE's bias step, Tin[m] in UPDATE (layers >= 1), T
+    across the classes in GRADIENT, T along j otherwise."""
+    from sigprop_fpga.hdl import stage as hs
+    ci, cn, pb = dp.ci, dp.cn, dp.pbase
+    if phase == hs._FORWARD or (phase == hs._UPDATE and col == ci):
+        a = pb["b"] + row
+    elif phase == hs._UPDATE and dp.l > 0:
+        a = pb["Tin"] + m_class * ci + col
+    elif phase == hs._GRADIENT:
+        a = col * cn + row
+    else:
+        a = row * cn + col
+    return a & ((1 << len(dp.c_issue)) - 1)
+
+
+@pytest.mark.parametrize("which", ["iris", "HEAD", "ONE_CHUNK"])
+def test_s0_trackers_and_phase_flags_equal_their_formulas(which):
+    """The S0 phase flags equal ``valid & (phase == code)`` in every cycle; with an issue at S0
+    the packed cache's issue address (two trackers and their select) equals the multiply-add
+    formula of the counters, and ``hidx0`` (the chunk index tracker) the chunk (GRADIENT: row,
+    else col); with an issue at S1 in GRADIENT or HEAD_UPDATE, ``err`` (from the registered
+    ``prob_c - 1``) equals ``prob[err_class] - (err_is_c << P_FRAC)``; layer 0's target row
+    address register ``raddr_f`` equals ``c * cn + tq0`` in every cycle, and TABLE's late read
+    address ``raddr_t`` its row's (``c``, then ``m``) ``* cn + col``; ``last_term_eff`` is
+    ``last_term | (upd_short & last_col)`` and ``last_issue_t`` (the trackers' copy) is
+    ``last_issue`` in every cycle."""
+    from sigprop_fpga.compiler.fixed import P_FRAC
+    from sigprop_fpga.hdl import stage as hs
+    net, data = _net(example="iris") if which == "iris" else _net(globals()[which])
+    seen, bad = {"s0": 0, "err": 0, "R": 0}, []
+
+    def monitor(dut):
+        watch = []
+        for dp in (st._dp for st in dut.stages):
+            s0, s1 = dp.s0, dp.s1
+            codes = sorted(s0.phase_flags)
+            sigs = [s0.valid, s0.phase, s0.row, s0.col, dp.m_class, dp.c_issue, dp.hidx0,
+                    *(s0.phase_flags[c] for c in codes), s1.valid, s1.phase, dp.err_class, dp.err_is_c,
+                    dp.err, *dp.prob, dp.c, dp.target_chunk[0], dp.raddr_f, dp.raddr_t,
+                    dp.last_term_eff, dp.lim_last[3] | (dp.upd_short & dp.lim_last[2]),
+                    dp.last_issue_t, dp.last_issue]
+            watch.append((dp, codes, sigs))
+        exprs = [x for _, _, w in watch for x in w]
+
+        async def process(ctx):
+            async for _, _, *vals in ctx.tick().sample(*exprs):
+                at = 0
+                for dp, codes, w in watch:
+                    v = vals[at:at + len(w)]
+                    at += len(w)
+                    valid, phase, row, col, m_class, c_issue, hidx0 = v[:7]
+                    flags = v[7:7 + len(codes)]
+                    v1, ph1, ecls, eis_c, err = v[7 + len(codes):12 + len(codes)]
+                    prob = v[12 + len(codes):12 + len(codes) + dp.C]
+                    c, tq0, raddr_f, raddr_t, eff, eff_want, li_t, li = v[12 + len(codes) + dp.C:]
+                    if li_t != li and len(bad) < 5:
+                        bad.append(("last_issue_t", li_t, li))
+                    if eff != eff_want and len(bad) < 5:
+                        bad.append(("last_term_eff", eff, eff_want))
+                    if dp.table:
+                        seen["R"] += 1
+                        if raddr_f != c * dp.cn + tq0 and len(bad) < 5:
+                            bad.append(("raddr_f", c, tq0, raddr_f))
+                        if valid and phase == hs._TABLE:
+                            want = (m_class if row == 1 else c) * dp.cn + col
+                            if raddr_t != want and len(bad) < 5:
+                                bad.append(("raddr_t", row, col, c, m_class, raddr_t))
+                    for c, f in zip(codes, flags):
+                        if f != int(valid and phase == c) and len(bad) < 5:
+                            bad.append(("phase flag", c, valid, phase, f))
+                    if valid:
+                        seen["s0"] += 1
+                        want = _cache_address(dp, phase, row, col, m_class)
+                        if c_issue != want and len(bad) < 5:
+                            bad.append(("cache address", dp.l, phase, row, col, c_issue, want))
+                        want = row if phase == hs._GRADIENT else col
+                        if hidx0 != want and len(bad) < 5:
+                            bad.append(("hidx0", dp.l, phase, row, col, hidx0))
+                    if dp.need_sm and v1 and ph1 in (hs._GRADIENT, hs._HEAD_UPDATE):
+                        seen["err"] += 1
+                        w_ = dp.err_w
+                        want = (prob[ecls] - (eis_c << P_FRAC)) & ((1 << w_) - 1)
+                        want -= (want >> (w_ - 1)) << w_
+                        if err != want and len(bad) < 5:
+                            bad.append(("err", dp.l, ph1, ecls, eis_c, err, want))
+        return process
+
+    n = 6
+    train = np.arange(n) % 3 != 2
+    simulate(net, data.x_train[:n], data.y_train[:n], train=train, gap=3, ready_every=4, monitors=[monitor])
+    assert seen["s0"] > 200 and seen["err"] > 20 and seen["R"] > 200, seen
+    assert not bad, bad
